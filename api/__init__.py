@@ -1,0 +1,1 @@
+"""deskpilot api: the composition root (settings, CLI, HTTP service)."""

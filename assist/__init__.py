@@ -1,0 +1,1 @@
+"""deskpilot assist: next-best actions and grounded drafts for agents."""

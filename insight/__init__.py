@@ -1,0 +1,1 @@
+"""deskpilot insight: event-log I/O, mining, training and the model registry."""

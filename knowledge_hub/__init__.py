@@ -1,0 +1,1 @@
+"""deskpilot knowledge hub: articles, versions, vector index and retrieval."""

@@ -1,0 +1,1 @@
+"""deskpilot routing: ticket triage decisions and feedback."""
