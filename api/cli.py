@@ -1,0 +1,36 @@
+"""The `deskpilot` command line."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from api.logging import configure_logging
+from api.settings import get_settings
+
+app = typer.Typer(help="deskpilot: mine support event logs, learn from them, route and assist tickets.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+
+def _register_commands() -> None:
+    # Each area owns its module; registration order is the order shown in --help.
+    from api.commands import ingest
+
+    ingest.register(app)
+
+
+def main() -> None:
+    """Console entry point."""
+    # Nothing may be fetched from a model hub at run time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    _register_commands()
+    app()
+
+
+if __name__ == "__main__":
+    main()

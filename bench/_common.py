@@ -1,0 +1,113 @@
+"""Shared helpers for the benchmarks: data location, timing, the results table and its JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+sys.path.insert(0, str(REPO))
+
+
+def data_dir() -> Path:
+    """../shared/data, or DESKPILOT_DATA."""
+    d = Path(os.environ.get("DESKPILOT_DATA", REPO.parent / "shared" / "data")).resolve()
+    if not (d / "SOURCES.md").is_file():
+        raise SystemExit(f"public data not found at {d}; set DESKPILOT_DATA")
+    return d
+
+
+@dataclass
+class Row:
+    """One measured figure, next to its baseline and goal."""
+
+    task: str
+    data: str
+    metric: str
+    value: float | str | None
+    baseline: float | str | None = None
+    goal: str | None = None
+
+
+@dataclass
+class Results:
+    """Rows of one benchmark, printed as a table and written to bench/results/<name>.json."""
+
+    name: str
+    rows: list[Row] = field(default_factory=list)
+    extra_env: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, task: str, data: str, metric: str, value: Any, baseline: Any = None, goal: str | None = None) -> None:
+        """Add a row (floats rounded to 4 places) and echo it at once."""
+        def r(x: Any) -> Any:
+            return round(float(x), 4) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
+
+        row = Row(task, data, metric, r(value), r(baseline), goal)
+        self.rows.append(row)
+        print(f"  {task:<34} {data:<28} {metric:<26} {row.value!s:>12} {row.baseline!s:>12} {goal or ''}", flush=True)
+
+    def env(self) -> dict[str, Any]:
+        """Where the figures were taken."""
+        import importlib.metadata as md
+
+        pkgs = {}
+        for p in ("pm4py", "pandas", "polars", "numpy", "scikit-learn", "lightgbm", "torch",
+                  "sentence-transformers", "chromadb", "fastapi"):
+            try:
+                pkgs[p] = md.version(p)
+            except md.PackageNotFoundError:
+                pass
+        return {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "packages": pkgs,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **self.extra_env,
+        }
+
+    def write(self) -> Path:
+        """Print the whole table and write the JSON file."""
+        print()
+        print(f"{'task':<34} {'data':<28} {'metric':<26} {'value':>12} {'baseline':>12} goal")
+        print("-" * 130)
+        for row in self.rows:
+            print(f"{row.task:<34} {row.data:<28} {row.metric:<26} {row.value!s:>12} {row.baseline!s:>12} {row.goal or ''}")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"{self.name}.json"
+        out.write_text(json.dumps({"rows": [asdict(r) for r in self.rows], "env": self.env()}, indent=2))
+        print(f"\nwrote {out.relative_to(REPO)}")
+        return out
+
+
+@contextmanager
+def timer() -> Iterator[Callable[[], float]]:
+    """`with timer() as t: ...; t()` gives the elapsed seconds."""
+    start = time.perf_counter()
+    end: list[float] = []
+    yield lambda: (end[0] if end else time.perf_counter()) - start
+    end.append(time.perf_counter())
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
+    """Smallest wall time of `repeat` runs (the least disturbed by a noisy shared machine) and the last result."""
+    best = float("inf")
+    out = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
