@@ -1,0 +1,358 @@
+"""Training labels mined from an event log: per case (resolving team, misrouted, outcome) and per prefix.
+
+The routing and prediction models (insight.models) train on these, so the definitions live in one place:
+
+* **first team**: the first non-empty `group` of the case (groups listed in `LabelConfig.intake_groups`, e.g. a
+  pure dispatch desk, are skipped when another group follows).
+* **resolving team**: the group at the case's last *resolve* event (activity matching `resolve_pattern`); when the
+  case has none, the group at its last *close* event; else the last non-empty group. It is never simply the first
+  team: a ticket that went L1 -> Billing L2 and was solved there is labelled "Billing L2".
+* **reassignments**: how many times the team changed along the case up to the resolving event (consecutive
+  repeats collapsed; a hand-back after resolution, e.g. to the desk that closes tickets, is not counted).
+* **misrouted**: first team != resolving team, or reassigned at least once.
+* **outcome**: ``reopened`` (a reopen activity), else ``escalated`` (an escalate activity, or the case reached a
+  higher support line than it started in), else ``resolved`` (a resolve or close activity), else ``open``.
+* **per prefix** (every prefix of every case): the next activity, with an explicit end-of-case class
+  (`END_OF_CASE`), and the remaining time to the case's last event.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from insight.errors import InvalidInput
+from insight.eventlog.schema import ACTIVITY, CASE_ID, GROUP, TIMESTAMP, EventLog
+
+END_OF_CASE = "<END>"
+
+OUTCOMES = ("resolved", "escalated", "reopened", "open")
+
+# Support-line naming rules seen in real logs: BPIC 2013 "G230 2nd" / "V5 3rd", the simulator's "Billing L2".
+_LINE_RULES: tuple[tuple[re.Pattern[str], int], ...] = (
+    (re.compile(r"(?:\b|_)(?:3rd|L3|tier\s*3|third)\b", re.IGNORECASE), 3),
+    (re.compile(r"(?:\b|_)(?:2nd|L2|tier\s*2|second)\b", re.IGNORECASE), 2),
+    (re.compile(r"(?:\b|_)(?:1st|L1|tier\s*1|first)\b", re.IGNORECASE), 1),
+)
+
+
+def support_line(group: Any, *, mapping: dict[str, int] | None = None, default: int | None = 1) -> int | None:
+    """Support line (1, 2, 3) of a team from an explicit mapping, else from its name suffix, else `default`."""
+    if group is None or (isinstance(group, float) and np.isnan(group)) or group is pd.NA:
+        return None
+    name = str(group)
+    if mapping is not None and name in mapping:
+        return int(mapping[name])
+    for rx, line in _LINE_RULES:
+        if rx.search(name):
+            return line
+    return default
+
+
+def support_lines(groups: Any, *, mapping: dict[str, int] | None = None) -> dict[str, int] | None:
+    """Line of every distinct team, or None when neither a mapping nor any name suffix tells lines apart.
+
+    Unsuffixed teams count as first line only when some team carries a 2nd/3rd-line suffix (BPIC 2013 style),
+    so a log without any line information is not silently treated as all first line.
+    """
+    names = [str(g) for g in pd.unique(pd.Series(groups).dropna())]
+    if mapping:
+        return {n: int(mapping.get(n, support_line(n, default=1) or 1)) for n in names}
+    found = {n: support_line(n, default=None) for n in names}
+    if not any(v is not None and v > 1 for v in found.values()):
+        return None
+    return {n: (v if v is not None else 1) for n, v in found.items()}
+
+
+@dataclass
+class LabelConfig:
+    """How activities are read as resolve / close / escalate / reopen steps (regexes, case-insensitive)."""
+
+    resolve_pattern: str = r"resolv|solved|solution accepted|in call"
+    close_pattern: str = r"clos|complete|done"
+    escalate_pattern: str = r"escalat"
+    reopen_pattern: str = r"reopen|re-open"
+    intake_groups: tuple[str, ...] = ()
+    line_mapping: dict[str, int] | None = None
+    end_label: str = END_OF_CASE
+
+
+@dataclass
+class CaseLabels:
+    """One row per case (index `case_id`).
+
+    Columns: start, end, throughput_s, n_events, first_team, resolving_team, teams (the team sequence joined
+    with " > "), n_teams, reassignments, misrouted, first_line, max_line, resolving_line, outcome.
+    Team columns are missing values when the log has no `group` column.
+    """
+
+    df: pd.DataFrame
+    has_groups: bool
+    lines: dict[str, int] | None = None
+
+    @property
+    def misrouted_share(self) -> float:
+        """Share of cases flagged misrouted (0 when the log has no teams)."""
+        if not self.has_groups or self.df.empty:
+            return 0.0
+        return float(self.df["misrouted"].fillna(False).astype(bool).mean())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (not the per-case rows)."""
+        d = self.df
+        return {
+            "cases": len(d),
+            "has_groups": self.has_groups,
+            "misrouted_share": round(self.misrouted_share, 4),
+            "reassigned_cases": int((d["reassignments"].fillna(0) > 0).sum()) if self.has_groups else 0,
+            "outcomes": {k: int(v) for k, v in d["outcome"].value_counts().items()},
+            "resolving_teams": {
+                str(k): int(v) for k, v in d["resolving_team"].value_counts().head(20).items()
+            } if self.has_groups else {},
+        }
+
+
+@dataclass
+class PrefixLabels:
+    """One row per prefix of every case (prefix = the case's first `prefix_len` events).
+
+    Columns: case_id, prefix_len, row (position of the prefix's last event in `log.df`), activity (last
+    activity of the prefix), timestamp, next_activity (`end_label` after the last event), elapsed_s,
+    remaining_s (to the case's last event).
+    """
+
+    df: pd.DataFrame
+    end_label: str = END_OF_CASE
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        d = self.df
+        return {
+            "prefixes": len(d),
+            "classes": int(d["next_activity"].nunique()),
+            "end_label": self.end_label,
+            "mean_remaining_h": round(float(d["remaining_s"].mean() / 3600.0), 3) if len(d) else 0.0,
+        }
+
+
+@dataclass
+class TrainingLabels:
+    """Case and prefix labels of one log."""
+
+    cases: CaseLabels
+    prefixes: PrefixLabels
+    config: LabelConfig = field(default_factory=LabelConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {"cases": self.cases.to_dict(), "prefixes": self.prefixes.to_dict()}
+
+
+@dataclass
+class _Sorted:
+    """The log's events in case/time order with per-case offsets (internal)."""
+
+    case: np.ndarray  # case code per event, non-decreasing
+    case_ids: np.ndarray  # case id per code
+    starts: np.ndarray  # first event position per case
+    ends: np.ndarray  # one past the last event per case
+    order: np.ndarray  # positions in log.df of each sorted event
+    activity: np.ndarray  # str activity per sorted event
+    ts_ns: np.ndarray  # int64 ns per sorted event
+
+
+def _sorted_events(log: EventLog) -> _Sorted:
+    df = log.df
+    codes, uniques = pd.factorize(df[CASE_ID], sort=False)
+    ts = df[TIMESTAMP].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    n = len(df)
+    # The EventLog contract orders rows by case then time; check cheaply and only sort when someone broke it.
+    contiguous = n == 0 or bool(np.all(np.diff(codes) >= 0))
+    if contiguous:
+        same = codes[1:] == codes[:-1]
+        contiguous = bool(np.all(ts[1:][same] >= ts[:-1][same]))
+    order = np.arange(n) if contiguous else np.lexsort((np.arange(n), ts, codes))
+    case = codes[order]
+    bounds = np.flatnonzero(np.r_[True, case[1:] != case[:-1]]) if n else np.zeros(0, dtype=np.int64)
+    ends = np.r_[bounds[1:], n] if n else np.zeros(0, dtype=np.int64)
+    return _Sorted(
+        case=case,
+        case_ids=np.asarray(uniques, dtype=object)[case[bounds]] if n else np.zeros(0, dtype=object),
+        starts=bounds,
+        ends=ends,
+        order=order,
+        activity=df[ACTIVITY].astype(str).to_numpy(dtype=object)[order],
+        ts_ns=ts[order],
+    )
+
+
+def _last_per_case(case_of_event: np.ndarray, mask: np.ndarray, n_cases: int) -> np.ndarray:
+    """Sorted-position of the last masked event per case, -1 where none."""
+    out = np.full(n_cases, -1, dtype=np.int64)
+    pos = np.flatnonzero(mask)
+    # Positions ascend, so a plain fancy assignment leaves the last one per case.
+    out[case_of_event[pos]] = pos
+    return out
+
+
+def _match(activities: np.ndarray, pattern: str) -> np.ndarray:
+    if not pattern:
+        return np.zeros(len(activities), dtype=bool)
+    try:
+        rx = re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise InvalidInput(f"label pattern {pattern!r} is not a valid regex: {exc}", field="pattern") from exc
+    uniq, inv = np.unique(activities.astype(str), return_inverse=True)
+    hit = np.array([bool(rx.search(u)) for u in uniq], dtype=bool)
+    return hit[inv] if len(uniq) else np.zeros(0, dtype=bool)
+
+
+def case_labels(log: EventLog, *, config: LabelConfig | None = None) -> CaseLabels:
+    """Per-case labels: first and resolving team, team sequence, reassignments, misrouted flag, outcome."""
+    cfg = config or LabelConfig()
+    s = _sorted_events(log)
+    n_cases = len(s.starts)
+    start = s.ts_ns[s.starts] if n_cases else np.zeros(0, dtype=np.int64)
+    end = s.ts_ns[s.ends - 1] if n_cases else np.zeros(0, dtype=np.int64)
+    out = pd.DataFrame(
+        {
+            "start": pd.to_datetime(start, utc=True),
+            "end": pd.to_datetime(end, utc=True),
+            "throughput_s": (end - start) / 1e9,
+            "n_events": (s.ends - s.starts).astype(np.int64),
+        },
+        index=pd.Index(s.case_ids, name=CASE_ID),
+    )
+    resolve = _match(s.activity, cfg.resolve_pattern)
+    close = _match(s.activity, cfg.close_pattern)
+    reopen = _match(s.activity, cfg.reopen_pattern)
+    escalate = _match(s.activity, cfg.escalate_pattern)
+
+    def any_per_case(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(s.case[mask], minlength=n_cases) > 0
+
+    has_groups = log.has(GROUP)
+    lines: dict[str, int] | None = None
+    escalated_by_line = np.zeros(n_cases, dtype=bool)
+    if has_groups:
+        group = log.df[GROUP].to_numpy(dtype=object)[s.order]
+        gmask = pd.notna(group) & (pd.Series(group).astype(str).str.len().to_numpy() > 0)
+        if cfg.intake_groups:
+            intake = np.isin(group.astype(str), np.asarray(cfg.intake_groups, dtype=object)) & gmask
+        else:
+            intake = np.zeros(len(group), dtype=bool)
+        # Team segments: non-empty group rows where the case starts or the team differs from the previous team.
+        gpos = np.flatnonzero(gmask)
+        gcase = s.case[gpos]
+        gname = group[gpos].astype(str)
+        new_seg = np.r_[True, (gcase[1:] != gcase[:-1]) | (gname[1:] != gname[:-1])] if len(gpos) else np.zeros(
+            0, dtype=bool
+        )
+        seg_case = gcase[new_seg]
+        seg_name = gname[new_seg]
+        seg_intake = intake[gpos][new_seg]
+        n_seg = np.bincount(seg_case, minlength=n_cases)
+        # First team: first segment that is not an intake desk; fall back to the first segment.
+        first = np.full(n_cases, None, dtype=object)
+        seg_idx = np.arange(len(seg_case))
+        if len(seg_case):
+            firsts = np.flatnonzero(np.r_[True, seg_case[1:] != seg_case[:-1]])
+            first[seg_case[firsts]] = seg_name[firsts]
+            non_intake = seg_idx[~seg_intake]
+            if len(non_intake):
+                nc = seg_case[non_intake]
+                keep = np.r_[True, nc[1:] != nc[:-1]]
+                first[nc[keep]] = seg_name[non_intake[keep]]
+        # Resolving team: group at the last resolve event, else last close event, else last non-empty group.
+        res_pos = _last_per_case(s.case, resolve & gmask, n_cases)
+        close_pos = _last_per_case(s.case, close & gmask, n_cases)
+        last_pos = _last_per_case(s.case, gmask, n_cases)
+        pick = np.where(res_pos >= 0, res_pos, np.where(close_pos >= 0, close_pos, last_pos))
+        resolving = np.full(n_cases, None, dtype=object)
+        ok = pick >= 0
+        resolving[ok] = group[pick[ok]].astype(str)
+        teams = pd.Series(seg_name).groupby(seg_case, sort=True).agg(" > ".join)
+        team_seq = np.full(n_cases, None, dtype=object)
+        team_seq[teams.index.to_numpy()] = teams.to_numpy()
+        # Team changes after the resolving event (e.g. handing back to the service desk to close) are not
+        # reassignments; intake segments are a dispatch step, not a reassignment either.
+        seg_pos = gpos[new_seg]
+        counted = (seg_pos <= np.where(pick >= 0, pick, np.iinfo(np.int64).max)[seg_case]) & ~seg_intake
+        reassign = np.maximum(np.bincount(seg_case[counted], minlength=n_cases) - 1, 0)
+        misrouted = pd.array(
+            np.where(ok, (first != resolving) | (reassign > 0), False), dtype="boolean"
+        )
+        misrouted[~ok] = pd.NA
+        out["first_team"] = first
+        out["resolving_team"] = resolving
+        out["teams"] = team_seq
+        out["n_teams"] = n_seg.astype(np.int64)
+        out["reassignments"] = reassign.astype(np.int64)
+        out["misrouted"] = misrouted
+        lines = support_lines(group[gmask], mapping=cfg.line_mapping)
+        if lines is not None:
+            lmap = pd.Series(lines, dtype="Int64")
+            out["first_line"] = pd.Series(first).map(lmap).astype("Int64").to_numpy()
+            out["resolving_line"] = pd.Series(resolving).map(lmap).astype("Int64").to_numpy()
+            seg_line = pd.Series(seg_name).map(lmap).fillna(1).to_numpy(dtype=np.int64)
+            max_line = np.zeros(n_cases, dtype=np.int64)
+            np.maximum.at(max_line, seg_case, seg_line)
+            out["max_line"] = pd.array(np.where(n_seg > 0, max_line, 0), dtype="Int64")
+            out.loc[n_seg == 0, "max_line"] = pd.NA
+            escalated_by_line = (out["max_line"].fillna(0).to_numpy() > out["first_line"].fillna(99).to_numpy())
+    else:
+        for col in ("first_team", "resolving_team", "teams"):
+            out[col] = None
+        out["n_teams"] = 0
+        out["reassignments"] = 0
+        out["misrouted"] = pd.array([pd.NA] * n_cases, dtype="boolean")
+
+    outcome = np.full(n_cases, "open", dtype=object)
+    outcome[any_per_case(resolve) | any_per_case(close)] = "resolved"
+    outcome[any_per_case(escalate) | escalated_by_line] = "escalated"
+    outcome[any_per_case(reopen)] = "reopened"
+    out["outcome"] = outcome
+    return CaseLabels(df=out, has_groups=has_groups, lines=lines)
+
+
+def prefix_labels(log: EventLog, *, config: LabelConfig | None = None) -> PrefixLabels:
+    """Next activity (with an end-of-case class) and remaining time for every prefix of every case."""
+    cfg = config or LabelConfig()
+    s = _sorted_events(log)
+    n = len(s.case)
+    n_cases = len(s.starts)
+    case_start = np.repeat(s.starts, s.ends - s.starts)
+    case_end_ts = np.repeat(s.ts_ns[s.ends - 1], s.ends - s.starts) if n_cases else np.zeros(0, dtype=np.int64)
+    case_start_ts = s.ts_ns[case_start] if n else np.zeros(0, dtype=np.int64)
+    is_last = np.zeros(n, dtype=bool)
+    if n_cases:
+        is_last[s.ends - 1] = True
+    nxt = np.empty(n, dtype=object)
+    if n:
+        nxt[:-1] = s.activity[1:]
+        nxt[is_last] = cfg.end_label
+    df = pd.DataFrame(
+        {
+            CASE_ID: s.case_ids[s.case] if n else np.zeros(0, dtype=object),
+            "prefix_len": (np.arange(n) - case_start + 1).astype(np.int64),
+            "row": s.order.astype(np.int64),
+            "activity": s.activity,
+            "timestamp": pd.to_datetime(s.ts_ns, utc=True),
+            "next_activity": nxt,
+            "elapsed_s": (s.ts_ns - case_start_ts) / 1e9,
+            "remaining_s": (case_end_ts - s.ts_ns) / 1e9,
+        }
+    )
+    return PrefixLabels(df=df, end_label=cfg.end_label)
+
+
+def training_labels(log: EventLog, *, config: LabelConfig | None = None) -> TrainingLabels:
+    """Case labels and prefix labels of a log in one call."""
+    cfg = config or LabelConfig()
+    return TrainingLabels(
+        cases=case_labels(log, config=cfg), prefixes=prefix_labels(log, config=cfg), config=cfg
+    )
