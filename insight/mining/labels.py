@@ -93,6 +93,9 @@ class CaseLabels:
     df: pd.DataFrame
     has_groups: bool
     lines: dict[str, int] | None = None
+    # One row per team segment (consecutive events of one team in one case): case_id, case (int code, the
+    # case's row number in `df`), seq, team, pos, start, end, n_events, counted (before resolution, not intake).
+    segments: pd.DataFrame | None = None
 
     @property
     def misrouted_share(self) -> float:
@@ -237,6 +240,7 @@ def case_labels(log: EventLog, *, config: LabelConfig | None = None) -> CaseLabe
 
     has_groups = log.has(GROUP)
     lines: dict[str, int] | None = None
+    segments: pd.DataFrame | None = None
     escalated_by_line = np.zeros(n_cases, dtype=bool)
     if has_groups:
         group = log.df[GROUP].to_numpy(dtype=object)[s.order]
@@ -287,6 +291,23 @@ def case_labels(log: EventLog, *, config: LabelConfig | None = None) -> CaseLabe
             np.where(ok, (first != resolving) | (reassign > 0), False), dtype="boolean"
         )
         misrouted[~ok] = pd.NA
+        seg_of_row = np.cumsum(new_seg) - 1
+        seg_end = np.r_[s.ts_ns[seg_pos[1:]], 0] if len(seg_pos) else np.zeros(0, dtype=np.int64)
+        last_of_case = np.r_[seg_case[1:] != seg_case[:-1], True] if len(seg_pos) else np.zeros(0, dtype=bool)
+        seg_end = np.where(last_of_case, end[seg_case] if len(seg_pos) else seg_end, seg_end)
+        segments = pd.DataFrame(
+            {
+                CASE_ID: s.case_ids[seg_case] if len(seg_pos) else np.zeros(0, dtype=object),
+                "case": seg_case.astype(np.int64),
+                "seq": pd.Series(seg_case).groupby(seg_case).cumcount().to_numpy(dtype=np.int64),
+                "team": seg_name,
+                "pos": seg_pos.astype(np.int64),
+                "start": pd.to_datetime(s.ts_ns[seg_pos], utc=True),
+                "end": pd.to_datetime(seg_end, utc=True),
+                "n_events": np.bincount(seg_of_row, minlength=len(seg_pos)).astype(np.int64),
+                "counted": counted,
+            }
+        )
         out["first_team"] = first
         out["resolving_team"] = resolving
         out["teams"] = team_seq
@@ -316,7 +337,7 @@ def case_labels(log: EventLog, *, config: LabelConfig | None = None) -> CaseLabe
     outcome[any_per_case(escalate) | escalated_by_line] = "escalated"
     outcome[any_per_case(reopen)] = "reopened"
     out["outcome"] = outcome
-    return CaseLabels(df=out, has_groups=has_groups, lines=lines)
+    return CaseLabels(df=out, has_groups=has_groups, lines=lines, segments=segments)
 
 
 def prefix_labels(log: EventLog, *, config: LabelConfig | None = None) -> PrefixLabels:

@@ -1,0 +1,431 @@
+"""Misrouting from the team column: reassignments, ping-pong, push-to-front, channel transfers, and their cost.
+
+Definitions (all on the team sequence of a case up to its resolving event; see insight.mining.labels):
+
+* **reassigned**: the team changed at least once; **misrouted**: first team != resolving team, or reassigned.
+* **ping-pong**: a team comes back after another team had the case (A .. B .. A). The pair is A and the team that
+  took the case right after A's first spell.
+* **push-to-front** (needs support lines, from a mapping or the 2nd/3rd, L2/L3 name suffix): a case that started
+  in the first line and reached the 2nd/3rd line. It *could have stayed* at the first line when the higher line
+  did not really solve it: it was resolved back in the first line, or the higher-line work was trivial (at most
+  `trivial_max_events` events there, or only activities matching `trivial_pattern`).
+* **extra time** of a misrouted case: its throughput time minus the median throughput of cases of the same kind
+  (the first of `kind_columns` the log has, e.g. intent / category / product) that were routed right first time;
+  kinds with fewer than `min_baseline_cases` such cases fall back to the same resolving team, then to all
+  right-first-time cases.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from insight.eventlog.schema import CASE_ID, CHANNEL, EventLog
+from insight.mining.labels import CaseLabels, LabelConfig, case_labels
+
+
+@dataclass
+class MisroutingConfig:
+    """Knobs of the misrouting analysis."""
+
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    kind_columns: tuple[str, ...] = ("intent", "category", "product", "subcategory")
+    min_baseline_cases: int = 5
+    trivial_max_events: int = 2
+    trivial_pattern: str | None = None
+    top_n: int = 15
+    max_example_cases: int = 20
+
+
+@dataclass
+class TeamMisrouting:
+    """Per team: how often cases it received first left it, ping-pong involvement and the time that cost."""
+
+    team: str
+    line: int | None
+    first_team_cases: int
+    misrouted_out: int
+    misrouted_out_share: float
+    reassigned_in: int
+    resolved_cases: int
+    ping_pong_cases: int
+    pushed_cases: int
+    extra_hours_mean: float | None
+    extra_hours_total: float
+
+
+@dataclass
+class TeamPairMisrouting:
+    """Per (first team, resolving team) pair of misrouted cases, plus direct transfers between the two."""
+
+    from_team: str
+    to_team: str
+    cases: int
+    transfers: int
+    ping_pong_cases: int
+    extra_hours_mean: float | None
+    extra_hours_median: float | None
+    extra_hours_total: float
+    example_cases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PingPongPair:
+    """A pair of teams bouncing cases (A .. B .. A), unordered."""
+
+    team_a: str
+    team_b: str
+    cases: int
+    example_cases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PushToFront:
+    """Cases leaving the first line for 2nd/3rd line, and those that could have stayed."""
+
+    first_line_cases: int
+    pushed_cases: int
+    pushed_share: float
+    could_have_stayed: int
+    could_have_stayed_share: float
+    resolved_back_in_first_line: int
+    trivial_higher_line_work: int
+    by_line: dict[str, int] = field(default_factory=dict)
+    example_cases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChannelTransfer:
+    """Cases moving from one channel to another."""
+
+    from_channel: str
+    to_channel: str
+    transfers: int
+    cases: int
+
+
+@dataclass
+class MisroutingResult:
+    """Everything the misrouting analysis found; `cases` holds one row per case."""
+
+    n_cases: int
+    has_groups: bool
+    kind_column: str | None
+    reassigned_cases: int
+    reassigned_share: float
+    misrouted_cases: int
+    misrouted_share: float
+    ping_pong_cases: int
+    ping_pong_share: float
+    extra_hours_mean: float | None
+    extra_hours_total: float
+    teams: list[TeamMisrouting]
+    pairs: list[TeamPairMisrouting]
+    ping_pong_pairs: list[PingPongPair]
+    push_to_front: PushToFront | None
+    channel_transfers: list[ChannelTransfer]
+    cases: pd.DataFrame
+    labels: CaseLabels | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the per-case table is left out; top lists only)."""
+        return {
+            "n_cases": self.n_cases,
+            "has_groups": self.has_groups,
+            "kind_column": self.kind_column,
+            "reassigned_cases": self.reassigned_cases,
+            "reassigned_share": _r(self.reassigned_share),
+            "misrouted_cases": self.misrouted_cases,
+            "misrouted_share": _r(self.misrouted_share),
+            "ping_pong_cases": self.ping_pong_cases,
+            "ping_pong_share": _r(self.ping_pong_share),
+            "extra_hours_mean": _r(self.extra_hours_mean),
+            "extra_hours_total": _r(self.extra_hours_total),
+            "teams": [_clean(asdict(t)) for t in self.teams],
+            "pairs": [_clean(asdict(p)) for p in self.pairs],
+            "ping_pong_pairs": [asdict(p) for p in self.ping_pong_pairs],
+            "push_to_front": _clean(asdict(self.push_to_front)) if self.push_to_front else None,
+            "channel_transfers": [asdict(c) for c in self.channel_transfers],
+        }
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), nd)
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (_r(v) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def _hours(x: Any) -> float | None:
+    v = float(x)
+    return None if np.isnan(v) else v / 3600.0
+
+
+def _kind_column(log: EventLog, cfg: MisroutingConfig) -> str | None:
+    for col in cfg.kind_columns:
+        if log.has(col):
+            return col
+    return None
+
+
+def _extra_seconds(cases: pd.DataFrame, kind: pd.Series | None, cfg: MisroutingConfig) -> np.ndarray:
+    """Throughput minus the median of right-first-time cases of the same kind (fallbacks in module doc)."""
+    rft = cases["misrouted"].fillna(True).to_numpy() == False  # noqa: E712 - pandas boolean array
+    thr = cases["throughput_s"].to_numpy(dtype=float)
+    base = np.full(len(cases), np.nan)
+    global_med = float(np.median(thr[rft])) if rft.any() else np.nan
+    keys: list[pd.Series] = []
+    if kind is not None:
+        keys.append(kind.astype("string"))
+    keys.append(cases["resolving_team"].astype("string"))
+    for key in keys:
+        frame = pd.DataFrame({"k": key.to_numpy(), "t": thr, "rft": rft})
+        stats = frame[frame["rft"]].groupby("k", dropna=True)["t"].agg(["median", "size"])
+        stats = stats[stats["size"] >= cfg.min_baseline_cases]
+        med = frame["k"].map(stats["median"]).to_numpy(dtype=float)
+        fill = np.isnan(base) & ~np.isnan(med)
+        base[fill] = med[fill]
+    base[np.isnan(base)] = global_med
+    extra = thr - base
+    extra[rft] = np.nan
+    return extra
+
+
+def _ping_pong(seg: pd.DataFrame) -> pd.DataFrame:
+    """Per ping-pong case: the case code and the pair (A, the team after A's first spell)."""
+    if seg.empty:
+        return pd.DataFrame(columns=["case", "team_a", "team_b"])
+    s = seg.reset_index(drop=True)
+    idx = pd.Series(np.arange(len(s)))
+    first_idx = idx.groupby([s["case"], s["team"]]).transform("min").to_numpy()
+    dup = np.flatnonzero(idx.to_numpy() != first_idx)
+    if not len(dup):
+        return pd.DataFrame(columns=["case", "team_a", "team_b"])
+    d = pd.DataFrame({"case": s["case"].to_numpy()[dup], "row": dup}).drop_duplicates("case")
+    first_of = first_idx[d["row"].to_numpy()]
+    return pd.DataFrame(
+        {
+            "case": d["case"].to_numpy(),
+            "team_a": s["team"].to_numpy()[first_of],
+            "team_b": s["team"].to_numpy()[first_of + 1],
+        }
+    )
+
+
+def analyze_misrouting(
+    log: EventLog, *, config: MisroutingConfig | None = None, labels: CaseLabels | None = None
+) -> MisroutingResult:
+    """Reassignments, ping-pong, push-to-front and channel transfers per case, team and team pair."""
+    cfg = config or MisroutingConfig()
+    cl = labels if labels is not None else case_labels(log, config=cfg.labels)
+    cases = cl.df.copy()
+    n = len(cases)
+    kind_col = _kind_column(log, cfg)
+    channel_transfers = _channel_transfers(log, cfg)
+    if not cl.has_groups or cl.segments is None or n == 0:
+        return MisroutingResult(
+            n_cases=n, has_groups=False, kind_column=kind_col, reassigned_cases=0, reassigned_share=0.0,
+            misrouted_cases=0, misrouted_share=0.0, ping_pong_cases=0, ping_pong_share=0.0,
+            extra_hours_mean=None, extra_hours_total=0.0, teams=[], pairs=[], ping_pong_pairs=[],
+            push_to_front=None, channel_transfers=channel_transfers, cases=cases, labels=cl,
+        )
+    seg = cl.segments
+    counted = seg[seg["counted"]]
+    kind = None
+    if kind_col is not None:
+        kind = log.df.groupby(CASE_ID, sort=False, observed=True)[kind_col].first().reindex(cases.index)
+        cases["kind"] = kind.to_numpy()
+    misrouted = cases["misrouted"].fillna(False).to_numpy(dtype=bool)
+    reassigned = cases["reassignments"].to_numpy() > 0
+    extra = _extra_seconds(cases, kind, cfg)
+    cases["extra_s"] = extra
+
+    pp = _ping_pong(counted)
+    ping = np.zeros(n, dtype=bool)
+    ping[pp["case"].to_numpy(dtype=np.int64)] = True
+    cases["ping_pong"] = ping
+    pair_a = np.full(n, None, dtype=object)
+    pair_b = np.full(n, None, dtype=object)
+    pair_a[pp["case"].to_numpy(dtype=np.int64)] = pp["team_a"].to_numpy()
+    pair_b[pp["case"].to_numpy(dtype=np.int64)] = pp["team_b"].to_numpy()
+    cases["ping_pong_a"] = pair_a
+    cases["ping_pong_b"] = pair_b
+
+    push = _push_to_front(log, cl, counted, cases, cfg)
+    ids = cases.index.to_numpy()
+
+    # Per team.
+    teams: list[TeamMisrouting] = []
+    first = cases["first_team"].astype("string")
+    resolving = cases["resolving_team"].astype("string")
+    in_counts = counted[counted["seq"] > 0]["team"].value_counts()
+    pp_long = pd.concat([pp["team_a"], pp["team_b"]]).value_counts() if len(pp) else pd.Series(dtype=int)
+    pushed_by_team = (
+        first[cases["pushed"].to_numpy(dtype=bool)].value_counts() if "pushed" in cases else pd.Series(dtype=int)
+    )
+    frame = pd.DataFrame({"first": first.to_numpy(), "mis": misrouted, "extra": extra})
+    by_first = frame.groupby("first", dropna=True).agg(cases=("mis", "size"), mis=("mis", "sum"))
+    extra_by_first = frame[frame["mis"]].groupby("first", dropna=True)["extra"].agg(["mean", "sum"])
+    resolved_counts = resolving.value_counts()
+    lines = cl.lines or {}
+    for team, row in by_first.iterrows():
+        t = str(team)
+        mean_x = extra_by_first["mean"].get(t, np.nan) if len(extra_by_first) else np.nan
+        sum_x = extra_by_first["sum"].get(t, 0.0) if len(extra_by_first) else 0.0
+        teams.append(
+            TeamMisrouting(
+                team=t,
+                line=lines.get(t),
+                first_team_cases=int(row["cases"]),
+                misrouted_out=int(row["mis"]),
+                misrouted_out_share=float(row["mis"]) / max(int(row["cases"]), 1),
+                reassigned_in=int(in_counts.get(t, 0)),
+                resolved_cases=int(resolved_counts.get(t, 0)),
+                ping_pong_cases=int(pp_long.get(t, 0)),
+                pushed_cases=int(pushed_by_team.get(t, 0)),
+                extra_hours_mean=_hours(mean_x),
+                extra_hours_total=float(np.nan_to_num(sum_x)) / 3600.0,
+            )
+        )
+    teams.sort(key=lambda t: (-t.misrouted_out, -t.extra_hours_total, t.team))
+
+    # Per (first team -> resolving team) pair of misrouted cases, plus direct transfers A -> B.
+    nxt = counted["team"].shift(-1)
+    same_case = counted["case"].shift(-1) == counted["case"]
+    tr = pd.DataFrame({"a": counted["team"].to_numpy(), "b": nxt.to_numpy(), "same": same_case.to_numpy()})
+    tr_counts = tr[tr["same"]].groupby(["a", "b"]).size()
+    pf = pd.DataFrame(
+        {"a": first.to_numpy(), "b": resolving.to_numpy(), "x": extra, "pp": ping, "id": ids, "mis": misrouted}
+    )
+    pf = pf[pf["mis"] & pf["a"].notna() & pf["b"].notna() & (pf["a"] != pf["b"])]
+    pairs: list[TeamPairMisrouting] = []
+    for (a, b), g in pf.groupby(["a", "b"], sort=False):
+        x = g["x"].to_numpy(dtype=float)
+        pairs.append(
+            TeamPairMisrouting(
+                from_team=str(a),
+                to_team=str(b),
+                cases=len(g),
+                transfers=int(tr_counts.get((a, b), 0)),
+                ping_pong_cases=int(g["pp"].sum()),
+                extra_hours_mean=_hours(np.nanmean(x)) if np.isfinite(x).any() else None,
+                extra_hours_median=_hours(np.nanmedian(x)) if np.isfinite(x).any() else None,
+                extra_hours_total=float(np.nansum(x)) / 3600.0,
+                example_cases=[str(c) for c in g["id"].head(cfg.max_example_cases)],
+            )
+        )
+    pairs.sort(key=lambda p: (-p.cases, -p.extra_hours_total, p.from_team, p.to_team))
+
+    pp_pairs: list[PingPongPair] = []
+    if len(pp):
+        a = np.where(pp["team_a"] <= pp["team_b"], pp["team_a"], pp["team_b"])
+        b = np.where(pp["team_a"] <= pp["team_b"], pp["team_b"], pp["team_a"])
+        ppf = pd.DataFrame({"a": a, "b": b, "id": ids[pp["case"].to_numpy(dtype=np.int64)]})
+        for (ta, tb), g in ppf.groupby(["a", "b"], sort=False):
+            pp_pairs.append(
+                PingPongPair(str(ta), str(tb), len(g), [str(c) for c in g["id"].head(cfg.max_example_cases)])
+            )
+        pp_pairs.sort(key=lambda p: (-p.cases, p.team_a, p.team_b))
+
+    x_mis = extra[misrouted & np.isfinite(extra)]
+    return MisroutingResult(
+        n_cases=n,
+        has_groups=True,
+        kind_column=kind_col,
+        reassigned_cases=int(reassigned.sum()),
+        reassigned_share=float(reassigned.mean()),
+        misrouted_cases=int(misrouted.sum()),
+        misrouted_share=float(misrouted.mean()),
+        ping_pong_cases=int(ping.sum()),
+        ping_pong_share=float(ping.mean()),
+        extra_hours_mean=_hours(x_mis.mean()) if len(x_mis) else None,
+        extra_hours_total=float(x_mis.sum()) / 3600.0,
+        teams=teams[: max(cfg.top_n, 0) * 4],
+        pairs=pairs[: max(cfg.top_n, 0) * 4],
+        ping_pong_pairs=pp_pairs[: cfg.top_n],
+        push_to_front=push,
+        channel_transfers=channel_transfers,
+        cases=cases,
+        labels=cl,
+    )
+
+
+def _push_to_front(
+    log: EventLog, cl: CaseLabels, counted: pd.DataFrame, cases: pd.DataFrame, cfg: MisroutingConfig
+) -> PushToFront | None:
+    """Fills cases['pushed'] / cases['could_have_stayed'] and summarises; None without support lines."""
+    if cl.lines is None or "first_line" not in cases:
+        return None
+    n = len(cases)
+    lines = counted["team"].map(pd.Series(cl.lines)).fillna(1).to_numpy(dtype=np.int64)
+    cnum = counted["case"].to_numpy(dtype=np.int64)
+    first_line = cases["first_line"].fillna(0).to_numpy(dtype=np.int64)
+    max_line = np.zeros(n, dtype=np.int64)
+    np.maximum.at(max_line, cnum, lines)
+    pushed = (first_line == 1) & (max_line > 1)
+    resolving_line = cases["resolving_line"].fillna(0).to_numpy(dtype=np.int64)
+    back = pushed & (resolving_line == 1)
+    higher = lines > 1
+    hi_events = np.bincount(cnum[higher], weights=counted["n_events"].to_numpy()[higher], minlength=n)
+    trivial = pushed & ~back & (hi_events <= cfg.trivial_max_events)
+    if cfg.trivial_pattern:
+        # Higher-line work made only of activities matching the pattern also counts as trivial.
+        rx = re.compile(cfg.trivial_pattern, re.IGNORECASE)
+        s_order = log.df.index  # events are case/time ordered by the EventLog contract
+        act = log.df["activity"].astype(str)
+        grp = log.df["group"].astype("string")
+        line_ev = grp.map(pd.Series(cl.lines)).fillna(1).to_numpy()
+        hit = act.map(lambda a: bool(rx.search(a))).to_numpy(dtype=bool)
+        ev = pd.DataFrame({"case": log.df[CASE_ID].to_numpy(), "hi": line_ev > 1, "hit": hit}, index=s_order)
+        ev = ev[ev["hi"]]
+        all_trivial = ev.groupby("case")["hit"].all()
+        pos = pd.Series(np.arange(n), index=cases.index)
+        ok_cases = all_trivial[all_trivial].index
+        idx = pos.reindex(ok_cases).dropna().to_numpy(dtype=np.int64)
+        flag = np.zeros(n, dtype=bool)
+        flag[idx] = True
+        trivial |= pushed & ~back & flag
+    stay = back | trivial
+    cases["pushed"] = pushed
+    cases["could_have_stayed"] = stay
+    n_first = int((first_line == 1).sum())
+    by_line = {f"L{int(k)}": int(v) for k, v in pd.Series(max_line[pushed]).value_counts().sort_index().items()}
+    return PushToFront(
+        first_line_cases=n_first,
+        pushed_cases=int(pushed.sum()),
+        pushed_share=float(pushed.sum()) / max(n_first, 1),
+        could_have_stayed=int(stay.sum()),
+        could_have_stayed_share=float(stay.sum()) / max(int(pushed.sum()), 1),
+        resolved_back_in_first_line=int(back.sum()),
+        trivial_higher_line_work=int(trivial.sum()),
+        by_line=by_line,
+        example_cases=[str(c) for c in cases.index[stay][: cfg.max_example_cases]],
+    )
+
+
+def _channel_transfers(log: EventLog, cfg: MisroutingConfig) -> list[ChannelTransfer]:
+    """Consecutive channel changes inside a case (event-level channel column)."""
+    if not log.has(CHANNEL):
+        return []
+    df = log.df
+    ch = df[CHANNEL].astype("string")
+    case = df[CASE_ID]
+    valid = ch.notna()
+    d = pd.DataFrame({"case": case[valid].to_numpy(), "ch": ch[valid].to_numpy()})
+    prev = d["ch"].shift(1)
+    same_case = d["case"].shift(1) == d["case"]
+    moved = same_case & (prev != d["ch"])
+    if not moved.any():
+        return []
+    t = pd.DataFrame({"a": prev[moved].to_numpy(), "b": d["ch"][moved].to_numpy(), "case": d["case"][moved].to_numpy()})
+    agg = t.groupby(["a", "b"]).agg(transfers=("case", "size"), cases=("case", "nunique")).reset_index()
+    agg = agg.sort_values(["transfers", "a", "b"], ascending=[False, True, True])
+    return [
+        ChannelTransfer(str(r.a), str(r.b), int(r.transfers), int(r.cases))
+        for r in agg.head(cfg.top_n).itertuples()
+    ]
