@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from insight.errors import InvalidInput
-from insight.eventlog.schema import ACTIVITY, CASE_ID, GROUP, TIMESTAMP, EventLog
+from insight.eventlog.schema import CASE_ID, GROUP, EventLog
+from insight.mining._core import EncodedLog, encode
 
 END_OF_CASE = "<END>"
 
@@ -168,28 +169,22 @@ class _Sorted:
     ts_ns: np.ndarray  # int64 ns per sorted event
 
 
-def _sorted_events(log: EventLog) -> _Sorted:
-    df = log.df
-    codes, uniques = pd.factorize(df[CASE_ID], sort=False)
-    ts = df[TIMESTAMP].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    n = len(df)
-    # The EventLog contract orders rows by case then time; check cheaply and only sort when someone broke it.
-    contiguous = n == 0 or bool(np.all(np.diff(codes) >= 0))
-    if contiguous:
-        same = codes[1:] == codes[:-1]
-        contiguous = bool(np.all(ts[1:][same] >= ts[:-1][same]))
-    order = np.arange(n) if contiguous else np.lexsort((np.arange(n), ts, codes))
-    case = codes[order]
-    bounds = np.flatnonzero(np.r_[True, case[1:] != case[:-1]]) if n else np.zeros(0, dtype=np.int64)
-    ends = np.r_[bounds[1:], n] if n else np.zeros(0, dtype=np.int64)
+def _sorted_events(log: EventLog, enc: EncodedLog | None = None) -> _Sorted:
+    # Reuse the shared mining encoding (one sort / factorisation for every miner when `enc` is passed).
+    e = enc if enc is not None else encode(log)
+    n = e.n_events
+    order = np.arange(n, dtype=np.int64) if e.order is None else np.asarray(e.order, dtype=np.int64)
+    scale = 1_000_000_000 // e.units_per_second
     return _Sorted(
-        case=case,
-        case_ids=np.asarray(uniques, dtype=object)[case[bounds]] if n else np.zeros(0, dtype=object),
-        starts=bounds,
-        ends=ends,
+        case=e.case,
+        case_ids=np.asarray(e.case_labels, dtype=object),
+        starts=e.case_start[:-1],
+        ends=e.case_start[1:],
         order=order,
-        activity=df[ACTIVITY].astype(str).to_numpy(dtype=object)[order],
-        ts_ns=ts[order],
+        activity=np.asarray(e.activity.labels, dtype=object)[e.activity.codes].astype(str).astype(object)
+        if n
+        else np.zeros(0, dtype=object),
+        ts_ns=e.ts.astype(np.int64) * scale,
     )
 
 
@@ -214,10 +209,12 @@ def _match(activities: np.ndarray, pattern: str) -> np.ndarray:
     return hit[inv] if len(uniq) else np.zeros(0, dtype=bool)
 
 
-def case_labels(log: EventLog, *, config: LabelConfig | None = None) -> CaseLabels:
+def case_labels(
+    log: EventLog, *, config: LabelConfig | None = None, enc: EncodedLog | None = None
+) -> CaseLabels:
     """Per-case labels: first and resolving team, team sequence, reassignments, misrouted flag, outcome."""
     cfg = config or LabelConfig()
-    s = _sorted_events(log)
+    s = _sorted_events(log, enc)
     n_cases = len(s.starts)
     start = s.ts_ns[s.starts] if n_cases else np.zeros(0, dtype=np.int64)
     end = s.ts_ns[s.ends - 1] if n_cases else np.zeros(0, dtype=np.int64)
@@ -340,10 +337,12 @@ def case_labels(log: EventLog, *, config: LabelConfig | None = None) -> CaseLabe
     return CaseLabels(df=out, has_groups=has_groups, lines=lines, segments=segments)
 
 
-def prefix_labels(log: EventLog, *, config: LabelConfig | None = None) -> PrefixLabels:
+def prefix_labels(
+    log: EventLog, *, config: LabelConfig | None = None, enc: EncodedLog | None = None
+) -> PrefixLabels:
     """Next activity (with an end-of-case class) and remaining time for every prefix of every case."""
     cfg = config or LabelConfig()
-    s = _sorted_events(log)
+    s = _sorted_events(log, enc)
     n = len(s.case)
     n_cases = len(s.starts)
     case_start = np.repeat(s.starts, s.ends - s.starts)
@@ -371,9 +370,12 @@ def prefix_labels(log: EventLog, *, config: LabelConfig | None = None) -> Prefix
     return PrefixLabels(df=df, end_label=cfg.end_label)
 
 
-def training_labels(log: EventLog, *, config: LabelConfig | None = None) -> TrainingLabels:
+def training_labels(
+    log: EventLog, *, config: LabelConfig | None = None, enc: EncodedLog | None = None
+) -> TrainingLabels:
     """Case labels and prefix labels of a log in one call."""
     cfg = config or LabelConfig()
+    e = enc if enc is not None else encode(log)
     return TrainingLabels(
-        cases=case_labels(log, config=cfg), prefixes=prefix_labels(log, config=cfg), config=cfg
+        cases=case_labels(log, config=cfg, enc=e), prefixes=prefix_labels(log, config=cfg, enc=e), config=cfg
     )

@@ -1,0 +1,387 @@
+"""Shared fast encoding for mining: cases and attributes as integer codes, per-case offsets, sorted arrays.
+
+Every miner in `insight.mining` works on an `EncodedLog` instead of the pandas frame: one factorisation of
+the columns it needs, events in (case, time, original position) order, and `case_start` offsets so per-case
+work is `np.add.reduceat` / `np.bincount` on integer arrays rather than Python loops per event.
+Build it once with `encode(log)` and pass it as `enc=` to several miners to share the cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from insight.errors import InvalidEventLog, InvalidInput
+from insight.eventlog.schema import ACTIVITY, CASE_ID, TIMESTAMP, EventLog
+
+_UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+@dataclass
+class Codes:
+    """One column as integer codes (-1 = missing) plus the label of each code."""
+
+    codes: np.ndarray  # int32 per event, in EncodedLog order
+    labels: np.ndarray  # object array, labels[code]
+
+    @property
+    def n(self) -> int:
+        """Number of distinct non-missing values."""
+        return len(self.labels)
+
+
+@dataclass
+class EncodedLog:
+    """An event log as integer arrays in (case, time, original position) order.
+
+    `case[i]` is the case code of event i (non-decreasing), `case_start[c]:case_start[c+1]` the events of
+    case c, `ts` the timestamps as int64 in `ts_unit` units, and `order[i]` the row of `df` event i came from.
+    """
+
+    case: np.ndarray
+    case_labels: np.ndarray
+    case_start: np.ndarray
+    activity: Codes
+    ts: np.ndarray
+    ts_unit: str
+    order: np.ndarray | None
+    df: pd.DataFrame
+    _columns: dict[str, Codes] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_events(self) -> int:
+        """Number of events."""
+        return len(self.case)
+
+    @property
+    def n_cases(self) -> int:
+        """Number of cases."""
+        return len(self.case_labels)
+
+    @property
+    def units_per_second(self) -> int:
+        """How many `ts` units make a second."""
+        return _UNITS_PER_SECOND[self.ts_unit]
+
+    @property
+    def case_len(self) -> np.ndarray:
+        """Events per case."""
+        return np.diff(self.case_start)
+
+    @property
+    def position(self) -> np.ndarray:
+        """Index of each event inside its case (0 for the first event)."""
+        return np.arange(self.n_events, dtype=np.int64) - np.repeat(self.case_start[:-1], self.case_len)
+
+    def seconds(self, delta: np.ndarray) -> np.ndarray:
+        """Convert int64 timestamp differences to float seconds."""
+        return delta.astype(np.float64) / self.units_per_second
+
+    def has(self, column: str) -> bool:
+        """True when the frame has the column with at least one value."""
+        return column in self.df.columns and bool(self.df[column].notna().any())
+
+    def column(self, name: str) -> Codes:
+        """Factorise another column (cached on this object); missing values get code -1."""
+        if name == ACTIVITY:
+            return self.activity
+        if name not in self._columns:
+            if name not in self.df.columns:
+                raise InvalidInput(f"event log has no column {name!r}; has {list(self.df.columns)}", field=name)
+            self._columns[name] = _factorize(self._values(name))
+        return self._columns[name]
+
+    def _values(self, name: str) -> pd.Series:
+        s = self.df[name]
+        return s if self.order is None else s.iloc[self.order]
+
+    def values(self, name: str) -> np.ndarray:
+        """Raw values of a column in encoded (sorted) order."""
+        return self._values(name).to_numpy()
+
+    def case_first(self, codes: np.ndarray) -> np.ndarray:
+        """Per case, the first non-missing code of an event-level code array (-1 if none)."""
+        valid = codes >= 0
+        big = np.iinfo(np.int64).max
+        idx = np.where(valid, np.arange(self.n_events, dtype=np.int64), big)
+        first = np.minimum.reduceat(idx, self.case_start[:-1]) if self.n_events else np.empty(0, np.int64)
+        out = np.full(self.n_cases, -1, dtype=np.int64)
+        ok = first != big
+        out[ok] = codes[first[ok]]
+        return out
+
+    def case_last(self, codes: np.ndarray) -> np.ndarray:
+        """Per case, the last non-missing code of an event-level code array (-1 if none)."""
+        valid = codes >= 0
+        idx = np.where(valid, np.arange(self.n_events, dtype=np.int64), -1)
+        last = np.maximum.reduceat(idx, self.case_start[:-1]) if self.n_events else np.empty(0, np.int64)
+        out = np.full(self.n_cases, -1, dtype=np.int64)
+        ok = last >= 0
+        out[ok] = codes[last[ok]]
+        return out
+
+
+def _factorize(values: pd.Series) -> Codes:
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        cat = values.cat.remove_unused_categories()
+        return Codes(np.asarray(cat.cat.codes, dtype=np.int32), np.asarray(cat.cat.categories, dtype=object))
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return Codes(codes.astype(np.int32, copy=False), np.asarray(uniques, dtype=object))
+
+
+def encode(log: EventLog, *, columns: tuple[str, ...] = ()) -> EncodedLog:
+    """Encode a log once for all miners; `columns` are factorised eagerly (others lazily via `.column`)."""
+    df = log.df
+    if len(df) and df[CASE_ID].isna().any():
+        row = int(np.flatnonzero(df[CASE_ID].isna().to_numpy())[0])
+        raise InvalidEventLog("case id is missing", file=log.name, row=row, column=CASE_ID)
+    if len(df) and df[ACTIVITY].isna().any():
+        row = int(np.flatnonzero(df[ACTIVITY].isna().to_numpy())[0])
+        raise InvalidEventLog("activity is missing", file=log.name, row=row, column=ACTIVITY)
+    ts_series = df[TIMESTAMP]
+    if ts_series.isna().any():
+        row = int(np.flatnonzero(ts_series.isna().to_numpy())[0])
+        raise InvalidEventLog("timestamp is missing", file=log.name, row=row, column=TIMESTAMP)
+    unit = getattr(ts_series.dtype, "unit", "ns")
+    ts = np.asarray(ts_series.array.asi8, dtype=np.int64)  # type: ignore[attr-defined]
+
+    case_c = _factorize(df[CASE_ID])
+    case = case_c.codes.astype(np.int64)
+    # Readers hand us logs sorted by case then time; only re-sort (stably) when that is not true.
+    order: np.ndarray | None = None
+    n = len(case)
+    if n > 1:
+        same = case[1:] == case[:-1]
+        contiguous = bool(np.all(np.diff(case) >= 0))
+        time_ok = bool(np.all(ts[1:][same] >= ts[:-1][same]))
+        if not (contiguous and time_ok):
+            order = np.lexsort((np.arange(n), ts, case))
+            case = case[order]
+            ts = ts[order]
+    if order is not None:
+        # renumber cases by first appearance in the sorted order so codes stay non-decreasing
+        starts_mask = np.r_[True, case[1:] != case[:-1]] if n else np.zeros(0, bool)
+        old_codes = case[starts_mask]
+        remap = np.empty(case_c.n, dtype=np.int64)
+        remap[old_codes] = np.arange(len(old_codes))
+        case = remap[case]
+        case_labels = case_c.labels[old_codes]
+    else:
+        case_labels = case_c.labels
+    bounds = np.flatnonzero(np.r_[True, case[1:] != case[:-1]]) if n else np.zeros(0, np.int64)
+    case_start = np.r_[bounds, n].astype(np.int64)
+
+    act_series = df[ACTIVITY] if order is None else df[ACTIVITY].iloc[order]
+    enc = EncodedLog(
+        case=case,
+        case_labels=case_labels,
+        case_start=case_start,
+        activity=_factorize(act_series),
+        ts=ts,
+        ts_unit=unit,
+        order=order,
+        df=df,
+    )
+    for c in columns:
+        enc.column(c)
+    return enc
+
+
+def ensure_encoded(log: EventLog | None, enc: EncodedLog | None) -> EncodedLog:
+    """Return `enc` when given, else encode `log` (one of the two is required)."""
+    if enc is not None:
+        return enc
+    if log is None:
+        raise InvalidInput("pass an EventLog as `log` or an EncodedLog as `enc`", field="log")
+    return encode(log)
+
+
+@dataclass
+class Pairs:
+    """Directly-follows pairs of a code array: event index `i` is followed by `i + 1` in the same case."""
+
+    src_event: np.ndarray  # index of the first event of each pair
+    src: np.ndarray
+    dst: np.ndarray
+
+
+def follows(enc: EncodedLog, codes: np.ndarray, *, skip_missing: bool = False) -> Pairs:
+    """Consecutive pairs of `codes` inside each case; with `skip_missing`, events coded -1 are dropped first."""
+    if skip_missing:
+        keep = np.flatnonzero(codes >= 0)
+        case = enc.case[keep]
+        c = codes[keep]
+        same = case[1:] == case[:-1]
+        idx = keep[:-1][same]
+        return Pairs(idx, c[:-1][same], c[1:][same])
+    same = enc.case[1:] == enc.case[:-1]
+    idx = np.flatnonzero(same)
+    return Pairs(idx, codes[idx], codes[idx + 1])
+
+
+def pair_counts(src: np.ndarray, dst: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count (src, dst) pairs over an alphabet of size n; returns (src, dst, count) for pairs seen."""
+    key = src.astype(np.int64) * n + dst
+    counts = np.bincount(key, minlength=n * n) if n * n <= 4 * len(key) + 1024 else None
+    if counts is not None:
+        nz = np.flatnonzero(counts)
+        return nz // n, nz % n, counts[nz]
+    uniq, cnt = np.unique(key, return_counts=True)
+    return uniq // n, uniq % n, cnt
+
+
+@dataclass
+class GroupStats:
+    """Per-group count, sum, mean, median, p90 and max of a float array."""
+
+    group: np.ndarray
+    count: np.ndarray
+    total: np.ndarray
+    mean: np.ndarray
+    median: np.ndarray
+    p90: np.ndarray
+    max: np.ndarray
+
+
+def group_stats(groups: np.ndarray, values: np.ndarray) -> GroupStats:
+    """Vectorised per-group statistics (quantiles interpolate linearly, like numpy's default)."""
+    if len(groups) == 0:
+        e = np.zeros(0)
+        return GroupStats(np.zeros(0, np.int64), np.zeros(0, np.int64), e, e, e, e, e)
+    order = np.lexsort((values, groups))
+    g = groups[order]
+    v = values[order].astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    count = np.diff(np.r_[starts, len(g)])
+    total = np.add.reduceat(v, starts)
+    return GroupStats(
+        group=g[starts],
+        count=count,
+        total=total,
+        mean=total / count,
+        median=_sorted_quantile(v, starts, count, 0.5),
+        p90=_sorted_quantile(v, starts, count, 0.9),
+        max=v[starts + count - 1],
+    )
+
+
+def _sorted_quantile(v: np.ndarray, starts: np.ndarray, count: np.ndarray, q: float) -> np.ndarray:
+    pos = q * (count - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, count - 1)
+    frac = pos - lo
+    a = v[starts + lo]
+    b = v[starts + hi]
+    return a + (b - a) * frac
+
+
+def case_variant_ids(enc: EncodedLog, codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Variant id per case (cases with the same code sequence share an id) and each variant's first case.
+
+    Sequences are hashed with two 64-bit polynomial hashes plus the length, then every case is checked
+    event by event against its variant's representative, so a hash collision can never merge variants.
+    """
+    codes = enc.activity.codes if codes is None else codes
+    n = enc.n_events
+    if enc.n_cases == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pos = enc.position
+    c = codes.astype(np.uint64) + np.uint64(1)
+    maxlen = int(enc.case_len.max())
+    with np.errstate(over="ignore"):
+        p1 = np.cumprod(np.r_[np.uint64(1), np.full(maxlen - 1, 0x9E3779B97F4A7C15, np.uint64)], dtype=np.uint64)
+        p2 = np.cumprod(np.r_[np.uint64(1), np.full(maxlen - 1, 0xC2B2AE3D27D4EB4F, np.uint64)], dtype=np.uint64)
+        h1 = np.add.reduceat(c * p1[pos], enc.case_start[:-1])
+        h2 = np.add.reduceat((c * np.uint64(0xFF51AFD7ED558CCD)) ^ p2[pos], enc.case_start[:-1])
+    keys = np.empty(enc.n_cases, dtype=[("len", np.int64), ("h1", np.uint64), ("h2", np.uint64)])
+    keys["len"] = enc.case_len
+    keys["h1"] = h1
+    keys["h2"] = h2
+    _, first_case, vid = np.unique(keys, return_index=True, return_inverse=True)
+    vid = vid.ravel().astype(np.int64)
+    # exactness check: each event must equal the same-position event of its variant's representative case
+    rep_event = enc.case_start[first_case[vid]][enc.case] + pos if n else np.zeros(0, np.int64)
+    if not np.array_equal(codes[rep_event], codes):
+        return _variant_ids_exact(enc, codes)
+    return vid, first_case
+
+
+def _variant_ids_exact(enc: EncodedLog, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # Collision fallback (astronomically rare): key each case by its byte string.
+    seen: dict[bytes, int] = {}
+    vid = np.empty(enc.n_cases, dtype=np.int64)
+    firsts: list[int] = []
+    for i in range(enc.n_cases):
+        k = codes[enc.case_start[i] : enc.case_start[i + 1]].tobytes()
+        if k not in seen:
+            seen[k] = len(firsts)
+            firsts.append(i)
+        vid[i] = seen[k]
+    return vid, np.asarray(firsts, dtype=np.int64)
+
+
+def changes_per_case(enc: EncodedLog, codes: np.ndarray) -> np.ndarray:
+    """Per case, how often a non-missing code differs from the previous non-missing code (handoffs)."""
+    p = follows(enc, codes, skip_missing=True)
+    changed = p.src != p.dst
+    return np.bincount(enc.case[p.src_event[changed]], minlength=enc.n_cases)
+
+
+def repeats_per_case(enc: EncodedLog, codes: np.ndarray | None = None) -> np.ndarray:
+    """Per case, events whose code already occurred earlier in that case (rework events)."""
+    codes = enc.activity.codes if codes is None else codes
+    key = enc.case * (int(codes.max()) + 2 if len(codes) else 1) + codes
+    _, first_idx = np.unique(key, return_index=True)
+    is_first = np.zeros(enc.n_events, dtype=bool)
+    is_first[first_idx] = True
+    return np.bincount(enc.case[~is_first], minlength=enc.n_cases)
+
+
+def case_durations(enc: EncodedLog) -> np.ndarray:
+    """Throughput time per case in seconds (last minus first event)."""
+    if enc.n_cases == 0:
+        return np.zeros(0)
+    first = enc.ts[enc.case_start[:-1]]
+    last = enc.ts[enc.case_start[1:] - 1]
+    return enc.seconds(last - first)
+
+
+def case_start_ts(enc: EncodedLog) -> pd.DatetimeIndex:
+    """Start timestamp per case as UTC datetimes."""
+    return pd.to_datetime(enc.ts[enc.case_start[:-1]], unit=enc.ts_unit, utc=True)  # type: ignore[arg-type]
+
+
+def service_times(enc: EncodedLog, *, lifecycle_column: str = "lifecycle") -> np.ndarray:
+    """Per event, seconds since its matching `start` event (for `complete` events with one), else NaN.
+
+    A complete event is matched with the immediately preceding start of the same activity in the same
+    case; logs with complete timestamps only get all-NaN (service time is then unknown, not zero).
+    """
+    out = np.full(enc.n_events, np.nan)
+    if not enc.has(lifecycle_column):
+        return out
+    lc = enc.column(lifecycle_column)
+    low = np.array([str(x).lower() for x in lc.labels], dtype=object)
+    start_codes = np.flatnonzero(low == "start")
+    complete_codes = np.flatnonzero(low == "complete")
+    if len(start_codes) == 0 or len(complete_codes) == 0:
+        return out
+    is_start = np.isin(lc.codes, start_codes)
+    is_complete = np.isin(lc.codes, complete_codes)
+    idx = np.flatnonzero(is_start | is_complete)
+    if len(idx) < 2:
+        return out
+    # sort the start/complete events by (case, activity, position); a complete right after a start pairs up
+    o = np.lexsort((idx, enc.activity.codes[idx], enc.case[idx]))
+    ev = idx[o]
+    prev, cur = ev[:-1], ev[1:]
+    match = (
+        is_start[prev]
+        & is_complete[cur]
+        & (enc.case[prev] == enc.case[cur])
+        & (enc.activity.codes[prev] == enc.activity.codes[cur])
+    )
+    out[cur[match]] = enc.seconds(enc.ts[cur[match]] - enc.ts[prev[match]])
+    return out
