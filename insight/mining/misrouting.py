@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from insight.eventlog.schema import CASE_ID, CHANNEL, EventLog
+from insight.mining._core import EncodedLog
 from insight.mining.labels import CaseLabels, LabelConfig, case_labels
 
 
@@ -218,11 +219,15 @@ def _ping_pong(seg: pd.DataFrame) -> pd.DataFrame:
 
 
 def analyze_misrouting(
-    log: EventLog, *, config: MisroutingConfig | None = None, labels: CaseLabels | None = None
+    log: EventLog,
+    *,
+    config: MisroutingConfig | None = None,
+    labels: CaseLabels | None = None,
+    enc: EncodedLog | None = None,
 ) -> MisroutingResult:
     """Reassignments, ping-pong, push-to-front and channel transfers per case, team and team pair."""
     cfg = config or MisroutingConfig()
-    cl = labels if labels is not None else case_labels(log, config=cfg.labels)
+    cl = labels if labels is not None else case_labels(log, config=cfg.labels, enc=enc)
     cases = cl.df.copy()
     n = len(cases)
     kind_col = _kind_column(log, cfg)
