@@ -7,6 +7,8 @@ The routing and prediction models (insight.models) train on these, so the defini
 * **resolving team**: the group at the case's last *resolve* event (activity matching `resolve_pattern`); when the
   case has none, the group at its last *close* event; else the last non-empty group. It is never simply the first
   team: a ticket that went L1 -> Billing L2 and was solved there is labelled "Billing L2".
+* **consulted teams** (group matching `consult_group_pattern`, default: names starting with "Approv") sign off
+  without owning the case; they are left out of team sequences.
 * **reassignments**: how many times the team changed along the case up to the resolving event (consecutive
   repeats collapsed; a hand-back after resolution, e.g. to the desk that closes tickets, is not counted).
 * **misrouted**: first team != resolving team, or reassigned at least once.
@@ -78,6 +80,9 @@ class LabelConfig:
     escalate_pattern: str = r"escalat"
     reopen_pattern: str = r"reopen|re-open"
     intake_groups: tuple[str, ...] = ()
+    # Teams that are consulted without taking the case (an approvals desk signs off, the owner keeps the ticket);
+    # their events are left out of team sequences so a sign-off is not a reassignment or a ping-pong.
+    consult_group_pattern: str | None = r"^approv"
     line_mapping: dict[str, int] | None = None
     end_label: str = END_OF_CASE
 
@@ -242,6 +247,8 @@ def case_labels(
     if has_groups:
         group = log.df[GROUP].to_numpy(dtype=object)[s.order]
         gmask = pd.notna(group) & (pd.Series(group).astype(str).str.len().to_numpy() > 0)
+        if cfg.consult_group_pattern:
+            gmask &= ~_match(group.astype(str), cfg.consult_group_pattern)
         if cfg.intake_groups:
             intake = np.isin(group.astype(str), np.asarray(cfg.intake_groups, dtype=object)) & gmask
         else:
