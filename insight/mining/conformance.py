@@ -131,7 +131,7 @@ class ConformanceResult:
         }
 
 
-def _variants(enc: EncodedLog) -> tuple[np.ndarray, list[tuple[str, ...]], np.ndarray]:
+def case_variants(enc: EncodedLog) -> tuple[np.ndarray, list[tuple[str, ...]], np.ndarray]:
     """Variant code per case, the activity tuple of each variant, and case counts per variant."""
     codes = enc.activity.codes.astype(np.int32)
     starts = enc.case_start
@@ -146,7 +146,7 @@ def _variants(enc: EncodedLog) -> tuple[np.ndarray, list[tuple[str, ...]], np.nd
 def journey_from_log(log: EventLog, *, enc: EncodedLog | None = None) -> IntendedJourney:
     """The most frequent variant as a reference path (used when no designed journey is given)."""
     e = enc if enc is not None else encode(log)
-    _, seqs, counts = _variants(e)
+    _, seqs, counts = case_variants(e)
     if not seqs:
         raise InvalidInput("cannot derive a journey from an empty log", field="log")
     top = seqs[int(np.argmax(counts))]
@@ -226,7 +226,7 @@ def check_conformance(
 ) -> ConformanceResult:
     """Fitness per case and per variant and the ranked deviations against a declared journey or a model file."""
     e = enc if enc is not None else encode(log)
-    vcode, seqs, counts = _variants(e)
+    vcode, seqs, counts = case_variants(e)
     case_ids = np.asarray(e.case_labels, dtype=object)
     n_cases = e.n_cases
     if model_path is not None:

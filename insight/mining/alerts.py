@@ -1,0 +1,234 @@
+"""Alerts and drift: compare a recent window with the windows before it and flag what changed.
+
+Cases are placed in a window by their start time. The recent window is the last `window` of the log (e.g. the
+last 7 days); the baseline is the `baseline_windows` windows before it (e.g. the 8 weeks before). Flags:
+
+* **new variant**: a path with at least `min_cases` recent cases that the baseline never showed;
+* **variant share spike**: a path whose share of recent cases is `share_ratio` times its baseline share and at
+  least `min_share_delta` higher;
+* **KPI regression**: median throughput time, events per case, rework rate, reassignment share, overall and per
+  team / intent, worse by at least `kpi_ratio` (relative) in the recent window;
+* **misrouting spike**: misrouted share overall and per first team up by `misrouting_delta` (absolute) and by
+  `misrouting_ratio` (relative).
+
+Each alert carries the recent and baseline figures, its magnitude, and the cases behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from insight.errors import InvalidInput
+from insight.eventlog.schema import EventLog
+from insight.mining._core import EncodedLog, encode
+from insight.mining.conformance import case_variants
+from insight.mining.labels import CaseLabels, LabelConfig, case_labels
+
+
+@dataclass
+class AlertConfig:
+    """Windows and thresholds of the drift checks."""
+
+    window: str = "7D"
+    baseline_windows: int = 8
+    min_cases: int = 5
+    share_ratio: float = 2.0
+    min_share_delta: float = 0.02
+    kpi_ratio: float = 0.25
+    misrouting_delta: float = 0.05
+    misrouting_ratio: float = 1.3
+    segment_columns: tuple[str, ...] = ("intent", "category", "channel", "segment", "priority")
+    max_example_cases: int = 20
+    labels: LabelConfig = field(default_factory=LabelConfig)
+
+
+@dataclass
+class Alert:
+    """One flagged change with its size and the cases behind it."""
+
+    kind: str
+    severity: str
+    title: str
+    subject: str
+    recent: float
+    baseline: float
+    magnitude: float
+    unit: str
+    cases: int
+    example_cases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AlertReport:
+    """The compared windows and every alert, most severe first."""
+
+    recent_start: pd.Timestamp | None
+    recent_end: pd.Timestamp | None
+    baseline_start: pd.Timestamp | None
+    recent_cases: int
+    baseline_cases: int
+    alerts: list[Alert]
+    note: str = ""
+
+    def by_kind(self, kind: str) -> list[Alert]:
+        """Alerts of one kind."""
+        return [a for a in self.alerts if a.kind == kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        def ts(x: pd.Timestamp | None) -> str | None:
+            return None if x is None else x.isoformat()
+
+        return {
+            "recent_start": ts(self.recent_start),
+            "recent_end": ts(self.recent_end),
+            "baseline_start": ts(self.baseline_start),
+            "recent_cases": self.recent_cases,
+            "baseline_cases": self.baseline_cases,
+            "note": self.note,
+            "alerts": [
+                {
+                    **asdict(a),
+                    "recent": round(a.recent, 4),
+                    "baseline": round(a.baseline, 4),
+                    "magnitude": round(a.magnitude, 4),
+                    "example_cases": a.example_cases[:10],
+                }
+                for a in self.alerts
+            ],
+        }
+
+
+_SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+
+
+def _severity(ratio: float) -> str:
+    return "high" if ratio >= 3 else "medium" if ratio >= 1.75 else "low"
+
+
+def detect_alerts(
+    log: EventLog,
+    *,
+    config: AlertConfig | None = None,
+    labels: CaseLabels | None = None,
+    enc: EncodedLog | None = None,
+) -> AlertReport:
+    """Compare the last window with the baseline windows before it; flag new/spiking variants and regressions."""
+    cfg = config or AlertConfig()
+    try:
+        window = pd.Timedelta(cfg.window)
+    except ValueError as exc:
+        raise InvalidInput(f"alert window {cfg.window!r} is not a duration like '7D'", field="window") from exc
+    if window <= pd.Timedelta(0) or cfg.baseline_windows < 1:
+        raise InvalidInput("alert window and baseline_windows must be positive", field="window")
+    e = enc if enc is not None else encode(log)
+    cl = labels if labels is not None else case_labels(log, config=cfg.labels, enc=e)
+    cases = cl.df
+    if len(cases) == 0:
+        return AlertReport(None, None, None, 0, 0, [], note="empty log")
+    vcode, seqs, _ = case_variants(e)
+    # case_labels and the encoding list cases in the same (encoded) order, so vcode lines up with `cases`.
+    end = cases["start"].max()
+    recent_start = end - window
+    base_start = recent_start - window * cfg.baseline_windows
+    recent = (cases["start"] > recent_start).to_numpy()
+    base = ((cases["start"] > base_start) & (cases["start"] <= recent_start)).to_numpy()
+    n_r, n_b = int(recent.sum()), int(base.sum())
+    report = AlertReport(recent_start, end, base_start, n_r, n_b, [])
+    if n_r < cfg.min_cases or n_b < cfg.min_cases:
+        report.note = f"too few cases to compare (recent {n_r}, baseline {n_b}; need {cfg.min_cases} each)"
+        return report
+    ids = cases.index.to_numpy()
+
+    def examples(mask: np.ndarray) -> list[str]:
+        return [str(x) for x in ids[mask][: cfg.max_example_cases]]
+
+    alerts: list[Alert] = []
+    # Variants: new ones and share spikes.
+    vr = np.bincount(vcode[recent], minlength=len(seqs))
+    vb = np.bincount(vcode[base], minlength=len(seqs))
+    for v in np.flatnonzero(vr >= cfg.min_cases):
+        share_r, share_b = float(vr[v] / n_r), float(vb[v] / n_b)
+        path = " > ".join(seqs[v])
+        mask = recent & (vcode == v)
+        if vb[v] == 0:
+            alerts.append(Alert("new_variant", "high" if share_r >= 0.05 else "medium",
+                                f"New path in {vr[v]} recent cases ({share_r:.0%} of the window)", path,
+                                share_r, 0.0, share_r, "share", int(vr[v]), examples(mask)))
+        elif share_r >= cfg.share_ratio * share_b and share_r - share_b >= cfg.min_share_delta:
+            ratio = share_r / share_b
+            alerts.append(Alert("variant_share_spike", _severity(ratio),
+                                f"Path share up {ratio:.1f}x ({share_b:.1%} -> {share_r:.1%})", path,
+                                share_r, share_b, ratio, "x", int(vr[v]), examples(mask)))
+
+    # KPIs overall and per segment.
+    kpi = pd.DataFrame(
+        {
+            "throughput_h": cases["throughput_s"].to_numpy() / 3600.0,
+            "events": cases["n_events"].to_numpy(dtype=float),
+            "reassigned": (cases["reassignments"].to_numpy() > 0).astype(float),
+            "misrouted": cases["misrouted"].fillna(False).to_numpy(dtype=bool).astype(float),
+            "rework": _rework_flags(e),
+        },
+        index=cases.index,
+    )
+    segs: dict[str, pd.Series] = {"all": pd.Series("all cases", index=cases.index)}
+    if cl.has_groups:
+        segs["first team"] = cases["first_team"].astype("string")
+    for col in cfg.segment_columns:
+        if log.has(col):
+            first = e.df[col] if e.order is None else e.df[col].iloc[e.order]
+            per_case = pd.Series(first.to_numpy()).groupby(e.case).first()
+            segs[col] = pd.Series(per_case.to_numpy(), index=cases.index).astype("string")
+    for seg_name, seg in segs.items():
+        for value in seg.dropna().unique():
+            m = (seg == value).to_numpy()
+            r, b = recent & m, base & m
+            if r.sum() < cfg.min_cases or b.sum() < cfg.min_cases:
+                continue
+            subject = str(value) if seg_name == "all" else f"{seg_name} = {value}"
+            for name, agg, label in (
+                ("throughput_h", "median", "median throughput time (h)"),
+                ("events", "mean", "events per case"),
+                ("rework", "mean", "rework rate"),
+                ("reassigned", "mean", "reassignment rate"),
+            ):
+                rv = float(getattr(kpi.loc[r, name], agg)())
+                bv = float(getattr(kpi.loc[b, name], agg)())
+                if bv > 0 and rv >= bv * (1 + cfg.kpi_ratio) and not (name in ("rework", "reassigned") and rv - bv < 0.05):
+                    ratio = rv / bv
+                    alerts.append(Alert("kpi_regression", _severity(ratio),
+                                        f"{label} worse: {bv:.3g} -> {rv:.3g} ({ratio:.2f}x)", subject,
+                                        rv, bv, ratio, "x", int(r.sum()), examples(r)))
+            if cl.has_groups:
+                rv = float(kpi.loc[r, "misrouted"].mean())
+                bv = float(kpi.loc[b, "misrouted"].mean())
+                if rv - bv >= cfg.misrouting_delta and rv >= bv * cfg.misrouting_ratio:
+                    ratio = rv / bv if bv > 0 else float("inf")
+                    mis = r & (kpi["misrouted"].to_numpy() > 0)
+                    alerts.append(Alert("misrouting_spike", _severity(ratio if np.isfinite(ratio) else 9.0),
+                                        f"misrouted share up: {bv:.1%} -> {rv:.1%}", subject,
+                                        rv, bv, rv - bv, "share points", int(mis.sum()), examples(mis)))
+    for a in alerts:
+        # A handful of cases is worth a look, not an alarm.
+        if a.cases < 2 * cfg.min_cases and a.severity == "high":
+            a.severity = "medium"
+    alerts.sort(key=lambda a: (_SEVERITY_ORDER[a.severity], -a.cases, a.kind, a.subject))
+    report.alerts = alerts
+    return report
+
+
+def _rework_flags(e: EncodedLog) -> np.ndarray:
+    """1.0 for cases that repeat an activity (rework), else 0.0."""
+    if e.n_events == 0:
+        return np.zeros(0)
+    pair = e.case.astype(np.int64) * max(e.activity.n, 1) + e.activity.codes.astype(np.int64)
+    _, first_idx, counts = np.unique(pair, return_index=True, return_counts=True)
+    rep_case = e.case[first_idx[counts > 1]]
+    out = np.zeros(e.n_cases)
+    out[rep_case] = 1.0
+    return out
