@@ -4,11 +4,23 @@ Encode once with `encode(log)` and pass `enc=` to several miners to share the wo
 """
 
 from insight.mining._core import EncodedLog, encode
+from insight.mining.bottlenecks import Bottlenecks, find_bottlenecks
+from insight.mining.discovery import DiscoveredModel, discover_model
 from insight.mining.handover import HandoverNetwork, handover_network, team_handover_network
+from insight.mining.kpis import KpiRow, KpiTable, case_kpis, compute_kpis, support_line
 from insight.mining.process_map import ProcessMap, discover_process_map, render_svg, to_dot
 from insight.mining.variants import CostModel, VariantTable, mine_variants, variant_of_cases
 
 __all__ = [
+    "Bottlenecks",
+    "DiscoveredModel",
+    "KpiRow",
+    "KpiTable",
+    "case_kpis",
+    "compute_kpis",
+    "discover_model",
+    "find_bottlenecks",
+    "support_line",
     "CostModel",
     "EncodedLog",
     "HandoverNetwork",

@@ -1,0 +1,303 @@
+"""Support KPIs per channel, team, intent / category and customer segment, overall and over time windows.
+
+Definitions (per case, then averaged over the cases of a group):
+
+* **throughput**: last event time minus first event time.
+* **handling time (AHT)**: with `start`/`complete` lifecycle pairs, the sum of start -> complete durations.
+  With complete timestamps only, no log records when work began, so we use the honest proxy "time between two
+  consecutive events done by the same agent" (resource, else team): work that continued without a handover.
+  It overstates handling when an agent parks a case and misses the work behind a case's first event;
+  `handling_basis` in the result says which definition was used.
+* **wait time**: throughput minus handling time.
+* **transfers**: changes of team between consecutive events that have a team (resource when there is no team).
+* **first contact resolution (FCR)**: the case was never transferred (zero transfers).
+* **escalation**: the case reached support line >= 2 (lines from `lines` or a "2nd"/"3rd"/"L2"/"L3" team name
+  suffix); **time to escalation** is from case start to the first such event.
+* **contacts per case**: events per case. **rework**: the case repeats an activity.
+
+A case belongs to a group by the first non-empty value of the dimension's column in that case (for teams,
+the team that received it), or the last one with `attribution="last"` (the resolving team).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from insight.errors import InvalidInput
+from insight.eventlog.schema import CHANNEL, GROUP, RESOURCE, EventLog
+from insight.mining._core import (
+    EncodedLog,
+    case_durations,
+    case_start_ts,
+    changes_per_case,
+    ensure_encoded,
+    follows,
+    repeats_per_case,
+    service_times,
+)
+
+DEFAULT_DIMENSIONS: dict[str, str] = {
+    "channel": CHANNEL,
+    "team": GROUP,
+    "intent": "intent",
+    "category": "category",
+    "segment": "segment",
+}
+LINE_SUFFIX = re.compile(r"(?i)(?:^|[\s_\-/])(?:([123])(?:st|nd|rd)|l([123]))(?:\s*line)?$")
+
+
+@dataclass
+class KpiRow:
+    """KPIs of one group of cases (a dimension value, a time window, or all cases)."""
+
+    dimension: str
+    value: str
+    cases: int
+    contacts_per_case: float
+    aht_mean_s: float | None
+    wait_mean_s: float | None
+    fcr_rate: float | None
+    transfers_per_case: float | None
+    escalation_rate: float | None
+    time_to_escalation_median_s: float | None
+    rework_rate: float
+    throughput_mean_s: float
+    throughput_median_s: float
+    throughput_p90_s: float
+
+
+@dataclass
+class KpiTable:
+    """Overall KPIs, KPIs per dimension value and per time window."""
+
+    overall: KpiRow
+    by_dimension: dict[str, list[KpiRow]]
+    trend: list[KpiRow]
+    window: str
+    handling_basis: str
+    attribution: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "overall": asdict(self.overall),
+            "by_dimension": {k: [asdict(r) for r in v] for k, v in self.by_dimension.items()},
+            "trend": [asdict(r) for r in self.trend],
+            "window": self.window,
+            "handling_basis": self.handling_basis,
+            "attribution": self.attribution,
+            "notes": list(self.notes),
+        }
+
+    def frame(self, dimension: str) -> pd.DataFrame:
+        """One dimension's rows as a DataFrame (for display)."""
+        rows = self.trend if dimension == "trend" else self.by_dimension.get(dimension, [])
+        return pd.DataFrame([asdict(r) for r in rows])
+
+
+def support_line(team: str, lines: Mapping[str, int] | None = None) -> int:
+    """Support line of a team: from `lines` when given, else its name suffix ("2nd", "L3"), else 1."""
+    if lines is not None and team in lines:
+        return int(lines[team])
+    m = LINE_SUFFIX.search(team.strip())
+    if m:
+        return int(m.group(1) or m.group(2))
+    return 1
+
+
+@dataclass
+class CaseKpis:
+    """Per-case KPI inputs (one entry per case, in EncodedLog case order)."""
+
+    case_id: np.ndarray
+    start: pd.DatetimeIndex
+    events: np.ndarray
+    throughput_s: np.ndarray
+    handling_s: np.ndarray
+    transfers: np.ndarray | None
+    escalation_s: np.ndarray | None
+    rework: np.ndarray
+    handling_basis: str
+
+
+def case_kpis(
+    log: EventLog | None = None,
+    *,
+    enc: EncodedLog | None = None,
+    team_column: str = GROUP,
+    resource_column: str = RESOURCE,
+    lines: Mapping[str, int] | None = None,
+    lifecycle_column: str = "lifecycle",
+) -> CaseKpis:
+    """Per-case throughput, handling time, transfers, escalation time and rework (see module docstring)."""
+    enc = ensure_encoded(log, enc)
+    nc = enc.n_cases
+    through = case_durations(enc)
+    svc = service_times(enc, lifecycle_column=lifecycle_column)
+    actor_col = resource_column if enc.has(resource_column) else (team_column if enc.has(team_column) else None)
+    if not np.isnan(svc).all():
+        ok = ~np.isnan(svc)
+        handling = np.bincount(enc.case[ok], weights=svc[ok], minlength=nc)
+        basis = "lifecycle start->complete"
+    elif actor_col is not None:
+        codes = enc.column(actor_col).codes
+        p = follows(enc, codes)
+        same = (p.src == p.dst) & (p.src >= 0)
+        gap = enc.seconds(enc.ts[p.src_event[same] + 1] - enc.ts[p.src_event[same]])
+        handling = np.bincount(enc.case[p.src_event[same]], weights=gap, minlength=nc)
+        basis = f"gaps between consecutive events by the same {actor_col}"
+    else:
+        handling = np.full(nc, np.nan)
+        basis = "unknown (no lifecycle pairs, resource or team)"
+    hand_col = team_column if enc.has(team_column) else (resource_column if enc.has(resource_column) else None)
+    transfers = changes_per_case(enc, enc.column(hand_col).codes).astype(np.float64) if hand_col else None
+
+    escalation: np.ndarray | None = None
+    if enc.has(team_column):
+        tc = enc.column(team_column)
+        line = np.array([support_line(str(t), lines) for t in tc.labels] + [0], dtype=np.int64)
+        if (line[:-1] >= 2).any():
+            ev_line = line[tc.codes]  # code -1 picks the trailing 0
+            high = np.flatnonzero(ev_line >= 2)
+            first_high = np.full(nc, -1, dtype=np.int64)
+            # first event at line >= 2 per case: reversed assignment leaves the smallest index
+            first_high[enc.case[high[::-1]]] = high[::-1]
+            escalation = np.full(nc, np.nan)
+            hit = first_high >= 0
+            escalation[hit] = enc.seconds(enc.ts[first_high[hit]] - enc.ts[enc.case_start[:-1][hit]])
+    return CaseKpis(
+        case_id=enc.case_labels,
+        start=case_start_ts(enc),
+        events=enc.case_len,
+        throughput_s=through,
+        handling_s=handling,
+        transfers=transfers,
+        escalation_s=escalation,
+        rework=repeats_per_case(enc) > 0,
+        handling_basis=basis,
+    )
+
+
+def _none(x: Any) -> float | None:
+    return None if pd.isna(x) else float(x)
+
+
+def _rows(frame: pd.DataFrame, by: pd.Series | None, dimension: str) -> list[KpiRow]:
+    key = by if by is not None else pd.Series(np.zeros(len(frame), dtype=np.int64), name="all")
+    g = frame.groupby(key.to_numpy(), sort=True, dropna=True)
+    agg = g.agg(
+        cases=("events", "size"),
+        contacts=("events", "mean"),
+        aht=("handling_s", "mean"),
+        wait=("wait_s", "mean"),
+        fcr=("fcr", "mean"),
+        transfers=("transfers", "mean"),
+        escalated=("escalated", "mean"),
+        tte=("escalation_s", "median"),
+        rework=("rework", "mean"),
+        tmean=("throughput_s", "mean"),
+        tmed=("throughput_s", "median"),
+    )
+    agg["tp90"] = g["throughput_s"].quantile(0.9)
+    out = []
+    for value, r in agg.iterrows():
+        out.append(
+            KpiRow(
+                dimension=dimension,
+                value="all" if by is None else str(value.isoformat() if isinstance(value, pd.Timestamp) else value),
+                cases=int(r["cases"]),
+                contacts_per_case=float(r["contacts"]),
+                aht_mean_s=_none(r["aht"]),
+                wait_mean_s=_none(r["wait"]),
+                fcr_rate=_none(r["fcr"]),
+                transfers_per_case=_none(r["transfers"]),
+                escalation_rate=_none(r["escalated"]),
+                time_to_escalation_median_s=_none(r["tte"]),
+                rework_rate=float(r["rework"]),
+                throughput_mean_s=float(r["tmean"]),
+                throughput_median_s=float(r["tmed"]),
+                throughput_p90_s=float(r["tp90"]),
+            )
+        )
+    return out
+
+
+def compute_kpis(
+    log: EventLog | None = None,
+    *,
+    enc: EncodedLog | None = None,
+    dimensions: Mapping[str, str] | None = None,
+    team_column: str = GROUP,
+    resource_column: str = RESOURCE,
+    lines: Mapping[str, int] | None = None,
+    window: Literal["D", "W", "M"] = "W",
+    attribution: Literal["first", "last"] = "first",
+    lifecycle_column: str = "lifecycle",
+) -> KpiTable:
+    """KPIs overall, per dimension value (`dimensions`: name -> column, absent columns skipped) and per window."""
+    if window not in ("D", "W", "M"):
+        raise InvalidInput("window must be 'D', 'W' or 'M'", field="window")
+    if attribution not in ("first", "last"):
+        raise InvalidInput("attribution must be 'first' or 'last'", field="attribution")
+    enc = ensure_encoded(log, enc)
+    ck = case_kpis(
+        enc=enc, team_column=team_column, resource_column=resource_column, lines=lines,
+        lifecycle_column=lifecycle_column,
+    )
+    notes: list[str] = []
+    frame = pd.DataFrame(
+        {
+            "events": ck.events,
+            "throughput_s": ck.throughput_s,
+            "handling_s": ck.handling_s,
+            "wait_s": ck.throughput_s - ck.handling_s,
+            "transfers": ck.transfers if ck.transfers is not None else np.nan,
+            "escalation_s": ck.escalation_s if ck.escalation_s is not None else np.nan,
+            "rework": ck.rework.astype(np.float64),
+        }
+    )
+    frame["fcr"] = np.where(frame["transfers"].isna(), np.nan, (frame["transfers"] == 0).astype(np.float64))
+    if ck.escalation_s is not None:
+        frame["escalated"] = (~np.isnan(ck.escalation_s)).astype(np.float64)
+    else:
+        frame["escalated"] = np.nan
+        notes.append("support lines unknown (no lines mapping, no 2nd/3rd team suffix): escalation not computed")
+    if ck.transfers is None:
+        notes.append("no team or resource column: transfers and FCR not computed")
+    dims = dict(DEFAULT_DIMENSIONS if dimensions is None else dimensions)
+    by_dim: dict[str, list[KpiRow]] = {}
+    for name, col in dims.items():
+        if not enc.has(col):
+            continue
+        c = enc.column(col)
+        per_case = enc.case_first(c.codes) if attribution == "first" else enc.case_last(c.codes)
+        labels = np.r_[c.labels.astype(object), None]
+        by_dim[name] = sorted(
+            _rows(frame, pd.Series(labels[per_case], name=name), name), key=lambda r: -r.cases
+        )
+    # weeks run Monday..Sunday; a window is labelled by its first day
+    period_code = {"D": "D", "W": "W-SUN", "M": "M"}[window]
+    start = pd.Series(ck.start).dt.tz_convert("UTC").dt.tz_localize(None)
+    periods = start.dt.to_period(period_code).dt.start_time
+    trend = _rows(frame, pd.Series(periods.to_numpy(), name="window"), "window") if len(frame) else []
+    return KpiTable(
+        overall=_rows(frame, None, "all")[0] if len(frame) else _empty_row(),
+        by_dimension=by_dim,
+        trend=trend,
+        window=window,
+        handling_basis=ck.handling_basis,
+        attribution=attribution,
+        notes=notes,
+    )
+
+
+def _empty_row() -> KpiRow:
+    nan = float("nan")
+    return KpiRow("all", "all", 0, 0.0, None, None, None, None, None, None, 0.0, nan, nan, nan)
