@@ -1,0 +1,40 @@
+"""One call from a log file to a clean, privacy-safe canonical EventLog with its quality report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from insight.eventlog.cleaning import TimestampPolicy, clean, load_activity_map
+from insight.eventlog.privacy import apply_privacy
+from insight.eventlog.readers import read_log
+from insight.eventlog.schema import RESOURCE, EventLog
+
+
+def ingest(
+    path: str | Path,
+    *,
+    mapping: Mapping[str, str] | None = None,
+    preset: str | None = None,
+    source_tz: str | None = None,
+    dayfirst: bool | None = None,
+    na_values: Sequence[str] | None = None,
+    activity_map: Mapping[str, str] | str | Path | None = None,
+    timestamp_policy: TimestampPolicy = "drop",
+    drop_duplicates: bool = True,
+    pseudonym_key: str | bytes | None = None,
+    pseudonymize_columns: Sequence[str] = (RESOURCE,),
+    redact_columns: Sequence[str] | None = None,
+    privacy: bool = True,
+) -> EventLog:
+    """Read, clean and (unless privacy=False) redact and pseudonymize a log; the result carries `.quality`."""
+    log = read_log(path, mapping=mapping, preset=preset, source_tz=source_tz, dayfirst=dayfirst,
+                   na_values=na_values, timestamp_policy=timestamp_policy)
+    amap = load_activity_map(activity_map) if isinstance(activity_map, (str, Path)) else activity_map
+    log = clean(log, activity_map=amap, timestamp_policy=timestamp_policy, drop_duplicates=drop_duplicates)
+    if privacy:
+        attrs = list(log.case_attributes)
+        log = apply_privacy(log, key=pseudonym_key, pseudonymize_columns=pseudonymize_columns,
+                            redact_columns=redact_columns)
+        log.case_attributes = attrs
+    return log

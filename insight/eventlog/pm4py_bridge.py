@@ -1,0 +1,76 @@
+"""The one place that converts between deskpilot's canonical frame and pm4py's column names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from insight.errors import InvalidEventLog
+from insight.eventlog.schema import (
+    ACTIVITY,
+    CANONICAL_COLUMNS,
+    CASE_ID,
+    PM4PY_COLUMNS,
+    TIMESTAMP,
+    EventLog,
+)
+
+_FROM_PM4PY = {v: k for k, v in PM4PY_COLUMNS.items()}
+_CASE_PREFIX = "case:"
+
+
+def to_pm4py(log: EventLog) -> pd.DataFrame:
+    """The log as a pm4py-ready DataFrame (pm4py column names, case attributes prefixed `case:`)."""
+    df = log.df.copy()
+    rename = {c: PM4PY_COLUMNS[c] for c in df.columns if c in PM4PY_COLUMNS}
+    for col in log.case_attributes:
+        if col in df.columns and col not in rename:
+            rename[col] = f"{_CASE_PREFIX}{col}"
+    df = df.rename(columns=rename)
+    df[PM4PY_COLUMNS[CASE_ID]] = df[PM4PY_COLUMNS[CASE_ID]].astype(str)
+    df[PM4PY_COLUMNS[ACTIVITY]] = df[PM4PY_COLUMNS[ACTIVITY]].astype(str)
+    return df
+
+
+def from_pm4py(df: pd.DataFrame, name: str) -> EventLog:
+    """A canonical EventLog from a pm4py DataFrame (renames columns, strips `case:` from trace attributes)."""
+    missing = [PM4PY_COLUMNS[c] for c in (CASE_ID, ACTIVITY, TIMESTAMP) if PM4PY_COLUMNS[c] not in df.columns]
+    if missing:
+        raise InvalidEventLog(
+            f"pm4py frame lacks {missing}; has {list(df.columns)}", file=name, column=missing[0]
+        )
+    rename: dict[str, str] = {}
+    case_attrs: list[str] = []
+    taken = set(df.columns)
+    for col in df.columns:
+        if col in _FROM_PM4PY:
+            rename[col] = _FROM_PM4PY[col]
+        elif col.startswith(_CASE_PREFIX):
+            short = col[len(_CASE_PREFIX):]
+            # a trace attribute whose short name clashes with an event attribute keeps its prefix
+            target = short if short not in taken and short not in CANONICAL_COLUMNS else col
+            rename[col] = target
+            case_attrs.append(target)
+    out = df.rename(columns=rename).reset_index(drop=True)
+    out[CASE_ID] = out[CASE_ID].astype(str)
+    out[ACTIVITY] = out[ACTIVITY].astype(str)
+    ts = pd.to_datetime(out[TIMESTAMP], utc=True, errors="coerce")
+    out[TIMESTAMP] = ts
+    return EventLog(out, name=name, case_attributes=case_attrs)
+
+
+def read_xes_frame(path: Path) -> pd.DataFrame:
+    """Parse an XES / XES.gz file with pm4py into its own DataFrame (pm4py column names)."""
+    import pm4py
+    from pm4py.util import constants
+
+    # pm4py's progress bars would flood CLI output and test logs.
+    constants.SHOW_PROGRESS_BAR = False
+    try:
+        df = pm4py.read_xes(str(path))
+    except Exception as exc:  # pm4py raises bare lxml / KeyError on broken files
+        raise InvalidEventLog(f"cannot parse XES: {type(exc).__name__}: {exc}", file=str(path)) from exc
+    if not isinstance(df, pd.DataFrame):
+        raise InvalidEventLog("pm4py did not return a DataFrame for this XES file", file=str(path))
+    return df
