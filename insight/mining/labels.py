@@ -186,7 +186,7 @@ def _sorted_events(log: EventLog, enc: EncodedLog | None = None) -> _Sorted:
         starts=e.case_start[:-1],
         ends=e.case_start[1:],
         order=order,
-        activity=np.asarray(e.activity.labels, dtype=object)[e.activity.codes].astype(str).astype(object)
+        activity=np.asarray([str(x) for x in e.activity.labels], dtype=object)[e.activity.codes]
         if n
         else np.zeros(0, dtype=object),
         ts_ns=e.ts.astype(np.int64) * scale,
@@ -209,9 +209,10 @@ def _match(activities: np.ndarray, pattern: str) -> np.ndarray:
         rx = re.compile(pattern, re.IGNORECASE)
     except re.error as exc:
         raise InvalidInput(f"label pattern {pattern!r} is not a valid regex: {exc}", field="pattern") from exc
-    uniq, inv = np.unique(activities.astype(str), return_inverse=True)
-    hit = np.array([bool(rx.search(u)) for u in uniq], dtype=bool)
-    return hit[inv] if len(uniq) else np.zeros(0, dtype=bool)
+    # Hash-factorise first so the regex runs once per distinct label, not once per event.
+    inv, uniq = pd.factorize(pd.Series(activities, dtype=object))
+    hit = np.array([bool(rx.search(str(u))) for u in uniq], dtype=bool)
+    return hit[inv] if len(uniq) else np.zeros(len(activities), dtype=bool)
 
 
 def case_labels(
@@ -283,9 +284,14 @@ def case_labels(
         resolving = np.full(n_cases, None, dtype=object)
         ok = pick >= 0
         resolving[ok] = group[pick[ok]].astype(str)
-        teams = pd.Series(seg_name).groupby(seg_case, sort=True).agg(" > ".join)
         team_seq = np.full(n_cases, None, dtype=object)
-        team_seq[teams.index.to_numpy()] = teams.to_numpy()
+        names = seg_name.tolist()
+        seg_bounds = np.r_[np.flatnonzero(np.r_[True, seg_case[1:] != seg_case[:-1]]), len(seg_case)] if len(
+            seg_case
+        ) else np.zeros(1, dtype=np.int64)
+        for k in range(len(seg_bounds) - 1):
+            lo, hi = int(seg_bounds[k]), int(seg_bounds[k + 1])
+            team_seq[seg_case[lo]] = " > ".join(names[lo:hi])
         # Team changes after the resolving event (e.g. handing back to the service desk to close) are not
         # reassignments; intake segments are a dispatch step, not a reassignment either.
         seg_pos = gpos[new_seg]

@@ -309,32 +309,47 @@ def analyze_misrouting(
     )
     pf = pf[pf["mis"] & pf["a"].notna() & pf["b"].notna() & (pf["a"] != pf["b"])]
     pairs: list[TeamPairMisrouting] = []
-    for (a, b), g in pf.groupby(["a", "b"], sort=False):
-        x = g["x"].to_numpy(dtype=float)
-        pairs.append(
-            TeamPairMisrouting(
-                from_team=str(a),
-                to_team=str(b),
-                cases=len(g),
-                transfers=int(tr_counts.get((a, b), 0)),
-                ping_pong_cases=int(g["pp"].sum()),
-                extra_hours_mean=_hours(np.nanmean(x)) if np.isfinite(x).any() else None,
-                extra_hours_median=_hours(np.nanmedian(x)) if np.isfinite(x).any() else None,
-                extra_hours_total=float(np.nansum(x)) / 3600.0,
-                example_cases=[str(c) for c in g["id"].head(cfg.max_example_cases)],
-            )
+    if len(pf):
+        pf = pf.assign(a=pf["a"].astype(object), b=pf["b"].astype(object), x=pf["x"].astype(float))
+        agg = pf.groupby(["a", "b"], sort=False).agg(
+            cases=("id", "size"), pp=("pp", "sum"), xmean=("x", "mean"), xmed=("x", "median"), xsum=("x", "sum")
         )
-    pairs.sort(key=lambda p: (-p.cases, -p.extra_hours_total, p.from_team, p.to_team))
+        agg = agg.reset_index().sort_values(["cases", "xsum", "a", "b"], ascending=[False, False, True, True])
+        agg = agg.head(max(cfg.top_n, 0) * 4)
+        wanted = set(zip(agg["a"], agg["b"], strict=True))
+        ex: dict[tuple[str, str], list[str]] = {}
+        for a_, b_, cid in zip(pf["a"].to_numpy(), pf["b"].to_numpy(), pf["id"].to_numpy(), strict=True):
+            if (a_, b_) in wanted:
+                lst = ex.setdefault((a_, b_), [])
+                if len(lst) < cfg.max_example_cases:
+                    lst.append(str(cid))
+        for r in agg.itertuples(index=False):
+            pairs.append(
+                TeamPairMisrouting(
+                    from_team=str(r.a),
+                    to_team=str(r.b),
+                    cases=int(r.cases),
+                    transfers=int(tr_counts.get((r.a, r.b), 0)),
+                    ping_pong_cases=int(r.pp),
+                    extra_hours_mean=_hours(r.xmean),
+                    extra_hours_median=_hours(r.xmed),
+                    extra_hours_total=float(np.nan_to_num(r.xsum)) / 3600.0,
+                    example_cases=ex.get((r.a, r.b), []),
+                )
+            )
 
     pp_pairs: list[PingPongPair] = []
     if len(pp):
         a = np.where(pp["team_a"] <= pp["team_b"], pp["team_a"], pp["team_b"])
         b = np.where(pp["team_a"] <= pp["team_b"], pp["team_b"], pp["team_a"])
         ppf = pd.DataFrame({"a": a, "b": b, "id": ids[pp["case"].to_numpy(dtype=np.int64)]})
-        for (ta, tb), g in ppf.groupby(["a", "b"], sort=False):
-            pp_pairs.append(
-                PingPongPair(str(ta), str(tb), len(g), [str(c) for c in g["id"].head(cfg.max_example_cases)])
-            )
+        # Examples per pair: ids of the first cases of each pair (one pass, no per-group frames).
+        ppf["k"] = ppf.groupby(["a", "b"], sort=False).cumcount()
+        ex_rows = ppf[ppf["k"] < cfg.max_example_cases]
+        examples = ex_rows.groupby(["a", "b"], sort=False)["id"].agg(list)
+        sizes = ppf.groupby(["a", "b"], sort=False).size()
+        for (ta, tb), cnt in sizes.items():
+            pp_pairs.append(PingPongPair(str(ta), str(tb), int(cnt), [str(c) for c in examples[(ta, tb)]]))
         pp_pairs.sort(key=lambda p: (-p.cases, p.team_a, p.team_b))
 
     x_mis = extra[misrouted & np.isfinite(extra)]

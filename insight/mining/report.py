@@ -1,0 +1,340 @@
+"""The InsightReport: every analysis of one log in one typed object, and `mine` which builds it.
+
+`mine(log, config=..., progress=...)` encodes the log once and runs the process map, variants with cost,
+bottlenecks, team handovers, KPIs, training labels, misrouting, conformance and alerts, then writes the
+headline findings an operations lead reads first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from insight.eventlog.schema import GROUP, DataQualityReport, EventLog
+from insight.mining._core import encode
+from insight.mining.alerts import AlertConfig, AlertReport, detect_alerts
+from insight.mining.bottlenecks import DEFAULT_WAIT_PATTERN, Bottlenecks, find_bottlenecks
+from insight.mining.conformance import ConformanceResult, IntendedJourney, check_conformance
+from insight.mining.handover import HandoverNetwork, team_handover_network
+from insight.mining.kpis import KpiTable, compute_kpis
+from insight.mining.labels import CaseLabels, LabelConfig, case_labels
+from insight.mining.misrouting import MisroutingConfig, MisroutingResult, analyze_misrouting
+from insight.mining.process_map import ProcessMap, discover_process_map, render_svg
+from insight.mining.variants import CostModel, VariantTable, mine_variants
+
+# (step name, steps done, steps total) -> None; called before each step and once at the end.
+ProgressCallback = Callable[[str, int, int], None]
+
+STEPS = (
+    "encode",
+    "process map",
+    "variants",
+    "bottlenecks",
+    "handovers",
+    "KPIs",
+    "labels",
+    "misrouting",
+    "conformance",
+    "alerts",
+)
+
+
+@dataclass
+class MineConfig:
+    """What `mine` computes and with which knobs."""
+
+    cost_model: CostModel = field(default_factory=CostModel)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    misrouting: MisroutingConfig | None = None
+    alerts: AlertConfig | None = None
+    journey: IntendedJourney | None = None
+    model_path: str | None = None
+    conformance: bool = True
+    map_activity_coverage: float = 0.95
+    map_edge_threshold: float = 0.02
+    map_label: str = "count"
+    kpi_dimensions: dict[str, str] | None = None
+    kpi_window: str = "W"
+    wait_pattern: str = DEFAULT_WAIT_PATTERN
+    line_mapping: dict[str, int] | None = None
+    render_map: bool = True
+
+
+@dataclass
+class InsightReport:
+    """Everything mined from one log (typed results) plus the headline findings."""
+
+    name: str
+    n_cases: int
+    n_events: int
+    n_activities: int
+    start: pd.Timestamp | None
+    end: pd.Timestamp | None
+    columns: list[str]
+    process_map: ProcessMap
+    variants: VariantTable
+    bottlenecks: Bottlenecks
+    handovers: HandoverNetwork | None
+    kpis: KpiTable
+    labels: CaseLabels
+    misrouting: MisroutingResult
+    conformance: ConformanceResult | None
+    alerts: AlertReport
+    headlines: list[str] = field(default_factory=list)
+    process_map_svg: str = ""
+    quality: DataQualityReport | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of the whole report (per-case tables left out)."""
+        return _jsonable(
+            {
+                "name": self.name,
+                "n_cases": self.n_cases,
+                "n_events": self.n_events,
+                "n_activities": self.n_activities,
+                "start": self.start.isoformat() if self.start is not None else None,
+                "end": self.end.isoformat() if self.end is not None else None,
+                "columns": self.columns,
+                "headlines": self.headlines,
+                "process_map": self.process_map.to_dict(),
+                "variants": self.variants.to_dict(limit=50),
+                "bottlenecks": self.bottlenecks.to_dict(),
+                "handovers": self.handovers.to_dict(limit=100) if self.handovers else None,
+                "kpis": self.kpis.to_dict(),
+                "labels": self.labels.to_dict(),
+                "misrouting": self.misrouting.to_dict(),
+                "conformance": self.conformance.to_dict() if self.conformance else None,
+                "alerts": self.alerts.to_dict(),
+                "quality": self.quality.to_dict() if self.quality else None,
+                "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            }
+        )
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write `to_dict()` as pretty JSON."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        return p
+
+
+def _jsonable(x: Any) -> Any:
+    """Replace NaN/inf by None and numpy / pandas scalars by plain Python values, recursively."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        return None if math.isnan(v) or math.isinf(v) else v
+    if isinstance(x, (pd.Timestamp,)):
+        return x.isoformat()
+    if x is pd.NA or x is pd.NaT:
+        return None
+    return x
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """Human duration: 45 s, 12 min, 3.4 h, 2.1 d."""
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "n/a"
+    s = float(seconds)
+    if abs(s) < 90:
+        return f"{s:.0f} s"
+    if abs(s) < 90 * 60:
+        return f"{s / 60:.0f} min"
+    if abs(s) < 48 * 3600:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"
+
+
+def mine(
+    log: EventLog, *, config: MineConfig | None = None, progress: ProgressCallback | None = None
+) -> InsightReport:
+    """Run every analysis on the log and assemble the InsightReport (progress callback per step)."""
+    cfg = config or MineConfig()
+    labels_cfg = cfg.labels
+    if cfg.line_mapping and labels_cfg.line_mapping is None:
+        labels_cfg = LabelConfig(**{**labels_cfg.__dict__, "line_mapping": cfg.line_mapping})
+    mis_cfg = cfg.misrouting or MisroutingConfig(labels=labels_cfg)
+    alert_cfg = cfg.alerts or AlertConfig(labels=labels_cfg)
+    timings: dict[str, float] = {}
+    total = len(STEPS)
+    state = {"i": 0}
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        if progress:
+            progress(name, state["i"], total)
+        t0 = time.perf_counter()
+        out = fn()
+        timings[name] = time.perf_counter() - t0
+        state["i"] += 1
+        return out
+
+    enc = step("encode", lambda: encode(log))
+    pm = step(
+        "process map",
+        lambda: discover_process_map(
+            enc=enc, activity_coverage=cfg.map_activity_coverage, edge_threshold=cfg.map_edge_threshold
+        ),
+    )
+    svg = ""
+    if cfg.render_map:
+        t0 = time.perf_counter()
+        svg = render_svg(pm, label=cfg.map_label)
+        timings["process map render"] = time.perf_counter() - t0
+    variants = step("variants", lambda: mine_variants(enc=enc, cost_model=cfg.cost_model))
+    bottlenecks = step("bottlenecks", lambda: find_bottlenecks(enc=enc, wait_pattern=cfg.wait_pattern))
+    handovers = step("handovers", lambda: team_handover_network(enc=enc) if log.has(GROUP) else None)
+    kpis = step(
+        "KPIs",
+        lambda: compute_kpis(
+            enc=enc, dimensions=cfg.kpi_dimensions, lines=cfg.line_mapping, window=cfg.kpi_window  # type: ignore[arg-type]
+        ),
+    )
+    labels = step("labels", lambda: case_labels(log, config=labels_cfg, enc=enc))
+    mis = step("misrouting", lambda: analyze_misrouting(log, config=mis_cfg, labels=labels, enc=enc))
+    conf = step(
+        "conformance",
+        lambda: check_conformance(log, journey=cfg.journey, model_path=cfg.model_path, enc=enc)
+        if cfg.conformance
+        else None,
+    )
+    alerts = step("alerts", lambda: detect_alerts(log, config=alert_cfg, labels=labels, enc=enc))
+    if progress:
+        progress("done", total, total)
+    start, end = (log.time_window() if log.n_events else (None, None))
+    report = InsightReport(
+        name=log.name,
+        n_cases=enc.n_cases,
+        n_events=enc.n_events,
+        n_activities=enc.activity.n,
+        start=start,
+        end=end,
+        columns=[str(c) for c in log.df.columns],
+        process_map=pm,
+        variants=variants,
+        bottlenecks=bottlenecks,
+        handovers=handovers,
+        kpis=kpis,
+        labels=labels,
+        misrouting=mis,
+        conformance=conf,
+        alerts=alerts,
+        process_map_svg=svg,
+        quality=log.quality,
+        timings=timings,
+    )
+    report.headlines = headlines(report)
+    return report
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def costly_intent(report: InsightReport, *, min_cases: int = 10) -> tuple[str, str, float, int] | None:
+    """(dimension, value, median throughput vs overall, cases) of the slowest intent/category, if any."""
+    overall = report.kpis.overall.throughput_median_s
+    if not overall or math.isnan(overall) or overall <= 0:
+        return None
+    for dim in ("intent", "category"):
+        rows = [r for r in report.kpis.by_dimension.get(dim, []) if r.cases >= min_cases]
+        if rows:
+            worst = max(rows, key=lambda r: r.throughput_median_s)
+            return dim, worst.value, worst.throughput_median_s / overall, worst.cases
+    return None
+
+
+def headlines(report: InsightReport) -> list[str]:
+    """The findings an operations lead should read first, as plain sentences."""
+    out: list[str] = []
+    span = ""
+    if report.start is not None and report.end is not None:
+        span = f", {report.start:%Y-%m-%d} to {report.end:%Y-%m-%d}"
+    out.append(
+        f"{report.n_cases:,} cases, {report.n_events:,} events, {report.n_activities} activities{span}; "
+        f"median case takes {fmt_duration(report.kpis.overall.throughput_median_s)}."
+    )
+    vt = report.variants
+    if vt.variants:
+        top = vt.top(1, by="cost")[0]
+        share_cost = top.cost / vt.total_cost if vt.total_cost else 0.0
+        out.append(
+            f"Most costly path ({top.cases:,} cases, {_pct(top.share)} of cases, {_pct(share_cost)} of total cost, "
+            f"median {fmt_duration(top.median_s)}): {' > '.join(top.activities[:8])}"
+            + (" > ..." if len(top.activities) > 8 else "")
+        )
+    ci = costly_intent(report)
+    if ci is not None:
+        dim, value, factor, n = ci
+        out.append(f"Slowest {dim}: '{value}' ({n:,} cases) takes {factor:.1f}x the overall median time.")
+    m = report.misrouting
+    if m.has_groups:
+        extra = (
+            f"; misrouted cases take {fmt_duration((m.extra_hours_mean or 0) * 3600)} longer on average than "
+            f"comparable cases routed right first time"
+            if m.extra_hours_mean is not None
+            else ""
+        )
+        out.append(
+            f"Misrouting: {m.misrouted_cases:,} cases ({_pct(m.misrouted_share)}) did not stay with their first "
+            f"team{extra}."
+        )
+        worst = max(m.teams, key=lambda t: t.extra_hours_total, default=None) if m.teams else None
+        if worst is not None and worst.misrouted_out:
+            out.append(
+                f"Worst first team: {worst.team} passed on {worst.misrouted_out:,} of {worst.first_team_cases:,} "
+                f"cases ({_pct(worst.misrouted_out_share)}), {worst.extra_hours_total:,.0f} extra case-hours."
+            )
+        if m.ping_pong_cases:
+            pp = m.ping_pong_pairs[0] if m.ping_pong_pairs else None
+            pair = f"; top pair {pp.team_a} <-> {pp.team_b} ({pp.cases:,} cases)" if pp else ""
+            out.append(f"Ping-pong: {m.ping_pong_cases:,} cases ({_pct(m.ping_pong_share)}) bounced back{pair}.")
+        ptf = m.push_to_front
+        if ptf is not None and ptf.pushed_cases:
+            out.append(
+                f"Push-to-front: {ptf.pushed_cases:,} of {ptf.first_line_cases:,} first-line cases "
+                f"({_pct(ptf.pushed_share)}) went to 2nd/3rd line; {ptf.could_have_stayed:,} of them "
+                f"({_pct(ptf.could_have_stayed_share)}) could have stayed."
+            )
+    b = report.bottlenecks
+    if b.edges:
+        e = b.edges[0]
+        out.append(
+            f"Biggest wait: {e.name} (median {fmt_duration(e.median_s)}, {_pct(e.share_of_wait)} of all waiting time)."
+        )
+    if b.activities:
+        a = max(b.activities, key=lambda s: s.median_s if s.count >= 10 else -1)
+        out.append(f"Slowest step: waiting before '{a.name}' takes {fmt_duration(a.median_s)} (median).")
+    c = report.conformance
+    if c is not None:
+        dev = c.deviations[0] if c.deviations else None
+        d = f"; most common deviation: {dev.kind} '{dev.activity}' in {dev.cases:,} cases" if dev else ""
+        out.append(
+            f"Conformance to {c.reference}: {_pct(c.fitting_share)} of cases follow it exactly, "
+            f"mean fitness {c.mean_fitness:.2f}{d}."
+        )
+    al = report.alerts
+    if al.alerts:
+        first = al.alerts[0]
+        out.append(
+            f"Alerts: {len(al.alerts)} changes in the last window vs the {al.baseline_cases:,} baseline cases; "
+            f"top: {first.title} - {first.subject[:120]}."
+        )
+    elif al.note:
+        out.append(f"Alerts: {al.note}.")
+    return out
