@@ -64,13 +64,15 @@ def detect_case_attributes(df: pd.DataFrame, *, exclude: tuple[str, ...] = CANON
     cols = [c for c in df.columns if c not in exclude and c not in (SOURCE, SOURCE_CASE_ID)]
     if not cols or df.empty:
         return []
-    codes = pd.factorize(df[CASE_ID])[0]
+    case_codes = pd.factorize(df[CASE_ID])[0]
+    # group rows of a case together (stable), then compare each row with the previous one of the same case
+    order = np.argsort(case_codes, kind="stable")
+    sc = case_codes[order]
+    same_case = sc[1:] == sc[:-1]
     out = []
     for col in cols:
-        vcodes = pd.factorize(df[col], use_na_sentinel=False)[0]
-        # constant per case <=> every (case, value) pair count equals the case count
-        pairs = pd.Series(vcodes).groupby(codes).nunique()
-        if int(pairs.max()) <= 1:
+        vcodes = pd.factorize(df[col], use_na_sentinel=False)[0][order]
+        if not np.any(same_case & (vcodes[1:] != vcodes[:-1])):
             out.append(col)
     return out
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from insight.eventlog.cleaning import TimestampPolicy, clean, load_activity_map
 from insight.eventlog.privacy import apply_privacy
-from insight.eventlog.readers import read_log
+from insight.eventlog.readers import PRESETS, read_log
 from insight.eventlog.schema import RESOURCE, EventLog
 
 
@@ -23,17 +23,23 @@ def ingest(
     timestamp_policy: TimestampPolicy = "drop",
     drop_duplicates: bool = True,
     pseudonym_key: str | bytes | None = None,
-    pseudonymize_columns: Sequence[str] = (RESOURCE,),
+    pseudonymize_columns: Sequence[str] | None = None,
     redact_columns: Sequence[str] | None = None,
     privacy: bool = True,
 ) -> EventLog:
-    """Read, clean and (unless privacy=False) redact and pseudonymize a log; the result carries `.quality`."""
+    """Read, clean and (unless privacy=False) redact and pseudonymize a log; the result carries `.quality`.
+
+    `pseudonymize_columns` defaults to `resource` plus the preset's identifier columns (e.g. caller_id).
+    """
     log = read_log(path, mapping=mapping, preset=preset, source_tz=source_tz, dayfirst=dayfirst,
                    na_values=na_values, timestamp_policy=timestamp_policy)
     amap = load_activity_map(activity_map) if isinstance(activity_map, (str, Path)) else activity_map
     log = clean(log, activity_map=amap, timestamp_policy=timestamp_policy, drop_duplicates=drop_duplicates)
     if privacy:
         attrs = list(log.case_attributes)
+        if pseudonymize_columns is None:
+            extra = PRESETS[preset].identifier_columns if preset in PRESETS else ()
+            pseudonymize_columns = (RESOURCE, *[c for c in extra if c in log.df.columns])
         log = apply_privacy(log, key=pseudonym_key, pseudonymize_columns=pseudonymize_columns,
                             redact_columns=redact_columns)
         log.case_attributes = attrs

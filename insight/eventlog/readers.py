@@ -52,6 +52,8 @@ class Preset:
     activity_from: tuple[str, ...] = ()
     # further columns holding timestamps, parsed with the same rules as `timestamp`
     extra_timestamps: tuple[str, ...] = ()
+    # customer / agent identifier columns pseudonymized by `ingest` besides `resource`
+    identifier_columns: tuple[str, ...] = ()
     description: str = ""
 
 
@@ -63,6 +65,7 @@ PRESETS: dict[str, Preset] = {
             "Complete Timestamp": TIMESTAMP,
             "Resource": RESOURCE,
         },
+        identifier_columns=("customer",),
         description="Helpdesk finale.csv with case attributes (naive local times, read as UTC).",
     ),
     "helpdesk_xes": Preset(mapping={}, description="Helpdesk.xes.gz (pm4py names)."),
@@ -97,6 +100,7 @@ PRESETS: dict[str, Preset] = {
         drop_cases=("INC0029233",),
         drop_cases_reason="the stored copy is truncated inside this last incident (SOURCES.md)",
         extra_timestamps=("opened_at", "sys_created_at", "resolved_at", "closed_at"),
+        identifier_columns=("caller_id", "opened_by", "sys_created_by", "sys_updated_by", "resolved_by"),
         description="UCI 498 ServiceNow incident log (IBM subset): '?' is missing, day-first dates.",
     ),
     "tax2017": Preset(
@@ -225,7 +229,7 @@ def _sniff_delimiter(sample: str, path: Path) -> str:
         best = max(counts, key=lambda d: counts[d])
         if counts[best] == 0:
             raise InvalidEventLog(
-                "cannot find a column delimiter (tried , ; tab |) in the header line", file=str(path), row=0
+                "cannot find a column delimiter (tried , ; tab |) in the header line", file=str(path),
             ) from None
         return best
 
@@ -272,12 +276,12 @@ def _read_csv(path: Path, *, na_values: Sequence[str], delimiter: str | None) ->
                               file=str(path)) from exc
     if len(frame.columns) != len(names):
         raise InvalidEventLog(
-            f"header has {len(names)} fields but rows have {len(frame.columns)}", file=str(path), row=0
+            f"header has {len(names)} fields but rows have {len(frame.columns)}", file=str(path),
         )
     frame.columns = names
     if len(names) < 2:
         raise InvalidEventLog(
-            f"only one column {names} found; not an event log (delimiter {sep!r})", file=str(path), row=0
+            f"only one column {names} found; not an event log (delimiter {sep!r})", file=str(path),
         )
     report = DataQualityReport(source=str(path), rows_in=frame.height)
     report.add("csv_dialect", 0, f"delimiter {sep!r}, {len(names)} columns")
@@ -537,9 +541,32 @@ def read_log(
         df = frame.to_pandas()
         log = EventLog(df, name=meta.get("name") or _log_name(p), case_attributes=list(meta.get("case_attributes", [])),
                        quality=report)
+    _drop_canonical_copies(log)
     if pre and pre.drop_cases:
         _drop_known_cases(log, pre)
     return log
+
+
+def _drop_canonical_copies(log: EventLog) -> None:
+    """Drop source columns that repeat a canonical column value for value (e.g. XES `Resource` next to
+    `org:resource`): they add nothing and would keep raw identifiers out of reach of pseudonymization."""
+    df = log.df
+    dropped = []
+    for col in list(df.columns):
+        if col in CANONICAL_COLUMNS:
+            continue
+        canon = next((c for c, names in _AUTO_NAMES.items() if _norm(col) in names), None)
+        if canon is None or canon not in df.columns or col == canon:
+            continue
+        a, b = df[col], df[canon]
+        if canon == TIMESTAMP or a.dtype != b.dtype:
+            continue
+        if bool(((a == b) | (a.isna() & b.isna())).all()):
+            dropped.append(col)
+    if dropped:
+        log.df = df.drop(columns=dropped)
+        if log.quality is not None:
+            log.quality.add("redundant_columns_dropped", 0, f"{dropped} repeat canonical columns")
 
 
 def _log_name(p: Path) -> str:

@@ -1,0 +1,95 @@
+"""`deskpilot ingest`: read, clean and redact an event log, print its data-quality summary, optionally save it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.settings import get_settings
+from insight.errors import DeskpilotError, InvalidInput
+
+
+def _parse_mapping(mapping_file: Path | None, pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if mapping_file is not None:
+        try:
+            data = json.loads(mapping_file.read_text(encoding="utf-8-sig"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"cannot read mapping file {mapping_file}: {exc}", field="mapping") from exc
+        if not isinstance(data, dict):
+            raise InvalidInput(f"mapping file {mapping_file} must hold a JSON object {{source: canonical}}",
+                               field="mapping")
+        out.update({str(k): str(v) for k, v in data.items()})
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise InvalidInput(f"--map expects SOURCE=CANONICAL, got {pair!r}", field="map")
+        src, dst = pair.split("=", 1)
+        out[src.strip()] = dst.strip()
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `ingest` command to the CLI."""
+
+    @app.command("ingest")
+    def ingest_cmd(
+        log: Annotated[Path, typer.Argument(help="CSV(.gz), XES(.gz) or Parquet event log.")],
+        mapping: Annotated[Path | None, typer.Option("--mapping", help="JSON file {source column: canonical}.")] = None,
+        map_: Annotated[list[str] | None, typer.Option("--map", help="SOURCE=CANONICAL, repeatable.")] = None,
+        preset: Annotated[str | None, typer.Option(help="Known log layout, e.g. servicenow, bpic2013_vinst.")] = None,
+        out: Annotated[Path | None, typer.Option(help="Write the clean log to .parquet or .csv.")] = None,
+        activity_map: Annotated[Path | None, typer.Option(help="JSON or CSV old->new activity labels.")] = None,
+        timestamp_policy: Annotated[str, typer.Option(help="drop | impute | error")] = "drop",
+        source_tz: Annotated[str | None, typer.Option(help="Time zone of naive timestamps (default UTC).")] = None,
+        dayfirst: Annotated[bool, typer.Option("--dayfirst", help="Read ambiguous dates day-first.")] = False,
+        keep_duplicates: Annotated[bool, typer.Option("--keep-duplicates", help="Keep exact duplicates.")] = False,
+        no_privacy: Annotated[bool, typer.Option("--no-privacy", help="Skip redaction and pseudonymization.")] = False,
+    ) -> None:
+        """Ingest an event log and print what cleaning and privacy did to it."""
+        from insight.eventlog import ingest, write_log
+
+        console = Console()
+        if timestamp_policy not in ("drop", "impute", "error"):
+            console.print(f"[red]--timestamp-policy must be drop, impute or error, got {timestamp_policy!r}[/red]")
+            raise typer.Exit(2)
+        settings = get_settings()
+        try:
+            result = ingest(
+                log,
+                mapping=_parse_mapping(mapping, map_) or None,
+                preset=preset,
+                source_tz=source_tz,
+                dayfirst=True if dayfirst else None,
+                activity_map=activity_map,
+                timestamp_policy=timestamp_policy,  # type: ignore[arg-type]
+                drop_duplicates=not keep_duplicates,
+                pseudonym_key=None if no_privacy else settings.pseudonym_key.get_secret_value(),
+                privacy=not no_privacy,
+            )
+            written = write_log(result, out) if out is not None else None
+        except DeskpilotError as exc:
+            console.print(f"[red]error ({exc.code}):[/red] {exc.message}")
+            raise typer.Exit(2) from None
+        q = result.quality
+        table = Table(title=f"data quality: {log.name}")
+        table.add_column("fix")
+        table.add_column("rows", justify="right")
+        table.add_column("detail", overflow="fold")
+        if q is not None:
+            table.add_row("rows in", str(q.rows_in), "")
+            for fix in q.fixes:
+                table.add_row(fix.name, str(fix.rows), fix.detail)
+            table.add_row("rows out", str(q.rows_out), f"{q.cases_out} cases, {len(result.activities)} activities")
+        console.print(table)
+        if q is not None:
+            for w in q.warnings:
+                console.print(f"[yellow]warning:[/yellow] {w}")
+        if result.case_attributes:
+            console.print(f"case attributes: {', '.join(result.case_attributes)}")
+        if written is not None:
+            console.print(f"wrote {written}")
