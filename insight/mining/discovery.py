@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,9 @@ def discover_model(
     bpmn = pm4py.convert_to_bpmn(tree)
     if bpmn_path is not None:
         Path(bpmn_path).parent.mkdir(parents=True, exist_ok=True)
-        pm4py.write_bpmn(bpmn, str(bpmn_path))
+        # pm4py lays the diagram out with the Graphviz `dot` binary; without it the BPMN keeps its semantics
+        # but has no diagram coordinates (BPMN tools then auto-layout on import).
+        pm4py.write_bpmn(bpmn, str(bpmn_path), auto_layout=shutil.which("dot") is not None)
     if pnml_path is not None:
         Path(pnml_path).parent.mkdir(parents=True, exist_ok=True)
         pm4py.write_pnml(net, im, fm, str(pnml_path))
