@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
     seed: int = 7
+    # --- HTTP service (api/app.py) ---
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest accepted request body; bigger gets 413.")
+    auto_route_confidence: float = Field(default=0.85, ge=0, le=1, description="Team confidence needed to auto-route.")
+    suggest_confidence: float = Field(default=0.5, ge=0, le=1, description="Below this a ticket goes to human triage.")
+    max_auto_misroute_risk: float = Field(default=0.3, ge=0, le=1, description="Above this misroute risk, never auto-route.")
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None, description="If set, an admin API key with exactly this value is ensured at start-up (demo / `make run`)."
+    )
 
     @property
     def db_url(self) -> str:

@@ -1,0 +1,223 @@
+"""The FastAPI application factory: the composition root that reads settings and wires storage, models and routes."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import anyio
+import structlog
+from fastapi import FastAPI
+from sqlalchemy import Engine, event
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel, create_engine
+
+from api.auth import AuditMiddleware, ensure_key
+from api.deps import ModelState
+from api.errors import BodySizeLimit, install_error_handlers
+from api.metrics import LatencyMiddleware, Metrics
+from api.settings import Settings, get_settings
+from insight.errors import DeskpilotError, ModelNotReady
+from routing.models import utcnow
+
+log = structlog.get_logger(__name__)
+
+BundleLoader = Callable[[Settings, Any], Any]
+
+API_DESCRIPTION = """deskpilot routes new support tickets (intent, team, risks, a decision and its reasons), keeps the
+live event log, re-triages when a customer message changes the intent, records agent feedback, serves the knowledge
+hub and the mined insight. Authenticate with `Authorization: Bearer <key>` (create keys with
+`deskpilot keys create --role ROLE --name NAME`)."""
+
+
+def make_engine(url: str) -> Engine:
+    """SQLAlchemy engine for SQLite (file or in-memory) or PostgreSQL, tuned for a threaded web server."""
+    if url.startswith("sqlite"):
+        memory = url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            # In-memory SQLite lives in one connection: share it, or each thread would see an empty database.
+            poolclass=StaticPool if memory else None,
+        )
+        if not memory:
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                # WAL lets readers run while one writer commits; NORMAL sync is durable across app crashes.
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _import_tables() -> None:
+    # Table classes must be imported before create_all; knowledge_hub is optional until it lands.
+    importlib.import_module("routing.models")
+    importlib.import_module("api.auth")
+    with suppress(ImportError):
+        importlib.import_module("knowledge_hub.models")
+
+
+def default_bundle_loader(settings: Settings, embedder: Any) -> Any:
+    """`routing.triage.load_bundle(registry_path, embedder)`; ModelNotReady when triage is not installed."""
+    try:
+        triage = importlib.import_module("routing.triage")
+    except ImportError as exc:
+        raise ModelNotReady(f"routing.triage is not installed ({exc})") from exc
+    return triage.load_bundle(settings.registry_path, embedder)
+
+
+def _missing_decide(**_: Any) -> Any:
+    raise ModelNotReady("routing.triage is not installed; nothing can be routed; run `deskpilot train`")
+
+
+def _resolve_decide() -> tuple[Any, Any]:
+    try:
+        triage = importlib.import_module("routing.triage")
+    except ImportError:
+        return _missing_decide, None
+    return triage.decide, getattr(triage, "decide_batch", None)
+
+
+def bundle_versions(bundle: Any) -> dict[str, str]:
+    """Model versions a bundle reports (`versions` or `model_versions` attribute / key)."""
+    if bundle is None:
+        return {}
+    for name in ("versions", "model_versions"):
+        value = getattr(bundle, name, None)
+        if value is None and isinstance(bundle, dict):
+            value = bundle.get(name)
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+    return {}
+
+
+def load_models(settings: Settings, embedder: Any, loader: BundleLoader) -> ModelState:
+    """Load the triage bundle; never raises for domain errors: the state records why nothing is loaded."""
+    try:
+        bundle = loader(settings, embedder)
+    except DeskpilotError as exc:
+        log.warning("models_not_loaded", code=exc.code, detail=exc.message)
+        return ModelState(bundle=None, error=exc)
+    if bundle is None:
+        return ModelState(bundle=None, error=ModelNotReady("the model loader returned nothing"))
+    return ModelState(bundle=bundle, versions=bundle_versions(bundle), loaded_at=utcnow())
+
+
+def _open_kb_index(settings: Settings, embedder: Any) -> Any:
+    """The knowledge-hub vector index (embedded chroma at settings.chroma_path, or a chroma server by URL)."""
+    index_mod = importlib.import_module("knowledge_hub.index")
+    opener = getattr(index_mod, "open_index", None)
+    if opener is not None:
+        return opener(settings=settings, embedder=embedder)
+    cls = index_mod.KnowledgeIndex
+    if settings.chroma_url:
+        return cls.from_url(settings.chroma_url, embedder=embedder)
+    return cls.from_path(settings.chroma_path, embedder=embedder)
+
+
+async def reload_models(app: FastAPI) -> tuple[ModelState, ModelState]:
+    """Load the live models again and swap them in atomically; a failed load keeps the old ones serving.
+
+    Returns (old, new-or-attempted). In-flight requests keep the snapshot they started with.
+    """
+    async with app.state.reload_lock:
+        old: ModelState = app.state.models
+        new = await anyio.to_thread.run_sync(
+            load_models, app.state.settings, app.state.embedder, app.state.bundle_loader
+        )
+        if new.ready:
+            app.state.models = new  # one attribute assignment: readers see either the old or the new snapshot
+            app.state.metrics.set_models(new.versions, True)
+            app.state.metrics.reloads.labels(outcome="swapped").inc()
+        else:
+            app.state.metrics.reloads.labels(outcome="failed").inc()
+        return old, new
+
+
+def _include_views(app: FastAPI) -> None:
+    # Every module in api/views with a `router` is mounted: adding an area (e.g. assist) is one new file.
+    import api.views as views
+
+    for info in sorted(pkgutil.iter_modules(views.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"api.views.{info.name}")
+        router = getattr(module, "router", None)
+        if router is not None:
+            app.include_router(router)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    bundle_loader: BundleLoader | None = None,
+    decide: Any = None,
+    decide_batch: Any = None,
+    open_kb_index: Callable[[Settings, Any], Any] | None = None,
+) -> FastAPI:
+    """Build the app; nothing heavy happens until the lifespan starts (engine, tables, index, models)."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from insight.embedding import Embedder
+
+        if settings.database_url is None or settings.chroma_url is None:
+            settings.home.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.db_url)
+        _import_tables()
+        SQLModel.metadata.create_all(engine)
+        app.state.engine = engine
+        app.state.reload_lock = anyio.Lock()
+        if settings.bootstrap_admin_key is not None:
+            with Session(engine) as session:
+                ensure_key(session=session, name="bootstrap-admin", role="admin",
+                           secret=settings.bootstrap_admin_key.get_secret_value())
+        # The embedder object is cheap; its weights load on first encode.
+        app.state.embedder = Embedder(settings.embedding_model_path)
+        if decide is None:
+            app.state.decide, app.state.decide_batch = _resolve_decide()
+        else:
+            app.state.decide, app.state.decide_batch = decide, decide_batch
+        app.state.kb_index, app.state.kb_index_error = None, None
+        try:
+            opener = open_kb_index or _open_kb_index
+            app.state.kb_index = await anyio.to_thread.run_sync(opener, settings, app.state.embedder)
+        except (ImportError, AttributeError) as exc:
+            app.state.kb_index_error = f"knowledge_hub index module unavailable ({exc})"
+        except Exception as exc:  # chroma raises many types when a server is down; the API still serves routing
+            app.state.kb_index_error = f"{type(exc).__name__}: {exc}"
+            log.warning("kb_index_unavailable", error=app.state.kb_index_error)
+        app.state.bundle_loader = bundle_loader or default_bundle_loader
+        app.state.models = await anyio.to_thread.run_sync(
+            load_models, settings, app.state.embedder, app.state.bundle_loader
+        )
+        metrics.set_models(app.state.models.versions, app.state.models.ready)
+        log.info("service_started", db=engine.url.render_as_string(hide_password=True),
+                 models_ready=app.state.models.ready, versions=app.state.models.versions,
+                 kb_index=app.state.kb_index is not None)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(title="deskpilot", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.models = ModelState(bundle=None, error=ModelNotReady("the service is starting"))
+    app.state.engine = None
+    install_error_handlers(app)
+    _include_views(app)
+    # Added last = outermost: latency covers everything, the audit sees refusals, the size check runs first.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuditMiddleware, get_engine=lambda: app.state.engine)
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,236 @@
+"""API keys with roles (stored as sha256 hashes), the `require(...)` dependency, and the audit log of writes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import anyio
+import structlog
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy import Column, DateTime, Engine
+from sqlmodel import Field, Session, SQLModel, col, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.deps import get_session
+from insight.errors import Conflict, InvalidInput, NotFound
+from routing.models import as_utc, utcnow
+
+log = structlog.get_logger(__name__)
+
+ROLES: tuple[str, ...] = ("helpdesk", "agent", "knowledge_manager", "analyst", "admin")
+KEY_PREFIX = "dpk_"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: only the sha256 of the secret is stored; `prefix` lets people tell keys apart."""
+
+    __tablename__ = "api_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, unique=True, index=True)
+    role: str = Field(max_length=32)
+    key_hash: str = Field(max_length=64, unique=True, index=True)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class AuditLog(SQLModel, table=True):
+    """One write request: who (key name and role), what (method, path, object id), when, and its status."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    who: str | None = Field(default=None, max_length=128, index=True)
+    role: str | None = Field(default=None, max_length=32)
+    method: str = Field(max_length=8)
+    path: str = Field(max_length=512)
+    route: str | None = Field(default=None, max_length=256)
+    object_id: str | None = Field(default=None, max_length=256)
+    status: int
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller behind a valid API key."""
+
+    name: str
+    role: str
+
+    def allowed(self, roles: tuple[str, ...]) -> bool:
+        """Admin may do anything; everyone else only what their role is listed for."""
+        return self.role == "admin" or self.role in roles
+
+
+@dataclass
+class CreatedKey:
+    """A newly created key: `secret` is shown once and never stored."""
+
+    name: str
+    role: str
+    prefix: str
+    secret: str
+
+
+def hash_key(secret: str) -> str:
+    """sha256 hex of a key (keys are 256-bit random tokens, so a plain hash is enough; no salt/KDF needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _check_role(role: str) -> str:
+    if role not in ROLES:
+        raise InvalidInput(f"role {role!r} is unknown; use one of {', '.join(ROLES)}", field="role")
+    return role
+
+
+def create_key(*, session: Session, name: str, role: str, secret: str | None = None) -> CreatedKey:
+    """Create a key for `name` with `role`; returns the secret once (pass `secret` only for bootstrap keys)."""
+    _check_role(role)
+    if not name or len(name) > 128:
+        raise InvalidInput("name must be 1..128 characters", field="name")
+    if session.exec(select(ApiKey).where(ApiKey.name == name)).first() is not None:
+        raise Conflict(f"an API key named {name!r} already exists; revoke it or pick another name", field="name")
+    secret = secret or KEY_PREFIX + secrets.token_urlsafe(32)
+    if len(secret) < 24:
+        raise InvalidInput("an API key must be at least 24 characters", field="secret")
+    row = ApiKey(name=name, role=role, key_hash=hash_key(secret), prefix=secret[:8])
+    session.add(row)
+    session.commit()
+    return CreatedKey(name=name, role=role, prefix=row.prefix, secret=secret)
+
+
+def ensure_key(*, session: Session, name: str, role: str, secret: str) -> None:
+    """Make sure a key with exactly this secret exists (idempotent; used for the demo's bootstrap admin key)."""
+    _check_role(role)
+    h = hash_key(secret)
+    if session.exec(select(ApiKey).where(ApiKey.key_hash == h)).first() is not None:
+        return
+    existing = session.exec(select(ApiKey).where(ApiKey.name == name)).first()
+    if existing is not None:
+        # The configured bootstrap secret changed: the old one must stop working.
+        existing.key_hash, existing.prefix, existing.role, existing.revoked_at = h, secret[:8], role, None
+        session.add(existing)
+        session.commit()
+        return
+    create_key(session=session, name=name, role=role, secret=secret)
+
+
+def revoke_key(*, session: Session, name: str) -> None:
+    """Revoke a key by name (it stops working at once)."""
+    row = session.exec(select(ApiKey).where(ApiKey.name == name)).first()
+    if row is None:
+        raise NotFound(f"no API key named {name!r}")
+    row.revoked_at = utcnow()
+    session.add(row)
+    session.commit()
+
+
+def list_keys(*, session: Session) -> list[dict[str, Any]]:
+    """All keys (never their secrets)."""
+    rows = session.exec(select(ApiKey).order_by(col(ApiKey.id))).all()
+    return [
+        {"name": r.name, "role": r.role, "prefix": r.prefix, "created_at": as_utc(r.created_at),
+         "revoked_at": as_utc(r.revoked_at)}
+        for r in rows
+    ]
+
+
+def authenticate(*, session: Session, secret: str) -> Principal | None:
+    """The principal of a valid, unrevoked key, else None."""
+    h = hash_key(secret)
+    row = session.exec(select(ApiKey).where(ApiKey.key_hash == h)).first()
+    # compare_digest on the hash keeps the comparison constant-time even though the lookup was by index.
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, h):
+        return None
+    return Principal(name=row.name, role=row.role)
+
+
+def _secret_from(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth and auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def require(*roles: str) -> Any:
+    """Dependency: the caller must hold a valid key of one of `roles` (admin always passes); 401 / 403 otherwise."""
+    for r in roles:
+        _check_role(r)
+    allowed = tuple(roles)
+
+    def _dep(request: Request, session: Session = Depends(get_session)) -> Principal:
+        secret = _secret_from(request)
+        if not secret:
+            raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+                                headers={"WWW-Authenticate": "Bearer"})
+        principal = authenticate(session=session, secret=secret)
+        if principal is None:
+            raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        request.state.principal = principal
+        if not principal.allowed(allowed):
+            who = f"{', '.join(allowed)} or admin" if allowed else "admin only"
+            raise HTTPException(403, f"role {principal.role!r} may not use this endpoint (allowed: {who})")
+        return principal
+
+    return _dep
+
+
+def set_audit_object(request: Request, object_id: Any) -> None:
+    """Views call this to name the object a write touched (for the audit log)."""
+    request.state.audit_object_id = str(object_id)
+
+
+def write_audit(engine: Engine, entry: AuditLog) -> None:
+    """Store one audit row in its own transaction (separate from the request's own)."""
+    with Session(engine) as session:
+        session.add(entry)
+        session.commit()
+
+
+class AuditMiddleware:
+    """ASGI middleware recording every write request (POST/PUT/PATCH/DELETE) with its final status."""
+
+    def __init__(self, app: ASGIApp, *, get_engine: Any) -> None:
+        self.app = app
+        self.get_engine = get_engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in WRITE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            state = scope.get("state") or {}
+            principal = state.get("principal")
+            route = scope.get("route")
+            path_params = scope.get("path_params") or {}
+            object_id = state.get("audit_object_id") or (
+                ",".join(str(v) for v in path_params.values()) if path_params else None
+            )
+            entry = AuditLog(
+                who=getattr(principal, "name", None), role=getattr(principal, "role", None),
+                method=str(scope.get("method")), path=str(scope.get("path", ""))[:512],
+                route=getattr(route, "path", None), object_id=object_id[:256] if object_id else None, status=status,
+            )
+            engine = self.get_engine()
+            if engine is not None:
+                try:
+                    await anyio.to_thread.run_sync(write_audit, engine, entry)
+                except Exception:  # an audit failure must be loud in the log but must not turn a 200 into a 500
+                    log.exception("audit_write_failed", path=entry.path, who=entry.who)

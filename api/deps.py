@@ -1,0 +1,111 @@
+"""FastAPI dependencies: hand out what the lifespan put on `app.state` (settings, DB sessions, models, index)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from api.settings import Settings
+from insight.errors import DeskpilotError, IndexUnavailable, ModelNotReady
+from routing.models import DecisionThresholds
+
+TRAIN_HINT = "run `deskpilot train` (or `deskpilot demo`), then POST /v1/models/reload or restart the service"
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What is loaded right now; replaced as a whole on reload, so a request sees one consistent snapshot."""
+
+    bundle: Any | None
+    versions: dict[str, str] = field(default_factory=dict)
+    loaded_at: datetime | None = None
+    error: DeskpilotError | None = None  # why there is no bundle (ModelNotReady, ModelArtifactError, ...)
+
+    @property
+    def ready(self) -> bool:
+        """True when a bundle is loaded."""
+        return self.bundle is not None
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_engine(request: Request) -> Engine:
+    """The app's database engine."""
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request; services commit their own single transaction, anything else is rolled back."""
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+def get_model_state(request: Request) -> ModelState:
+    """The current model snapshot (may hold no bundle)."""
+    state: ModelState = request.app.state.models
+    return state
+
+
+def get_bundle(request: Request) -> Any:
+    """The loaded triage bundle, or the error saying why there is none (503 model_not_ready with how to train)."""
+    state = get_model_state(request)
+    if state.bundle is None:
+        if state.error is not None and not isinstance(state.error, ModelNotReady):
+            raise state.error
+        why = f" ({state.error.message})" if state.error is not None else ""
+        raise ModelNotReady(f"no trained model is loaded{why}; {TRAIN_HINT}")
+    return state.bundle
+
+
+def get_optional_bundle(request: Request) -> Any | None:
+    """The loaded bundle or None (for writes that must succeed without a model, e.g. storing events)."""
+    return get_model_state(request).bundle
+
+
+def get_thresholds(request: Request) -> DecisionThresholds:
+    """Decision thresholds from the settings."""
+    s = get_settings(request)
+    return DecisionThresholds(
+        auto_route_confidence=s.auto_route_confidence, suggest_confidence=s.suggest_confidence,
+        max_auto_misroute_risk=s.max_auto_misroute_risk,
+    )
+
+
+def get_decide(request: Request) -> Any:
+    """The triage function (routing.triage.decide unless the app was built with another)."""
+    return request.app.state.decide
+
+
+def get_decide_batch(request: Request) -> Any | None:
+    """The batched triage function, if any."""
+    return request.app.state.decide_batch
+
+
+def get_embedder(request: Request) -> Any:
+    """The shared embedder (loads its weights on first use)."""
+    return request.app.state.embedder
+
+
+def get_kb_index(request: Request) -> Any:
+    """The knowledge-base vector index, or 503 index_unavailable when it could not be opened."""
+    index = request.app.state.kb_index
+    if index is None:
+        err = request.app.state.kb_index_error
+        raise IndexUnavailable(f"the knowledge-base index is not available: {err or 'not opened'}")
+    return index
+
+
+def get_metrics(request: Request) -> Any:
+    """The app's Prometheus metrics."""
+    return request.app.state.metrics

@@ -1,0 +1,145 @@
+"""Ticket routes: route (single / batch), the live event stream, feedback, and reading a ticket back."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from sqlmodel import Session
+
+from api.auth import Principal, require, set_audit_object
+from api.deps import (
+    get_bundle,
+    get_decide,
+    get_decide_batch,
+    get_metrics,
+    get_optional_bundle,
+    get_session,
+    get_thresholds,
+)
+from api.errors import ERROR_RESPONSES
+from routing import service
+from routing.models import (
+    MAX_ID,
+    BatchRoutePublic,
+    DecisionPublic,
+    DecisionThresholds,
+    EventIn,
+    EventPublic,
+    EventResult,
+    FeedbackIn,
+    FeedbackPublic,
+    TicketBatchIn,
+    TicketIn,
+    TicketPublic,
+)
+
+router = APIRouter(prefix="/v1/tickets", tags=["tickets"], responses=ERROR_RESPONSES)
+
+TicketId = Annotated[str, Path(min_length=1, max_length=MAX_ID, description="The helpdesk's ticket id")]
+SessionDep = Annotated[Session, Depends(get_session)]
+ThresholdsDep = Annotated[DecisionThresholds, Depends(get_thresholds)]
+
+ROUTERS = ("helpdesk",)
+READERS = ("helpdesk", "agent", "analyst")
+FEEDBACK = ("agent", "helpdesk")
+
+
+@router.post("/route", response_model=DecisionPublic, status_code=201,
+             responses={200: {"model": DecisionPublic, "description": "same ticket id and payload: stored decision"}})
+def route_ticket(
+    ticket: TicketIn,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    thresholds: ThresholdsDep,
+    principal: Annotated[Principal, Depends(require(*ROUTERS))],
+    bundle: Annotated[Any, Depends(get_bundle)],
+    decide: Annotated[Any, Depends(get_decide)],
+    metrics: Annotated[Any, Depends(get_metrics)],
+) -> DecisionPublic:
+    """Triage a new ticket: intent, team, risks, decision and reasons. Idempotent by `ticket_id`."""
+    set_audit_object(request, ticket.ticket_id)
+    out = service.route(session=session, bundle=bundle, ticket_in=ticket, thresholds=thresholds, decide=decide)
+    if out.replayed:
+        response.status_code = 200
+    else:
+        metrics.record_decisions([(out.decision.result.decision, out.decision.trigger)])
+    return out.decision
+
+
+@router.post("/route/batch", response_model=BatchRoutePublic)
+def route_tickets(
+    batch: TicketBatchIn,
+    request: Request,
+    session: SessionDep,
+    thresholds: ThresholdsDep,
+    principal: Annotated[Principal, Depends(require(*ROUTERS))],
+    bundle: Annotated[Any, Depends(get_bundle)],
+    decide: Annotated[Any, Depends(get_decide)],
+    decide_batch: Annotated[Any, Depends(get_decide_batch)],
+    metrics: Annotated[Any, Depends(get_metrics)],
+) -> BatchRoutePublic:
+    """Triage up to 1000 tickets in one transaction (all stored or none); results in request order."""
+    set_audit_object(request, f"batch of {len(batch.tickets)}")
+    outs = service.route_batch(
+        session=session, bundle=bundle, tickets=batch.tickets, thresholds=thresholds, decide=decide,
+        decide_batch=decide_batch,
+    )
+    metrics.record_decisions((o.decision.result.decision, o.decision.trigger) for o in outs if not o.replayed)
+    replayed = sum(o.replayed for o in outs)
+    return BatchRoutePublic(decisions=[o.decision for o in outs], new=len(outs) - replayed, replayed=replayed)
+
+
+@router.get("/{ticket_id}", response_model=TicketPublic)
+def read_ticket(
+    ticket_id: TicketId,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require(*READERS))],
+) -> TicketPublic:
+    """A ticket with its current decision, decision history, events and feedback."""
+    return service.get_ticket(session=session, ticket_id=ticket_id)
+
+
+@router.post("/{ticket_id}/events", response_model=EventResult, status_code=201)
+def post_event(
+    ticket_id: TicketId,
+    event: EventIn,
+    session: SessionDep,
+    thresholds: ThresholdsDep,
+    principal: Annotated[Principal, Depends(require(*ROUTERS))],
+    bundle: Annotated[Any, Depends(get_optional_bundle)],
+    decide: Annotated[Any, Depends(get_decide)],
+    metrics: Annotated[Any, Depends(get_metrics)],
+) -> EventResult:
+    """Store an event of the live log; a customer message whose intent differs re-triages the ticket."""
+    out = service.add_event(
+        session=session, bundle=bundle, ticket_id=ticket_id, event_in=event, thresholds=thresholds, decide=decide
+    )
+    if out.decision is not None:
+        metrics.record_decisions([(out.decision.result.decision, out.decision.trigger)])
+    return out
+
+
+@router.get("/{ticket_id}/events", response_model=list[EventPublic])
+def get_events(
+    ticket_id: TicketId,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require(*READERS))],
+) -> list[EventPublic]:
+    """The ticket's live event log in time order."""
+    return service.list_events(session=session, ticket_id=ticket_id)
+
+
+@router.post("/{ticket_id}/feedback", response_model=FeedbackPublic, status_code=201)
+def post_feedback(
+    ticket_id: TicketId,
+    feedback: FeedbackIn,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require(*FEEDBACK))],
+) -> FeedbackPublic:
+    """Record the team / intent an agent corrected to, and accepted or rejected suggestions."""
+    out = service.add_feedback(session=session, ticket_id=ticket_id, feedback_in=feedback, by=principal.name)
+    set_audit_object(request, f"{ticket_id}/feedback/{out.id}")
+    return out

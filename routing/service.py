@@ -1,0 +1,350 @@
+"""Routing service: triage tickets idempotently, keep the live event log, re-triage on customer messages,
+record feedback. Every write is one transaction: it commits at the end or leaves nothing behind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from insight.errors import Conflict, InvalidInput, ModelNotReady, NotFound
+from routing.models import (
+    DecisionPublic,
+    DecisionThresholds,
+    EventIn,
+    EventPublic,
+    EventResult,
+    Feedback,
+    FeedbackIn,
+    FeedbackPublic,
+    Ticket,
+    TicketEvent,
+    TicketIn,
+    TicketPublic,
+    TriageDecision,
+    TriageResult,
+    as_utc,
+    utcnow,
+)
+
+
+class DecideFn(Protocol):
+    """`routing.triage.decide`: a pure function from a ticket to a TriageResult."""
+
+    def __call__(self, *, bundle: Any, ticket: TicketIn, thresholds: DecisionThresholds) -> TriageResult: ...
+
+
+class DecideBatchFn(Protocol):
+    """Optional batched form of decide (one embedding call for many tickets)."""
+
+    def __call__(
+        self, *, bundle: Any, tickets: list[TicketIn], thresholds: DecisionThresholds
+    ) -> list[TriageResult]: ...
+
+
+@dataclass
+class RouteOutcome:
+    """One routed ticket: the decision and whether it was replayed from storage (same id, same payload)."""
+
+    decision: DecisionPublic
+    replayed: bool
+
+
+def default_decide() -> DecideFn:
+    """`routing.triage.decide`, or ModelNotReady when the triage module is not installed."""
+    try:
+        from routing.triage import decide
+    except ImportError as exc:  # the triage module is the model side; without it nothing can be routed
+        raise ModelNotReady(f"triage is not available ({exc}); run `deskpilot train` after installing it") from exc
+    return decide  # type: ignore[no-any-return]
+
+
+def _require_bundle(bundle: Any) -> None:
+    if bundle is None:
+        raise ModelNotReady("no trained routing model is loaded; run `deskpilot train`, then POST /v1/models/reload")
+
+
+@contextmanager
+def _transaction(session: Session) -> Iterator[None]:
+    # One write = one transaction: a failure anywhere leaves nothing half-written.
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def _find_ticket(session: Session, ticket_id: str) -> Ticket | None:
+    return session.exec(select(Ticket).where(Ticket.ticket_id == ticket_id)).first()
+
+
+def _store_decision(
+    session: Session, *, ticket: Ticket, result: TriageResult, trigger: str, payload_hash: str
+) -> TriageDecision:
+    row = TriageDecision(
+        ticket_id=ticket.ticket_id, trigger=trigger, payload_hash=payload_hash, intent=result.intent,
+        intent_confidence=result.intent_confidence, out_of_scope=result.out_of_scope, team=result.team,
+        team_confidence=result.team_confidence, decision=result.decision, result=result.model_dump(mode="json"),
+        model_versions=dict(result.model_versions),
+    )
+    session.add(row)
+    session.flush()
+    ticket.current_decision_id = row.id
+    ticket.current_intent = result.intent
+    ticket.current_team = result.team
+    ticket.updated_at = utcnow()
+    session.add(ticket)
+    return row
+
+
+def _apply_payload(ticket: Ticket, ticket_in: TicketIn) -> None:
+    ticket.subject = ticket_in.subject
+    ticket.body = ticket_in.body
+    ticket.channel = ticket_in.channel
+    ticket.segment = ticket_in.segment
+    ticket.priority = ticket_in.priority
+    ticket.custom_fields = dict(ticket_in.custom_fields)
+    ticket.created_at = ticket_in.created_at
+    ticket.payload_hash = ticket_in.payload_hash()
+
+
+def _replay(session: Session, ticket: Ticket | None, payload_hash: str) -> TriageDecision | None:
+    if ticket is None or ticket.payload_hash != payload_hash or ticket.current_decision_id is None:
+        return None
+    return session.get(TriageDecision, ticket.current_decision_id)
+
+
+def _route_many(
+    *,
+    session: Session,
+    bundle: Any,
+    tickets: list[TicketIn],
+    thresholds: DecisionThresholds,
+    decide: DecideFn,
+    decide_batch: DecideBatchFn | None,
+) -> list[RouteOutcome]:
+    hashes = [t.payload_hash() for t in tickets]
+    ids = [t.ticket_id for t in tickets]
+    existing = {t.ticket_id: t for t in session.exec(select(Ticket).where(col(Ticket.ticket_id).in_(ids))).all()}
+    replays: dict[int, TriageDecision] = {}
+    todo: list[int] = []
+    for i, (t, h) in enumerate(zip(tickets, hashes, strict=True)):
+        row = _replay(session, existing.get(t.ticket_id), h)
+        if row is not None:
+            replays[i] = row
+        else:
+            todo.append(i)
+    results: dict[int, TriageResult] = {}
+    if todo:
+        _require_bundle(bundle)
+        pending = [tickets[i] for i in todo]
+        if decide_batch is not None and len(pending) > 1:
+            batch = decide_batch(bundle=bundle, tickets=pending, thresholds=thresholds)
+            if len(batch) != len(pending):
+                raise RuntimeError(f"decide_batch returned {len(batch)} results for {len(pending)} tickets")
+            results = dict(zip(todo, batch, strict=True))
+        else:
+            results = {i: decide(bundle=bundle, ticket=tickets[i], thresholds=thresholds) for i in todo}
+    outcomes: list[RouteOutcome] = []
+    with _transaction(session):
+        for i, t in enumerate(tickets):
+            if i in replays:
+                outcomes.append(RouteOutcome(DecisionPublic.from_row(replays[i], replayed=True), replayed=True))
+                continue
+            ticket = existing.get(t.ticket_id)
+            trigger = "reroute" if ticket is not None else "route"
+            if ticket is None:
+                ticket = Ticket(ticket_id=t.ticket_id, payload_hash=hashes[i])
+            _apply_payload(ticket, t)
+            session.add(ticket)
+            session.flush()
+            row = _store_decision(session, ticket=ticket, result=results[i], trigger=trigger, payload_hash=hashes[i])
+            outcomes.append(RouteOutcome(DecisionPublic.from_row(row), replayed=False))
+    return outcomes
+
+
+def route_batch(
+    *,
+    session: Session,
+    bundle: Any,
+    tickets: list[TicketIn],
+    thresholds: DecisionThresholds,
+    decide: DecideFn | None = None,
+    decide_batch: DecideBatchFn | None = None,
+) -> list[RouteOutcome]:
+    """Route many tickets in one transaction (idempotent per ticket id); results in request order."""
+    ids = [t.ticket_id for t in tickets]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("tickets: the same ticket_id appears twice in one batch", field="tickets")
+    fn = decide or default_decide()
+    try:
+        return _route_many(
+            session=session, bundle=bundle, tickets=tickets, thresholds=thresholds, decide=fn,
+            decide_batch=decide_batch,
+        )
+    except IntegrityError:
+        # Another request created one of these tickets between our read and our write: the database's unique
+        # constraint caught it; one retry sees the stored rows and replays or re-triages them.
+        session.rollback()
+        try:
+            return _route_many(
+                session=session, bundle=bundle, tickets=tickets, thresholds=thresholds, decide=fn,
+                decide_batch=decide_batch,
+            )
+        except IntegrityError as exc:
+            session.rollback()
+            raise Conflict("concurrent writes to the same ticket_id; retry the request") from exc
+
+
+def route(
+    *,
+    session: Session,
+    bundle: Any,
+    ticket_in: TicketIn,
+    thresholds: DecisionThresholds,
+    decide: DecideFn | None = None,
+) -> RouteOutcome:
+    """Triage one ticket: same id + same payload replays the stored decision; a changed payload re-triages."""
+    return route_batch(session=session, bundle=bundle, tickets=[ticket_in], thresholds=thresholds, decide=decide)[0]
+
+
+def _get_ticket_row(session: Session, ticket_id: str) -> Ticket:
+    ticket = _find_ticket(session, ticket_id)
+    if ticket is None:
+        raise NotFound(f"ticket {ticket_id!r} is unknown; route it first (POST /v1/tickets/route)", ticket_id=ticket_id)
+    return ticket
+
+
+def add_event(
+    *,
+    session: Session,
+    bundle: Any,
+    ticket_id: str,
+    event_in: EventIn,
+    thresholds: DecisionThresholds,
+    decide: DecideFn | None = None,
+) -> EventResult:
+    """Store an event of the live log; a customer message re-triages and records a new decision if the intent changed."""
+    ticket = _get_ticket_row(session, ticket_id)
+    previous = ticket.current_intent
+    result: TriageResult | None = None
+    note = ""
+    if event_in.is_customer_message:
+        if bundle is None:
+            # The event is part of the live log and must not be lost because no model is trained yet.
+            note = "no trained model is loaded; the message was stored but not re-triaged (run `deskpilot train`)"
+        else:
+            fn = decide or default_decide()
+            # The new message alone is classified: appended to the old text it would be drowned by it.
+            probe = TicketIn(
+                ticket_id=ticket.ticket_id, subject="", body=event_in.message or "",
+                channel=event_in.channel or ticket.channel, segment=ticket.segment, priority=ticket.priority,
+                custom_fields=dict(ticket.custom_fields or {}), created_at=as_utc(ticket.created_at),
+            )
+            result = fn(bundle=bundle, ticket=probe, thresholds=thresholds)
+    changed = bool(
+        result is not None
+        and result.intent is not None
+        and not result.out_of_scope
+        and result.intent != previous
+        and result.intent_confidence >= thresholds.suggest_confidence
+    )
+    if result is not None and not changed:
+        note = (
+            f"intent unchanged ({previous})" if result.intent == previous
+            else f"message read as {result.intent!r} (confidence {result.intent_confidence:.2f}"
+            f"{', out of scope' if result.out_of_scope else ''}): not sure enough to change the intent"
+        )
+    with _transaction(session):
+        event = TicketEvent(
+            case_id=ticket.ticket_id, activity=event_in.activity, timestamp=event_in.timestamp or utcnow(),
+            resource=event_in.resource, group=event_in.group, channel=event_in.channel,
+            author_type=event_in.author_type, message=event_in.message, payload=dict(event_in.payload),
+        )
+        if event_in.group:
+            ticket.assigned_group = event_in.group
+            ticket.updated_at = utcnow()
+            session.add(ticket)
+        decision_row: TriageDecision | None = None
+        if changed and result is not None:
+            result = result.model_copy(
+                update={"reasons": [f"customer message changed the intent from {previous!r} to {result.intent!r}",
+                                    *result.reasons]}
+            )
+            decision_row = _store_decision(
+                session, ticket=ticket, result=result, trigger="event", payload_hash=ticket.payload_hash
+            )
+            event.retriaged = True
+            event.decision_id = decision_row.id
+            note = f"intent changed from {previous!r} to {result.intent!r}; re-triaged"
+        session.add(event)
+        session.flush()
+        out = EventResult(
+            event=EventPublic.from_row(event), retriage_checked=result is not None, intent_changed=changed,
+            previous_intent=previous, new_intent=result.intent if result is not None else None,
+            decision=DecisionPublic.from_row(decision_row) if decision_row is not None else None, note=note,
+        )
+    return out
+
+
+def add_feedback(*, session: Session, ticket_id: str, feedback_in: FeedbackIn, by: str | None) -> FeedbackPublic:
+    """Record an agent's correction (team / intent) or verdict on suggestions."""
+    ticket = _get_ticket_row(session, ticket_id)
+    if feedback_in.decision_id is not None:
+        decision = session.get(TriageDecision, feedback_in.decision_id)
+        if decision is None or decision.ticket_id != ticket.ticket_id:
+            raise InvalidInput(
+                f"decision_id {feedback_in.decision_id} is not a decision of ticket {ticket_id!r}",
+                field="decision_id",
+            )
+    with _transaction(session):
+        row = Feedback(
+            ticket_id=ticket.ticket_id, decision_id=feedback_in.decision_id or ticket.current_decision_id,
+            corrected_team=feedback_in.corrected_team, corrected_intent=feedback_in.corrected_intent,
+            accepted=list(feedback_in.accepted), rejected=list(feedback_in.rejected), comment=feedback_in.comment,
+            by=by,
+        )
+        session.add(row)
+        session.flush()
+        out = FeedbackPublic.from_row(row)
+    return out
+
+
+def get_ticket(*, session: Session, ticket_id: str) -> TicketPublic:
+    """A ticket with its current decision, decision history, events and feedback."""
+    ticket = _get_ticket_row(session, ticket_id)
+    decisions = session.exec(
+        select(TriageDecision).where(TriageDecision.ticket_id == ticket_id).order_by(col(TriageDecision.id))
+    ).all()
+    events = session.exec(
+        select(TicketEvent).where(TicketEvent.case_id == ticket_id)
+        .order_by(col(TicketEvent.timestamp), col(TicketEvent.id))
+    ).all()
+    feedback = session.exec(select(Feedback).where(Feedback.ticket_id == ticket_id).order_by(col(Feedback.id))).all()
+    pub = [DecisionPublic.from_row(d) for d in decisions]
+    current = next((d for d in pub if d.decision_id == ticket.current_decision_id), None)
+    return TicketPublic(
+        ticket_id=ticket.ticket_id, subject=ticket.subject, body=ticket.body, channel=ticket.channel,
+        segment=ticket.segment, priority=ticket.priority, custom_fields=dict(ticket.custom_fields or {}),
+        created_at=as_utc(ticket.created_at), current_intent=ticket.current_intent,
+        current_team=ticket.current_team, assigned_group=ticket.assigned_group,
+        received_at=as_utc(ticket.received_at) or utcnow(), updated_at=as_utc(ticket.updated_at) or utcnow(),
+        current_decision=current, decisions=pub, events=[EventPublic.from_row(e) for e in events],
+        feedback=[FeedbackPublic.from_row(f) for f in feedback],
+    )
+
+
+def list_events(*, session: Session, ticket_id: str) -> list[EventPublic]:
+    """The live log of one ticket in time order."""
+    _get_ticket_row(session, ticket_id)
+    rows = session.exec(
+        select(TicketEvent).where(TicketEvent.case_id == ticket_id)
+        .order_by(col(TicketEvent.timestamp), col(TicketEvent.id))
+    ).all()
+    return [EventPublic.from_row(e) for e in rows]
+
