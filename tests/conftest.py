@@ -34,3 +34,11 @@ def embedder():
     from insight.embedding import Embedder
 
     return Embedder(bundled_model_path())
+
+
+@pytest.fixture(scope="session")
+def sim_small():
+    """A small simulated contact-center log (600 cases, seed 7) with its tickets and planted ground truth."""
+    from insight.simulate import simulate
+
+    return simulate(n_cases=600, seed=7)
