@@ -335,16 +335,18 @@ def _resolve_mapping(
 
 
 def _candidate_formats(sample: pl.Series) -> tuple[list[str], bool]:
-    """Formats that parse every sampled value, and whether day- and month-first both fit (ambiguous)."""
-    def fits(fmt: str) -> bool:
-        return sample.str.to_datetime(fmt, strict=False).null_count() == 0
-
-    for fmt in _ISO_FORMATS:
-        if fits(fmt):
-            return [fmt], False
-    day = [f for f in _DAYFIRST_FORMATS if fits(f)]
-    month = [f for f in _MONTHFIRST_FORMATS if fits(f)]
-    return day + month, bool(day and month)
+    """Formats ranked by how many sampled values they parse, and whether day- and month-first tie (ambiguous)."""
+    scores: dict[str, int] = {}
+    for fmt in _ISO_FORMATS + _DAYFIRST_FORMATS + _MONTHFIRST_FORMATS:
+        scores[fmt] = sample.len() - sample.str.to_datetime(fmt, strict=False).null_count()
+    ranked = [f for f in sorted(scores, key=lambda f: -scores[f]) if scores[f] > 0]
+    if not ranked:
+        return [], False
+    top = scores[ranked[0]]
+    best_day = max(scores[f] for f in _DAYFIRST_FORMATS)
+    best_month = max(scores[f] for f in _MONTHFIRST_FORMATS)
+    ambiguous = best_day == best_month == top
+    return ranked[:4], ambiguous
 
 
 def _parse_timestamps(
@@ -370,12 +372,13 @@ def _parse_timestamps(
         if ambiguous:
             day = [f for f in fmts if f in _DAYFIRST_FORMATS]
             month = [f for f in fmts if f in _MONTHFIRST_FORMATS]
+            rest = [f for f in fmts if f not in day and f not in month]
             if dayfirst is None:
                 report.warnings.append(
                     f"column {column!r}: day/month order is ambiguous in the sample; assumed month-first "
                     "(pass dayfirst=True for day-first)"
                 )
-            fmts = day + month if dayfirst else month + day
+            fmts = (day + month if dayfirst else month + day) + rest
         elif dayfirst is False and fmts and fmts[0] in _DAYFIRST_FORMATS:
             report.warnings.append(f"column {column!r}: values only fit day-first dates; read day-first")
         best: pl.Series | None = None
@@ -389,11 +392,10 @@ def _parse_timestamps(
         if best is None:
             # last resort: pandas' mixed-format parser over distinct values only
             uniq = nonnull.unique()
-            conv = pd.to_datetime(pd.Series(uniq.to_list()), errors="coerce", format="mixed",
-                                  dayfirst=bool(dayfirst), utc=True)
-            lookup = dict(zip(uniq.to_list(), conv.tolist(), strict=True))
-            best = pl.Series(column, [lookup.get(v) if v is not None else None for v in s.to_list()],
-                             dtype=pl.Datetime("us", "UTC"))
+            conv = pd.to_datetime(pd.Series(uniq.to_list(), dtype=object), errors="coerce", format="mixed",
+                                  dayfirst=bool(dayfirst), utc=True).astype("datetime64[us, UTC]")
+            table = pl.DataFrame({"raw": uniq, "parsed": pl.from_pandas(conv)})
+            best = pl.DataFrame({"raw": s}).join(table, on="raw", how="left", maintain_order="left")["parsed"]
             report.add(f"{fix_prefix}_format", 0, f"column {column!r}: mixed formats (pandas fallback)")
         parsed = best
     missing = values.null_count()

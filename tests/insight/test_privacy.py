@@ -1,0 +1,115 @@
+"""PII redaction rules (with checksums) and keyed pseudonymization."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from insight.errors import InvalidInput
+from insight.eventlog import RESOURCE, TIMESTAMP, EventLog, pseudonymize, redact_series, redact_text
+from insight.eventlog.privacy import apply_privacy, iban_ok, luhn_ok
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("write to john.doe+x@mail.example.co.uk please", "write to [EMAIL] please"),
+        ("call +44 20 7946 0958 today", "call [PHONE] today"),
+        ("call (030) 1234-5678", "call [PHONE]"),
+        ("mobile 0612345678", "mobile [PHONE]"),
+        ("card 4111 1111 1111 1111 exp 12/29", "card [CARD] exp 12/29"),
+        ("card 4111-1111-1111-1111", "card [CARD]"),
+        ("amex 378282246310005", "amex [CARD]"),
+        ("iban GB82 WEST 1234 5698 7654 32.", "iban [IBAN]."),
+        ("iban DE89370400440532013000", "iban [IBAN]"),
+        ("from 192.168.10.254 to 10.0.0.1", "from [IP] to [IP]"),
+        ("v6 2001:db8:85a3::8a2e:370:7334 and ::1 x", "v6 [IP] and [IP] x"),
+    ],
+)
+def test_each_kind_is_redacted(text, expected):
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "order 4111111111111112 is not a card",  # 16 digits failing Luhn
+        "GB82WEST12345698765433 fails mod-97",
+        "opened 2016-05-13 14:50:17 ticket 12345",
+        "at 29/2/2016 01:16 in room 101",
+        "version 3.2.1 build 20240101",
+        "Value 12 Group 70 Caller 2403",
+        "999.1.1.1 is not an address",
+        "no digits at all",
+    ],
+)
+def test_non_pii_stays(text):
+    assert redact_text(text) == text
+
+
+def test_checksums():
+    assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
+    assert iban_ok("GB82 WEST 1234 5698 7654 32") and not iban_ok("GB82 WEST 1234 5698 7654 33")
+
+
+def test_redact_series_counts_per_row_and_keeps_missing():
+    s = pd.Series(["mail a@b.io", None, "mail a@b.io", "fine", "x 4111111111111111 y c@d.org"])
+    out, counts = redact_series(s)
+    assert out.tolist()[0] == "mail [EMAIL]" and pd.isna(out.iloc[1]) and out.iloc[3] == "fine"
+    assert out.iloc[4] == "x [CARD] y [EMAIL]"
+    assert counts.values_changed == 3 and counts.items["email"] == 3 and counts.items["card"] == 1
+
+
+def test_pseudonymize_stable_keyed_and_raw_free():
+    a = pd.Series(["alice", "bob", None, "alice"], name=RESOURCE)
+    t1 = pseudonymize(a, key="k1", prefix="res")
+    assert t1.iloc[0] == t1.iloc[3] != t1.iloc[1] and pd.isna(t1.iloc[2])
+    assert t1.iloc[0].startswith("res_") and len(t1.iloc[0]) == 14
+    assert not t1.dropna().str.contains("alice|bob").any()
+    # same person, another file: same token; another key: another token
+    other_file = pseudonymize(pd.Series(["carol", "alice"]), key="k1", prefix="res")
+    assert other_file.iloc[1] == t1.iloc[0]
+    assert pseudonymize(a, key="k2", prefix="res").iloc[0] != t1.iloc[0]
+    with pytest.raises(InvalidInput):
+        pseudonymize(a, key="")
+
+
+def _log() -> EventLog:
+    df = pd.DataFrame({
+        "case_id": ["c1", "c1", "c2"],
+        "activity": ["open", "reply", "open"],
+        TIMESTAMP: pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-03"], utc=True),
+        RESOURCE: ["ann@corp.com", "bob", "ann@corp.com"],
+        "customer": ["cust-1", "cust-1", "cust-2"],
+        "body": ["hi, reach me at 0612345678", "ok", "ip 10.1.2.3"],
+    })
+    return EventLog(df, name="p")
+
+
+def test_apply_privacy_on_log():
+    out = apply_privacy(_log(), key="secret", pseudonymize_columns=(RESOURCE, "customer"))
+    df = out.df
+    assert df[RESOURCE].str.startswith("res_").all() and df["customer"].str.startswith("cus_").all()
+    assert df["body"].tolist() == ["hi, reach me at [PHONE]", "ok", "ip [IP]"]
+    q = out.quality
+    assert q.count("redacted_phone") == 1 and q.count("redacted_ip") == 1 and q.count("redacted_email") == 0
+    assert q.count("pseudonymized") == 6
+    raw = apply_privacy(_log(), key=None)
+    assert raw.df[RESOURCE].iloc[1] == "bob"
+    assert any("NOT pseudonymized" in w for w in raw.quality.warnings)
+
+
+def test_vectorised_speed_on_many_repeated_values():
+    rng = np.random.default_rng(0)
+    texts = np.array([f"agent note {i} mail u{i}@x.org" for i in range(2000)], dtype=object)
+    s = pd.Series(texts[rng.integers(0, 2000, 500_000)])
+    t0 = time.perf_counter()
+    out, counts = redact_series(s)
+    tokens = pseudonymize(s, key="k")
+    elapsed = time.perf_counter() - t0
+    assert counts.items["email"] == 500_000 and tokens.nunique() == s.nunique()
+    # one scan per distinct value: far below a per-row Python loop (~5 s here)
+    assert elapsed < 3.0, elapsed
