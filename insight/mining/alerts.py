@@ -157,7 +157,7 @@ def detect_alerts(
         mask = recent & (vcode == v)
         if vb[v] == 0:
             alerts.append(Alert("new_variant", "high" if share_r >= 0.05 else "medium",
-                                f"New path in {vr[v]} recent cases ({share_r:.0%} of the window)", path,
+                                f"New path in {vr[v]} recent cases ({share_r:.1%} of the window)", path,
                                 share_r, 0.0, share_r, "share", int(vr[v]), examples(mask)))
         elif share_r >= cfg.share_ratio * share_b and share_r - share_b >= cfg.min_share_delta:
             ratio = share_r / share_b
