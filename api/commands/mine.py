@@ -1,0 +1,120 @@
+"""`deskpilot mine`: mine an event log into insight.json and a self-contained report.html."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from api.settings import get_settings
+from insight.errors import DeskpilotError, InvalidInput
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"cannot read {what} file {path}: {exc}", field=what) from exc
+
+
+def load_journey(path: Path) -> Any:
+    """A declared journey from JSON: {"steps": [...], "optional": [...]} or a simulator truth.json."""
+    from insight.mining.conformance import IntendedJourney
+
+    data = _read_json(path, "journey")
+    # The simulator's truth.json carries the designed journey as ordered steps with an `optional` flag.
+    if isinstance(data, dict) and "deviations" in data and isinstance(data["deviations"], dict):
+        data = data["deviations"].get("intended_journey", data)
+    if isinstance(data, list):
+        steps = [str(s["activity"]) if isinstance(s, dict) else str(s) for s in data]
+        optional = [str(s["activity"]) for s in data if isinstance(s, dict) and s.get("optional")]
+        return IntendedJourney(steps=steps, optional=optional, source=f"declared journey ({path.name})")
+    if isinstance(data, dict):
+        j = IntendedJourney.from_dict(data)
+        if j.source == "declared":
+            j.source = f"declared journey ({path.name})"
+        return j
+    raise InvalidInput(f"journey file {path} must hold a list of steps or {{'steps': [...]}}", field="journey")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `mine` command to the CLI."""
+
+    @app.command("mine")
+    def mine_cmd(
+        log: Annotated[Path, typer.Argument(help="CSV(.gz), XES(.gz) or Parquet event log.")],
+        out: Annotated[Path, typer.Option("--out", help="Folder for insight.json and report.html.")],
+        preset: Annotated[str | None, typer.Option(help="Known log layout, e.g. servicenow, bpic2013_vinst.")] = None,
+        mapping: Annotated[Path | None, typer.Option("--mapping", help="JSON file {source column: canonical}.")] = None,
+        map_: Annotated[list[str] | None, typer.Option("--map", help="SOURCE=CANONICAL, repeatable.")] = None,
+        journey: Annotated[
+            Path | None, typer.Option(help="Intended journey JSON ({'steps': [...], 'optional': [...]}) or truth.json.")
+        ] = None,
+        model: Annotated[Path | None, typer.Option(help="Intended process as a BPMN or PNML file.")] = None,
+        lines: Annotated[Path | None, typer.Option(help="JSON {team: support line 1/2/3}.")] = None,
+        window: Annotated[str, typer.Option(help="Alert window (recent period), e.g. 7D.")] = "7D",
+        baseline_windows: Annotated[int, typer.Option(help="Windows before the recent one to compare with.")] = 8,
+        dayfirst: Annotated[bool, typer.Option("--dayfirst", help="Read ambiguous dates day-first.")] = False,
+        no_privacy: Annotated[bool, typer.Option("--no-privacy", help="Skip redaction and pseudonymization.")] = False,
+    ) -> None:
+        """Mine a log: process map, costly paths, misrouting, bottlenecks, KPIs, conformance, alerts."""
+        from api.commands.ingest import _parse_mapping
+        from insight.eventlog import ingest
+        from insight.mining.alerts import AlertConfig
+        from insight.mining.html import write_html
+        from insight.mining.labels import LabelConfig
+        from insight.mining.report import STEPS, MineConfig, mine
+
+        console = Console()
+        settings = get_settings()
+        t0 = time.perf_counter()
+        try:
+            line_map = {str(k): int(v) for k, v in _read_json(lines, "lines").items()} if lines else None
+            labels = LabelConfig(line_mapping=line_map)
+            cfg = MineConfig(
+                labels=labels,
+                alerts=AlertConfig(window=window, baseline_windows=baseline_windows, labels=labels),
+                journey=load_journey(journey) if journey else None,
+                model_path=str(model) if model else None,
+                line_mapping=line_map,
+            )
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description:<14}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as bar:
+                task = bar.add_task("reading log", total=len(STEPS) + 1)
+                elog = ingest(
+                    log,
+                    mapping=_parse_mapping(mapping, map_) or None,
+                    preset=preset,
+                    dayfirst=True if dayfirst else None,
+                    pseudonym_key=None if no_privacy else settings.pseudonym_key.get_secret_value(),
+                    privacy=not no_privacy,
+                )
+                bar.update(task, advance=1)
+
+                def progress(step: str, done: int, total: int) -> None:
+                    bar.update(task, description=step, completed=done + 1)
+
+                report = mine(elog, config=cfg, progress=progress)
+            out.mkdir(parents=True, exist_ok=True)
+            json_path = report.write_json(out / "insight.json")
+            html_path = write_html(report, out / "report.html")
+        except DeskpilotError as exc:
+            console.print(f"[red]error ({exc.code}):[/red] {exc.message}")
+            raise typer.Exit(2) from None
+        took = time.perf_counter() - t0
+        body = "\n".join(f"- {h}" for h in report.headlines)
+        console.print(Panel(body, title=f"headline findings: {report.name}", expand=False))
+        console.print(f"wrote [bold]{json_path}[/bold] and [bold]{html_path}[/bold] in {took:.1f} s")
