@@ -35,3 +35,26 @@ __all__ = [
     "to_dot",
     "variant_of_cases",
 ]
+
+# h3b: labels, misrouting, conformance, alerts and the InsightReport (appended; imports kept here on purpose).
+from insight.mining.alerts import AlertConfig, AlertReport, detect_alerts  # noqa: E402
+from insight.mining.conformance import ConformanceResult, IntendedJourney, check_conformance  # noqa: E402
+from insight.mining.labels import (  # noqa: E402
+    END_OF_CASE,
+    CaseLabels,
+    LabelConfig,
+    PrefixLabels,
+    TrainingLabels,
+    case_labels,
+    prefix_labels,
+    training_labels,
+)
+from insight.mining.misrouting import MisroutingConfig, MisroutingResult, analyze_misrouting  # noqa: E402
+from insight.mining.report import InsightReport, MineConfig, mine  # noqa: E402
+
+__all__ += [
+    "END_OF_CASE", "AlertConfig", "AlertReport", "CaseLabels", "ConformanceResult", "InsightReport",
+    "IntendedJourney", "LabelConfig", "MineConfig", "MisroutingConfig", "MisroutingResult", "PrefixLabels",
+    "TrainingLabels", "analyze_misrouting", "case_labels", "check_conformance", "detect_alerts", "mine",
+    "prefix_labels", "training_labels",
+]
