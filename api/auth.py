@@ -232,5 +232,5 @@ class AuditMiddleware:
             if engine is not None:
                 try:
                     await anyio.to_thread.run_sync(write_audit, engine, entry)
-                except Exception:  # an audit failure must be loud in the log but must not turn a 200 into a 500
-                    log.exception("audit_write_failed", path=entry.path, who=entry.who)
+                except Exception as exc:  # an audit failure must be loud in the log but must not turn a 200 into a 500
+                    log.error("audit_write_failed", path=entry.path, who=entry.who, error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,76 @@
+"""`deskpilot keys create|list|revoke`: manage API keys (the secret is printed once, only its hash is stored)."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.settings import get_settings
+
+
+def _session():  # type: ignore[no-untyped-def]
+    from sqlmodel import Session, SQLModel
+
+    from api.app import _import_tables, make_engine
+
+    settings = get_settings()
+    if settings.database_url is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    _import_tables()
+    SQLModel.metadata.create_all(engine)
+    return Session(engine)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `keys` command group to the CLI."""
+    from api.auth import ROLES
+
+    keys = typer.Typer(help="API keys with roles: " + ", ".join(ROLES) + ".", no_args_is_help=True)
+    app.add_typer(keys, name="keys")
+
+    @keys.command("create")
+    def create(
+        role: str = typer.Option(..., "--role", help="One of: " + ", ".join(ROLES) + "."),
+        name: str = typer.Option(..., "--name", help="Who or what uses the key (unique; shown in the audit log)."),
+    ) -> None:
+        """Create a key and print it once (it cannot be shown again)."""
+        from api.auth import create_key
+        from insight.errors import DeskpilotError
+
+        with _session() as session:
+            try:
+                created = create_key(session=session, name=name, role=role)
+            except DeskpilotError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from exc
+        typer.echo(created.secret)
+        typer.echo(f"created key {created.name!r} with role {created.role}; store it now, it is shown only once",
+                   err=True)
+
+    @keys.command("list")
+    def list_() -> None:
+        """List keys (names, roles, prefixes; never the secrets)."""
+        from api.auth import list_keys
+
+        with _session() as session:
+            rows = list_keys(session=session)
+        table = Table("name", "role", "prefix", "created", "revoked")
+        for r in rows:
+            table.add_row(r["name"], r["role"], r["prefix"], str(r["created_at"]), str(r["revoked_at"] or ""))
+        Console().print(table)
+
+    @keys.command("revoke")
+    def revoke(name: str = typer.Argument(..., help="Name of the key to revoke.")) -> None:
+        """Revoke a key by name (it stops working immediately)."""
+        from api.auth import revoke_key
+        from insight.errors import DeskpilotError
+
+        with _session() as session:
+            try:
+                revoke_key(session=session, name=name)
+            except DeskpilotError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from exc
+        typer.echo(f"revoked {name!r}")
