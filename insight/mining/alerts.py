@@ -3,6 +3,7 @@
 Cases are placed in a window by their start time. The recent window is the last `window` of the log (e.g. the
 last 7 days); the baseline is the `baseline_windows` windows before it (e.g. the 8 weeks before). Flags:
 
+* **new activity**: a step seen in at least `min_cases` recent cases and never in the baseline;
 * **new variant**: a path with at least `min_cases` recent cases that the baseline never showed;
 * **variant share spike**: a path whose share of recent cases is `share_ratio` times its baseline share and at
   least `min_share_delta` higher;
@@ -164,6 +165,23 @@ def detect_alerts(
             alerts.append(Alert("variant_share_spike", _severity(ratio),
                                 f"Path share up {ratio:.1f}x ({share_b:.1%} -> {share_r:.1%})", path,
                                 share_r, share_b, ratio, "x", int(vr[v]), examples(mask)))
+
+    # New activities: a step the baseline never showed (catches a new path however it combines with others).
+    ev_recent = recent[e.case]
+    ev_base = base[e.case]
+    n_act = max(e.activity.n, 1)
+    act_cases_r = np.zeros(n_act, dtype=np.int64)
+    pair = np.unique(e.case[ev_recent].astype(np.int64) * n_act + e.activity.codes[ev_recent])
+    np.add.at(act_cases_r, pair % n_act, 1)
+    seen_base = np.bincount(e.activity.codes[ev_base], minlength=n_act) > 0
+    for code in np.flatnonzero((act_cases_r >= cfg.min_cases) & ~seen_base):
+        label = str(e.activity.labels[code])
+        has_act = np.bincount(e.case[e.activity.codes == code], minlength=len(cases)) > 0
+        mask = recent & has_act
+        share_r = float(mask.sum() / n_r)
+        alerts.append(Alert("new_activity", "high" if share_r >= 0.05 else "medium",
+                            f"New step '{label}' in {int(mask.sum())} recent cases ({share_r:.1%} of the window)",
+                            label, share_r, 0.0, share_r, "share", int(mask.sum()), examples(mask)))
 
     # KPIs overall and per segment.
     kpi = pd.DataFrame(

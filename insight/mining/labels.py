@@ -2,8 +2,9 @@
 
 The routing and prediction models (insight.models) train on these, so the definitions live in one place:
 
-* **first team**: the first non-empty `group` of the case (groups listed in `LabelConfig.intake_groups`, e.g. a
-  pure dispatch desk, are skipped when another group follows).
+* **first team**: the team the case was first assigned to: the first non-empty `group`, skipping teams that
+  only held the case before its first *assignment* step (activity matching `assignment_pattern`, e.g. "Assign
+  to team": the service desk that logged and triaged it) and groups listed in `intake_groups`.
 * **resolving team**: the group at the case's last *resolve* event (activity matching `resolve_pattern`); when the
   case has none, the group at its last *close* event; else the last non-empty group. It is never simply the first
   team: a ticket that went L1 -> Billing L2 and was solved there is labelled "Billing L2".
@@ -11,7 +12,10 @@ The routing and prediction models (insight.models) train on these, so the defini
   without owning the case; they are left out of team sequences.
 * **reassignments**: how many times the team changed along the case up to the resolving event (consecutive
   repeats collapsed; a hand-back after resolution, e.g. to the desk that closes tickets, is not counted).
-* **misrouted**: first team != resolving team, or reassigned at least once.
+  A change whose first event is an escalate step (`escalate_pattern`) is an **escalation**; every other change
+  is a **transfer**.
+* **misrouted**: the case was transferred at least once, or the resolving team differs from the first team
+  without an escalation explaining it. (Logs without escalate steps, such as BPIC 2013: misrouted = reassigned.)
 * **outcome**: ``reopened`` (a reopen activity), else ``escalated`` (an escalate activity, or the case reached a
   higher support line than it started in), else ``resolved`` (a resolve or close activity), else ``open``.
 * **per prefix** (every prefix of every case): the next activity, with an explicit end-of-case class
@@ -80,6 +84,8 @@ class LabelConfig:
     escalate_pattern: str = r"escalat"
     reopen_pattern: str = r"reopen|re-open"
     intake_groups: tuple[str, ...] = ()
+    # The dispatch step: teams that only held the case before it (logging, triage) are intake, not first team.
+    assignment_pattern: str | None = r"^(assign|route|dispatch)(ed)?( to (a )?(team|group|queue))?$"
     # Teams that are consulted without taking the case (an approvals desk signs off, the owner keeps the ticket);
     # their events are left out of team sequences so a sign-off is not a reassignment or a ping-pong.
     consult_group_pattern: str | None = r"^approv"
@@ -92,7 +98,7 @@ class CaseLabels:
     """One row per case (index `case_id`).
 
     Columns: start, end, throughput_s, n_events, first_team, resolving_team, teams (the team sequence joined
-    with " > "), n_teams, reassignments, misrouted, first_line, max_line, resolving_line, outcome.
+    with " > "), n_teams, reassignments, transfers, escalations, misrouted, first_line, max_line, resolving_line, outcome.
     Team columns are missing values when the log has no `group` column.
     """
 
@@ -102,6 +108,8 @@ class CaseLabels:
     # One row per team segment (consecutive events of one team in one case): case_id, case (int code, the
     # case's row number in `df`), seq, team, pos, start, end, n_events, counted (before resolution, not intake).
     segments: pd.DataFrame | None = None
+    # Position (in the shared encoded event order) of each case's resolving event, -1 if none.
+    resolve_pos: np.ndarray | None = None
 
     @property
     def misrouted_share(self) -> float:
@@ -202,6 +210,15 @@ def _last_per_case(case_of_event: np.ndarray, mask: np.ndarray, n_cases: int) ->
     return out
 
 
+def _first_per_case(case_of_event: np.ndarray, mask: np.ndarray, n_cases: int) -> np.ndarray:
+    """Sorted-position of the first masked event per case, -1 where none."""
+    out = np.full(n_cases, -1, dtype=np.int64)
+    pos = np.flatnonzero(mask)[::-1]
+    # Reversed, so the fancy assignment leaves the first one per case.
+    out[case_of_event[pos]] = pos
+    return out
+
+
 def _match(activities: np.ndarray, pattern: str) -> np.ndarray:
     if not pattern:
         return np.zeros(len(activities), dtype=bool)
@@ -244,6 +261,7 @@ def case_labels(
     has_groups = log.has(GROUP)
     lines: dict[str, int] | None = None
     segments: pd.DataFrame | None = None
+    resolve_pos: np.ndarray | None = None
     escalated_by_line = np.zeros(n_cases, dtype=bool)
     if has_groups:
         group = log.df[GROUP].to_numpy(dtype=object)[s.order]
@@ -263,7 +281,15 @@ def case_labels(
         )
         seg_case = gcase[new_seg]
         seg_name = gname[new_seg]
+        seg_pos = gpos[new_seg]
         seg_intake = intake[gpos][new_seg]
+        if cfg.assignment_pattern and len(seg_pos):
+            # Segments that end before the case's first assignment step only dispatched it (e.g. a service desk
+            # logging and triaging the ticket); the team the ticket is assigned to is the first team.
+            assign_pos = _first_per_case(s.case, _match(s.activity, cfg.assignment_pattern) & gmask, n_cases)
+            row_start = np.flatnonzero(new_seg)
+            seg_last_pos = gpos[np.r_[row_start[1:], len(gpos)] - 1]
+            seg_intake = seg_intake | (seg_last_pos < assign_pos[seg_case])
         n_seg = np.bincount(seg_case, minlength=n_cases)
         # First team: first segment that is not an intake desk; fall back to the first segment.
         first = np.full(n_cases, None, dtype=object)
@@ -282,6 +308,7 @@ def case_labels(
         last_pos = _last_per_case(s.case, gmask, n_cases)
         pick = np.where(res_pos >= 0, res_pos, np.where(close_pos >= 0, close_pos, last_pos))
         resolving = np.full(n_cases, None, dtype=object)
+        resolve_pos = pick
         ok = pick >= 0
         resolving[ok] = group[pick[ok]].astype(str)
         team_seq = np.full(n_cases, None, dtype=object)
@@ -294,11 +321,16 @@ def case_labels(
             team_seq[seg_case[lo]] = " > ".join(names[lo:hi])
         # Team changes after the resolving event (e.g. handing back to the service desk to close) are not
         # reassignments; intake segments are a dispatch step, not a reassignment either.
-        seg_pos = gpos[new_seg]
         counted = (seg_pos <= np.where(pick >= 0, pick, np.iinfo(np.int64).max)[seg_case]) & ~seg_intake
         reassign = np.maximum(np.bincount(seg_case[counted], minlength=n_cases) - 1, 0)
+        # A change whose first event is an escalate step is an escalation, every other change a transfer.
+        cidx = np.flatnonzero(counted)
+        later = cidx[np.r_[False, seg_case[cidx][1:] == seg_case[cidx][:-1]]] if len(cidx) else cidx
+        esc_change = later[escalate[seg_pos[later]]]
+        escalations = np.bincount(seg_case[esc_change], minlength=n_cases)
+        transfers = reassign - escalations
         misrouted = pd.array(
-            np.where(ok, (first != resolving) | (reassign > 0), False), dtype="boolean"
+            np.where(ok, (transfers > 0) | ((first != resolving) & (escalations == 0)), False), dtype="boolean"
         )
         misrouted[~ok] = pd.NA
         seg_of_row = np.cumsum(new_seg) - 1
@@ -323,6 +355,8 @@ def case_labels(
         out["teams"] = team_seq
         out["n_teams"] = n_seg.astype(np.int64)
         out["reassignments"] = reassign.astype(np.int64)
+        out["transfers"] = transfers.astype(np.int64)
+        out["escalations"] = escalations.astype(np.int64)
         out["misrouted"] = misrouted
         lines = support_lines(group[gmask], mapping=cfg.line_mapping)
         if lines is not None:
@@ -331,15 +365,19 @@ def case_labels(
             out["resolving_line"] = pd.Series(resolving).map(lmap).astype("Int64").to_numpy()
             seg_line = pd.Series(seg_name).map(lmap).fillna(1).to_numpy(dtype=np.int64)
             max_line = np.zeros(n_cases, dtype=np.int64)
-            np.maximum.at(max_line, seg_case, seg_line)
-            out["max_line"] = pd.array(np.where(n_seg > 0, max_line, 0), dtype="Int64")
-            out.loc[n_seg == 0, "max_line"] = pd.NA
+            # Highest line that held the case up to its resolution (intake and hand-backs after it excluded).
+            np.maximum.at(max_line, seg_case[counted], seg_line[counted])
+            has_counted = np.bincount(seg_case[counted], minlength=n_cases) > 0
+            out["max_line"] = pd.array(np.where(has_counted, max_line, 0), dtype="Int64")
+            out.loc[~has_counted, "max_line"] = pd.NA
             escalated_by_line = (out["max_line"].fillna(0).to_numpy() > out["first_line"].fillna(99).to_numpy())
     else:
         for col in ("first_team", "resolving_team", "teams"):
             out[col] = None
         out["n_teams"] = 0
         out["reassignments"] = 0
+        out["transfers"] = 0
+        out["escalations"] = 0
         out["misrouted"] = pd.array([pd.NA] * n_cases, dtype="boolean")
 
     outcome = np.full(n_cases, "open", dtype=object)
@@ -347,7 +385,7 @@ def case_labels(
     outcome[any_per_case(escalate) | escalated_by_line] = "escalated"
     outcome[any_per_case(reopen)] = "reopened"
     out["outcome"] = outcome
-    return CaseLabels(df=out, has_groups=has_groups, lines=lines, segments=segments)
+    return CaseLabels(df=out, has_groups=has_groups, lines=lines, segments=segments, resolve_pos=resolve_pos)
 
 
 def prefix_labels(

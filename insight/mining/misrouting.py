@@ -7,8 +7,11 @@ Definitions (all on the team sequence of a case up to its resolving event; see i
   took the case right after A's first spell.
 * **push-to-front** (needs support lines, from a mapping or the 2nd/3rd, L2/L3 name suffix): a case that started
   in the first line and reached the 2nd/3rd line. It *could have stayed* at the first line when the higher line
-  did not really solve it: it was resolved back in the first line, or the higher-line work was trivial (at most
-  `trivial_max_events` events there, or only activities matching `trivial_pattern`).
+  did not really solve it: it was resolved back in the first line, or nobody there did real work on it before
+  it was resolved (no activity matching `work_pattern`, e.g. "Work started" / "In Progress"; or only activities
+  matching `trivial_pattern`).
+* **wrong first team**: misrouted and resolved by a team other than the first one (a ping-pong that ends where
+  it started is misrouted but its first team was right).
 * **extra time** of a misrouted case: its throughput time minus the median throughput of cases of the same kind
   (the first of `kind_columns` the log has, e.g. intent / category / product) that were routed right first time;
   kinds with fewer than `min_baseline_cases` such cases fall back to the same resolving team, then to all
@@ -24,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from insight.eventlog.schema import CASE_ID, CHANNEL, EventLog
-from insight.mining._core import EncodedLog
+from insight.eventlog.schema import CASE_ID, CHANNEL, GROUP, EventLog
+from insight.mining._core import EncodedLog, encode
 from insight.mining.labels import CaseLabels, LabelConfig, case_labels
 
 
@@ -36,7 +39,8 @@ class MisroutingConfig:
     labels: LabelConfig = field(default_factory=LabelConfig)
     kind_columns: tuple[str, ...] = ("intent", "category", "product", "subcategory")
     min_baseline_cases: int = 5
-    trivial_max_events: int = 2
+    # Higher-line events matching this count as real work; a pushed case with none could have stayed.
+    work_pattern: str | None = r"work|in progress|investigat|diagnos|fix|implement"
     trivial_pattern: str | None = None
     top_n: int = 15
     max_example_cases: int = 20
@@ -120,6 +124,8 @@ class MisroutingResult:
     reassigned_share: float
     misrouted_cases: int
     misrouted_share: float
+    wrong_first_team_cases: int
+    wrong_first_team_share: float
     ping_pong_cases: int
     ping_pong_share: float
     extra_hours_mean: float | None
@@ -142,6 +148,8 @@ class MisroutingResult:
             "reassigned_share": _r(self.reassigned_share),
             "misrouted_cases": self.misrouted_cases,
             "misrouted_share": _r(self.misrouted_share),
+            "wrong_first_team_cases": self.wrong_first_team_cases,
+            "wrong_first_team_share": _r(self.wrong_first_team_share),
             "ping_pong_cases": self.ping_pong_cases,
             "ping_pong_share": _r(self.ping_pong_share),
             "extra_hours_mean": _r(self.extra_hours_mean),
@@ -227,6 +235,7 @@ def analyze_misrouting(
 ) -> MisroutingResult:
     """Reassignments, ping-pong, push-to-front and channel transfers per case, team and team pair."""
     cfg = config or MisroutingConfig()
+    enc = enc if enc is not None else encode(log)
     cl = labels if labels is not None else case_labels(log, config=cfg.labels, enc=enc)
     cases = cl.df.copy()
     n = len(cases)
@@ -235,7 +244,8 @@ def analyze_misrouting(
     if not cl.has_groups or cl.segments is None or n == 0:
         return MisroutingResult(
             n_cases=n, has_groups=False, kind_column=kind_col, reassigned_cases=0, reassigned_share=0.0,
-            misrouted_cases=0, misrouted_share=0.0, ping_pong_cases=0, ping_pong_share=0.0,
+            misrouted_cases=0, misrouted_share=0.0, wrong_first_team_cases=0, wrong_first_team_share=0.0,
+            ping_pong_cases=0, ping_pong_share=0.0,
             extra_hours_mean=None, extra_hours_total=0.0, teams=[], pairs=[], ping_pong_pairs=[],
             push_to_front=None, channel_transfers=channel_transfers, cases=cases, labels=cl,
         )
@@ -261,7 +271,7 @@ def analyze_misrouting(
     cases["ping_pong_a"] = pair_a
     cases["ping_pong_b"] = pair_b
 
-    push = _push_to_front(log, cl, counted, cases, cfg)
+    push = _push_to_front(log, cl, counted, cases, cfg, enc)
     ids = cases.index.to_numpy()
 
     # Per team.
@@ -353,6 +363,8 @@ def analyze_misrouting(
         pp_pairs.sort(key=lambda p: (-p.cases, p.team_a, p.team_b))
 
     x_mis = extra[misrouted & np.isfinite(extra)]
+    wrong_first = misrouted & (first.fillna("").to_numpy(dtype=object) != resolving.fillna("").to_numpy(dtype=object))
+    cases["wrong_first_team"] = wrong_first
     return MisroutingResult(
         n_cases=n,
         has_groups=True,
@@ -361,6 +373,8 @@ def analyze_misrouting(
         reassigned_share=float(reassigned.mean()),
         misrouted_cases=int(misrouted.sum()),
         misrouted_share=float(misrouted.mean()),
+        wrong_first_team_cases=int(wrong_first.sum()),
+        wrong_first_team_share=float(wrong_first.mean()),
         ping_pong_cases=int(ping.sum()),
         ping_pong_share=float(ping.mean()),
         extra_hours_mean=_hours(x_mis.mean()) if len(x_mis) else None,
@@ -376,7 +390,12 @@ def analyze_misrouting(
 
 
 def _push_to_front(
-    log: EventLog, cl: CaseLabels, counted: pd.DataFrame, cases: pd.DataFrame, cfg: MisroutingConfig
+    log: EventLog,
+    cl: CaseLabels,
+    counted: pd.DataFrame,
+    cases: pd.DataFrame,
+    cfg: MisroutingConfig,
+    enc: EncodedLog | None,
 ) -> PushToFront | None:
     """Fills cases['pushed'] / cases['could_have_stayed'] and summarises; None without support lines."""
     if cl.lines is None or "first_line" not in cases:
@@ -391,25 +410,28 @@ def _push_to_front(
     resolving_line = cases["resolving_line"].fillna(0).to_numpy(dtype=np.int64)
     back = pushed & (resolving_line == 1)
     higher = lines > 1
-    hi_events = np.bincount(cnum[higher], weights=counted["n_events"].to_numpy()[higher], minlength=n)
-    trivial = pushed & ~back & (hi_events <= cfg.trivial_max_events)
+    # Higher-line work before resolution: did anyone there actually work on it (activity matching work_pattern)?
+    e = enc if enc is not None else encode(log)
+    grp = e.values(GROUP)
+    act = np.asarray([str(x) for x in e.activity.labels], dtype=object)[e.activity.codes]
+    line_ev = pd.Series(grp, dtype=object).map(cl.lines).fillna(0).to_numpy(dtype=np.int64)
+    upto = cl.resolve_pos if cl.resolve_pos is not None else np.full(n, np.iinfo(np.int64).max)
+    upto = np.where(upto >= 0, upto, np.iinfo(np.int64).max)
+    before = np.arange(e.n_events) <= upto[e.case]
+    hi_ev = (line_ev > 1) & before
+    rx_work = re.compile(cfg.work_pattern, re.IGNORECASE) if cfg.work_pattern else None
+    work_hit = np.array([bool(rx_work.search(a)) for a in act], dtype=bool) if rx_work is not None else np.zeros(
+        len(act), dtype=bool
+    )
+    worked_high = np.bincount(e.case[hi_ev & work_hit], minlength=n) > 0
+    trivial = pushed & ~back & ~worked_high
     if cfg.trivial_pattern:
         # Higher-line work made only of activities matching the pattern also counts as trivial.
         rx = re.compile(cfg.trivial_pattern, re.IGNORECASE)
-        s_order = log.df.index  # events are case/time ordered by the EventLog contract
-        act = log.df["activity"].astype(str)
-        grp = log.df["group"].astype("string")
-        line_ev = grp.map(pd.Series(cl.lines)).fillna(1).to_numpy()
-        hit = act.map(lambda a: bool(rx.search(a))).to_numpy(dtype=bool)
-        ev = pd.DataFrame({"case": log.df[CASE_ID].to_numpy(), "hi": line_ev > 1, "hit": hit}, index=s_order)
-        ev = ev[ev["hi"]]
-        all_trivial = ev.groupby("case")["hit"].all()
-        pos = pd.Series(np.arange(n), index=cases.index)
-        ok_cases = all_trivial[all_trivial].index
-        idx = pos.reindex(ok_cases).dropna().to_numpy(dtype=np.int64)
-        flag = np.zeros(n, dtype=bool)
-        flag[idx] = True
-        trivial |= pushed & ~back & flag
+        hit = np.array([bool(rx.search(a)) for a in act], dtype=bool)
+        not_trivial = np.bincount(e.case[hi_ev & ~hit], minlength=n) > 0
+        trivial |= pushed & ~back & ~not_trivial
+    del higher
     stay = back | trivial
     cases["pushed"] = pushed
     cases["could_have_stayed"] = stay

@@ -33,12 +33,15 @@ ROWS = [
 def test_case_labels_resolving_team_is_not_first_team() -> None:
     cl = case_labels(_log(ROWS))
     d = cl.df
-    assert d.loc["c1", "first_team"] == "Service Desk L1"
+    # The service desk only logged c1 before the "Assign" step: Billing L2 is the first team.
+    assert d.loc["c1", "first_team"] == "Billing L2"
     # Resolved at Accounts L2; the hand-back to L1 for closing neither makes L1 the resolver nor counts.
     assert d.loc["c1", "resolving_team"] == "Accounts L2"
-    assert d.loc["c1", "reassignments"] == 2
+    assert d.loc["c1", "reassignments"] == 1
+    assert d.loc["c1", "transfers"] == 1
     assert bool(d.loc["c1", "misrouted"]) is True
-    assert d.loc["c1", "outcome"] == "escalated"
+    assert d.loc["c1", "outcome"] == "resolved"
+    assert d.loc["c1", "teams"] == "Service Desk L1 > Billing L2 > Accounts L2 > Service Desk L1"
     assert d.loc["c2", "resolving_team"] == "Billing L2"
     assert d.loc["c2", "reassignments"] == 0
     assert bool(d.loc["c2", "misrouted"]) is False
@@ -49,10 +52,35 @@ def test_case_labels_resolving_team_is_not_first_team() -> None:
     assert d.loc["c1", "throughput_s"] == 27 * 3600
 
 
-def test_intake_desk_is_skipped_for_first_team() -> None:
-    d = case_labels(_log(ROWS), config=LabelConfig(intake_groups=("Service Desk L1",))).df
-    assert d.loc["c1", "first_team"] == "Billing L2"
-    assert d.loc["c1", "reassignments"] == 1
+def test_without_assignment_step_the_first_group_is_first_team() -> None:
+    d = case_labels(_log(ROWS), config=LabelConfig(assignment_pattern=None)).df
+    assert d.loc["c1", "first_team"] == "Service Desk L1"
+    assert d.loc["c1", "reassignments"] == 2
+    # Reached 2nd line from the first line with no escalate step: escalated by support line.
+    assert d.loc["c1", "outcome"] == "escalated"
+    d2 = case_labels(_log(ROWS), config=LabelConfig(assignment_pattern=None, intake_groups=("Service Desk L1",))).df
+    assert d2.loc["c1", "first_team"] == "Billing L2"
+
+
+def test_escalation_is_not_a_misroute() -> None:
+    rows = [
+        ("e1", "Ticket created", "2026-01-01 09:00", "Service Desk L1"),
+        ("e1", "Assign to team", "2026-01-01 09:05", "Tech Support L2"),
+        ("e1", "Work started", "2026-01-01 09:30", "Tech Support L2"),
+        ("e1", "Escalate", "2026-01-01 10:00", "Engineering L3"),
+        ("e1", "Resolved", "2026-01-01 12:00", "Engineering L3"),
+        ("e2", "Ticket created", "2026-01-01 09:00", "Service Desk L1"),
+        ("e2", "Assign to team", "2026-01-01 09:05", "Accounts L2"),
+        ("e2", "Reassign", "2026-01-01 09:30", "Tech Support L2"),
+        ("e2", "Escalate", "2026-01-01 10:00", "Engineering L3"),
+        ("e2", "Resolved", "2026-01-01 12:00", "Engineering L3"),
+    ]
+    d = case_labels(_log(rows)).df
+    assert (d.loc["e1", "transfers"], d.loc["e1", "escalations"]) == (0, 1)
+    assert bool(d.loc["e1", "misrouted"]) is False
+    assert d.loc["e1", "outcome"] == "escalated"
+    assert (d.loc["e2", "transfers"], d.loc["e2", "escalations"]) == (1, 1)
+    assert bool(d.loc["e2", "misrouted"]) is True
 
 
 def test_unsorted_log_gives_same_labels() -> None:
