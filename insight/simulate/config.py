@@ -147,6 +147,7 @@ class SimConfig:
     typo_share: float = 0.30
     pii_share: float = 0.35
     vague_share: float = 0.04
+    family_share: float = 0.35  # tickets opening with wording shared by a family of related intents
     case_prefix: str = "C"
 
     def validate(self) -> None:

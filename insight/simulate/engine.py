@@ -369,6 +369,7 @@ def simulate(
         typo_share=cfg.typo_share,
         pii_share=cfg.pii_share,
         vague_share=cfg.vague_share,
+        family_share=cfg.family_share,
     )
     tickets = pd.DataFrame(
         {

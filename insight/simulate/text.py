@@ -222,6 +222,50 @@ INTENT_TEXT: dict[str, dict[str, list[str]]] = {
     },
 }
 
+# Wording shared by a family of intents; some tickets open with it instead of intent-specific wording, so short
+# tickets are genuinely ambiguous between neighbours (refund vs billing dispute, login vs password reset, ...).
+FAMILIES: dict[str, dict[str, list[str]]] = {
+    "money": {
+        "intents": ["billing dispute", "refund request", "invoice copy", "cancel subscription"],
+        "subjects": ["Payment question", "About my account balance", "Money issue", "Question about {product}"],
+        "openers": ["I have a question about a payment for {product}.", "Something is off with my account balance.",
+                    "About the {amount} for {product}.", "I need help with a charge from {date}."],
+        "details": ["I would like this sorted before my next payment.", "Please check my account history.",
+                    "I pay by direct debit."],
+    },
+    "access": {
+        "intents": ["password reset", "login issue", "security concern"],
+        "subjects": ["Account access", "Problem with my account", "Can't get in", "Account problem"],
+        "openers": ["I can't get into my account.", "Something is wrong with my account access.",
+                    "My {product} account does not let me in since {date}."],
+        "details": ["I have tried everything I know.", "I mostly use the mobile app.",
+                    "It worked fine last week."],
+    },
+    "shipping": {
+        "intents": ["delivery delay", "damaged item", "order status", "address change"],
+        "subjects": ["My order", "Question about order {order}", "Order problem", "About my delivery"],
+        "openers": ["Question about my order {order}.", "There is a problem with my recent order {order}.",
+                    "I need help with the delivery of {product}."],
+        "details": ["The order was placed on the website.", "I paid for express shipping.",
+                    "The tracking page is not helpful."],
+    },
+    "tech": {
+        "intents": ["api error", "outage report", "data export"],
+        "subjects": ["Technical problem", "{product} not working properly", "Errors in {product}"],
+        "openers": ["{product} is not working properly for us.", "We are seeing errors in {product} since {date}.",
+                    "Our team has a technical problem with {product}."],
+        "details": ["This affects our production environment.", "We are on the enterprise plan.",
+                    "Our developers are blocked."],
+    },
+    "plan": {
+        "intents": ["plan upgrade", "cancel subscription"],
+        "subjects": ["Change my subscription", "About my plan"],
+        "openers": ["I want to change my subscription for {product}.", "I'd like to discuss my plan."],
+        "details": ["I have been on the current plan for two years.", "The price matters to me."],
+    },
+}
+FAMILY_OF: dict[str, dict[str, list[str]]] = {i: fam for fam in FAMILIES.values() for i in fam["intents"]}
+
 GREETINGS = ["Hi,", "Hello,", "Dear support,", "Good morning,", "Hi team,", "Hello there,", "", "", ""]
 CLOSINGS = ["Thanks.", "Thank you!", "Regards, {name}", "Best, {name}", "Please help.", "Thanks in advance",
             "Cheers", "", "", "Kind regards,\n{name}"]
@@ -245,7 +289,7 @@ CODES = ["403", "500", "502", "E1042", "AUTH-17", "429", "TIMEOUT", "0x80070005"
 PLANS = ["Premium", "Business", "Family", "Pro", "Unlimited"]
 
 # Number of uniform draws a ticket consumes; columns of the matrix passed to `render_tickets`.
-N_DRAWS = 41
+N_DRAWS = 43
 
 
 def _typo(text: str, u1: float, u2: float, u3: float) -> str:
@@ -286,6 +330,7 @@ def render_tickets(
     typo_share: float,
     pii_share: float,
     vague_share: float,
+    family_share: float,
 ) -> tuple[list[str], list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Subject and body per ticket, plus flags (has typo, has PII, vague) for the ground truth."""
     n = len(intents)
@@ -294,8 +339,10 @@ def render_tickets(
     typo = np.zeros(n, dtype=bool)
     pii = np.zeros(n, dtype=bool)
     vague = np.zeros(n, dtype=bool)
+    # Plain Python floats: indexing a list is several times faster than indexing numpy rows element by element.
+    rows = np.asarray(draws, dtype=float).tolist()
     for k in range(n):
-        u = draws[k]
+        u = rows[k]
         spec = INTENT_TEXT[intents[k]]
         first = _pick(FIRST, u[7])
         slots = {
@@ -319,12 +366,20 @@ def render_tickets(
             subject = _pick(spec["subjects"], u[13])
             length = u[14]
             opener = _pick(spec["openers"], u[15])
-            if length < 0.2:  # one-liner
+            detail = _pick(spec["details"], u[17])
+            if u[41] < family_share:
+                fam = FAMILY_OF[intents[k]]
+                opener = _pick(fam["openers"], u[15])
+                if u[42] < 0.6:
+                    subject = _pick(fam["subjects"], u[13])
+                if u[42] < 0.5:
+                    detail = _pick(fam["details"], u[17])
+            if length < 0.25:  # one-liner
                 parts = [opener]
             elif length < 0.65:
-                parts = [_pick(GREETINGS, u[16]), opener, _pick(spec["details"], u[17]), _pick(CLOSINGS, u[18])]
+                parts = [_pick(GREETINGS, u[16]), opener, detail, _pick(CLOSINGS, u[18])]
             else:  # a paragraph
-                parts = [_pick(GREETINGS, u[16]), opener, _pick(spec["details"], u[17]), _pick(GENERIC, u[19]),
+                parts = [_pick(GREETINGS, u[16]), opener, detail, _pick(GENERIC, u[19]),
                          spec["details"][(int(u[17] * len(spec["details"])) + 1 + int(u[40] * (len(spec["details"]) - 1))) % len(spec["details"])], _pick(CLOSINGS, u[18])]
         cue = cue_intents[k]
         if cue is not None:

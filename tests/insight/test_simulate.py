@@ -241,17 +241,21 @@ def test_ticket_text_is_varied_noisy_and_carries_pii(sim_big) -> None:
 
 def test_intent_is_learnable_but_not_trivial(sim_big) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
 
     t = sim_big.tickets
     text = (t["subject"] + " " + t["body"]).tolist()
     y = t["intent"].to_numpy()
     train, test = slice(0, 2000), slice(2000, None)
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    x = vec.fit_transform(text)
-    clf = LogisticRegression(C=10.0, max_iter=2000).fit(x[train], y[train])
+    x = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit_transform(text)
+    # A linear model on TF-IDF (LinearSVC: same picture as logistic regression, 30x faster; LR is in the bench).
+    clf = LinearSVC(C=1.0).fit(x[train], y[train])
     acc = float((clf.predict(x[test]) == y[test]).mean())
-    assert 0.8 <= acc <= 0.98, acc
+    assert 0.82 <= acc <= 0.96, acc
+    # Vague tickets carry no intent signal: the model does far worse on them.
+    vague = sim_big.cases["vague_text"].to_numpy()[test]
+    hit = clf.predict(x[test]) == y[test]
+    assert hit[vague].mean() < hit[~vague].mean() - 0.3
 
 
 def test_truth_is_json_round_trippable(sim) -> None:

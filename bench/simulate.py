@@ -1,0 +1,88 @@
+"""Simulator benchmark: time to generate ~1M events (vs a per-event Python loop), text difficulty, planted shares."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+from _common import Results, best_of
+
+from insight.simulate import simulate, simulate_events
+from insight.simulate.config import INTENTS
+from insight.simulate.engine import SLOTS
+from insight.simulate.text import N_DRAWS, render_tickets
+
+
+def _loop_events(sim_cases: int, seed: int) -> tuple[float, int]:
+    """The alternative: build the event table one event at a time in Python (dict rows), same ticket text."""
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    rows = []
+    start = pd.Timestamp("2026-01-05", tz="UTC")
+    for c in range(sim_cases):
+        t = start + pd.Timedelta(minutes=float(rng.random() * 120_000))
+        for act, block in SLOTS:
+            if block is not None and rng.random() < 0.7:
+                continue
+            t = t + pd.Timedelta(minutes=float(rng.lognormal(4.0, 1.0)))
+            rows.append({"case_id": f"C{c:07d}", "activity": act, "timestamp": t, "resource": "agent_001",
+                         "group": "Service Desk L1", "channel": "chat", "lifecycle": "complete"})
+    df = pd.DataFrame(rows)
+    # Text is per ticket in both designs; render the same amount so the ratio compares like with like.
+    intents = [INTENTS[i].name for i in rng.integers(0, len(INTENTS), sim_cases)]
+    render_tickets(intents=intents, cue_intents=[None] * sim_cases, products=["Nimbus Cloud"] * sim_cases,
+                   draws=rng.random((sim_cases, N_DRAWS)), typo_share=0.3, pii_share=0.35, vague_share=0.04,
+                   family_share=0.35)
+    return time.perf_counter() - t0, len(df)
+
+
+def main() -> None:
+    """Run the benchmark and write bench/results/simulate.json."""
+    res = Results("simulate")
+
+    # 1. A million events, vectorised (one run: it is the heavy part; the machine is shared).
+    t_1m, big = best_of(lambda: simulate_events(n_events=1_000_000, seed=1), repeat=1)
+    ev = big.log.n_events
+    res.add("generate ~1M events (+text)", f"{big.log.n_cases} cases", "seconds", t_1m, goal="< 60 s")
+    res.add("generate ~1M events (+text)", f"{ev} events", "events/s", ev / t_1m)
+
+    # The same sizing without paying for the pilot run, and the per-event loop on a slice, scaled per event.
+    t_direct, _ = best_of(lambda: simulate(n_cases=big.log.n_cases, seed=1), repeat=1)
+    t_loop, n_loop = _loop_events(20_000, seed=1)
+    loop_rate = n_loop / t_loop
+    res.add("simulate(n_cases) direct", f"{ev} events", "seconds", t_direct)
+    res.add("events/s vectorised vs loop", f"loop on {n_loop} events+text", "speed-up x", (ev / t_direct) / loop_rate,
+            baseline=round(loop_rate, 1), goal="> 10x")
+
+    # 2. Text difficulty: TF-IDF + logistic regression on intent, chronological 2/3 - 1/3 split.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    sim = simulate(n_cases=6000, seed=7)
+    t = sim.tickets
+    text = (t["subject"] + " " + t["body"]).tolist()
+    y = t["intent"].to_numpy()
+    k = 4000
+    x = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit_transform(text)
+    clf = LogisticRegression(C=10.0, max_iter=2000).fit(x[:k], y[:k])
+    acc = float((clf.predict(x[k:]) == y[k:]).mean())
+    majority = float((y[k:] == pd.Series(y[:k]).mode()[0]).mean())
+    res.add("intent TF-IDF+LR accuracy", "6000 tickets, 2000 test", "accuracy", acc, baseline=majority,
+            goal="0.85-0.95")
+
+    # 3. Planted shares as generated (seed 7, 6000 cases).
+    tr = sim.truth
+    res.add("planted misrouting", "6000 cases", "share", tr.misrouting.share, goal="0.15-0.20")
+    res.add("planted ping-pong", "6000 cases", "share", tr.ping_pong.share)
+    res.add("planted push-to-front", "6000 cases", "share of L1 cases", tr.push_to_front.share_of_l1_cases)
+    res.add("planted rework", "6000 cases", "share", tr.rework.share)
+    res.add("planted deviations", "6000 cases", "share", tr.deviations.share)
+    res.add("slow step Approval granted", "6000 cases", "median wait h", tr.slow_step.median_wait_hours)
+    res.add("knowledge gap data export", "6000 cases", "throughput ratio", tr.knowledge_gap.measured_throughput_ratio)
+    res.add("drift Bot handoff last week", "6000 cases", "share of week", tr.drift.share_of_week)
+    res.write()
+
+
+if __name__ == "__main__":
+    main()
