@@ -16,6 +16,7 @@ app = typer.Typer(help="deskpilot: mine support event logs, learn from them, rou
 def _register_commands() -> None:
     # Each area owns its module; registration order is the order shown in --help.
     from api.commands import ingest, keys, serve
+    from api.commands import kb as kb_cmd
     from api.commands import mine as mine_cmd
     from api.commands import simulate as simulate_cmd
 
@@ -24,6 +25,7 @@ def _register_commands() -> None:
     mine_cmd.register(app)
     serve.register(app)
     keys.register(app)
+    kb_cmd.register(app)
 
 
 def main() -> None:

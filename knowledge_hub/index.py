@@ -1,0 +1,336 @@
+"""The vector index of published articles in chromadb, plus Markdown chunking.
+
+Embeddings are always computed here with `insight.embedding.Embedder` and passed to chroma explicitly: chroma's
+default embedding function would download a model at run time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import numpy as np
+
+from insight.errors import IndexUnavailable, InvalidInput
+from knowledge_hub.models import Passage
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
+
+
+class TextEncoder(Protocol):
+    """What the index needs from an embedder (insight.embedding.Embedder satisfies it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def encode(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of an article body: its section number, chunk number within the section, heading and text."""
+
+    section: int
+    chunk: int
+    heading: str
+    text: str
+
+
+def chunk_markdown(body: str, *, max_chars: int = 1200) -> list[Chunk]:
+    """Split Markdown into sections at headings, then split long sections at paragraph boundaries."""
+    if max_chars < 100:
+        raise InvalidInput(f"max_chars must be >= 100, got {max_chars}", field="max_chars")
+    sections: list[tuple[str, list[str]]] = [("", [])]
+    in_code = False
+    for line in body.splitlines():
+        if line.strip().startswith("```"):
+            in_code = not in_code
+        m = None if in_code else _HEADING.match(line)
+        if m:
+            sections.append((m.group(2).strip(), []))
+        else:
+            sections[-1][1].append(line)
+    out: list[Chunk] = []
+    sec_no = 0
+    for heading, lines in sections:
+        text = "\n".join(lines).strip()
+        if not text and not heading:
+            continue
+        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()] or [heading]
+        pieces: list[str] = []
+        cur = ""
+        for p in paragraphs:
+            # Paragraphs longer than the limit are cut at sentence ends so no chunk grows unbounded.
+            parts = [p] if len(p) <= max_chars else _split_long(p, max_chars)
+            for part in parts:
+                if cur and len(cur) + 2 + len(part) > max_chars:
+                    pieces.append(cur)
+                    cur = part
+                else:
+                    cur = f"{cur}\n\n{part}" if cur else part
+        if cur:
+            pieces.append(cur)
+        for i, piece in enumerate(pieces):
+            out.append(Chunk(section=sec_no, chunk=i, heading=heading, text=piece))
+        sec_no += 1
+    return out
+
+
+def _split_long(text: str, max_chars: int) -> list[str]:
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    out: list[str] = []
+    cur = ""
+    for s in sentences:
+        while len(s) > max_chars:
+            if cur:
+                out.append(cur)
+                cur = ""
+            out.append(s[:max_chars])
+            s = s[max_chars:]
+        if cur and len(cur) + 1 + len(s) > max_chars:
+            out.append(cur)
+            cur = s
+        else:
+            cur = f"{cur} {s}" if cur else s
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _join(values: list[str]) -> str:
+    # chroma metadata holds scalars only; "|a|b|" keeps membership tests exact.
+    return "|" + "|".join(v.replace("|", "/") for v in values) + "|" if values else ""
+
+
+def _split(value: Any) -> list[str]:
+    return [v for v in str(value or "").split("|") if v]
+
+
+@dataclass
+class IndexSnapshot:
+    """Everything in the index at one revision, in memory, for exact hybrid scoring."""
+
+    revision: int
+    passages: list[Passage]
+    passage_vectors: np.ndarray  # (n, d) unit vectors of "title + passage"
+    title_vectors: np.ndarray  # (n, d) unit vector of each passage's article title
+
+
+class KnowledgeIndex:
+    """chromadb collection of published passages (embedded PersistentClient by path, or HttpClient by URL)."""
+
+    def __init__(
+        self,
+        *,
+        embedder: TextEncoder,
+        path: str | Path | None = None,
+        url: str | None = None,
+        collection: str = "deskpilot_kb",
+        max_chars: int = 1200,
+    ) -> None:
+        if (path is None) == (url is None):
+            raise InvalidInput("give exactly one of path (embedded chroma) or url (chroma server)", field="path/url")
+        self.embedder = embedder
+        self.path = Path(path) if path is not None else None
+        self.url = url
+        self.collection_name = collection
+        self.max_chars = max_chars
+        self._client: Any = None
+        self._lock = threading.RLock()
+        self._snapshot: IndexSnapshot | None = None
+
+    # -- chroma plumbing -------------------------------------------------------------------------------------
+    def _get_client(self) -> Any:
+        if self._client is None:
+            import chromadb
+            from chromadb.config import Settings
+
+            settings = Settings(anonymized_telemetry=False)
+            try:
+                if self.url is not None:
+                    u = urlparse(self.url)
+                    self._client = chromadb.HttpClient(
+                        host=u.hostname or "localhost",
+                        port=u.port or (443 if u.scheme == "https" else 8000),
+                        ssl=u.scheme == "https",
+                        settings=settings,
+                    )
+                else:
+                    assert self.path is not None
+                    self.path.mkdir(parents=True, exist_ok=True)
+                    self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
+            except Exception as exc:  # chroma raises many types; callers need one
+                raise IndexUnavailable(f"cannot open chroma at {self.url or self.path}: {exc}") from exc
+        return self._client
+
+    def _collections(self) -> tuple[Any, Any]:
+        client = self._get_client()
+        meta = {"embedding_model": self.embedder.name, "revision": 0}
+        try:
+            passages = client.get_or_create_collection(
+                self.collection_name, metadata=meta, configuration={"hnsw": {"space": "cosine"}},
+                embedding_function=None,
+            )
+            titles = client.get_or_create_collection(
+                f"{self.collection_name}_titles", metadata={"embedding_model": self.embedder.name},
+                configuration={"hnsw": {"space": "cosine"}}, embedding_function=None,
+            )
+        except Exception as exc:
+            raise IndexUnavailable(f"cannot open collection {self.collection_name!r}: {exc}") from exc
+        return passages, titles
+
+    def _bump_revision(self, col: Any) -> None:
+        meta = dict(col.metadata or {})
+        meta["revision"] = int(meta.get("revision", 0)) + 1
+        meta["embedding_model"] = meta.get("embedding_model", self.embedder.name)
+        col.modify(metadata=meta)
+        self._snapshot = None
+
+    # -- public API ------------------------------------------------------------------------------------------
+    @property
+    def stored_model(self) -> str | None:
+        """Embedding model name recorded in the collection (None for an empty new collection)."""
+        col, _ = self._collections()
+        return (col.metadata or {}).get("embedding_model")
+
+    def needs_reindex(self) -> bool:
+        """True when the collection was embedded with a different model than the current embedder."""
+        return self.stored_model not in (None, self.embedder.name)
+
+    @property
+    def revision(self) -> int:
+        """Counter bumped on every write (lets readers in other processes notice changes)."""
+        col, _ = self._collections()
+        return int((col.metadata or {}).get("revision", 0))
+
+    def passages_for(self, title: str, body: str) -> list[Chunk]:
+        """The chunks an article body is indexed as."""
+        return chunk_markdown(body, max_chars=self.max_chars) or [Chunk(0, 0, "", title)]
+
+    def upsert_article(
+        self, *, article_id: int, version: int, title: str, body: str, intents: list[str], tags: list[str],
+        status: str = "published",
+    ) -> int:
+        """Replace an article's passages with freshly embedded chunks of this version; returns the passage count."""
+        chunks = self.passages_for(title, body)
+        texts = [f"{title}\n\n{c.heading}\n{c.text}" if c.heading else f"{title}\n\n{c.text}" for c in chunks]
+        vecs = self.embedder.encode([*texts, title])
+        metas = [
+            {
+                "article_id": int(article_id), "version": int(version), "title": title, "status": status,
+                "intents": _join(intents), "tags": _join(tags), "section": c.section, "chunk": c.chunk,
+                "heading": c.heading,
+            }
+            for c in chunks
+        ]
+        with self._lock:
+            col, titles = self._collections()
+            try:
+                col.delete(where={"article_id": int(article_id)})
+                col.add(
+                    ids=[f"{article_id}:{c.section}:{c.chunk}" for c in chunks],
+                    embeddings=vecs[:-1], documents=[c.text for c in chunks], metadatas=metas,
+                )
+                titles.upsert(ids=[str(article_id)], embeddings=vecs[-1:], documents=[title],
+                              metadatas=[{"article_id": int(article_id), "version": int(version)}])
+                self._bump_revision(col)
+            except Exception as exc:
+                raise IndexUnavailable(f"index write failed for article {article_id}: {exc}") from exc
+        return len(chunks)
+
+    def remove_article(self, article_id: int) -> None:
+        """Drop an article's passages (unpublish, archive, delete)."""
+        with self._lock:
+            col, titles = self._collections()
+            try:
+                col.delete(where={"article_id": int(article_id)})
+                titles.delete(ids=[str(article_id)])
+                self._bump_revision(col)
+            except Exception as exc:
+                raise IndexUnavailable(f"index delete failed for article {article_id}: {exc}") from exc
+
+    def indexed_versions(self) -> dict[int, int]:
+        """article_id -> version currently in the index."""
+        col, _ = self._collections()
+        got = col.get(include=["metadatas"])
+        out: dict[int, int] = {}
+        for m in got["metadatas"] or []:
+            out[int(m["article_id"])] = int(m["version"])
+        return out
+
+    def reset(self) -> None:
+        """Drop both collections and recreate them stamped with the current embedding model."""
+        with self._lock:
+            client = self._get_client()
+            for name in (self.collection_name, f"{self.collection_name}_titles"):
+                # An absent collection has nothing to drop.
+                with contextlib.suppress(Exception):
+                    client.delete_collection(name)
+            self._snapshot = None
+            self._collections()
+
+    def count(self) -> int:
+        """Number of passages in the index."""
+        col, _ = self._collections()
+        return int(col.count())
+
+    def snapshot(self) -> IndexSnapshot:
+        """All passages with their vectors, reloaded from chroma only when the revision changed."""
+        with self._lock:
+            col, titles = self._collections()
+            rev = int((col.metadata or {}).get("revision", 0))
+            if self._snapshot is not None and self._snapshot.revision == rev:
+                return self._snapshot
+            got = col.get(include=["embeddings", "documents", "metadatas"])
+            tgot = titles.get(include=["embeddings"])
+            dim = 0
+            emb = got["embeddings"]
+            passage_vecs = np.asarray(emb, dtype=np.float32) if emb is not None and len(emb) else None
+            if passage_vecs is not None:
+                dim = passage_vecs.shape[1]
+            title_by_article = {
+                int(i): np.asarray(v, dtype=np.float32)
+                for i, v in zip(tgot["ids"], tgot["embeddings"] if tgot["embeddings"] is not None else [], strict=False)
+            }
+            passages: list[Passage] = []
+            title_rows: list[np.ndarray] = []
+            for i, (doc, m) in enumerate(zip(got["documents"] or [], got["metadatas"] or [], strict=True)):
+                aid = int(m["article_id"])
+                passages.append(Passage(
+                    article_id=aid, version=int(m["version"]), title=str(m["title"]), text=doc or "",
+                    section=int(m.get("section", 0)), chunk=int(m.get("chunk", 0)), heading=str(m.get("heading", "")),
+                    intents=_split(m.get("intents")), tags=_split(m.get("tags")),
+                ))
+                assert passage_vecs is not None
+                title_rows.append(title_by_article.get(aid, passage_vecs[i]))
+            self._snapshot = IndexSnapshot(
+                revision=rev,
+                passages=passages,
+                passage_vectors=passage_vecs if passage_vecs is not None else np.zeros((0, dim), np.float32),
+                title_vectors=np.vstack(title_rows) if title_rows else np.zeros((0, dim), np.float32),
+            )
+            return self._snapshot
+
+    @classmethod
+    def from_path(cls, path: str | Path, *, embedder: TextEncoder, collection: str = "deskpilot_kb") -> KnowledgeIndex:
+        """Embedded chroma stored in a folder."""
+        return cls(embedder=embedder, path=path, collection=collection)
+
+    @classmethod
+    def from_url(cls, url: str, *, embedder: TextEncoder, collection: str = "deskpilot_kb") -> KnowledgeIndex:
+        """A chroma server at http(s)://host:port."""
+        return cls(embedder=embedder, url=url, collection=collection)
+
+
+def open_index(*, settings: Any, embedder: TextEncoder) -> KnowledgeIndex:
+    """Index from a settings object with `chroma_url` (server) or `chroma_path` (embedded); opens it eagerly."""
+    url = getattr(settings, "chroma_url", None)
+    index = (KnowledgeIndex.from_url(url, embedder=embedder) if url
+             else KnowledgeIndex.from_path(settings.chroma_path, embedder=embedder))
+    index.count()  # fail at start-up, not at the first request, when chroma is unreachable
+    return index

@@ -1,0 +1,169 @@
+"""Hybrid retrieval over the published passages: dense (sentence embeddings) + lexical (BM25), fused by score.
+
+Why not reciprocal-rank fusion: on StackFAQ an equal-weight RRF of BM25 and MiniLM is clearly worse than MiniLM
+alone, because RRF gives the much weaker lexical ranking the same say. We fuse *scores* instead:
+
+    dense(q, p)  = max(cos(q, title + passage), cos(q, title))      # two representations, max over fields
+    lexical(q,p) = BM25(q, title + passage) / max over the candidate set   # in [0, 1], like Elasticsearch's max-norm
+    hybrid       = (1 - w) * dense + w * lexical,   w = lexical_weight (default 0.1)
+
+The default weight was not tuned on StackFAQ's queries; see bench/retrieval.py for how it was chosen.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from insight.errors import InvalidInput
+from knowledge_hub.index import IndexSnapshot, KnowledgeIndex
+from knowledge_hub.models import SearchHit
+
+Mode = Literal["hybrid", "dense", "lexical"]
+
+DEFAULT_LEXICAL_WEIGHT = 0.1
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which passages may be returned: status, any-of intents, any-of tags, a set of article ids."""
+
+    status: str | None = "published"
+    intents: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    article_ids: tuple[int, ...] = ()
+
+
+class _Lexical:
+    """BM25 (bm25s) over a snapshot's passages."""
+
+    def __init__(self, texts: list[str]) -> None:
+        import bm25s
+
+        self.n = len(texts)
+        self.model = bm25s.BM25()
+        if texts:
+            tokens = bm25s.tokenize(texts, stopwords="en", show_progress=False)
+            self.model.index(tokens, show_progress=False)
+
+    def scores(self, queries: Sequence[str]) -> np.ndarray:
+        import bm25s
+
+        out = np.zeros((len(queries), self.n), dtype=np.float32)
+        if not self.n:
+            return out
+        toks = bm25s.tokenize(list(queries), stopwords="en", return_ids=False, show_progress=False)
+        vocab = self.model.vocab_dict or {}
+        for i, q in enumerate(toks):
+            known = [t for t in q if t in vocab]
+            if known:
+                out[i] = self.model.get_scores(known)
+        return out
+
+
+def normalise_lexical(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Divide each row by its maximum over the allowed candidates, so the best lexical match scores 1."""
+    s = scores if mask is None else np.where(mask, scores, 0.0)
+    top = s.max(axis=1, keepdims=True) if s.size else np.zeros((s.shape[0], 1), dtype=np.float32)
+    return np.asarray(s / np.maximum(top, 1e-9), dtype=np.float32)
+
+
+def fuse(dense: np.ndarray, lexical_norm: np.ndarray, *, lexical_weight: float) -> np.ndarray:
+    """Convex combination of dense cosine and max-normalised BM25."""
+    return np.asarray((1.0 - lexical_weight) * dense + lexical_weight * lexical_norm, dtype=np.float32)
+
+
+class HybridRetriever:
+    """Searches a KnowledgeIndex; rebuilds its BM25 side whenever the index revision changes."""
+
+    def __init__(self, *, index: KnowledgeIndex, lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+                 use_title_field: bool = True) -> None:
+        if not 0.0 <= lexical_weight <= 1.0:
+            raise InvalidInput(f"lexical_weight must be in [0, 1], got {lexical_weight}", field="lexical_weight")
+        self.index = index
+        self.lexical_weight = lexical_weight
+        self.use_title_field = use_title_field
+        self._lock = threading.Lock()
+        self._lex_for: IndexSnapshot | None = None
+        self._lex: _Lexical | None = None
+
+    def _state(self) -> tuple[IndexSnapshot, _Lexical]:
+        snap = self.index.snapshot()
+        with self._lock:
+            if self._lex is None or self._lex_for is not snap:
+                self._lex = _Lexical([f"{p.title}\n{p.heading}\n{p.text}" for p in snap.passages])
+                self._lex_for = snap  # held so identity stays meaningful
+            return snap, self._lex
+
+    @staticmethod
+    def _mask(snap: IndexSnapshot, filters: Filters) -> np.ndarray:
+        keep = np.ones(len(snap.passages), dtype=bool)
+        want_intents, want_tags, want_ids = set(filters.intents), set(filters.tags), set(filters.article_ids)
+        for i, p in enumerate(snap.passages):
+            if (want_intents and not want_intents.intersection(p.intents)) or (
+                want_tags and not want_tags.intersection(p.tags)
+            ) or (want_ids and p.article_id not in want_ids):
+                keep[i] = False
+        # The index holds only published passages; any other status filter therefore matches nothing.
+        if filters.status not in (None, "published"):
+            keep[:] = False
+        return keep
+
+    def score_matrix(
+        self, queries: Sequence[str], *, mode: Mode = "hybrid", filters: Filters | None = None
+    ) -> tuple[IndexSnapshot, np.ndarray, np.ndarray, np.ndarray]:
+        """Scores of every passage for every query: (snapshot, fused, dense, lexical-normalised); -inf = filtered."""
+        if mode not in ("hybrid", "dense", "lexical"):
+            raise InvalidInput(f"unknown retrieval mode {mode!r}", field="mode")
+        snap, lex = self._state()
+        n = len(snap.passages)
+        mask = self._mask(snap, filters or Filters())[None, :]
+        dense = np.zeros((len(queries), n), dtype=np.float32)
+        if mode != "lexical" and n:
+            q = self.index.embedder.encode(list(queries))
+            dense = q @ snap.passage_vectors.T
+            if self.use_title_field:
+                dense = np.maximum(dense, q @ snap.title_vectors.T)
+        lexn = normalise_lexical(lex.scores(queries), mask) if mode != "dense" else np.zeros_like(dense)
+        if mode == "dense":
+            fused = dense
+        elif mode == "lexical":
+            fused = lexn
+        else:
+            fused = fuse(dense, lexn, lexical_weight=self.lexical_weight)
+        fused = np.where(mask, fused, -np.inf).astype(np.float32)
+        return snap, fused, dense, lexn
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        mode: Mode = "hybrid",
+        intents: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        article_ids: Sequence[int] = (),
+        status: str | None = "published",
+        min_score: float | None = None,
+    ) -> list[SearchHit]:
+        """Top-k passages for a query with their article id, version, title and scores."""
+        if not query.strip():
+            raise InvalidInput("query is empty", field="query")
+        if k < 1:
+            raise InvalidInput(f"k must be >= 1, got {k}", field="k")
+        filters = Filters(status=status, intents=tuple(intents), tags=tuple(tags), article_ids=tuple(article_ids))
+        snap, fused, dense, lexn = self.score_matrix([query], mode=mode, filters=filters)
+        row = fused[0]
+        order = np.argsort(-row, kind="stable")[:k]
+        hits: list[SearchHit] = []
+        for j in order:
+            if not np.isfinite(row[j]) or (min_score is not None and row[j] < min_score):
+                break
+            hits.append(SearchHit(passage=snap.passages[int(j)], score=float(row[j]),
+                                  dense_score=float(dense[0, j]), lexical_score=float(lexn[0, j]),
+                                  rank=len(hits) + 1))
+        return hits

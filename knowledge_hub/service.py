@@ -1,0 +1,227 @@
+"""Article service: SQL is the truth; every change that affects published content updates the index at once.
+
+Write order: the SQL change is committed first with `index_stale=True`, then the index is written, then the flag is
+cleared. If the index write fails (or the process dies in between) the SQL change stays and the flag tells
+`knowledge_hub.consistency.repair` what to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlmodel import Session, col, select
+
+from insight.errors import Conflict, NotFound
+from knowledge_hub.models import (
+    Article,
+    ArticleCreate,
+    ArticleStatus,
+    ArticleUpdate,
+    ArticleVersion,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ArticleIndex(Protocol):
+    """The index operations the service needs (knowledge_hub.index.KnowledgeIndex implements them)."""
+
+    def upsert_article(
+        self, *, article_id: int, version: int, title: str, body: str, intents: list[str], tags: list[str],
+        status: str = "published",
+    ) -> int: ...
+
+    def remove_article(self, article_id: int) -> None: ...
+
+
+def _snapshot(article: Article, *, note: str) -> ArticleVersion:
+    assert article.id is not None
+    return ArticleVersion(
+        article_id=article.id, version=article.version, title=article.title, body=article.body,
+        tags=list(article.tags), intents=list(article.intents), activities=list(article.activities),
+        status=article.status, author=article.author, note=note,
+    )
+
+
+def sync_article(*, session: Session, index: ArticleIndex, article: Article) -> bool:
+    """Make the index match one article's SQL state; returns False (and leaves it marked stale) on failure."""
+    assert article.id is not None
+    article.index_stale = True
+    session.add(article)
+    session.commit()
+    try:
+        if article.status == ArticleStatus.published:
+            index.upsert_article(
+                article_id=article.id, version=article.version, title=article.title, body=article.body,
+                intents=list(article.intents), tags=list(article.tags), status=str(article.status),
+            )
+        else:
+            index.remove_article(article.id)
+    except Exception as exc:  # any index failure: SQL stays committed, repair later
+        log.warning("index write failed for article %s (kept in SQL, marked stale): %s", article.id, exc)
+        session.refresh(article)
+        return False
+    article.index_stale = False
+    session.add(article)
+    session.commit()
+    session.refresh(article)
+    return True
+
+
+def get(*, session: Session, article_id: int) -> Article:
+    """The article with this id, or NotFound."""
+    article = session.get(Article, article_id)
+    if article is None:
+        raise NotFound(f"article {article_id} not found", article_id=article_id)
+    return article
+
+
+def list_articles(
+    *,
+    session: Session,
+    status: ArticleStatus | None = None,
+    intent: str | None = None,
+    tag: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> list[Article]:
+    """Articles ordered by id, optionally filtered by status, intent or tag."""
+    stmt = select(Article).order_by(col(Article.id))
+    if status is not None:
+        stmt = stmt.where(Article.status == status)
+    rows = list(session.exec(stmt).all())
+    # JSON list membership is filtered in Python so the same code works on SQLite and PostgreSQL.
+    if intent is not None:
+        rows = [a for a in rows if intent in a.intents]
+    if tag is not None:
+        rows = [a for a in rows if tag in a.tags]
+    return rows[offset: offset + limit]
+
+
+def list_versions(*, session: Session, article_id: int) -> list[ArticleVersion]:
+    """All stored versions of an article, oldest first."""
+    get(session=session, article_id=article_id)
+    stmt = select(ArticleVersion).where(ArticleVersion.article_id == article_id).order_by(col(ArticleVersion.version))
+    return list(session.exec(stmt).all())
+
+
+def create(*, session: Session, index: ArticleIndex, article_in: ArticleCreate, author: str) -> Article:
+    """Store a new article (version 1); a published one is indexed in the same call."""
+    article = Article.model_validate(article_in.model_dump(), update={"author": author, "version": 1})
+    session.add(article)
+    session.flush()
+    session.add(_snapshot(article, note="created"))
+    session.commit()
+    session.refresh(article)
+    if article.status == ArticleStatus.published:
+        sync_article(session=session, index=index, article=article)
+    return article
+
+
+def update(
+    *,
+    session: Session,
+    index: ArticleIndex,
+    article_id: int,
+    article_in: ArticleUpdate,
+    author: str,
+    expected_version: int | None = None,
+) -> Article:
+    """Apply a partial edit as a new version; a published article is re-indexed in the same call."""
+    article = get(session=session, article_id=article_id)
+    if expected_version is not None and expected_version != article.version:
+        raise Conflict(
+            f"article {article_id} is at version {article.version}, not {expected_version}",
+            article_id=article_id,
+        )
+    changes = article_in.model_dump(exclude_unset=True, exclude_none=True)
+    if not changes:
+        return article
+    for key, value in changes.items():
+        setattr(article, key, value)
+    article.version += 1
+    article.author = author
+    article.updated_at = utcnow()
+    session.add(article)
+    session.add(_snapshot(article, note="edited: " + ", ".join(sorted(changes))))
+    session.commit()
+    session.refresh(article)
+    if article.status == ArticleStatus.published:
+        sync_article(session=session, index=index, article=article)
+    return article
+
+
+def _set_status(*, session: Session, index: ArticleIndex, article_id: int, status: ArticleStatus) -> Article:
+    article = get(session=session, article_id=article_id)
+    was = article.status
+    article.status = status
+    article.updated_at = utcnow()
+    session.add(article)
+    session.commit()
+    session.refresh(article)
+    # Index only changes when the article enters or leaves "published" (or was left stale earlier).
+    if ArticleStatus.published in (was, status) or article.index_stale:
+        sync_article(session=session, index=index, article=article)
+    return article
+
+
+def publish(*, session: Session, index: ArticleIndex, article_id: int) -> Article:
+    """Mark published and index it now."""
+    return _set_status(session=session, index=index, article_id=article_id, status=ArticleStatus.published)
+
+
+def unpublish(*, session: Session, index: ArticleIndex, article_id: int) -> Article:
+    """Back to draft; removed from the index now."""
+    return _set_status(session=session, index=index, article_id=article_id, status=ArticleStatus.draft)
+
+
+def archive(*, session: Session, index: ArticleIndex, article_id: int) -> Article:
+    """Mark archived; removed from the index now."""
+    return _set_status(session=session, index=index, article_id=article_id, status=ArticleStatus.archived)
+
+
+def delete(*, session: Session, index: ArticleIndex, article_id: int) -> None:
+    """Delete an article and its versions; its passages leave the index now (or at the next repair)."""
+    article = get(session=session, article_id=article_id)
+    for v in session.exec(select(ArticleVersion).where(ArticleVersion.article_id == article_id)).all():
+        session.delete(v)
+    session.delete(article)
+    session.commit()
+    try:
+        index.remove_article(article_id)
+    except Exception as exc:  # the orphaned passages are found by consistency.check
+        log.warning("index delete failed for article %s (deleted in SQL): %s", article_id, exc)
+
+
+def restore_version(
+    *, session: Session, index: ArticleIndex, article_id: int, version: int, author: str
+) -> Article:
+    """Make an old version's content current again, as a new version (history is never rewritten)."""
+    article = get(session=session, article_id=article_id)
+    old = session.exec(
+        select(ArticleVersion).where(ArticleVersion.article_id == article_id, ArticleVersion.version == version)
+    ).first()
+    if old is None:
+        raise NotFound(f"article {article_id} has no version {version}", article_id=article_id, version=version)
+    article.title, article.body = old.title, old.body
+    article.tags, article.intents, article.activities = list(old.tags), list(old.intents), list(old.activities)
+    article.version += 1
+    article.author = author
+    article.updated_at = utcnow()
+    session.add(article)
+    session.add(_snapshot(article, note=f"restored version {version}"))
+    session.commit()
+    session.refresh(article)
+    if article.status == ArticleStatus.published:
+        sync_article(session=session, index=index, article=article)
+    return article
+
+
+def bulk_create(
+    *, session: Session, index: ArticleIndex, articles_in: Sequence[ArticleCreate], author: str
+) -> list[Article]:
+    """Create many articles (import); each published one is indexed as it is stored."""
+    return [create(session=session, index=index, article_in=a, author=author) for a in articles_in]
