@@ -111,3 +111,115 @@ def test_support_lines_naming_rules() -> None:
     # No line information anywhere: do not pretend every team is first line.
     assert support_lines(["Group 1", "Group 2"]) is None
     assert support_lines(["A", "B"], mapping={"B": 2}) == {"A": 1, "B": 2}
+
+
+# --- planted patterns of the simulator -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim():
+    from insight.simulate import simulate
+
+    return simulate(n_cases=2000, seed=11)
+
+
+@pytest.fixture(scope="module")
+def sim_mis(sim):
+    from insight.mining.misrouting import analyze_misrouting
+
+    return analyze_misrouting(sim.log)
+
+
+def _ids(frame: pd.DataFrame, col: str) -> set[str]:
+    return {str(c) for c in frame.index[frame[col].fillna(False).astype(bool)]}
+
+
+def test_sim_labels_match_ticket_truth(sim) -> None:
+    d = case_labels(sim.log).df
+    t = sim.tickets.set_index("case_id")
+    assert (d["resolving_team"] == t.loc[d.index, "resolving_team"]).mean() >= 0.995
+    assert (d["first_team"] == t.loc[d.index, "first_team"]).mean() >= 0.995
+
+
+def test_sim_misrouted_cases_recovered(sim, sim_mis) -> None:
+    truth = sim.truth.misrouting
+    reassigned = set(truth.reassigned_cases)
+    found = _ids(sim_mis.cases, "misrouted")
+    # Misrouted (transferred at least once) = the planted misroutes plus the ping-pong cases.
+    assert len(found ^ reassigned) <= 0.005 * sim_mis.n_cases
+    wrong = _ids(sim_mis.cases, "wrong_first_team")
+    assert len(wrong ^ set(truth.cases)) <= 0.005 * sim_mis.n_cases
+    assert sim_mis.wrong_first_team_share == pytest.approx(truth.share, abs=0.005)
+
+
+def test_sim_ping_pong_pair_recovered(sim, sim_mis) -> None:
+    truth = sim.truth.ping_pong
+    top = sim_mis.ping_pong_pairs[0]
+    assert {top.team_a, top.team_b} == {truth.team_a, truth.team_b}
+    assert _ids(sim_mis.cases, "ping_pong") == set(truth.cases)
+    # The approvals sign-off (Billing -> Approvals -> Billing) must not look like ping-pong.
+    assert all("Approvals" not in (p.team_a, p.team_b) for p in sim_mis.ping_pong_pairs)
+
+
+def test_sim_push_to_front_recovered(sim, sim_mis) -> None:
+    truth = sim.truth.push_to_front
+    ptf = sim_mis.push_to_front
+    assert ptf is not None
+    assert set(truth.escalated_cases) <= _ids(sim_mis.cases, "pushed")
+    assert _ids(sim_mis.cases, "could_have_stayed") == set(truth.could_have_stayed)
+    assert ptf.could_have_stayed == len(truth.could_have_stayed)
+    assert ptf.resolved_back_in_first_line == 0  # the simulator never hands a pushed case back
+
+
+def test_sim_channel_transfers_and_extra_time(sim, sim_mis) -> None:
+    moved = sum(c.cases for c in sim_mis.channel_transfers)
+    assert moved == len(sim.truth.channel_transfers)
+    assert sim_mis.kind_column == "intent"
+    # Misrouted cases wait for the right team, so they take longer than right-first-time cases of their intent.
+    assert sim_mis.extra_hours_mean is not None and sim_mis.extra_hours_mean > 1.0
+    pp_pair = next(p for p in sim_mis.pairs if {p.from_team, p.to_team} <= {"Billing L2", "Accounts L2"})
+    assert pp_pair.cases > 0
+
+
+# --- real data: BPIC 2013 incidents (VINST CSV) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bpic2013(shared_data):
+    from insight.eventlog import read_log
+
+    return read_log(
+        shared_data / "process_logs/bpic2013/VINST_incidents_ibm_with_support_level.csv.gz", preset="bpic2013_vinst"
+    )
+
+
+@pytest.mark.realdata
+def test_bpic2013_reassignments_match_an_independent_count(bpic2013) -> None:
+    import re
+
+    from insight.mining.misrouting import analyze_misrouting
+
+    res = analyze_misrouting(bpic2013)
+    # Independent count: collapse each case's team sequence up to its last resolving event.
+    df = bpic2013.df
+    rx = re.compile(LabelConfig().resolve_pattern, re.IGNORECASE)
+    reassigned = ping = 0
+    from itertools import groupby
+
+    rows = zip(df["case_id"].tolist(), df["activity"].astype(str).tolist(), df["group"].astype(str).tolist(),
+               strict=True)
+    for _, grp in groupby(rows, key=lambda r: r[0]):
+        events = list(grp)
+        hits = [i for i, (_, a, _) in enumerate(events) if rx.search(a)]
+        upto = hits[-1] if hits else len(events) - 1
+        seq: list[str] = []
+        for _, _, t in events[: upto + 1]:
+            if not seq or seq[-1] != t:
+                seq.append(t)
+        reassigned += len(seq) > 1
+        ping += len(seq) != len(set(seq))
+    assert res.reassigned_cases == reassigned
+    assert res.ping_pong_cases == ping
+    assert res.n_cases == 7554
+    assert res.push_to_front is not None and res.push_to_front.pushed_cases > 0
+    assert res.teams[0].misrouted_out >= res.teams[-1].misrouted_out
