@@ -424,7 +424,7 @@ def simulate(
         rework=rework, rework2=rework2, skip_triage=skip_triage, close_early=close_early, approval=approval,
         wait_min=wait_min, mask=mask, kg=kg, throughput_h=throughput_h, drift=drift, last_week=last_week,
         channel=channel, transfer=transfer, team_offset=team_offset, team_size=team_size,
-        agent_names=agent_names, n_teams=n_teams,
+        agent_names=agent_names, n_teams=n_teams, first_assigned=team[:, S_ASSIGN],
     )
     return Simulation(log=log, tickets=tickets, truth=truth, cases=cases)
 
@@ -440,7 +440,8 @@ def _truth(*, cfg: SimConfig, seed: int, t0: pd.Timestamp, weeks: int, n_events:
            rework2: np.ndarray, skip_triage: np.ndarray, close_early: np.ndarray, approval: np.ndarray,
            wait_min: np.ndarray, mask: np.ndarray, kg: np.ndarray, throughput_h: np.ndarray, drift: np.ndarray,
            last_week: np.ndarray, channel: np.ndarray, transfer: np.ndarray, team_offset: np.ndarray,
-           team_size: np.ndarray, agent_names: np.ndarray, n_teams: int) -> GroundTruth:
+           team_size: np.ndarray, agent_names: np.ndarray, n_teams: int,
+           first_assigned: np.ndarray) -> GroundTruth:
     def ids(flag: np.ndarray) -> list[str]:
         return names[flag].tolist()
 
@@ -493,7 +494,7 @@ def _truth(*, cfg: SimConfig, seed: int, t0: pd.Timestamp, weeks: int, n_events:
         push_to_front=PushToFrontTruth(
             escalated_cases=ids((push | legit_esc) & (home == i_l1)),
             could_have_stayed=ids(could_stay),
-            share_of_l1_cases=_share(could_stay, home == i_l1),
+            share_of_l1_cases=_share(could_stay, first_assigned == i_l1),
             trivial_step=TRIVIAL_STEP,
         ),
         slow_step=SlowStepTruth(

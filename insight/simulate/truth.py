@@ -37,7 +37,7 @@ class PushToFrontTruth:
 
     escalated_cases: list[str]  # every case escalated from L1 (planted push-to-front and legitimate)
     could_have_stayed: list[str]  # escalated, then resolved by a quick "Solution proposed" with no work started
-    share_of_l1_cases: float  # could_have_stayed / cases owned by L1
+    share_of_l1_cases: float  # could_have_stayed / cases first assigned to L1 (the observable L1 workload)
     trivial_step: str
 
 
