@@ -315,7 +315,8 @@ def _pm4py_conformance(
     base = pd.Timestamp("2000-01-01", tz="UTC")
     for v, seq in enumerate(seqs):
         for k, a in enumerate(seq):
-            rows.append((f"v{v}", a, base + pd.Timedelta(seconds=k)))
+            # Zero-padded ids: pm4py returns results in case-id order, which must equal variant order.
+            rows.append((f"v{v:09d}", a, base + pd.Timedelta(seconds=k)))
     df = pd.DataFrame(rows, columns=["case:concept:name", "concept:name", "time:timestamp"])
     if len(seqs) <= max_alignment_variants:
         res = pm4py.conformance_diagnostics_alignments(df, net, im, fm, multi_processing=False)
