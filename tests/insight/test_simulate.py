@@ -284,3 +284,28 @@ def test_confusers_point_to_another_team() -> None:
     for i in INTENTS:
         assert owner[i.confuser] != i.team, i.name
     assert re.fullmatch(r".* L[123]", "Billing L2")
+
+
+def test_cli_writes_events_tickets_and_truth(tmp_path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from api.commands import simulate as simulate_cmd
+
+    app = typer.Typer()
+    simulate_cmd.register(app)
+
+    @app.callback()
+    def _root() -> None:
+        """Test root (makes `simulate` a sub-command)."""
+
+    out = tmp_path / "sim"
+    r = CliRunner().invoke(app, ["simulate", "--cases", "150", "--seed", "5", "--out", str(out), "--format", "both"])
+    assert r.exit_code == 0, r.output
+    events = pd.read_parquet(out / "events.parquet")
+    direct = simulate(n_cases=150, seed=5)
+    assert len(events) == direct.log.n_events == len(pd.read_csv(out / "events.csv"))
+    assert events["case_id"].nunique() == 150
+    assert len(pd.read_csv(out / "tickets.csv")) == 150
+    truth = GroundTruth.from_dict(json.loads((out / "truth.json").read_text()))
+    assert truth.misrouting.cases == direct.truth.misrouting.cases
