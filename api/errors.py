@@ -107,7 +107,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DeskpilotError)
     async def _domain(request: Request, exc: DeskpilotError) -> JSONResponse:
         status = status_for(exc)
-        if status >= 500:
+        if status == 500:
             log.warning("domain_error", code=exc.code, detail=exc.message, path=request.url.path)
         return error_response(status, exc.message, exc.code)
 
