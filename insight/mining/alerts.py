@@ -12,6 +12,9 @@ last 7 days); the baseline is the `baseline_windows` windows before it (e.g. the
 * **misrouting spike**: misrouted share overall and per first team up by `misrouting_delta` (absolute) and by
   `misrouting_ratio` (relative).
 
+KPI and misrouting alerts must also be statistically significant (one-sided, `p_value`): a two-proportion
+z-test for rates, Mann-Whitney U for times and counts.
+
 Each alert carries the recent and baseline figures, its magnitude, and the cases behind it.
 """
 
@@ -42,6 +45,8 @@ class AlertConfig:
     kpi_ratio: float = 0.25
     misrouting_delta: float = 0.05
     misrouting_ratio: float = 1.3
+    # One-sided significance level of the KPI / misrouting tests (keeps small segments from raising noise).
+    p_value: float = 0.01
     segment_columns: tuple[str, ...] = ("intent", "category", "channel", "segment", "priority")
     max_example_cases: int = 20
     labels: LabelConfig = field(default_factory=LabelConfig)
@@ -215,17 +220,27 @@ def detect_alerts(
                 ("rework", "mean", "rework rate"),
                 ("reassigned", "mean", "reassignment rate"),
             ):
-                rv = float(getattr(kpi.loc[r, name], agg)())
-                bv = float(getattr(kpi.loc[b, name], agg)())
-                if bv > 0 and rv >= bv * (1 + cfg.kpi_ratio) and not (name in ("rework", "reassigned") and rv - bv < 0.05):
+                xr = kpi.loc[r, name].to_numpy(dtype=float)
+                xb = kpi.loc[b, name].to_numpy(dtype=float)
+                rv = float(getattr(np, agg)(xr))
+                bv = float(getattr(np, agg)(xb))
+                big_enough = bv > 0 and rv >= bv * (1 + cfg.kpi_ratio)
+                if name in ("rework", "reassigned"):
+                    big_enough = big_enough and rv - bv >= 0.05
+                if big_enough and _significant(xr, xb, rate=name in ("rework", "reassigned"), p=cfg.p_value):
                     ratio = rv / bv
                     alerts.append(Alert("kpi_regression", _severity(ratio),
                                         f"{label} worse: {bv:.3g} -> {rv:.3g} ({ratio:.2f}x)", subject,
                                         rv, bv, ratio, "x", int(r.sum()), examples(r)))
             if cl.has_groups:
-                rv = float(kpi.loc[r, "misrouted"].mean())
-                bv = float(kpi.loc[b, "misrouted"].mean())
-                if rv - bv >= cfg.misrouting_delta and rv >= bv * cfg.misrouting_ratio:
+                xr = kpi.loc[r, "misrouted"].to_numpy(dtype=float)
+                xb = kpi.loc[b, "misrouted"].to_numpy(dtype=float)
+                rv, bv = float(xr.mean()), float(xb.mean())
+                if (
+                    rv - bv >= cfg.misrouting_delta
+                    and rv >= bv * cfg.misrouting_ratio
+                    and _significant(xr, xb, rate=True, p=cfg.p_value)
+                ):
                     ratio = rv / bv if bv > 0 else float("inf")
                     mis = r & (kpi["misrouted"].to_numpy() > 0)
                     alerts.append(Alert("misrouting_spike", _severity(ratio if np.isfinite(ratio) else 9.0),
@@ -238,6 +253,25 @@ def detect_alerts(
     alerts.sort(key=lambda a: (_SEVERITY_ORDER[a.severity], -a.cases, a.kind, a.subject))
     report.alerts = alerts
     return report
+
+
+def _significant(recent: np.ndarray, base: np.ndarray, *, rate: bool, p: float) -> bool:
+    """One-sided test that `recent` is worse (higher) than `base`, so small segments do not raise noise alerts.
+
+    Rates: two-proportion z-test; times and counts: Mann-Whitney U (no normality assumed).
+    """
+    from scipy import stats
+
+    if len(recent) < 2 or len(base) < 2:
+        return False
+    if rate:
+        p1, p0 = recent.mean(), base.mean()
+        pooled = (recent.sum() + base.sum()) / (len(recent) + len(base))
+        se = np.sqrt(pooled * (1 - pooled) * (1 / len(recent) + 1 / len(base)))
+        if se == 0:
+            return bool(p1 > p0)
+        return bool(stats.norm.sf((p1 - p0) / se) < p)
+    return bool(stats.mannwhitneyu(recent, base, alternative="greater").pvalue < p)
 
 
 def _rework_flags(e: EncodedLog) -> np.ndarray:
