@@ -143,7 +143,8 @@ class SimConfig:
     # customer waits and self-service
     wait_customer_share: float = 0.30
     self_service_share: float = 0.6  # of portal tickets
-    # text
+    # text (ticket_text=False leaves subject/body empty: for mining benchmarks that only need the events)
+    ticket_text: bool = True
     typo_share: float = 0.30
     pii_share: float = 0.35
     vague_share: float = 0.04

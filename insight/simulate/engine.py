@@ -359,18 +359,22 @@ def simulate(
     # --- tickets ---
     resolve_team = np.where(close_early, final, team[:, S_RESOLVED])
     created_sec = np.round((arrival_min + offset_min[:, S_CREATED]) * 60.0).astype(np.int64)
-    draws = rng.random((n, N_DRAWS))
     cue = np.where(ambiguous, confuser_intent, -1)
-    subjects, bodies, has_typo, has_pii, vague = render_tickets(
-        intents=intent_names[intent].tolist(),
-        cue_intents=[intent_names[c] if c >= 0 else None for c in cue],
-        products=[PRODUCTS[p] for p in product],
-        draws=draws,
-        typo_share=cfg.typo_share,
-        pii_share=cfg.pii_share,
-        vague_share=cfg.vague_share,
-        family_share=cfg.family_share,
-    )
+    if cfg.ticket_text:
+        # Drawn last, so switching text off leaves the event log of a seed unchanged.
+        subjects, bodies, has_typo, has_pii, vague = render_tickets(
+            intents=intent_names[intent].tolist(),
+            cue_intents=[intent_names[c] if c >= 0 else None for c in cue],
+            products=[PRODUCTS[p] for p in product],
+            draws=rng.random((n, N_DRAWS)),
+            typo_share=cfg.typo_share,
+            pii_share=cfg.pii_share,
+            vague_share=cfg.vague_share,
+            family_share=cfg.family_share,
+        )
+    else:
+        subjects = bodies = [""] * n
+        has_typo, has_pii, vague = (np.zeros(n, dtype=bool) for _ in range(3))
     tickets = pd.DataFrame(
         {
             CASE_ID: _str(case_names),

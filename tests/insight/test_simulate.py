@@ -43,6 +43,10 @@ def test_same_seed_same_frames_other_seed_differs() -> None:
     assert a.truth.to_dict() == b.truth.to_dict()
     assert not a.tickets["body"].equals(c.tickets["body"])
     assert not a.log.df["timestamp"].equals(c.log.df["timestamp"]) or len(a.log.df) != len(c.log.df)
+    # Text off (for event-only benchmarks) leaves the event log of a seed unchanged.
+    d = simulate(n_cases=200, seed=3, config=SimConfig(ticket_text=False))
+    pd.testing.assert_frame_equal(a.log.df, d.log.df)
+    assert (d.tickets["body"] == "").all() and a.truth.misrouting.cases == d.truth.misrouting.cases
 
 
 def test_log_is_a_valid_canonical_event_log(sim) -> None:
