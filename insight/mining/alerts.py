@@ -209,7 +209,7 @@ def detect_alerts(
             segs[col] = pd.Series(per_case.to_numpy(), index=cases.index).astype("string")
     for seg_name, seg in segs.items():
         for value in seg.dropna().unique():
-            m = (seg == value).to_numpy()
+            m = (seg == value).fillna(False).to_numpy(dtype=bool)
             r, b = recent & m, base & m
             if r.sum() < cfg.min_cases or b.sum() < cfg.min_cases:
                 continue
