@@ -131,6 +131,24 @@ def _factorize(values: pd.Series) -> Codes:
     return Codes(codes.astype(np.int32, copy=False), np.asarray(uniques, dtype=object))
 
 
+def _case_runs(values: pd.Series) -> Codes | None:
+    """Case codes from runs of equal adjacent ids, when every case is one contiguous run (else None)."""
+    n = len(values)
+    arr = values.array
+    if n < 2 or not hasattr(arr, "__arrow_array__"):
+        return None
+    import pyarrow.compute as pc
+
+    ca = arr.__arrow_array__()
+    change = np.asarray(pc.not_equal(ca.slice(1), ca.slice(0, n - 1)).to_numpy(zero_copy_only=False), dtype=bool)
+    starts = np.flatnonzero(np.r_[True, change])
+    labels = np.asarray(values.iloc[starts].to_numpy(), dtype=object)
+    if not pd.Index(labels).is_unique:
+        return None
+    codes = np.cumsum(np.r_[False, change], dtype=np.int64).astype(np.int32)
+    return Codes(codes, labels)
+
+
 def encode(log: EventLog, *, columns: tuple[str, ...] = ()) -> EncodedLog:
     """Encode a log once for all miners; `columns` are factorised eagerly (others lazily via `.column`)."""
     df = log.df
@@ -147,9 +165,11 @@ def encode(log: EventLog, *, columns: tuple[str, ...] = ()) -> EncodedLog:
     unit = getattr(ts_series.dtype, "unit", "ns")
     ts = np.asarray(ts_series.array.asi8, dtype=np.int64)  # type: ignore[attr-defined]
 
-    case_c = _factorize(df[CASE_ID])
+    # Readers hand us logs sorted by case then time: then case codes are just run numbers (no hashing).
+    runs = _case_runs(df[CASE_ID])
+    case_c = runs if runs is not None else _factorize(df[CASE_ID])
     case = case_c.codes.astype(np.int64)
-    # Readers hand us logs sorted by case then time; only re-sort (stably) when that is not true.
+    # only re-sort (stably) when the log is not in (case, time) order
     order: np.ndarray | None = None
     n = len(case)
     if n > 1:
@@ -245,14 +265,27 @@ class GroupStats:
     max: np.ndarray
 
 
-def group_stats(groups: np.ndarray, values: np.ndarray) -> GroupStats:
-    """Vectorised per-group statistics (quantiles interpolate linearly, like numpy's default)."""
+def group_stats(
+    groups: np.ndarray, values: np.ndarray, *, scale: float = 1.0, value_order: np.ndarray | None = None
+) -> GroupStats:
+    """Vectorised per-group statistics (quantiles interpolate linearly, like numpy's default).
+
+    Integer `values` (e.g. raw timestamp differences) take a fast path: group and value are packed into one
+    int64 and sorted once; every statistic is then divided by `scale` (e.g. units per second). Several
+    groupings of the same values can share one `value_order` (= argsort of values): each grouping then
+    needs only a linear radix sort of the group codes.
+    """
     if len(groups) == 0:
         e = np.zeros(0)
         return GroupStats(np.zeros(0, np.int64), np.zeros(0, np.int64), e, e, e, e, e)
+    groups = np.asarray(groups, dtype=np.int64)
+    if np.issubdtype(values.dtype, np.integer):
+        fast = _group_stats_int(groups, values.astype(np.int64, copy=False), scale, value_order)
+        if fast is not None:
+            return fast
     order = np.lexsort((values, groups))
     g = groups[order]
-    v = values[order].astype(np.float64)
+    v = values[order].astype(np.float64) / scale
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
     count = np.diff(np.r_[starts, len(g)])
     total = np.add.reduceat(v, starts)
@@ -265,6 +298,71 @@ def group_stats(groups: np.ndarray, values: np.ndarray) -> GroupStats:
         p90=_sorted_quantile(v, starts, count, 0.9),
         max=v[starts + count - 1],
     )
+
+
+def compact(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct non-negative int keys (sorted), each element's rank among them, and the count per key."""
+    kmax = int(keys.max()) if len(keys) else -1
+    if len(keys) and int(keys.min()) >= 0 and kmax < 4 * len(keys) + 1_000_000:
+        present = np.bincount(keys, minlength=kmax + 1)
+        uniq = np.flatnonzero(present)
+        rank_of = np.cumsum(present > 0) - 1
+        return uniq, rank_of[keys], present[uniq]
+    uniq, inv, cnt = np.unique(keys, return_inverse=True, return_counts=True)
+    return uniq, inv.ravel(), cnt
+
+
+def _group_stats_int(
+    groups: np.ndarray, v: np.ndarray, scale: float, value_order: np.ndarray | None
+) -> GroupStats | None:
+    uniq, g, count = compact(groups)
+    if value_order is not None and len(uniq) <= 65536:
+        # numpy's stable sort of uint16 is a radix sort: linear, and it keeps the value order inside groups
+        order = value_order[np.argsort(g.astype(np.uint16)[value_order], kind="stable")]
+        sv = v[order].astype(np.float64) / scale
+    else:
+        vmin = int(v.min())
+        shift = max(1, (int(v.max()) - vmin).bit_length())
+        if max(1, (len(uniq) - 1).bit_length()) + shift > 62:
+            return None
+        key = (g.astype(np.int64) << shift) | (v - vmin)
+        key.sort()
+        sv = ((key & ((1 << shift) - 1)) + vmin).astype(np.float64) / scale
+    starts = np.r_[0, np.cumsum(count)[:-1]]
+    total = np.bincount(g, weights=v.astype(np.float64), minlength=len(uniq)) / scale
+    return GroupStats(
+        group=uniq,
+        count=count,
+        total=total,
+        mean=total / count,
+        median=_sorted_quantile(sv, starts, count, 0.5),
+        p90=_sorted_quantile(sv, starts, count, 0.9),
+        max=sv[starts + count - 1],
+    )
+
+
+def distinct_per_key(outer: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct non-negative keys (sorted) and in how many distinct `outer` values (e.g. cases) each occurs."""
+    if len(key) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    width = int(key.max()) + 1
+    # keys arrive in case order, so timsort (kind="stable") is near-linear here
+    comp = np.sort(outer.astype(np.int64) * width + key, kind="stable")
+    first = np.r_[True, comp[1:] != comp[:-1]]
+    uniq, _, counts = compact(comp[first] % width)
+    return uniq, counts
+
+
+def first_occurrence(outer: np.ndarray, key: np.ndarray, n_keys: int) -> np.ndarray:
+    """Boolean mask: element i is the first (in array order) with its (outer, key) combination."""
+    mask = np.zeros(len(key), dtype=bool)
+    if len(key) == 0:
+        return mask
+    comp = outer.astype(np.int64) * n_keys + key
+    order = np.argsort(comp, kind="stable")
+    sc = comp[order]
+    mask[order[np.r_[True, sc[1:] != sc[:-1]]]] = True
+    return mask
 
 
 def _sorted_quantile(v: np.ndarray, starts: np.ndarray, count: np.ndarray, q: float) -> np.ndarray:
@@ -280,8 +378,9 @@ def _sorted_quantile(v: np.ndarray, starts: np.ndarray, count: np.ndarray, q: fl
 def case_variant_ids(enc: EncodedLog, codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Variant id per case (cases with the same code sequence share an id) and each variant's first case.
 
-    Sequences are hashed with two 64-bit polynomial hashes plus the length, then every case is checked
-    event by event against its variant's representative, so a hash collision can never merge variants.
+    Sequences are hashed (64-bit polynomial hash mixed with the length), then every case is checked event by
+    event against its variant's representative, so a hash collision can never merge variants (it falls back
+    to an exact per-case key).
     """
     codes = enc.activity.codes if codes is None else codes
     n = enc.n_events
@@ -291,15 +390,10 @@ def case_variant_ids(enc: EncodedLog, codes: np.ndarray | None = None) -> tuple[
     c = codes.astype(np.uint64) + np.uint64(1)
     maxlen = int(enc.case_len.max())
     with np.errstate(over="ignore"):
-        p1 = np.cumprod(np.r_[np.uint64(1), np.full(maxlen - 1, 0x9E3779B97F4A7C15, np.uint64)], dtype=np.uint64)
-        p2 = np.cumprod(np.r_[np.uint64(1), np.full(maxlen - 1, 0xC2B2AE3D27D4EB4F, np.uint64)], dtype=np.uint64)
-        h1 = np.add.reduceat(c * p1[pos], enc.case_start[:-1])
-        h2 = np.add.reduceat((c * np.uint64(0xFF51AFD7ED558CCD)) ^ p2[pos], enc.case_start[:-1])
-    keys = np.empty(enc.n_cases, dtype=[("len", np.int64), ("h1", np.uint64), ("h2", np.uint64)])
-    keys["len"] = enc.case_len
-    keys["h1"] = h1
-    keys["h2"] = h2
-    _, first_case, vid = np.unique(keys, return_index=True, return_inverse=True)
+        powers = np.cumprod(np.r_[np.uint64(1), np.full(maxlen - 1, 0x9E3779B97F4A7C15, np.uint64)], dtype=np.uint64)
+        h = np.add.reduceat(c * powers[pos], enc.case_start[:-1])
+        h ^= enc.case_len.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+    _, first_case, vid = np.unique(h, return_index=True, return_inverse=True)
     vid = vid.ravel().astype(np.int64)
     # exactness check: each event must equal the same-position event of its variant's representative case
     rep_event = enc.case_start[first_case[vid]][enc.case] + pos if n else np.zeros(0, np.int64)
@@ -332,20 +426,21 @@ def changes_per_case(enc: EncodedLog, codes: np.ndarray) -> np.ndarray:
 def repeats_per_case(enc: EncodedLog, codes: np.ndarray | None = None) -> np.ndarray:
     """Per case, events whose code already occurred earlier in that case (rework events)."""
     codes = enc.activity.codes if codes is None else codes
-    key = enc.case * (int(codes.max()) + 2 if len(codes) else 1) + codes
-    _, first_idx = np.unique(key, return_index=True)
-    is_first = np.zeros(enc.n_events, dtype=bool)
-    is_first[first_idx] = True
+    width = int(codes.max()) + 2 if len(codes) else 1
+    is_first = first_occurrence(enc.case, codes.astype(np.int64) + 1, width)
     return np.bincount(enc.case[~is_first], minlength=enc.n_cases)
 
 
 def case_durations(enc: EncodedLog) -> np.ndarray:
     """Throughput time per case in seconds (last minus first event)."""
+    return enc.seconds(case_durations_raw(enc))
+
+
+def case_durations_raw(enc: EncodedLog) -> np.ndarray:
+    """Throughput time per case as int64 in `enc.ts_unit` units."""
     if enc.n_cases == 0:
-        return np.zeros(0)
-    first = enc.ts[enc.case_start[:-1]]
-    last = enc.ts[enc.case_start[1:] - 1]
-    return enc.seconds(last - first)
+        return np.zeros(0, dtype=np.int64)
+    return enc.ts[enc.case_start[1:] - 1] - enc.ts[enc.case_start[:-1]]
 
 
 def case_start_ts(enc: EncodedLog) -> pd.DatetimeIndex:
@@ -374,8 +469,9 @@ def service_times(enc: EncodedLog, *, lifecycle_column: str = "lifecycle") -> np
     if len(idx) < 2:
         return out
     # sort the start/complete events by (case, activity, position); a complete right after a start pairs up
-    o = np.lexsort((idx, enc.activity.codes[idx], enc.case[idx]))
-    ev = idx[o]
+    comp = (enc.case[idx] * max(1, enc.activity.n) + enc.activity.codes[idx]) * enc.n_events + idx
+    comp.sort(kind="stable")
+    ev = comp % enc.n_events
     prev, cur = ev[:-1], ev[1:]
     match = (
         is_start[prev]

@@ -19,6 +19,8 @@ from insight.eventlog.schema import ACTIVITY, GROUP, LIFECYCLE, EventLog
 from insight.mining._core import (
     EncodedLog,
     case_durations,
+    compact,
+    distinct_per_key,
     ensure_encoded,
     follows,
     group_stats,
@@ -102,17 +104,15 @@ class Bottlenecks:
 def _wait_stats(
     enc: EncodedLog, keys: np.ndarray, waits: np.ndarray, cases: np.ndarray, names: list[str], total_wait: float
 ) -> list[WaitStat]:
-    gs = group_stats(keys, waits)
+    gs = group_stats(keys, waits, scale=enc.units_per_second)
     if len(gs.group) == 0:
         return []
-    width = int(keys.max()) + 1
-    ck = np.unique(cases.astype(np.int64) * width + keys)
-    case_counts = np.bincount(ck % width, minlength=width)
+    _, case_counts = distinct_per_key(cases, keys)  # same sorted key set as gs.group
     out = [
         WaitStat(
             name=names[int(g)],
             count=int(gs.count[i]),
-            cases=int(case_counts[g]),
+            cases=int(case_counts[i]),
             total_s=float(gs.total[i]),
             mean_s=float(gs.mean[i]),
             median_s=float(gs.median[i]),
@@ -149,14 +149,13 @@ def find_bottlenecks(
     n_act = enc.activity.n
     pairs = follows(enc, codes)
     later = pairs.src_event + 1
-    waits = enc.seconds(enc.ts[later] - enc.ts[pairs.src_event])
-    total_wait = float(waits.sum())
+    waits = enc.ts[later] - enc.ts[pairs.src_event]  # int64 in ts units; stats scale to seconds
+    total_wait = float(waits.sum()) / enc.units_per_second
     pair_case = enc.case[pairs.src_event]
     notes: list[str] = []
 
     ekey = pairs.src.astype(np.int64) * n_act + pairs.dst
-    used = np.unique(ekey)
-    remap = np.searchsorted(used, ekey)
+    used, remap, _ = compact(ekey)
     edge_names = [f"{labels[int(k) // n_act]} -> {labels[int(k) % n_act]}" for k in used]
     edges = _wait_stats(enc, remap, waits, pair_case, edge_names, total_wait)
     acts = _wait_stats(enc, pairs.dst.astype(np.int64), waits, pair_case, labels, total_wait)
@@ -222,7 +221,7 @@ def find_bottlenecks(
         m = np.isin(lab, hit)
         if not m.any():
             continue
-        gs = group_stats(lab[m].astype(np.int64), waits[m])
+        gs = group_stats(lab[m].astype(np.int64), waits[m], scale=enc.units_per_second)
         for i, g in enumerate(gs.group):
             sel = m & (lab == g)
             states.append(

@@ -18,7 +18,14 @@ import numpy as np
 
 from insight.errors import InvalidInput
 from insight.eventlog.schema import EventLog
-from insight.mining._core import EncodedLog, ensure_encoded, follows, group_stats, service_times
+from insight.mining._core import (
+    EncodedLog,
+    distinct_per_key,
+    ensure_encoded,
+    follows,
+    group_stats,
+    service_times,
+)
 
 
 @dataclass
@@ -152,12 +159,14 @@ def discover_process_map(
         if not skip
         else _next_valid(work, pairs.src_event)
     )
-    wait = enc.seconds(enc.ts[next_event] - enc.ts[pairs.src_event])
+    ups = enc.units_per_second
     key = pairs.src.astype(np.int64) * n_act + pairs.dst
-    gs = group_stats(key, wait)
-    # cases per edge: distinct (case, edge) pairs
-    ck = np.unique(enc.case[pairs.src_event] * (n_act * n_act) + key)
-    cases_per_key = np.bincount(ck % (n_act * n_act), minlength=n_act * n_act) if n_act else np.zeros(0, np.int64)
+    raw_wait = enc.ts[next_event] - enc.ts[pairs.src_event]
+    # one argsort of the waits serves both the edge and the per-activity (sojourn) statistics
+    vorder = np.argsort(raw_wait)
+    gs = group_stats(key, raw_wait, scale=ups, value_order=vorder)
+    # cases per edge: distinct (case, edge) pairs; same sorted key set as gs.group
+    _, cases_per_edge = distinct_per_key(enc.case[pairs.src_event], key)
 
     keep_edge = np.ones(len(gs.group), dtype=bool)
     if edge_threshold > 0 and len(gs.group):
@@ -175,7 +184,7 @@ def discover_process_map(
             source=str(labels[g // n_act]),
             target=str(labels[g % n_act]),
             count=int(gs.count[i]),
-            cases=int(cases_per_key[g]),
+            cases=int(cases_per_edge[i]),
             mean_s=float(gs.mean[i]),
             median_s=float(gs.median[i]),
             p90_s=float(gs.p90[i]),
@@ -198,14 +207,18 @@ def discover_process_map(
     # sojourn: time since the previous event of the case (unfiltered), attributed to the later activity
     same = enc.case[1:] == enc.case[:-1]
     later = np.flatnonzero(same) + 1
-    soj = group_stats(codes[later], enc.seconds(enc.ts[later] - enc.ts[later - 1]))
+    if skip:
+        soj = group_stats(codes[later], enc.ts[later] - enc.ts[later - 1], scale=ups)
+    else:
+        soj = group_stats(pairs.dst.astype(np.int64), raw_wait, scale=ups, value_order=vorder)
     soj_idx = {int(g): i for i, g in enumerate(soj.group)}
     svc = service_times(enc, lifecycle_column=lifecycle_column)
     has_svc = ~np.isnan(svc)
     svc_stats = group_stats(codes[has_svc], svc[has_svc])
     svc_idx = {int(g): i for i, g in enumerate(svc_stats.group)}
-    case_act = np.unique(enc.case * max(1, n_act) + codes)
-    cases_per_act = np.bincount(case_act % max(1, n_act), minlength=n_act)
+    act_ids, act_cases = distinct_per_key(enc.case, codes)
+    cases_per_act = np.zeros(n_act, dtype=np.int64)
+    cases_per_act[act_ids] = act_cases
 
     acts = []
     for a in np.flatnonzero(keep_act):

@@ -11,7 +11,7 @@ from insight.errors import InvalidInput
 from insight.eventlog.schema import GROUP, RESOURCE, EventLog
 from insight.mining._core import (
     EncodedLog,
-    case_durations,
+    case_durations_raw,
     case_variant_ids,
     changes_per_case,
     ensure_encoded,
@@ -131,8 +131,7 @@ def mine_variants(
     vid, first_case = case_variant_ids(enc)
     nv = len(first_case)
     n_cases = enc.n_cases
-    dur = case_durations(enc)
-    stats = group_stats(vid, dur)  # groups come out sorted 0..nv-1, all present
+    stats = group_stats(vid, case_durations_raw(enc), scale=enc.units_per_second)  # groups come out sorted 0..nv-1, all present
     cases = stats.count
     ev = np.bincount(vid, weights=enc.case_len, minlength=nv)
     hand = (
@@ -145,27 +144,42 @@ def mine_variants(
     cost = cases * t / 3600.0 * cm.hour_cost + hand * cm.handoff_cost + ev * cm.touch_cost
     order = np.lexsort((-cases, -cost))
     codes = enc.activity.codes
-    labels = enc.activity.labels
-    out: list[Variant] = []
-    for rank, v in enumerate(order, start=1):
-        c = first_case[v]
-        seq = codes[enc.case_start[c] : enc.case_start[c + 1]]
-        out.append(
-            Variant(
-                rank=rank,
-                activities=tuple(str(x) for x in labels[seq]),
-                cases=int(cases[v]),
-                share=float(cases[v] / n_cases),
-                median_s=float(stats.median[v]),
-                p90_s=float(stats.p90[v]),
-                mean_s=float(stats.mean[v]),
-                events_per_case=float(ev[v] / cases[v]),
-                handoffs_per_case=float(hand[v] / cases[v]),
-                rework_per_case=float(rework[v] / cases[v]),
-                cost=float(cost[v]),
-                example_case=str(enc.case_labels[c]),
-            )
+    labels = np.array([str(x) for x in enc.activity.labels], dtype=object)
+    # build Python lists once: per-variant numpy scalar arithmetic in the loop would dominate the run time
+    o = order
+    starts = enc.case_start[first_case[o]].tolist()
+    ends = enc.case_start[first_case[o] + 1].tolist()
+    cases_l = cases[o].tolist()
+    share_l = (cases[o] / max(1, n_cases)).tolist()
+    med_l, p90_l, mean_l = stats.median[o].tolist(), stats.p90[o].tolist(), stats.mean[o].tolist()
+    ev_l = (ev[o] / cases[o]).tolist()
+    hand_l = (hand[o] / cases[o]).tolist()
+    rew_l = (rework[o] / cases[o]).tolist()
+    cost_l = cost[o].tolist()
+    example_l = enc.case_labels[first_case[o]].tolist()
+    # all representative sequences in one gather, then cheap list slices per variant
+    lens = np.asarray(ends) - np.asarray(starts)
+    offs = np.r_[0, np.cumsum(lens)]
+    rep = np.repeat(np.asarray(starts) - offs[:-1], lens) + np.arange(offs[-1])
+    names = labels[codes[rep]].tolist()
+    offs_l = offs.tolist()
+    out = [
+        Variant(
+            rank=i + 1,
+            activities=tuple(names[offs_l[i] : offs_l[i + 1]]),
+            cases=cases_l[i],
+            share=share_l[i],
+            median_s=med_l[i],
+            p90_s=p90_l[i],
+            mean_s=mean_l[i],
+            events_per_case=ev_l[i],
+            handoffs_per_case=hand_l[i],
+            rework_per_case=rew_l[i],
+            cost=cost_l[i],
+            example_case=str(example_l[i]),
         )
+        for i in range(nv)
+    ]
     return VariantTable(
         variants=out,
         n_cases=n_cases,
