@@ -73,6 +73,14 @@ def _trend_svg(values: list[float], labels: list[str], *, width: int = 560, heig
     )
 
 
+def _fixed_size_arrows(svg: str) -> str:
+    """Arrow heads in user units, so thick (frequent) edges do not get giant heads in the browser."""
+    if "<marker" in svg and "markerUnits" not in svg:
+        svg = svg.replace("<marker ", '<marker markerUnits="userSpaceOnUse" ', 1)
+        svg = svg.replace('markerWidth="7" markerHeight="7"', 'markerWidth="11" markerHeight="11"', 1)
+    return svg
+
+
 def render_html(report: InsightReport) -> str:
     """The report as one self-contained HTML page."""
     trend = report.kpis.trend
@@ -101,7 +109,7 @@ def render_html(report: InsightReport) -> str:
         "alerts": report.alerts.alerts[:25],
         "trend_cases": trend_cases,
         "trend_time": trend_time,
-        "svg": Markup(report.process_map_svg),
+        "svg": Markup(_fixed_size_arrows(report.process_map_svg)),
         "costly": costly_intent(report),
         "handovers": report.handovers.edges[:12] if report.handovers else [],
     }
