@@ -468,8 +468,9 @@ def _truth(*, cfg: SimConfig, seed: int, t0: pd.Timestamp, weeks: int, n_events:
     kg_team = int(home[kg][0]) if kg.any() else int(
         TEAM_NAMES.index(next(i.team for i in INTENTS if i.name == cfg.knowledge_gap_intent)))
     peers = (home == kg_team) & ~kg
+    # None (not NaN) when a tiny log lacks the intent or its peers, so truth.json stays strict JSON.
     ratio = (float(np.median(throughput_h[kg]) / np.median(throughput_h[peers]))
-             if kg.any() and peers.any() else float("nan"))
+             if kg.any() and peers.any() else None)
 
     could_stay = push  # planted: escalated without need and solved there by a quick proposal
     week_start = (t0 + pd.Timedelta(days=(weeks - 1) * 7)).date().isoformat()
@@ -504,7 +505,7 @@ def _truth(*, cfg: SimConfig, seed: int, t0: pd.Timestamp, weeks: int, n_events:
         slow_step=SlowStepTruth(
             activity=SLOTS[S_APPGR][0],
             after=SLOTS[S_APPREQ][0],
-            median_wait_hours=float(np.median(appr_waits) / 60.0) if appr_waits.size else float("nan"),
+            median_wait_hours=float(np.median(appr_waits) / 60.0) if appr_waits.size else None,
             cases=ids(approval),
             median_wait_by_activity_hours=median_by_act,
         ),

@@ -47,7 +47,7 @@ class SlowStepTruth:
 
     activity: str
     after: str
-    median_wait_hours: float
+    median_wait_hours: float | None  # None when the log has no approval case
     cases: list[str]
     # Median wait before every activity, measured on this log (hours), for comparison.
     median_wait_by_activity_hours: dict[str, float]
@@ -80,7 +80,7 @@ class KnowledgeGapTruth:
     intent: str
     planted_factor: float  # multiplier on its work and solution times
     team: str
-    measured_throughput_ratio: float  # median throughput vs other intents owned by the same team
+    measured_throughput_ratio: float | None  # median throughput vs other intents of the same team (None if absent)
 
 
 @dataclass

@@ -264,6 +264,7 @@ def test_intent_is_learnable_but_not_trivial(sim_big) -> None:
 
 def test_truth_is_json_round_trippable(sim) -> None:
     d = sim.truth.to_dict()
+    json.dumps(d, allow_nan=False)
     again = GroundTruth.from_dict(json.loads(json.dumps(d)))
     assert again.to_dict() == json.loads(json.dumps(d))
     assert again.misrouting.cases == sim.truth.misrouting.cases
@@ -272,7 +273,9 @@ def test_truth_is_json_round_trippable(sim) -> None:
 def test_sizing_and_bad_input() -> None:
     s = simulate_events(n_events=6000, seed=2)
     assert abs(s.log.n_events - 6000) / 6000 < 0.1
-    assert simulate(n_cases=1, seed=1).log.n_cases == 1
+    one = simulate(n_cases=1, seed=1)
+    assert one.log.n_cases == 1 and len(one.tickets) == 1
+    json.dumps(one.truth.to_dict(), allow_nan=False)  # strict JSON even when patterns are absent
     with pytest.raises(InvalidInput, match="n_cases"):
         simulate(n_cases=0)
     with pytest.raises(InvalidInput, match="weeks"):
