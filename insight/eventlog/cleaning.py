@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from insight.errors import InvalidEventLog
 from insight.eventlog.schema import (
@@ -24,6 +26,7 @@ from insight.eventlog.schema import (
 TimestampPolicy = Literal["drop", "impute", "error"]
 SOURCE = "source"
 SOURCE_CASE_ID = "source_case_id"
+_SPACES = re.compile(r"\s+")
 
 
 def load_activity_map(path: str | Path) -> dict[str, str]:
@@ -55,8 +58,34 @@ def load_activity_map(path: str | Path) -> dict[str, str]:
     return out
 
 
-def _normalise_labels(s: pd.Series) -> pd.Series:
-    return s.str.strip().str.replace(r"\s+", " ", regex=True)
+def _map_distinct(s: pd.Series, fn: Callable[[str], str]) -> pd.Series:
+    """Apply a string function once per distinct value (labels repeat a lot) and broadcast back."""
+    codes, uniques = pd.factorize(s)
+    mapped = np.asarray([fn(str(u)) for u in uniques] + [None], dtype=object)
+    out = pd.Series(mapped[np.where(codes >= 0, codes, len(uniques))], index=s.index, name=s.name)
+    return out.astype("str")
+
+
+def _normalise_label(label: str) -> str:
+    return _SPACES.sub(" ", label.strip())
+
+
+def _first_occurrence_mask(df: pd.DataFrame) -> np.ndarray:
+    """True for rows that are not an exact repeat of an earlier row (polars when it can hold the columns)."""
+    try:
+        frame = pl.from_pandas(df)
+        return frame.select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
+    except Exception:  # mixed-type object columns polars cannot convert: pandas does the same, slower
+        return ~df.duplicated(keep="first").to_numpy()
+
+
+def _stable_case_time_order(df: pd.DataFrame) -> np.ndarray:
+    """Row positions sorted by case id, then timestamp, ties kept in their current (file) order."""
+    keys = pl.DataFrame({
+        "c": pl.from_pandas(df[CASE_ID].astype("str")),
+        "t": pd.DatetimeIndex(df[TIMESTAMP]).asi8,
+    }).with_row_index("i")
+    return keys.sort(["c", "t"], maintain_order=True)["i"].to_numpy()
 
 
 def detect_case_attributes(df: pd.DataFrame, *, exclude: tuple[str, ...] = CANONICAL_COLUMNS) -> list[str]:
@@ -113,11 +142,12 @@ def clean(
 
     act = df[ACTIVITY].astype("str")
     if normalise_labels:
-        norm = _normalise_labels(act)
+        norm = _map_distinct(act, _normalise_label)
         report.add("activity_whitespace_normalised", int((norm != act).sum()))
         act = norm
     if activity_map:
-        mapped = act.replace(dict(activity_map))
+        amap = dict(activity_map)
+        mapped = _map_distinct(act, lambda a: amap.get(a, a))
         changed = int((mapped != act).sum())
         unused = sorted(set(activity_map) - set(act.unique()))
         detail = f"{len(activity_map)} rules"
@@ -130,9 +160,9 @@ def clean(
     df = df.assign(**{ACTIVITY: act, CASE_ID: df[CASE_ID].astype("str")})
 
     if drop_duplicates:
-        dup = df.duplicated(keep="first")
-        report.add("exact_duplicates_dropped", int(dup.sum()), "identical in every column; first kept")
-        df = df.loc[~dup]
+        keep = _first_occurrence_mask(df)
+        report.add("exact_duplicates_dropped", int((~keep).sum()), "identical in every column; first kept")
+        df = df.loc[keep]
     else:
         report.add("exact_duplicates_dropped", 0, "duplicate dropping disabled")
 
@@ -160,10 +190,10 @@ def clean(
     if df.empty:
         raise InvalidEventLog("no events left after cleaning (see the quality report)", file=log.name)
 
-    before = df.index.to_numpy()
-    # mergesort is stable: equal (case, time) keep their original file order
-    df = df.sort_values([CASE_ID, TIMESTAMP], kind="mergesort")
-    moved = int((df.index.to_numpy() != np.sort(before)).sum())
+    # a stable sort: equal (case, time) keep their original file order
+    order = _stable_case_time_order(df)
+    moved = int((order != np.arange(len(order))).sum())
+    df = df.iloc[order]
     report.add("rows_reordered", moved, "sorted by case, timestamp, original position")
     df = df.reset_index(drop=True)
 

@@ -363,11 +363,15 @@ def _parse_timestamps(
     else:
         parsed = None
     if parsed is None:
-        s = values.str.strip_chars().str.replace(r"Z$", "+00:00")
+        s = values.str.strip_chars()
+        if s.str.ends_with("Z").any():
+            s = s.str.replace(r"Z$", "+00:00")
         nonnull = s.drop_nulls()
         if nonnull.len() == 0:
             raise InvalidEventLog("timestamp column holds no values", file=str(path), column=column)
-        sample = nonnull.unique(maintain_order=True).head(5000)
+        # distinct values from the head plus an even spread over the file, so late format changes show up
+        step = max(1, nonnull.len() // 20_000)
+        sample = pl.concat([nonnull.head(20_000), nonnull.gather_every(step)]).unique().head(5000)
         fmts, ambiguous = _candidate_formats(sample)
         if ambiguous:
             day = [f for f in fmts if f in _DAYFIRST_FORMATS]

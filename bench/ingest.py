@@ -1,0 +1,137 @@
+"""Ingestion speed: a 1M-event CSV through deskpilot vs plain pandas and pm4py, and every real log's ingest time.
+
+Run: .venv/bin/python bench/ingest.py   (writes bench/results/ingest.json)
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import Results, best_of, data_dir
+
+from insight.eventlog import clean, ingest, read_log
+
+N_EVENTS = 1_000_000
+SOURCE_NAMES = {"case_id": "Case ID", "activity": "Activity", "timestamp": "Complete Timestamp",
+                "resource": "Resource", "group": "Team", "channel": "Channel"}
+
+
+def _simulated_frame(n_events: int) -> tuple[pd.DataFrame, str]:
+    """Events from the project's simulator, or a plain numpy generator when it is not importable."""
+    try:
+        from insight.simulate import simulate_events
+
+        sim = simulate_events(n_events=n_events, seed=7)
+        df = sim.log.df
+        cols = [c for c in SOURCE_NAMES if c in df.columns]
+        return df[cols].copy(), "insight.simulate"
+    except Exception as exc:  # the simulator is someone else's moving target; the bench must still run
+        print(f"simulator unavailable ({type(exc).__name__}: {exc}); using numpy generator")
+    rng = np.random.default_rng(7)
+    n_cases = n_events // 8
+    case = np.sort(rng.integers(0, n_cases, n_events))
+    t = pd.Timestamp("2026-01-05", tz="UTC") + pd.to_timedelta(
+        np.sort(rng.integers(0, 90 * 86400, n_events)), unit="s")
+    acts = np.array(["Open", "Assign", "Reply", "Wait", "Escalate", "Resolve", "Close", "Reopen"])
+    return pd.DataFrame({
+        "case_id": [f"T{c:07d}" for c in case],
+        "activity": acts[rng.integers(0, len(acts), n_events)],
+        "timestamp": t,
+        "resource": [f"agent{r}" for r in rng.integers(0, 300, n_events)],
+        "group": [f"team{g}" for g in rng.integers(0, 12, n_events)],
+    }), "numpy"
+
+
+def _write_source_csv(df: pd.DataFrame, path: Path) -> None:
+    out = df.rename(columns=SOURCE_NAMES)
+    # naive local-style timestamps, as most help-desk exports have them
+    out["Complete Timestamp"] = df["timestamp"].dt.tz_convert(None).dt.strftime("%Y/%m/%d %H:%M:%S")
+    out.to_csv(path, index=False)
+
+
+def _pandas_baseline(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path)
+    df["Complete Timestamp"] = pd.to_datetime(df["Complete Timestamp"], utc=True)
+    return df
+
+
+def _pandas_pyarrow_baseline(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, engine="pyarrow")
+    df["Complete Timestamp"] = pd.to_datetime(df["Complete Timestamp"], format="%Y/%m/%d %H:%M:%S", utc=True)
+    return df
+
+
+def _pm4py_baseline(path: Path) -> pd.DataFrame:
+    import pm4py
+
+    df = pd.read_csv(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pm4py.format_dataframe(df, case_id="Case ID", activity_key="Activity",
+                                      timestamp_key="Complete Timestamp")
+
+
+REAL_LOGS = [
+    ("helpdesk/Helpdesk.xes.gz", None),
+    ("helpdesk/helpdesk_finale_attributes.csv.gz", "helpdesk_csv"),
+    ("helpdesk/tax2017_helpdesk.csv", "tax2017"),
+    ("bpic2013/BPI_Challenge_2013_incidents.xes.gz", "bpic2013_xes"),
+    ("bpic2013/VINST_incidents_ibm_with_support_level.csv.gz", "bpic2013_vinst"),
+    ("bpic2012/BPI_Challenge_2012.xes.gz", None),
+    ("bpic2012/tax2017_bpi_12_w.csv", "tax2017"),
+    ("bpic2014/BPIC14_f_incident_activity.xes.gz", None),
+    ("servicenow_uci498/incident_event_log_ibm_subset.csv.gz", "servicenow"),
+]
+
+
+def main() -> None:
+    """Run the benchmark and write bench/results/ingest.json."""
+    res = Results("ingest")
+    with tempfile.TemporaryDirectory(prefix="deskpilot-bench-") as tmp:
+        frame, generator = _simulated_frame(N_EVENTS)
+        res.extra_env["generator"] = generator
+        path = Path(tmp) / "events_1m.csv"
+        _write_source_csv(frame, path)
+        n = len(frame)
+        del frame
+        gc.collect()
+        label = f"{n:,} events ({path.stat().st_size / 1e6:.0f} MB)"
+        print(f"generated {label} with {generator}")
+
+        t_read_clean, log = best_of(lambda: clean(read_log(path)), repeat=3)
+        assert log.n_events <= n
+        t_full, _ = best_of(lambda: ingest(path, pseudonym_key="bench-key"), repeat=2)
+        t_pandas, _ = best_of(lambda: _pandas_baseline(path), repeat=2)
+        t_pyarrow, _ = best_of(lambda: _pandas_pyarrow_baseline(path), repeat=3)
+        t_pm4py, _ = best_of(lambda: _pm4py_baseline(path), repeat=1)
+
+        res.add("read+clean (deskpilot)", label, "seconds", t_read_clean, t_pandas, "a few seconds")
+        res.add("read+clean (deskpilot)", label, "events/s", n / t_read_clean, n / t_pandas)
+        res.add("read+clean+privacy (ingest)", label, "seconds", t_full, t_pandas)
+        res.add("pandas read_csv+to_datetime", label, "seconds", t_pandas)
+        res.add("pandas pyarrow+to_datetime(fmt)", label, "seconds", t_pyarrow)
+        res.add("pm4py read_csv+format_dataframe", label, "seconds", t_pm4py)
+        res.add("speed-up vs pandas default", label, "ratio", t_pandas / t_read_clean, 1.0)
+        res.add("speed-up vs pandas pyarrow+fmt", label, "ratio", t_pyarrow / t_read_clean, 1.0)
+        res.add("speed-up vs pm4py", label, "ratio", t_pm4py / t_read_clean, 1.0)
+
+    base = data_dir() / "process_logs"
+    for rel, preset in REAL_LOGS:
+        p = base / rel
+        if not p.is_file():
+            continue
+        t, log = best_of(lambda p=p, preset=preset: ingest(p, preset=preset, pseudonym_key="bench-key"), repeat=1)
+        q = log.quality
+        res.add("ingest real log", rel.split("/")[-1][:28], "seconds", t)
+        res.add("ingest real log", rel.split("/")[-1][:28], "events in/out/cases",
+                f"{q.rows_in}/{q.rows_out}/{q.cases_out}")
+    res.write()
+
+
+if __name__ == "__main__":
+    main()
