@@ -202,11 +202,13 @@ def detect_alerts(
     segs: dict[str, pd.Series] = {"all": pd.Series("all cases", index=cases.index)}
     if cl.has_groups:
         segs["first team"] = cases["first_team"].astype("string")
-    for col in cfg.segment_columns:
-        if log.has(col):
+    by_lower = {str(c).lower(): str(c) for c in log.df.columns}
+    for want in cfg.segment_columns:
+        col = by_lower.get(want.lower())
+        if col is not None and log.has(col):
             first = e.df[col] if e.order is None else e.df[col].iloc[e.order]
             per_case = pd.Series(first.to_numpy()).groupby(e.case).first()
-            segs[col] = pd.Series(per_case.to_numpy(), index=cases.index).astype("string")
+            segs[want] = pd.Series(per_case.to_numpy(), index=cases.index).astype("string")
     for seg_name, seg in segs.items():
         for value in seg.dropna().unique():
             m = (seg == value).fillna(False).to_numpy(dtype=bool)

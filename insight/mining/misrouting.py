@@ -176,9 +176,12 @@ def _hours(x: Any) -> float | None:
 
 
 def _kind_column(log: EventLog, cfg: MisroutingConfig) -> str | None:
+    # Source logs keep their own capitalisation ("Product" in BPIC 2013), so match names case-insensitively.
+    by_lower = {str(c).lower(): str(c) for c in log.df.columns}
     for col in cfg.kind_columns:
-        if log.has(col):
-            return col
+        real = by_lower.get(col.lower())
+        if real is not None and log.has(real):
+            return real
     return None
 
 
