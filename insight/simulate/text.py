@@ -286,6 +286,7 @@ DOMAINS = ["example.com", "mail.example.org", "example.net"]
 DATES = ["Monday", "last week", "March 3", "yesterday", "the 14th", "2 Feb", "Friday", "the weekend",
          "01/12", "this morning"]
 CODES = ["403", "500", "502", "E1042", "AUTH-17", "429", "TIMEOUT", "0x80070005"]
+AREAS = ["212", "312", "415", "617", "303"]
 PLANS = ["Premium", "Business", "Family", "Pro", "Unlimited"]
 
 # Number of uniform draws a ticket consumes; columns of the matrix passed to `render_tickets`.
@@ -355,8 +356,9 @@ def render_tickets(
             "plan": _pick(PLANS, u[6]),
             "name": first.title(),
             "email": f"{first}.{_pick(LAST, u[8])}@{_pick(DOMAINS, u[9])}",
-            "phone": (f"+44 7700 {int(u[10] * 900000) + 100000}" if u[20] < 0.5
-                      else f"(555) 01{int(u[10] * 90) + 10}-{int(u[11] * 9000) + 1000}"),
+            # Numbers from the ranges reserved for fiction (UK 07700 900xxx, US 555-01xx).
+            "phone": (f"+44 7700 900{int(u[10] * 1000):03d}" if u[20] < 0.5
+                      else f"({_pick(AREAS, u[11])}) 555-01{int(u[10] * 100):02d}"),
         }
         if u[12] < vague_share:
             vague[k] = True
@@ -385,7 +387,9 @@ def render_tickets(
         if cue is not None:
             # Borrowed wording goes after the opener or at the end; sometimes into the subject too.
             sentence = _pick(INTENT_TEXT[cue]["cues"], u[21])
-            parts.insert(len(parts) if u[39] < 0.4 else min(2, len(parts)), sentence)
+            if sentence[-1] not in ".!?":
+                sentence += "."
+            parts.insert(max(1, len(parts) - 1) if u[39] < 0.4 else min(2, len(parts)), sentence)
             if u[22] < 0.25:
                 subject = f"{subject} / {_pick(INTENT_TEXT[cue]['subjects'], u[23])}"
         if u[24] < pii_share:
