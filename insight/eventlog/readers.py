@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import polars as pl
@@ -531,6 +532,11 @@ def read_log(
         if not pre.mapping:
             how = f"preset {preset} (pm4py names)"
     tz = source_tz or (pre.source_tz if pre else "UTC")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidEventLog(f"unknown source time zone {tz!r} (use an IANA name like 'Europe/Rome')",
+                              file=str(p)) from None
     dayf = dayfirst if dayfirst is not None else (pre.dayfirst if pre else None)
     nas = tuple(na_values) if na_values is not None else (pre.na_values if pre else ())
     fmt = detect_format(p)

@@ -333,3 +333,47 @@ def test_mapping_naming_absent_column(tmp_path):
 def test_unknown_preset(tmp_path):
     with pytest.raises(InvalidEventLog, match="unknown preset"):
         read_log(_write(tmp_path, "a.csv", CSV), preset="nope")
+
+
+def test_unknown_time_zone(tmp_path):
+    with pytest.raises(InvalidEventLog, match="unknown source time zone 'Mars/Base'"):
+        read_log(_write(tmp_path, "a.csv", CSV), source_tz="Mars/Base")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _cli():
+    import typer
+    from typer.testing import CliRunner
+
+    from api.commands import ingest as ingest_cmd
+
+    app = typer.Typer()
+    ingest_cmd.register(app)
+
+    @app.callback()
+    def _root() -> None:  # keeps `ingest` a sub-command
+        pass
+
+    return app, CliRunner()
+
+
+def test_cli_ingest_with_map_and_out(tmp_path):
+    text = "ticket;step;when;agent\nT1;new;2020-01-01 10:00:00;x\nT1;done;2020-01-01 11:00:00;y\n"
+    src = _write(tmp_path, "m.csv", text)
+    app, runner = _cli()
+    out = tmp_path / "clean.parquet"
+    result = runner.invoke(app, ["ingest", str(src), "--map", "ticket=case_id", "--map", "step=activity",
+                                 "--map", "when=timestamp", "--map", "agent=resource", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "exact_duplicates_dropped" in result.output and "rows out" in result.output
+    back = read_log(out)
+    assert back.n_events == 2 and back.df[RESOURCE].str.startswith("res_").all()
+
+
+def test_cli_reports_bad_mapping_cleanly(tmp_path):
+    app, runner = _cli()
+    result = runner.invoke(app, ["ingest", str(_write(tmp_path, "a.csv", CSV)), "--map", "Nope=case_id"])
+    assert result.exit_code == 2
+    assert "Nope" in result.output and "Traceback" not in result.output
