@@ -140,6 +140,8 @@ class SimConfig:
     drift_share: float = 0.7  # of last-week chat cases
     # channel transfers (chat -> phone call-back, portal -> email)
     transfer_share: float = 0.10
+    # office hours: 2nd/3rd line and approvals work Mon-Fri 08:00-18:00 UTC (the first line is 24/7)
+    business_hours: bool = False
     # customer waits and self-service
     wait_customer_share: float = 0.30
     self_service_share: float = 0.6  # of portal tickets

@@ -135,6 +135,37 @@ def allowed_transitions() -> set[tuple[str, str]]:
     return pairs
 
 
+def _business_hours(rng: np.random.Generator, arrival_min: np.ndarray, wait_min: np.ndarray, mask: np.ndarray,
+                    team: np.ndarray, start_weekday: int) -> np.ndarray:
+    """Offsets (minutes from arrival) when 2nd/3rd-line and approval work only happens Mon-Fri 08:00-18:00.
+
+    The first line is a 24/7 contact center; other teams' events falling outside office hours move to the next
+    opening plus a short pick-up delay, one slot at a time so later waits start from the moved time.
+    """
+    n, k = wait_min.shape
+    office = np.zeros(k, dtype=bool)
+    office[[S_WORK, S_WORK_ESC, S_APPREQ, S_APPGR, S_SOL, S_WK1, S_SOL1, S_WK2, S_SOL2, S_RESOLVED]] = True
+    i_l1 = TEAM_NAMES.index(L1)
+    # Days to the next working day's opening: before opening on a weekday 0, after closing Mon-Thu 1, Fri 3, ...
+    after_close = np.array([1, 1, 1, 1, 3, 2, 1])
+    before_open = np.array([0, 0, 0, 0, 0, 2, 1])
+    t = arrival_min.copy()
+    out = np.empty((n, k))
+    for s in range(k):
+        t = t + wait_min[:, s]
+        if office[s]:
+            day = np.floor(t / 1440.0)
+            wd = (start_weekday + day.astype(np.int64)) % 7
+            minute = t - day * 1440.0
+            open_now = (wd < 5) & (minute >= 480.0) & (minute < 1080.0)
+            add_days = np.where(minute < 480.0, before_open[wd], after_close[wd])
+            pickup = np.exp(np.log(20.0) + 0.8 * rng.standard_normal(n))
+            moved = (day + add_days) * 1440.0 + 480.0 + pickup
+            t = np.where(mask[:, s] & ~open_now & (team[:, s] != i_l1), moved, t)
+        out[:, s] = t
+    return out - arrival_min[:, None]
+
+
 def _choice_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     """One categorical draw per row of a (n, k) probability matrix."""
     cum = np.cumsum(probs, axis=1)
@@ -309,7 +340,12 @@ def simulate(
     wait_min[np.arange(n), first_slot] = 0.0
     wait_min[:, S_SELF] = 0.0
     wait_min *= mask
-    offset_min = np.cumsum(wait_min, axis=1)
+    if cfg.business_hours:
+        offset_min = _business_hours(rng, arrival_min, wait_min, mask, team, t0.weekday())
+        # The waits the events really show (moved into office hours), for the truth figures.
+        wait_min = np.diff(offset_min, axis=1, prepend=0.0) * mask
+    else:
+        offset_min = np.cumsum(wait_min, axis=1)
 
     # --- flatten to events ---
     rows, cols = np.nonzero(mask)

@@ -316,3 +316,21 @@ def test_cli_writes_events_tickets_and_truth(tmp_path) -> None:
     assert len(pd.read_csv(out / "tickets.csv")) == 150
     truth = GroundTruth.from_dict(json.loads((out / "truth.json").read_text()))
     assert truth.misrouting.cases == direct.truth.misrouting.cases
+
+
+def test_business_hours_option_moves_back_office_work_into_office_hours() -> None:
+    s = simulate(n_cases=800, seed=4, config=SimConfig(business_hours=True))
+    df = s.log.df
+    office_acts = {"Work started", "Approval requested", "Approval granted", "Solution proposed", "Resolved"}
+    back = df[df["activity"].isin(office_acts) & (df["group"] != "Service Desk L1")]
+    ts = back["timestamp"]
+    inside = (ts.dt.hour >= 8) & (ts.dt.hour < 18) & (ts.dt.day_of_week < 5)
+    assert inside.all()
+    front = df[df["activity"].isin(office_acts) & (df["group"] == "Service Desk L1")]["timestamp"]
+    assert ((front.dt.hour < 8) | (front.dt.hour >= 18) | (front.dt.day_of_week >= 5)).any()  # L1 is 24/7
+    same = df["case_id"].to_numpy()[1:] == df["case_id"].to_numpy()[:-1]
+    assert (np.diff(df["timestamp"].dt.tz_localize(None).to_numpy().astype("int64"))[same] > 0).all()
+    # The truth reports the waits the log really shows.
+    w = _waits(df)
+    med = w.loc[w["activity"] == "Approval granted", "wait_h"].median()
+    assert med == pytest.approx(s.truth.slow_step.median_wait_hours, rel=0.01)
