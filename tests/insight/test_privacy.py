@@ -102,7 +102,12 @@ def test_apply_privacy_on_log():
     assert any("NOT pseudonymized" in w for w in raw.quality.warnings)
 
 
-def test_vectorised_speed_on_many_repeated_values():
+def test_each_distinct_value_is_scanned_once(monkeypatch):
+    import insight.eventlog.privacy as privacy
+
+    calls = []
+    real = privacy._redact_one
+    monkeypatch.setattr(privacy, "_redact_one", lambda text, counts: calls.append(text) or real(text, counts))
     rng = np.random.default_rng(0)
     texts = np.array([f"agent note {i} mail u{i}@x.org" for i in range(2000)], dtype=object)
     s = pd.Series(texts[rng.integers(0, 2000, 500_000)])
@@ -110,6 +115,8 @@ def test_vectorised_speed_on_many_repeated_values():
     out, counts = redact_series(s)
     tokens = pseudonymize(s, key="k")
     elapsed = time.perf_counter() - t0
-    assert counts.items["email"] == 500_000 and tokens.nunique() == s.nunique()
-    # one scan per distinct value: far below a per-row Python loop (~5 s here)
-    assert elapsed < 3.0, elapsed
+    assert len(calls) == s.nunique() <= 2000
+    assert counts.items["email"] == 500_000 and counts.values_changed == 500_000
+    assert tokens.nunique() == s.nunique()
+    # generous bound for a shared CI machine; a per-row loop takes several times longer
+    assert elapsed < 10.0, elapsed
