@@ -35,6 +35,8 @@ def _counts(log: EventLog) -> tuple[int, int, int]:
 def test_helpdesk_xes_counts(helpdesk_xes):
     assert _counts(helpdesk_xes) == (21_348, 4_580, 14)
     assert helpdesk_xes.df[RESOURCE].nunique() == 22
+    counts = helpdesk_xes.df["activity"].value_counts()
+    assert counts["Take in charge ticket"] == 5_060 and counts["Closed"] == 4_574 and counts["DUPLICATE"] == 1
     assert helpdesk_xes.df[TIMESTAMP].dt.tz is not None
     # the XES repeats concept:name / org:resource as "Activity" / "Resource": dropped as redundant
     assert "Resource" not in helpdesk_xes.df.columns
@@ -72,6 +74,8 @@ def test_bpic2013_vinst_csv(shared_data):
     assert _counts(log) == (65_533, 7_554, 13)
     assert log.df[GROUP].nunique() == 649  # Involved ST
     assert log.df["ST Level"].value_counts()["L1"] == 46_042
+    assert log.df["Status"].value_counts().to_dict() == {
+        "Accepted": 40_117, "Completed": 13_867, "Queued": 11_544, "Unmatched": 5}
     # the offsets in the file (+01:00 / +02:00) are converted, not dropped
     assert log.df[TIMESTAMP].iloc[0] == pd.Timestamp("2010-03-31 14:59:42", tz="UTC")
 
