@@ -122,6 +122,21 @@ def _open_kb_index(settings: Settings, embedder: Any) -> Any:
     return cls.from_path(settings.chroma_path, embedder=embedder)
 
 
+def _repair_kb_index(engine: Engine, index: Any) -> None:
+    """Bring the index in line with SQL at start-up (writes that failed or were cut off while the service was down)."""
+    try:
+        from knowledge_hub.consistency import check, repair
+    except ImportError:
+        return
+    with Session(engine, expire_on_commit=False) as session:
+        report = check(session=session, index=index)
+        if report.ok:
+            return
+        result = repair(session=session, index=index)
+    log.info("kb_index_repaired", reindexed=len(result.reindexed), removed=len(result.removed),
+             failed=len(result.failed), full_reindex=result.full_reindex)
+
+
 async def reload_models(app: FastAPI) -> tuple[ModelState, ModelState]:
     """Load the live models again and swap them in atomically; a failed load keeps the old ones serving.
 
@@ -161,6 +176,7 @@ def create_app(
     decide: Any = None,
     decide_batch: Any = None,
     open_kb_index: Callable[[Settings, Any], Any] | None = None,
+    embedder: Any = None,
 ) -> FastAPI:
     """Build the app; nothing heavy happens until the lifespan starts (engine, tables, index, models)."""
     settings = settings or get_settings()
@@ -182,15 +198,17 @@ def create_app(
                 ensure_key(session=session, name="bootstrap-admin", role="admin",
                            secret=settings.bootstrap_admin_key.get_secret_value())
         # The embedder object is cheap; its weights load on first encode.
-        app.state.embedder = Embedder(settings.embedding_model_path)
+        app.state.embedder = embedder if embedder is not None else Embedder(settings.embedding_model_path)
         if decide is None:
             app.state.decide, app.state.decide_batch = _resolve_decide()
         else:
             app.state.decide, app.state.decide_batch = decide, decide_batch
-        app.state.kb_index, app.state.kb_index_error = None, None
+        app.state.kb_index, app.state.kb_index_error, app.state.kb_retriever = None, None, None
         try:
             opener = open_kb_index or _open_kb_index
             app.state.kb_index = await anyio.to_thread.run_sync(opener, settings, app.state.embedder)
+            if app.state.kb_index is not None:
+                await anyio.to_thread.run_sync(_repair_kb_index, engine, app.state.kb_index)
         except (ImportError, AttributeError) as exc:
             app.state.kb_index_error = f"knowledge_hub index module unavailable ({exc})"
         except Exception as exc:  # chroma raises many types when a server is down; the API still serves routing

@@ -43,11 +43,15 @@ def start_api(
     *,
     bundle_loader: Callable[[Settings, Any], Any] | None,
     open_kb_index: Callable[[Settings, Any], Any] | None = None,
+    embedder: Any = None,
 ) -> tuple[FastAPI, TestClient, dict[str, str]]:
-    """Create the app, enter its lifespan and create a key per role (caller must close the client)."""
+    """Create the app, enter its lifespan and create a key per role (caller must close the client).
+
+    Without `open_kb_index` the app runs with no knowledge-base index (KB routes answer 503).
+    """
     app = create_app(
         settings, bundle_loader=bundle_loader, decide=tiny_decide,
-        open_kb_index=open_kb_index or (lambda s, e: None),
+        open_kb_index=open_kb_index or (lambda s, e: None), embedder=embedder,
     )
     client = TestClient(app, raise_server_exceptions=False)
     client.__enter__()
