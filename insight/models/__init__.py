@@ -1,3 +1,15 @@
-"""Predictors trained on mined logs and ticket text (scikit-learn-style estimators) and their registry."""
+"""deskpilot models: the registry, next-activity, remaining-time, resolving-team router and baselines."""
 
-from insight.models.intent import IntentClassifier, IntentPrediction  # noqa: F401
+from insight.models.next_activity import NextActivityMetrics, NextActivityPredictor
+from insight.models.ngram import NGramBackoff
+from insight.models.prefix_features import END, PrefixEncoder, PrefixSet, time_ordered_case_split
+from insight.models.registry import ArtifactMetadata, ArtifactRef, LoadedArtifact, ModelRegistry
+from insight.models.remaining_time import RemainingTimeMetrics, RemainingTimePredictor
+from insight.models.router import RouterMetrics, RoutingImpact, TeamRouter, TeamScore, routing_impact
+
+__all__ = [
+    "END", "ArtifactMetadata", "ArtifactRef", "LoadedArtifact", "ModelRegistry", "NGramBackoff",
+    "NextActivityMetrics", "NextActivityPredictor", "PrefixEncoder", "PrefixSet", "RemainingTimeMetrics",
+    "RemainingTimePredictor", "RouterMetrics", "RoutingImpact", "TeamRouter", "TeamScore", "routing_impact",
+    "time_ordered_case_split",
+]

@@ -1,0 +1,326 @@
+"""Model registry: one folder per artifact (`<root>/<task>/<version>/`) with a joblib model and metadata.json.
+
+A per-task `live.json` pointer names the version served by default; it is replaced atomically (temp + os.replace)
+so a reader never sees a half-written pointer. Loading checks library versions and fails loudly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from insight.errors import ModelArtifactError, ModelNotReady, NotFound
+
+MODEL_FILE = "model.joblib"
+METADATA_FILE = "metadata.json"
+LIVE_FILE = "live.json"
+# Libraries whose major.minor must match between the writer and the reader of an artifact.
+CHECKED_LIBRARIES = ("scikit-learn", "lightgbm")
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries an artifact depends on, as installed here."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("scikit-learn", "lightgbm", "numpy", "pandas", "sentence-transformers"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def data_hash(*frames: Any) -> str:
+    """Stable sha256 (first 16 hex) of the training data (pandas frames / series / arrays / strings)."""
+    import numpy as np
+    import pandas as pd
+
+    h = hashlib.sha256()
+    for obj in frames:
+        if isinstance(obj, pd.DataFrame | pd.Series):
+            h.update(pd.util.hash_pandas_object(obj, index=False).to_numpy().tobytes())
+        elif isinstance(obj, np.ndarray):
+            h.update(np.ascontiguousarray(obj).tobytes())
+        else:
+            h.update(repr(obj).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class ArtifactMetadata:
+    """What is known about one trained model: versions, inputs, outputs, data and quality."""
+
+    task: str
+    version: str = ""
+    created_at: str = ""
+    libraries: dict[str, str] = field(default_factory=dict)
+    features: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    training_data_hash: str = ""
+    training_window: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    hyper_params: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "task": self.task,
+            "version": self.version,
+            "created_at": self.created_at,
+            "libraries": dict(self.libraries),
+            "features": list(self.features),
+            "classes": list(self.classes),
+            "training_data_hash": self.training_data_hash,
+            "training_window": list(self.training_window),
+            "metrics": self.metrics,
+            "hyper_params": self.hyper_params,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArtifactMetadata:
+        """Inverse of to_dict (unknown keys go to `extra`)."""
+        known = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        extra = dict(kwargs.pop("extra", {}) or {})
+        extra.update({k: v for k, v in d.items() if k not in known})
+        return cls(**kwargs, extra=extra)
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """Where a saved artifact lives."""
+
+    task: str
+    version: str
+    path: Path
+
+
+@dataclass
+class LoadedArtifact:
+    """A model read back from the registry with its metadata."""
+
+    model: Any
+    metadata: ArtifactMetadata
+    ref: ArtifactRef
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, datetime | Path):
+        return str(o)
+    return repr(o)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ModelRegistry:
+    """A registry folder holding versioned model artifacts per task, each with a `live` pointer."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _check_name(self, what: str, value: str) -> str:
+        if not value or not _SAFE.match(value):
+            raise ModelArtifactError(f"invalid {what} {value!r}: use letters, digits, '_', '-', '.'")
+        return value
+
+    def _task_dir(self, task: str) -> Path:
+        return self.root / self._check_name("task", task)
+
+    def save(
+        self,
+        model: Any,
+        *,
+        task: str,
+        metadata: ArtifactMetadata | dict[str, Any] | None = None,
+        version: str | None = None,
+        promote: bool = False,
+    ) -> ArtifactRef:
+        """Write a model and its metadata as a new version folder (optionally make it live)."""
+        meta = (
+            ArtifactMetadata.from_dict({**metadata, "task": task})
+            if isinstance(metadata, dict)
+            else (metadata or ArtifactMetadata(task=task))
+        )
+        meta.task = task
+        now = datetime.now(UTC)
+        if version is None:
+            # Time-ordered, sortable versions; a suffix keeps two saves in the same second distinct.
+            base = now.strftime("v%Y%m%dT%H%M%S")
+            version = base
+            n = 1
+            while (self._task_dir(task) / version).exists():
+                n += 1
+                version = f"{base}-{n}"
+        self._check_name("version", version)
+        final = self._task_dir(task) / version
+        if final.exists():
+            raise ModelArtifactError(f"artifact {task}/{version} already exists at {final}")
+        meta.version = version
+        meta.created_at = now.isoformat()
+        meta.libraries = library_versions()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # Build in a temp folder then rename, so a crash never leaves a half-written version folder.
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{version}."))
+        try:
+            joblib.dump(model, tmp / MODEL_FILE, compress=3)
+            (tmp / METADATA_FILE).write_text(
+                json.dumps(meta.to_dict(), indent=2, default=_json_default), encoding="utf-8"
+            )
+            os.replace(tmp, final)
+        except BaseException:
+            for p in tmp.glob("*"):
+                p.unlink()
+            tmp.rmdir()
+            raise
+        ref = ArtifactRef(task=task, version=version, path=final)
+        if promote:
+            self.promote(task, version)
+        return ref
+
+    def list_versions(self, task: str) -> list[str]:
+        """Versions of a task, oldest first (empty when none)."""
+        d = self._task_dir(task)
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def tasks(self) -> list[str]:
+        """Tasks that have at least one version."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.list_versions(p.name))
+
+    def promote(self, task: str, version: str) -> ArtifactRef:
+        """Make `version` the live one for `task` (atomic pointer swap)."""
+        path = self._task_dir(task) / self._check_name("version", version)
+        if not (path / METADATA_FILE).is_file():
+            raise NotFound(f"no artifact {task}/{version} in registry {self.root}")
+        _atomic_write_text(
+            self._task_dir(task) / LIVE_FILE,
+            json.dumps({"task": task, "version": version, "promoted_at": datetime.now(UTC).isoformat()}),
+        )
+        return ArtifactRef(task=task, version=version, path=path)
+
+    def live_version(self, task: str) -> str | None:
+        """Version the live pointer names, or None when the task has none."""
+        p = self._task_dir(task) / LIVE_FILE
+        if not p.is_file():
+            return None
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+            return str(data["version"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelArtifactError(f"live pointer {p} is corrupt: {exc}") from exc
+
+    def read_metadata(self, task: str, version: str) -> ArtifactMetadata:
+        """Metadata of one artifact (raises when missing or corrupt)."""
+        path = self._task_dir(task) / self._check_name("version", version) / METADATA_FILE
+        if not path.is_file():
+            raise ModelArtifactError(f"artifact {task}/{version} has no {METADATA_FILE} (expected {path})")
+        try:
+            return ArtifactMetadata.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise ModelArtifactError(f"{path} is not valid metadata JSON: {exc}") from exc
+
+    def check_versions(self, meta: ArtifactMetadata, where: str) -> None:
+        """Refuse an artifact written by a different major.minor of a checked library."""
+        here = library_versions()
+        diffs = []
+        for lib in CHECKED_LIBRARIES:
+            then = meta.libraries.get(lib)
+            now = here.get(lib)
+            if then is None or now is None:
+                if then != now:
+                    diffs.append(f"{lib} {then or 'absent'} (artifact) vs {now or 'absent'} (installed)")
+                continue
+            if _major_minor(then) != _major_minor(now):
+                diffs.append(f"{lib} {then} (artifact) vs {now} (installed)")
+        if diffs:
+            raise ModelArtifactError(
+                f"artifact {where} was written by incompatible library versions: {'; '.join(diffs)}; "
+                "retrain it with `deskpilot train`"
+            )
+
+    def load(self, task: str, version: str | None = None) -> LoadedArtifact:
+        """Load a version (default: the live one) after checking its metadata and library versions."""
+        if version is None:
+            version = self.live_version(task)
+            if version is None:
+                raise ModelNotReady(
+                    f"no live model for task {task!r} in registry {self.root}; run `deskpilot train` first"
+                )
+        where = f"{task}/{version}"
+        folder = self._task_dir(task) / self._check_name("version", version)
+        if not folder.is_dir():
+            raise NotFound(f"no artifact {where} in registry {self.root}")
+        meta = self.read_metadata(task, version)
+        if meta.task != task:
+            raise ModelArtifactError(f"artifact {where} metadata says task {meta.task!r}")
+        self.check_versions(meta, where)
+        model_path = folder / MODEL_FILE
+        if not model_path.is_file():
+            raise ModelArtifactError(f"artifact {where} has no {MODEL_FILE} (expected {model_path})")
+        try:
+            model = joblib.load(model_path)
+        except Exception as exc:  # joblib/pickle raise many types on truncated or foreign files
+            raise ModelArtifactError(f"cannot read model file {model_path}: {type(exc).__name__}: {exc}") from exc
+        return LoadedArtifact(model=model, metadata=meta, ref=ArtifactRef(task=task, version=version, path=folder))
+
+
+def save(model: Any, *, registry: str | Path, task: str, metadata: ArtifactMetadata | dict[str, Any] | None = None,
+         promote: bool = False) -> ArtifactRef:
+    """Save a model as a new version in the registry folder."""
+    return ModelRegistry(registry).save(model, task=task, metadata=metadata, promote=promote)
+
+
+def load(*, registry: str | Path, task: str, version: str | None = None) -> LoadedArtifact:
+    """Load a model (default the live version) from the registry folder."""
+    return ModelRegistry(registry).load(task, version)
+
+
+def promote(*, registry: str | Path, task: str, version: str) -> ArtifactRef:
+    """Point the task's live pointer at a version."""
+    return ModelRegistry(registry).promote(task, version)
+
+
+def list_versions(*, registry: str | Path, task: str) -> list[str]:
+    """Versions of a task in the registry folder, oldest first."""
+    return ModelRegistry(registry).list_versions(task)

@@ -1,0 +1,197 @@
+"""Remaining time to resolution and SLA-breach probability per case prefix (LightGBM)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import NotFittedError
+
+from insight.models._lgbm import base_params, carve_validation
+from insight.models.prefix_features import PrefixEncoder, PrefixSet
+
+
+@dataclass
+class RemainingTimeMetrics:
+    """MAE in hours over every prefix of the test cases, against the mean-per-prefix-length baseline."""
+
+    n_cases: int
+    n_prefixes: int
+    mae_hours: float
+    baseline_mae_hours: float
+    median_baseline_mae_hours: float
+    sla_hours: float
+    breach_rate: float
+    breach_auc: float | None
+    breach_brier: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+class RemainingTimePredictor:
+    """Expected hours to case end after each event, and the probability the case misses an SLA target."""
+
+    def __init__(
+        self,
+        *,
+        k: int = 5,
+        sla_hours: float | None = None,
+        sla_quantile: float = 0.8,
+        objective: str = "l1",
+        n_estimators: int = 800,
+        learning_rate: float = 0.1,
+        num_leaves: int = 31,
+        min_child_samples: int = 20,
+        early_stopping_rounds: int = 20,
+        validation_fraction: float = 0.15,
+        case_attributes: list[str] | None = None,
+        event_attributes: list[str] | None = None,
+        seed: int = 7,
+        num_threads: int = 2,
+    ) -> None:
+        self.k = k
+        self.sla_hours = sla_hours
+        self.sla_quantile = sla_quantile
+        self.objective = objective
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.early_stopping_rounds = early_stopping_rounds
+        self.validation_fraction = validation_fraction
+        self.case_attributes = case_attributes
+        self.event_attributes = event_attributes
+        self.seed = seed
+        self.num_threads = num_threads
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters as given to __init__."""
+        return {k: getattr(self, k) for k in (
+            "k", "sla_hours", "sla_quantile", "objective", "n_estimators", "learning_rate", "num_leaves",
+            "min_child_samples", "early_stopping_rounds", "validation_fraction", "case_attributes",
+            "event_attributes", "seed", "num_threads")}
+
+    def _params(self, objective: str) -> dict[str, Any]:
+        p = base_params(seed=self.seed, num_threads=self.num_threads)
+        p.update(objective=objective, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+                 min_child_samples=self.min_child_samples)
+        return p
+
+    def _train(self, params: dict[str, Any], fit: PrefixSet, y_fit: np.ndarray, val: PrefixSet | None,
+               y_val: np.ndarray | None, full: PrefixSet, y_full: np.ndarray) -> tuple[lgb.Booster, int]:
+        n_iter = self.n_estimators
+        if val is not None and y_val is not None and len(val):
+            dtrain = lgb.Dataset(fit.X, y_fit, free_raw_data=False)
+            dvalid = lgb.Dataset(val.X, y_val, reference=dtrain)
+            b = lgb.train(params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dvalid],
+                          callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
+            n_iter = max(1, b.best_iteration or self.n_estimators)
+            # The early-stopped booster is kept: refitting on all rows would double training time on 2 cores.
+            return b, n_iter
+        return lgb.train(params, lgb.Dataset(full.X, y_full), num_boost_round=n_iter), n_iter
+
+    def fit(self, log: Any, *, valid_log: Any = None) -> RemainingTimePredictor:
+        """Fit the regression and the breach classifier on every prefix (early stopping on validation cases)."""
+        if valid_log is None and self.validation_fraction > 0:
+            fit_log, valid_log = carve_validation(log, self.validation_fraction)
+        else:
+            fit_log = log
+        self.encoder_ = PrefixEncoder(
+            k=self.k, case_attributes=self.case_attributes, event_attributes=self.event_attributes
+        ).fit(log)
+        fit = self.encoder_.transform(fit_log)
+        val = self.encoder_.transform(valid_log) if valid_log is not None else None
+        full = self.encoder_.transform(log) if valid_log is not None else fit
+        durations = pd.Series(full.elapsed_hours + full.remaining_hours).groupby(full.case_id).first()
+        self.sla_hours_ = float(self.sla_hours if self.sla_hours is not None
+                                else np.quantile(durations.to_numpy(), self.sla_quantile))
+        self.regressor_, self.n_iter_ = self._train(
+            self._params(self.objective), fit, fit.remaining_hours, val,
+            None if val is None else val.remaining_hours, full, full.remaining_hours)
+
+        def breach(ps: PrefixSet) -> np.ndarray:
+            return ((ps.elapsed_hours + ps.remaining_hours) > self.sla_hours_).astype(int)
+
+        # Prefixes already past the target are certain breaches; the classifier learns the open ones only.
+        def open_(ps: PrefixSet) -> PrefixSet:
+            return ps.take(ps.elapsed_hours <= self.sla_hours_)
+
+        fo, fu = open_(fit), open_(full)
+        vo = open_(val) if val is not None else None
+        self.breach_rate_ = float(breach(fu).mean()) if len(fu) else 0.0
+        if len(np.unique(breach(fu))) < 2:
+            self.classifier_ = None
+            self.breach_n_iter_ = 0
+        else:
+            self.classifier_, self.breach_n_iter_ = self._train(
+                self._params("binary"), fo, breach(fo), vo, None if vo is None else breach(vo), fu, breach(fu))
+        # The mean-per-prefix-length baseline, kept for reports.
+        self.baseline_by_len_ = pd.Series(full.remaining_hours).groupby(full.prefix_len).mean().to_dict()
+        self.baseline_default_ = float(np.mean(full.remaining_hours))
+        self.feature_names_ = list(self.encoder_.feature_names_)
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "regressor_"):
+            raise NotFittedError("RemainingTimePredictor is not fitted; call fit(log) first")
+
+    def prefixes(self, log: Any) -> PrefixSet:
+        """Encode every prefix of a log with the fitted vocabularies."""
+        self._check()
+        return self.encoder_.transform(log)
+
+    def predict(self, data: Any) -> np.ndarray:
+        """Expected remaining hours per prefix (never negative); `data` is a log or a PrefixSet."""
+        self._check()
+        ps = data if isinstance(data, PrefixSet) else self.prefixes(data)
+        if len(ps) == 0:
+            return np.zeros(0)
+        return np.clip(self.regressor_.predict(ps.X, num_iteration=self.n_iter_), 0.0, None)
+
+    def predict_breach_proba(self, data: Any) -> np.ndarray:
+        """Probability per prefix that the case ends after `sla_hours_` from its start."""
+        self._check()
+        ps = data if isinstance(data, PrefixSet) else self.prefixes(data)
+        if len(ps) == 0:
+            return np.zeros(0)
+        past = ps.elapsed_hours > self.sla_hours_
+        if self.classifier_ is None:
+            p = np.full(len(ps), self.breach_rate_)
+        else:
+            p = np.asarray(self.classifier_.predict(ps.X, num_iteration=self.breach_n_iter_), dtype=float)
+        return np.where(past, 1.0, p)
+
+    def baseline_predict(self, data: Any) -> np.ndarray:
+        """Mean remaining hours of training prefixes of the same length (the baseline to beat)."""
+        self._check()
+        ps = data if isinstance(data, PrefixSet) else self.prefixes(data)
+        return np.array([self.baseline_by_len_.get(int(n), self.baseline_default_) for n in ps.prefix_len])
+
+    def evaluate(self, test_log: Any) -> RemainingTimeMetrics:
+        """MAE on every prefix of the test log, the baseline's MAE, and breach AUC / Brier score."""
+        from sklearn.metrics import roc_auc_score
+
+        te = self.prefixes(test_log)
+        y = te.remaining_hours
+        pred = self.predict(te)
+        base = self.baseline_predict(te)
+        med = np.full(len(y), float(np.median(list(self.baseline_by_len_.values())))) if len(y) else y
+        breach = ((te.elapsed_hours + te.remaining_hours) > self.sla_hours_).astype(int)
+        p = self.predict_breach_proba(te)
+        auc = float(roc_auc_score(breach, p)) if len(np.unique(breach)) == 2 else None
+        return RemainingTimeMetrics(
+            n_cases=int(len(set(te.case_id.tolist()))),
+            n_prefixes=int(len(y)),
+            mae_hours=float(np.mean(np.abs(pred - y))) if len(y) else 0.0,
+            baseline_mae_hours=float(np.mean(np.abs(base - y))) if len(y) else 0.0,
+            median_baseline_mae_hours=float(np.mean(np.abs(med - y))) if len(y) else 0.0,
+            sla_hours=self.sla_hours_,
+            breach_rate=float(breach.mean()) if len(y) else 0.0,
+            breach_auc=auc,
+            breach_brier=float(np.mean((p - breach) ** 2)) if len(y) else 0.0,
+        )

@@ -1,0 +1,258 @@
+"""Resolving-team router: predicts the team that will resolve a ticket from what is known when it is created."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from sklearn.exceptions import NotFittedError
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import OneHotEncoder
+
+from insight.errors import InvalidInput
+
+
+@dataclass
+class TeamScore:
+    """One candidate team with its probability."""
+
+    team: str
+    probability: float
+
+
+@dataclass
+class RouterMetrics:
+    """Accuracy of the router overall and on the cases that were reassigned in reality."""
+
+    n_cases: int
+    accuracy: float
+    top3_accuracy: float
+    n_reassigned: int
+    accuracy_reassigned: float
+    majority_accuracy: float
+    first_team_accuracy: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+@dataclass
+class RoutingImpact:
+    """What routing with the model would have changed on the test cases that were reassigned in reality."""
+
+    n_reassigned: int
+    straight_to_resolver: int
+    straight_to_resolver_share: float
+    handoffs_in_reality: int
+    handoffs_saved: int
+    hours_per_misrouted_case: float | None
+    hours_saved: float | None
+    newly_misrouted: int
+    newly_misrouted_share: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+class TeamRouter:
+    """One-hot case attributes + TF-IDF text -> multinomial logistic regression over resolving teams.
+
+    `C` is chosen on a validation slice (the newest `validation_fraction` of the training rows, which callers
+    pass in time order) among `C_grid`, then the model is refit on all training rows.
+    """
+
+    def __init__(
+        self,
+        *,
+        categorical: list[str] | None = None,
+        numeric: list[str] | None = None,
+        text: str | None = None,
+        C: float | None = None,
+        C_grid: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0),
+        validation_fraction: float = 0.15,
+        min_frequency: int = 2,
+        max_text_features: int = 20000,
+        pair_features: bool = True,
+        max_iter: int = 300,
+        seed: int = 7,
+    ) -> None:
+        self.categorical = categorical
+        self.numeric = numeric
+        self.text = text
+        self.C = C
+        self.C_grid = C_grid
+        self.validation_fraction = validation_fraction
+        self.min_frequency = min_frequency
+        self.max_text_features = max_text_features
+        self.pair_features = pair_features
+        self.max_iter = max_iter
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters as given to __init__."""
+        return {k: getattr(self, k) for k in (
+            "categorical", "numeric", "text", "C", "C_grid", "validation_fraction", "min_frequency",
+            "max_text_features", "pair_features", "max_iter", "seed")}
+
+    def _columns(self, X: pd.DataFrame) -> tuple[list[str], list[str]]:
+        cat = self.categorical
+        num = self.numeric or []
+        if cat is None:
+            cat = [c for c in X.columns if c not in num and c != self.text]
+        missing = [c for c in [*cat, *num, *([self.text] if self.text else [])] if c not in X.columns]
+        if missing:
+            raise InvalidInput(f"router input lacks column(s) {missing}; has {list(X.columns)}")
+        return list(cat), list(num)
+
+    def _cat_frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        out = X[self.cat_].astype("string").fillna("__missing__").astype(object)
+        if self.pair_features and len(self.cat_) >= 2:
+            # Pairs of the first attributes let a linear model learn "this product in that country" style rules.
+            first = self.cat_[: min(4, len(self.cat_))]
+            for i, a in enumerate(first):
+                for b in first[i + 1:]:
+                    out[f"{a}*{b}"] = out[a] + "|" + out[b]
+        return out
+
+    def _design(self, X: pd.DataFrame, fit: bool = False) -> sparse.csr_matrix:
+        cats = self._cat_frame(X)
+        parts = []
+        if fit:
+            self.onehot_ = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=self.min_frequency,
+                                         sparse_output=True)
+            parts.append(self.onehot_.fit_transform(cats))
+        else:
+            parts.append(self.onehot_.transform(cats))
+        if self.num_:
+            vals = X[self.num_].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+            if fit:
+                self.num_mean_ = np.nanmean(vals, axis=0)
+                self.num_std_ = np.nanstd(vals, axis=0) + 1e-9
+            vals = np.nan_to_num((vals - self.num_mean_) / self.num_std_)
+            parts.append(sparse.csr_matrix(vals))
+        if self.text:
+            texts = X[self.text].fillna("").astype(str).tolist()
+            if fit:
+                self.tfidf_ = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
+                                              max_features=self.max_text_features)
+                parts.append(self.tfidf_.fit_transform(texts))
+            else:
+                parts.append(self.tfidf_.transform(texts))
+        return sparse.hstack(parts).tocsr()
+
+    def _model(self, C: float) -> LogisticRegression:
+        return LogisticRegression(C=C, max_iter=self.max_iter, random_state=self.seed, tol=1e-4)
+
+    def fit(self, X: pd.DataFrame, y: Any) -> TeamRouter:
+        """Fit on creation-time attributes `X` (rows in time order) and resolving teams `y`."""
+        y_arr = np.asarray(pd.Series(y).astype(str), dtype=object)
+        if len(y_arr) != len(X):
+            raise InvalidInput(f"router fit: {len(X)} rows of features but {len(y_arr)} labels")
+        self.cat_, self.num_ = self._columns(X)
+        X = X.reset_index(drop=True)
+        C = self.C
+        self.validation_scores_: dict[float, float] = {}
+        if C is None:
+            n_val = int(len(X) * self.validation_fraction)
+            if n_val >= 20 and len(self.C_grid) > 1:
+                fit_X, val_X = X.iloc[:-n_val], X.iloc[-n_val:]
+                fit_y, val_y = y_arr[:-n_val], y_arr[-n_val:]
+                A = self._design(fit_X, fit=True)
+                B = self._design(val_X)
+                for c in self.C_grid:
+                    m = self._model(c).fit(A, fit_y)
+                    self.validation_scores_[c] = float(np.mean(m.predict(B) == val_y))
+                C = max(self.validation_scores_, key=lambda c: (self.validation_scores_[c], -c))
+            else:
+                C = self.C_grid[len(self.C_grid) // 2]
+        self.C_ = float(C)
+        self.model_ = self._model(self.C_).fit(self._design(X, fit=True), y_arr)
+        self.classes_ = np.asarray(self.model_.classes_, dtype=object)
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("TeamRouter is not fitted; call fit(X, y) first")
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Probability of each team (columns in `classes_` order)."""
+        self._check()
+        if len(X) == 0:
+            return np.zeros((0, len(self.classes_)))
+        return np.asarray(self.model_.predict_proba(self._design(X.reset_index(drop=True))))
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Most likely resolving team per row."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def top_k(self, X: pd.DataFrame, k: int = 3) -> list[list[TeamScore]]:
+        """The k most likely teams per row with their probabilities, best first."""
+        P = self.predict_proba(X)
+        out = []
+        for row in P:
+            idx = np.argsort(-row, kind="stable")[:k]
+            out.append([TeamScore(team=str(self.classes_[i]), probability=float(row[i])) for i in idx])
+        return out
+
+    def evaluate(self, X: pd.DataFrame, y: Any, *, reassigned: Any, first_team: Any = None,
+                 train_y: Any = None) -> RouterMetrics:
+        """Accuracy overall, top-3, on reassigned cases, and the majority / first-team baselines."""
+        y_arr = np.asarray(pd.Series(y).astype(str), dtype=object)
+        re = np.asarray(reassigned, dtype=bool)
+        P = self.predict_proba(X)
+        pred = self.classes_[np.argmax(P, axis=1)]
+        top3 = self.classes_[np.argsort(-P, axis=1)[:, :3]]
+        ref = pd.Series(train_y if train_y is not None else y_arr).astype(str)
+        majority = ref.value_counts().index[0]
+        ft = None
+        if first_team is not None:
+            ft = float(np.mean(np.asarray(pd.Series(first_team).astype(str), dtype=object) == y_arr))
+        return RouterMetrics(
+            n_cases=len(y_arr),
+            accuracy=float(np.mean(pred == y_arr)) if len(y_arr) else 0.0,
+            top3_accuracy=float(np.mean([t in row for t, row in zip(y_arr, top3, strict=True)])) if len(y_arr) else 0.0,
+            n_reassigned=int(re.sum()),
+            accuracy_reassigned=float(np.mean(pred[re] == y_arr[re])) if re.any() else 0.0,
+            majority_accuracy=float(np.mean(y_arr == majority)) if len(y_arr) else 0.0,
+            first_team_accuracy=ft,
+        )
+
+
+def routing_impact(
+    *,
+    predicted: Any,
+    resolving_team: Any,
+    reassignments: Any,
+    hours_per_misrouted_case: float | None,
+) -> RoutingImpact:
+    """On cases reassigned in reality: how many the model sends straight to the resolver, handoffs and hours saved.
+
+    Hours saved = cases sent straight to the resolver x the mining's mean extra time of a misrouted case.
+    `newly_misrouted` counts cases handled by one team in reality that the model would send elsewhere.
+    """
+    pred = np.asarray(pd.Series(predicted).astype(str), dtype=object)
+    true = np.asarray(pd.Series(resolving_team).astype(str), dtype=object)
+    hops = np.nan_to_num(np.asarray(pd.to_numeric(pd.Series(reassignments), errors="coerce"), dtype=float))
+    re = hops > 0
+    hit = re & (pred == true)
+    n_re = int(re.sum())
+    straight = int(hit.sum())
+    not_re = ~re
+    newly = int((not_re & (pred != true)).sum())
+    return RoutingImpact(
+        n_reassigned=n_re,
+        straight_to_resolver=straight,
+        straight_to_resolver_share=straight / n_re if n_re else 0.0,
+        handoffs_in_reality=int(hops[re].sum()),
+        handoffs_saved=int(hops[hit].sum()),
+        hours_per_misrouted_case=hours_per_misrouted_case,
+        hours_saved=None if hours_per_misrouted_case is None else float(straight * hours_per_misrouted_case),
+        newly_misrouted=newly,
+        newly_misrouted_share=newly / int(not_re.sum()) if not_re.any() else 0.0,
+    )
