@@ -360,7 +360,7 @@ def _builtin_svg(pm: ProcessMap, *, label: str) -> str:
     for a in pm.activities:
         by_layer.setdefault(layer[a.name], []).append(a.name)
     box_w, box_h, gap_x, gap_y = 190, 44, 40, 80
-    width = max((len(v) for v in by_layer.values()), default=1) * (box_w + gap_x) + gap_x + 120
+    width = max((len(v) for v in by_layer.values()), default=1) * (box_w + gap_x) + gap_x + 260
     pos: dict[str, tuple[float, float]] = {}
     for lvl, members in sorted(by_layer.items()):
         row_w = len(members) * (box_w + gap_x) - gap_x
@@ -374,8 +374,10 @@ def _builtin_svg(pm: ProcessMap, *, label: str) -> str:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="Helvetica,Arial,sans-serif" font-size="12">',
-        '<defs><marker id="arr" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>',
+        # userSpaceOnUse keeps arrowheads the same size whatever the edge's stroke width
+        '<defs><marker id="arr" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="9" markerHeight="9" '
+        'markerUnits="userSpaceOnUse" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#444"/>'
+        "</marker></defs>",
     ]
     for e in pm.edges:
         if e.source not in pos or e.target not in pos:
@@ -388,6 +390,13 @@ def _builtin_svg(pm: ProcessMap, *, label: str) -> str:
             x, y = sx + box_w, sy + box_h / 2
             d = f"M{x:.1f},{y - 8:.1f} C{x + 45:.1f},{y - 30:.1f} {x + 45:.1f},{y + 30:.1f} {x:.1f},{y + 8:.1f}"
             lx, ly = x + 38, y + 4
+        elif ty > sy + box_h + gap_y:
+            # forward edge skipping layers: route along the left side so it does not run over the boxes between
+            x1, y1 = sx, sy + box_h * 0.7
+            x2, y2 = tx, ty + box_h * 0.3
+            bend = 60 + 0.15 * abs(y2 - y1)
+            d = f"M{x1:.1f},{y1:.1f} C{x1 - bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
+            lx, ly = min(x1, x2) - bend * 0.75 - 4, (y1 + y2) / 2
         elif ty > sy:
             x1, y1 = sx + box_w / 2, sy + box_h
             x2, y2 = tx + box_w / 2, ty
@@ -406,7 +415,10 @@ def _builtin_svg(pm: ProcessMap, *, label: str) -> str:
             f'marker-end="url(#arr)"><title>{html.escape(e.source)} → {html.escape(e.target)}: {e.count}, '
             f"median wait {_fmt_duration(e.median_s)}</title></path>"
         )
-        parts.append(f'<text x="{lx:.1f}" y="{ly:.1f}" fill="#333" font-size="10">{txt}</text>')
+        anchor = "end" if lx < sx else "start"
+        parts.append(
+            f'<text x="{lx:.1f}" y="{ly:.1f}" fill="#333" font-size="10" text-anchor="{anchor}">{txt}</text>'
+        )
     for name, (x, y) in pos.items():
         shade = int(235 - 120 * counts[name] / maxa)
         fill = f"rgb({shade},{shade + 10 if shade < 245 else 255},255)"
@@ -423,7 +435,7 @@ def _builtin_svg(pm: ProcessMap, *, label: str) -> str:
         if name in pos:
             x, y = pos[name]
             parts.append(
-                f'<text x="{x + box_w / 2:.1f}" y="{y - 6:.1f}" text-anchor="middle" fill="#2e7d32" '
+                f'<text x="{x + box_w - 4:.1f}" y="{y - 5:.1f}" text-anchor="end" fill="#2e7d32" '
                 f'font-size="10">▶ start {c}</text>'
             )
     for name, c in pm.end_activities.items():
