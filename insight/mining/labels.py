@@ -180,6 +180,7 @@ class _Sorted:
     order: np.ndarray  # positions in log.df of each sorted event
     activity: np.ndarray  # str activity per sorted event
     ts_ns: np.ndarray  # int64 ns per sorted event
+    enc: EncodedLog  # the shared encoding (activity / group codes)
 
 
 def _sorted_events(log: EventLog, enc: EncodedLog | None = None) -> _Sorted:
@@ -198,6 +199,7 @@ def _sorted_events(log: EventLog, enc: EncodedLog | None = None) -> _Sorted:
         if n
         else np.zeros(0, dtype=object),
         ts_ns=e.ts.astype(np.int64) * scale,
+        enc=e,
     )
 
 
@@ -210,6 +212,11 @@ def _last_per_case(case_of_event: np.ndarray, mask: np.ndarray, n_cases: int) ->
     return out
 
 
+def _utc(ns: np.ndarray) -> pd.DatetimeIndex:
+    """int64 nanoseconds since the epoch as a UTC DatetimeIndex (no per-element parsing)."""
+    return pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]")).tz_localize("UTC")
+
+
 def _first_per_case(case_of_event: np.ndarray, mask: np.ndarray, n_cases: int) -> np.ndarray:
     """Sorted-position of the first masked event per case, -1 where none."""
     out = np.full(n_cases, -1, dtype=np.int64)
@@ -217,6 +224,18 @@ def _first_per_case(case_of_event: np.ndarray, mask: np.ndarray, n_cases: int) -
     # Reversed, so the fancy assignment leaves the first one per case.
     out[case_of_event[pos]] = pos
     return out
+
+
+def _match_codes(codes: np.ndarray, labels: np.ndarray, pattern: str | None) -> np.ndarray:
+    """Per event: does its label (given as a code into `labels`, -1 = missing) match the regex?"""
+    if not pattern or len(codes) == 0:
+        return np.zeros(len(codes), dtype=bool)
+    try:
+        rx = re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise InvalidInput(f"label pattern {pattern!r} is not a valid regex: {exc}", field="pattern") from exc
+    hit = np.array([bool(rx.search(str(u))) for u in labels] + [False], dtype=bool)
+    return hit[codes]  # code -1 picks the trailing False
 
 
 def _match(activities: np.ndarray, pattern: str) -> np.ndarray:
@@ -243,17 +262,17 @@ def case_labels(
     end = s.ts_ns[s.ends - 1] if n_cases else np.zeros(0, dtype=np.int64)
     out = pd.DataFrame(
         {
-            "start": pd.to_datetime(start, utc=True),
-            "end": pd.to_datetime(end, utc=True),
+            "start": _utc(start),
+            "end": _utc(end),
             "throughput_s": (end - start) / 1e9,
             "n_events": (s.ends - s.starts).astype(np.int64),
         },
         index=pd.Index(s.case_ids, name=CASE_ID),
     )
-    resolve = _match(s.activity, cfg.resolve_pattern)
-    close = _match(s.activity, cfg.close_pattern)
-    reopen = _match(s.activity, cfg.reopen_pattern)
-    escalate = _match(s.activity, cfg.escalate_pattern)
+    resolve = _match_codes(s.enc.activity.codes, s.enc.activity.labels, cfg.resolve_pattern)
+    close = _match_codes(s.enc.activity.codes, s.enc.activity.labels, cfg.close_pattern)
+    reopen = _match_codes(s.enc.activity.codes, s.enc.activity.labels, cfg.reopen_pattern)
+    escalate = _match_codes(s.enc.activity.codes, s.enc.activity.labels, cfg.escalate_pattern)
 
     def any_per_case(mask: np.ndarray) -> np.ndarray:
         return np.bincount(s.case[mask], minlength=n_cases) > 0
@@ -264,29 +283,35 @@ def case_labels(
     resolve_pos: np.ndarray | None = None
     escalated_by_line = np.zeros(n_cases, dtype=bool)
     if has_groups:
-        group = log.df[GROUP].to_numpy(dtype=object)[s.order]
-        gmask = pd.notna(group) & (pd.Series(group).astype(str).str.len().to_numpy() > 0)
+        # Work on the team's integer codes; strings only per distinct team.
+        gc = s.enc.column(GROUP)
+        glabels = np.asarray([str(x) for x in gc.labels], dtype=object)
+        gcode = gc.codes.astype(np.int64)
+        usable = np.array([len(x.strip()) > 0 for x in glabels] + [False], dtype=bool)
         if cfg.consult_group_pattern:
-            gmask &= ~_match(group.astype(str), cfg.consult_group_pattern)
-        if cfg.intake_groups:
-            intake = np.isin(group.astype(str), np.asarray(cfg.intake_groups, dtype=object)) & gmask
-        else:
-            intake = np.zeros(len(group), dtype=bool)
+            consult = _match_codes(np.arange(len(glabels)), glabels, cfg.consult_group_pattern)
+            usable &= ~np.r_[consult, False]
+        gmask = usable[gcode]
+        is_intake = np.isin(glabels, np.asarray(cfg.intake_groups, dtype=object)) if cfg.intake_groups else np.zeros(
+            len(glabels), dtype=bool
+        )
+        intake = np.r_[is_intake, False][gcode] & gmask
+        group = np.r_[glabels, np.array([None], dtype=object)][gcode]
         # Team segments: non-empty group rows where the case starts or the team differs from the previous team.
         gpos = np.flatnonzero(gmask)
         gcase = s.case[gpos]
-        gname = group[gpos].astype(str)
-        new_seg = np.r_[True, (gcase[1:] != gcase[:-1]) | (gname[1:] != gname[:-1])] if len(gpos) else np.zeros(
-            0, dtype=bool
-        )
+        gcodes_kept = gcode[gpos]
+        new_seg = np.r_[True, (gcase[1:] != gcase[:-1]) | (gcodes_kept[1:] != gcodes_kept[:-1])] if len(
+            gpos
+        ) else np.zeros(0, dtype=bool)
         seg_case = gcase[new_seg]
-        seg_name = gname[new_seg]
+        seg_name = glabels[gcodes_kept[new_seg]] if len(gpos) else np.zeros(0, dtype=object)
         seg_pos = gpos[new_seg]
         seg_intake = intake[gpos][new_seg]
         if cfg.assignment_pattern and len(seg_pos):
             # Segments that end before the case's first assignment step only dispatched it (e.g. a service desk
             # logging and triaging the ticket); the team the ticket is assigned to is the first team.
-            assign_pos = _first_per_case(s.case, _match(s.activity, cfg.assignment_pattern) & gmask, n_cases)
+            assign_pos = _first_per_case(s.case, _match_codes(s.enc.activity.codes, s.enc.activity.labels, cfg.assignment_pattern) & gmask, n_cases)
             row_start = np.flatnonzero(new_seg)
             seg_last_pos = gpos[np.r_[row_start[1:], len(gpos)] - 1]
             seg_intake = seg_intake | (seg_last_pos < assign_pos[seg_case])
@@ -310,7 +335,7 @@ def case_labels(
         resolving = np.full(n_cases, None, dtype=object)
         resolve_pos = pick
         ok = pick >= 0
-        resolving[ok] = group[pick[ok]].astype(str)
+        resolving[ok] = group[pick[ok]]
         team_seq = np.full(n_cases, None, dtype=object)
         names = seg_name.tolist()
         seg_bounds = np.r_[np.flatnonzero(np.r_[True, seg_case[1:] != seg_case[:-1]]), len(seg_case)] if len(
@@ -344,8 +369,8 @@ def case_labels(
                 "seq": pd.Series(seg_case).groupby(seg_case).cumcount().to_numpy(dtype=np.int64),
                 "team": seg_name,
                 "pos": seg_pos.astype(np.int64),
-                "start": pd.to_datetime(s.ts_ns[seg_pos], utc=True),
-                "end": pd.to_datetime(seg_end, utc=True),
+                "start": _utc(s.ts_ns[seg_pos]),
+                "end": _utc(seg_end),
                 "n_events": np.bincount(seg_of_row, minlength=len(seg_pos)).astype(np.int64),
                 "counted": counted,
             }
@@ -358,7 +383,7 @@ def case_labels(
         out["transfers"] = transfers.astype(np.int64)
         out["escalations"] = escalations.astype(np.int64)
         out["misrouted"] = misrouted
-        lines = support_lines(group[gmask], mapping=cfg.line_mapping)
+        lines = support_lines(glabels[np.unique(gcode[gmask])], mapping=cfg.line_mapping)
         if lines is not None:
             lmap = pd.Series(lines, dtype="Int64")
             out["first_line"] = pd.Series(first).map(lmap).astype("Int64").to_numpy()
@@ -412,7 +437,7 @@ def prefix_labels(
             "prefix_len": (np.arange(n) - case_start + 1).astype(np.int64),
             "row": s.order.astype(np.int64),
             "activity": s.activity,
-            "timestamp": pd.to_datetime(s.ts_ns, utc=True),
+            "timestamp": _utc(s.ts_ns),
             "next_activity": nxt,
             "elapsed_s": (s.ts_ns - case_start_ts) / 1e9,
             "remaining_s": (case_end_ts - s.ts_ns) / 1e9,

@@ -415,23 +415,27 @@ def _push_to_front(
     higher = lines > 1
     # Higher-line work before resolution: did anyone there actually work on it (activity matching work_pattern)?
     e = enc if enc is not None else encode(log)
-    grp = e.values(GROUP)
-    act = np.asarray([str(x) for x in e.activity.labels], dtype=object)[e.activity.codes]
-    line_ev = pd.Series(grp, dtype=object).map(cl.lines).fillna(0).to_numpy(dtype=np.int64)
+    gc = e.column(GROUP)
+    act_labels = [str(x) for x in e.activity.labels]
+    line_of_code = np.array([cl.lines.get(str(g), 0) for g in gc.labels] + [0], dtype=np.int64)
+    line_ev = line_of_code[gc.codes]
     upto = cl.resolve_pos if cl.resolve_pos is not None else np.full(n, np.iinfo(np.int64).max)
     upto = np.where(upto >= 0, upto, np.iinfo(np.int64).max)
     before = np.arange(e.n_events) <= upto[e.case]
     hi_ev = (line_ev > 1) & before
     rx_work = re.compile(cfg.work_pattern, re.IGNORECASE) if cfg.work_pattern else None
-    work_hit = np.array([bool(rx_work.search(a)) for a in act], dtype=bool) if rx_work is not None else np.zeros(
-        len(act), dtype=bool
+    # Regexes run once per distinct activity, then spread to events through the activity codes.
+    work_hit = (
+        np.array([bool(rx_work.search(a)) for a in act_labels], dtype=bool)[e.activity.codes]
+        if rx_work is not None
+        else np.zeros(e.n_events, dtype=bool)
     )
     worked_high = np.bincount(e.case[hi_ev & work_hit], minlength=n) > 0
     trivial = pushed & ~back & ~worked_high
     if cfg.trivial_pattern:
         # Higher-line work made only of activities matching the pattern also counts as trivial.
         rx = re.compile(cfg.trivial_pattern, re.IGNORECASE)
-        hit = np.array([bool(rx.search(a)) for a in act], dtype=bool)
+        hit = np.array([bool(rx.search(a)) for a in act_labels], dtype=bool)[e.activity.codes]
         not_trivial = np.bincount(e.case[hi_ev & ~hit], minlength=n) > 0
         trivial |= pushed & ~back & ~not_trivial
     del higher
