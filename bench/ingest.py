@@ -103,6 +103,7 @@ def main() -> None:
         label = f"{n:,} events ({path.stat().st_size / 1e6:.0f} MB)"
         print(f"generated {label} with {generator}")
 
+        t_read, _ = best_of(lambda: read_log(path), repeat=3)
         t_read_clean, log = best_of(lambda: clean(read_log(path)), repeat=3)
         assert log.n_events <= n
         t_full, _ = best_of(lambda: ingest(path, pseudonym_key="bench-key"), repeat=2)
@@ -110,12 +111,14 @@ def main() -> None:
         t_pyarrow, _ = best_of(lambda: _pandas_pyarrow_baseline(path), repeat=3)
         t_pm4py, _ = best_of(lambda: _pm4py_baseline(path), repeat=1)
 
+        res.add("read only (deskpilot read_log)", label, "seconds", t_read, t_pandas)
         res.add("read+clean (deskpilot)", label, "seconds", t_read_clean, t_pandas, "a few seconds")
         res.add("read+clean (deskpilot)", label, "events/s", n / t_read_clean, n / t_pandas)
         res.add("read+clean+privacy (ingest)", label, "seconds", t_full, t_pandas)
         res.add("pandas read_csv+to_datetime", label, "seconds", t_pandas)
         res.add("pandas pyarrow+to_datetime(fmt)", label, "seconds", t_pyarrow)
         res.add("pm4py read_csv+format_dataframe", label, "seconds", t_pm4py)
+        res.add("read_log vs pandas default", label, "ratio", t_pandas / t_read, 1.0)
         res.add("speed-up vs pandas default", label, "ratio", t_pandas / t_read_clean, 1.0)
         res.add("speed-up vs pandas pyarrow+fmt", label, "ratio", t_pyarrow / t_read_clean, 1.0)
         res.add("speed-up vs pm4py", label, "ratio", t_pm4py / t_read_clean, 1.0)
