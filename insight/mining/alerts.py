@@ -189,33 +189,35 @@ def detect_alerts(
                             f"New step '{label}' in {int(mask.sum())} recent cases ({share_r:.1%} of the window)",
                             label, share_r, 0.0, share_r, "share", int(mask.sum()), examples(mask)))
 
-    # KPIs overall and per segment.
-    kpi = pd.DataFrame(
-        {
-            "throughput_h": cases["throughput_s"].to_numpy() / 3600.0,
-            "events": cases["n_events"].to_numpy(dtype=float),
-            "reassigned": (cases["reassignments"].to_numpy() > 0).astype(float),
-            "misrouted": cases["misrouted"].fillna(False).to_numpy(dtype=bool).astype(float),
-            "rework": _rework_flags(e),
-        },
-        index=cases.index,
-    )
-    segs: dict[str, pd.Series] = {"all": pd.Series("all cases", index=cases.index)}
+    # KPIs overall and per segment (plain numpy arrays in case order; segments as integer codes).
+    kpi: dict[str, np.ndarray] = {
+        "throughput_h": cases["throughput_s"].to_numpy(dtype=float) / 3600.0,
+        "events": cases["n_events"].to_numpy(dtype=float),
+        "reassigned": (cases["reassignments"].to_numpy() > 0).astype(float),
+        "misrouted": cases["misrouted"].fillna(False).to_numpy(dtype=bool).astype(float),
+        "rework": _rework_flags(e),
+    }
+    segs: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        "all": (np.zeros(len(cases), dtype=np.int64), np.array(["all cases"], dtype=object))
+    }
     if cl.has_groups:
-        segs["first team"] = cases["first_team"].astype("string")
+        codes, uniq = pd.factorize(cases["first_team"].to_numpy(dtype=object))
+        segs["first team"] = (codes, np.asarray(uniq, dtype=object))
     by_lower = {str(c).lower(): str(c) for c in log.df.columns}
     for want in cfg.segment_columns:
         col = by_lower.get(want.lower())
         if col is not None and log.has(col):
-            first = e.df[col] if e.order is None else e.df[col].iloc[e.order]
-            per_case = pd.Series(first.to_numpy()).groupby(e.case).first()
-            segs[want] = pd.Series(per_case.to_numpy(), index=cases.index).astype("string")
-    for seg_name, seg in segs.items():
-        for value in seg.dropna().unique():
-            m = (seg == value).fillna(False).to_numpy(dtype=bool)
+            c = e.column(col)
+            segs[want] = (e.case_first(c.codes), np.asarray(c.labels, dtype=object))
+    for seg_name, (codes, seg_labels) in segs.items():
+        n_lab = len(seg_labels)
+        valid = codes >= 0
+        r_counts = np.bincount(codes[recent & valid], minlength=n_lab)
+        b_counts = np.bincount(codes[base & valid], minlength=n_lab)
+        for v in np.flatnonzero((r_counts >= cfg.min_cases) & (b_counts >= cfg.min_cases)):
+            m = codes == v
             r, b = recent & m, base & m
-            if r.sum() < cfg.min_cases or b.sum() < cfg.min_cases:
-                continue
+            value = seg_labels[v]
             subject = str(value) if seg_name == "all" else f"{seg_name} = {value}"
             for name, agg, label in (
                 ("throughput_h", "median", "median throughput time (h)"),
@@ -223,8 +225,8 @@ def detect_alerts(
                 ("rework", "mean", "rework rate"),
                 ("reassigned", "mean", "reassignment rate"),
             ):
-                xr = kpi.loc[r, name].to_numpy(dtype=float)
-                xb = kpi.loc[b, name].to_numpy(dtype=float)
+                xr = kpi[name][r]
+                xb = kpi[name][b]
                 rv = float(getattr(np, agg)(xr))
                 bv = float(getattr(np, agg)(xb))
                 big_enough = bv > 0 and rv >= bv * (1 + cfg.kpi_ratio)
@@ -236,8 +238,8 @@ def detect_alerts(
                                         f"{label} worse: {bv:.3g} -> {rv:.3g} ({ratio:.2f}x)", subject,
                                         rv, bv, ratio, "x", int(r.sum()), examples(r)))
             if cl.has_groups:
-                xr = kpi.loc[r, "misrouted"].to_numpy(dtype=float)
-                xb = kpi.loc[b, "misrouted"].to_numpy(dtype=float)
+                xr = kpi["misrouted"][r]
+                xb = kpi["misrouted"][b]
                 rv, bv = float(xr.mean()), float(xb.mean())
                 if (
                     rv - bv >= cfg.misrouting_delta
@@ -245,7 +247,7 @@ def detect_alerts(
                     and _significant(xr, xb, rate=True, p=cfg.p_value)
                 ):
                     ratio = rv / bv if bv > 0 else float("inf")
-                    mis = r & (kpi["misrouted"].to_numpy() > 0)
+                    mis = r & (kpi["misrouted"] > 0)
                     alerts.append(Alert("misrouting_spike", _severity(ratio if np.isfinite(ratio) else 9.0),
                                         f"misrouted share up: {bv:.1%} -> {rv:.1%}", subject,
                                         rv, bv, rv - bv, "share points", int(mis.sum()), examples(mis)))
