@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import re
@@ -128,7 +129,8 @@ def clean(
     if timestamp_policy not in ("drop", "impute", "error"):
         raise InvalidEventLog(f"timestamp policy must be drop, impute or error, got {timestamp_policy!r}",
                               file=log.name, column=TIMESTAMP)
-    report = log.quality or DataQualityReport(source=log.name, rows_in=len(log.df))
+    # a copy: cleaning the same log twice must not append to the first result's report
+    report = copy.deepcopy(log.quality) if log.quality else DataQualityReport(source=log.name, rows_in=len(log.df))
     df = log.df
     if df.empty:
         raise InvalidEventLog("the log holds no events", file=log.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import ipaddress
@@ -204,7 +205,8 @@ def apply_privacy(
     report: DataQualityReport | None = None,
 ) -> EventLog:
     """A copy of the log with identifier columns pseudonymized and free-text columns redacted (counted)."""
-    rep = report or log.quality or DataQualityReport(source=log.name, rows_in=len(log.df))
+    rep = report or (copy.deepcopy(log.quality) if log.quality else None) or DataQualityReport(
+        source=log.name, rows_in=len(log.df))
     df = log.df.copy()
     present = [c for c in pseudonymize_columns if c in df.columns]
     absent = [c for c in pseudonymize_columns if c not in df.columns and c != RESOURCE]

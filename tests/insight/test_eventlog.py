@@ -241,6 +241,10 @@ def test_stable_order_case_time_then_file_position():
     assert out.quality.count("rows_reordered") == 5
     again = clean(_log(rows))
     assert again.df.equals(out.df)
+    twice = clean(out)
+    assert twice.df.equals(out.df)
+    assert [f.rows for f in twice.quality.fixes if f.name == "rows_reordered"] == [5, 0]
+    assert out.quality.count("rows_reordered") == 5  # the first report is not touched by the second run
 
 
 def test_case_attributes_detected():
