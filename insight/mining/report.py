@@ -292,7 +292,7 @@ def headlines(report: InsightReport) -> list[str]:
         )
         out.append(
             f"Misrouting: {m.misrouted_cases:,} cases ({_pct(m.misrouted_share)}) did not stay with their first "
-            f"team{extra}."
+            f"team ({m.wrong_first_team_cases:,} were first sent to a team that did not resolve them){extra}."
         )
         worst = max(m.teams, key=lambda t: t.extra_hours_total, default=None) if m.teams else None
         if worst is not None and worst.misrouted_out:
