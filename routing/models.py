@@ -51,11 +51,11 @@ class TicketIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     ticket_id: str = Field(min_length=1, max_length=MAX_ID)
-    subject: str = Field("", max_length=MAX_SUBJECT)
-    body: str = Field("", max_length=MAX_BODY)
-    channel: str | None = Field(None, max_length=MAX_LABEL)
-    segment: str | None = Field(None, max_length=MAX_LABEL)
-    priority: str | None = Field(None, max_length=MAX_LABEL)
+    subject: str = Field(default="", max_length=MAX_SUBJECT)
+    body: str = Field(default="", max_length=MAX_BODY)
+    channel: str | None = Field(default=None, max_length=MAX_LABEL)
+    segment: str | None = Field(default=None, max_length=MAX_LABEL)
+    priority: str | None = Field(default=None, max_length=MAX_LABEL)
     custom_fields: dict[str, str] = Field(default_factory=dict)
     created_at: datetime | None = None
 
@@ -113,9 +113,9 @@ class TicketBatchIn(BaseModel):
 class DecisionThresholds(BaseModel):
     """When triage may act alone: auto-route needs a confident, in-scope, low-risk prediction."""
 
-    auto_route_confidence: float = Field(0.85, ge=0.0, le=1.0)
-    suggest_confidence: float = Field(0.5, ge=0.0, le=1.0)
-    max_auto_misroute_risk: float = Field(0.3, ge=0.0, le=1.0)
+    auto_route_confidence: float = Field(default=0.85, ge=0.0, le=1.0)
+    suggest_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_auto_misroute_risk: float = Field(default=0.3, ge=0.0, le=1.0)
 
 
 AuthorType = Literal["customer", "agent", "system"]
@@ -128,11 +128,11 @@ class EventIn(BaseModel):
 
     activity: str = Field(min_length=1, max_length=MAX_LABEL)
     timestamp: datetime | None = None
-    resource: str | None = Field(None, max_length=MAX_LABEL)
-    group: str | None = Field(None, max_length=MAX_LABEL)
-    channel: str | None = Field(None, max_length=MAX_LABEL)
+    resource: str | None = Field(default=None, max_length=MAX_LABEL)
+    group: str | None = Field(default=None, max_length=MAX_LABEL)
+    channel: str | None = Field(default=None, max_length=MAX_LABEL)
     author_type: AuthorType | None = None
-    message: str | None = Field(None, max_length=MAX_BODY)
+    message: str | None = Field(default=None, max_length=MAX_BODY)
     payload: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("timestamp")
@@ -158,12 +158,12 @@ class FeedbackIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    decision_id: int | None = Field(None, ge=1)
-    corrected_team: str | None = Field(None, min_length=1, max_length=MAX_LABEL)
-    corrected_intent: str | None = Field(None, min_length=1, max_length=MAX_LABEL)
+    decision_id: int | None = Field(default=None, ge=1)
+    corrected_team: str | None = Field(default=None, min_length=1, max_length=MAX_LABEL)
+    corrected_intent: str | None = Field(default=None, min_length=1, max_length=MAX_LABEL)
     accepted: list[str] = Field(default_factory=list, max_length=100)
     rejected: list[str] = Field(default_factory=list, max_length=100)
-    comment: str | None = Field(None, max_length=4_000)
+    comment: str | None = Field(default=None, max_length=4_000)
 
     @model_validator(mode="after")
     def _says_something(self) -> FeedbackIn:

@@ -1,0 +1,409 @@
+"""Service benchmark: drive the running API over loopback with concurrent clients (bounded in count and time).
+
+Measures routing p50 / p99 latency at a fixed request rate (open loop, 50 req/s by default), saturation throughput,
+batch routing throughput, and the same tickets through the bare model in-process, so the API overhead is a ratio
+measured in the same run. The server runs in its own process (uvicorn, one worker) on 127.0.0.1.
+
+Models: the production triage (`routing.triage` + models trained by `deskpilot train` into the bench home) when it
+is installed; otherwise (or with `--model tfidf`) a TF-IDF + logistic-regression stand-in trained on simulated
+tickets, labelled as such in every row.
+
+    .venv/bin/python bench/service.py                      # defaults: 50 req/s for 20 s, 8 saturating clients
+    .venv/bin/python bench/service.py --rate 50 --seconds 30 --model tfidf
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import Results  # noqa: E402
+
+HOME = Path(os.environ.get("DESKPILOT_BENCH_HOME", "/tmp/deskpilot-bench-service"))
+
+
+# ---------------------------------------------------------------- the TF-IDF stand-in triage
+
+
+@dataclass
+class TfidfBundle:
+    """Intent and team classifiers on TF-IDF features (a stand-in when routing.triage is absent)."""
+
+    intent: Any
+    team: Any
+    versions: dict[str, str]
+
+
+def train_tfidf_bundle(n_cases: int = 3000, seed: int = 7) -> TfidfBundle:
+    """Train the stand-in on simulated tickets (text -> intent, text -> resolving team)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from insight.simulate import simulate
+
+    t = simulate(n_cases=n_cases, seed=seed).tickets
+    texts = (t["subject"].astype(str) + "\n\n" + t["body"].astype(str)).tolist()
+
+    def pipe() -> Any:
+        return make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+                             LogisticRegression(C=5.0, max_iter=1000, random_state=seed))
+
+    intent = pipe().fit(texts, t["intent"].astype(str).tolist())
+    team = pipe().fit(texts, t["resolving_team"].astype(str).tolist())
+    return TfidfBundle(intent=intent, team=team, versions={"intent": "tfidf-standin", "router": "tfidf-standin"})
+
+
+def tfidf_decide_batch(*, bundle: TfidfBundle, tickets: list[Any], thresholds: Any) -> list[Any]:
+    """Triage many tickets with the stand-in (same thresholds logic as a real triage)."""
+    from routing.models import Risks, TeamScore, TriageResult
+
+    texts = [t.text for t in tickets]
+    pi = bundle.intent.predict_proba(texts)
+    pt = bundle.team.predict_proba(texts)
+    ic, tc = bundle.intent.classes_, bundle.team.classes_
+    out = []
+    for i in range(len(tickets)):
+        ii, order = int(np.argmax(pi[i])), np.argsort(-pt[i])[:3]
+        iconf, tconf = float(pi[i, ii]), float(pt[i, order[0]])
+        oos = iconf < 0.3
+        misroute = 1.0 - tconf
+        if oos or tconf < thresholds.suggest_confidence:
+            decision = "triage"
+        elif tconf >= thresholds.auto_route_confidence and misroute <= thresholds.max_auto_misroute_risk:
+            decision = "auto_route"
+        else:
+            decision = "suggest"
+        out.append(TriageResult(
+            intent=None if oos else str(ic[ii]), intent_confidence=iconf, out_of_scope=oos,
+            team=str(tc[order[0]]), team_confidence=tconf,
+            top_teams=[TeamScore(team=str(tc[j]), probability=float(pt[i, j])) for j in order],
+            risks=Risks(misroute=misroute), decision=decision, reasons=[f"tf-idf stand-in: team {tconf:.2f}"],
+            model_versions=dict(bundle.versions),
+        ))
+    return out
+
+
+def tfidf_decide(*, bundle: TfidfBundle, ticket: Any, thresholds: Any) -> Any:
+    """Triage one ticket with the stand-in."""
+    return tfidf_decide_batch(bundle=bundle, tickets=[ticket], thresholds=thresholds)[0]
+
+
+# ---------------------------------------------------------------- engines (what the server and the bare loop use)
+
+
+def triage_available() -> bool:
+    """True when the production triage module is installed."""
+    try:
+        import routing.triage  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ensure_trained(home: Path) -> None:
+    """Train the production models into `home` with `deskpilot train` when its registry holds none."""
+    from insight.models.registry import ModelRegistry
+
+    if ModelRegistry(home / "registry").tasks():
+        return
+    print(f"training models into {home} (deskpilot train) ...", flush=True)
+    env = {**os.environ, "DESKPILOT_HOME": str(home)}
+    subprocess.run([sys.executable, "-m", "api.cli", "train"], env=env, check=True,
+                   cwd=Path(__file__).resolve().parents[1])
+
+
+def load_engine(model: str, home: Path) -> tuple[Any, Any, Any]:
+    """(bundle, decide, decide_batch) loaded in this process for the bare-model measurement."""
+    if model == "tfidf":
+        return train_tfidf_bundle(), tfidf_decide, tfidf_decide_batch
+    import routing.triage as triage
+
+    from api.settings import Settings
+    from insight.embedding import Embedder
+
+    settings = Settings(home=home)
+    bundle = triage.load_bundle(settings.registry_path, Embedder(settings.embedding_model_path))
+    return bundle, triage.decide, getattr(triage, "decide_batch", None)
+
+
+def serve(model: str, home: Path, port: int) -> None:
+    """Run the API (server process entry point)."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.logging import configure_logging
+    from api.settings import Settings
+
+    configure_logging("WARNING")
+    settings = Settings(home=home)
+    if model == "tfidf":
+        bundle = train_tfidf_bundle()
+        app = create_app(settings, bundle_loader=lambda s, e: bundle, decide=tfidf_decide,
+                         decide_batch=tfidf_decide_batch)
+    else:
+        app = create_app(settings)
+    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_config=None)
+
+
+# ---------------------------------------------------------------- load generation
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tickets(n: int) -> list[dict[str, Any]]:
+    from insight.simulate import simulate
+
+    t = simulate(n_cases=n, seed=11).tickets  # another seed than the stand-in's training set
+    run = uuid.uuid4().hex[:6]
+    return [
+        {"ticket_id": f"bench-{run}-{i}", "subject": str(r.subject), "body": str(r.body), "channel": str(r.channel),
+         "segment": str(r.segment), "priority": str(r.priority), "custom_fields": {"product": str(r.product)}}
+        for i, r in enumerate(t.itertuples())
+    ]
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs) * 1000.0, q)) if xs else float("nan")
+
+
+async def _open_loop(url: str, key: str, tickets: list[dict[str, Any]], rate: float, seconds: float,
+                     max_in_flight: int) -> tuple[list[float], list[float], int, float]:
+    """Send at a fixed rate whatever the answers do; latencies from actual send and from the intended send time."""
+    import httpx
+
+    n = min(len(tickets), int(rate * seconds))
+    lat: list[float] = []
+    lat_sched: list[float] = []
+    errors = 0
+    sem = asyncio.Semaphore(max_in_flight)
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits,
+                                 timeout=30) as client:
+        t0 = time.perf_counter()
+
+        async def one(i: int, due: float) -> None:
+            nonlocal errors
+            async with sem:
+                start = time.perf_counter()
+                r = await client.post("/v1/tickets/route", json=tickets[i])
+                end = time.perf_counter()
+            if r.status_code in (200, 201):
+                lat.append(end - start)
+                lat_sched.append(end - due)
+            else:
+                errors += 1
+
+        tasks = []
+        for i in range(n):
+            due = t0 + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, due)))
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - t0
+    return lat, lat_sched, errors, wall
+
+
+async def _closed_loop(url: str, key: str, tickets: list[dict[str, Any]], clients: int,
+                       seconds: float) -> tuple[list[float], int, float]:
+    """`clients` workers each sending back-to-back for `seconds`: the saturation throughput."""
+    import httpx
+
+    lat: list[float] = []
+    errors = 0
+    it = iter(tickets)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        stop = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop:
+                t = next(it, None)
+                if t is None:
+                    return
+                s = time.perf_counter()
+                r = await client.post("/v1/tickets/route", json=t)
+                if r.status_code in (200, 201):
+                    lat.append(time.perf_counter() - s)
+                else:
+                    errors += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    return lat, errors, wall
+
+
+def _batches(url: str, key: str, tickets: list[dict[str, Any]], size: int) -> tuple[int, float, int]:
+    import httpx
+
+    done = errors = 0
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+        t0 = time.perf_counter()
+        for i in range(0, len(tickets), size):
+            chunk = tickets[i:i + size]
+            r = client.post("/v1/tickets/route/batch", json={"tickets": chunk})
+            if r.status_code == 200:
+                done += len(chunk)
+            else:
+                errors += 1
+                print(f"  batch error {r.status_code}: {r.text[:200]}", flush=True)
+        wall = time.perf_counter() - t0
+    return done, wall, errors
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            r = httpx.get(f"{url}/readyz", timeout=2)
+            if r.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"server not ready after {timeout} s: {url}/readyz")
+
+
+def main() -> None:
+    """Run the benchmark and write bench/results/service.json."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=("auto", "real", "tfidf"), default="auto")
+    ap.add_argument("--rate", type=float, default=50.0, help="open-loop request rate (req/s)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of each load phase")
+    ap.add_argument("--clients", type=int, default=8, help="saturating clients in the closed-loop phase")
+    ap.add_argument("--max-in-flight", type=int, default=64, help="bound on concurrent requests (open loop)")
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--batch-tickets", type=int, default=2000)
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    model = args.model if args.model != "auto" else ("real" if triage_available() else "tfidf")
+    if args.serve:
+        serve(model, HOME, args.port)
+        return
+
+    HOME.mkdir(parents=True, exist_ok=True)
+    for f in HOME.glob("deskpilot.db*"):
+        f.unlink()  # a fresh database each run: every routed ticket is new
+    shutil.rmtree(HOME / "chroma", ignore_errors=True)
+    if model == "real":
+        ensure_trained(HOME)
+    label = "production triage" if model == "real" else "tf-idf stand-in"
+    res = Results("service", extra_env={"model": label, "rate": args.rate, "seconds": args.seconds,
+                                        "clients": args.clients, "server": "uvicorn, 1 worker, SQLite WAL"})
+
+    n_open = int(args.rate * args.seconds)
+    n_closed = 4000
+    tickets = _tickets(n_open + n_closed + args.batch_tickets + 200)
+    warm, open_t = tickets[:200], tickets[200:200 + n_open]
+    closed_t = tickets[200 + n_open:200 + n_open + n_closed]
+    batch_t = tickets[200 + n_open + n_closed:]
+
+    # Bare model, in this process, on the open-loop phase's tickets (before the server competes for the CPU).
+    from routing.models import DecisionThresholds, TicketIn
+
+    print(f"loading the bare model ({label}) ...", flush=True)
+    bundle, decide, decide_batch = load_engine(model, HOME)
+    th = DecisionThresholds()
+    tin = [TicketIn(**t) for t in open_t[:500]]
+    for t in tin[:20]:
+        decide(bundle=bundle, ticket=t, thresholds=th)
+    bare: list[float] = []
+    for t in tin:
+        s = time.perf_counter()
+        decide(bundle=bundle, ticket=t, thresholds=th)
+        bare.append(time.perf_counter() - s)
+    bare_batch_rate = float("nan")
+    if decide_batch is not None:
+        s = time.perf_counter()
+        for i in range(0, len(tin), args.batch_size):
+            decide_batch(bundle=bundle, tickets=tin[i:i + args.batch_size], thresholds=th)
+        bare_batch_rate = len(tin) / (time.perf_counter() - s)
+    del bundle
+
+    # Server.
+    from sqlmodel import Session, SQLModel
+
+    from api.app import _import_tables, make_engine
+    from api.auth import create_key
+
+    engine = make_engine(f"sqlite:///{HOME / 'deskpilot.db'}")
+    _import_tables()
+    SQLModel.metadata.create_all(engine)
+    with Session(engine) as session:
+        key = create_key(session=session, name=f"bench-{uuid.uuid4().hex[:6]}", role="helpdesk").secret
+    engine.dispose()
+    port = args.port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DESKPILOT_HOME": str(HOME)}
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--model", model, "--port", str(port)], env=env)
+    try:
+        print(f"waiting for the server at {url} ...", flush=True)
+        _wait_ready(url, proc)
+        asyncio.run(_closed_loop(url, key, warm, 4, 5.0))  # warm-up: connections, caches, lazy loads
+        print(f"open loop: {args.rate:g} req/s for {args.seconds:g} s ...", flush=True)
+        lat, lat_sched, err, wall = asyncio.run(
+            _open_loop(url, key, open_t, args.rate, args.seconds, args.max_in_flight))
+        data = f"sim tickets, {label}"
+        res.add("route @ fixed rate", data, "offered req/s", args.rate)
+        res.add("route @ fixed rate", data, "achieved req/s", len(lat) / wall)
+        res.add("route @ fixed rate", data, "p50 ms", _pct(lat, 50))
+        res.add("route @ fixed rate", data, "p99 ms", _pct(lat, 99), goal="< 50 ms @ 50 req/s")
+        res.add("route @ fixed rate", data, "p99 ms from due time", _pct(lat_sched, 99))
+        res.add("route @ fixed rate", data, "errors", err)
+        print(f"closed loop: {args.clients} clients for {args.seconds:g} s ...", flush=True)
+        clat, cerr, cwall = asyncio.run(_closed_loop(url, key, closed_t, args.clients, args.seconds))
+        res.add(f"route, {args.clients} saturating clients", data, "throughput req/s", len(clat) / cwall)
+        res.add(f"route, {args.clients} saturating clients", data, "p50 ms", _pct(clat, 50))
+        res.add(f"route, {args.clients} saturating clients", data, "p99 ms", _pct(clat, 99))
+        res.add(f"route, {args.clients} saturating clients", data, "errors", cerr)
+        print(f"batches of {args.batch_size} ...", flush=True)
+        done, bwall, berr = _batches(url, key, batch_t, args.batch_size)
+        res.add(f"route batch of {args.batch_size}", data, "tickets/s", done / bwall,
+                baseline=bare_batch_rate, goal=">= 300 tickets/s")
+        res.add(f"route batch of {args.batch_size}", data, "errors", berr)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    bare_p50 = _pct(bare, 50)
+    res.add("bare model, same tickets", data, "p50 ms", bare_p50)
+    res.add("bare model, same tickets", data, "p99 ms", _pct(bare, 99))
+    res.add("bare model, batched", data, "tickets/s", bare_batch_rate)
+    api_p50 = _pct(lat, 50)
+    res.add("API overhead", data, "(API p50 - model p50)/model p50", (api_p50 - bare_p50) / bare_p50,
+            goal="< 0.30")
+    res.add("assist", "-", "not measured", "assist/service.py not written yet")
+    res.write()
+
+
+if __name__ == "__main__":
+    main()
