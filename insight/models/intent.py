@@ -1,14 +1,17 @@
 """Intent classifier on ticket text with calibrated probabilities and out-of-scope detection.
 
 One linear model (LinearSVC, one-vs-rest) over three blocks of features: TF-IDF word 1-2-grams, TF-IDF character
-2-5-grams and the sentence embedding (all-MiniLM-L6-v2 by default) scaled by `embedding_weight`. Putting the blocks
-into a single model beat averaging separate models' probabilities on Banking77 (cross-validated on train).
+2-5-grams and the sentence embedding (all-MiniLM-L6-v2 by default) scaled by `embedding_weight`, so lexical cues and
+meaning are weighed against each other in one fit (no separate models to average). Without an embedder it is a
+TF-IDF-only model.
 
 Probabilities are a softmax of the SVM scores with a temperature fitted on out-of-fold scores. The out-of-scope
 threshold is fitted on out-of-fold data too, with *pseudo out-of-scope* examples: in every inner fold a group of
 intents is left out of training, so their held-out examples play the part of tickets that fit no known intent. The
 threshold maximises `(1 - oos_prior) * in-scope accuracy + oos_prior * out-of-scope recall` on those folds, so no test
-data (and no real out-of-scope data) is needed.
+data (and no real out-of-scope data) is needed. The score thresholded is, by default, the mean of the top calibrated
+probability and the cosine similarity to the nearest training ticket ("mix"); "proba", "knn" and "auto" (best inner
+objective) are the alternatives.
 
 The embedder is never pickled: `__getstate__` drops it, the model keeps its name and fingerprint, and
 `set_embedder()` refuses a different model (`ModelArtifactError`).
@@ -31,6 +34,9 @@ from sklearn.svm import LinearSVC
 from insight.errors import InvalidInput, ModelArtifactError, ModelNotReady
 
 OUT_OF_SCOPE = "out_of_scope"
+# Out-of-scope scores (higher = more in scope): top calibrated probability, cosine similarity of the nearest
+# training ticket's embedding, and their average.
+OOS_SCORES: tuple[str, ...] = ("proba", "knn", "mix")
 
 
 class TextEmbedder(Protocol):
@@ -67,12 +73,19 @@ class IntentPrediction:
 class OOSCalibration:
     """How the out-of-scope threshold was chosen (from inner folds of the training data only)."""
 
+    score: str
     threshold: float
+    objective: float
     n_in_scope: int
     n_pseudo_oos: int
     in_scope_accuracy: float
     oos_recall: float
     method: str
+
+
+def _mix(top_proba: np.ndarray, nn_sim: np.ndarray) -> np.ndarray:
+    # Both live on [0, 1] for in-scope text; the average needs both to be high, which either alone does not.
+    return 0.5 * (top_proba + nn_sim)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -135,6 +148,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         inner_folds: int = 4,
         oos_prior: float = 0.5,
         oos_quantile: float = 0.05,
+        oos_score: str = "mix",
         max_iter: int = 5000,
         seed: int = 7,
     ) -> None:
@@ -147,6 +161,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         self.inner_folds = inner_folds
         self.oos_prior = oos_prior
         self.oos_quantile = oos_quantile
+        self.oos_score = oos_score
         self.max_iter = max_iter
         self.seed = seed
 
@@ -233,9 +248,25 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         self.embedder_name_ = self.embedder.name if self.embedder is not None else None
         self.embedder_fingerprint_ = self.embedder.fingerprint if self.embedder is not None else None
 
-        self.temperature_, pseudo_max, inner_max, inner_ok = self._inner_folds(X_text, y, len(classes), emb)
-        self.oos_calibration_ = self._choose_threshold(inner_max, inner_ok, pseudo_max)
+        if self.oos_score not in OOS_SCORES + ("auto",):
+            raise InvalidInput(f"oos_score must be one of {OOS_SCORES + ('auto',)}, got {self.oos_score!r}",
+                               field="oos_score")
+        if self.oos_score == "knn" and emb is None:
+            raise InvalidInput("oos_score='knn' needs an embedder", field="oos_score")
+
+        self.temperature_, in_scores, inner_ok, pseudo_scores = self._inner_folds(X_text, y, len(classes), emb)
+        if self.oos_score == "auto":
+            names = [n for n in OOS_SCORES if n in in_scores]
+        else:
+            # Without embeddings the nearest-neighbour half of "mix" does not exist: documented, recorded in
+            # oos_calibration_.score.
+            names = [self.oos_score if emb is not None else "proba"]
+        # Which score separates pseudo out-of-scope best is decided on the inner folds, never on test data.
+        cals = [self._choose_threshold(n, in_scores.get(n, np.zeros(0)), inner_ok, pseudo_scores.get(n, np.zeros(0)))
+                for n in names]
+        self.oos_calibration_ = max(cals, key=lambda c: c.objective if np.isfinite(c.objective) else -1.0)
         self.oos_threshold_ = self.oos_calibration_.threshold
+        self.train_embeddings_ = emb if self.oos_calibration_.score in ("knn", "mix") else None
 
         self.word_vectorizer_, self.char_vectorizer_ = self._new_vectorizers()
         X = self._stack(self.word_vectorizer_, self.char_vectorizer_, X_text, emb, fit=True)
@@ -248,11 +279,11 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
 
     def _inner_folds(
         self, texts: list[str], y: np.ndarray, n_classes: int, emb: np.ndarray | None
-    ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[float, dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
         """Out-of-fold scores; in fold k the intents of group k are left out of training (pseudo out-of-scope).
 
-        Returns the softmax temperature (fitted on in-scope out-of-fold rows), the top probability of every pseudo
-        out-of-scope row, and the top probability and correctness of every in-scope row.
+        Returns the softmax temperature (fitted on in-scope out-of-fold rows), the out-of-scope scores of every
+        in-scope row, whether its top intent is right, and the scores of every pseudo out-of-scope row.
         """
         counts = np.bincount(y, minlength=n_classes)
         n_splits = int(min(self.inner_folds, max(2, counts.max())))
@@ -263,6 +294,8 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         score_rows: list[np.ndarray] = []
         y_rows: list[np.ndarray] = []
         pseudo_rows: list[np.ndarray] = []
+        nn_in: list[np.ndarray] = []
+        nn_pseudo: list[np.ndarray] = []
         text_arr = np.asarray(texts, dtype=object)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # classes with fewer members than folds are expected few-shot
@@ -287,27 +320,37 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
             score_rows.append(full[known])
             y_rows.append(y[va][known])
             pseudo_rows.append(full[is_pseudo])
+            if emb is not None:
+                nn = (emb[va] @ emb[tr].T).max(axis=1)
+                nn_in.append(nn[known])
+                nn_pseudo.append(nn[is_pseudo])
         if not score_rows:
-            return 1.0, np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool)
+            return 1.0, {}, np.zeros(0, dtype=bool), {}
         oof = np.vstack(score_rows)
         oof_y = np.concatenate(y_rows)
         # Temperature on in-scope rows only; -inf columns become probability 0 in the softmax.
         t = _fit_temperature(oof, oof_y) if len(oof_y) else 1.0
         in_p = _softmax(oof / t)
-        inner_max = in_p.max(axis=1)
         inner_ok = in_p.argmax(axis=1) == oof_y
-        pseudo = np.vstack(pseudo_rows) if pseudo_rows else np.zeros((0, n_classes))
+        pseudo = np.vstack(pseudo_rows)
         pseudo_max = _softmax(pseudo / t).max(axis=1) if len(pseudo) else np.zeros(0)
-        return t, pseudo_max, inner_max, inner_ok
+        in_scores = {"proba": in_p.max(axis=1)}
+        pseudo_scores = {"proba": pseudo_max}
+        if emb is not None:
+            for rows, out in ((nn_in, in_scores), (nn_pseudo, pseudo_scores)):
+                out["knn"] = np.concatenate(rows)
+                out["mix"] = _mix(out["proba"], out["knn"])
+        return t, in_scores, inner_ok, pseudo_scores
 
-    def _choose_threshold(self, inner_max: np.ndarray, inner_ok: np.ndarray, pseudo_max: np.ndarray) -> OOSCalibration:
-        """Threshold on the top probability: best prior-weighted accuracy on pseudo-OOS folds, else a quantile."""
+    def _choose_threshold(self, score: str, inner_max: np.ndarray, inner_ok: np.ndarray,
+                          pseudo_max: np.ndarray) -> OOSCalibration:
+        """Threshold on one score: best prior-weighted accuracy on pseudo-OOS folds, else a quantile."""
         if len(inner_max) == 0:
-            return OOSCalibration(0.0, 0, 0, float("nan"), float("nan"), "none")
+            return OOSCalibration(score, 0.0, float("nan"), 0, 0, float("nan"), float("nan"), "none")
         if len(pseudo_max) == 0 or self.oos_prior == 0.0:
             thr = float(np.quantile(inner_max, self.oos_quantile)) if self.oos_prior > 0 else 0.0
-            return OOSCalibration(thr, len(inner_max), 0, float((inner_ok & (inner_max >= thr)).mean()),
-                                  float("nan"), "quantile")
+            acc = float((inner_ok & (inner_max >= thr)).mean())
+            return OOSCalibration(score, thr, acc, len(inner_max), 0, acc, float("nan"), "quantile")
         cands = np.unique(np.concatenate([inner_max, pseudo_max, [0.0]]))
         # For each candidate t: in-scope accuracy = correct and accepted; OOS recall = pseudo rejected (< t).
         ok_sorted = np.sort(inner_max[inner_ok])
@@ -315,8 +358,8 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         oos_rec = np.searchsorted(np.sort(pseudo_max), cands, side="left") / len(pseudo_max)
         obj = (1 - self.oos_prior) * in_acc + self.oos_prior * oos_rec
         best = int(np.argmax(obj))
-        return OOSCalibration(float(cands[best]), len(inner_max), len(pseudo_max), float(in_acc[best]),
-                              float(oos_rec[best]), "pseudo_oos")
+        return OOSCalibration(score, float(cands[best]), float(obj[best]), len(inner_max), len(pseudo_max),
+                              float(in_acc[best]), float(oos_rec[best]), "pseudo_oos")
 
     # ---- inference ----
 
@@ -324,12 +367,29 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "classes_"):
             raise ModelNotReady("IntentClassifier is not fitted; call fit(texts, labels) or train the intent model")
 
-    def decision_function(self, texts: Sequence[str]) -> np.ndarray:
-        """Raw linear-model scores, shape (n, n_classes)."""
+    def _score_with_emb(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
         self._check_fitted()
         X_text = _check_texts(texts)
-        X = self._stack(self.word_vectorizer_, self.char_vectorizer_, X_text, self._embed(X_text), fit=False)
-        return self._scores(self.svm_, X)
+        emb = self._embed(X_text)
+        X = self._stack(self.word_vectorizer_, self.char_vectorizer_, X_text, emb, fit=False)
+        return self._scores(self.svm_, X), emb
+
+    def decision_function(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw linear-model scores, shape (n, n_classes)."""
+        return self._score_with_emb(texts)[0]
+
+    def _proba_and_oos_score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        scores, emb = self._score_with_emb(texts)
+        proba = _softmax(scores / self.temperature_)
+        top = proba.max(axis=1)
+        score = self.oos_calibration_.score
+        if score == "proba" or len(proba) == 0:
+            return proba, top
+        assert emb is not None and self.train_embeddings_ is not None
+        nn = np.empty(len(emb), dtype=np.float32)
+        for i in range(0, len(emb), 1024):  # bounded memory for big batches against big training sets
+            nn[i:i + 1024] = (emb[i:i + 1024] @ self.train_embeddings_.T).max(axis=1)
+        return proba, (nn if score == "knn" else _mix(top, nn))
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Calibrated class probabilities (rows sum to 1), columns in `classes_` order."""
@@ -337,12 +397,13 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Most probable known intent for each text (no out-of-scope rejection)."""
-        return self.classes_[self.decision_function(texts).argmax(axis=1)]
+        scores = self.decision_function(texts)
+        return self.classes_[scores.argmax(axis=1)]
 
     def predict_with_oos(self, texts: Sequence[str], *, top_k: int = 3,
                          threshold: float | None = None) -> list[IntentPrediction]:
         """Intent, confidence and out-of-scope flag (top probability below `oos_threshold_`) with the top-k."""
-        proba = self.predict_proba(texts)
+        proba, oos_score = self._proba_and_oos_score(texts)
         thr = self.oos_threshold_ if threshold is None else threshold
         k = max(1, min(top_k, len(self.classes_)))
         order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
@@ -350,12 +411,12 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         for i in range(len(proba)):
             top = [LabelScore(str(self.classes_[j]), float(proba[i, j])) for j in order[i]]
             out.append(IntentPrediction(label=top[0].label, confidence=top[0].probability,
-                                        out_of_scope=bool(top[0].probability < thr), top_k=top))
+                                        out_of_scope=bool(oos_score[i] < thr), top_k=top))
         return out
 
     def predict_labels_with_oos(self, texts: Sequence[str], *, oos_label: str = OUT_OF_SCOPE) -> np.ndarray:
         """Like `predict`, but out-of-scope texts get `oos_label`."""
-        proba = self.predict_proba(texts)
+        proba, oos_score = self._proba_and_oos_score(texts)
         labels = self.classes_[proba.argmax(axis=1)].astype(object)
-        labels[proba.max(axis=1) < self.oos_threshold_] = oos_label
+        labels[oos_score < self.oos_threshold_] = oos_label
         return labels
