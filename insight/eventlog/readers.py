@@ -273,8 +273,10 @@ def _read_csv(path: Path, *, na_values: Sequence[str], delimiter: str | None) ->
             null_values=list(na_values) + [""] if na_values else [""],
         )
     except pl.exceptions.PolarsError as exc:
-        raise InvalidEventLog(f"cannot parse CSV (delimiter {sep!r}): {str(exc).splitlines()[0]}",
-                              file=str(path)) from exc
+        row = _first_ragged_row(data, sep, len(names))
+        where = f"; data row {row} has a different number of fields than the {len(names)} header columns" if row else ""
+        raise InvalidEventLog(f"cannot parse CSV (delimiter {sep!r}): {str(exc).splitlines()[0]}{where}",
+                              file=str(path), row=row) from exc
     if len(frame.columns) != len(names):
         raise InvalidEventLog(
             f"header has {len(names)} fields but rows have {len(frame.columns)}", file=str(path),
@@ -287,6 +289,16 @@ def _read_csv(path: Path, *, na_values: Sequence[str], delimiter: str | None) ->
     report = DataQualityReport(source=str(path), rows_in=frame.height)
     report.add("csv_dialect", 0, f"delimiter {sep!r}, {len(names)} columns")
     return _Raw(frame, report, warnings)
+
+
+def _first_ragged_row(data: bytes, sep: str, n_fields: int) -> int | None:
+    """1-based data row whose field count differs from the header's (only run when parsing failed)."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace")), delimiter=sep)
+    next(reader, None)
+    for i, fields in enumerate(reader, start=1):
+        if fields and len(fields) != n_fields:
+            return i
+    return None
 
 
 def _resolve_mapping(

@@ -381,3 +381,10 @@ def test_cli_reports_bad_mapping_cleanly(tmp_path):
     result = runner.invoke(app, ["ingest", str(_write(tmp_path, "a.csv", CSV)), "--map", "Nope=case_id"])
     assert result.exit_code == 2
     assert "Nope" in result.output and "Traceback" not in result.output
+
+
+def test_ragged_row_is_named(tmp_path):
+    text = "case,activity,timestamp\nA,x,2020-01-01 10:00:00\nB,y,2020-01-01 11:00:00,extra\n"
+    with pytest.raises(InvalidEventLog) as err:
+        read_log(_write(tmp_path, "r.csv", text))
+    assert err.value.row == 2 and "different number of fields" in str(err.value)
