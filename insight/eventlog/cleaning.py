@@ -72,12 +72,22 @@ def _normalise_label(label: str) -> str:
 
 
 def _first_occurrence_mask(df: pd.DataFrame) -> np.ndarray:
-    """True for rows that are not an exact repeat of an earlier row (polars when it can hold the columns)."""
-    try:
-        frame = pl.from_pandas(df)
-        return frame.select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
-    except Exception:  # mixed-type object columns polars cannot convert: pandas does the same, slower
-        return ~df.duplicated(keep="first").to_numpy()
+    """True for rows that are not an exact repeat of an earlier row.
+
+    Exact repeats must share case, activity and time, so only rows whose (case, activity, time) key occurs
+    more than once are compared on every column; wide logs then cost about as much as narrow ones.
+    """
+    key = pl.DataFrame({
+        "c": pl.from_pandas(df[CASE_ID].astype("str")),
+        "a": pl.from_pandas(df[ACTIVITY].astype("str")),
+        "t": pd.DatetimeIndex(df[TIMESTAMP]).asi8,
+    })
+    shared = ~key.select(pl.struct(pl.all()).is_unique()).to_series().to_numpy()
+    keep = np.ones(len(df), dtype=bool)
+    if shared.any():
+        pos = np.flatnonzero(shared)
+        keep[pos] = ~df.iloc[pos].duplicated(keep="first").to_numpy()
+    return keep
 
 
 def _stable_case_time_order(df: pd.DataFrame) -> np.ndarray:
