@@ -49,6 +49,8 @@ class EncodedLog:
     order: np.ndarray | None
     df: pd.DataFrame
     _columns: dict[str, Codes] = field(default_factory=dict, repr=False)
+    _has: dict[str, bool] = field(default_factory=dict, repr=False)
+    _first_act: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_events(self) -> int:
@@ -81,7 +83,16 @@ class EncodedLog:
 
     def has(self, column: str) -> bool:
         """True when the frame has the column with at least one value."""
-        return column in self.df.columns and bool(self.df[column].notna().any())
+        if column not in self._has:
+            self._has[column] = column in self.df.columns and bool(self.df[column].notna().any())
+        return self._has[column]
+
+    @property
+    def first_activity_occurrence(self) -> np.ndarray:
+        """Mask: the event is the first of its activity in its case (cached; rework = the other events)."""
+        if self._first_act is None:
+            self._first_act = first_occurrence(self.case, self.activity.codes, max(1, self.activity.n))
+        return self._first_act
 
     def column(self, name: str) -> Codes:
         """Factorise another column (cached on this object); missing values get code -1."""
@@ -362,6 +373,10 @@ def stable_order(keys: np.ndarray, n_keys: int) -> np.ndarray:
     """
     if n_keys <= 65536:
         return np.argsort(keys.astype(np.uint16), kind="stable")
+    if n_keys <= 1 << 32:
+        # two stable 16-bit radix passes (low half, then high half) sort 32-bit keys in linear time
+        o = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+        return o[np.argsort((keys[o] >> 16).astype(np.uint16), kind="stable")]
     return np.argsort(keys, kind="stable")
 
 
@@ -452,9 +467,11 @@ def changes_per_case(enc: EncodedLog, codes: np.ndarray) -> np.ndarray:
 
 def repeats_per_case(enc: EncodedLog, codes: np.ndarray | None = None) -> np.ndarray:
     """Per case, events whose code already occurred earlier in that case (rework events)."""
-    codes = enc.activity.codes if codes is None else codes
-    width = int(codes.max()) + 2 if len(codes) else 1
-    is_first = first_occurrence(enc.case, codes.astype(np.int64) + 1, width)
+    if codes is None:
+        is_first = enc.first_activity_occurrence
+    else:
+        width = int(codes.max()) + 2 if len(codes) else 1
+        is_first = first_occurrence(enc.case, codes.astype(np.int64) + 1, width)
     return np.bincount(enc.case[~is_first], minlength=enc.n_cases)
 
 

@@ -8,7 +8,7 @@ resource count as a self-handover (a -> a) unless `include_self=False`. Events w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,15 +17,15 @@ from insight.errors import InvalidInput
 from insight.eventlog.schema import GROUP, RESOURCE, EventLog
 from insight.mining._core import (
     EncodedLog,
+    compact,
     distinct_per_key,
     ensure_encoded,
     follows,
-    group_stats,
     pair_counts,
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class HandoverEdge:
     """Work passed from `source` to `target`: how often, in how many cases, share of all handovers, wait."""
 
@@ -37,7 +37,7 @@ class HandoverEdge:
     mean_wait_s: float
 
 
-@dataclass
+@dataclass(slots=True)
 class HandoverNode:
     """A resource or team with the handovers it sends and receives (self-handovers excluded)."""
 
@@ -49,21 +49,54 @@ class HandoverNode:
 
 @dataclass
 class HandoverNetwork:
-    """Directed handover-of-work network at resource or team level."""
+    """Directed handover-of-work network at resource or team level.
+
+    The edges are held as arrays (`source_codes`, `target_codes`, `edge_counts`, ...) and turned into
+    `HandoverEdge` objects only when `edges` is first read, since resource networks can have ~10^5 edges.
+    """
 
     column: str
     include_self: bool
     total: int
-    edges: list[HandoverEdge]
     nodes: list[HandoverNode]
+    labels: np.ndarray = field(repr=False)
+    source_codes: np.ndarray = field(repr=False)
+    target_codes: np.ndarray = field(repr=False)
+    edge_counts: np.ndarray = field(repr=False)
+    edge_cases: np.ndarray = field(repr=False)
+    edge_mean_wait_s: np.ndarray = field(repr=False)
+    _edges: list[HandoverEdge] | None = field(default=None, repr=False)
+
+    @property
+    def edges(self) -> list[HandoverEdge]:
+        """All edges, largest count first (ties by source, target name)."""
+        if self._edges is None:
+            src = self.labels[self.source_codes]
+            dst = self.labels[self.target_codes]
+            c = self.edge_counts
+            o = np.lexsort((dst.astype(str), src.astype(str), -c)) if len(c) else np.zeros(0, np.int64)
+            share = c / self.total if self.total else np.zeros(len(c))
+            self._edges = [
+                HandoverEdge(a, b, k, n, sh, w)
+                for a, b, k, n, sh, w in zip(
+                    src[o].tolist(), dst[o].tolist(), c[o].tolist(), self.edge_cases[o].tolist(),
+                    share[o].tolist(), self.edge_mean_wait_s[o].tolist(), strict=True,
+                )
+            ]
+        return self._edges
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Handover counts keyed by (source, target)."""
-        return {(e.source, e.target): e.count for e in self.edges}
+        names = self.labels.tolist()
+        return {
+            (names[a], names[b]): k
+            for a, b, k in zip(self.source_codes.tolist(), self.target_codes.tolist(), self.edge_counts.tolist(),
+                               strict=True)
+        }
 
     def shares(self) -> dict[tuple[str, str], float]:
         """Counts divided by the total: the values pm4py's handover network reports (beta=0)."""
-        return {(e.source, e.target): e.share for e in self.edges}
+        return {k: v / self.total for k, v in self.counts().items()} if self.total else {}
 
     def to_dict(self, *, limit: int | None = 200) -> dict[str, Any]:
         """JSON-ready form (the `limit` largest edges; None for all)."""
@@ -96,39 +129,17 @@ def handover_network(
         src_event, src, dst = pairs.src_event[diff], pairs.src[diff], pairs.dst[diff]
     else:
         src_event, src, dst = pairs.src_event, pairs.src, pairs.dst
-    s, d, c = pair_counts(src, dst, n)
+    s, d, c = pair_counts(src, dst, n)  # sorted by key = s * n + d
     total = int(c.sum())
     key = src.astype(np.int64) * n + dst
     # the next event with a value is where the work arrived; its time minus the handing event's is the wait
     valid = np.flatnonzero(col.codes >= 0)
     nxt = valid[np.searchsorted(valid, src_event, side="right")] if len(src_event) else src_event
+    waits = (enc.ts[nxt] - enc.ts[src_event]).astype(np.float64) / enc.units_per_second
     # mean (not median) wait: a bincount instead of a sort keeps the network as cheap as the counts
-    width = n * n
-    wait_sum = (
-        np.bincount(key, weights=(enc.ts[nxt] - enc.ts[src_event]).astype(np.float64), minlength=width)
-        if width <= 4 * len(key) + 1_000_000
-        else None
-    )
-    ck, cc = distinct_per_key(enc.case[src_event], key)
-    cases = dict(zip(ck.tolist(), cc.tolist(), strict=True))
-    if wait_sum is None:
-        gs = group_stats(key, enc.ts[nxt] - enc.ts[src_event], scale=enc.units_per_second)
-        mean_wait = dict(zip(gs.group.tolist(), gs.total.tolist(), strict=True))
-    else:
-        ups = enc.units_per_second
-        mean_wait = {int(k): float(wait_sum[k]) / ups for k in ck.tolist()}
-    edges = [
-        HandoverEdge(
-            source=str(col.labels[a]),
-            target=str(col.labels[b]),
-            count=int(k),
-            cases=int(cases[int(a) * n + int(b)]),
-            share=float(k / total) if total else 0.0,
-            mean_wait_s=mean_wait[int(a) * n + int(b)] / int(k),
-        )
-        for a, b, k in zip(s, d, c, strict=True)
-    ]
-    edges.sort(key=lambda e: (-e.count, e.source, e.target))
+    uniq, rank, _ = compact(key)  # same sorted key set as (s, d)
+    wait_sum = np.bincount(rank, weights=waits, minlength=len(uniq))
+    _, cases = distinct_per_key(enc.case[src_event], key)
     real = s != d
     sent = np.bincount(s[real], weights=c[real], minlength=n)
     recv = np.bincount(d[real], weights=c[real], minlength=n)
@@ -138,7 +149,18 @@ def handover_network(
         for i in range(n)
     ]
     nodes.sort(key=lambda x: -(x.sent + x.received))
-    return HandoverNetwork(column=column, include_self=include_self, total=total, edges=edges, nodes=nodes)
+    return HandoverNetwork(
+        column=column,
+        include_self=include_self,
+        total=total,
+        nodes=nodes,
+        labels=np.array([str(x) for x in col.labels], dtype=object),
+        source_codes=s,
+        target_codes=d,
+        edge_counts=c,
+        edge_cases=cases,
+        edge_mean_wait_s=wait_sum / np.maximum(c, 1),
+    )
 
 
 def team_handover_network(log: EventLog | None = None, *, enc: EncodedLog | None = None) -> HandoverNetwork:

@@ -28,7 +28,7 @@ from insight.mining._core import (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class EdgeStat:
     """One directly-follows edge: how often, in how many cases, and the waiting time on it (seconds)."""
 
@@ -43,7 +43,7 @@ class EdgeStat:
     total_s: float
 
 
-@dataclass
+@dataclass(slots=True)
 class ActivityStat:
     """One activity: events, cases, sojourn time (since the previous event of the case) and service time.
 
@@ -197,12 +197,16 @@ def discover_process_map(
     edges.sort(key=lambda e: -e.count)
 
     # start / end activities on the filtered sequences
-    valid = np.flatnonzero(work >= 0)
-    vc = enc.case[valid]
-    first_mask = np.r_[True, vc[1:] != vc[:-1]] if len(vc) else np.zeros(0, bool)
-    last_mask = np.r_[vc[1:] != vc[:-1], True] if len(vc) else np.zeros(0, bool)
-    starts = np.bincount(work[valid[first_mask]], minlength=n_act)
-    ends = np.bincount(work[valid[last_mask]], minlength=n_act)
+    if skip:
+        valid = np.flatnonzero(work >= 0)
+        vc = enc.case[valid]
+        first_mask = np.r_[True, vc[1:] != vc[:-1]] if len(vc) else np.zeros(0, bool)
+        last_mask = np.r_[vc[1:] != vc[:-1], True] if len(vc) else np.zeros(0, bool)
+        starts = np.bincount(work[valid[first_mask]], minlength=n_act)
+        ends = np.bincount(work[valid[last_mask]], minlength=n_act)
+    else:
+        starts = np.bincount(codes[enc.case_start[:-1]], minlength=n_act)
+        ends = np.bincount(codes[enc.case_start[1:] - 1], minlength=n_act)
 
     # sojourn: time since the previous event of the case (unfiltered), attributed to the later activity
     same = enc.case[1:] == enc.case[:-1]
@@ -216,9 +220,7 @@ def discover_process_map(
     has_svc = ~np.isnan(svc)
     svc_stats = group_stats(codes[has_svc], svc[has_svc])
     svc_idx = {int(g): i for i, g in enumerate(svc_stats.group)}
-    act_ids, act_cases = distinct_per_key(enc.case, codes)
-    cases_per_act = np.zeros(n_act, dtype=np.int64)
-    cases_per_act[act_ids] = act_cases
+    cases_per_act = np.bincount(codes[enc.first_activity_occurrence], minlength=n_act)
 
     acts = []
     for a in np.flatnonzero(keep_act):

@@ -40,7 +40,7 @@ class CostModel:
                 raise InvalidInput(f"{name} must be >= 0", field=name)
 
 
-@dataclass
+@dataclass(slots=True)
 class Variant:
     """One variant (distinct activity sequence) with its volume, time, handoffs, rework and cost."""
 
