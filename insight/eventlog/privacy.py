@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from insight.errors import InvalidInput
 from insight.eventlog.schema import (
@@ -169,6 +170,13 @@ def text_columns(df: pd.DataFrame, *, exclude: Iterable[str] = ()) -> list[str]:
     ]
 
 
+def _id_text(value: object) -> str:
+    # an id read as float because its column has gaps (7.0) must hash like the same id read as int (7)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
 def _token(key: bytes, value: str, length: int) -> str:
     return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:length]
 
@@ -183,11 +191,12 @@ def pseudonymize(values: pd.Series, *, key: str | bytes, prefix: str = "id", len
         raise InvalidInput("pseudonymization needs a non-empty key (settings.pseudonym_key)", field="key")
     k = key.encode("utf-8") if isinstance(key, str) else key
     codes, uniques = pd.factorize(values)
-    tokens = np.asarray([f"{prefix}_{_token(k, str(u), length)}" for u in uniques] + [""], dtype=object)
-    if len(set(tokens[:-1])) != len(uniques):
+    tokens = [f"{prefix}_{_token(k, _id_text(u), length)}" for u in uniques]
+    if len(set(tokens)) != len(uniques):
         raise InvalidInput(f"pseudonym collision in column {values.name!r}; use a longer token", field="length")
-    out = pd.Series(tokens[np.where(codes >= 0, codes, len(uniques))], index=values.index, name=values.name)
-    return out.astype("str").where(codes >= 0)
+    # one HMAC per distinct value, broadcast with an Arrow take (no per-row Python objects)
+    taken = pa.array(tokens, type=pa.large_string()).take(pa.array(codes, mask=codes < 0))
+    return pd.Series(pd.arrays.ArrowStringArray(taken), index=values.index, name=values.name).astype("str")
 
 
 def _prefix_for(column: str) -> str:

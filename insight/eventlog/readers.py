@@ -635,7 +635,6 @@ def _read_xes(path: Path, *, mapping: Mapping[str, str] | None, how: str, preset
         raise InvalidEventLog("the XES log holds no events", file=str(path))
     report = DataQualityReport(source=str(path), rows_in=len(pm))
     inverse = {v: k for k, v in PM4PY_COLUMNS.items()}
-    n_bad_ts = 0
     try:
         log = from_pm4py(pm, _log_name(path))
     except InvalidEventLog as exc:
@@ -666,7 +665,3 @@ def _read_xes(path: Path, *, mapping: Mapping[str, str] | None, how: str, preset
     case_attrs = [c for c in log.case_attributes if c in df.columns]
     return EventLog(df.reset_index(drop=True), name=log.name, case_attributes=case_attrs, quality=report)
 
-
-def known_columns() -> tuple[str, ...]:
-    """The canonical column names (re-exported for callers building mappings)."""
-    return CANONICAL_COLUMNS

@@ -75,6 +75,8 @@ def test_pseudonymize_stable_keyed_and_raw_free():
     assert pseudonymize(a, key="k2", prefix="res").iloc[0] != t1.iloc[0]
     with pytest.raises(InvalidInput):
         pseudonymize(a, key="")
+    # numeric ids: 7 read as float (column with gaps) and as int get the same token
+    assert pseudonymize(pd.Series([7.0, None]), key="k1").iloc[0] == pseudonymize(pd.Series([7]), key="k1").iloc[0]
 
 
 def _log() -> EventLog:
