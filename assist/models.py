@@ -1,0 +1,228 @@
+"""Assist data: typed results (actions, supporting knowledge, grounded draft, knowledge gaps) and the feedback table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Column, DateTime, Text
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+SuggestionKind = Literal["action", "article", "draft"]
+Verdict = Literal["accepted", "edited", "rejected"]
+ActionSource = Literal["model", "log", "knowledge"]
+
+MAX_TEXT = 20_000
+MAX_LABEL = 256
+
+
+def utcnow() -> datetime:
+    """Current time, tz-aware UTC."""
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- supporting knowledge
+
+
+class PassageRef(BaseModel):
+    """One retrieved passage of a published article, with its scores."""
+
+    article_id: int
+    version: int
+    title: str
+    heading: str = ""
+    text: str
+    score: float
+    dense_score: float
+    lexical_score: float
+
+
+class ArticleSupport(BaseModel):
+    """An article that applies, with the passages that matched (best first) and its best score."""
+
+    article_id: int
+    version: int
+    title: str
+    score: float
+    intents: list[str] = Field(default_factory=list)
+    passages: list[PassageRef] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- next-best actions
+
+
+class NextBestAction(BaseModel):
+    """A candidate next step, its likelihood, its expected effect on the outcome and why it is suggested."""
+
+    rank: int
+    activity: str
+    source: ActionSource
+    probability: float | None = None  # next-activity model (source "model") or share of similar cases ("log")
+    expected_remaining_hours: float | None = None  # until the case ends, when this step is taken now
+    expected_change_hours: float | None = None  # vs the expectation without choosing a step (negative = faster)
+    sla_breach_probability: float | None = None  # after taking the step
+    similar_cases: int | None = None  # cases in the mined log that took this step from the same state
+    similar_remaining_hours: float | None = None  # their mean hours from this step to the end
+    why: str = ""
+    knowledge: list[ArticleSupport] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- grounded draft
+
+
+class DraftReply(BaseModel):
+    """A reply built only from one article's content (plus a fixed greeting and closing), or why there is none."""
+
+    grounded: bool
+    text: str
+    article_id: int | None = None
+    article_version: int | None = None
+    article_title: str | None = None
+    section: str | None = None  # heading the quoted text came from ("" for best passages)
+    score: float | None = None
+    threshold: float
+    quoted: list[str] = Field(default_factory=list)  # the exact article snippets the body is made of
+    reason: str = ""
+
+
+class AssistResult(BaseModel):
+    """Everything assist suggests for one open ticket."""
+
+    ticket_id: str | None = None
+    intent: str | None = None
+    intent_confidence: float | None = None
+    intent_out_of_scope: bool | None = None
+    prefix: list[str] = Field(default_factory=list)  # activities so far
+    expected_remaining_hours: float | None = None  # now, before any suggested step
+    sla_breach_probability: float | None = None
+    end_probability: float | None = None  # next-activity model's probability the case ends now
+    actions: list[NextBestAction] = Field(default_factory=list)
+    guideline_steps: list[NextBestAction] = Field(default_factory=list)  # the best article's listed steps not done yet
+    knowledge: list[ArticleSupport] = Field(default_factory=list)
+    draft: DraftReply
+    notes: list[str] = Field(default_factory=list)
+    model_versions: dict[str, str] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- feedback (the learning loop)
+
+
+class AssistFeedback(SQLModel, table=True):
+    """An agent's verdict on one assist suggestion (an action, an article or the draft)."""
+
+    __tablename__ = "assist_feedback"
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    ticket_id: str = SQLField(max_length=128, index=True)
+    kind: str = SQLField(max_length=16, index=True)
+    suggestion: str = SQLField(max_length=MAX_LABEL)  # activity name, article title or "draft"
+    verdict: str = SQLField(max_length=16, index=True)
+    article_id: int | None = SQLField(default=None, index=True)
+    article_version: int | None = None
+    rank: int | None = None
+    edited_text: str | None = SQLField(default=None, sa_column=Column(Text, nullable=True))
+    comment: str | None = SQLField(default=None, sa_column=Column(Text, nullable=True))
+    by: str | None = SQLField(default=None, max_length=128)
+    created_at: datetime = SQLField(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class AssistFeedbackIn(BaseModel):
+    """Accept / edit / reject one suggestion; an edit carries the text the agent sent instead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: SuggestionKind
+    suggestion: str = Field(min_length=1, max_length=MAX_LABEL)
+    verdict: Verdict
+    article_id: int | None = Field(None, ge=1)
+    article_version: int | None = Field(None, ge=1)
+    rank: int | None = Field(None, ge=1)
+    edited_text: str | None = Field(None, max_length=MAX_TEXT)
+    comment: str | None = Field(None, max_length=4_000)
+
+
+class AssistFeedbackPublic(BaseModel):
+    """Stored assist feedback."""
+
+    id: int
+    ticket_id: str
+    kind: str
+    suggestion: str
+    verdict: str
+    article_id: int | None
+    article_version: int | None
+    rank: int | None
+    edited_text: str | None
+    comment: str | None
+    by: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: AssistFeedback) -> AssistFeedbackPublic:
+        """Build from a stored row (SQLite drops the time zone: read it back as UTC)."""
+        assert row.id is not None
+        at = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+        return cls(id=row.id, ticket_id=row.ticket_id, kind=row.kind, suggestion=row.suggestion, verdict=row.verdict,
+                   article_id=row.article_id, article_version=row.article_version, rank=row.rank,
+                   edited_text=row.edited_text, comment=row.comment, by=row.by, created_at=at)
+
+
+# ---------------------------------------------------------------- knowledge gaps
+
+
+class GapExample(BaseModel):
+    """One ticket of a topic and what the knowledge base offered for it."""
+
+    case_id: str
+    text: str
+    top_article_id: int | None = None
+    top_article_title: str | None = None
+    top_score: float | None = None
+    covered: bool = False
+
+
+class GapTopic(BaseModel):
+    """One intent / topic: how much work it causes and how well the knowledge base covers it."""
+
+    rank: int
+    topic: str
+    cases: int
+    volume_share: float  # of all cases
+    hours_share: float  # of all case hours (volume x cost)
+    mean_hours: float  # mean case duration
+    cost_ratio: float  # mean duration vs the mean of all other topics
+    coverage: float  # share of sampled tickets whose best passage applies and scores >= threshold
+    mean_top_score: float
+    articles_for_topic: int  # published articles tagged with this topic
+    gap_score: float  # hours_share x (1 - coverage)
+    why: str
+    examples: list[GapExample] = Field(default_factory=list)
+
+
+class ArticleUsage(BaseModel):
+    """How an article is retrieved and whether the tickets that used it resolved faster."""
+
+    article_id: int
+    title: str
+    version: int
+    top1: int  # sampled tickets where it was the best article
+    topk: int  # sampled tickets where it was among the top-k
+    used_cases: int  # tickets where an agent accepted / edited a suggestion citing it
+    mean_hours_used: float | None = None
+    mean_hours_unused: float | None = None  # same topics, article not used
+    hours_difference: float | None = None  # used - unused (negative = shortens resolution)
+    verdict: Literal["never_retrieved", "does_not_shorten", "shortens", "not_enough_use"]
+
+
+class GapReport(BaseModel):
+    """What knowledge managers should write next, and which articles do not earn their place."""
+
+    topics: list[GapTopic]
+    never_retrieved: list[ArticleUsage] = Field(default_factory=list)
+    does_not_shorten: list[ArticleUsage] = Field(default_factory=list)
+    articles: list[ArticleUsage] = Field(default_factory=list)
+    threshold: float
+    tickets_sampled: int
+    cases: int
