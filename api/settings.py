@@ -21,13 +21,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DESKPILOT_", env_file=".env", extra="ignore")
 
-    home: Path = Field(Path("var"), description="Folder for the database, vector index, registry and reports.")
-    data: Path = Field(Path("../shared/data"), description="Public data sets for benchmarks and real-data tests.")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite file in `home`.")
-    chroma_url: str | None = Field(None, description="http://host:port of a chroma server; default embedded.")
-    embedding_model: Path | None = Field(None, description="Sentence-transformers model folder; default bundled.")
+    home: Path = Field(default=Path("var"), description="Folder for the database, vector index, registry and reports.")
+    data: Path = Field(default=Path("../shared/data"), description="Public data sets for benchmarks and real-data tests.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite file in `home`.")
+    chroma_url: str | None = Field(default=None, description="http://host:port of a chroma server; default embedded.")
+    embedding_model: Path | None = Field(default=None, description="Sentence-transformers model folder; default bundled.")
     pseudonym_key: SecretStr = Field(
-        SecretStr("deskpilot-dev-key-change-me"),
+        default=SecretStr("deskpilot-dev-key-change-me"),
         description="HMAC key for pseudonymizing customer and agent identifiers.",
     )
     log_level: str = "INFO"
