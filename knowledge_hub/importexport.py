@@ -159,8 +159,8 @@ def import_path(*, session: Session, index: ArticleIndex, path: Path, author: st
     """Read every article from path (all validated before anything is stored) and create them."""
     records = read_any(path)
     result = ImportResult(source=str(path))
-    for article_in, rec_author in records:
-        a = service.create(session=session, index=index, article_in=article_in, author=rec_author or author)
+    batch = [(article_in, rec_author or author) for article_in, rec_author in records]
+    for a in service.bulk_create(session=session, index=index, articles_in=batch):
         assert a.id is not None
         result.created.append(a.id)
         if a.index_stale:

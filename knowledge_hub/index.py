@@ -111,6 +111,19 @@ def _split(value: Any) -> list[str]:
     return [v for v in str(value or "").split("|") if v]
 
 
+@dataclass(frozen=True)
+class ArticleDoc:
+    """What the index needs of one published article version."""
+
+    article_id: int
+    version: int
+    title: str
+    body: str
+    intents: list[str]
+    tags: list[str]
+    status: str = "published"
+
+
 @dataclass
 class IndexSnapshot:
     """Everything in the index at one revision, in memory, for exact hybrid scoring."""
@@ -217,31 +230,42 @@ class KnowledgeIndex:
         status: str = "published",
     ) -> int:
         """Replace an article's passages with freshly embedded chunks of this version; returns the passage count."""
-        chunks = self.passages_for(title, body)
-        texts = [f"{title}\n\n{c.heading}\n{c.text}" if c.heading else f"{title}\n\n{c.text}" for c in chunks]
-        vecs = self.embedder.encode([*texts, title])
-        metas = [
-            {
-                "article_id": int(article_id), "version": int(version), "title": title, "status": status,
-                "intents": _join(intents), "tags": _join(tags), "section": c.section, "chunk": c.chunk,
-                "heading": c.heading,
-            }
-            for c in chunks
-        ]
+        return self.upsert_articles([ArticleDoc(article_id, version, title, body, list(intents), list(tags), status)])
+
+    def upsert_articles(self, docs: list[ArticleDoc]) -> int:
+        """Replace several articles' passages, embedding all chunks in one batch; returns the passage count."""
+        if not docs:
+            return 0
+        ids: list[str] = []
+        texts: list[str] = []
+        documents: list[str] = []
+        metas: list[dict[str, Any]] = []
+        for d in docs:
+            for c in self.passages_for(d.title, d.body):
+                ids.append(f"{d.article_id}:{c.section}:{c.chunk}")
+                texts.append(f"{d.title}\n\n{c.heading}\n{c.text}" if c.heading else f"{d.title}\n\n{c.text}")
+                documents.append(c.text)
+                metas.append({
+                    "article_id": int(d.article_id), "version": int(d.version), "title": d.title, "status": d.status,
+                    "intents": _join(d.intents), "tags": _join(d.tags), "section": c.section, "chunk": c.chunk,
+                    "heading": c.heading,
+                })
+        vecs = self.embedder.encode(texts + [d.title for d in docs])
+        n = len(texts)
         with self._lock:
             col, titles = self._collections()
             try:
-                col.delete(where={"article_id": int(article_id)})
-                col.add(
-                    ids=[f"{article_id}:{c.section}:{c.chunk}" for c in chunks],
-                    embeddings=vecs[:-1], documents=[c.text for c in chunks], metadatas=metas,
-                )
-                titles.upsert(ids=[str(article_id)], embeddings=vecs[-1:], documents=[title],
-                              metadatas=[{"article_id": int(article_id), "version": int(version)}])
+                col.delete(where={"article_id": {"$in": [int(d.article_id) for d in docs]}})
+                for start in range(0, n, 2000):  # chroma caps the batch size of one add
+                    col.add(ids=ids[start:start + 2000], embeddings=vecs[start:min(start + 2000, n)],
+                            documents=documents[start:start + 2000], metadatas=metas[start:start + 2000])
+                titles.upsert(ids=[str(d.article_id) for d in docs], embeddings=vecs[n:], documents=[d.title for d in docs],
+                              metadatas=[{"article_id": int(d.article_id), "version": int(d.version)} for d in docs])
                 self._bump_revision(col)
             except Exception as exc:
-                raise IndexUnavailable(f"index write failed for article {article_id}: {exc}") from exc
-        return len(chunks)
+                which = ", ".join(str(d.article_id) for d in docs[:10])
+                raise IndexUnavailable(f"index write failed for article(s) {which}: {exc}") from exc
+        return n
 
     def remove_article(self, article_id: int) -> None:
         """Drop an article's passages (unpublish, archive, delete)."""
