@@ -1,0 +1,283 @@
+"""Triage: from a new ticket to intent, team, risks, a decision and the reasons — a pure function of the models.
+
+`load_bundle` reads the live models from the registry once (the service hot-swaps whole bundles); `decide` and
+`decide_batch` never touch storage, so the same code serves the HTTP API, the CLI and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from insight.errors import ModelArtifactError, ModelNotReady
+from insight.eventlog.schema import ACTIVITY, CASE_ID, CHANNEL, TIMESTAMP, EventLog
+from insight.models.registry import ModelRegistry
+from routing.models import DecisionThresholds, Risks, SimilarTicket, TeamScore, TicketIn, TriageResult
+
+TASKS = ("intent", "router", "next_activity", "remaining_time", "memory")
+HOW_TO_TRAIN = "run `deskpilot train` (or `make run`) to train and register models"
+# Text as the models were trained on it (see insight.training): intent reads "subject. body", the router
+# reads subject and body joined by a blank line.
+ROUTER_TEXT_COLUMN = "__text__"
+FIRST_ACTIVITY = "Ticket created"
+
+
+def intent_text(ticket: TicketIn) -> str:
+    """Ticket text the way the intent model was trained on it."""
+    return ". ".join(p for p in (ticket.subject, ticket.body) if p)
+
+
+class CachingEmbedder:
+    """Wraps an embedder so the intent model and the ticket memory embed each text once per request."""
+
+    def __init__(self, inner: Any, *, max_items: int = 4096) -> None:
+        self.inner = inner
+        self.max_items = max_items
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """Name of the wrapped model."""
+        return str(self.inner.name)
+
+    @property
+    def fingerprint(self) -> str:
+        """Fingerprint of the wrapped model."""
+        return str(self.inner.fingerprint)
+
+    def encode(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray:
+        """Encode, reusing vectors of texts seen recently."""
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            vecs = self.inner.encode(missing, show_progress=show_progress)
+            with self._lock:
+                for t, v in zip(missing, vecs, strict=True):
+                    self._cache[t] = v
+                while len(self._cache) > self.max_items:
+                    self._cache.popitem(last=False)
+        with self._lock:
+            hit = [self._cache.get(t) for t in texts]
+        if any(v is None for v in hit):  # evicted by a concurrent request: encode directly
+            return np.asarray(self.inner.encode(list(texts)), dtype=np.float32)
+        return np.stack(hit).astype(np.float32) if hit else np.zeros((0, 0), dtype=np.float32)
+
+
+@dataclass
+class ModelBundle:
+    """The live models the service routes with, and their versions; a missing model leaves its field None."""
+
+    intent: Any = None
+    router: Any = None
+    next_activity: Any = None
+    remaining_time: Any = None
+    memory: Any = None
+    embedder: Any = None
+    versions: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    router_meta: dict[str, Any] = field(default_factory=dict)
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def ready(self) -> bool:
+        """True when tickets can be routed (an intent model or a router)."""
+        return self.intent is not None or self.router is not None
+
+
+def load_bundle(registry_path: str | Path, embedder: Any = None) -> ModelBundle:
+    """Load every live model from the registry; raises ModelNotReady when there is none to route with."""
+    reg = ModelRegistry(registry_path)
+    wrapped = CachingEmbedder(embedder) if embedder is not None else None
+    bundle = ModelBundle(embedder=wrapped)
+    for task in TASKS:
+        if reg.live_version(task) is None:
+            continue
+        art = reg.load(task)
+        model = art.model
+        if hasattr(model, "set_embedder") and getattr(model, "embedder_name_", None) is not None:
+            if wrapped is None:
+                raise ModelArtifactError(f"the {task} model needs an embedding model; none was given")
+            model.set_embedder(wrapped)
+        elif task == "intent" and getattr(model, "embedder_fingerprint_", None) is not None:
+            if wrapped is None:
+                raise ModelArtifactError("the intent model needs an embedding model; none was given")
+            model.set_embedder(wrapped)
+        setattr(bundle, task, model)
+        bundle.versions[task] = art.metadata.version
+        bundle.metrics[task] = dict(art.metadata.metrics or {})
+        if task == "router":
+            bundle.router_meta = dict(art.metadata.extra or {})
+    if not bundle.ready:
+        raise ModelNotReady(f"no trained intent or routing model in {registry_path}; {HOW_TO_TRAIN}")
+    return bundle
+
+
+def _router_frame(bundle: ModelBundle, tickets: list[TicketIn], intents: list[str | None]) -> pd.DataFrame:
+    router = bundle.router
+    rows = []
+    for t, intent in zip(tickets, intents, strict=True):
+        row: dict[str, Any] = {"channel": t.channel, "segment": t.segment, "priority": t.priority,
+                               "intent": intent}
+        row.update(t.custom_fields)
+        row[ROUTER_TEXT_COLUMN] = " \n ".join(p for p in (t.subject, t.body) if p)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    cols = list(router.cat_) + ([router.text] if router.text else [])
+    for c in cols:
+        if c not in frame.columns:
+            frame[c] = None
+    if router.text and router.text != ROUTER_TEXT_COLUMN:
+        frame[router.text] = frame[ROUTER_TEXT_COLUMN]
+    return frame[cols]
+
+
+def _risk_log(bundle: ModelBundle, tickets: list[TicketIn], intents: list[str | None],
+              teams: list[str | None]) -> EventLog:
+    """A one-event log per ticket (its creation), carrying what the remaining-time model reads."""
+    enc = bundle.remaining_time.encoder_
+    now = datetime.now(UTC)
+    rows = []
+    for t, intent, team in zip(tickets, intents, teams, strict=True):
+        row: dict[str, Any] = {CASE_ID: t.ticket_id, ACTIVITY: FIRST_ACTIVITY,
+                               TIMESTAMP: t.created_at or now, CHANNEL: t.channel}
+        known = {"intent": intent, "segment": t.segment, "priority": t.priority, "channel": t.channel,
+                 "group": team, **t.custom_fields}
+        for col in [*enc.case_attributes_, *enc.event_attributes_]:
+            row[col] = known.get(col)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df[TIMESTAMP] = pd.to_datetime(df[TIMESTAMP], utc=True)
+    return EventLog(df, name="triage", case_attributes=list(enc.case_attributes_))
+
+
+def _router_reasons(router: Any, X: pd.DataFrame, classes: list[str], k: int = 3) -> list[list[str]]:
+    """Top contributing features (coefficient x value) for the predicted team, per row."""
+    try:
+        design = router._design(X)
+        model = router.model_
+        names = list(router.onehot_.get_feature_names_out())
+        if router.num_:
+            names += list(router.num_)
+        if router.text:
+            names += [f"text:{w}" for w in router.tfidf_.get_feature_names_out()]
+    except AttributeError:  # a router without a linear design matrix gives no feature reasons
+        return [[] for _ in range(len(X))]
+    out = []
+    model_classes = [str(c) for c in model.classes_]
+    for i, team in enumerate(classes):
+        row = design.getrow(i)
+        if team not in model_classes or row.nnz == 0:
+            out.append([])
+            continue
+        coef = model.coef_[model_classes.index(team)] if model.coef_.shape[0] > 1 else model.coef_[0]
+        contrib = row.data * coef[row.indices]
+        order = np.argsort(-contrib)[:k]
+        out.append([names[row.indices[j]] for j in order if contrib[j] > 0])
+    return out
+
+
+def _decide_one(*, intent_pred: Any, teams: list[TeamScore], risks: Risks, thresholds: DecisionThresholds,
+                ) -> tuple[str, list[str]]:
+    reasons: list[str] = []
+    if intent_pred is not None and intent_pred.out_of_scope:
+        reasons.append(f"the text fits no known intent (best guess {intent_pred.label!r} at "
+                       f"{intent_pred.confidence:.2f}); a person should look")
+        return "triage", reasons
+    team_conf = teams[0].probability if teams else 0.0
+    intent_conf = intent_pred.confidence if intent_pred is not None else team_conf
+    confidence = min(team_conf, intent_conf) if teams else intent_conf
+    misroute = risks.misroute if risks.misroute is not None else 1.0 - confidence
+    if confidence >= thresholds.auto_route_confidence and misroute <= thresholds.max_auto_misroute_risk:
+        reasons.append(f"confident: team {team_conf:.2f}, intent {intent_conf:.2f} >= "
+                       f"{thresholds.auto_route_confidence:.2f} and misroute risk {misroute:.2f}")
+        return "auto_route", reasons
+    if confidence >= thresholds.suggest_confidence:
+        reasons.append(f"fairly confident ({confidence:.2f}) but below the auto-route threshold "
+                       f"{thresholds.auto_route_confidence:.2f}: suggest to an agent")
+        return "suggest", reasons
+    reasons.append(f"low confidence ({confidence:.2f} < {thresholds.suggest_confidence:.2f}): human triage queue")
+    return "triage", reasons
+
+
+def decide_batch(*, bundle: ModelBundle, tickets: list[TicketIn], thresholds: DecisionThresholds) -> list[TriageResult]:
+    """Triage many tickets with one embedding and one model call per model."""
+    if not bundle.ready:
+        raise ModelNotReady(f"no trained intent or routing model is loaded; {HOW_TO_TRAIN}")
+    if not tickets:
+        return []
+    n = len(tickets)
+    texts = [intent_text(t) for t in tickets]
+    intent_preds: list[Any] = [None] * n
+    if bundle.intent is not None:
+        intent_preds = bundle.intent.predict_with_oos(texts, top_k=3)
+    intents = [p.label if p is not None and not p.out_of_scope else None for p in intent_preds]
+
+    team_lists: list[list[TeamScore]] = [[] for _ in range(n)]
+    feature_reasons: list[list[str]] = [[] for _ in range(n)]
+    if bundle.router is not None:
+        X = _router_frame(bundle, tickets, intents)
+        tops = bundle.router.top_k(X, k=3)
+        team_lists = [[TeamScore(team=s.team, probability=float(s.probability)) for s in top] for top in tops]
+        feature_reasons = _router_reasons(bundle.router, X, [tl[0].team if tl else "" for tl in team_lists])
+
+    best_teams = [tl[0].team if tl else None for tl in team_lists]
+    expected = breach = None
+    if bundle.remaining_time is not None:
+        rlog = _risk_log(bundle, tickets, intents, best_teams)
+        expected = bundle.remaining_time.predict(rlog)
+        breach = bundle.remaining_time.predict_breach_proba(rlog)
+
+    similar: list[list[SimilarTicket]] = [[] for _ in range(n)]
+    if bundle.memory is not None and bundle.embedder is not None:
+        hits = bundle.memory.search(bundle.embedder.encode(texts), k=3)
+        similar = [[SimilarTicket(ticket_id=h.case_id, similarity=round(h.similarity, 4), intent=h.intent,
+                                  team=h.team, subject=h.subject) for h in row] for row in hits]
+
+    out = []
+    for i, t in enumerate(tickets):
+        pred = intent_preds[i]
+        teams = team_lists[i]
+        risks = Risks(
+            misroute=round(1.0 - teams[0].probability, 4) if teams else None,
+            sla_breach=round(float(breach[i]), 4) if breach is not None else None,
+            expected_hours_to_resolve=round(float(expected[i]), 2) if expected is not None else None,
+        )
+        decision, reasons = _decide_one(intent_pred=pred, teams=teams, risks=risks, thresholds=thresholds)
+        if pred is not None:
+            alt = ", ".join(f"{s.label} {s.probability:.2f}" for s in pred.top_k[1:])
+            reasons.append(f"intent {pred.label!r} at {pred.confidence:.2f}" + (f" (next: {alt})" if alt else ""))
+        if teams:
+            alt = ", ".join(f"{s.team} {s.probability:.2f}" for s in teams[1:])
+            reasons.append(f"team {teams[0].team!r} at {teams[0].probability:.2f}" + (f" (next: {alt})" if alt else ""))
+        if feature_reasons[i]:
+            reasons.append("strongest signals for that team: " + ", ".join(feature_reasons[i]))
+        if similar[i] and teams:
+            agree = sum(1 for s in similar[i] if s.team == teams[0].team)
+            reasons.append(f"{agree} of the {len(similar[i])} most similar past tickets were resolved by "
+                           f"{teams[0].team!r}")
+        if risks.sla_breach is not None and risks.sla_breach >= 0.5:
+            reasons.append(f"SLA breach risk {risks.sla_breach:.2f} (expected {risks.expected_hours_to_resolve} h)")
+        out.append(TriageResult(
+            intent=pred.label if pred is not None else None,
+            intent_confidence=round(pred.confidence, 4) if pred is not None else 0.0,
+            out_of_scope=bool(pred.out_of_scope) if pred is not None else False,
+            team=teams[0].team if teams else None,
+            team_confidence=round(teams[0].probability, 4) if teams else 0.0,
+            top_teams=[TeamScore(team=s.team, probability=round(s.probability, 4)) for s in teams],
+            risks=risks, decision=decision, reasons=reasons, similar=similar[i],  # type: ignore[arg-type]
+            model_versions=dict(bundle.versions),
+        ))
+    return out
+
+
+def decide(*, bundle: ModelBundle, ticket: TicketIn, thresholds: DecisionThresholds) -> TriageResult:
+    """Triage one ticket: intent (+ out-of-scope), resolving team, risks, decision and reasons."""
+    return decide_batch(bundle=bundle, tickets=[ticket], thresholds=thresholds)[0]
