@@ -242,7 +242,7 @@ def decide_batch(*, bundle: ModelBundle, tickets: list[TicketIn], thresholds: De
                                   team=h.team, subject=h.subject) for h in row] for row in hits]
 
     out = []
-    for i, t in enumerate(tickets):
+    for i in range(n):
         pred = intent_preds[i]
         teams = team_lists[i]
         risks = Risks(
