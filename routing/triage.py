@@ -66,9 +66,10 @@ class CachingEmbedder:
                     self._cache.popitem(last=False)
         with self._lock:
             hit = [self._cache.get(t) for t in texts]
-        if any(v is None for v in hit):  # evicted by a concurrent request: encode directly
+        vectors = [v for v in hit if v is not None]
+        if len(vectors) < len(texts):  # evicted by a concurrent request: encode directly
             return np.asarray(self.inner.encode(list(texts)), dtype=np.float32)
-        return np.stack(hit).astype(np.float32) if hit else np.zeros((0, 0), dtype=np.float32)
+        return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), dtype=np.float32)
 
 
 @dataclass
@@ -170,7 +171,7 @@ def _router_reasons(router: Any, X: pd.DataFrame, classes: list[str], k: int = 3
             names += [f"text:{w}" for w in router.tfidf_.get_feature_names_out()]
     except AttributeError:  # a router without a linear design matrix gives no feature reasons
         return [[] for _ in range(len(X))]
-    out = []
+    out: list[list[str]] = []
     model_classes = [str(c) for c in model.classes_]
     for i, team in enumerate(classes):
         row = design.getrow(i)
