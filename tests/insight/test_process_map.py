@@ -185,3 +185,17 @@ def test_helpdesk_matches_pm4py_handover(helpdesk) -> None:
     for k, v in theirs.items():
         assert ours.shares()[k] == pytest.approx(v, rel=1e-12)
     assert ours.total == 21348 - 4580  # every event has a resource in Helpdesk
+
+
+def test_discover_model_writes_bpmn_and_pnml(planted: EventLog, tmp_path) -> None:
+    from insight.mining import discover_model
+
+    m = discover_model(planted, noise_threshold=0.0, bpmn_path=tmp_path / "m.bpmn", pnml_path=tmp_path / "m.pnml")
+    pnml = (tmp_path / "m.pnml").read_text()
+    bpmn = (tmp_path / "m.bpmn").read_text()
+    for name in ("A", "B", "C"):
+        assert f"<text>{name}</text>" in pnml
+        assert f'name="{name}"' in bpmn
+    labelled = {t.label for t in m.petri_net.transitions if t.label}
+    assert labelled == {"A", "B", "C"}
+    assert m.to_dict()["n_transitions"] == len(m.petri_net.transitions)

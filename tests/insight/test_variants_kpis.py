@@ -164,3 +164,31 @@ def test_helpdesk_variant_counts_match_pm4py(shared_data) -> None:
     assert vt.counts() == dict(theirs)
     assert vt.n_variants == 226
     assert sum(v.cases for v in vt.variants) == 4580
+
+
+@pytest.fixture(scope="module")
+def sim():
+    from insight.simulate.engine import simulate
+
+    return simulate(n_cases=3000, seed=5)
+
+
+def test_simulator_slow_step_is_the_longest_median_wait(sim) -> None:
+    truth = sim.truth.slow_step
+    b = find_bottlenecks(sim.log, top=None)
+    busy = [a for a in b.activities if a.count >= 50]
+    slowest = max(busy, key=lambda a: a.median_s)
+    assert slowest.name == truth.activity
+    # the truth is rounded to 4 decimals of an hour and measured before timestamps are cut to whole seconds
+    assert slowest.median_s / 3600 == pytest.approx(truth.median_wait_by_activity_hours[truth.activity], abs=2e-3)
+    for name, hours in truth.median_wait_by_activity_hours.items():
+        got = next(a for a in b.activities if a.name == name)
+        assert got.median_s / 3600 == pytest.approx(hours, abs=2e-3)
+
+
+def test_simulator_rework_loops_are_recovered(sim) -> None:
+    truth = sim.truth.rework
+    b = find_bottlenecks(sim.log, top=None)
+    loops = {x.activity: x for x in b.loops}
+    assert loops["Solution proposed"].cases_with_repeat == len(truth.cases)
+    assert loops["Solution proposed"].repeats == sum(truth.loops.values())
