@@ -136,11 +136,11 @@ class AssistFeedbackIn(BaseModel):
     kind: SuggestionKind
     suggestion: str = Field(min_length=1, max_length=MAX_LABEL)
     verdict: Verdict
-    article_id: int | None = Field(None, ge=1)
-    article_version: int | None = Field(None, ge=1)
-    rank: int | None = Field(None, ge=1)
-    edited_text: str | None = Field(None, max_length=MAX_TEXT)
-    comment: str | None = Field(None, max_length=4_000)
+    article_id: int | None = Field(default=None, ge=1)
+    article_version: int | None = Field(default=None, ge=1)
+    rank: int | None = Field(default=None, ge=1)
+    edited_text: str | None = Field(default=None, max_length=MAX_TEXT)
+    comment: str | None = Field(default=None, max_length=4_000)
 
 
 class AssistFeedbackPublic(BaseModel):
