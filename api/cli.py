@@ -15,11 +15,12 @@ app = typer.Typer(help="deskpilot: mine support event logs, learn from them, rou
 
 def _register_commands() -> None:
     # Each area owns its module; registration order is the order shown in --help.
-    from api.commands import ingest, keys, serve
+    from api.commands import demo, ingest, keys, serve
     from api.commands import kb as kb_cmd
     from api.commands import mine as mine_cmd
     from api.commands import simulate as simulate_cmd
 
+    demo.register(app)
     ingest.register(app)
     simulate_cmd.register(app)
     mine_cmd.register(app)

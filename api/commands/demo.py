@@ -1,0 +1,243 @@
+"""`deskpilot demo`: the whole loop on embedded defaults — simulate, ingest, mine, train, load the KB, serve.
+
+This is what `make run` runs. Every step uses the real components (SQLite, embedded chroma, the bundled embedding
+model) and writes into the configured home folder, so the service it starts afterwards is the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from api.settings import Settings, get_settings
+
+console = Console()
+
+EXAMPLE_TICKET = {
+    "ticket_id": "HD-10042",
+    "subject": "Charged twice for my order",
+    "body": "Hi, my card was charged two times for order #55120 on Nimbus Pay. "
+            "Please refund the second payment. Reach me at jane.doe@example.com.",
+    "channel": "email",
+    "segment": "consumer",
+    "priority": "P3",
+}
+
+
+def _step(title: str) -> float:
+    console.rule(f"[bold]{title}")
+    return time.perf_counter()
+
+
+def _done(t0: float) -> None:
+    console.print(f"[dim]({time.perf_counter() - t0:.1f} s)[/dim]")
+
+
+def _demo_key(settings: Settings) -> str:
+    """The demo's admin API key, kept in the home folder so repeated runs reuse it."""
+    path = settings.home / "demo-api-key"
+    if settings.bootstrap_admin_key is not None:
+        return settings.bootstrap_admin_key.get_secret_value()
+    if path.is_file():
+        return path.read_text().strip()
+    secret = "dp_" + secrets.token_urlsafe(24)
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return secret
+
+
+def _quality_table(quality: Any) -> Table:
+    table = Table(title=f"data quality: {quality.source}")
+    table.add_column("fix")
+    table.add_column("rows", justify="right")
+    table.add_column("detail")
+    table.add_row("rows in", f"{quality.rows_in:,}", "")
+    for fix in quality.fixes:
+        table.add_row(fix.name, f"{fix.rows:,}", fix.detail)
+    table.add_row("rows out", f"{quality.rows_out:,}", f"{quality.cases_out:,} cases")
+    return table
+
+
+def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]:
+    """Simulate, ingest, mine, train and load the knowledge base into `settings.home`; returns what it made."""
+    from sqlmodel import Session, SQLModel
+
+    from api.app import _import_tables, make_engine
+    from api.commands.mine import load_journey
+    from insight.embedding import Embedder
+    from insight.eventlog import ingest, write_log
+    from insight.eventlog.privacy import redact_series
+    from insight.mining import mine
+    from insight.mining.html import write_html
+    from insight.mining.report import MineConfig
+    from insight.models.memory import TicketMemory
+    from insight.models.registry import ArtifactMetadata, ModelRegistry, data_hash
+    from insight.simulate import simulate
+    from insight.simulate.knowledge import knowledge_base
+    from insight.training import train_all
+    from knowledge_hub.index import open_index
+    from knowledge_hub.models import ArticleCreate, ArticleStatus
+    from knowledge_hub.service import bulk_create, list_articles
+
+    home = settings.home
+    home.mkdir(parents=True, exist_ok=True)
+    key = settings.pseudonym_key.get_secret_value()
+
+    t0 = _step(f"1/5 simulate a contact center ({cases:,} tickets, seed {seed})")
+    sim = simulate(n_cases=cases, seed=seed)
+    sim_dir = home / "sim"
+    sim_dir.mkdir(exist_ok=True)
+    write_log(sim.log, sim_dir / "events.csv")
+    sim.tickets.to_csv(sim_dir / "tickets.csv", index=False)
+    (sim_dir / "truth.json").write_text(json.dumps(sim.truth.to_dict(), indent=1))
+    console.print(f"{sim.log.n_events:,} events, {sim.log.n_cases:,} cases, {len(sim.log.activities)} activities "
+                  f"-> {sim_dir}")
+    _done(t0)
+
+    t0 = _step("2/5 ingest: clean, redact PII, pseudonymize agents")
+    log = ingest(sim_dir / "events.csv", pseudonym_key=key)
+    console.print(_quality_table(log.quality))
+    tickets = sim.tickets.copy()
+    found: dict[str, int] = {}
+    for col in ("subject", "body"):
+        tickets[col], counts = redact_series(tickets[col].fillna(""))
+        for kind, n in counts.items.items():
+            found[kind] = found.get(kind, 0) + n
+    console.print("ticket text redacted before any model sees it: "
+                  + ", ".join(f"{n:,} {kind}" for kind, n in sorted(found.items())))
+    _done(t0)
+
+    t0 = _step("3/5 mine: process map, costly variants, misrouting, bottlenecks, KPIs, conformance, alerts")
+    report = mine(log, config=MineConfig(journey=load_journey(sim_dir / "truth.json")))
+    out_dir = home / "insights"
+    out_dir.mkdir(exist_ok=True)
+    report.write_json(out_dir / "insight.json")
+    write_html(report, out_dir / "report.html")
+    console.print(Panel("\n".join(f"- {h}" for h in report.headlines), title="headline findings", expand=False))
+    console.print(f"report: {out_dir / 'report.html'}")
+    _done(t0)
+
+    t0 = _step("4/5 train: intent, resolving-team router, next activity, remaining time / SLA risk")
+    embedder = Embedder(settings.embedding_model_path)
+    training = train_all(log=log, tickets=tickets, registry=settings.registry_path, embedder=embedder, seed=seed)
+    ordered = tickets.sort_values("created_at", kind="stable") if "created_at" in tickets.columns else tickets
+    text = ordered["subject"].fillna("") + ". " + ordered["body"].fillna("")
+    memory = TicketMemory(embedder=embedder).fit(ordered, text=text)
+    ModelRegistry(settings.registry_path).save(
+        memory, task="memory", promote=True,
+        metadata=ArtifactMetadata(task="memory", features=["text"], training_data_hash=data_hash(text),
+                                  metrics={"n_tickets": len(memory.case_ids_)},
+                                  extra={"embedder": embedder.name}),
+    )
+    table = Table(title="models (tested on the newest 20% of cases)")
+    table.add_column("task")
+    table.add_column("version")
+    table.add_column("headline metric")
+    for m in training.models:
+        main = {k: v for k, v in m.metrics.items() if isinstance(v, float) and ("accuracy" in k or "mae" in k)}
+        table.add_row(m.task, m.version or "-", ", ".join(f"{k} {v:.3f}" for k, v in list(main.items())[:3]))
+    console.print(table)
+    _done(t0)
+
+    t0 = _step("5/5 knowledge hub: import the help-centre articles, index them")
+    engine = make_engine(settings.db_url)
+    _import_tables()
+    SQLModel.metadata.create_all(engine)
+    index = open_index(settings=settings, embedder=embedder)
+    with Session(engine, expire_on_commit=False) as session:
+        existing = {a.title for a in list_articles(session=session)}
+        new = [(ArticleCreate(title=a.title, body=a.body, tags=list(a.tags), intents=list(a.intents),
+                              activities=list(a.activities), status=ArticleStatus.published), "demo")
+               for a in knowledge_base() if a.title not in existing]
+        if new:
+            bulk_create(session=session, index=index, articles_in=new)
+        console.print(f"{len(new)} articles imported ({len(existing)} were already there); "
+                      f"the planted knowledge gap has no article on purpose")
+    _done(t0)
+    return {"report": out_dir / "report.html", "training": training.to_dict(), "tickets": len(tickets)}
+
+
+def _serve_in_thread(host: str, port: int) -> tuple[Any, threading.Thread]:
+    import uvicorn
+
+    from api.app import create_app
+
+    config = uvicorn.Config(create_app(get_settings()), host=host, port=port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="deskpilot-api", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def example_request(*, base: str, key: str) -> tuple[str, dict[str, Any]]:
+    """Route the example ticket through the running API; returns the equivalent curl command and the answer."""
+    import httpx
+
+    body = json.dumps(EXAMPLE_TICKET)
+    curl = (f"curl -s -X POST {base}/v1/tickets/route -H 'X-API-Key: {key}' "
+            f"-H 'Content-Type: application/json' -d '{body}'")
+    resp = httpx.post(f"{base}/v1/tickets/route", content=body, timeout=60,
+                      headers={"X-API-Key": key, "Content-Type": "application/json"})
+    return curl, {"status": resp.status_code, "body": resp.json()}
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `demo` command to the CLI."""
+
+    @app.command("demo")
+    def demo(
+        cases: Annotated[int, typer.Option(min=200, help="Simulated tickets.")] = 3000,
+        seed: Annotated[int | None, typer.Option(help="Simulation and training seed (default: settings).")] = None,
+        serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving the API afterwards.")] = True,
+        host: Annotated[str, typer.Option(help="Interface for the API.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(min=1, max=65535, help="Port for the API.")] = 8000,
+    ) -> None:
+        """Run the whole loop on embedded defaults and serve the API with a real example request."""
+        import httpx
+
+        settings = get_settings()
+        run_pipeline(settings=settings, cases=cases, seed=settings.seed if seed is None else seed)
+        key = _demo_key(settings)
+        import os
+
+        os.environ["DESKPILOT_BOOTSTRAP_ADMIN_KEY"] = key
+        get_settings.cache_clear()
+        t0 = _step(f"serve: http://{host}:{port} (docs at /docs)")
+        server, thread = _serve_in_thread(host, port)
+        base = f"http://{host}:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if not thread.is_alive():
+                raise typer.Exit(1)
+            time.sleep(0.2)
+        curl, answer = example_request(base=base, key=key)
+        console.print("[bold]example request[/bold] (admin key stored in "
+                      f"{Path(settings.home) / 'demo-api-key'}):")
+        console.print(curl, soft_wrap=True, highlight=False)
+        console.print(f"[bold]answer[/bold] (HTTP {answer['status']}):")
+        console.print_json(data=answer["body"])
+        _done(t0)
+        if not serve:
+            server.should_exit = True
+            thread.join(timeout=15)
+            return
+        console.print(f"serving on {base} — press Ctrl-C to stop")
+        try:
+            while thread.is_alive():
+                thread.join(timeout=1)
+        except KeyboardInterrupt:
+            server.should_exit = True
+            thread.join(timeout=15)
