@@ -134,6 +134,7 @@ class NextActivityPredictor:
 
     def predict(self, data: Any) -> np.ndarray:
         """Most likely next activity (or `<END>`) per prefix."""
+        self._check()
         return self.classes_[np.argmax(self.predict_proba(data), axis=1)]
 
     def evaluate(self, train_log: Any, test_log: Any, *, ngram_n: int = 4) -> NextActivityMetrics:

@@ -1,0 +1,151 @@
+"""Predictors on real public logs: next activity, remaining time, resolving-team router (+ h4a's intent rows).
+
+Run: `.venv/bin/python bench/predictors.py` (no args). Writes bench/results/predictors.json.
+Set DESKPILOT_BENCH_SKIP_INTENT=1 to leave out the intent rows (bench/predictors_intent.py runs them alone).
+
+Protocol: next activity and remaining time use the rama2021 ordered splits (train_val = oldest 80 % of cases,
+test = newest 20 %); validation for early stopping is carved from train_val (newest 15 % of its cases). Every
+prefix of every test case is scored, the full-length prefix with the end-of-case class. The router trains on the
+oldest 80 % of cases by creation time and is scored on the newest 20 %.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+try:
+    from bench._common import Results, data_dir, timer
+except ImportError:  # run as a script: bench/ is on sys.path, the repo is added by _common
+    from _common import Results, data_dir, timer  # type: ignore[no-redef]
+
+SEED = 7
+NEXT_GOALS = {"helpdesk": (0.735, ">= 0.78"), "bpic2013": (0.704, ">= 0.75")}
+# name: (split folder, train file, test file, preset, event attributes used as features)
+LOGS = {
+    "helpdesk": ("helpdesk/rama2021_split", "train_val_Helpdesk.xes.gz", "test_Helpdesk.xes.gz", "helpdesk_xes",
+                 ["resource"]),
+    "bpic2013": ("bpic2013/rama2021_split", "train_val_bpi_challenge_2013_incidents.xes.gz",
+                 "test_bpi_challenge_2013_incidents.xes.gz", "bpic2013_xes",
+                 ["resource", "group", "org:role", "organization involved", "impact", "product"]),
+}
+
+
+def _read(path: Any, preset: str) -> Any:
+    from insight.eventlog import read_log
+    from insight.eventlog.schema import EventLog
+
+    log = read_log(path, preset=preset)
+    df = log.df.dropna(subset=["timestamp"])
+    # Trace-level "variant" attributes encode the whole case (leak the future); a row counter is no feature.
+    df = df.drop(columns=[c for c in df.columns if "variant" in c.lower() or c.startswith("Unnamed")])
+    return EventLog(df.reset_index(drop=True), name=log.name, case_attributes=[])
+
+
+def run_prefix_models(res: Results) -> None:
+    """Next activity and remaining time on the Helpdesk and BPIC 2013 ordered splits."""
+    from insight.models.next_activity import NextActivityPredictor
+    from insight.models.remaining_time import RemainingTimePredictor
+
+    root = data_dir() / "process_logs"
+    for name, (folder, tr_file, te_file, preset, attrs) in LOGS.items():
+        train = _read(root / folder / tr_file, preset)
+        test = _read(root / folder / te_file, preset)
+        attrs = [a for a in attrs if a in train.df.columns]
+        data = f"{name} rama2021 split"
+        with timer() as t:
+            na = NextActivityPredictor(event_attributes=attrs, case_attributes=[], seed=SEED).fit(train)
+        m = na.evaluate(train, test)
+        base, goal = NEXT_GOALS[name]
+        res.add("next activity, every prefix", data, "accuracy (incl. end)", m.accuracy, base, goal)
+        res.add("next activity, every prefix", data, "accuracy excl. end prefixes", m.accuracy_without_end)
+        res.add("next activity, every prefix", data, "n-gram back-off accuracy", m.ngram_accuracy)
+        res.add("next activity, every prefix", data, "majority accuracy", m.majority_accuracy)
+        res.add("next activity, every prefix", data, "test prefixes", m.n_prefixes)
+        res.add("next activity, every prefix", data, "train seconds (2 threads)", t())
+        with timer() as t:
+            rt = RemainingTimePredictor(event_attributes=attrs, case_attributes=[], seed=SEED).fit(train)
+        r = rt.evaluate(test)
+        res.add("remaining time", data, "MAE hours", r.mae_hours, r.baseline_mae_hours,
+                "clearly below mean-per-prefix-length")
+        res.add("remaining time", data, f"SLA {r.sla_hours:.0f}h breach AUC", r.breach_auc)
+        res.add("remaining time", data, "breach Brier", r.breach_brier, r.breach_rate * (1 - r.breach_rate))
+        res.add("remaining time", data, "train seconds (2 threads)", t())
+
+
+ROUTERS = {
+    # BPIC 2013: attributes of the first event (product, impact, countries, the first team's org line and
+    # function division, and the first team itself, i.e. where the ticket was first queued).
+    "bpic2013": ("bpic2013/VINST_incidents_ibm_with_support_level.csv.gz", "bpic2013_vinst",
+                 ["group", "Product", "Involved ST Function Div", "Involved Org line 3", "SR Latest Impact",
+                  "Country", "Owner Country"], (81.0, 48.9), (">= 85", ">= 60")),
+    "servicenow": ("servicenow_uci498/incident_event_log_ibm_subset.csv.gz", "servicenow",
+                   ["category", "subcategory", "u_symptom", "location", "contact_type", "impact", "urgency",
+                    "priority"], (69.3, 18.9), (">= 75", ">= 35")),
+}
+
+
+def run_routers(res: Results) -> None:
+    """Resolving-team router on the newest 20 % of BPIC 2013 and ServiceNow cases."""
+    from insight.eventlog import read_log
+    from insight.training import train_router
+
+    root = data_dir() / "process_logs"
+    for name, (path, preset, feats, (b_all, b_re), (g_all, g_re)) in ROUTERS.items():
+        log = read_log(root / path, preset=preset)
+        log.df = log.df.dropna(subset=["timestamp"]).reset_index(drop=True)
+        feats = [f for f in feats if f in log.df.columns]
+        data = f"{name} newest 20% cases"
+        with timer() as t:
+            tm = train_router(log=log, features=feats, seed=SEED, params={"C": 1.0})
+        m = tm.metrics
+        res.add("resolving team", data, "accuracy %", 100 * m["accuracy"], b_all, g_all)
+        res.add("resolving team", data, "accuracy % on reassigned", 100 * m["accuracy_reassigned"], b_re, g_re)
+        res.add("resolving team", data, "top-3 accuracy %", 100 * m["top3_accuracy"])
+        res.add("resolving team", data, "first-team accuracy %", 100 * (m["first_team_accuracy"] or 0.0))
+        res.add("resolving team", data, "test cases / reassigned", f"{m['n_cases']} / {m['n_reassigned']}")
+        imp = m["impact"]
+        res.add("router impact", data, "reassigned sent straight %", 100 * imp["straight_to_resolver_share"])
+        res.add("router impact", data, "handoffs saved", imp["handoffs_saved"], imp["handoffs_in_reality"])
+        res.add("router impact", data, "hours saved", imp["hours_saved"])
+        res.add("router impact", data, "h per misrouted case (train)", imp["hours_per_misrouted_case"])
+        res.add("router impact", data, "newly misrouted % (not reassigned)", 100 * imp["newly_misrouted_share"])
+        res.add("resolving team", data, "train seconds", t())
+        if name == "bpic2013":
+            # Same router without the first team, for readers who count that as the decision being replaced.
+            no_first = [f for f in feats if f != "group"]
+            tm2 = train_router(log=log, features=no_first, seed=SEED, params={"C": 1.0})
+            res.add("resolving team (no first team)", data, "accuracy %", 100 * tm2.metrics["accuracy"])
+            res.add("resolving team (no first team)", data, "accuracy % on reassigned",
+                    100 * tm2.metrics["accuracy_reassigned"])
+
+
+def main() -> None:
+    """Run every predictor benchmark and write bench/results/predictors.json."""
+    res = Results("predictors", extra_env={"seed": SEED})
+    t0 = time.perf_counter()
+    only = os.environ.get("DESKPILOT_BENCH_ONLY", "")
+    if not only or "prefix" in only:
+        run_prefix_models(res)
+    if not only or "router" in only:
+        run_routers(res)
+    if not os.environ.get("DESKPILOT_BENCH_SKIP_INTENT") and (not only or "intent" in only):
+        try:
+            from bench.predictors_intent import run as run_intent
+        except ImportError:
+            try:
+                from predictors_intent import run as run_intent  # type: ignore[no-redef]
+            except ImportError:
+                run_intent = None  # type: ignore[assignment]
+        if run_intent is not None:
+            run_intent(res)
+    res.extra_env["total_seconds"] = round(time.perf_counter() - t0, 1)
+    res.extra_env["numpy_seed_note"] = f"LightGBM seed={SEED}, deterministic=True, num_threads=2; np {np.__version__}"
+    res.write()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Train every deskpilot model from a mined log (+ ticket table) into the registry, with honest evaluation.
+
+Protocol: cases are split by start time (train on the oldest 80 %, test on the newest 20 %); validation for early
+stopping and hyper-parameters is carved from the training part only; every prefix of every test case is scored.
+The saved model is the one that was evaluated (trained on the training part), so its metrics describe it exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from insight.errors import InvalidInput
+from insight.eventlog.schema import CASE_ID, GROUP, TIMESTAMP, EventLog
+from insight.models.next_activity import NextActivityPredictor
+from insight.models.registry import ArtifactMetadata, ArtifactRef, ModelRegistry, data_hash
+from insight.models.remaining_time import RemainingTimePredictor
+from insight.models.router import TeamRouter, routing_impact
+
+TASK_INTENT = "intent"
+TASK_ROUTER = "router"
+TASK_NEXT_ACTIVITY = "next_activity"
+TASK_REMAINING_TIME = "remaining_time"
+# Ticket columns the router uses when present; free text is joined from these.
+ROUTER_CATEGORICAL = ("channel", "segment", "priority", "product", "category", "subcategory", "customer_tier")
+ROUTER_TEXT = ("subject", "body")
+
+
+@dataclass
+class TrainedModel:
+    """One model trained, evaluated and (optionally) saved."""
+
+    task: str
+    metrics: dict[str, Any]
+    version: str | None = None
+    path: str | None = None
+    model: Any = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (without the model)."""
+        return {"task": self.task, "version": self.version, "path": self.path, "metrics": self.metrics}
+
+
+@dataclass
+class TrainingReport:
+    """Everything `train_all` produced."""
+
+    registry: str | None
+    models: list[TrainedModel]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"registry": self.registry, "models": [m.to_dict() for m in self.models], "skipped": self.skipped}
+
+
+def _window(log: EventLog) -> list[str]:
+    lo, hi = log.time_window()
+    return [str(lo), str(hi)]
+
+
+def split_log(log: EventLog, *, test_fraction: float = 0.2) -> tuple[EventLog, EventLog]:
+    """Time-ordered split by case start: oldest cases train, the newest `test_fraction` test."""
+    if not 0 < test_fraction < 1:
+        raise InvalidInput(f"test_fraction must be in (0, 1), got {test_fraction}")
+    starts = log.df.groupby(log.df[CASE_ID].astype(str), sort=False)[TIMESTAMP].min().sort_values(kind="stable")
+    n_test = max(1, int(round(len(starts) * test_fraction)))
+    if n_test >= len(starts):
+        raise InvalidInput(f"log {log.name} has too few cases ({len(starts)}) for a train/test split")
+    test_ids = set(starts.index[-n_test:])
+    mask = log.df[CASE_ID].astype(str).isin(test_ids)
+    mk = lambda m, suffix: EventLog(  # noqa: E731
+        log.df.loc[m].reset_index(drop=True), name=f"{log.name}[{suffix}]", case_attributes=list(log.case_attributes)
+    )
+    return mk(~mask, "train"), mk(mask, "test")
+
+
+def _save(registry: ModelRegistry | None, model: Any, *, task: str, metrics: dict[str, Any], features: list[str],
+          classes: list[str], train_df: Any, window: list[str], hyper: dict[str, Any], promote: bool,
+          extra: dict[str, Any] | None = None) -> ArtifactRef | None:
+    if registry is None:
+        return None
+    meta = ArtifactMetadata(task=task, features=features, classes=classes, training_data_hash=data_hash(train_df),
+                            training_window=window, metrics=metrics, hyper_params=hyper, extra=extra or {})
+    return registry.save(model, task=task, metadata=meta, promote=promote)
+
+
+def _trained(task: str, metrics: dict[str, Any], ref: ArtifactRef | None, model: Any) -> TrainedModel:
+    return TrainedModel(task=task, metrics=metrics, version=ref.version if ref else None,
+                        path=str(ref.path) if ref else None, model=model)
+
+
+def train_next_activity(
+    *, log: EventLog, test_log: EventLog | None = None, registry: ModelRegistry | None = None, seed: int = 7,
+    test_fraction: float = 0.2, promote: bool = True, params: dict[str, Any] | None = None,
+) -> TrainedModel:
+    """Train the next-activity model on the past, score every prefix of the future against n-gram/majority."""
+    train, test = (log, test_log) if test_log is not None else split_log(log, test_fraction=test_fraction)
+    model = NextActivityPredictor(seed=seed, **(params or {})).fit(train)
+    metrics = model.evaluate(train, test).to_dict()
+    metrics["validation_accuracy"] = getattr(model, "validation_accuracy_", None)
+    ref = _save(registry, model, task=TASK_NEXT_ACTIVITY, metrics=metrics, features=model.feature_names_,
+                classes=[str(c) for c in model.classes_], train_df=train.df[[CASE_ID, TIMESTAMP]],
+                window=_window(train), hyper=model.get_params(), promote=promote)
+    return _trained(TASK_NEXT_ACTIVITY, metrics, ref, model)
+
+
+def train_remaining_time(
+    *, log: EventLog, test_log: EventLog | None = None, registry: ModelRegistry | None = None, seed: int = 7,
+    test_fraction: float = 0.2, sla_hours: float | None = None, promote: bool = True,
+    params: dict[str, Any] | None = None,
+) -> TrainedModel:
+    """Train remaining-time + SLA-breach models on the past; MAE on every future prefix vs the per-length mean."""
+    train, test = (log, test_log) if test_log is not None else split_log(log, test_fraction=test_fraction)
+    model = RemainingTimePredictor(seed=seed, sla_hours=sla_hours, **(params or {})).fit(train)
+    metrics = model.evaluate(test).to_dict()
+    ref = _save(registry, model, task=TASK_REMAINING_TIME, metrics=metrics, features=model.feature_names_,
+                classes=[], train_df=train.df[[CASE_ID, TIMESTAMP]], window=_window(train),
+                hyper=model.get_params(), promote=promote, extra={"sla_hours": model.sla_hours_})
+    return _trained(TASK_REMAINING_TIME, metrics, ref, model)
+
+
+def creation_frame(log: EventLog, columns: list[str]) -> pd.DataFrame:
+    """Per case, the listed attributes as they stood at the case's FIRST event (what is known at creation)."""
+    missing = [c for c in columns if c not in log.df.columns]
+    if missing:
+        raise InvalidInput(f"log {log.name} lacks router feature column(s) {missing}; has {list(log.df.columns)}")
+    first = log.df.groupby(log.df[CASE_ID].astype(str), sort=False).nth(0)
+    out = first.set_index(first[CASE_ID].astype(str))[columns + [TIMESTAMP]].rename(columns={TIMESTAMP: "created_at"})
+    out.index.name = CASE_ID
+    return out
+
+
+def router_table(
+    *, log: EventLog, tickets: pd.DataFrame | None = None, features: list[str] | None = None,
+    text_columns: tuple[str, ...] = ROUTER_TEXT,
+) -> tuple[pd.DataFrame, list[str], str | None]:
+    """Join creation-time features with the mined case labels; returns (table, categorical columns, text column).
+
+    The table has one row per case in creation order with `resolving_team`, `first_team`, `reassignments`.
+    """
+    from insight.mining.labels import case_labels
+
+    labels = case_labels(log)
+    if not labels.has_groups:
+        raise InvalidInput(f"log {log.name} has no '{GROUP}' column: the router needs teams to learn from")
+    lab = labels.df[["first_team", "resolving_team", "reassignments", "misrouted"]].copy()
+    lab.index = lab.index.astype(str)
+    text_col: str | None = None
+    if tickets is not None:
+        t = tickets.copy()
+        if CASE_ID not in t.columns:
+            raise InvalidInput(f"ticket table lacks column {CASE_ID!r}; has {list(t.columns)}")
+        t[CASE_ID] = t[CASE_ID].astype(str)
+        t = t.set_index(CASE_ID)
+        cats = features or [c for c in ROUTER_CATEGORICAL if c in t.columns]
+        texts = [c for c in text_columns if c in t.columns]
+        if texts:
+            text_col = "__text__"
+            t[text_col] = t[texts].fillna("").astype(str).agg(" \n ".join, axis=1)
+        keep = cats + ([text_col] if text_col else []) + (["created_at"] if "created_at" in t.columns else [])
+        table = t[keep].join(lab, how="inner")
+        if "created_at" not in table.columns:
+            starts = log.df.groupby(log.df[CASE_ID].astype(str))[TIMESTAMP].min()
+            table["created_at"] = starts.reindex(table.index).to_numpy()
+    else:
+        if not features:
+            raise InvalidInput("router on a log needs --features: the case attributes known at creation")
+        cats = list(features)
+        table = creation_frame(log, cats).join(lab, how="inner")
+    table = table[table["resolving_team"].notna()]
+    table = table.sort_values("created_at", kind="stable")
+    return table, cats, text_col
+
+
+def train_router(
+    *, log: EventLog, tickets: pd.DataFrame | None = None, features: list[str] | None = None,
+    registry: ModelRegistry | None = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
+    params: dict[str, Any] | None = None,
+) -> TrainedModel:
+    """Train the resolving-team router on the oldest cases; score the newest, incl. what it would have saved."""
+    from insight.mining.misrouting import analyze_misrouting
+
+    table, cats, text_col = router_table(log=log, tickets=tickets, features=features)
+    n_test = max(1, int(round(len(table) * test_fraction)))
+    if n_test >= len(table):
+        raise InvalidInput(f"too few labelled cases ({len(table)}) to train and test a router")
+    train, test = table.iloc[:-n_test], table.iloc[-n_test:]
+    cols = cats + ([text_col] if text_col else [])
+    model = TeamRouter(categorical=cats, text=text_col, seed=seed, **(params or {})).fit(
+        train[cols], train["resolving_team"]
+    )
+    reassigned = test["reassignments"].fillna(0).to_numpy() > 0
+    metrics = model.evaluate(test[cols], test["resolving_team"], reassigned=reassigned,
+                             first_team=test["first_team"], train_y=train["resolving_team"]).to_dict()
+    # Cost of a misrouted case is measured on the training period only (no test data in any figure we reuse).
+    train_log = log.filter_cases(train.index)
+    cost = analyze_misrouting(train_log).extra_hours_mean
+    impact = routing_impact(predicted=model.predict(test[cols]), resolving_team=test["resolving_team"],
+                            reassignments=test["reassignments"], hours_per_misrouted_case=cost)
+    metrics["impact"] = impact.to_dict()
+    metrics["C"] = model.C_
+    ref = _save(registry, model, task=TASK_ROUTER, metrics=metrics, features=cols,
+                classes=[str(c) for c in model.classes_], train_df=train[["resolving_team"]],
+                window=[str(train["created_at"].min()), str(train["created_at"].max())],
+                hyper=model.get_params(), promote=promote, extra={"text_column": text_col, "categorical": cats})
+    return _trained(TASK_ROUTER, metrics, ref, model)
+
+
+def train_intent(
+    *, texts: list[str], labels: list[str], test_texts: list[str] | None = None,
+    test_labels: list[str] | None = None, embedder: Any = None, registry: ModelRegistry | None = None,
+    seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
+) -> TrainedModel:
+    """Train h4a's intent classifier on texts (last `test_fraction` held out unless a test set is given)."""
+    from insight.models.intent import IntentClassifier
+
+    if len(texts) != len(labels):
+        raise InvalidInput(f"intent: {len(texts)} texts but {len(labels)} labels")
+    if test_texts is None or test_labels is None:
+        n_test = max(1, int(round(len(texts) * test_fraction)))
+        texts, test_texts = texts[:-n_test], texts[-n_test:]
+        labels, test_labels = labels[:-n_test], labels[-n_test:]
+    model = IntentClassifier(embedder=embedder, seed=seed).fit(texts, labels)
+    pred = np.asarray(model.predict(test_texts), dtype=object)
+    y = np.asarray(test_labels, dtype=object)
+    metrics = {"n_train": len(texts), "n_test": len(y), "accuracy": float(np.mean(pred == y)) if len(y) else 0.0}
+    ref = _save(registry, model, task=TASK_INTENT, metrics=metrics, features=["text"],
+                classes=[str(c) for c in model.classes_], train_df=pd.Series(list(texts) + list(labels)),
+                window=[], hyper={k: v for k, v in model.get_params().items() if k != "embedder"},
+                promote=promote, extra={"embedder": getattr(embedder, "name", None)})
+    return _trained(TASK_INTENT, metrics, ref, model)
+
+
+def train_all(
+    *, log: EventLog, tickets: pd.DataFrame | None, registry: ModelRegistry | str | Path | None,
+    embedder: Any = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
+    tasks: tuple[str, ...] = (TASK_INTENT, TASK_ROUTER, TASK_NEXT_ACTIVITY, TASK_REMAINING_TIME),
+) -> TrainingReport:
+    """Train intent (if tickets carry text + intent), router, next-activity and remaining-time into the registry."""
+    reg = registry if isinstance(registry, ModelRegistry) or registry is None else ModelRegistry(registry)
+    models: list[TrainedModel] = []
+    skipped: dict[str, str] = {}
+    if TASK_INTENT in tasks:
+        if tickets is not None and "intent" in tickets.columns and any(c in tickets.columns for c in ROUTER_TEXT):
+            t = tickets.sort_values("created_at", kind="stable") if "created_at" in tickets.columns else tickets
+            cols = [c for c in ROUTER_TEXT if c in t.columns]
+            texts = t[cols].fillna("").astype(str).agg(". ".join, axis=1).tolist()
+            models.append(train_intent(texts=texts, labels=t["intent"].astype(str).tolist(), embedder=embedder,
+                                       registry=reg, seed=seed, test_fraction=test_fraction, promote=promote))
+        else:
+            skipped[TASK_INTENT] = "no ticket table with text and an `intent` column"
+    if TASK_ROUTER in tasks:
+        if log.has(GROUP) and tickets is not None:
+            models.append(train_router(log=log, tickets=tickets, registry=reg, seed=seed,
+                                       test_fraction=test_fraction, promote=promote))
+        else:
+            skipped[TASK_ROUTER] = "needs a log with a group column and a ticket table"
+    if TASK_NEXT_ACTIVITY in tasks:
+        models.append(train_next_activity(log=log, registry=reg, seed=seed, test_fraction=test_fraction,
+                                          promote=promote))
+    if TASK_REMAINING_TIME in tasks:
+        models.append(train_remaining_time(log=log, registry=reg, seed=seed, test_fraction=test_fraction,
+                                           promote=promote))
+    return TrainingReport(registry=str(reg.root) if reg else None, models=models, skipped=skipped)
+
+
+__all__ = [
+    "TASK_INTENT", "TASK_NEXT_ACTIVITY", "TASK_REMAINING_TIME", "TASK_ROUTER", "TrainedModel", "TrainingReport",
+    "creation_frame", "router_table", "split_log", "train_all", "train_intent", "train_next_activity",
+    "train_remaining_time", "train_router",
+]

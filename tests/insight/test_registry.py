@@ -1,0 +1,104 @@
+"""Model registry: round trip, live pointer, version checks and broken artifacts fail loudly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from insight.errors import ModelArtifactError, ModelNotReady, NotFound
+from insight.models.ngram import NGramBackoff
+from insight.models.registry import LIVE_FILE, METADATA_FILE, MODEL_FILE, ArtifactMetadata, ModelRegistry
+
+
+def _model() -> NGramBackoff:
+    seqs = [("a",), ("a", "b"), ("a", "b", "c"), ("a",), ("a", "b")]
+    return NGramBackoff(n=3, min_count=1).fit(seqs, ["b", "c", "<END>", "b", "c"])
+
+
+def test_round_trip_keeps_predictions_and_metadata(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    m = _model()
+    meta = ArtifactMetadata(task="x", features=["seq"], classes=list(m.classes_), metrics={"acc": 0.5},
+                            hyper_params={"n": 3}, training_window=["2024-01-01", "2024-02-01"])
+    ref = reg.save(m, task="next_activity", metadata=meta, promote=True)
+    assert (ref.path / MODEL_FILE).is_file() and (ref.path / METADATA_FILE).is_file()
+    stored = json.loads((ref.path / METADATA_FILE).read_text())
+    assert stored["task"] == "next_activity"
+    assert stored["libraries"]["scikit-learn"] and stored["libraries"]["lightgbm"]
+    assert stored["metrics"] == {"acc": 0.5} and stored["hyper_params"] == {"n": 3}
+    loaded = reg.load("next_activity")
+    assert loaded.ref.version == ref.version
+    prefixes = [("a",), ("a", "b"), ("z",)]
+    assert list(loaded.model.predict(prefixes)) == list(m.predict(prefixes)) == ["b", "c", "b"]
+    assert loaded.metadata.classes == list(m.classes_)
+
+
+def test_versions_and_live_pointer(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    a = reg.save(_model(), task="router", version="v1")
+    b = reg.save(_model(), task="router", version="v2")
+    assert reg.list_versions("router") == ["v1", "v2"]
+    with pytest.raises(ModelNotReady, match="deskpilot train"):
+        reg.load("router")
+    reg.promote("router", a.version)
+    assert reg.load("router").ref.version == "v1"
+    reg.promote("router", b.version)
+    assert json.loads((tmp_path / "router" / LIVE_FILE).read_text())["version"] == "v2"
+    assert reg.load("router").ref.version == "v2"
+    assert reg.load("router", "v1").ref.version == "v1"
+    with pytest.raises(NotFound):
+        reg.promote("router", "v9")
+    with pytest.raises(ModelArtifactError, match="already exists"):
+        reg.save(_model(), task="router", version="v1")
+    # no leftover temp folders or pointer files
+    assert sorted(p.name for p in (tmp_path / "router").iterdir()) == [LIVE_FILE, "v1", "v2"]
+
+
+def test_library_version_mismatch_is_refused(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    ref = reg.save(_model(), task="intent", promote=True)
+    meta_path = ref.path / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["libraries"]["scikit-learn"] = "0.24.2"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelArtifactError, match=r"scikit-learn 0\.24\.2 \(artifact\)"):
+        reg.load("intent")
+    # a patch-level difference is accepted
+    import sklearn
+
+    major, minor = sklearn.__version__.split(".")[:2]
+    meta["libraries"]["scikit-learn"] = f"{major}.{minor}.999"
+    meta_path.write_text(json.dumps(meta))
+    assert reg.load("intent").model is not None
+
+
+def test_corrupt_or_missing_files_fail_loudly(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    ref = reg.save(_model(), task="t", promote=True)
+    (ref.path / MODEL_FILE).write_bytes(b"not a joblib file")
+    with pytest.raises(ModelArtifactError, match="cannot read model file"):
+        reg.load("t")
+    (ref.path / MODEL_FILE).unlink()
+    with pytest.raises(ModelArtifactError, match="has no model.joblib"):
+        reg.load("t")
+    (ref.path / METADATA_FILE).write_text("{broken")
+    with pytest.raises(ModelArtifactError, match="not valid metadata JSON"):
+        reg.load("t")
+    (tmp_path / "t" / LIVE_FILE).write_text("garbage")
+    with pytest.raises(ModelArtifactError, match="live pointer"):
+        reg.load("t")
+    with pytest.raises(ModelArtifactError, match="invalid task"):
+        reg.save(_model(), task="../escape")
+
+
+def test_data_hash_is_stable_and_sensitive():
+    import pandas as pd
+
+    from insight.models.registry import data_hash
+
+    a = pd.DataFrame({"x": [1, 2, 3]})
+    assert data_hash(a) == data_hash(a.copy())
+    assert data_hash(a) != data_hash(pd.DataFrame({"x": [1, 2, 4]}))
+    assert len(data_hash(np.arange(3))) == 16
