@@ -19,6 +19,7 @@ def _register_commands() -> None:
     from api.commands import kb as kb_cmd
     from api.commands import mine as mine_cmd
     from api.commands import simulate as simulate_cmd
+    from api.commands import train as train_cmd
 
     demo.register(app)
     ingest.register(app)
@@ -27,6 +28,7 @@ def _register_commands() -> None:
     serve.register(app)
     keys.register(app)
     kb_cmd.register(app)
+    train_cmd.register(app)
 
 
 def main() -> None:

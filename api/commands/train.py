@@ -1,0 +1,265 @@
+"""`deskpilot train`: train every model into the registry (simulator or a log + ticket CSV), or one model on
+any user data (`train intent|next-activity|remaining-time|router`), printing a metrics table and writing JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.settings import get_settings
+from insight.errors import DeskpilotError, InvalidInput
+
+train_app = typer.Typer(help="Train models into the registry and report honest, time-ordered test metrics.",
+                        invoke_without_command=True, no_args_is_help=False)
+
+PresetOpt = Annotated[str | None, typer.Option(help="Known log layout, e.g. servicenow, bpic2013_vinst.")]
+MappingOpt = Annotated[Path | None, typer.Option("--mapping", help="JSON file {source column: canonical}.")]
+MapOpt = Annotated[list[str] | None, typer.Option("--map", help="SOURCE=CANONICAL, repeatable.")]
+RegistryOpt = Annotated[Path | None, typer.Option("--registry", help="Registry folder (default: settings).")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed (default: settings).")]
+NoSaveOpt = Annotated[bool, typer.Option("--no-save", help="Evaluate only; write nothing to the registry.")]
+TestFracOpt = Annotated[float, typer.Option("--test-fraction", help="Newest share of cases held out.")]
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _flat(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+def _show(models: list[Any], json_path: Path | None, extra: dict[str, Any] | None = None) -> None:
+    console = Console()
+    table = Table(title="deskpilot train")
+    for col in ("model", "metric", "value"):
+        table.add_column(col)
+    for m in models:
+        for k, v in _flat(m.metrics):
+            table.add_row(m.task, k, f"{v:.4f}" if isinstance(v, float) else str(v))
+        if m.version:
+            table.add_row(m.task, "saved as", f"{m.version} ({m.path})")
+    console.print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"models": [m.to_dict() for m in models], **(extra or {})}
+        json_path.write_text(json.dumps(payload, indent=2, default=str))
+        console.print(f"wrote {json_path}")
+
+
+def _registry(path: Path | None, no_save: bool) -> Any:
+    from insight.models.registry import ModelRegistry
+
+    if no_save:
+        return None
+    return ModelRegistry(path or get_settings().registry_path)
+
+
+def _read_log(path: Path, preset: str | None, mapping: Path | None, map_: list[str] | None) -> Any:
+    from api.commands.ingest import _parse_mapping
+    from insight.eventlog import ingest
+
+    m = _parse_mapping(mapping, map_)
+    return ingest(path, preset=preset, mapping=m or None,
+                  pseudonym_key=get_settings().pseudonym_key.get_secret_value())
+
+
+def _fail(exc: DeskpilotError) -> None:
+    Console(stderr=True).print(f"[red]error[/red] ({exc.code}): {exc}")
+    raise typer.Exit(code=2)
+
+
+@train_app.callback()
+def train_all_cmd(
+    ctx: typer.Context,
+    log: Annotated[Path | None, typer.Option("--log", help="Event log (default: simulate one).")] = None,
+    tickets: Annotated[Path | None, typer.Option("--tickets", help="Ticket CSV: case_id, subject, body, ...")] = None,
+    preset: PresetOpt = None,
+    mapping: MappingOpt = None,
+    map_: MapOpt = None,
+    cases: Annotated[int, typer.Option("--cases", help="Simulated cases when no --log is given.")] = 3000,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = None,
+    seed: SeedOpt = None,
+    no_embeddings: Annotated[bool, typer.Option("--no-embeddings", help="Intent model without the embedder.")] = False,
+    no_save: NoSaveOpt = False,
+) -> None:
+    """Train intent, router, next-activity and remaining-time models (from the simulator unless --log is given)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import pandas as pd
+
+    from insight.training import train_all
+
+    settings = get_settings()
+    s = settings.seed if seed is None else seed
+    t0 = time.perf_counter()
+    try:
+        if log is None:
+            from insight.simulate import simulate
+
+            sim = simulate(n_cases=cases, seed=s)
+            ev, tk = sim.log, sim.tickets
+        else:
+            ev = _read_log(log, preset, mapping, map_)
+            tk = pd.read_csv(tickets) if tickets is not None else None
+        embedder = None
+        if not no_embeddings:
+            from insight.embedding import Embedder
+
+            embedder = Embedder(settings.embedding_model_path)
+        report = train_all(log=ev, tickets=tk, registry=_registry(registry, no_save), embedder=embedder, seed=s)
+    except DeskpilotError as exc:
+        _fail(exc)
+        return
+    _show(report.models, json_out, {"skipped": report.skipped, "registry": report.registry})
+    for task, why in report.skipped.items():
+        typer.echo(f"skipped {task}: {why}")
+    typer.echo(f"trained {len(report.models)} model(s) in {time.perf_counter() - t0:.0f}s")
+
+
+@train_app.command("intent")
+def train_intent_cmd(
+    csv: Annotated[Path, typer.Argument(help="CSV with columns text,label (or sentence,label).")],
+    test: Annotated[Path | None, typer.Option("--test", help="Separate test CSV (same columns).")] = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = None,
+    seed: SeedOpt = None,
+    no_embeddings: Annotated[bool, typer.Option("--no-embeddings", help="TF-IDF features only.")] = False,
+    no_save: NoSaveOpt = False,
+) -> None:
+    """Train and evaluate the intent classifier on a text,label CSV (last 20 % held out unless --test)."""
+    import pandas as pd
+
+    from insight.training import train_intent
+
+    def read(p: Path) -> tuple[list[str], list[str]]:
+        df = pd.read_csv(p)
+        text_col = next((c for c in ("text", "sentence", "utterance") if c in df.columns), None)
+        label_col = next((c for c in ("label", "category", "intent") if c in df.columns), None)
+        if text_col is None or label_col is None:
+            raise InvalidInput(f"{p} needs a text column and a label column; has {list(df.columns)}", field="csv")
+        df = df.dropna(subset=[text_col, label_col])
+        return df[text_col].astype(str).tolist(), df[label_col].astype(str).tolist()
+
+    settings = get_settings()
+    try:
+        texts, labels = read(csv)
+        tt, tl = read(test) if test is not None else (None, None)
+        embedder = None
+        if not no_embeddings:
+            from insight.embedding import Embedder
+
+            embedder = Embedder(settings.embedding_model_path)
+        m = train_intent(texts=texts, labels=labels, test_texts=tt, test_labels=tl, embedder=embedder,
+                         registry=_registry(registry, no_save), seed=settings.seed if seed is None else seed)
+    except DeskpilotError as exc:
+        _fail(exc)
+        return
+    _show([m], json_out)
+
+
+def _split_or_test(log_path: Path, test: Path | None, preset: str | None, mapping: Path | None,
+                   map_: list[str] | None) -> tuple[Any, Any]:
+    train = _read_log(log_path, preset, mapping, map_)
+    return train, (_read_log(test, preset, mapping, map_) if test is not None else None)
+
+
+@train_app.command("next-activity")
+def train_next_cmd(
+    log: Annotated[Path, typer.Argument(help="Event log (CSV/XES/Parquet).")],
+    test: Annotated[Path | None, typer.Option("--test", help="Separate test log (else newest cases held out).")] = None,
+    preset: PresetOpt = None,
+    mapping: MappingOpt = None,
+    map_: MapOpt = None,
+    test_fraction: TestFracOpt = 0.2,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = None,
+    seed: SeedOpt = None,
+    no_save: NoSaveOpt = False,
+) -> None:
+    """Train the next-activity model; accuracy on every test prefix vs majority and n-gram baselines."""
+    from insight.training import train_next_activity
+
+    try:
+        train, te = _split_or_test(log, test, preset, mapping, map_)
+        m = train_next_activity(log=train, test_log=te, registry=_registry(registry, no_save),
+                                seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction)
+    except DeskpilotError as exc:
+        _fail(exc)
+        return
+    _show([m], json_out)
+
+
+@train_app.command("remaining-time")
+def train_remaining_cmd(
+    log: Annotated[Path, typer.Argument(help="Event log (CSV/XES/Parquet).")],
+    test: Annotated[Path | None, typer.Option("--test", help="Separate test log (else newest cases held out).")] = None,
+    preset: PresetOpt = None,
+    mapping: MappingOpt = None,
+    map_: MapOpt = None,
+    sla_hours: Annotated[float | None, typer.Option("--sla-hours", help="Target resolution time.")] = None,
+    test_fraction: TestFracOpt = 0.2,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = None,
+    seed: SeedOpt = None,
+    no_save: NoSaveOpt = False,
+) -> None:
+    """Train remaining-time and SLA-breach models; MAE vs the mean-per-prefix-length baseline."""
+    from insight.training import train_remaining_time
+
+    try:
+        train, te = _split_or_test(log, test, preset, mapping, map_)
+        m = train_remaining_time(log=train, test_log=te, registry=_registry(registry, no_save),
+                                 seed=get_settings().seed if seed is None else seed, sla_hours=sla_hours,
+                                 test_fraction=test_fraction)
+    except DeskpilotError as exc:
+        _fail(exc)
+        return
+    _show([m], json_out)
+
+
+@train_app.command("router")
+def train_router_cmd(
+    log: Annotated[Path, typer.Argument(help="Event log with a team (group) column.")],
+    features: Annotated[str | None, typer.Option(
+        "--features", help="Comma-separated columns known at creation (read from each case's first event).")] = None,
+    tickets: Annotated[Path | None, typer.Option("--tickets", help="Ticket CSV with case_id, text and fields.")] = None,
+    preset: PresetOpt = None,
+    mapping: MappingOpt = None,
+    map_: MapOpt = None,
+    test_fraction: TestFracOpt = 0.2,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = None,
+    seed: SeedOpt = None,
+    no_save: NoSaveOpt = False,
+) -> None:
+    """Train the resolving-team router (labels mined from the log); accuracy overall and on reassigned cases."""
+    import pandas as pd
+
+    from insight.training import train_router
+
+    try:
+        ev = _read_log(log, preset, mapping, map_)
+        tk = pd.read_csv(tickets) if tickets is not None else None
+        feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
+        m = train_router(log=ev, tickets=tk, features=feats, registry=_registry(registry, no_save),
+                         seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction)
+    except DeskpilotError as exc:
+        _fail(exc)
+        return
+    _show([m], json_out)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `deskpilot train` and its per-model sub-commands to the CLI."""
+    app.add_typer(train_app, name="train")
