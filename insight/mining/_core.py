@@ -499,26 +499,29 @@ def service_times(enc: EncodedLog, *, lifecycle_column: str = "lifecycle") -> np
     case; logs with complete timestamps only get all-NaN (service time is then unknown, not zero).
     """
     out = np.full(enc.n_events, np.nan)
+    events, raw = service_pairs(enc, lifecycle_column=lifecycle_column)
+    out[events] = enc.seconds(raw)
+    return out
+
+
+def _lifecycle_masks(enc: EncodedLog, column: str) -> tuple[np.ndarray, np.ndarray]:
+    # factorise once (cached on enc) and map the few distinct labels, instead of lower-casing every event
+    lc = enc.column(column)
+    low_labels = np.array([str(x).lower() for x in lc.labels] + [""], dtype=object)
+    return (low_labels == "start")[lc.codes], (low_labels == "complete")[lc.codes]
+
+
+def service_pairs(enc: EncodedLog, *, lifecycle_column: str = "lifecycle") -> tuple[np.ndarray, np.ndarray]:
+    """Complete events that have a matching start (see `service_times`) and their durations in ts units."""
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     if not enc.has(lifecycle_column):
-        return out
-    lc = enc.column(lifecycle_column)
-    low = np.array([str(x).lower() for x in lc.labels], dtype=object)
-    start_codes = np.flatnonzero(low == "start")
-    complete_codes = np.flatnonzero(low == "complete")
-    if len(start_codes) == 0 or len(complete_codes) == 0:
-        return out
-    # lookup tables instead of np.isin: code -1 (missing) indexes the trailing False
-    start_lut = np.zeros(lc.n + 1, dtype=bool)
-    start_lut[start_codes] = True
-    complete_lut = np.zeros(lc.n + 1, dtype=bool)
-    complete_lut[complete_codes] = True
-    is_start = start_lut[lc.codes]
-    is_complete = complete_lut[lc.codes]
+        return empty
+    is_start, is_complete = _lifecycle_masks(enc, lifecycle_column)
+    if not is_start.any() or not is_complete.any():
+        return empty
     idx = np.flatnonzero(is_start | is_complete)
-    if len(idx) < 2:
-        return out
-    # sort the start/complete events by (case, activity, position); a complete right after a start pairs up
-    # a stable sort by activity keeps each activity's events in (case, time) order
+    # a stable sort by activity keeps each activity's events in (case, time) order, so a complete event
+    # right after a start of the same activity and case in that order is its match
     ev = idx[stable_order(enc.activity.codes[idx], enc.activity.n)]
     prev, cur = ev[:-1], ev[1:]
     match = (
@@ -527,5 +530,4 @@ def service_times(enc: EncodedLog, *, lifecycle_column: str = "lifecycle") -> np
         & (enc.case[prev] == enc.case[cur])
         & (enc.activity.codes[prev] == enc.activity.codes[cur])
     )
-    out[cur[match]] = enc.seconds(enc.ts[cur[match]] - enc.ts[prev[match]])
-    return out
+    return cur[match], enc.ts[cur[match]] - enc.ts[prev[match]]

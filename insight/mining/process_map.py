@@ -24,7 +24,7 @@ from insight.mining._core import (
     ensure_encoded,
     follows,
     group_stats,
-    service_times,
+    service_pairs,
 )
 
 
@@ -216,9 +216,8 @@ def discover_process_map(
     else:
         soj = group_stats(pairs.dst.astype(np.int64), raw_wait, scale=ups, value_order=vorder)
     soj_idx = {int(g): i for i, g in enumerate(soj.group)}
-    svc = service_times(enc, lifecycle_column=lifecycle_column)
-    has_svc = ~np.isnan(svc)
-    svc_stats = group_stats(codes[has_svc], svc[has_svc])
+    svc_events, svc_raw = service_pairs(enc, lifecycle_column=lifecycle_column)
+    svc_stats = group_stats(codes[svc_events], svc_raw, scale=ups)
     svc_idx = {int(g): i for i, g in enumerate(svc_stats.group)}
     cases_per_act = np.bincount(codes[enc.first_activity_occurrence], minlength=n_act)
 
