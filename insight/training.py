@@ -129,7 +129,9 @@ def creation_frame(log: EventLog, columns: list[str]) -> pd.DataFrame:
     missing = [c for c in columns if c not in log.df.columns]
     if missing:
         raise InvalidInput(f"log {log.name} lacks router feature column(s) {missing}; has {list(log.df.columns)}")
-    first = log.df.groupby(log.df[CASE_ID].astype(str), sort=False).nth(0)
+    # Raw reads keep file order; sort so "first" means earliest (stable: ties keep file order).
+    df = log.df.assign(**{CASE_ID: log.df[CASE_ID].astype(str)}).sort_values([CASE_ID, TIMESTAMP], kind="stable")
+    first = df.groupby(CASE_ID, sort=False).nth(0)
     out = first.set_index(first[CASE_ID].astype(str))[columns + [TIMESTAMP]].rename(columns={TIMESTAMP: "created_at"})
     out.index.name = CASE_ID
     return out
