@@ -27,7 +27,7 @@ from knowledge_hub.index import KnowledgeIndex
 from knowledge_hub.models import Article, ArticleCreate, ArticleStatus, ArticleUpdate, ArticleVersion
 from knowledge_hub.retrieval import HybridRetriever
 
-TINY = {"n_estimators": 25, "num_leaves": 15, "validation_fraction": 0.0, "min_child_samples": 10}
+TINY = {"n_estimators": 25, "num_leaves": 15, "validation_fraction": 0.0, "min_child_samples": 10, "num_threads": 1}
 UNRELATED = ArticleCreate(
     title="Watering the office plants",
     body="## Schedule\nWater the ficus on Mondays and the cactus once a month. Use rain water from the tank.",

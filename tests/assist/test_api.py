@@ -1,0 +1,107 @@
+"""Assist over HTTP: roles, the assist answer for a stored ticket, feedback, and the gap report from the live store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlmodel import Session
+
+from api.settings import Settings
+from insight.models import NextActivityPredictor, RemainingTimePredictor
+from insight.simulate.knowledge import knowledge_base
+from knowledge_hub.index import open_index
+from routing.models import Ticket, TicketEvent
+from tests.api.conftest import Api, start_api
+
+TINY = {"n_estimators": 25, "num_leaves": 15, "validation_fraction": 0.0, "min_child_samples": 10, "num_threads": 1}
+INTENTS = ("refund request", "password reset", "data export")
+
+
+@dataclass
+class Bundle:
+    """The fields of routing's ModelBundle that assist reads."""
+
+    next_activity: Any
+    remaining_time: Any
+    intent: Any = None
+    versions: dict[str, str] = field(default_factory=lambda: {"next_activity": "t1", "remaining_time": "t1"})
+
+
+@pytest.fixture(scope="module")
+def assist_api(tmp_path_factory, sim_small, embedder):
+    bundle = Bundle(NextActivityPredictor(**TINY).fit(sim_small.log), RemainingTimePredictor(**TINY).fit(sim_small.log))
+    settings = Settings(home=tmp_path_factory.mktemp("home"), database_url="sqlite://")
+    app, client, keys = start_api(settings, bundle_loader=lambda s, e: bundle,
+                                  open_kb_index=lambda s, e: open_index(settings=s, embedder=e), embedder=embedder)
+    api = Api(app=app, client=client, keys=keys)
+    titles = {"Processing a refund request", "Helping a customer reset their password"}
+    for spec in knowledge_base():
+        if spec.title in titles:
+            r = client.post("/v1/kb/articles", json={**spec.to_dict(), "status": "published"},
+                            headers=api.h("knowledge_manager"))
+            assert r.status_code == 201, r.text
+    tickets = sim_small.tickets[sim_small.tickets["intent"].isin(INTENTS)].groupby("intent").head(5)
+    events = sim_small.log.df[sim_small.log.df["case_id"].isin(tickets["case_id"])]
+    with Session(app.state.engine) as session:
+        for t in tickets.itertuples():
+            session.add(Ticket(ticket_id=t.case_id, subject=t.subject, body=t.body, channel=t.channel,
+                               segment=t.segment, priority=t.priority, custom_fields={"product": t.product},
+                               created_at=t.created_at, payload_hash="x" * 64, current_intent=t.intent))
+        session.commit()
+        for e in events.itertuples():
+            session.add(TicketEvent(case_id=e.case_id, activity=e.activity, timestamp=e.timestamp,
+                                    resource=None if e.resource != e.resource else e.resource, group=e.group,
+                                    channel=e.channel))
+        session.commit()
+    try:
+        yield api, tickets.set_index("intent")["case_id"].groupby(level=0).first().to_dict()
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_assist_route_for_a_stored_ticket(assist_api):
+    api, case_of = assist_api
+    cid = case_of["refund request"]
+    r = api.client.get(f"/v1/tickets/{cid}/assist", headers=api.h("agent"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["ticket_id"] == cid and body["intent"] == "refund request" and body["prefix"][-1] in ("Closed",
+                                                                                                       "Resolved")
+    assert body["knowledge"][0]["title"] == "Processing a refund request"
+    assert body["draft"]["grounded"] and body["draft"]["article_version"] == 1
+    assert body["model_versions"] == {"next_activity": "t1", "remaining_time": "t1"}
+    assert body["end_probability"] is not None
+    # another text through POST: the password article answers it
+    r = api.client.post(f"/v1/tickets/{cid}/assist", headers=api.h("agent"),
+                        json={"text": "I forgot my password and the reset link expired", "ranking": "likelihood"})
+    assert r.status_code == 200 and r.json()["draft"]["article_title"] == "Helping a customer reset their password"
+    assert api.client.get(f"/v1/tickets/{cid}/assist", headers=api.h("analyst")).status_code == 403
+    assert api.client.get("/v1/tickets/nope/assist", headers=api.h("agent")).status_code == 404
+    r = api.client.post(f"/v1/tickets/{cid}/assist", headers=api.h("agent"), json={"top_k": 0})
+    assert r.status_code == 422 and r.json()["code"]
+
+
+def test_assist_feedback_route(assist_api):
+    api, case_of = assist_api
+    cid = case_of["refund request"]
+    fb = {"kind": "draft", "suggestion": "draft", "verdict": "edited", "article_id": 1, "article_version": 1,
+          "edited_text": "Hello, the refund needs approval first."}
+    r = api.client.post(f"/v1/tickets/{cid}/assist/feedback", headers=api.h("agent"), json=fb)
+    assert r.status_code == 201 and r.json()["verdict"] == "edited" and r.json()["by"].startswith("agent-")
+    r = api.client.post(f"/v1/tickets/{cid}/assist/feedback", headers=api.h("agent"),
+                        json={**fb, "edited_text": None})
+    assert r.status_code == 422 and "edited_text" in r.json()["detail"]
+    assert api.client.post(f"/v1/tickets/{cid}/assist/feedback", headers=api.h("helpdesk"), json=fb).status_code == 403
+
+
+def test_gaps_route_ranks_the_topic_without_articles_first(assist_api):
+    api, _ = assist_api
+    r = api.client.get("/v1/insights/gaps", headers=api.h("analyst"), params={"sample_per_topic": 5})
+    assert r.status_code == 200, r.text
+    topics = r.json()["topics"]
+    assert [t["topic"] for t in topics][0] == "data export" and topics[0]["coverage"] == 0.0
+    assert {t["topic"] for t in topics} == set(INTENTS) and r.json()["cases"] == 15
+    assert api.client.get("/v1/insights/gaps", headers=api.h("knowledge_manager")).status_code == 200
+    assert api.client.get("/v1/insights/gaps", headers=api.h("agent")).status_code == 403
