@@ -232,6 +232,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.models = ModelState(bundle=None, error=ModelNotReady("the service is starting"))
     app.state.engine = None
+    app.state.auth_cache = {}  # key hash -> (checked at, principal); see api.auth.AUTH_CACHE_SECONDS
     install_error_handlers(app)
     _include_views(app)
     # Added last = outermost: latency covers everything, the audit sees refusals, the size check runs first.

@@ -5,18 +5,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import anyio
 import structlog
-from fastapi import Depends, HTTPException, Request
+from fastapi import HTTPException, Request
 from sqlalchemy import Column, DateTime, Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import get_session
 from insight.errors import Conflict, InvalidInput, NotFound
 from routing.models import as_utc, utcnow
 
@@ -159,18 +159,41 @@ def _secret_from(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
+# How long a verified key is trusted without asking the database again. Revoking a key therefore takes effect
+# within this many seconds in every running server (the per-request lookup was a large share of API latency).
+AUTH_CACHE_SECONDS = 5.0
+
+
+def _cached_principal(request: Request, secret: str) -> Principal | None:
+    app_state = request.app.state
+    cache: dict[str, tuple[float, Principal]] = app_state.auth_cache
+    h = hash_key(secret)
+    now = time.monotonic()
+    hit = cache.get(h)
+    if hit is not None and now - hit[0] < AUTH_CACHE_SECONDS:
+        return hit[1]
+    # An indexed primary lookup: cheap enough to run inline on the (rare) cache miss.
+    with Session(app_state.engine) as session:
+        principal = authenticate(session=session, secret=secret)
+    if principal is not None:  # unknown keys are not cached, so a flood of random keys cannot fill memory
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[h] = (now, principal)
+    return principal
+
+
 def require(*roles: str) -> Any:
     """Dependency: the caller must hold a valid key of one of `roles` (admin always passes); 401 / 403 otherwise."""
     for r in roles:
         _check_role(r)
     allowed = tuple(roles)
 
-    def _dep(request: Request, session: Session = Depends(get_session)) -> Principal:
+    async def _dep(request: Request) -> Principal:
         secret = _secret_from(request)
         if not secret:
             raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
                                 headers={"WWW-Authenticate": "Bearer"})
-        principal = authenticate(session=session, secret=secret)
+        principal = _cached_principal(request, secret)
         if principal is None:
             raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
         request.state.principal = principal

@@ -1,8 +1,12 @@
-"""FastAPI dependencies: hand out what the lifespan put on `app.state` (settings, DB sessions, models, index)."""
+"""FastAPI dependencies: hand out what the lifespan put on `app.state` (settings, DB sessions, models, index).
+
+They are `async def` although they do no awaiting: FastAPI runs sync dependencies in the thread pool, and a few
+thread hops per request cost more than the work they guard.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,33 +37,34 @@ class ModelState:
         return self.bundle is not None
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     """The app's database engine."""
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """One session per request; services commit their own single transaction, anything else is rolled back."""
+    # async on purpose: creating a Session does no I/O, and a sync dependency would cost two thread hops per request.
     with Session(request.app.state.engine, expire_on_commit=False) as session:
         yield session
 
 
-def get_model_state(request: Request) -> ModelState:
+async def get_model_state(request: Request) -> ModelState:
     """The current model snapshot (may hold no bundle)."""
     state: ModelState = request.app.state.models
     return state
 
 
-def get_bundle(request: Request) -> Any:
+async def get_bundle(request: Request) -> Any:
     """The loaded triage bundle, or the error saying why there is none (503 model_not_ready with how to train)."""
-    state = get_model_state(request)
+    state: ModelState = request.app.state.models
     if state.bundle is None:
         if state.error is not None and not isinstance(state.error, ModelNotReady):
             raise state.error
@@ -68,36 +73,36 @@ def get_bundle(request: Request) -> Any:
     return state.bundle
 
 
-def get_optional_bundle(request: Request) -> Any | None:
+async def get_optional_bundle(request: Request) -> Any | None:
     """The loaded bundle or None (for writes that must succeed without a model, e.g. storing events)."""
-    return get_model_state(request).bundle
+    return request.app.state.models.bundle
 
 
-def get_thresholds(request: Request) -> DecisionThresholds:
+async def get_thresholds(request: Request) -> DecisionThresholds:
     """Decision thresholds from the settings."""
-    s = get_settings(request)
+    s: Settings = request.app.state.settings
     return DecisionThresholds(
         auto_route_confidence=s.auto_route_confidence, suggest_confidence=s.suggest_confidence,
         max_auto_misroute_risk=s.max_auto_misroute_risk,
     )
 
 
-def get_decide(request: Request) -> Any:
+async def get_decide(request: Request) -> Any:
     """The triage function (routing.triage.decide unless the app was built with another)."""
     return request.app.state.decide
 
 
-def get_decide_batch(request: Request) -> Any | None:
+async def get_decide_batch(request: Request) -> Any | None:
     """The batched triage function, if any."""
     return request.app.state.decide_batch
 
 
-def get_embedder(request: Request) -> Any:
+async def get_embedder(request: Request) -> Any:
     """The shared embedder (loads its weights on first use)."""
     return request.app.state.embedder
 
 
-def get_kb_index(request: Request) -> Any:
+async def get_kb_index(request: Request) -> Any:
     """The knowledge-base vector index, or 503 index_unavailable when it could not be opened."""
     index = request.app.state.kb_index
     if index is None:
@@ -106,6 +111,6 @@ def get_kb_index(request: Request) -> Any:
     return index
 
 
-def get_metrics(request: Request) -> Any:
+async def get_metrics(request: Request) -> Any:
     """The app's Prometheus metrics."""
     return request.app.state.metrics

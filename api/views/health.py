@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.deps import TRAIN_HINT, get_metrics, get_model_state
+from api.deps import TRAIN_HINT, ModelState, get_metrics
 from api.errors import error_response
 
 router = APIRouter(tags=["health"])
@@ -30,7 +30,7 @@ def readyz(request: Request) -> Any:
         checks["database"] = "ok"
     except Exception as exc:  # any driver error means not ready
         checks["database"] = f"failed: {type(exc).__name__}: {exc}"
-    state = get_model_state(request)
+    state: ModelState = request.app.state.models
     checks["models"] = "ok" if state.ready else f"not loaded ({state.error}); {TRAIN_HINT}"
     checks["kb_index"] = "ok" if request.app.state.kb_index is not None else (
         f"unavailable ({request.app.state.kb_index_error})"

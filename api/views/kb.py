@@ -186,7 +186,8 @@ def import_articles(
     principal: Annotated[Principal, Depends(require(*WRITERS))],
 ) -> ImportPublic:
     """Import many articles (JSON); published ones are indexed as they are stored."""
-    created = service.bulk_create(session=session, index=index, articles_in=body.articles, author=principal.name)
+    created = service.bulk_create(session=session, index=index,
+                                  articles_in=[(a, principal.name) for a in body.articles])
     ids = [a.id for a in created if a.id is not None]
     set_audit_object(request, f"{len(ids)} articles")
     return ImportPublic(created=ids, index_stale=[a.id for a in created if a.index_stale and a.id is not None])
