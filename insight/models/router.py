@@ -189,6 +189,7 @@ class TeamRouter:
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Most likely resolving team per row."""
+        self._check()
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def top_k(self, X: pd.DataFrame, k: int = 3) -> list[list[TeamScore]]:
