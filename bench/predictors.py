@@ -128,6 +128,9 @@ def main() -> None:
     res = Results("predictors", extra_env={"seed": SEED})
     t0 = time.perf_counter()
     only = os.environ.get("DESKPILOT_BENCH_ONLY", "")
+    # A partial run says so in its JSON, so a reader never mistakes it for the full benchmark.
+    res.extra_env["only"] = only or "all"
+    res.extra_env["skip_intent"] = bool(os.environ.get("DESKPILOT_BENCH_SKIP_INTENT"))
     if not only or "prefix" in only:
         run_prefix_models(res)
     if not only or "router" in only:
