@@ -184,3 +184,15 @@ def test_metrics_count_decisions_and_latency_by_route(api: Api):
     # route templates, not raw paths, label the histogram
     api.client.get("/v1/tickets/SOME-ID", headers=api.h("agent"))
     assert 'route="/v1/tickets/{ticket_id}"' in api.client.get("/metrics").text
+
+
+def test_openapi_documents_every_area_with_the_error_shape(api: Api):
+    spec = api.client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for p in ("/v1/tickets/route", "/v1/tickets/route/batch", "/v1/tickets/{ticket_id}/events",
+              "/v1/tickets/{ticket_id}/feedback", "/v1/kb/articles", "/v1/kb/search", "/v1/insights/{section}",
+              "/v1/models", "/v1/models/reload", "/healthz", "/readyz", "/metrics"):
+        assert p in paths, p
+    route = paths["/v1/tickets/route"]["post"]
+    assert route["responses"]["503"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) == {"detail", "code"}
