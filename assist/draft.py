@@ -34,6 +34,15 @@ def _norm_heading(h: str) -> str:
     return re.sub(r"[^a-z ]", "", h.lower()).strip()
 
 
+def exact_span(body: str, text: str) -> str | None:
+    """The stretch of `body` that `text` came from (chunking may have changed whitespace), or None."""
+    words = text.split()
+    if not words:
+        return None
+    m = re.search(r"\s+".join(re.escape(w) for w in words), body)
+    return body[m.start():m.end()] if m else None
+
+
 def article_passages(snapshot: Any, article_id: int, version: int) -> list[Any]:
     """All indexed passages of one article version, in document order."""
     ps = [p for p in snapshot.passages if p.article_id == article_id and p.version == version]
@@ -47,8 +56,12 @@ def build_draft(
     threshold: float = DEFAULT_DRAFT_THRESHOLD,
     max_passages: int = 2,
     answer_headings: Sequence[str] = ANSWER_HEADINGS,
+    article_body: str | None = None,
 ) -> DraftReply:
-    """Draft from the best hit's article (customer-answer section, else its best passages), or say none fits."""
+    """Draft from the best hit's article (customer-answer section, else its best passages), or say none fits.
+
+    With `article_body` (the SQL body of the hit's version) every quote is mapped back to the body's exact text.
+    """
     if not hits:
         return DraftReply(grounded=False, text=NO_MATCH.format(best="none"), threshold=threshold,
                           reason="no published article was retrieved")
@@ -74,6 +87,14 @@ def build_draft(
         # No customer-facing section: the article's best-scoring passages, in the order retrieval ranked them.
         same = [h for h in hits if h.article_id == best.article_id and h.version == best.version]
         quoted = list(dict.fromkeys(h.passage.text.strip() for h in same if h.passage.text.strip()))[:max_passages]
+    if article_body is not None:
+        # Quote the article's own characters: indexed chunks may differ from the body in whitespace only.
+        spans = [exact_span(article_body, q) for q in quoted]
+        quoted = [q for q in spans if q]
+        if not quoted:
+            return DraftReply(grounded=False, text=NO_MATCH.format(best=f"'{best.title}' (text not verifiable)"),
+                              threshold=threshold, score=float(best.score),
+                              reason="the indexed passages do not match the stored article body; run kb check")
     body = "\n\n".join(quoted)
     return DraftReply(
         grounded=True, text=f"{GREETING}\n\n{body}\n\n{CLOSING}", article_id=best.article_id,

@@ -47,6 +47,7 @@ class ArticleSupport(BaseModel):
     title: str
     score: float
     intents: list[str] = Field(default_factory=list)
+    steps: list[str] = Field(default_factory=list)  # activities the article lists that the ticket has not done yet
     passages: list[PassageRef] = Field(default_factory=list)
 
 

@@ -60,6 +60,7 @@ class CatalogEntry:
     title: str
     intents: tuple[str, ...] = ()
     activities: tuple[str, ...] = ()
+    body: str = ""
 
 
 @dataclass
@@ -87,7 +88,7 @@ def load_catalog(*, session: Session) -> KnowledgeCatalog:
     rows = session.exec(select(Article).where(Article.status == ArticleStatus.published).order_by(col(Article.id)))
     return KnowledgeCatalog({
         a.id: CatalogEntry(article_id=a.id, version=a.version, title=a.title, intents=tuple(a.intents),
-                           activities=tuple(a.activities))
+                           activities=tuple(a.activities), body=a.body)
         for a in rows if a.id is not None
     })
 
@@ -206,7 +207,11 @@ def assist(
     result.knowledge = group_hits(hits, top_k=top_k, catalog=catalog)
     best = result.knowledge[0] if result.knowledge else None
     snapshot = retriever.index.snapshot() if hasattr(retriever, "index") else None
-    result.draft = build_draft(hits=hits, snapshot=snapshot, threshold=draft_threshold)
+    body = None
+    if hits and catalog is not None:
+        entry = catalog.entries.get(hits[0].article_id)
+        body = entry.body if entry is not None and entry.version == hits[0].version else None
+    result.draft = build_draft(hits=hits, snapshot=snapshot, threshold=draft_threshold, article_body=body)
 
     # --- knowledge for each action: articles that list the activity, ranked for this ticket's text
     if catalog is not None:
@@ -215,6 +220,11 @@ def assist(
             if ids:
                 a.knowledge = group_hits(_search(retriever, f"{a.activity}. {text}", k=k, article_ids=ids),
                                          top_k=top_k, catalog=catalog)
+        done = {d.strip().lower() for d in result.prefix}
+        for sup in result.knowledge:
+            entry = catalog.entries.get(sup.article_id)
+            if entry is not None:
+                sup.steps = [s for s in entry.activities if s.strip().lower() not in done]
         if best is not None and best.score >= draft_threshold:
             result.guideline_steps = _guideline_steps(best, catalog, result.prefix)
     result.notes = notes

@@ -248,3 +248,15 @@ def test_gap_report_finds_the_planted_gap(hub, sim_small):
     assert by_title["Processing a refund request"].verdict == "does_not_shorten"
     assert by_title["Sending a copy of an invoice"].verdict == "shortens"
     assert by_title["Sending a copy of an invoice"].hours_difference < 0
+
+
+def test_quotes_are_mapped_back_to_the_exact_article_text():
+    from assist.draft import exact_span
+    from knowledge_hub.index import chunk_markdown
+
+    body = "## Answer\nFirst   sentence here.\nSecond line\twith a tab. " + "Filler words again. " * 80
+    chunks = chunk_markdown(body, max_chars=200)
+    assert chunks[0].text not in body  # chunking re-spaced the text
+    span = exact_span(body, chunks[0].text)
+    assert span is not None and span in body and span.split() == chunks[0].text.split()
+    assert exact_span(body, "words that are not there") is None
