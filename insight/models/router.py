@@ -64,7 +64,8 @@ class TeamRouter:
     """One-hot case attributes + TF-IDF text -> multinomial logistic regression over resolving teams.
 
     `C` is chosen on a validation slice (the newest `validation_fraction` of the training rows, which callers
-    pass in time order) among `C_grid`, then the model is refit on all training rows.
+    pass in time order) among `C_grid` (and, with `pair_features=None`, whether to add attribute pairs),
+    then the model is refit on all training rows.
     """
 
     def __init__(
@@ -78,7 +79,7 @@ class TeamRouter:
         validation_fraction: float = 0.15,
         min_frequency: int = 2,
         max_text_features: int = 20000,
-        pair_features: bool = True,
+        pair_features: bool | None = True,
         max_iter: int = 300,
         seed: int = 7,
     ) -> None:
@@ -112,7 +113,7 @@ class TeamRouter:
 
     def _cat_frame(self, X: pd.DataFrame) -> pd.DataFrame:
         out = X[self.cat_].astype("string").fillna("__missing__").astype(object)
-        if self.pair_features and len(self.cat_) >= 2:
+        if self.pairs_ and len(self.cat_) >= 2:
             # Pairs of the first attributes let a linear model learn "this product in that country" style rules.
             first = self.cat_[: min(4, len(self.cat_))]
             for i, a in enumerate(first):
@@ -156,21 +157,26 @@ class TeamRouter:
             raise InvalidInput(f"router fit: {len(X)} rows of features but {len(y_arr)} labels")
         self.cat_, self.num_ = self._columns(X)
         X = X.reset_index(drop=True)
-        C = self.C
-        self.validation_scores_: dict[float, float] = {}
-        if C is None:
-            n_val = int(len(X) * self.validation_fraction)
-            if n_val >= 20 and len(self.C_grid) > 1:
-                fit_X, val_X = X.iloc[:-n_val], X.iloc[-n_val:]
-                fit_y, val_y = y_arr[:-n_val], y_arr[-n_val:]
+        # C and (when pair_features is None) the attribute pairs are chosen on the newest training rows only.
+        c_grid = list(self.C_grid) if self.C is None else [self.C]
+        pair_grid = [True, False] if self.pair_features is None else [bool(self.pair_features)]
+        self.validation_scores_: dict[str, float] = {}
+        n_val = int(len(X) * self.validation_fraction)
+        best = (c_grid[len(c_grid) // 2], pair_grid[0])
+        if n_val >= 20 and len(c_grid) * len(pair_grid) > 1:
+            fit_X, val_X = X.iloc[:-n_val], X.iloc[-n_val:]
+            fit_y, val_y = y_arr[:-n_val], y_arr[-n_val:]
+            scored: dict[tuple[float, bool], float] = {}
+            for pairs in pair_grid:
+                self.pairs_ = pairs
                 A = self._design(fit_X, fit=True)
                 B = self._design(val_X)
-                for c in self.C_grid:
+                for c in c_grid:
                     m = self._model(c).fit(A, fit_y)
-                    self.validation_scores_[c] = float(np.mean(m.predict(B) == val_y))
-                C = max(self.validation_scores_, key=lambda c: (self.validation_scores_[c], -c))
-            else:
-                C = self.C_grid[len(self.C_grid) // 2]
+                    scored[(c, pairs)] = float(np.mean(m.predict(B) == val_y))
+                    self.validation_scores_[f"C={c},pairs={pairs}"] = scored[(c, pairs)]
+            best = max(scored, key=lambda k: (scored[k], -k[0], not k[1]))
+        C, self.pairs_ = best
         self.C_ = float(C)
         self.model_ = self._model(self.C_).fit(self._design(X, fit=True), y_arr)
         self.classes_ = np.asarray(self.model_.classes_, dtype=object)
