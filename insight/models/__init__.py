@@ -1,5 +1,6 @@
 """deskpilot models: the registry, next-activity, remaining-time, resolving-team router and baselines."""
 
+from insight.models.intent import IntentClassifier, IntentPrediction, LabelScore, OOSCalibration
 from insight.models.next_activity import NextActivityMetrics, NextActivityPredictor
 from insight.models.ngram import NGramBackoff
 from insight.models.prefix_features import END, PrefixEncoder, PrefixSet, time_ordered_case_split
@@ -13,3 +14,4 @@ __all__ = [
     "RemainingTimePredictor", "RouterMetrics", "RoutingImpact", "TeamRouter", "TeamScore", "routing_impact",
     "time_ordered_case_split",
 ]
+__all__ += ["IntentClassifier", "IntentPrediction", "LabelScore", "OOSCalibration"]
