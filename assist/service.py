@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sqlmodel import Session, col, select
 
 from assist.actions import Ranking, StepOutcomes, events_frame, rank_actions
@@ -26,7 +27,7 @@ from assist.models import (
 )
 from insight.errors import InvalidInput
 from insight.eventlog.schema import ACTIVITY
-from knowledge_hub.models import Article, ArticleStatus
+from knowledge_hub.models import Article, ArticleStatus, SearchHit
 
 
 @dataclass
@@ -110,9 +111,34 @@ def group_hits(hits: Sequence[Any], *, top_k: int, catalog: KnowledgeCatalog | N
     return list(out.values())
 
 
-def _search(retriever: Any, query: str, *, k: int, intents: Sequence[str] = (),
-            article_ids: Sequence[int] = ()) -> list[Any]:
-    return list(retriever.search(query, k=k, intents=list(intents), article_ids=list(article_ids)))
+class _Scored:
+    """Scores of every passage for the ticket's queries, computed in one batched retrieval pass.
+
+    Filters are applied to the one score matrix (intent, article ids), so the lexical part stays max-normalised
+    over all passages: the same scale the draft threshold was calibrated on (unfiltered hybrid search).
+    """
+
+    def __init__(self, retriever: Any, queries: list[str]) -> None:
+        self.snapshot, self.fused, self.dense, self.lexical = retriever.score_matrix(queries)
+        self.article_ids = np.array([p.article_id for p in self.snapshot.passages], dtype=np.int64)
+
+    def hits(self, row: int, *, k: int, intents: Sequence[str] = (), article_ids: Sequence[int] = ()) -> list[Any]:
+        """Top-k passages for query `row`, optionally only those of the given intents / articles."""
+        scores = np.asarray(self.fused[row], dtype=np.float64).copy()
+        if intents:
+            want = set(intents)
+            keep = np.array([bool(want.intersection(p.intents)) for p in self.snapshot.passages], dtype=bool)
+            scores[~keep] = -np.inf
+        if article_ids:
+            scores[~np.isin(self.article_ids, np.asarray(list(article_ids), dtype=np.int64))] = -np.inf
+        out: list[Any] = []
+        for j in np.argsort(-scores, kind="stable")[:k]:
+            if not np.isfinite(scores[j]):
+                break
+            out.append(SearchHit(passage=self.snapshot.passages[int(j)], score=float(scores[j]),
+                                 dense_score=float(self.dense[row, j]), lexical_score=float(self.lexical[row, j]),
+                                 rank=len(out) + 1))
+        return out
 
 
 def _guideline_steps(support: ArticleSupport | None, catalog: KnowledgeCatalog | None,
@@ -196,17 +222,20 @@ def assist(
 
     # --- supporting knowledge for the ticket: articles for its intent first, the whole hub when they do not fit
     k = max(top_k * 4, 8)
+    action_ids = {a.activity: catalog.for_activity(a.activity) for a in result.actions} if catalog else {}
+    asked = [a for a in result.actions if action_ids.get(a.activity)]
+    scored = _Scored(retriever, [text] + [f"{a.activity}. {text}" for a in asked])
     hits: list[Any] = []
     if result.intent and catalog is not None and catalog.for_topic(result.intent):
-        hits = _search(retriever, text, k=k, intents=[result.intent])
+        hits = scored.hits(0, k=k, intents=[result.intent])
         if hits and hits[0].score < draft_threshold:
             notes.append(f"articles tagged {result.intent!r} match weakly (best {hits[0].score:.2f}); searched all")
             hits = []
     if not hits:
-        hits = _search(retriever, text, k=k)
+        hits = scored.hits(0, k=k)
     result.knowledge = group_hits(hits, top_k=top_k, catalog=catalog)
     best = result.knowledge[0] if result.knowledge else None
-    snapshot = retriever.index.snapshot() if hasattr(retriever, "index") else None
+    snapshot = scored.snapshot
     body = None
     if hits and catalog is not None:
         entry = catalog.entries.get(hits[0].article_id)
@@ -215,11 +244,9 @@ def assist(
 
     # --- knowledge for each action: articles that list the activity, ranked for this ticket's text
     if catalog is not None:
-        for a in result.actions:
-            ids = catalog.for_activity(a.activity)
-            if ids:
-                a.knowledge = group_hits(_search(retriever, f"{a.activity}. {text}", k=k, article_ids=ids),
-                                         top_k=top_k, catalog=catalog)
+        for row, a in enumerate(asked, start=1):
+            a.knowledge = group_hits(scored.hits(row, k=k, article_ids=action_ids[a.activity]), top_k=top_k,
+                                     catalog=catalog)
         done = {d.strip().lower() for d in result.prefix}
         for sup in result.knowledge:
             entry = catalog.entries.get(sup.article_id)
