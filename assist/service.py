@@ -3,6 +3,11 @@
 Everything heavy is passed in (models, the retriever, a catalog of published articles read from SQL), so the same
 function serves the HTTP API, the CLI, tests and benchmarks. Retrieval goes through the live index on every call:
 an article edited, unpublished or restored is what the very next call sees.
+
+The retriever is knowledge_hub's `HybridRetriever` (anything with its `score_matrix(queries)`): the ticket's text and
+one query per suggested action are scored in one batched pass (one embedding call), then filtered by intent or by
+the articles listing an action. Articles tagged with the ticket's intent are preferred when one of them clears the
+draft threshold; otherwise all published articles compete.
 """
 
 from __future__ import annotations
