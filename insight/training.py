@@ -25,6 +25,7 @@ TASK_INTENT = "intent"
 TASK_ROUTER = "router"
 TASK_NEXT_ACTIVITY = "next_activity"
 TASK_REMAINING_TIME = "remaining_time"
+TASK_MEMORY = "memory"
 # Ticket columns the router uses when present; free text is joined from these.
 ROUTER_CATEGORICAL = ("channel", "segment", "priority", "product", "category", "subcategory", "customer_tier")
 ROUTER_TEXT = ("subject", "body")
@@ -238,10 +239,37 @@ def train_intent(
     return _trained(TASK_INTENT, metrics, ref, model)
 
 
+def _ticket_texts(tickets: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Tickets in creation order and their text as the intent model reads it ("subject. body")."""
+    t = tickets.sort_values("created_at", kind="stable") if "created_at" in tickets.columns else tickets
+    cols = [c for c in ROUTER_TEXT if c in t.columns]
+    return t, t[cols].fillna("").astype(str).agg(". ".join, axis=1).tolist()
+
+
+def train_memory(
+    *, tickets: pd.DataFrame, embedder: Any, registry: ModelRegistry | None = None, promote: bool = True,
+    labels: pd.DataFrame | None = None,
+) -> TrainedModel:
+    """Embed past tickets (with their intent and resolving team) for the "similar past tickets" reasons."""
+    from insight.models.memory import TicketMemory
+
+    if embedder is None:
+        raise InvalidInput("the ticket memory needs an embedding model", field="embedder")
+    t, texts = _ticket_texts(tickets)
+    if labels is not None and "resolving_team" not in t.columns:
+        t = t.join(labels[["resolving_team"]], on=CASE_ID)
+    model = TicketMemory(embedder=embedder).fit(t.reset_index(drop=True), text=pd.Series(texts))
+    metrics = {"n_tickets": len(model.case_ids_)}
+    ref = _save(registry, model, task=TASK_MEMORY, metrics=metrics, features=["text"], classes=[],
+                train_df=pd.Series(texts), window=[], hyper={"max_items": model.max_items}, promote=promote,
+                extra={"embedder": getattr(embedder, "name", None)})
+    return _trained(TASK_MEMORY, metrics, ref, model)
+
+
 def train_all(
     *, log: EventLog, tickets: pd.DataFrame | None, registry: ModelRegistry | str | Path | None,
     embedder: Any = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
-    tasks: tuple[str, ...] = (TASK_INTENT, TASK_ROUTER, TASK_NEXT_ACTIVITY, TASK_REMAINING_TIME),
+    tasks: tuple[str, ...] = (TASK_INTENT, TASK_ROUTER, TASK_NEXT_ACTIVITY, TASK_REMAINING_TIME, TASK_MEMORY),
 ) -> TrainingReport:
     """Train intent (if tickets carry text + intent), router, next-activity and remaining-time into the registry."""
     reg = registry if isinstance(registry, ModelRegistry) or registry is None else ModelRegistry(registry)
@@ -249,9 +277,7 @@ def train_all(
     skipped: dict[str, str] = {}
     if TASK_INTENT in tasks:
         if tickets is not None and "intent" in tickets.columns and any(c in tickets.columns for c in ROUTER_TEXT):
-            t = tickets.sort_values("created_at", kind="stable") if "created_at" in tickets.columns else tickets
-            cols = [c for c in ROUTER_TEXT if c in t.columns]
-            texts = t[cols].fillna("").astype(str).agg(". ".join, axis=1).tolist()
+            t, texts = _ticket_texts(tickets)
             models.append(train_intent(texts=texts, labels=t["intent"].astype(str).tolist(), embedder=embedder,
                                        registry=reg, seed=seed, test_fraction=test_fraction, promote=promote))
         else:
@@ -268,11 +294,22 @@ def train_all(
     if TASK_REMAINING_TIME in tasks:
         models.append(train_remaining_time(log=log, registry=reg, seed=seed, test_fraction=test_fraction,
                                            promote=promote))
+    if TASK_MEMORY in tasks:
+        if tickets is not None and embedder is not None and any(c in tickets.columns for c in ROUTER_TEXT):
+            from insight.mining.labels import case_labels
+
+            labels = case_labels(log).df if log.has(GROUP) else None
+            if labels is not None:
+                labels = labels.set_axis(labels.index.astype(str))
+            models.append(train_memory(tickets=tickets, embedder=embedder, registry=reg, promote=promote,
+                                       labels=labels))
+        else:
+            skipped[TASK_MEMORY] = "needs a ticket table with text and an embedding model"
     return TrainingReport(registry=str(reg.root) if reg else None, models=models, skipped=skipped)
 
 
 __all__ = [
-    "TASK_INTENT", "TASK_NEXT_ACTIVITY", "TASK_REMAINING_TIME", "TASK_ROUTER", "TrainedModel", "TrainingReport",
+    "TASK_INTENT", "TASK_MEMORY", "TASK_NEXT_ACTIVITY", "TASK_REMAINING_TIME", "TASK_ROUTER", "TrainedModel", "TrainingReport",
     "creation_frame", "router_table", "split_log", "train_all", "train_intent", "train_next_activity",
-    "train_remaining_time", "train_router",
+    "train_memory", "train_remaining_time", "train_router",
 ]
