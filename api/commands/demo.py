@@ -79,8 +79,6 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
     from insight.mining import mine
     from insight.mining.html import write_html
     from insight.mining.report import MineConfig
-    from insight.models.memory import TicketMemory
-    from insight.models.registry import ArtifactMetadata, ModelRegistry, data_hash
     from insight.simulate import simulate
     from insight.simulate.knowledge import knowledge_base
     from insight.training import train_all
@@ -129,15 +127,6 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
     t0 = _step("4/5 train: intent, resolving-team router, next activity, remaining time / SLA risk")
     embedder = Embedder(settings.embedding_model_path)
     training = train_all(log=log, tickets=tickets, registry=settings.registry_path, embedder=embedder, seed=seed)
-    ordered = tickets.sort_values("created_at", kind="stable") if "created_at" in tickets.columns else tickets
-    text = ordered["subject"].fillna("") + ". " + ordered["body"].fillna("")
-    memory = TicketMemory(embedder=embedder).fit(ordered, text=text)
-    ModelRegistry(settings.registry_path).save(
-        memory, task="memory", promote=True,
-        metadata=ArtifactMetadata(task="memory", features=["text"], training_data_hash=data_hash(text),
-                                  metrics={"n_tickets": len(memory.case_ids_)},
-                                  extra={"embedder": embedder.name}),
-    )
     table = Table(title="models (tested on the newest 20% of cases)")
     table.add_column("task")
     table.add_column("version")
