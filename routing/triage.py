@@ -161,6 +161,9 @@ def _risk_log(bundle: ModelBundle, tickets: list[TicketIn], intents: list[str | 
 
 def _router_reasons(router: Any, X: pd.DataFrame, classes: list[str], k: int = 3) -> list[list[str]]:
     """Top contributing features (coefficient x value) for the predicted team, per row."""
+    explain = getattr(router, "explain", None)
+    if callable(explain):
+        return [list(r) for r in explain(X, k=k)]
     try:
         design = router._design(X)
         model = router.model_
@@ -232,9 +235,9 @@ def decide_batch(*, bundle: ModelBundle, tickets: list[TicketIn], thresholds: De
     best_teams = [tl[0].team if tl else None for tl in team_lists]
     expected = breach = None
     if bundle.remaining_time is not None:
-        rlog = _risk_log(bundle, tickets, intents, best_teams)
-        expected = bundle.remaining_time.predict(rlog)
-        breach = bundle.remaining_time.predict_breach_proba(rlog)
+        prefixes = bundle.remaining_time.prefixes(_risk_log(bundle, tickets, intents, best_teams))
+        expected = bundle.remaining_time.predict(prefixes)
+        breach = bundle.remaining_time.predict_breach_proba(prefixes)
 
     similar: list[list[SimilarTicket]] = [[] for _ in range(n)]
     if bundle.memory is not None and bundle.embedder is not None:
