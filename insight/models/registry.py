@@ -42,6 +42,32 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def model_code(cls: type) -> dict[str, str]:
+    """A model class and a hash of its module's source: a pickle is only loaded into the code that wrote it."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(cls.__module__)
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):  # built-in or frozen modules have no source; the class name still guards
+        source = ""
+    return {"class": f"{cls.__module__}.{cls.__qualname__}",
+            "source_sha256": hashlib.sha256(source.encode()).hexdigest()[:16]}
+
+
+def _code_of_class(path: str) -> dict[str, str] | None:
+    import importlib
+
+    module_name, _, qualname = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, qualname)
+    except (ImportError, AttributeError):
+        return None
+    return model_code(cls)
+
+
 def _major_minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
@@ -196,6 +222,7 @@ class ModelRegistry:
         meta.version = version
         meta.created_at = now.isoformat()
         meta.libraries = library_versions()
+        meta.extra = {**meta.extra, "code": model_code(type(model))}
         final.parent.mkdir(parents=True, exist_ok=True)
         # Build in a temp folder then rename, so a crash never leaves a half-written version folder.
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{version}."))
@@ -278,6 +305,17 @@ class ModelRegistry:
                 f"artifact {where} was written by incompatible library versions: {'; '.join(diffs)}; "
                 "retrain it with `deskpilot train`"
             )
+        code = meta.extra.get("code")
+        if isinstance(code, dict) and code.get("class"):
+            now_code = _code_of_class(str(code["class"]))
+            if now_code is None:
+                raise ModelArtifactError(f"artifact {where} needs {code['class']}, which this deskpilot does not have; "
+                                         "retrain it with `deskpilot train`")
+            if now_code["source_sha256"] != code.get("source_sha256"):
+                raise ModelArtifactError(
+                    f"artifact {where} was trained with another version of {code['class']} "
+                    f"(code {code.get('source_sha256')} vs installed {now_code['source_sha256']}); "
+                    "retrain it with `deskpilot train`")
 
     def load(self, task: str, version: str | None = None) -> LoadedArtifact:
         """Load a version (default: the live one) after checking its metadata and library versions."""

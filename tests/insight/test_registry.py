@@ -102,3 +102,27 @@ def test_data_hash_is_stable_and_sensitive():
     assert data_hash(a) == data_hash(a.copy())
     assert data_hash(a) != data_hash(pd.DataFrame({"x": [1, 2, 4]}))
     assert len(data_hash(np.arange(3))) == 16
+
+
+def test_artifact_from_other_model_code_is_refused(tmp_path):
+    """A pickle written by another version of the model's code fails loudly instead of misbehaving later."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from insight.errors import ModelArtifactError
+    from insight.models.memory import TicketMemory
+    from insight.models.registry import ArtifactMetadata, ModelRegistry
+
+    reg = ModelRegistry(tmp_path)
+    model = TicketMemory().fit(pd.DataFrame({"case_id": ["a", "b"]}), text=pd.Series(["x", "y"]),
+                               embeddings=np.eye(2, dtype=np.float32))
+    ref = reg.save(model, task="memory", metadata=ArtifactMetadata(task="memory"), promote=True)
+    assert reg.load("memory").metadata.extra["code"]["class"] == "insight.models.memory.TicketMemory"
+    meta_path = ref.path / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["extra"]["code"]["source_sha256"] = "0" * 16
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelArtifactError, match="another version of insight.models.memory.TicketMemory"):
+        reg.load("memory")
