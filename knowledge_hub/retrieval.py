@@ -5,9 +5,17 @@ alone, because RRF gives the much weaker lexical ranking the same say. We fuse *
 
     dense(q, p)  = max(cos(q, title + passage), cos(q, title))      # two representations, max over fields
     lexical(q,p) = BM25(q, title + passage) / max over the candidate set   # in [0, 1], like Elasticsearch's max-norm
-    hybrid       = (1 - w) * dense + w * lexical,   w = lexical_weight (default 0.15)
+    hybrid       = (1 - w(q)) * dense + w(q) * lexical
 
-The default weight was not tuned on StackFAQ's queries; see bench/retrieval.py for how it was chosen.
+w(q) is per query (adaptive, the default): w(q) = w_max * margin(q) * agreement(q), where
+    margin(q)    = 1 - (2nd best article's lexical score / best article's lexical score)   # is BM25 sure of one article?
+    agreement(q) = |dense top-k articles  ∩  lexical top-k articles| / k   (k = 5)         # do the two sides agree?
+so when BM25 is unsure, or its candidates are not the dense candidates, the query is answered (almost) by dense alone.
+A fixed weight (the previous behaviour) is `HybridRetriever(adaptive=False, lexical_weight=0.15)`. The fused score stays
+on the cosine scale (a convex mix of a cosine and a [0, 1] score), so thresholds on it (assist drafts) keep meaning.
+
+No knob was tuned on StackFAQ's queries: w_max was chosen on Banking77-as-FAQ and the three HINT3 train sets as FAQs;
+see bench/retrieval.py.
 """
 
 from __future__ import annotations
@@ -25,8 +33,12 @@ from knowledge_hub.models import SearchHit
 
 Mode = Literal["hybrid", "dense", "lexical"]
 
-# Chosen on Banking77-as-FAQ (best MAP over w in {0, .05, .1, .15, .2, .3, .5}); StackFAQ was not used.
-DEFAULT_LEXICAL_WEIGHT = 0.15
+# Fixed-weight fusion (adaptive=False): chosen on Banking77-as-FAQ (best MAP over w in {0, .05, .1, .15, .2, .3, .5}).
+FIXED_LEXICAL_WEIGHT = 0.15
+# Adaptive fusion: w_max with the best worst-case gain over the better single part on Banking77-as-FAQ and the three
+# HINT3 sets (grid .1 .15 .2 .3 .4; bench/retrieval.py re-derives it each run). StackFAQ was not used.
+DEFAULT_LEXICAL_WEIGHT = 0.2
+AGREEMENT_K = 5
 
 
 @dataclass(frozen=True)
@@ -73,21 +85,68 @@ def normalise_lexical(scores: np.ndarray, mask: np.ndarray | None = None) -> np.
     return np.asarray(s / np.maximum(top, 1e-9), dtype=np.float32)
 
 
-def fuse(dense: np.ndarray, lexical_norm: np.ndarray, *, lexical_weight: float) -> np.ndarray:
-    """Convex combination of dense cosine and max-normalised BM25."""
-    return np.asarray((1.0 - lexical_weight) * dense + lexical_weight * lexical_norm, dtype=np.float32)
+def fuse(dense: np.ndarray, lexical_norm: np.ndarray, *, lexical_weight: float | np.ndarray) -> np.ndarray:
+    """Convex combination of dense cosine and max-normalised BM25 (weight: a number or one per query row)."""
+    w = np.asarray(lexical_weight, dtype=np.float32)
+    if w.ndim == 1:
+        w = w[:, None]  # one weight per query row
+    return np.asarray((1.0 - w) * dense + w * lexical_norm, dtype=np.float32)
+
+
+def article_max(scores: np.ndarray, article_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best passage score per article: (article ids in column order, (queries, articles) matrix)."""
+    ids, col = np.unique(article_of, return_inverse=True)
+    if scores.shape[1] == 0:
+        return ids, np.zeros((scores.shape[0], 0), dtype=np.float32)
+    order = np.argsort(col, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(col[order]) != 0])
+    return ids, np.maximum.reduceat(np.asarray(scores, dtype=np.float32)[:, order], starts, axis=1)
+
+
+def adaptive_weights(
+    dense: np.ndarray, lexical_norm: np.ndarray, *, article_of: np.ndarray, max_weight: float,
+    mask: np.ndarray | None = None, k: int = AGREEMENT_K,
+) -> np.ndarray:
+    """Per-query lexical weight: max_weight x BM25's top-1 margin x top-k agreement of dense and lexical articles."""
+    nq = dense.shape[0]
+    if dense.shape[1] == 0:
+        return np.zeros(nq, dtype=np.float32)
+    allowed = np.ones(dense.shape[1], dtype=bool) if mask is None else np.asarray(mask, dtype=bool).reshape(-1)
+    if not allowed.any():
+        return np.zeros(nq, dtype=np.float32)
+    _, d_art = article_max(dense[:, allowed], article_of[allowed])
+    _, l_art = article_max(lexical_norm[:, allowed], article_of[allowed])
+    n_art = d_art.shape[1]
+    if n_art < 2:
+        # One candidate article: the weight cannot change its rank, and margin/agreement are undefined.
+        return np.zeros(nq, dtype=np.float32)
+    kk = min(k, n_art)
+    two = -np.sort(-l_art, axis=1)[:, :2]
+    margin = np.where(two[:, 0] > 0, 1.0 - two[:, 1] / np.maximum(two[:, 0], 1e-9), 0.0)
+    top_d = np.argsort(-d_art, axis=1, kind="stable")[:, :kk]
+    top_l = np.argsort(-l_art, axis=1, kind="stable")[:, :kk]
+    hit = np.zeros((nq, n_art), dtype=np.int8)
+    np.put_along_axis(hit, top_d, 1, axis=1)
+    agreement = np.take_along_axis(hit, top_l, axis=1).sum(axis=1) / kk
+    return np.asarray(max_weight * margin * agreement, dtype=np.float32)
 
 
 class HybridRetriever:
     """Searches a KnowledgeIndex; rebuilds its BM25 side whenever the index revision changes."""
 
-    def __init__(self, *, index: KnowledgeIndex, lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
-                 use_title_field: bool = True) -> None:
+    def __init__(self, *, index: KnowledgeIndex, lexical_weight: float | None = None, adaptive: bool = True,
+                 use_title_field: bool = True, agreement_k: int = AGREEMENT_K) -> None:
+        if lexical_weight is None:
+            lexical_weight = DEFAULT_LEXICAL_WEIGHT if adaptive else FIXED_LEXICAL_WEIGHT
         if not 0.0 <= lexical_weight <= 1.0:
             raise InvalidInput(f"lexical_weight must be in [0, 1], got {lexical_weight}", field="lexical_weight")
+        if agreement_k < 1:
+            raise InvalidInput(f"agreement_k must be >= 1, got {agreement_k}", field="agreement_k")
         self.index = index
-        self.lexical_weight = lexical_weight
+        self.lexical_weight = lexical_weight  # the maximum per-query weight when adaptive
+        self.adaptive = adaptive
         self.use_title_field = use_title_field
+        self.agreement_k = agreement_k
         self._lock = threading.Lock()
         self._lex_for: IndexSnapshot | None = None
         self._lex: _Lexical | None = None
@@ -135,9 +194,19 @@ class HybridRetriever:
         elif mode == "lexical":
             fused = lexn
         else:
-            fused = fuse(dense, lexn, lexical_weight=self.lexical_weight)
+            fused = fuse(dense, lexn, lexical_weight=self.query_weights(snap, dense, lexn, mask))
         fused = np.where(mask, fused, -np.inf).astype(np.float32)
         return snap, fused, dense, lexn
+
+    def query_weights(
+        self, snap: IndexSnapshot, dense: np.ndarray, lexical_norm: np.ndarray, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The lexical weight used for each query row (constant unless adaptive)."""
+        if not self.adaptive:
+            return np.full(dense.shape[0], self.lexical_weight, dtype=np.float32)
+        article_of = np.fromiter((p.article_id for p in snap.passages), dtype=np.int64, count=len(snap.passages))
+        return adaptive_weights(dense, lexical_norm, article_of=article_of, max_weight=self.lexical_weight,
+                                mask=mask, k=self.agreement_k)
 
     def search(
         self,
