@@ -32,8 +32,11 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+BENCHES := ingest simulate mining predictors retrieval service
+
 bench: $(STAMP)
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in $(BENCHES); do $(BIN)/python bench/$$b.py || exit 1; done
+	$(BIN)/python bench/_tables.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
