@@ -46,10 +46,14 @@ class NextActivityPredictor:
         case_attributes: list[str] | None = None,
         event_attributes: list[str] | None = None,
         refit_full: bool = False,
+        timing: bool = True,
+        time_trend: bool = True,
         seed: int = 7,
         num_threads: int = 2,
     ) -> None:
         self.refit_full = refit_full
+        self.timing = timing
+        self.time_trend = time_trend
         self.k = k
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -66,7 +70,8 @@ class NextActivityPredictor:
         """Hyper-parameters as given to __init__."""
         return {k: getattr(self, k) for k in (
             "k", "n_estimators", "learning_rate", "num_leaves", "min_child_samples", "early_stopping_rounds",
-            "validation_fraction", "case_attributes", "event_attributes", "refit_full", "seed", "num_threads")}
+            "validation_fraction", "case_attributes", "event_attributes", "refit_full", "timing", "time_trend", "seed",
+            "num_threads")}
 
     def _params(self, n_classes: int) -> dict[str, Any]:
         p = base_params(seed=self.seed, num_threads=self.num_threads)
@@ -81,7 +86,8 @@ class NextActivityPredictor:
         else:
             fit_log = log
         self.encoder_ = PrefixEncoder(
-            k=self.k, case_attributes=self.case_attributes, event_attributes=self.event_attributes
+            k=self.k, case_attributes=self.case_attributes, event_attributes=self.event_attributes,
+            timing=self.timing, time_trend=self.time_trend,
         ).fit(log)
         tr = self.encoder_.transform(fit_log)
         classes = sorted(set(tr.next_activity.tolist()) | {END})

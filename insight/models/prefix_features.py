@@ -24,7 +24,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 def _safe(col: str) -> str:
     # LightGBM refuses JSON-special characters in feature names; source columns may hold any.
     return _UNSAFE.sub("_", str(col))
+
+
 _SECONDS_PER_HOUR = 3600.0
+_SECONDS_PER_DAY = 86400.0
+# Relative timing and calendar columns; `timing=False` leaves them out (they drift when a process speeds up/slows).
+_TIMING_COLUMNS = ("elapsed_h", "since_last_h", "prev_gap_h", "weekday", "hour", "start_hour", "start_weekday")
 
 
 @dataclass
@@ -77,7 +82,11 @@ class PrefixEncoder:
         event_attributes: list[str] | None = None,
         max_bag_activities: int = 60,
         max_categories: int = 200,
+        timing: bool = True,
+        time_trend: bool = False,
     ) -> None:
+        self.timing = timing
+        self.time_trend = time_trend
         self.k = k
         self.case_attributes = case_attributes
         self.event_attributes = event_attributes
@@ -90,6 +99,8 @@ class PrefixEncoder:
         acts = df[ACTIVITY].astype(str)
         counts = acts.value_counts()
         self.activities_ = sorted(counts.index.tolist())
+        # Absolute time is measured from the training log's first event, so the trend column means the same later.
+        self.origin_ = pd.Timestamp(df[TIMESTAMP].min())
         self.bag_activities_ = sorted(counts.index[: self.max_bag_activities].tolist())
         case_attrs = self.case_attributes
         if case_attrs is None:
@@ -118,8 +129,12 @@ class PrefixEncoder:
 
     def _empty_columns(self) -> list[str]:
         cols = [f"act_lag{i}" for i in range(self.k)]
-        cols += ["prefix_len", "elapsed_h", "since_last_h", "prev_gap_h", "weekday", "hour", "start_hour",
-                 "start_weekday", "n_repeats_last"]
+        cols.append("prefix_len")
+        if self.timing:
+            cols += list(_TIMING_COLUMNS)
+        if self.time_trend:
+            cols.append("case_start_days")
+        cols.append("n_repeats_last")
         cols += [f"cnt_{i}" for i in range(len(self.bag_activities_))]
         for col in self.event_attributes_:
             cols += [f"last_{_safe(col)}", f"first_{_safe(col)}", f"nchg_{_safe(col)}"]
@@ -168,6 +183,8 @@ class PrefixEncoder:
         out["hour"] = (ts.dt.hour + ts.dt.minute / 60.0).to_numpy()
         out["start_hour"] = t0.dt.hour.to_numpy()
         out["start_weekday"] = t0.dt.weekday.to_numpy()
+        if getattr(self, "time_trend", False):  # encoders pickled before this option lack the attribute
+            out["case_start_days"] = (t0 - self.origin_).dt.total_seconds().to_numpy() / _SECONDS_PER_DAY
         # How often the current activity already occurred in this case: loops are a strong next-step signal.
         out["n_repeats_last"] = df.assign(_c=case, _a=acts).groupby(["_c", "_a"], sort=False).cumcount().to_numpy() + 1
         for j, a in enumerate(self.bag_activities_):
