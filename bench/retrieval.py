@@ -7,9 +7,12 @@ BERT-FAQ's evaluation.py: the top-100 ranked list per query; MAP = sklearn avera
 sklearn ndcg_score over the top 3 only (ideal taken within those 3, as BERT-FAQ does); plus recall@1/5 (share of a
 query's relevant documents in the top 1/5) and hit@1.
 
-Banking77-as-FAQ is the *tuning* set for the fusion weight (StackFAQ queries are never used to choose anything):
-one article per intent (title = the intent name, body = 8 training utterances), queries = 10 test utterances per
-intent. The weight with the best Banking77 MAP is the product default (knowledge_hub.retrieval).
+Tuning sets (StackFAQ queries are never used to choose anything): Banking77-as-FAQ (one article per intent: title =
+the intent name, body = 8 training utterances; queries = 10 test utterances per intent) and the three HINT3 v2 bots
+as FAQs (one article per label: title = label, body = its first 8 train sentences; queries = the in-scope test
+sentences). Methods: dense, lexical, naive equal-weight RRF, the old fixed-weight hybrid (w=0.15, chosen on Banking77
+MAP) and the adaptive hybrid (knowledge_hub.retrieval.adaptive_weights) for w_max in a grid. The chosen w_max is the
+one whose worst gain over the better single part (min over the four tuning sets and over NDCG@3 / MAP) is largest.
 """
 
 from __future__ import annotations
@@ -35,10 +38,18 @@ from insight.embedding import Embedder  # noqa: E402
 from knowledge_hub import service  # noqa: E402
 from knowledge_hub.index import KnowledgeIndex  # noqa: E402
 from knowledge_hub.models import ArticleCreate, ArticleStatus  # noqa: E402
-from knowledge_hub.retrieval import DEFAULT_LEXICAL_WEIGHT, HybridRetriever  # noqa: E402
+from knowledge_hub.retrieval import (  # noqa: E402
+    DEFAULT_LEXICAL_WEIGHT,
+    FIXED_LEXICAL_WEIGHT,
+    HybridRetriever,
+    adaptive_weights,
+    fuse,
+)
 
 TOP = 100
-WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+MAX_WEIGHTS = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
+OLD = f"hybrid fixed w={FIXED_LEXICAL_WEIGHT} (old)"
+NEW = "hybrid adaptive (product)"
 
 
 def build(docs: list[tuple[str, str]], embedder: Embedder, tmp: Path) -> tuple[KnowledgeIndex, list[int], float]:
@@ -91,23 +102,33 @@ def rrf(*mats: np.ndarray, k: int = 60) -> np.ndarray:
     return out
 
 
-def run_set(name: str, docs, queries, relevant, embedder, res: Results, *, weights=(DEFAULT_LEXICAL_WEIGHT,),
+def run_set(name: str, docs, queries, relevant, embedder, res: Results, *, max_weights=(DEFAULT_LEXICAL_WEIGHT,),
             published=None) -> dict[str, dict[str, float]]:
     """Index docs, score all queries in every mode, add rows; returns metrics per method."""
     with tempfile.TemporaryDirectory() as tmp:
         index, ids, secs = build(docs, embedder, Path(tmp))
         res.add("index build (service.bulk_create)", name, f"seconds / {len(ids)} articles", secs)
-        retr = HybridRetriever(index=index)
+        retr = HybridRetriever(index=index)  # the product default: adaptive, w_max = DEFAULT_LEXICAL_WEIGHT
         labels = np.array([[1 if k in relevant[i] else 0 for k in range(len(ids))] for i in range(len(queries))])
         snap, _, dense_p, _ = retr.score_matrix(queries, mode="dense")
         _, lex_p, _, _ = retr.score_matrix(queries, mode="lexical")
+        article_of = np.array([p.article_id for p in snap.passages])
         dense = article_scores(snap, dense_p, ids)
         lex = article_scores(snap, lex_p, ids)
         out: dict[str, dict[str, float]] = {"dense": evaluate(dense, labels), "lexical": evaluate(lex, labels),
                                             "rrf (naive)": evaluate(rrf(dense, lex), labels)}
-        for w in weights:
-            # Fused per passage (as search() does), then an article scores as its best passage.
-            out[f"hybrid w={w}"] = evaluate(article_scores(snap, (1 - w) * dense_p + w * lex_p, ids), labels)
+        # Fused per passage (as search() does), then an article scores as its best passage.
+        w_old = FIXED_LEXICAL_WEIGHT
+        out[OLD] = evaluate(article_scores(snap, fuse(dense_p, lex_p, lexical_weight=w_old), ids), labels)
+        for wm in max_weights:
+            w = adaptive_weights(dense_p, lex_p, article_of=article_of, max_weight=wm)
+            out[f"hybrid adaptive w_max={wm}"] = evaluate(
+                article_scores(snap, fuse(dense_p, lex_p, lexical_weight=w), ids), labels)
+        _, fused_p, _, _ = retr.score_matrix(queries, mode="hybrid")
+        out[NEW] = evaluate(article_scores(snap, fused_p, ids), labels)
+        w_prod = retr.query_weights(snap, dense_p, lex_p)
+        res.add("adaptive weight (product)", name, "mean w(q)", float(w_prod.mean()))
+        res.add("adaptive weight (product)", name, "share of queries w(q)=0", float((w_prod == 0).mean()))
         # Latency: single-query search through the public API, after a warm-up.
         lat: dict[str, float] = {}
         for mode in ("dense", "lexical", "hybrid"):
@@ -120,15 +141,38 @@ def run_set(name: str, docs, queries, relevant, embedder, res: Results, *, weigh
             lat[mode] = statistics.median(times) * 1000
         for mode, ms in lat.items():
             res.add(f"search latency {mode}", name, "median ms / query", ms)
-        # Sanity: the fused matrix computed by the retriever equals the bench's recombination.
-        _, fused_p, _, _ = retr.score_matrix(queries[:20], mode="hybrid")
-        w = retr.lexical_weight
-        assert np.allclose(fused_p, (1 - w) * dense_p[:20] + w * lex_p[:20], atol=1e-5)
         for method, m in out.items():
             for metric, v in m.items():
                 base = (published or {}).get((method, metric))
                 res.add(method, name, metric, v, base[0] if base else None, base[1] if base else None)
+        for method in (OLD, NEW):
+            for metric in ("NDCG@3", "MAP"):
+                better = max(out["dense"][metric], out["lexical"][metric])
+                res.add(f"{method} >= best part", name, metric,
+                        "yes" if out[method][metric] >= better - 1e-9 else "NO", round(better, 4),
+                        "never below the better part")
     return out
+
+
+def hint3(root: Path, bot: str) -> tuple[list[tuple[str, str]], list[str], list[set[int]]]:
+    """One FAQ article per label (first 8 train sentences); the in-scope test sentences as queries."""
+    import csv
+
+    base = root / "text" / "hint3" / "v2"
+    train: dict[str, list[str]] = defaultdict(list)
+    with (base / "train" / f"{bot}_train.csv").open() as f:
+        for row in csv.DictReader(f):
+            train[row["label"]].append(row["sentence"])
+    labels = sorted(train)
+    docs = [(lab.replace("_", " ").capitalize(), "\n\n".join(train[lab][:8])) for lab in labels]
+    queries: list[str] = []
+    relevant: list[set[int]] = []
+    with (base / "test" / f"{bot}_test.csv").open() as f:
+        for row in csv.DictReader(f):
+            if row["label"] in train:  # NO_NODES_DETECTED (out of scope) has no article
+                queries.append(row["sentence"])
+                relevant.append({labels.index(row["label"])})
+    return docs, queries, relevant
 
 
 def stackfaq(root: Path) -> tuple[list[tuple[str, str]], list[str], list[set[int]]]:
@@ -171,7 +215,7 @@ def banking77(root: Path) -> tuple[list[tuple[str, str]], list[str], list[set[in
 
 
 def main() -> None:
-    """Run Banking77 (weight choice) then StackFAQ (evaluation)."""
+    """Tuning sets (choose w_max) then StackFAQ (evaluation)."""
     import os
 
     import torch
@@ -184,24 +228,28 @@ def main() -> None:
     embedder = Embedder(bundled_model_path())
     res = Results("retrieval", extra_env={"embedding_model": embedder.name, "top_k_list": TOP,
                                           "torch_threads": threads})
-    print("Banking77-as-FAQ (tuning set for the fusion weight)")
-    b = run_set("banking77-faq", *banking77(root), embedder, res, weights=WEIGHTS)
-    best_w = max(WEIGHTS, key=lambda w: (b[f"hybrid w={w}"]["MAP"], -w))
-    res.add("chosen lexical weight (banking77 MAP)", "banking77-faq", "w", best_w, None,
-            f"product default {DEFAULT_LEXICAL_WEIGHT}")
+    tuning: dict[str, dict[str, dict[str, float]]] = {}
+    print("Banking77-as-FAQ (tuning)")
+    tuning["banking77-faq"] = run_set("banking77-faq", *banking77(root), embedder, res, max_weights=MAX_WEIGHTS)
+    for bot in ("sofmattress", "curekart", "powerplay11"):
+        print(f"HINT3 {bot} as FAQ (tuning)")
+        tuning[f"hint3-{bot}"] = run_set(f"hint3-{bot}", *hint3(root, bot), embedder, res, max_weights=MAX_WEIGHTS)
+
+    def worst_gain(wm: float) -> float:
+        return min(r[f"hybrid adaptive w_max={wm}"][m] - max(r["dense"][m], r["lexical"][m])
+                   for r in tuning.values() for m in ("NDCG@3", "MAP"))
+
+    for wm in MAX_WEIGHTS:
+        res.add("adaptive: worst gain over best part", "tuning sets", f"w_max={wm}", worst_gain(wm))
+    best = max(MAX_WEIGHTS, key=lambda wm: (worst_gain(wm), -wm))
+    res.add("chosen w_max (tuning sets)", "tuning sets", "w_max", best, None, f"product default {DEFAULT_LEXICAL_WEIGHT}")
     print("StackFAQ (evaluation; nothing tuned on it)")
     published = {
         ("lexical", "NDCG@3"): (0.7615, "ES untrained"), ("lexical", "MAP"): (0.6366, "ES untrained"),
-        (f"hybrid w={DEFAULT_LEXICAL_WEIGHT}", "NDCG@3"): (0.989, ">=0.98 (trained best 0.989)"),
-        (f"hybrid w={DEFAULT_LEXICAL_WEIGHT}", "MAP"): (0.978, ">=0.96 (trained best 0.978)"),
+        (NEW, "NDCG@3"): (0.989, ">=0.98 (trained best 0.989)"),
+        (NEW, "MAP"): (0.978, ">=0.96 (trained best 0.978)"),
     }
-    s = run_set("stackfaq", *stackfaq(root), embedder, res, weights=(DEFAULT_LEXICAL_WEIGHT,), published=published)
-    for name, r in (("banking77-faq", b), ("stackfaq", s)):
-        h = r[f"hybrid w={DEFAULT_LEXICAL_WEIGHT}"]
-        for metric in ("NDCG@3", "MAP"):
-            better = max(r["dense"][metric], r["lexical"][metric])
-            res.add("hybrid >= best part", name, metric, "yes" if h[metric] >= better - 1e-9 else "NO",
-                    round(better, 4), "never below the better part")
+    run_set("stackfaq", *stackfaq(root), embedder, res, published=published)
     res.write()
 
 

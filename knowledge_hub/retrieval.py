@@ -36,8 +36,8 @@ Mode = Literal["hybrid", "dense", "lexical"]
 # Fixed-weight fusion (adaptive=False): chosen on Banking77-as-FAQ (best MAP over w in {0, .05, .1, .15, .2, .3, .5}).
 FIXED_LEXICAL_WEIGHT = 0.15
 # Adaptive fusion: w_max with the best worst-case gain over the better single part on Banking77-as-FAQ and the three
-# HINT3 sets (grid .1 .15 .2 .3 .4; bench/retrieval.py re-derives it each run). StackFAQ was not used.
-DEFAULT_LEXICAL_WEIGHT = 0.2
+# HINT3 sets (grid .1 .15 .2 .3 .4 .5 .6; bench/retrieval.py re-derives it each run). StackFAQ was not used.
+DEFAULT_LEXICAL_WEIGHT = 0.4
 AGREEMENT_K = 5
 
 

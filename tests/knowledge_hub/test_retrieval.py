@@ -157,6 +157,10 @@ def test_hybrid_never_below_the_better_part_on_a_small_faq(faq_retriever):
     assert lexical[1] < dense[1]
     for i, name in enumerate(("hit@1", "MRR")):
         assert hybrid[i] >= max(dense[i], lexical[i]) - 1e-9, (name, dense, lexical, hybrid)
+    # The fixture can catch a bad fusion: the same w_max used as a fixed weight falls below dense here.
+    fixed = _metrics(HybridRetriever(index=faq_retriever.index, adaptive=False,
+                                     lexical_weight=DEFAULT_LEXICAL_WEIGHT), "hybrid")
+    assert fixed[1] < dense[1]
 
 
 def test_search_uses_the_adaptive_weight(faq_retriever):
