@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,10 +66,8 @@ class Results:
         pkgs = {}
         for p in ("pm4py", "pandas", "polars", "numpy", "scikit-learn", "lightgbm", "torch",
                   "sentence-transformers", "chromadb", "fastapi"):
-            try:
+            with suppress(md.PackageNotFoundError):
                 pkgs[p] = md.version(p)
-            except md.PackageNotFoundError:
-                pass
         return {
             "python": platform.python_version(),
             "machine": platform.machine(),
