@@ -114,3 +114,15 @@ async def get_kb_index(request: Request) -> Any:
 async def get_metrics(request: Request) -> Any:
     """The app's Prometheus metrics."""
     return request.app.state.metrics
+
+
+def kb_retriever(request: Request, index: Any) -> Any:
+    """The app's hybrid retriever for this index (one per index: it caches its BM25 side until the index changes)."""
+    state = request.app.state
+    retriever = getattr(state, "kb_retriever", None)
+    if retriever is None or retriever.index is not index:
+        from knowledge_hub.retrieval import HybridRetriever
+
+        retriever = HybridRetriever(index=index)
+        state.kb_retriever = retriever
+    return retriever

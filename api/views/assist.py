@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
 from api.auth import Principal, require, set_audit_object
-from api.deps import get_kb_index, get_optional_bundle, get_session
+from api.deps import get_kb_index, get_optional_bundle, get_session, kb_retriever
 from api.errors import ERROR_RESPONSES
 from assist import service
 from assist.gaps import knowledge_gaps
@@ -41,18 +41,6 @@ class AssistRequest(BaseModel):
     ranking: Literal["outcome", "likelihood"] = "outcome"
 
 
-def _retriever(request: Request, index: Any) -> Any:
-    # Shared with the KB routes: one retriever per index, caching its BM25 side until the index changes.
-    state = request.app.state
-    retriever = getattr(state, "kb_retriever", None)
-    if retriever is None or retriever.index is not index:
-        from knowledge_hub.retrieval import HybridRetriever
-
-        retriever = HybridRetriever(index=index)
-        state.kb_retriever = retriever
-    return retriever
-
-
 def _ticket_inputs(ticket: TicketPublic) -> tuple[str, pd.DataFrame, dict[str, Any]]:
     """Text (subject, body and customer messages), events so far and case attributes of a stored ticket."""
     parts = [ticket.subject, ticket.body] + [e.message for e in ticket.events
@@ -73,7 +61,7 @@ def _assist(request: Request, session: Session, bundle: Any, ticket_id: str, opt
     ticket = routing_service.get_ticket(session=session, ticket_id=ticket_id)
     text, events, attrs = _ticket_inputs(ticket)
     index = request.app.state.kb_index
-    retriever = _retriever(request, index) if index is not None else None
+    retriever = kb_retriever(request, index) if index is not None else None
     catalog = service.load_catalog(session=session) if index is not None else None
     return service.assist(
         ticket_text=opts.text or text, events=events, case_attributes=attrs, ticket_id=ticket_id,
@@ -143,6 +131,6 @@ def get_gaps(
     frame = pd.DataFrame([{"case_id": t.ticket_id, "subject": t.subject, "body": t.body, "intent": t.current_intent}
                           for t in tickets], columns=["case_id", "subject", "body", "intent"])
     return knowledge_gaps(
-        log=log, tickets=frame, retriever=_retriever(request, index), catalog=service.load_catalog(session=session),
+        log=log, tickets=frame, retriever=kb_retriever(request, index), catalog=service.load_catalog(session=session),
         sample_per_topic=sample_per_topic, top_k=top_k, used=service.articles_used(session=session),
     )

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from api.auth import Principal, require, set_audit_object
-from api.deps import get_kb_index, get_session
+from api.deps import get_kb_index, get_session, kb_retriever
 from api.errors import ERROR_RESPONSES
 from knowledge_hub import service
 from knowledge_hub.models import (
@@ -72,18 +72,6 @@ class ConsistencyPublic(BaseModel):
     repaired: list[int] = []
     removed: list[int] = []
     failed: list[int] = []
-
-
-def _retriever(request: Request, index: Any) -> Any:
-    # One retriever per index, built on first search: it caches the BM25 side until the index changes.
-    state = request.app.state
-    retriever = getattr(state, "kb_retriever", None)
-    if retriever is None or retriever.index is not index:
-        from knowledge_hub.retrieval import HybridRetriever
-
-        retriever = HybridRetriever(index=index)
-        state.kb_retriever = retriever
-    return retriever
 
 
 @router.get("/articles", response_model=list[ArticlePublic])
@@ -205,7 +193,7 @@ def search(
     tag: Annotated[list[str] | None, Query(max_length=20)] = None,
 ) -> list[HitPublic]:
     """Hybrid (dense + BM25) search over published articles, filtered by intent / tag."""
-    hits = _retriever(request, index).search(q, k=k, mode=mode, intents=intent or (), tags=tag or ())
+    hits = kb_retriever(request, index).search(q, k=k, mode=mode, intents=intent or (), tags=tag or ())
     return [
         HitPublic(article_id=h.article_id, version=h.version, title=h.title, heading=h.passage.heading,
                   text=h.passage.text, score=h.score, dense_score=h.dense_score, lexical_score=h.lexical_score,
