@@ -159,35 +159,6 @@ def _risk_log(bundle: ModelBundle, tickets: list[TicketIn], intents: list[str | 
     return EventLog(df, name="triage", case_attributes=list(enc.case_attributes_))
 
 
-def _router_reasons(router: Any, X: pd.DataFrame, classes: list[str], k: int = 3) -> list[list[str]]:
-    """Top contributing features (coefficient x value) for the predicted team, per row."""
-    explain = getattr(router, "explain", None)
-    if callable(explain):
-        return [list(r) for r in explain(X, k=k)]
-    try:
-        design = router._design(X)
-        model = router.model_
-        names = list(router.onehot_.get_feature_names_out())
-        if router.num_:
-            names += list(router.num_)
-        if router.text:
-            names += [f"text:{w}" for w in router.tfidf_.get_feature_names_out()]
-    except AttributeError:  # a router without a linear design matrix gives no feature reasons
-        return [[] for _ in range(len(X))]
-    out: list[list[str]] = []
-    model_classes = [str(c) for c in model.classes_]
-    for i, team in enumerate(classes):
-        row = design.getrow(i)
-        if team not in model_classes or row.nnz == 0:
-            out.append([])
-            continue
-        coef = model.coef_[model_classes.index(team)] if model.coef_.shape[0] > 1 else model.coef_[0]
-        contrib = row.data * coef[row.indices]
-        order = np.argsort(-contrib)[:k]
-        out.append([names[row.indices[j]] for j in order if contrib[j] > 0])
-    return out
-
-
 def _decide_one(*, intent_pred: Any, teams: list[TeamScore], risks: Risks, thresholds: DecisionThresholds,
                 ) -> tuple[str, list[str]]:
     reasons: list[str] = []
@@ -227,10 +198,8 @@ def decide_batch(*, bundle: ModelBundle, tickets: list[TicketIn], thresholds: De
     team_lists: list[list[TeamScore]] = [[] for _ in range(n)]
     feature_reasons: list[list[str]] = [[] for _ in range(n)]
     if bundle.router is not None:
-        X = _router_frame(bundle, tickets, intents)
-        tops = bundle.router.top_k(X, k=3)
+        tops, feature_reasons = bundle.router.rank(_router_frame(bundle, tickets, intents), k=3, n_reasons=3)
         team_lists = [[TeamScore(team=s.team, probability=float(s.probability)) for s in top] for top in tops]
-        feature_reasons = _router_reasons(bundle.router, X, [tl[0].team if tl else "" for tl in team_lists])
 
     best_teams = [tl[0].team if tl else None for tl in team_lists]
     expected = breach = None

@@ -200,12 +200,47 @@ class TeamRouter:
 
     def top_k(self, X: pd.DataFrame, k: int = 3) -> list[list[TeamScore]]:
         """The k most likely teams per row with their probabilities, best first."""
-        P = self.predict_proba(X)
-        out = []
-        for row in P:
+        return self.rank(X, k=k, n_reasons=0)[0]
+
+    def _feature_names(self) -> np.ndarray:
+        # Built once per model (the text vocabulary alone can hold 20k names).
+        names = getattr(self, "design_names_", None)
+        if names is None:
+            parts = [np.asarray(self.onehot_.get_feature_names_out(), dtype=object),
+                     np.asarray(self.num_, dtype=object)]
+            if self.text:
+                parts.append(np.asarray([f"text:{w}" for w in self.tfidf_.get_feature_names_out()], dtype=object))
+            names = np.concatenate(parts)
+            self.design_names_ = names
+        return names
+
+    def rank(self, X: pd.DataFrame, *, k: int = 3, n_reasons: int = 3) -> tuple[list[list[TeamScore]], list[list[str]]]:
+        """Top-k teams per row and the features that pushed hardest towards the best one (one design matrix)."""
+        self._check()
+        if len(X) == 0:
+            return [], []
+        design = self._design(X.reset_index(drop=True))
+        P = np.asarray(self.model_.predict_proba(design))
+        tops: list[list[TeamScore]] = []
+        reasons: list[list[str]] = []
+        names = self._feature_names() if n_reasons > 0 else None
+        coef = np.asarray(self.model_.coef_)
+        for r, row in enumerate(P):
             idx = np.argsort(-row, kind="stable")[:k]
-            out.append([TeamScore(team=str(self.classes_[i]), probability=float(row[i])) for i in idx])
-        return out
+            tops.append([TeamScore(team=str(self.classes_[i]), probability=float(row[i])) for i in idx])
+            if names is None:
+                reasons.append([])
+                continue
+            x = design.getrow(r)
+            w = coef[idx[0]] if coef.shape[0] > 1 else coef[0] * (1 if idx[0] == 1 else -1)
+            contrib = x.data * w[x.indices]
+            order = np.argsort(-contrib, kind="stable")[:n_reasons]
+            reasons.append([str(names[x.indices[j]]) for j in order if contrib[j] > 0])
+        return tops, reasons
+
+    def explain(self, X: pd.DataFrame, k: int = 3) -> list[list[str]]:
+        """Names of the k features contributing most to the predicted team, per row."""
+        return self.rank(X, k=1, n_reasons=k)[1]
 
     def evaluate(self, X: pd.DataFrame, y: Any, *, reassigned: Any, first_team: Any = None,
                  train_y: Any = None) -> RouterMetrics:
