@@ -114,3 +114,31 @@ def test_router_recovers_planted_misrouting(sim):
                          hours_per_misrouted_case=10.0)
     assert imp.straight_to_resolver > 0 and imp.hours_saved == 10.0 * imp.straight_to_resolver
     assert imp.handoffs_saved <= imp.handoffs_in_reality
+
+
+def _drifting_log(n_cases: int, *, switch_at: int, start_day: int = 0):
+    """Cases Open -> Check -> (Fix before `switch_at`, Escalate after) -> Close, one case a day at 09:00."""
+    import pandas as pd
+
+    from insight.eventlog.schema import EventLog
+
+    rows = []
+    for i in range(n_cases):
+        day = pd.Timestamp("2025-01-01", tz="UTC") + pd.Timedelta(days=start_day + i, hours=9)
+        follow = "Fix" if start_day + i < switch_at else "Escalate"
+        for j, act in enumerate(("Open", "Check", follow, "Close")):
+            rows.append({"case_id": f"c{start_day + i:04d}", "activity": act, "timestamp": day + pd.Timedelta(hours=j)})
+    return EventLog(pd.DataFrame(rows), name="drift")
+
+
+def test_time_trend_follows_a_process_change():
+    """After a planted change of what follows 'Check', the case-start trend lets the model predict the new step."""
+    train = _drifting_log(300, switch_at=220)  # 220 old-style cases, then 80 new-style ones
+    future = _drifting_log(40, switch_at=220, start_day=300)
+    after_check = lambda model: [  # noqa: E731
+        p for p, n in zip(model.predict(future), model.prefixes(future).prefix_len, strict=True) if n == 2
+    ]
+    with_trend = NextActivityPredictor(time_trend=True, seed=7, n_estimators=200).fit(train)
+    without = NextActivityPredictor(time_trend=False, timing=False, seed=7, n_estimators=200).fit(train)
+    assert np.mean(np.array(after_check(with_trend)) == "Escalate") >= 0.9
+    assert np.mean(np.array(after_check(without)) == "Fix") >= 0.9  # without it the old majority wins
