@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from insight.errors import ModelArtifactError, ModelNotReady
-from insight.eventlog.schema import ACTIVITY, CASE_ID, CHANNEL, TIMESTAMP, EventLog
+from insight.eventlog.schema import ACTIVITY, CASE_ID, CHANNEL, TIMESTAMP
 from insight.models.registry import ModelRegistry
 from routing.models import DecisionThresholds, Risks, SimilarTicket, TeamScore, TicketIn, TriageResult
 
@@ -140,23 +140,26 @@ def _router_frame(bundle: ModelBundle, tickets: list[TicketIn], intents: list[st
     return frame[cols]
 
 
-def _risk_log(bundle: ModelBundle, tickets: list[TicketIn], intents: list[str | None],
-              teams: list[str | None]) -> EventLog:
-    """A one-event log per ticket (its creation), carrying what the remaining-time model reads."""
+def _risk_events(bundle: ModelBundle, tickets: list[TicketIn], intents: list[str | None],
+                 teams: list[str | None]) -> list[dict[str, Any]]:
+    """One event per ticket (its creation), carrying what the remaining-time model reads.
+
+    Case ids are the tickets' positions, zero-padded: prefixes come back in case-id order, so row i is ticket i
+    (ticket ids would sort "t-10" before "t-2", and a repeated id would merge two tickets into one case).
+    """
     enc = bundle.remaining_time.encoder_
     now = datetime.now(UTC)
-    rows = []
-    for t, intent, team in zip(tickets, intents, teams, strict=True):
-        row: dict[str, Any] = {CASE_ID: t.ticket_id, ACTIVITY: FIRST_ACTIVITY,
-                               TIMESTAMP: t.created_at or now, CHANNEL: t.channel}
+    width = len(str(len(tickets)))
+    events = []
+    for i, (t, intent, team) in enumerate(zip(tickets, intents, teams, strict=True)):
+        event: dict[str, Any] = {CASE_ID: str(i).zfill(width), ACTIVITY: FIRST_ACTIVITY,
+                                 TIMESTAMP: t.created_at or now, CHANNEL: t.channel}
         known = {"intent": intent, "segment": t.segment, "priority": t.priority, "channel": t.channel,
                  "group": team, **t.custom_fields}
         for col in [*enc.case_attributes_, *enc.event_attributes_]:
-            row[col] = known.get(col)
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    df[TIMESTAMP] = pd.to_datetime(df[TIMESTAMP], utc=True)
-    return EventLog(df, name="triage", case_attributes=list(enc.case_attributes_))
+            event[col] = known.get(col)
+        events.append(event)
+    return events
 
 
 def _decide_one(*, intent_pred: Any, teams: list[TeamScore], risks: Risks, thresholds: DecisionThresholds,
@@ -204,9 +207,9 @@ def decide_batch(*, bundle: ModelBundle, tickets: list[TicketIn], thresholds: De
     best_teams = [tl[0].team if tl else None for tl in team_lists]
     expected = breach = None
     if bundle.remaining_time is not None:
-        prefixes = bundle.remaining_time.prefixes(_risk_log(bundle, tickets, intents, best_teams))
-        expected = bundle.remaining_time.predict(prefixes)
-        breach = bundle.remaining_time.predict_breach_proba(prefixes)
+        rows = bundle.remaining_time.prefix_matrix(_risk_events(bundle, tickets, intents, best_teams))
+        expected = bundle.remaining_time.predict(rows)
+        breach = bundle.remaining_time.predict_breach_proba(rows)
 
     similar: list[list[SimilarTicket]] = [[] for _ in range(n)]
     if bundle.memory is not None and bundle.embedder is not None:

@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.exceptions import NotFittedError
 
 from insight.models._lgbm import base_params, carve_validation
-from insight.models.prefix_features import PrefixEncoder, PrefixSet
+from insight.models.prefix_features import PrefixEncoder, PrefixMatrix, PrefixSet
 
 
 @dataclass
@@ -145,25 +145,35 @@ class RemainingTimePredictor:
         self._check()
         return self.encoder_.transform(log)
 
-    def predict(self, data: Any) -> np.ndarray:
-        """Expected remaining hours per prefix (never negative); `data` is a log or a PrefixSet."""
+    def prefix_matrix(self, events: Any) -> PrefixMatrix:
+        """Encode every prefix of the cases in `events` (event dicts) as LightGBM reads it, without pandas when small."""
         self._check()
-        ps = data if isinstance(data, PrefixSet) else self.prefixes(data)
+        return self.encoder_.encode_events(events)
+
+    def _rows(self, data: Any) -> tuple[PrefixSet | PrefixMatrix, Any]:
+        ps = data if isinstance(data, PrefixSet | PrefixMatrix) else self.prefixes(data)
+        # A PrefixMatrix holds exactly the array LightGBM makes of the frame: same predictions, no conversion.
+        return ps, ps.values if isinstance(ps, PrefixMatrix) else ps.X
+
+    def predict(self, data: Any) -> np.ndarray:
+        """Expected remaining hours per prefix (never negative); `data` is a log, a PrefixSet or a PrefixMatrix."""
+        self._check()
+        ps, X = self._rows(data)
         if len(ps) == 0:
             return np.zeros(0)
-        return np.clip(self.regressor_.predict(ps.X, num_iteration=self.n_iter_), 0.0, None)
+        return np.clip(self.regressor_.predict(X, num_iteration=self.n_iter_), 0.0, None)
 
     def predict_breach_proba(self, data: Any) -> np.ndarray:
         """Probability per prefix that the case ends after `sla_hours_` from its start."""
         self._check()
-        ps = data if isinstance(data, PrefixSet) else self.prefixes(data)
+        ps, X = self._rows(data)
         if len(ps) == 0:
             return np.zeros(0)
         past = ps.elapsed_hours > self.sla_hours_
         if self.classifier_ is None:
             p = np.full(len(ps), self.breach_rate_)
         else:
-            p = np.asarray(self.classifier_.predict(ps.X, num_iteration=self.breach_n_iter_), dtype=float)
+            p = np.asarray(self.classifier_.predict(X, num_iteration=self.breach_n_iter_), dtype=float)
         return np.where(past, 1.0, p)
 
     def baseline_predict(self, data: Any) -> np.ndarray:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
@@ -17,7 +19,7 @@ from api.settings import Settings
 from insight.errors import ModelNotReady
 from insight.training import split_log, train_all
 from routing.models import DecisionThresholds, TicketIn
-from routing.triage import decide, decide_batch, load_bundle
+from routing.triage import FIRST_ACTIVITY, decide, decide_batch, load_bundle
 
 THRESHOLDS = DecisionThresholds()
 
@@ -94,6 +96,33 @@ def test_batch_and_single_agree(bundle: Any, sim_small: Any) -> None:
         one = decide(bundle=bundle, ticket=ticket, thresholds=THRESHOLDS)
         assert (one.intent, one.team, one.decision) == (b.intent, b.team, b.decision)
         assert one.team_confidence == pytest.approx(b.team_confidence, abs=1e-6)
+
+
+def test_risks_are_the_remaining_time_model_on_each_tickets_first_event(bundle: Any, sim_small: Any) -> None:
+    """Risks come from the pandas-free encoder; the pandas path on a one-event log per ticket gives the same
+    numbers, each on its own ticket although the ids do not sort in batch order ("t-10" < "t-2")."""
+    tickets, _ = _test_tickets(sim_small)
+    start = datetime(2026, 5, 4, 8, 15, tzinfo=UTC)
+    tickets = [t.model_copy(update={"ticket_id": f"t-{i}", "created_at": start + timedelta(hours=5 * i)})
+               for i, t in enumerate(tickets[:30])]
+    results = decide_batch(bundle=bundle, tickets=tickets, thresholds=THRESHOLDS)
+    rt = bundle.remaining_time
+    enc = rt.encoder_
+    expected, breach = [], []
+    for t, r in zip(tickets, results, strict=True):
+        known = {"intent": None if r.out_of_scope else r.intent, "segment": t.segment, "priority": t.priority,
+                 "channel": t.channel, "group": r.team, **t.custom_fields}
+        row = {"case_id": t.ticket_id, "activity": FIRST_ACTIVITY, "timestamp": t.created_at,
+               **{c: known.get(c) for c in [*enc.case_attributes_, *enc.event_attributes_]}}
+        frame = pd.DataFrame([row])
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+        ps = enc.transform(frame, method="pandas")
+        expected.append(round(float(rt.predict(ps)[0]), 2))
+        breach.append(round(float(rt.predict_breach_proba(ps)[0]), 4))
+        assert decide(bundle=bundle, ticket=t, thresholds=THRESHOLDS).risks == r.risks
+    assert [r.risks.expected_hours_to_resolve for r in results] == expected
+    assert [r.risks.sla_breach for r in results] == breach
+    assert len(set(expected)) > 3  # the tickets really differ, so a mix-up would show
 
 
 def test_foreign_text_goes_to_human_triage(bundle: Any) -> None:
