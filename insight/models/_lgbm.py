@@ -33,6 +33,16 @@ def base_params(*, seed: int, num_threads: int) -> dict[str, Any]:
     }
 
 
+# OpenMP threads cost more than they save on a few rows, and on a loaded machine waking them stalls a one-row
+# prediction for milliseconds (p99 14 ms vs 0.1 ms measured): small predictions run on the calling thread.
+SMALL_PREDICT_ROWS = 512
+
+
+def predict_threads(n_rows: int, num_threads: int) -> int:
+    """Threads for a LightGBM prediction of n_rows rows (one for small inputs; the result is the same)."""
+    return 1 if n_rows <= SMALL_PREDICT_ROWS else num_threads
+
+
 def carve_validation(log: Any, fraction: float) -> tuple[Any, Any]:
     """Split a training log by case start time: older cases fit, the newest `fraction` validate."""
     df = log.df if hasattr(log, "df") else log

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import NotFittedError
 
-from insight.models._lgbm import base_params, carve_validation
+from insight.models._lgbm import base_params, carve_validation, predict_threads
 from insight.models.prefix_features import PrefixEncoder, PrefixMatrix, PrefixSet
 
 
@@ -161,7 +161,8 @@ class RemainingTimePredictor:
         ps, X = self._rows(data)
         if len(ps) == 0:
             return np.zeros(0)
-        return np.clip(self.regressor_.predict(X, num_iteration=self.n_iter_), 0.0, None)
+        threads = predict_threads(len(ps), self.num_threads)
+        return np.clip(self.regressor_.predict(X, num_iteration=self.n_iter_, num_threads=threads), 0.0, None)
 
     def predict_breach_proba(self, data: Any) -> np.ndarray:
         """Probability per prefix that the case ends after `sla_hours_` from its start."""
@@ -173,7 +174,9 @@ class RemainingTimePredictor:
         if self.classifier_ is None:
             p = np.full(len(ps), self.breach_rate_)
         else:
-            p = np.asarray(self.classifier_.predict(X, num_iteration=self.breach_n_iter_), dtype=float)
+            threads = predict_threads(len(ps), self.num_threads)
+            p = np.asarray(self.classifier_.predict(X, num_iteration=self.breach_n_iter_, num_threads=threads),
+                           dtype=float)
         return np.where(past, 1.0, p)
 
     def baseline_predict(self, data: Any) -> np.ndarray:
