@@ -16,9 +16,11 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
 from api.auth import AuditMiddleware, ensure_key
-from api.deps import ModelState
+from api.deps import TRAIN_HINT, ModelState
 from api.errors import BodySizeLimit, install_error_handlers
+from api.limits import ConcurrencyLimiter
 from api.metrics import LatencyMiddleware, Metrics
+from api.retrain import RetrainManager
 from api.settings import Settings, get_settings
 from insight.errors import DeskpilotError, ModelNotReady
 from routing.models import utcnow
@@ -28,13 +30,17 @@ log = structlog.get_logger(__name__)
 BundleLoader = Callable[[Settings, Any], Any]
 
 API_DESCRIPTION = """deskpilot routes new support tickets (intent, team, risks, a decision and its reasons), keeps the
-live event log, re-triages when a customer message changes the intent, records agent feedback, serves the knowledge
-hub and the mined insight. Authenticate with `Authorization: Bearer <key>` (create keys with
-`deskpilot keys create --role ROLE --name NAME`)."""
+live event log, re-triages when a customer message changes the intent, records agent feedback, assists agents (next-best
+actions ranked by their expected effect, articles, a grounded draft), serves the knowledge hub and the mined insight,
+and retrains its models from its own data (`POST /v1/models/retrain`: agents' corrections become labels) with a hot
+swap. Authenticate with `Authorization: Bearer <key>` (create keys with `deskpilot keys create --role ROLE --name
+NAME`). Every error has the body `{"detail", "code"}`; heavy endpoints (assist, knowledge gaps) answer 503
+`overloaded` with a `Retry-After` header when at capacity instead of queueing without bound."""
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout: float = 30.0) -> Engine:
     """SQLAlchemy engine for SQLite (file or in-memory) or PostgreSQL, tuned for a threaded web server."""
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout}
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url
         engine = create_engine(
@@ -42,6 +48,7 @@ def make_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
             # In-memory SQLite lives in one connection: share it, or each thread would see an empty database.
             poolclass=StaticPool if memory else None,
+            **({} if memory else pool),
         )
         if not memory:
             @event.listens_for(engine, "connect")
@@ -53,7 +60,7 @@ def make_engine(url: str) -> Engine:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def _import_tables() -> None:
@@ -98,16 +105,36 @@ def bundle_versions(bundle: Any) -> dict[str, str]:
     return {}
 
 
+def load_step_outcomes(settings: Settings) -> tuple[Any, dict[str, str], str | None]:
+    """The live step-outcome table from the registry: (table or None, {task: version}, why it is absent)."""
+    from assist.actions import TASK_STEP_OUTCOMES
+    from assist.actions import load_step_outcomes as load
+
+    try:
+        found = load(settings.registry_path)
+    except DeskpilotError as exc:
+        log.warning("step_outcomes_not_loaded", code=exc.code, detail=exc.message)
+        return None, {}, exc.message
+    if found is None:
+        return None, {}, f"no {TASK_STEP_OUTCOMES} in the registry; {TRAIN_HINT}"
+    table, version = found
+    return table, {TASK_STEP_OUTCOMES: version}, None
+
+
 def load_models(settings: Settings, embedder: Any, loader: BundleLoader) -> ModelState:
-    """Load the triage bundle; never raises for domain errors: the state records why nothing is loaded."""
+    """Load the triage bundle and the step outcomes; never raises for domain errors: the state records why."""
+    outcomes, outcome_version, outcomes_error = load_step_outcomes(settings)
+    extra = {"outcomes": outcomes, "outcomes_error": outcomes_error}
     try:
         bundle = loader(settings, embedder)
     except DeskpilotError as exc:
         log.warning("models_not_loaded", code=exc.code, detail=exc.message)
-        return ModelState(bundle=None, error=exc)
+        return ModelState(bundle=None, error=exc, versions=outcome_version, **extra)
     if bundle is None:
-        return ModelState(bundle=None, error=ModelNotReady("the model loader returned nothing"))
-    return ModelState(bundle=bundle, versions=bundle_versions(bundle), loaded_at=utcnow())
+        return ModelState(bundle=None, error=ModelNotReady("the model loader returned nothing"),
+                          versions=outcome_version, **extra)
+    return ModelState(bundle=bundle, versions={**bundle_versions(bundle), **outcome_version}, loaded_at=utcnow(),
+                      **extra)
 
 
 def _open_kb_index(settings: Settings, embedder: Any) -> Any:
@@ -188,7 +215,8 @@ def create_app(
 
         if settings.database_url is None or settings.chroma_url is None:
             settings.home.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(settings.db_url)
+        engine = make_engine(settings.db_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
+                             pool_timeout=settings.db_pool_timeout)
         _import_tables()
         SQLModel.metadata.create_all(engine)
         app.state.engine = engine
@@ -223,7 +251,13 @@ def create_app(
                  models_ready=app.state.models.ready, versions=app.state.models.versions,
                  kb_index=app.state.kb_index is not None)
         try:
-            yield
+            # Background jobs (retraining) run in this task group; shutting down cancels them and waits for them.
+            async with anyio.create_task_group() as tasks:
+                app.state.task_group = tasks
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
         finally:
             engine.dispose()
 
@@ -233,6 +267,10 @@ def create_app(
     app.state.models = ModelState(bundle=None, error=ModelNotReady("the service is starting"))
     app.state.engine = None
     app.state.auth_cache = {}  # key hash -> (checked at, principal); see api.auth.AUTH_CACHE_SECONDS
+    app.state.retrain = RetrainManager()
+    app.state.heavy_limiter = ConcurrencyLimiter(capacity=settings.heavy_max_concurrency,
+                                                 max_waiting=settings.heavy_max_waiting,
+                                                 max_wait_seconds=settings.heavy_max_wait_seconds)
     install_error_handlers(app)
     _include_views(app)
     # Added last = outermost: latency covers everything, the audit sees refusals, the size check runs first.

@@ -30,6 +30,10 @@ class ModelState:
     versions: dict[str, str] = field(default_factory=dict)
     loaded_at: datetime | None = None
     error: DeskpilotError | None = None  # why there is no bundle (ModelNotReady, ModelArtifactError, ...)
+    # assist.actions.StepOutcomes mined from the training log (expected effect of each next step); assist works
+    # without it, so a missing or broken table does not stop routing: `outcomes_error` says why it is absent.
+    outcomes: Any | None = None
+    outcomes_error: str | None = None
 
     @property
     def ready(self) -> bool:

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,6 +45,17 @@ CODE_BY_STATUS: dict[int, str] = {
     500: "internal_error",
     503: "unavailable",
 }
+
+
+class Overloaded(Exception):
+    """The service sheds this request (a heavy endpoint is at capacity): 503 `overloaded` with Retry-After."""
+
+    code = "overloaded"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
 
 
 class ErrorBody(BaseModel):
@@ -111,6 +123,10 @@ def install_error_handlers(app: FastAPI) -> None:
             log.warning("domain_error", code=exc.code, detail=exc.message, path=request.url.path)
         return error_response(status, exc.message, exc.code)
 
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return error_response(503, exc.detail, exc.code, headers={"Retry-After": str(exc.retry_after)})
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(422, validation_detail(list(exc.errors())), "invalid_input")
@@ -120,6 +136,13 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail, default=str)
         code = CODE_BY_STATUS.get(exc.status_code, "http_error")
         return error_response(exc.status_code, detail, code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every database connection is busy: the request is fine, the service is saturated; say when to retry.
+        log.warning("db_pool_exhausted", path=request.url.path, error=str(exc).split(" (Background")[0])
+        return error_response(503, "the database connection pool is exhausted; retry shortly (db_pool_size / "
+                              "db_max_overflow)", "overloaded", headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

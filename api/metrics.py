@@ -40,6 +40,11 @@ class Metrics:
                                  registry=self.registry)
         self.reloads = Counter("deskpilot_model_reloads_total", "Model reloads by outcome", ("outcome",),
                                registry=self.registry)
+        self.shed = Counter("deskpilot_requests_shed_total",
+                            "Requests refused with 503 because a heavy endpoint was at capacity", ("endpoint",),
+                            registry=self.registry)
+        self.retrains = Counter("deskpilot_retrain_jobs_total", "Retrain jobs by outcome", ("outcome",),
+                                registry=self.registry)
 
     def record_decisions(self, items: Iterable[tuple[str, str]]) -> None:
         """Count (decision, trigger) pairs."""

@@ -41,6 +41,27 @@ class Settings(BaseSettings):
     bootstrap_admin_key: SecretStr | None = Field(
         default=None, description="If set, an admin API key with exactly this value is ensured at start-up (demo / `make run`)."
     )
+    # --- database connection pool (PostgreSQL and SQLite files; in-memory SQLite shares one connection) ---
+    db_pool_size: int = Field(default=10, ge=1, description="Connections kept open in the pool.")
+    db_max_overflow: int = Field(default=20, ge=0, description="Extra connections opened under load above the pool size.")
+    db_pool_timeout: float = Field(default=30.0, gt=0, description="Seconds a request waits for a free connection.")
+    # --- load shedding for heavy endpoints (assist, knowledge gaps): bounded concurrency, then 503 + Retry-After ---
+    heavy_max_concurrency: int = Field(default=4, ge=1, description="Heavy requests computed at the same time.")
+    heavy_max_waiting: int = Field(default=16, ge=0, description="Heavy requests allowed to wait for a slot; more get 503.")
+    heavy_max_wait_seconds: float = Field(
+        default=2.0, ge=0, description="Longest a heavy request waits for a slot before it gets 503 with Retry-After."
+    )
+    # --- retraining from the service's own data (POST /v1/models/retrain) ---
+    retrain_history_log: Path | None = Field(
+        default=None, description="Historical event log (canonical CSV/XES/Parquet) retraining adds to the live log "
+        "stored in the database; cases also in the database are taken from the database.",
+    )
+    retrain_history_tickets: Path | None = Field(
+        default=None, description="Ticket CSV (case_id, subject, body, intent, ...) matching `retrain_history_log`.",
+    )
+    retrain_min_intent_labels: int = Field(
+        default=30, ge=2, description="Fewest labelled tickets (agent corrections + history) to retrain the intent model.",
+    )
 
     @property
     def db_url(self) -> str:

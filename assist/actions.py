@@ -216,6 +216,22 @@ def _why(a: NextBestAction, *, now_hours: float | None, likely_rank: int) -> str
     return "; ".join(parts) + "."
 
 
+def with_model_columns(prefix: pd.DataFrame, *models: Any) -> pd.DataFrame:
+    """The prefix with every attribute column the models were fitted on; ones the ticket lacks are missing values.
+
+    A ticket need not carry every attribute the training log had (a custom field the helpdesk did not send); the
+    prefix encoders read each learned column, and a missing value is what they were trained to see for "unknown".
+    """
+    add: dict[str, Any] = {}
+    for model in models:
+        enc = getattr(model, "encoder_", None)
+        numeric = set(getattr(enc, "numeric_", ()) or ())
+        for col in (*(getattr(enc, "event_attributes_", ()) or ()), *(getattr(enc, "case_attributes_", ()) or ())):
+            if col not in prefix.columns and col not in add:
+                add[col] = np.nan if col in numeric else None
+    return prefix.assign(**add) if add else prefix
+
+
 def rank_actions(
     *,
     prefix: pd.DataFrame,
@@ -235,6 +251,7 @@ def rank_actions(
     if ranking not in ("outcome", "likelihood"):
         raise InvalidInput(f"ranking must be 'outcome' or 'likelihood', got {ranking!r}", field="ranking")
     state = str(prefix[ACTIVITY].iloc[-1])
+    prefix = with_model_columns(prefix, next_activity_model, remaining_time_model)
     ctx = ActionContext(None, None, None)
     probs: dict[str, float] = {}
     source: Literal["model", "log"] = "model"
@@ -304,3 +321,56 @@ def rank_actions(
         out.append(a)
     return out, ctx
 
+
+
+# ---------------------------------------------------------------- the mined table as a registry artifact
+
+TASK_STEP_OUTCOMES = "step_outcomes"
+
+
+def train_step_outcomes(*, log: Any, registry: Any = None, promote: bool = True,
+                        sla_hours: float | None = None) -> Any:
+    """Mine `StepOutcomes` from a training log and save it as the registry task `step_outcomes` (a TrainedModel).
+
+    It is a table of what followed each step in the log, not a fitted predictor: it is mined from the whole log and
+    carries counts, not test metrics.
+    """
+    from insight.models.registry import ArtifactMetadata, ModelRegistry, data_hash
+    from insight.training import TrainedModel
+
+    model = StepOutcomes(sla_hours=sla_hours).fit(log)
+    df = log.df if hasattr(log, "df") else log
+    table = model.table_
+    metrics = {
+        "n_cases": int(df[CASE_ID].nunique()), "n_events": len(df),
+        "n_states": int(table.index.get_level_values(0).nunique()), "n_transitions": len(table),
+        "n_supported_transitions": int((table["cases"] >= model.min_support).sum()),
+        "sla_hours": model.sla_hours_,
+    }
+    if registry is None:
+        return TrainedModel(task=TASK_STEP_OUTCOMES, metrics=metrics, model=model)
+    reg = registry if isinstance(registry, ModelRegistry) else ModelRegistry(registry)
+    ts = df[TIMESTAMP]
+    meta = ArtifactMetadata(task=TASK_STEP_OUTCOMES, features=["state", "activity"], classes=[],
+                            training_data_hash=data_hash(df[[CASE_ID, TIMESTAMP]]),
+                            training_window=[str(ts.min()), str(ts.max())], metrics=metrics,
+                            hyper_params={"sla_hours": sla_hours, "min_support": model.min_support})
+    ref = reg.save(model, task=TASK_STEP_OUTCOMES, metadata=meta, promote=promote)
+    return TrainedModel(task=TASK_STEP_OUTCOMES, metrics=metrics, version=ref.version, path=str(ref.path), model=model)
+
+
+def load_step_outcomes(registry: Any) -> tuple[StepOutcomes, str] | None:
+    """The live `step_outcomes` table and its version, or None when the registry has none (errors are raised)."""
+    from insight.errors import ModelArtifactError
+    from insight.models.registry import ModelRegistry
+
+    reg = registry if isinstance(registry, ModelRegistry) else ModelRegistry(registry)
+    if reg.live_version(TASK_STEP_OUTCOMES) is None:
+        return None
+    art = reg.load(TASK_STEP_OUTCOMES)
+    if not isinstance(art.model, StepOutcomes):
+        raise ModelArtifactError(f"artifact {TASK_STEP_OUTCOMES}/{art.metadata.version} holds a "
+                                 f"{type(art.model).__name__}, not StepOutcomes")
+    if not hasattr(art.model, "table_"):
+        raise ModelArtifactError(f"artifact {TASK_STEP_OUTCOMES}/{art.metadata.version} was saved unfitted")
+    return art.model, art.metadata.version

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sqlmodel import Session, col, select
 
-from assist.actions import Ranking, StepOutcomes, events_frame, rank_actions
+from assist.actions import TASK_STEP_OUTCOMES, Ranking, StepOutcomes, events_frame, rank_actions
 from assist.draft import DEFAULT_DRAFT_THRESHOLD, build_draft
 from assist.models import (
     ArticleSupport,
@@ -46,15 +46,17 @@ class AssistModels:
     versions: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_bundle(cls, bundle: Any, *, outcomes: StepOutcomes | None = None) -> AssistModels:
+    def from_bundle(cls, bundle: Any, *, outcomes: StepOutcomes | None = None,
+                    outcomes_version: str | None = None) -> AssistModels:
         """Take intent / next-activity / remaining-time from a routing ModelBundle (or anything with those names)."""
+        own = {TASK_STEP_OUTCOMES: outcomes_version} if outcomes is not None and outcomes_version else {}
         if bundle is None:
-            return cls(outcomes=outcomes)
+            return cls(outcomes=outcomes, versions=own)
         versions = dict(getattr(bundle, "versions", {}) or {})
         return cls(intent=getattr(bundle, "intent", None), next_activity=getattr(bundle, "next_activity", None),
                    remaining_time=getattr(bundle, "remaining_time", None), outcomes=outcomes,
-                   versions={k: str(v) for k, v in versions.items()
-                             if k in ("intent", "next_activity", "remaining_time")})
+                   versions={**{k: str(v) for k, v in versions.items()
+                                if k in ("intent", "next_activity", "remaining_time")}, **own})
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ The saved model is the one that was evaluated (trained on the training part), so
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from insight.errors import InvalidInput
-from insight.eventlog.schema import CASE_ID, GROUP, TIMESTAMP, EventLog
+from insight.eventlog.schema import ACTIVITY, CASE_ID, GROUP, TIMESTAMP, EventLog
 from insight.models.next_activity import NextActivityPredictor
 from insight.models.registry import ArtifactMetadata, ArtifactRef, ModelRegistry, data_hash
 from insight.models.remaining_time import RemainingTimePredictor
@@ -138,13 +139,47 @@ def creation_frame(log: EventLog, columns: list[str]) -> pd.DataFrame:
     return out
 
 
+def unresolved_cases(log: EventLog) -> set[str]:
+    """Ids of cases with no resolve or close step yet (their mined resolving team is only where they sit now)."""
+    from insight.mining.labels import LabelConfig
+
+    cfg = LabelConfig()
+    rx = f"(?:{cfg.resolve_pattern})|(?:{cfg.close_pattern})"
+    acts = log.df[ACTIVITY].astype(str)
+    done = acts.str.contains(rx, case=False, regex=True).groupby(log.df[CASE_ID].astype(str)).any()
+    return set(done.index[~done.to_numpy()])
+
+
+def apply_team_corrections(labels: pd.DataFrame, log: EventLog, team_labels: Mapping[str, str]) -> dict[str, int]:
+    """Use agents' team corrections as `resolving_team` of cases the log has not resolved yet (in place).
+
+    A resolved case keeps the team that resolved it (what the router predicts); a correction that disagrees with it
+    is counted, not applied. Returns counts: applied, agreed (resolved as corrected), overruled, unknown (no events).
+    """
+    open_cases = unresolved_cases(log)
+    counts = {"applied": 0, "agreed": 0, "overruled": 0, "unknown": 0}
+    for case, team in team_labels.items():
+        case = str(case)
+        if case not in labels.index:
+            counts["unknown"] += 1
+        elif case in open_cases:
+            labels.loc[case, "resolving_team"] = team
+            counts["applied"] += 1
+        elif labels.loc[case, "resolving_team"] == team:
+            counts["agreed"] += 1
+        else:
+            counts["overruled"] += 1
+    return counts
+
+
 def router_table(
     *, log: EventLog, tickets: pd.DataFrame | None = None, features: list[str] | None = None,
-    text_columns: tuple[str, ...] = ROUTER_TEXT,
+    text_columns: tuple[str, ...] = ROUTER_TEXT, team_labels: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, list[str], str | None]:
     """Join creation-time features with the mined case labels; returns (table, categorical columns, text column).
 
     The table has one row per case in creation order with `resolving_team`, `first_team`, `reassignments`.
+    `team_labels` (case id -> team an agent corrected the routing to) label cases the log has not resolved yet.
     """
     from insight.mining.labels import case_labels
 
@@ -153,6 +188,8 @@ def router_table(
         raise InvalidInput(f"log {log.name} has no '{GROUP}' column: the router needs teams to learn from")
     lab = labels.df[["first_team", "resolving_team", "reassignments", "misrouted"]].copy()
     lab.index = lab.index.astype(str)
+    if team_labels:
+        apply_team_corrections(lab, log, team_labels)
     text_col: str | None = None
     if tickets is not None:
         t = tickets.copy()
@@ -183,12 +220,12 @@ def router_table(
 def train_router(
     *, log: EventLog, tickets: pd.DataFrame | None = None, features: list[str] | None = None,
     registry: ModelRegistry | None = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
-    params: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None, team_labels: Mapping[str, str] | None = None,
 ) -> TrainedModel:
     """Train the resolving-team router on the oldest cases; score the newest, incl. what it would have saved."""
     from insight.mining.misrouting import analyze_misrouting
 
-    table, cats, text_col = router_table(log=log, tickets=tickets, features=features)
+    table, cats, text_col = router_table(log=log, tickets=tickets, features=features, team_labels=team_labels)
     n_test = max(1, int(round(len(table) * test_fraction)))
     if n_test >= len(table):
         raise InvalidInput(f"too few labelled cases ({len(table)}) to train and test a router")
@@ -270,14 +307,21 @@ def train_all(
     *, log: EventLog, tickets: pd.DataFrame | None, registry: ModelRegistry | str | Path | None,
     embedder: Any = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
     tasks: tuple[str, ...] = (TASK_INTENT, TASK_ROUTER, TASK_NEXT_ACTIVITY, TASK_REMAINING_TIME, TASK_MEMORY),
+    team_labels: Mapping[str, str] | None = None,
 ) -> TrainingReport:
-    """Train intent (if tickets carry text + intent), router, next-activity and remaining-time into the registry."""
+    """Train intent (if tickets carry text + intent), router, next-activity and remaining-time into the registry.
+
+    The intent model learns from the tickets whose `intent` is known (rows without one are left out of it);
+    `team_labels` are agents' team corrections, used by the router for cases the log has not resolved yet.
+    """
     reg = registry if isinstance(registry, ModelRegistry) or registry is None else ModelRegistry(registry)
     models: list[TrainedModel] = []
     skipped: dict[str, str] = {}
     if TASK_INTENT in tasks:
-        if tickets is not None and "intent" in tickets.columns and any(c in tickets.columns for c in ROUTER_TEXT):
-            t, texts = _ticket_texts(tickets)
+        labelled = (tickets[tickets["intent"].notna() & (tickets["intent"].astype(str).str.strip() != "")]
+                    if tickets is not None and "intent" in tickets.columns else None)
+        if labelled is not None and len(labelled) and any(c in labelled.columns for c in ROUTER_TEXT):
+            t, texts = _ticket_texts(labelled)
             models.append(train_intent(texts=texts, labels=t["intent"].astype(str).tolist(), embedder=embedder,
                                        registry=reg, seed=seed, test_fraction=test_fraction, promote=promote))
         else:
@@ -285,7 +329,7 @@ def train_all(
     if TASK_ROUTER in tasks:
         if log.has(GROUP) and tickets is not None:
             models.append(train_router(log=log, tickets=tickets, registry=reg, seed=seed,
-                                       test_fraction=test_fraction, promote=promote))
+                                       test_fraction=test_fraction, promote=promote, team_labels=team_labels))
         else:
             skipped[TASK_ROUTER] = "needs a log with a group column and a ticket table"
     if TASK_NEXT_ACTIVITY in tasks:
@@ -301,6 +345,8 @@ def train_all(
             labels = case_labels(log).df if log.has(GROUP) else None
             if labels is not None:
                 labels = labels.set_axis(labels.index.astype(str))
+                if team_labels:
+                    apply_team_corrections(labels, log, team_labels)
             models.append(train_memory(tickets=tickets, embedder=embedder, registry=reg, promote=promote,
                                        labels=labels))
         else:
@@ -310,6 +356,6 @@ def train_all(
 
 __all__ = [
     "TASK_INTENT", "TASK_MEMORY", "TASK_NEXT_ACTIVITY", "TASK_REMAINING_TIME", "TASK_ROUTER", "TrainedModel", "TrainingReport",
-    "creation_frame", "router_table", "split_log", "train_all", "train_intent", "train_next_activity",
-    "train_memory", "train_remaining_time", "train_router",
+    "apply_team_corrections", "creation_frame", "router_table", "split_log", "train_all", "train_intent",
+    "train_next_activity", "train_memory", "train_remaining_time", "train_router", "unresolved_cases",
 ]

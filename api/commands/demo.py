@@ -73,6 +73,7 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
 
     from api.app import _import_tables, make_engine
     from api.commands.mine import load_journey
+    from assist.actions import train_step_outcomes
     from insight.embedding import Embedder
     from insight.eventlog import ingest, write_log
     from insight.eventlog.privacy import redact_series
@@ -127,6 +128,7 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
     t0 = _step("4/5 train: intent, resolving-team router, next activity, remaining time / SLA risk")
     embedder = Embedder(settings.embedding_model_path)
     training = train_all(log=log, tickets=tickets, registry=settings.registry_path, embedder=embedder, seed=seed)
+    training.models.append(train_step_outcomes(log=log, registry=settings.registry_path))
     table = Table(title="models (tested on the newest 20% of cases)")
     table.add_column("task")
     table.add_column("version")
@@ -199,6 +201,9 @@ def register(app: typer.Typer) -> None:
         import os
 
         os.environ["DESKPILOT_BOOTSTRAP_ADMIN_KEY"] = key
+        # POST /v1/models/retrain learns from the simulated history plus whatever the service stores from now on.
+        os.environ.setdefault("DESKPILOT_RETRAIN_HISTORY_LOG", str(settings.home / "sim" / "events.csv"))
+        os.environ.setdefault("DESKPILOT_RETRAIN_HISTORY_TICKETS", str(settings.home / "sim" / "tickets.csv"))
         get_settings.cache_clear()
         t0 = _step(f"serve: http://{host}:{port} (docs at /docs)")
         server, thread = _serve_in_thread(host, port)

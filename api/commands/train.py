@@ -93,11 +93,12 @@ def train_all_cmd(
     no_embeddings: Annotated[bool, typer.Option("--no-embeddings", help="Intent model without the embedder.")] = False,
     no_save: NoSaveOpt = False,
 ) -> None:
-    """Train intent, router, next-activity and remaining-time models (from the simulator unless --log is given)."""
+    """Train intent, router, next-activity, remaining-time, memory and step outcomes (simulator unless --log)."""
     if ctx.invoked_subcommand is not None:
         return
     import pandas as pd
 
+    from assist.actions import train_step_outcomes
     from insight.training import train_all
 
     settings = get_settings()
@@ -117,7 +118,10 @@ def train_all_cmd(
             from insight.embedding import Embedder
 
             embedder = Embedder(settings.embedding_model_path)
-        report = train_all(log=ev, tickets=tk, registry=_registry(registry, no_save), embedder=embedder, seed=s)
+        reg = _registry(registry, no_save)
+        report = train_all(log=ev, tickets=tk, registry=reg, embedder=embedder, seed=s)
+        # What followed each step in this log: assist ranks next-best actions by it (expected hours, SLA risk).
+        report.models.append(train_step_outcomes(log=ev, registry=reg))
     except DeskpilotError as exc:
         _fail(exc)
         return

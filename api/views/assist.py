@@ -7,12 +7,15 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from api.auth import Principal, require, set_audit_object
-from api.deps import get_kb_index, get_optional_bundle, get_session, kb_retriever
-from api.errors import ERROR_RESPONSES
+from api.deps import ModelState, get_kb_index, get_session, kb_retriever
+from api.errors import ERROR_RESPONSES, ErrorBody
+from api.limits import heavy
 from assist import service
+from assist.actions import TASK_STEP_OUTCOMES
 from assist.gaps import knowledge_gaps
 from assist.models import AssistFeedbackIn, AssistFeedbackPublic, AssistResult, GapReport
 from routing import service as routing_service
@@ -26,7 +29,6 @@ FIRST_ACTIVITY = "Ticket created"
 
 TicketId = Annotated[str, Path(min_length=1, max_length=MAX_ID, description="The helpdesk's ticket id")]
 SessionDep = Annotated[Session, Depends(get_session)]
-BundleDep = Annotated[Any, Depends(get_optional_bundle)]
 
 
 class AssistRequest(BaseModel):
@@ -57,45 +59,66 @@ def _ticket_inputs(ticket: TicketPublic) -> tuple[str, pd.DataFrame, dict[str, A
     return text, pd.DataFrame(rows), {k: v for k, v in attrs.items() if v is not None}
 
 
-def _assist(request: Request, session: Session, bundle: Any, ticket_id: str, opts: AssistRequest) -> AssistResult:
-    ticket = routing_service.get_ticket(session=session, ticket_id=ticket_id)
-    text, events, attrs = _ticket_inputs(ticket)
+def _read_for_assist(engine: Engine, ticket_id: str, with_catalog: bool) -> tuple[TicketPublic, Any]:
+    """The stored ticket and the published-article catalog, read in one short session that is closed on return."""
+    with Session(engine, expire_on_commit=False) as session:
+        ticket = routing_service.get_ticket(session=session, ticket_id=ticket_id)
+        catalog = service.load_catalog(session=session) if with_catalog else None
+    return ticket, catalog
+
+
+def _assist(request: Request, ticket_id: str, opts: AssistRequest) -> AssistResult:
+    # Read, release the connection, then compute: retrieval and the models take far longer than the reads, and a
+    # connection held through them is one the rest of the service cannot use (pool exhaustion under load).
+    state: ModelState = request.app.state.models  # one snapshot: bundle and step outcomes swap together
     index = request.app.state.kb_index
+    ticket, catalog = _read_for_assist(request.app.state.engine, ticket_id, index is not None)
+    text, events, attrs = _ticket_inputs(ticket)
     retriever = kb_retriever(request, index) if index is not None else None
-    catalog = service.load_catalog(session=session) if index is not None else None
-    return service.assist(
+    result = service.assist(
         ticket_text=opts.text or text, events=events, case_attributes=attrs, ticket_id=ticket_id,
-        models=service.AssistModels.from_bundle(bundle, outcomes=getattr(request.app.state, "assist_outcomes", None)),
+        models=service.AssistModels.from_bundle(state.bundle, outcomes=state.outcomes,
+                                                outcomes_version=state.versions.get(TASK_STEP_OUTCOMES)),
         retriever=retriever, catalog=catalog, top_k=opts.top_k, top_n_actions=opts.top_n_actions,
         min_probability=opts.min_probability, ranking=opts.ranking,
     )
+    if state.outcomes is None and state.outcomes_error and result.actions:
+        result.notes.append(f"actions are ranked without the mined step outcomes ({state.outcomes_error})")
+    return result
 
 
-@router.get("/v1/tickets/{ticket_id}/assist", response_model=AssistResult)
+@router.get("/v1/tickets/{ticket_id}/assist", response_model=AssistResult, responses={
+    503: {"model": ErrorBody, "description": "assist is at capacity (`overloaded`, with Retry-After)"}})
 def get_assist(
     ticket_id: TicketId,
     request: Request,
-    session: SessionDep,
-    bundle: BundleDep,
     principal: Annotated[Principal, Depends(require(*AGENTS))],
+    _slot: Annotated[None, Depends(heavy("assist"))],
     top_k: Annotated[int, Query(ge=1, le=10)] = 3,
     ranking: Literal["outcome", "likelihood"] = "outcome",
 ) -> AssistResult:
-    """Next-best actions, supporting articles and a grounded draft for a stored ticket as it stands."""
-    return _assist(request, session, bundle, ticket_id, AssistRequest(top_k=top_k, ranking=ranking))
+    """Next-best actions, supporting articles and a grounded draft for a stored ticket as it stands.
+
+    Actions come from the next-activity model and are ranked by their expected effect (`ranking=outcome`): hours to
+    resolution and SLA-breach risk after each step, from the remaining-time model and the step outcomes mined from
+    the training log (`similar_cases`, `similar_remaining_hours`); `ranking=likelihood` orders them by probability.
+    Assist is a heavy endpoint: beyond `heavy_max_concurrency` running and `heavy_max_waiting` waiting requests it
+    answers 503 `overloaded` with a Retry-After header.
+    """
+    return _assist(request, ticket_id, AssistRequest(top_k=top_k, ranking=ranking))
 
 
-@router.post("/v1/tickets/{ticket_id}/assist", response_model=AssistResult)
+@router.post("/v1/tickets/{ticket_id}/assist", response_model=AssistResult, responses={
+    503: {"model": ErrorBody, "description": "assist is at capacity (`overloaded`, with Retry-After)"}})
 def post_assist(
     ticket_id: TicketId,
     opts: AssistRequest,
     request: Request,
-    session: SessionDep,
-    bundle: BundleDep,
     principal: Annotated[Principal, Depends(require(*AGENTS))],
+    _slot: Annotated[None, Depends(heavy("assist"))],
 ) -> AssistResult:
-    """Like GET, with options (and optionally the text to assist on instead of the stored one)."""
-    return _assist(request, session, bundle, ticket_id, opts)
+    """Like GET, with options (and optionally the text to assist on instead of the stored one); nothing is stored."""
+    return _assist(request, ticket_id, opts)
 
 
 @router.post("/v1/tickets/{ticket_id}/assist/feedback", response_model=AssistFeedbackPublic, status_code=201)
@@ -113,24 +136,37 @@ def post_assist_feedback(
     return out
 
 
-@router.get("/v1/insights/gaps", response_model=GapReport)
+def _read_for_gaps(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame, Any, dict[str, set[int]]]:
+    """Event log, ticket texts with intents, the published catalog and article use, read in one short session."""
+    with Session(engine, expire_on_commit=False) as session:
+        tickets = session.exec(select(Ticket).where(col(Ticket.current_intent).is_not(None))).all()
+        events = session.exec(select(TicketEvent).order_by(col(TicketEvent.case_id),
+                                                           col(TicketEvent.timestamp))).all()
+        catalog = service.load_catalog(session=session)
+        used = service.articles_used(session=session)
+        log = pd.DataFrame([{"case_id": e.case_id, "activity": e.activity, "timestamp": as_utc(e.timestamp)}
+                            for e in events], columns=["case_id", "activity", "timestamp"])
+        frame = pd.DataFrame([{"case_id": t.ticket_id, "subject": t.subject, "body": t.body,
+                               "intent": t.current_intent} for t in tickets],
+                             columns=["case_id", "subject", "body", "intent"])
+    log["timestamp"] = pd.to_datetime(log["timestamp"], utc=True)
+    return log, frame, catalog, used
+
+
+@router.get("/v1/insights/gaps", response_model=GapReport, responses={
+    503: {"model": ErrorBody, "description": "at capacity (`overloaded`, with Retry-After) or no index"}})
 def get_gaps(
     request: Request,
-    session: SessionDep,
     index: Annotated[Any, Depends(get_kb_index)],
     principal: Annotated[Principal, Depends(require(*GAP_READERS))],
+    _slot: Annotated[None, Depends(heavy("knowledge gaps"))],
     sample_per_topic: Annotated[int, Query(ge=1, le=200)] = 20,
     top_k: Annotated[int, Query(ge=1, le=20)] = 5,
 ) -> GapReport:
-    """Knowledge gaps over the stored tickets (topic = current intent): what to write next, articles not earning use."""
-    tickets = session.exec(select(Ticket).where(col(Ticket.current_intent).is_not(None))).all()
-    events = session.exec(select(TicketEvent).order_by(col(TicketEvent.case_id), col(TicketEvent.timestamp))).all()
-    log = pd.DataFrame([{"case_id": e.case_id, "activity": e.activity, "timestamp": as_utc(e.timestamp)}
-                        for e in events], columns=["case_id", "activity", "timestamp"])
-    log["timestamp"] = pd.to_datetime(log["timestamp"], utc=True)
-    frame = pd.DataFrame([{"case_id": t.ticket_id, "subject": t.subject, "body": t.body, "intent": t.current_intent}
-                          for t in tickets], columns=["case_id", "subject", "body", "intent"])
-    return knowledge_gaps(
-        log=log, tickets=frame, retriever=kb_retriever(request, index), catalog=service.load_catalog(session=session),
-        sample_per_topic=sample_per_topic, top_k=top_k, used=service.articles_used(session=session),
-    )
+    """Knowledge gaps over the stored tickets (topic = current intent): what to write next, articles not earning use.
+
+    A heavy endpoint (one retrieval per sampled ticket): shed with 503 `overloaded` + Retry-After when at capacity.
+    """
+    log, frame, catalog, used = _read_for_gaps(request.app.state.engine)
+    return knowledge_gaps(log=log, tickets=frame, retriever=kb_retriever(request, index), catalog=catalog,
+                          sample_per_topic=sample_per_topic, top_k=top_k, used=used)

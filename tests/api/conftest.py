@@ -44,13 +44,15 @@ def start_api(
     bundle_loader: Callable[[Settings, Any], Any] | None,
     open_kb_index: Callable[[Settings, Any], Any] | None = None,
     embedder: Any = None,
+    decide: Any = tiny_decide,
 ) -> tuple[FastAPI, TestClient, dict[str, str]]:
     """Create the app, enter its lifespan and create a key per role (caller must close the client).
 
-    Without `open_kb_index` the app runs with no knowledge-base index (KB routes answer 503).
+    Without `open_kb_index` the app runs with no knowledge-base index (KB routes answer 503). `bundle_loader=None`
+    with `decide=None` is the production set-up: the registry's live models and `routing.triage.decide`.
     """
     app = create_app(
-        settings, bundle_loader=bundle_loader, decide=tiny_decide,
+        settings, bundle_loader=bundle_loader, decide=decide,
         open_kb_index=open_kb_index or (lambda s, e: None), embedder=embedder,
     )
     client = TestClient(app, raise_server_exceptions=False)

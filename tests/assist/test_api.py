@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from sqlmodel import Session
 
 from api.settings import Settings
+from assist.actions import TASK_STEP_OUTCOMES, train_step_outcomes
 from insight.models import NextActivityPredictor, RemainingTimePredictor
 from insight.simulate.knowledge import knowledge_base
 from knowledge_hub.index import open_index
@@ -29,10 +31,16 @@ class Bundle:
     versions: dict[str, str] = field(default_factory=lambda: {"next_activity": "t1", "remaining_time": "t1"})
 
 
-@pytest.fixture(scope="module")
-def assist_api(tmp_path_factory, sim_small, embedder):
-    bundle = Bundle(NextActivityPredictor(**TINY).fit(sim_small.log), RemainingTimePredictor(**TINY).fit(sim_small.log))
-    settings = Settings(home=tmp_path_factory.mktemp("home"), database_url="sqlite://")
+def tiny_bundle(sim: Any) -> Bundle:
+    """Small but real next-activity and remaining-time models fitted on a simulated log."""
+    return Bundle(NextActivityPredictor(**TINY).fit(sim.log), RemainingTimePredictor(**TINY).fit(sim.log))
+
+
+def start_assist_api(settings: Settings, sim: Any, embedder: Any, bundle: Any) -> tuple[Api, dict[str, str]]:
+    """An app with the knowledge index, two published articles and 15 simulated tickets with their events stored.
+
+    Returns the API and, per intent, the id of one stored ticket (the caller closes `api.client`).
+    """
     app, client, keys = start_api(settings, bundle_loader=lambda s, e: bundle,
                                   open_kb_index=lambda s, e: open_index(settings=s, embedder=e), embedder=embedder)
     api = Api(app=app, client=client, keys=keys)
@@ -42,8 +50,8 @@ def assist_api(tmp_path_factory, sim_small, embedder):
             r = client.post("/v1/kb/articles", json={**spec.to_dict(), "status": "published"},
                             headers=api.h("knowledge_manager"))
             assert r.status_code == 201, r.text
-    tickets = sim_small.tickets[sim_small.tickets["intent"].isin(INTENTS)].groupby("intent").head(5)
-    events = sim_small.log.df[sim_small.log.df["case_id"].isin(tickets["case_id"])]
+    tickets = sim.tickets[sim.tickets["intent"].isin(INTENTS)].groupby("intent").head(5)
+    events = sim.log.df[sim.log.df["case_id"].isin(tickets["case_id"])]
     with Session(app.state.engine) as session:
         for t in tickets.itertuples():
             session.add(Ticket(ticket_id=t.case_id, subject=t.subject, body=t.body, channel=t.channel,
@@ -55,10 +63,17 @@ def assist_api(tmp_path_factory, sim_small, embedder):
                                     resource=None if e.resource != e.resource else e.resource, group=e.group,
                                     channel=e.channel))
         session.commit()
+    return api, tickets.set_index("intent")["case_id"].groupby(level=0).first().to_dict()
+
+
+@pytest.fixture(scope="module")
+def assist_api(tmp_path_factory, sim_small, embedder):
+    settings = Settings(home=tmp_path_factory.mktemp("home"), database_url="sqlite://")
+    api, case_of = start_assist_api(settings, sim_small, embedder, tiny_bundle(sim_small))
     try:
-        yield api, tickets.set_index("intent")["case_id"].groupby(level=0).first().to_dict()
+        yield api, case_of
     finally:
-        client.__exit__(None, None, None)
+        api.client.__exit__(None, None, None)
 
 
 def test_assist_route_for_a_stored_ticket(assist_api):
@@ -105,3 +120,57 @@ def test_gaps_route_ranks_the_topic_without_articles_first(assist_api):
     assert {t["topic"] for t in topics} == set(INTENTS) and r.json()["cases"] == 15
     assert api.client.get("/v1/insights/gaps", headers=api.h("knowledge_manager")).status_code == 200
     assert api.client.get("/v1/insights/gaps", headers=api.h("agent")).status_code == 403
+
+
+def test_assist_actions_carry_the_mined_step_outcomes_after_a_reload(assist_api, sim_small):
+    api, _ = assist_api
+    app = api.app
+    # An open ticket three steps in (not one of the fixture's closed ones).
+    cid = sim_small.tickets["case_id"].iloc[-1]
+    t = sim_small.tickets.set_index("case_id").loc[cid]
+    events = sim_small.log.df[sim_small.log.df["case_id"] == cid].iloc[:3]
+    with Session(app.state.engine) as session:
+        session.add(Ticket(ticket_id=cid, subject=t.subject, body=t.body, channel=t.channel, segment=t.segment,
+                           priority=t.priority, created_at=t.created_at, payload_hash="y" * 64,
+                           current_intent=t.intent))
+        session.commit()
+        for e in events.itertuples():
+            session.add(TicketEvent(case_id=cid, activity=e.activity, timestamp=e.timestamp, group=e.group,
+                                    channel=e.channel))
+        session.commit()
+    state = events["activity"].iloc[-1]
+
+    before = api.client.get(f"/v1/tickets/{cid}/assist", headers=api.h("agent")).json()
+    assert before["actions"] and all(a["similar_cases"] is None for a in before["actions"])
+    assert any("without the mined step outcomes" in n for n in before["notes"])
+    assert "step_outcomes" not in before["model_versions"]
+
+    registry = app.state.settings.registry_path
+    trained = train_step_outcomes(log=sim_small.log, registry=registry)
+    old_state = app.state.models
+    try:
+        r = api.client.post("/v1/models/reload", headers=api.h("admin"))
+        assert r.status_code == 200 and r.json()["serving"]["step_outcomes"] == trained.version
+        after = api.client.get(f"/v1/tickets/{cid}/assist", headers=api.h("agent")).json()
+        assert after["model_versions"]["step_outcomes"] == trained.version
+        assert not any("step outcomes" in n for n in after["notes"])
+        table = trained.model
+        checked = 0
+        for a in after["actions"]:
+            stat = table.lookup(state, a["activity"])
+            if stat is None:
+                assert a["similar_cases"] is None
+                continue
+            checked += 1
+            assert a["similar_cases"] == stat.cases
+            assert a["similar_remaining_hours"] == pytest.approx(stat.mean_total_hours)
+            assert a["expected_remaining_hours"] is not None and a["expected_change_hours"] is not None
+            assert f"{stat.cases} past cases took this step here" in a["why"]
+        assert checked >= 1
+        hours = [a["expected_remaining_hours"] for a in after["actions"]]
+        assert hours == sorted(hours)  # ranked by expected outcome
+        models = api.client.get("/v1/models", headers=api.h("analyst")).json()
+        assert models["step_outcomes"] is None and models["serving"]["step_outcomes"] == trained.version
+    finally:
+        app.state.models = old_state
+        shutil.rmtree(registry / TASK_STEP_OUTCOMES)
