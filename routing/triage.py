@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from insight.errors import ModelArtifactError, ModelNotReady
 from insight.eventlog.schema import ACTIVITY, CASE_ID, CHANNEL, TIMESTAMP
@@ -121,7 +120,8 @@ def load_bundle(registry_path: str | Path, embedder: Any = None) -> ModelBundle:
     return bundle
 
 
-def _router_frame(bundle: ModelBundle, tickets: list[TicketIn], intents: list[str | None]) -> pd.DataFrame:
+def _router_rows(bundle: ModelBundle, tickets: list[TicketIn], intents: list[str | None]) -> list[dict[str, Any]]:
+    """One record per ticket with the columns the router reads (absent = missing); rank() takes them as is."""
     router = bundle.router
     rows = []
     for t, intent in zip(tickets, intents, strict=True):
@@ -129,15 +129,10 @@ def _router_frame(bundle: ModelBundle, tickets: list[TicketIn], intents: list[st
                                "intent": intent}
         row.update(t.custom_fields)
         row[ROUTER_TEXT_COLUMN] = " \n ".join(p for p in (t.subject, t.body) if p)
+        if router.text and router.text != ROUTER_TEXT_COLUMN:
+            row[router.text] = row[ROUTER_TEXT_COLUMN]
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    cols = list(router.cat_) + ([router.text] if router.text else [])
-    for c in cols:
-        if c not in frame.columns:
-            frame[c] = None
-    if router.text and router.text != ROUTER_TEXT_COLUMN:
-        frame[router.text] = frame[ROUTER_TEXT_COLUMN]
-    return frame[cols]
+    return rows
 
 
 def _risk_events(bundle: ModelBundle, tickets: list[TicketIn], intents: list[str | None],
@@ -201,7 +196,7 @@ def decide_batch(*, bundle: ModelBundle, tickets: list[TicketIn], thresholds: De
     team_lists: list[list[TeamScore]] = [[] for _ in range(n)]
     feature_reasons: list[list[str]] = [[] for _ in range(n)]
     if bundle.router is not None:
-        tops, feature_reasons = bundle.router.rank(_router_frame(bundle, tickets, intents), k=3, n_reasons=3)
+        tops, feature_reasons = bundle.router.rank(_router_rows(bundle, tickets, intents), k=3, n_reasons=3)
         team_lists = [[TeamScore(team=s.team, probability=float(s.probability)) for s in top] for top in tops]
 
     best_teams = [tl[0].team if tl else None for tl in team_lists]

@@ -69,7 +69,7 @@ def _calendar(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return weekday, hour, minute
 
 
-def _text(value: Any) -> str | None:
+def text_value(value: Any) -> str | None:
     """The value as pandas' astype("string") spells it; None when it is missing."""
     if isinstance(value, str):
         return value
@@ -81,7 +81,7 @@ def _text(value: Any) -> str | None:
     return None if out is pd.NA else str(out)
 
 
-def _number(value: Any) -> float:
+def number_value(value: Any) -> float:
     """The value as pd.to_numeric(errors="coerce") reads it (NaN when missing or not a number)."""
     if value is None:
         return float("nan")
@@ -417,7 +417,7 @@ class PrefixEncoder:
             cats = self.categories_[col]
             index = {c: k for k, c in enumerate(cats[:-1])}
             other = len(cats) - 1
-            raw = [_text(v) for v in attrs[col]]
+            raw = [text_value(v) for v in attrs[col]]
             last = np.empty(n, dtype=np.int64)
             first = np.empty(n, dtype=np.int64)
             changes = np.empty(n, dtype=np.int16)
@@ -443,15 +443,15 @@ class PrefixEncoder:
 
         for col in self.case_attributes_:
             values = attrs[col]
-            firsts = [next((v for v in values[i:j + 1] if _text(v) is not None), None) for i, j in segments]
+            firsts = [next((v for v in values[i:j + 1] if text_value(v) is not None), None) for i, j in segments]
             reps = [j - i + 1 for i, j in segments]
             name = f"case_{_safe(col)}"
             if col in self.numeric_:
-                cols[name] = np.repeat(np.asarray([_number(v) for v in firsts], dtype=np.float64), reps)
+                cols[name] = np.repeat(np.asarray([number_value(v) for v in firsts], dtype=np.float64), reps)
             else:
                 cats = self.categories_[col]
                 index = {c: k for k, c in enumerate(cats[:-1])}
-                texts = [_text(v) for v in firsts]
+                texts = [text_value(v) for v in firsts]
                 case_codes = [-1 if t is None else index.get(t, len(cats) - 1) for t in texts]
                 cols[name] = np.repeat(np.asarray(case_codes, dtype=np.int64), reps)
                 categories[name] = cats

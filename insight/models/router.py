@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,6 +16,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder
 
 from insight.errors import InvalidInput
+from insight.models.prefix_features import number_value, text_value
+
+_UNSEEN = "\x00deskpilot-unseen-value"
 
 
 @dataclass
@@ -147,6 +152,73 @@ class TeamRouter:
                 parts.append(self.tfidf_.transform(texts))
         return sparse.hstack(parts).tocsr()
 
+    # ---- small inputs (live triage): _design's matrix from plain dicts, without pandas and sklearn's checks.
+    # It must mirror _cat_frame / _design; tests/insight/test_router_fast_path.py compares the two.
+
+    def _onehot_index(self) -> tuple[list[dict[str, int]], list[int | None], int] | None:
+        """Per one-hot input column: value -> output column, the column unseen values go to, and the width."""
+        cached = getattr(self, "_onehot_cache", None)
+        if cached is not None and cached[0] is self.onehot_:
+            return cached[1]  # type: ignore[no-any-return]
+        enc = self.onehot_
+        index: tuple[list[dict[str, int]], list[int | None], int] | None = None
+        if getattr(enc, "drop_idx_", None) is None:
+            # Ask the fitted encoder itself where each category goes (infrequent ones share a column), once.
+            cats = [[str(c) for c in cs] for cs in enc.categories_]
+            names = list(enc.feature_names_in_)
+            n = max(len(c) for c in cats)
+            columns = {name: [c[min(r, len(c) - 1)] for r in range(n)] for name, c in zip(names, cats, strict=True)}
+            probe = pd.DataFrame(columns, dtype=object)
+            M = enc.transform(probe).tocsr()
+            maps: list[dict[str, int]] = [{} for _ in names]
+            for r in range(n):
+                cols = M.indices[M.indptr[r]:M.indptr[r + 1]]
+                for f, col in enumerate(sorted(int(c) for c in cols)):
+                    maps[f][cats[f][min(r, len(cats[f]) - 1)]] = col
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "unknown categories ... encoded as all zeros" is what we ask for
+                U = enc.transform(pd.DataFrame({name: [_UNSEEN] for name in names}, dtype=object)).tocsr()
+            unseen: list[int | None] = [None] * len(names)
+            for col in U.indices:
+                for f, m in enumerate(maps):
+                    if min(m.values()) <= col <= max(m.values()):
+                        unseen[f] = int(col)
+            index = (maps, unseen, int(M.shape[1]))
+        self._onehot_cache = (self.onehot_, index)
+        return index
+
+    def _design_rows(self, rows: Sequence[Mapping[str, Any]]) -> sparse.csr_matrix:
+        """The design matrix of records (column -> value; absent = missing), equal to _design of their frame."""
+        index = self._onehot_index()
+        if index is None:
+            cols = [*self.cat_, *self.num_, *([self.text] if self.text else [])]
+            return self._design(pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols))
+        maps, unseen, width = index
+        indptr = [0]
+        indices: list[int] = []
+        n_first = min(4, len(self.cat_)) if self.pairs_ and len(self.cat_) >= 2 else 0
+        for row in rows:
+            texts = [text_value(row.get(c)) for c in self.cat_]
+            values = ["__missing__" if t is None else t for t in texts]
+            first = values[:n_first]
+            values += [a + "|" + b for i, a in enumerate(first) for b in first[i + 1:]]
+            for f, v in enumerate(values):
+                col = maps[f].get(v, unseen[f])
+                if col is not None:
+                    indices.append(col)
+            indptr.append(len(indices))
+        parts = [sparse.csr_matrix((np.ones(len(indices)), np.asarray(indices, dtype=np.int32),
+                                    np.asarray(indptr, dtype=np.int32)), shape=(len(rows), width))]
+        if self.num_:
+            vals = np.asarray([[number_value(r.get(c)) for c in self.num_] for r in rows], dtype=float)
+            vals = np.nan_to_num((vals.reshape(len(rows), len(self.num_)) - self.num_mean_) / self.num_std_)
+            parts.append(sparse.csr_matrix(vals))
+        if self.text:
+            raw = [r.get(self.text) for r in rows]  # as .fillna("").astype(str) spells them
+            texts = [t if isinstance(t, str) else "" if text_value(t) is None else str(t) for t in raw]
+            parts.append(self.tfidf_.transform(texts))
+        return sparse.hstack(parts).tocsr()
+
     def _model(self, C: float) -> LogisticRegression:
         return LogisticRegression(C=C, max_iter=self.max_iter, random_state=self.seed, tol=1e-4)
 
@@ -214,12 +286,16 @@ class TeamRouter:
             self.design_names_ = names
         return names
 
-    def rank(self, X: pd.DataFrame, *, k: int = 3, n_reasons: int = 3) -> tuple[list[list[TeamScore]], list[list[str]]]:
-        """Top-k teams per row and the features that pushed hardest towards the best one (one design matrix)."""
+    def rank(self, X: pd.DataFrame | Sequence[Mapping[str, Any]], *, k: int = 3,
+             n_reasons: int = 3) -> tuple[list[list[TeamScore]], list[list[str]]]:
+        """Top-k teams per row and the features that pushed hardest towards the best one (one design matrix).
+
+        `X` is a frame or, cheaper for a few rows, a list of records (column -> value) giving the same matrix.
+        """
         self._check()
         if len(X) == 0:
             return [], []
-        design = self._design(X.reset_index(drop=True))
+        design = self._design(X.reset_index(drop=True)) if isinstance(X, pd.DataFrame) else self._design_rows(X)
         P = np.asarray(self.model_.predict_proba(design))
         tops: list[list[TeamScore]] = []
         reasons: list[list[str]] = []
