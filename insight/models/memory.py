@@ -34,6 +34,7 @@ class TicketMemory:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["embedder"] = None  # the embedder is a model folder of its own; re-attached on load
+        state.pop("_vectors_f32", None)  # a float32 working copy, rebuilt on first search
         return state
 
     def set_embedder(self, embedder: Any) -> TicketMemory:
@@ -61,6 +62,7 @@ class TicketMemory:
         else:
             embeddings = embeddings[-len(tickets):]
         self.vectors_ = np.asarray(embeddings, dtype=np.float16)
+        self._vectors_f32: np.ndarray | None = None
 
         def col(name: str) -> list[str | None]:
             if name not in tickets.columns:
@@ -79,7 +81,11 @@ class TicketMemory:
         if not hasattr(self, "vectors_"):
             raise NotFittedError("TicketMemory is not fitted; call fit first")
         q = np.asarray(vectors, dtype=np.float32)
-        sims = q @ self.vectors_.astype(np.float32).T
+        # float16 storage keeps the pickle small; converting 50k x 384 of it per query cost ~10 ms: convert once.
+        stored = getattr(self, "_vectors_f32", None)
+        if stored is None:
+            stored = self._vectors_f32 = self.vectors_.astype(np.float32)
+        sims = q @ stored.T
         k = min(k, sims.shape[1])
         out: list[list[SimilarCase]] = []
         for row in sims:
