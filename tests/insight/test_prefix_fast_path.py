@@ -85,13 +85,13 @@ def test_python_path_matches_pandas_on_simulated_prefixes(sim, messy, params):
         assert list(m.case_id) == list(fast.case_id) and np.array_equal(m.prefix_len, fast.prefix_len)
 
 
-def test_auto_uses_the_pandas_path_for_large_inputs_with_the_same_result(sim):
-    enc = PrefixEncoder(time_trend=True).fit(sim.log)
-    df = sim.log.df
-    part = df[df["case_id"].isin(df["case_id"].unique()[:4])].reset_index(drop=True)
-    assert len(part) > 20
-    _assert_same(enc.transform(part, method="pandas"), enc.transform(part))
-    _assert_same(enc.transform(part, method="pandas"), enc.transform(part, method="python"))
+def test_whole_log_same_on_both_paths(sim, messy):
+    enc = PrefixEncoder(time_trend=True, case_attributes=["intent", "segment", "product", "n_items"]).fit(messy)
+    assert len(messy) > 2000
+    _assert_same(enc.transform(messy, method="pandas", with_sequences=True),
+                 enc.transform(messy, method="python", with_sequences=True))
+    shuffled = messy.sample(frac=1.0, random_state=1)
+    _assert_same(enc.transform(messy, method="pandas"), enc.transform(shuffled))
 
 
 def test_first_events_of_new_tickets(sim):
