@@ -14,10 +14,13 @@ from api.auth import Principal, require, set_audit_object
 from api.deps import ModelState, get_kb_index, get_session, kb_retriever
 from api.errors import ERROR_RESPONSES, ErrorBody
 from api.limits import heavy
+from api.settings import Settings
 from assist import service
 from assist.actions import TASK_STEP_OUTCOMES
 from assist.gaps import knowledge_gaps
 from assist.models import AssistFeedbackIn, AssistFeedbackPublic, AssistResult, GapReport
+from insight.eventlog.privacy import pseudonym_prefix, pseudonymize
+from insight.eventlog.schema import RESOURCE
 from routing import service as routing_service
 from routing.models import MAX_BODY, MAX_ID, Ticket, TicketEvent, TicketPublic, as_utc
 
@@ -43,8 +46,12 @@ class AssistRequest(BaseModel):
     ranking: Literal["outcome", "likelihood"] = "outcome"
 
 
-def _ticket_inputs(ticket: TicketPublic) -> tuple[str, pd.DataFrame, dict[str, Any]]:
-    """Text (subject, body and customer messages), events so far and case attributes of a stored ticket."""
+def _ticket_inputs(ticket: TicketPublic, pseudonym_key: str | None = None,
+                   ) -> tuple[str, pd.DataFrame, dict[str, Any]]:
+    """Text (subject, body and customer messages), events so far and case attributes of a stored ticket.
+
+    Agents are pseudonymized with the same key as an ingested log, so the models see the tokens they were trained on.
+    """
     parts = [ticket.subject, ticket.body] + [e.message for e in ticket.events
                                              if e.author_type == "customer" and e.message]
     text = ". ".join(p.strip() for p in parts if p and p.strip())
@@ -54,9 +61,12 @@ def _ticket_inputs(ticket: TicketPublic) -> tuple[str, pd.DataFrame, dict[str, A
         rows = [{"case_id": ticket.ticket_id, "activity": FIRST_ACTIVITY,
                  "timestamp": ticket.created_at or ticket.received_at, "resource": None,
                  "group": ticket.assigned_group or ticket.current_team, "channel": ticket.channel}]
+    events = pd.DataFrame(rows)
+    if pseudonym_key and events["resource"].notna().any():
+        events["resource"] = pseudonymize(events["resource"], key=pseudonym_key, prefix=pseudonym_prefix(RESOURCE))
     attrs: dict[str, Any] = {"channel": ticket.channel, "segment": ticket.segment, "priority": ticket.priority,
                              "intent": ticket.current_intent, **ticket.custom_fields}
-    return text, pd.DataFrame(rows), {k: v for k, v in attrs.items() if v is not None}
+    return text, events, {k: v for k, v in attrs.items() if v is not None}
 
 
 def _read_for_assist(engine: Engine, ticket_id: str, with_catalog: bool) -> tuple[TicketPublic, Any]:
@@ -73,7 +83,8 @@ def _assist(request: Request, ticket_id: str, opts: AssistRequest) -> AssistResu
     state: ModelState = request.app.state.models  # one snapshot: bundle and step outcomes swap together
     index = request.app.state.kb_index
     ticket, catalog = _read_for_assist(request.app.state.engine, ticket_id, index is not None)
-    text, events, attrs = _ticket_inputs(ticket)
+    settings: Settings = request.app.state.settings
+    text, events, attrs = _ticket_inputs(ticket, settings.pseudonym_key.get_secret_value() or None)
     retriever = kb_retriever(request, index) if index is not None else None
     result = service.assist(
         ticket_text=opts.text or text, events=events, case_attributes=attrs, ticket_id=ticket_id,

@@ -199,7 +199,8 @@ def pseudonymize(values: pd.Series, *, key: str | bytes, prefix: str = "id", len
     return pd.Series(pd.arrays.ArrowStringArray(taken), index=values.index, name=values.name).astype("str")
 
 
-def _prefix_for(column: str) -> str:
+def pseudonym_prefix(column: str) -> str:
+    """Token prefix for a column's pseudonyms (`res` for agents), the same in every log and in the service."""
     if column == RESOURCE:
         return "res"
     return re.sub(r"[^a-z0-9]", "", column.lower())[:3] or "id"
@@ -224,7 +225,7 @@ def apply_privacy(
                            field="pseudonymize_columns")
     if key:
         for col in present:
-            df[col] = pseudonymize(df[col], key=key, prefix=_prefix_for(col))
+            df[col] = pseudonymize(df[col], key=key, prefix=pseudonym_prefix(col))
             rep.add("pseudonymized", int(df[col].notna().sum()), f"column {col!r} (HMAC-SHA256)")
         if not present:
             rep.add("pseudonymized", 0, "no identifier column present")

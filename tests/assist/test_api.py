@@ -174,3 +174,29 @@ def test_assist_actions_carry_the_mined_step_outcomes_after_a_reload(assist_api,
     finally:
         app.state.models = old_state
         shutil.rmtree(registry / TASK_STEP_OUTCOMES)
+
+
+def test_assist_inputs_pseudonymize_agents_like_an_ingested_log() -> None:
+    """The models were trained on pseudonymized agents; assist must hand them the same tokens, not raw names."""
+    from datetime import UTC, datetime
+
+    from api.views.assist import _ticket_inputs
+    from insight.eventlog.privacy import apply_privacy
+    from insight.eventlog.schema import EventLog
+    from routing.models import EventPublic, TicketPublic
+
+    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    events = [EventPublic(id=i, case_id="T1", activity=a, timestamp=now, resource=r, group="L1", channel="email",
+                          author_type="agent", message=None, payload={}, retriaged=False, decision_id=None)
+              for i, (a, r) in enumerate([("Ticket created", None), ("Assign", "Alice Smith"), ("Reply", "Bob")])]
+    ticket = TicketPublic(ticket_id="T1", subject="s", body="b", channel="email", segment=None, priority=None,
+                          custom_fields={}, created_at=now, current_intent=None, current_team=None,
+                          assigned_group=None, received_at=now, updated_at=now, current_decision=None,
+                          decisions=[], events=events, feedback=[])
+    _, frame, _ = _ticket_inputs(ticket, "secret-key")
+    ingested = apply_privacy(EventLog(frame.assign(resource=[None, "Alice Smith", "Bob"])), key="secret-key")
+    assert frame["resource"].tolist()[1:] == ingested.df["resource"].tolist()[1:]
+    assert frame["resource"].iloc[1].startswith("res_") and "Alice" not in "".join(frame["resource"].dropna())
+    assert frame["resource"].isna().iloc[0]
+    _, raw, _ = _ticket_inputs(ticket, None)
+    assert raw["resource"].tolist()[1:] == ["Alice Smith", "Bob"]
