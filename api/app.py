@@ -226,7 +226,7 @@ def create_app(
                 ensure_key(session=session, name="bootstrap-admin", role="admin",
                            secret=settings.bootstrap_admin_key.get_secret_value())
         # The embedder object is cheap; its weights load on first encode.
-        app.state.embedder = embedder if embedder is not None else Embedder(settings.embedding_model_path)
+        app.state.embedder = embedder if embedder is not None else Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
         if decide is None:
             app.state.decide, app.state.decide_batch = _resolve_decide()
         else:

@@ -225,6 +225,7 @@ async def run_job(app: Any, job: RetrainJob, reload: Any) -> None:
             "log": data.log, "tickets": data.tickets, "team_labels": data.team_labels, "tasks": list(opts.tasks),
             "registry": None if opts.evaluate_only else str(settings.registry_path), "seed": settings.seed,
             "embedding_model": str(settings.embedding_model_path) if opts.use_embeddings else None,
+            "embedder_kwargs": settings.embedder_kwargs,
             "min_intent_labels": settings.retrain_min_intent_labels,
         })
         job.models, job.skipped = result["models"], result["skipped"]
@@ -311,7 +312,7 @@ def train_in_process(payload: dict[str, Any]) -> dict[str, Any]:
     if payload["embedding_model"]:
         from insight.embedding import Embedder
 
-        embedder = Embedder(payload["embedding_model"])
+        embedder = Embedder(payload["embedding_model"], **payload.get("embedder_kwargs", {}))
     models: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     failed: dict[str, str] = {}

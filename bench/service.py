@@ -137,7 +137,7 @@ def load_engine(model: str, home: Path) -> tuple[Any, Any, Any]:
     from insight.embedding import Embedder
 
     settings = Settings(home=home)
-    bundle = triage.load_bundle(settings.registry_path, Embedder(settings.embedding_model_path))
+    bundle = triage.load_bundle(settings.registry_path, Embedder(settings.embedding_model_path, **settings.embedder_kwargs))
     return bundle, triage.decide, getattr(triage, "decide_batch", None)
 
 

@@ -126,7 +126,7 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
     _done(t0)
 
     t0 = _step("4/5 train: intent, resolving-team router, next activity, remaining time / SLA risk")
-    embedder = Embedder(settings.embedding_model_path)
+    embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
     training = train_all(log=log, tickets=tickets, registry=settings.registry_path, embedder=embedder, seed=seed)
     training.models.append(train_step_outcomes(log=log, registry=settings.registry_path))
     table = Table(title="models (tested on the newest 20% of cases)")

@@ -28,7 +28,7 @@ def _open() -> tuple[Any, Any]:
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)
     SQLModel.metadata.create_all(engine, tables=[Article.__table__, ArticleVersion.__table__])  # type: ignore[attr-defined]
-    index = open_index(settings=settings, embedder=Embedder(settings.embedding_model_path))
+    index = open_index(settings=settings, embedder=Embedder(settings.embedding_model_path, **settings.embedder_kwargs))
     return engine, index
 
 

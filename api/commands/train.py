@@ -117,7 +117,7 @@ def train_all_cmd(
         if not no_embeddings:
             from insight.embedding import Embedder
 
-            embedder = Embedder(settings.embedding_model_path)
+            embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
         reg = _registry(registry, no_save)
         report = train_all(log=ev, tickets=tk, registry=reg, embedder=embedder, seed=s)
         # What followed each step in this log: assist ranks next-best actions by it (expected hours, SLA risk).
@@ -163,7 +163,7 @@ def train_intent_cmd(
         if not no_embeddings:
             from insight.embedding import Embedder
 
-            embedder = Embedder(settings.embedding_model_path)
+            embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
         m = train_intent(texts=texts, labels=labels, test_texts=tt, test_labels=tl, embedder=embedder,
                          registry=_registry(registry, no_save), seed=settings.seed if seed is None else seed)
     except DeskpilotError as exc:
