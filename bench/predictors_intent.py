@@ -4,6 +4,10 @@ Hyper-parameters (C, embedding weight) are chosen by 3-fold CV on Banking77 *tra
 comes from the training file only (pseudo out-of-scope folds inside `IntentClassifier.fit`). Embeddings are cached
 per text in memory and in /tmp (never in the repository) so the grid does not re-embed; the throughput row uses a
 fresh, uncached embedder.
+
+The embedder is the production default, the ONNX backend (insight/embedding.py): training and test embeddings come
+from it, and the rows compare it with the torch backend in the same process (throughput on 1500 tickets, latency of
+one ticket and of a batch of 64, and how many test predictions change when the torch embedder is attached instead).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ class CachedEmbedder:
         self.inner = inner
         self.name = inner.name
         self.fingerprint = inner.fingerprint
-        self._file = CACHE_DIR / f"emb-{self.fingerprint[:16]}.npz"
+        # Keyed by backend too: accuracy is measured on the backend's own vectors, not on the other's cache.
+        self._file = CACHE_DIR / f"emb-{self.fingerprint[:16]}-{getattr(inner, 'backend', 'torch')}.npz"
         self._mem: dict[str, np.ndarray] = {}
         if self._file.is_file():
             z = np.load(self._file, allow_pickle=False)
@@ -101,7 +106,17 @@ def _select_hyperparams(texts: list[str], labels: np.ndarray, emb: np.ndarray, s
     return C, w, table
 
 
-def run_banking77(res: Results, embedder, cached: CachedEmbedder, seed: int = 7) -> None:
+def _latency_ms(fn, texts: list[str]) -> float:
+    """Median wall time (ms) of fn(text) over `texts`, one call per text."""
+    times = []
+    for t in texts:
+        t0 = time.perf_counter()
+        fn(t)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
+def run_banking77(res: Results, embedder, cached: CachedEmbedder, torch_embedder=None, seed: int = 7) -> None:
     """Banking77: CV-chosen hyper-parameters, test accuracy / macro-F1, train seconds, batched throughput."""
     from insight.models.intent import IntentClassifier
 
@@ -137,7 +152,45 @@ def run_banking77(res: Results, embedder, cached: CachedEmbedder, seed: int = 7)
     emb_secs, _ = best_of(lambda: embedder.encode(batch), repeat=2)
     res.add("intent", "banking77 test (1500, batched)", "tickets/s", len(batch) / secs, None, ">= 300")
     res.add("intent", "banking77 test (1500, batched)", "embedding share of time", emb_secs / secs)
+    if torch_embedder is not None:
+        _compare_backends(res, model, embedder, torch_embedder, te_x, te_y, pred)
     res.extra_env["intent_load_average_during_throughput"] = os.getloadavg()
+
+
+def _compare_backends(res: Results, model, onnx_embedder, torch_embedder, te_x: list[str], te_y: np.ndarray,
+                      onnx_pred: np.ndarray) -> None:
+    """Same process, same model: the torch embedder's throughput, latency and predictions next to the ONNX one's."""
+    from insight.embedding import Embedder
+
+    batch, one, b64 = te_x[:1500], te_x[1500:1600], te_x[:64]
+    d = "banking77 test"
+    emb = {"onnx": onnx_embedder, "torch": torch_embedder}
+    diff = float(np.abs(onnx_embedder.encode(te_x) - torch_embedder.encode(te_x)).max())
+    res.add("intent", d, "max |onnx - torch| embedding", diff, None, "<= 1e-5")
+    model.set_embedder(torch_embedder)
+    torch_pred = model.predict(te_x)
+    res.add("intent", d, "accuracy % with torch embedder", float((torch_pred == te_y).mean() * 100))
+    res.add("intent", d, "predictions changed by backend", int((torch_pred != onnx_pred).sum()))
+    # Interleaved so both backends see the same machine load.
+    for name in ("torch", "onnx"):
+        model.set_embedder(emb[name])
+        secs, _ = best_of(lambda: model.predict_with_oos(batch), repeat=2)
+        res.add("intent", "banking77 test (1500, batched)", f"tickets/s {name} embedder", len(batch) / secs)
+    one_thread = Embedder(onnx_embedder.model_path, backend="onnx", threads=1, batch_size=onnx_embedder.batch_size,
+                          cache_dir=onnx_embedder.cache_dir)
+    model.set_embedder(one_thread)
+    secs, _ = best_of(lambda: model.predict_with_oos(batch), repeat=2)
+    res.add("intent", "banking77 test (1500, batched)", "tickets/s onnx embedder 1 thread", len(batch) / secs)
+    for name in ("torch", "onnx"):
+        model.set_embedder(emb[name])
+        model.predict_with_oos(one[:5])  # warm
+        res.add("intent", "banking77 test (1 ticket)", f"median ms {name} (whole model)",
+                _latency_ms(lambda t: model.predict_with_oos([t]), one))
+        res.add("intent", "banking77 test (1 ticket)", f"median ms {name} (embedding only)",
+                _latency_ms(lambda t, e=emb[name]: e.encode([t]), one))
+        secs, _ = best_of(lambda: model.predict_with_oos(b64), repeat=3)
+        res.add("intent", "banking77 test (64 tickets)", f"ms per batch {name} (whole model)", secs * 1000)
+    model.set_embedder(onnx_embedder)
 
 
 def run_hint3(res: Results, cached: CachedEmbedder, seed: int = 7) -> None:
@@ -182,10 +235,13 @@ def run(res: Results) -> None:
     from insight.embedding import Embedder
 
     t0 = time.perf_counter()
-    embedder = Embedder(bundled_model_path(), batch_size=64)
+    embedder = Embedder(bundled_model_path(), batch_size=64, backend="onnx")
+    torch_embedder = Embedder(bundled_model_path(), batch_size=64, backend="torch")
+    res.extra_env["intent_embedder"] = {"backend": embedder.backend, "threads": embedder.threads,
+                                        "batch_size": embedder.batch_size}
     cached = CachedEmbedder(embedder)
     run_hint3(res, cached)
-    run_banking77(res, embedder, cached)
+    run_banking77(res, embedder, cached, torch_embedder)
     print(f"  (intent benchmark took {time.perf_counter() - t0:.0f}s)", flush=True)
 
 
