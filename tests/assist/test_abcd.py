@@ -21,8 +21,10 @@ BUTTON_ID = {"membership privileges": "membership"}
 
 REQUESTS = {
     # customer request -> (expected subflow article, kb.json key of its required actions, must it rank first?)
-    # The shirt example ranks "Single-Item Query: Shirt FAQ" first (BM25 rewards the rare word "shirt"; dense
-    # cosine prefers the return subflow 0.404 vs 0.361): the return subflow comes second, with its steps.
+    # The shirt example: the adaptive hybrid ranks the return subflow first (dense 0.404 vs 0.389 for "Out-of-Stock
+    # One Item" and 0.361 for "Single-Item Query: Shirt FAQ"; BM25 prefers the Shirt FAQ for the rare word "shirt"
+    # but gets little weight). The margin is small, so first place is not required. Without "it doesn't fit"
+    # ("I want to return my shirt") no return subflow reaches the top 3: Shirt FAQ, Out-of-Stock, Manage Cancel.
     "I want to return my shirt, it doesn't fit": ("Product Defect: Return Due to Size", "return_size", False),
     "I forgot my password and cannot log in": ("Account Access: Recover Password", "recover_password", True),
     "my jeans have a stain, I want to return them": ("Product Defect: Return Due to Stain", "return_stain", True),

@@ -197,3 +197,53 @@ def test_bad_knobs_are_rejected(faq_retriever):
         HybridRetriever(index=faq_retriever.index, lexical_weight=1.5)
     with pytest.raises(InvalidInput, match="agreement_k"):
         HybridRetriever(index=faq_retriever.index, agreement_k=0)
+
+
+# A long article whose body never restates its title: the passage vector ("title + passage") is dominated by the
+# billing details, so only the title field (its own vector, max-ed with the passage score) finds it for the question.
+LONG_CANCEL = (
+    "Plans renew on the same day each month. The renewal charges the card on file; if the charge fails we retry three "
+    "times over a week and email the account owner each time. Invoices list every seat, add-on and tax line. Seats "
+    "removed mid-cycle are credited pro rata on the next invoice, and credits never expire. Annual plans are billed up "
+    "front with a discount and renew for another year unless the renewal is switched off in Settings > Billing before "
+    "the renewal date. After that date the plan stays active until the end of the paid term, the workspace then "
+    "becomes read-only for 30 days and is deleted afterwards."
+)
+TITLED = [
+    ("Cancel your subscription", LONG_CANCEL),
+    ("Billing cycles and invoices", "Each plan is billed monthly or yearly. The invoice shows seats, add-ons and tax. "
+     "Download past invoices from Settings > Billing."),
+    ("Change your payment card", "Open Settings > Billing, choose Payment method and enter the new card. The next "
+     "renewal uses it."),
+    ("Pause a subscription for a while", "Subscriptions cannot be paused. Downgrade to the free plan instead; your "
+     "data is kept."),
+]
+
+
+@pytest.fixture(scope="module")
+def titled_index(tmp_path_factory, embedder):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    index = KnowledgeIndex(embedder=embedder, path=tmp_path_factory.mktemp("titled-chroma"),
+                           collection=f"titled-{uuid.uuid4().hex[:8]}")
+    index.upsert_articles([ArticleDoc(i + 1, 1, t, b, [], []) for i, (t, b) in enumerate(TITLED)])
+    yield index
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_a_title_match_ranks_its_article_first(titled_index, mode):
+    query = "how do I cancel my subscription?"
+    top = HybridRetriever(index=titled_index).search(query, k=2, mode=mode)
+    assert top[0].title == "Cancel your subscription", [h.title for h in top]
+    # The article wins through its title vector: its dense score is the title cosine, well above the passage cosine.
+    q = titled_index.embedder.encode([query])[0]
+    snap = titled_index.snapshot()
+    j = next(i for i, p in enumerate(snap.passages) if p.title == "Cancel your subscription")
+    title_cos, passage_cos = float(q @ snap.title_vectors[j]), float(q @ snap.passage_vectors[j])
+    assert top[0].dense_score == pytest.approx(title_cos, abs=1e-5) and title_cos > passage_cos + 0.1
+    # Without the title field the long body buries it under a shorter article that shares a word with the query.
+    plain = HybridRetriever(index=titled_index, use_title_field=False).search(query, k=2, mode=mode)
+    assert plain[0].title != "Cancel your subscription"
