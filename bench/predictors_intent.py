@@ -166,7 +166,7 @@ def _compare_backends(res: Results, model, onnx_embedder, torch_embedder, te_x: 
     d = "banking77 test"
     emb = {"onnx": onnx_embedder, "torch": torch_embedder}
     diff = float(np.abs(onnx_embedder.encode(te_x) - torch_embedder.encode(te_x)).max())
-    res.add("intent", d, "max |onnx - torch| embedding", diff, None, "<= 1e-5")
+    res.add("intent", d, "max |onnx - torch| embedding", f"{diff:.1e}", None, "<= 1e-5")  # too small to round
     model.set_embedder(torch_embedder)
     torch_pred = model.predict(te_x)
     res.add("intent", d, "accuracy % with torch embedder", float((torch_pred == te_y).mean() * 100))
