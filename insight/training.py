@@ -178,7 +178,8 @@ def router_table(
 ) -> tuple[pd.DataFrame, list[str], str | None]:
     """Join creation-time features with the mined case labels; returns (table, categorical columns, text column).
 
-    The table has one row per case in creation order with `resolving_team`, `first_team`, `reassignments`.
+    The table has one row per case in creation order with `resolving_team`, `first_team`, `reassignments` and
+    `resolved_at` (when the resolving team became known; the router's history evidence needs it).
     `team_labels` (case id -> team an agent corrected the routing to) label cases the log has not resolved yet.
     """
     from insight.mining.labels import case_labels
@@ -186,10 +187,12 @@ def router_table(
     labels = case_labels(log)
     if not labels.has_groups:
         raise InvalidInput(f"log {log.name} has no '{GROUP}' column: the router needs teams to learn from")
-    lab = labels.df[["first_team", "resolving_team", "reassignments", "misrouted"]].copy()
+    lab = labels.df[["first_team", "resolving_team", "reassignments", "misrouted", "resolved_at"]].copy()
     lab.index = lab.index.astype(str)
     if team_labels:
         apply_team_corrections(lab, log, team_labels)
+    # A case labelled by an agent's correction (not resolved in the log) counts as known at its last event.
+    lab["resolved_at"] = lab["resolved_at"].fillna(labels.df["end"].set_axis(lab.index))
     text_col: str | None = None
     if tickets is not None:
         t = tickets.copy()
@@ -231,16 +234,33 @@ def train_router(
         raise InvalidInput(f"too few labelled cases ({len(table)}) to train and test a router")
     train, test = table.iloc[:-n_test], table.iloc[-n_test:]
     cols = cats + ([text_col] if text_col else [])
-    model = TeamRouter(categorical=cats, text=text_col, seed=seed, **(params or {})).fit(
-        train[cols], train["resolving_team"]
-    )
+    model = TeamRouter(categorical=cats, text=text_col, seed=seed, **(params or {}))
+    history = bool(model.history)
+    times = {"created_at": train["created_at"], "resolved_at": train["resolved_at"]} if history else {}
+    model.fit(train[cols], train["resolving_team"], **times)
     reassigned = test["reassignments"].fillna(0).to_numpy() > 0
+    at = None
+    frozen: dict[str, Any] | None = None
+    if history:
+        # Scored as deployed: each test case sees the resolutions known strictly before it was created, the
+        # earlier test cases' included (observed below; the memory answers per creation time, so no later one
+        # leaks in). "frozen" = the memory as it stood when the last training case was created, never updated,
+        # for comparison. The saved model keeps every resolution in its memory: it is the evaluated model as it
+        # stands at the end of the test period.
+        at = test["created_at"]
+        freeze = pd.Series([train["created_at"].max()] * len(test), index=test.index)
+        fm = model.evaluate(test[cols], test["resolving_team"], reassigned=reassigned, at=freeze)
+        frozen = {"accuracy": fm.accuracy, "accuracy_reassigned": fm.accuracy_reassigned}
+        model.observe(test[cols], test["resolving_team"], test["resolved_at"])
     metrics = model.evaluate(test[cols], test["resolving_team"], reassigned=reassigned,
-                             first_team=test["first_team"], train_y=train["resolving_team"]).to_dict()
+                             first_team=test["first_team"], train_y=train["resolving_team"], at=at).to_dict()
+    if frozen is not None:
+        metrics["history_frozen"] = frozen
+        metrics["history_weights"] = [float(w) for w in model.stack_w_] if model.stack_w_ is not None else None
     # Cost of a misrouted case is measured on the training period only (no test data in any figure we reuse).
     train_log = log.filter_cases(train.index)
     cost = analyze_misrouting(train_log).extra_hours_mean
-    impact = routing_impact(predicted=model.predict(test[cols]), resolving_team=test["resolving_team"],
+    impact = routing_impact(predicted=model.predict(test[cols], at=at), resolving_team=test["resolving_team"],
                             reassignments=test["reassignments"], hours_per_misrouted_case=cost)
     metrics["impact"] = impact.to_dict()
     metrics["C"] = model.C_

@@ -97,7 +97,8 @@ class LabelConfig:
 class CaseLabels:
     """One row per case (index `case_id`).
 
-    Columns: start, end, throughput_s, n_events, first_team, resolving_team, teams (the team sequence joined
+    Columns: start, end, throughput_s, n_events, first_team, resolving_team, resolved_at (time of the event that
+    defines the resolving team), teams (the team sequence joined
     with " > "), n_teams, reassignments, transfers, escalations, misrouted, first_line, max_line, resolving_line, outcome.
     Team columns are missing values when the log has no `group` column.
     """
@@ -377,6 +378,9 @@ def case_labels(
         )
         out["first_team"] = first
         out["resolving_team"] = resolving
+        # When the resolving team became known: the time of the event that defines it (NaT without one).
+        out["resolved_at"] = pd.Series(_utc(s.ts_ns[np.maximum(pick, 0)]) if n_cases else _utc(np.zeros(0, np.int64)),
+                                       index=out.index).where(ok)
         out["teams"] = team_seq
         out["n_teams"] = n_seg.astype(np.int64)
         out["reassignments"] = reassign.astype(np.int64)
@@ -399,6 +403,7 @@ def case_labels(
     else:
         for col in ("first_team", "resolving_team", "teams"):
             out[col] = None
+        out["resolved_at"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[ns, UTC]")
         out["n_teams"] = 0
         out["reassignments"] = 0
         out["transfers"] = 0

@@ -17,6 +17,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from insight.errors import InvalidInput
 from insight.models.prefix_features import number_value, text_value
+from insight.models.team_history import TeamHistory, fit_stack, stack_scores
 
 _UNSEEN = "\x00deskpilot-unseen-value"
 
@@ -71,6 +72,13 @@ class TeamRouter:
     `C` is chosen on a validation slice (the newest `validation_fraction` of the training rows, which callers
     pass in time order) among `C_grid` (and, with `pair_features=None`, whether to add attribute pairs),
     then the model is refit on all training rows.
+
+    With `history=True`, past resolutions add class-aligned evidence (insight.models.team_history): per
+    categorical attribute, which teams resolved earlier tickets with the same value (decayed counts as a lift
+    over the prior, the most recent team, and whether the value names the team). Their weights next to the
+    regression's log-probabilities are fitted on the validation slice (regression fitted on the older rows;
+    each validation row sees only resolutions known before it was created). `fit` then needs each row's
+    creation and resolution time; the memory of resolutions is kept (`history_`) and grows with `observe()`.
     """
 
     def __init__(
@@ -87,6 +95,8 @@ class TeamRouter:
         pair_features: bool | None = True,
         max_iter: int = 300,
         seed: int = 7,
+        history: bool = False,
+        history_tau_days: float | None = 14.0,
     ) -> None:
         self.categorical = categorical
         self.numeric = numeric
@@ -99,12 +109,14 @@ class TeamRouter:
         self.pair_features = pair_features
         self.max_iter = max_iter
         self.seed = seed
+        self.history = history
+        self.history_tau_days = history_tau_days
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters as given to __init__."""
         return {k: getattr(self, k) for k in (
             "categorical", "numeric", "text", "C", "C_grid", "validation_fraction", "min_frequency",
-            "max_text_features", "pair_features", "max_iter", "seed")}
+            "max_text_features", "pair_features", "max_iter", "seed", "history", "history_tau_days")}
 
     def _columns(self, X: pd.DataFrame) -> tuple[list[str], list[str]]:
         cat = self.categorical
@@ -222,20 +234,34 @@ class TeamRouter:
     def _model(self, C: float) -> LogisticRegression:
         return LogisticRegression(C=C, max_iter=self.max_iter, random_state=self.seed, tol=1e-4)
 
-    def fit(self, X: pd.DataFrame, y: Any) -> TeamRouter:
-        """Fit on creation-time attributes `X` (rows in time order) and resolving teams `y`."""
+    def fit(self, X: pd.DataFrame, y: Any, *, created_at: Any = None, resolved_at: Any = None) -> TeamRouter:
+        """Fit on creation-time attributes `X` (rows in time order) and resolving teams `y`.
+
+        With `history=True`, `created_at` and `resolved_at` (when each row's resolving team became known) are
+        required: the validation rows' history features use only resolutions known before their creation.
+        """
         y_arr = np.asarray(pd.Series(y).astype(str), dtype=object)
         if len(y_arr) != len(X):
             raise InvalidInput(f"router fit: {len(X)} rows of features but {len(y_arr)} labels")
         self.cat_, self.num_ = self._columns(X)
         X = X.reset_index(drop=True)
+        if self.history:
+            if created_at is None or resolved_at is None:
+                raise InvalidInput("router fit with history=True needs created_at and resolved_at per row")
+            created = pd.Series(created_at).to_numpy(dtype=object)
+            if len(created) != len(X) or len(resolved_at) != len(X):
+                raise InvalidInput(f"router fit: {len(X)} rows but {len(created)} created_at / "
+                                   f"{len(resolved_at)} resolved_at values")
+            memory = TeamHistory(self.cat_, tau_days=self.history_tau_days).observe(X, y_arr, resolved_at)
+        self.stack_w_: np.ndarray | None = None
+        val_proba: dict[tuple[float, bool], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         # C and (when pair_features is None) the attribute pairs are chosen on the newest training rows only.
         c_grid = list(self.C_grid) if self.C is None else [self.C]
         pair_grid = [True, False] if self.pair_features is None else [bool(self.pair_features)]
         self.validation_scores_: dict[str, float] = {}
         n_val = int(len(X) * self.validation_fraction)
         best = (c_grid[len(c_grid) // 2], pair_grid[0])
-        if n_val >= 20 and len(c_grid) * len(pair_grid) > 1:
+        if n_val >= 20 and (len(c_grid) * len(pair_grid) > 1 or self.history):
             fit_X, val_X = X.iloc[:-n_val], X.iloc[-n_val:]
             fit_y, val_y = y_arr[:-n_val], y_arr[-n_val:]
             scored: dict[tuple[float, bool], float] = {}
@@ -246,29 +272,85 @@ class TeamRouter:
                 for c in c_grid:
                     m = self._model(c).fit(A, fit_y)
                     scored[(c, pairs)] = float(np.mean(m.predict(B) == val_y))
+                    if self.history:
+                        val_proba[(c, pairs)] = (np.asarray(m.predict_proba(B)), np.asarray(m.classes_, dtype=object),
+                                                 fit_y)
                     self.validation_scores_[f"C={c},pairs={pairs}"] = scored[(c, pairs)]
             best = max(scored, key=lambda k: (scored[k], -k[0], not k[1]))
         C, self.pairs_ = best
         self.C_ = float(C)
+        if self.history and best in val_proba:
+            P, classes, fit_y = val_proba[best]
+            self.match_keys_ = self._match_keys(X, classes)
+            F = memory.features(X.iloc[-n_val:], classes, self._prior(fit_y, classes),
+                                at=created[-n_val:], match_keys=self.match_keys_)
+            pos = {c: i for i, c in enumerate(classes)}
+            yi = np.asarray([pos.get(v, -1) for v in y_arr[-n_val:]])
+            keep = yi >= 0
+            log_p = np.log(np.clip(P, 1e-12, None))
+            # Honest validation figure of the combination: 5 time-ordered folds of the validation rows.
+            hits = 0
+            for fold in np.array_split(np.arange(n_val), 5):
+                rest = np.setdiff1d(np.flatnonzero(keep), fold)
+                w = fit_stack(log_p[rest], F[rest], yi[rest])
+                hits += int(np.sum(np.argmax(stack_scores(log_p[fold], F[fold], w), axis=1) == yi[fold]))
+            self.validation_scores_[f"C={C},pairs={self.pairs_},history (5 folds)"] = hits / n_val
+            self.stack_w_ = fit_stack(log_p[keep], F[keep], yi[keep])
         self.model_ = self._model(self.C_).fit(self._design(X, fit=True), y_arr)
         self.classes_ = np.asarray(self.model_.classes_, dtype=object)
+        if self.history:
+            self.history_ = memory
+            self.prior_ = self._prior(y_arr, self.classes_)
+        return self
+
+    # ---- history (insight.models.team_history): memory of resolutions and the stacked probabilities.
+
+    def _match_keys(self, X: pd.DataFrame, classes: np.ndarray) -> list[str]:
+        """Categorical columns whose values mostly name a team (e.g. the first assigned team)."""
+        names = set(str(c) for c in classes)
+        return [k for k in self.cat_ if X[k].astype("string").isin(names).mean() >= 0.5]
+
+    @staticmethod
+    def _prior(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        share = pd.Series(y).astype(str).value_counts(normalize=True)
+        return np.asarray(share.reindex([str(c) for c in classes]).fillna(0.0), dtype=float) + 1e-6
+
+    def _stacked(self, P: np.ndarray, X: pd.DataFrame | Sequence[Mapping[str, Any]], at: Any) -> np.ndarray:
+        """The regression's probabilities combined with the history evidence (unchanged without history)."""
+        w = getattr(self, "stack_w_", None)
+        if w is None or len(P) == 0:
+            return P
+        F = self.history_.features(X, self.classes_, self.prior_, at=at, match_keys=self.match_keys_)
+        return stack_scores(np.log(np.clip(P, 1e-12, None)), F, w)
+
+    def observe(self, X: pd.DataFrame | Sequence[Mapping[str, Any]], teams: Any, resolved_at: Any) -> TeamRouter:
+        """Record resolved tickets (attributes, resolving team, when it became known) for the history evidence."""
+        self._check()
+        if not self.history:
+            raise InvalidInput("this router was fitted without history; observe() has nothing to update")
+        self.history_.observe(X, teams, resolved_at)
         return self
 
     def _check(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError("TeamRouter is not fitted; call fit(X, y) first")
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """Probability of each team (columns in `classes_` order)."""
+    def predict_proba(self, X: pd.DataFrame, *, at: Any = None) -> np.ndarray:
+        """Probability of each team (columns in `classes_` order).
+
+        `at`: each row's creation time, for the history evidence (only resolutions known before it count);
+        None = as of the newest resolution the router has seen. Ignored without history.
+        """
         self._check()
         if len(X) == 0:
             return np.zeros((0, len(self.classes_)))
-        return np.asarray(self.model_.predict_proba(self._design(X.reset_index(drop=True))))
+        X = X.reset_index(drop=True)
+        return self._stacked(np.asarray(self.model_.predict_proba(self._design(X))), X, at)
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
+    def predict(self, X: pd.DataFrame, *, at: Any = None) -> np.ndarray:
         """Most likely resolving team per row."""
         self._check()
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        return self.classes_[np.argmax(self.predict_proba(X, at=at), axis=1)]
 
     def top_k(self, X: pd.DataFrame, k: int = 3) -> list[list[TeamScore]]:
         """The k most likely teams per row with their probabilities, best first."""
@@ -287,7 +369,7 @@ class TeamRouter:
         return names
 
     def rank(self, X: pd.DataFrame | Sequence[Mapping[str, Any]], *, k: int = 3,
-             n_reasons: int = 3) -> tuple[list[list[TeamScore]], list[list[str]]]:
+             n_reasons: int = 3, at: Any = None) -> tuple[list[list[TeamScore]], list[list[str]]]:
         """Top-k teams per row and the features that pushed hardest towards the best one (one design matrix).
 
         `X` is a frame or, cheaper for a few rows, a list of records (column -> value) giving the same matrix.
@@ -297,6 +379,7 @@ class TeamRouter:
             return [], []
         design = self._design(X.reset_index(drop=True)) if isinstance(X, pd.DataFrame) else self._design_rows(X)
         P = np.asarray(self.model_.predict_proba(design))
+        P = self._stacked(P, X.reset_index(drop=True) if isinstance(X, pd.DataFrame) else X, at)
         tops: list[list[TeamScore]] = []
         reasons: list[list[str]] = []
         names = self._feature_names() if n_reasons > 0 else None
@@ -319,11 +402,11 @@ class TeamRouter:
         return self.rank(X, k=1, n_reasons=k)[1]
 
     def evaluate(self, X: pd.DataFrame, y: Any, *, reassigned: Any, first_team: Any = None,
-                 train_y: Any = None) -> RouterMetrics:
+                 train_y: Any = None, at: Any = None) -> RouterMetrics:
         """Accuracy overall, top-3, on reassigned cases, and the majority / first-team baselines."""
         y_arr = np.asarray(pd.Series(y).astype(str), dtype=object)
         re = np.asarray(reassigned, dtype=bool)
-        P = self.predict_proba(X)
+        P = self.predict_proba(X, at=at)
         pred = self.classes_[np.argmax(P, axis=1)]
         top3 = self.classes_[np.argsort(-P, axis=1)[:, :3]]
         ref = pd.Series(train_y if train_y is not None else y_arr).astype(str)
