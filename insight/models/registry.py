@@ -48,10 +48,20 @@ def model_code(cls: type) -> dict[str, str]:
     import inspect
 
     module = importlib.import_module(cls.__module__)
-    try:
-        source = inspect.getsource(module)
-    except (OSError, TypeError):  # built-in or frozen modules have no source; the class name still guards
-        source = ""
+    # The class's module and the sibling modules it uses (router -> team_history, ...): a change in any of them
+    # changes what a pickle means.
+    package = cls.__module__.rpartition(".")[0]
+    used = {cls.__module__}
+    for value in vars(module).values():
+        name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+        if isinstance(name, str) and package and name.startswith(package + ".") and name != __name__:
+            used.add(name)
+    source = ""
+    for name in sorted(used):
+        try:
+            source += inspect.getsource(importlib.import_module(name))
+        except (OSError, TypeError):  # built-in or frozen modules have no source; the class name still guards
+            continue
     return {"class": f"{cls.__module__}.{cls.__qualname__}",
             "source_sha256": hashlib.sha256(source.encode()).hexdigest()[:16]}
 

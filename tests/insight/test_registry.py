@@ -126,3 +126,22 @@ def test_artifact_from_other_model_code_is_refused(tmp_path):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ModelArtifactError, match="another version of insight.models.memory.TicketMemory"):
         reg.load("memory")
+
+
+def test_model_code_hash_covers_the_sibling_modules_a_model_uses(monkeypatch):
+    """Editing team_history.py (used by the router) must invalidate stored routers like editing router.py does."""
+    import inspect
+
+    from insight.models import team_history
+    from insight.models.registry import model_code
+    from insight.models.router import TeamRouter
+
+    before = model_code(TeamRouter)["source_sha256"]
+    real = inspect.getsource
+
+    def edited(obj):
+        text = real(obj)
+        return text + "\n# edited\n" if obj is team_history else text
+
+    monkeypatch.setattr(inspect, "getsource", edited)
+    assert model_code(TeamRouter)["source_sha256"] != before
