@@ -80,6 +80,15 @@ def default_bundle_loader(settings: Settings, embedder: Any) -> Any:
     return triage.load_bundle(settings.registry_path, embedder)
 
 
+def limit_blas_threads(threads: int | None) -> Any:
+    """Cap numpy / scipy's BLAS threads for this process (None: leave them); returns what restores the old limits."""
+    if threads is None:
+        return None
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
 def _missing_decide(**_: Any) -> Any:
     raise ModelNotReady("routing.triage is not installed; nothing can be routed; run `deskpilot train`")
 
@@ -250,6 +259,8 @@ def create_app(
         log.info("service_started", db=engine.url.render_as_string(hide_password=True),
                  models_ready=app.state.models.ready, versions=app.state.models.versions,
                  kb_index=app.state.kb_index is not None)
+        # Each request computes on its own thread: a shared multi-threaded BLAS pool serialised them (see Settings).
+        blas_limits = limit_blas_threads(settings.blas_threads)
         try:
             # Background jobs (retraining) run in this task group; shutting down cancels them and waits for them.
             async with anyio.create_task_group() as tasks:
@@ -260,6 +271,8 @@ def create_app(
                     tasks.cancel_scope.cancel()
         finally:
             engine.dispose()
+            if blas_limits is not None:
+                blas_limits.restore_original_limits()
 
     app = FastAPI(title="deskpilot", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
