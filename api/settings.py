@@ -36,8 +36,8 @@ class Settings(BaseSettings):
     embedding_threads: int | None = Field(
         default=1, ge=1,
         description="CPU threads per embedding call (unset: the library's default, all cores). 1 suits the API, which "
-        "embeds many small requests concurrently (8 clients on 2 cores: 73 req/s with 1 vs 37 with 2); big offline "
-        "batches gain from more. With the torch backend this sets torch's process-wide thread count.",
+        "embeds many small requests concurrently (8 clients on 2 cores, BLAS at 1 thread: 55 req/s with 1 vs 41 with "
+        "the default); big offline batches gain from more. With the torch backend this sets torch's process-wide thread count.",
     )
     embedding_cache: Path | None = Field(
         default=None, description="Folder for the ONNX export of the embedding model; default ~/.cache/deskpilot/embeddings."
