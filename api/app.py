@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import pkgutil
 from collections.abc import AsyncIterator, Callable
@@ -87,6 +88,18 @@ def limit_blas_threads(threads: int | None) -> Any:
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=threads, user_api="blas")
+
+
+def settle_heap() -> None:
+    """Collect, then freeze what is alive (models, libraries) out of the garbage collector's future scans.
+
+    A full collection walked the ~200k objects of a loaded service: 130 ms with every thread stopped, a
+    periodic stall that set the routing p99. Called after start-up and after a model swap (unfreezing first, so
+    a swapped-out bundle can still be collected once nothing uses it).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _missing_decide(**_: Any) -> Any:
@@ -185,6 +198,7 @@ async def reload_models(app: FastAPI) -> tuple[ModelState, ModelState]:
         )
         if new.ready:
             app.state.models = new  # one attribute assignment: readers see either the old or the new snapshot
+            settle_heap()
             app.state.metrics.set_models(new.versions, True)
             app.state.metrics.reloads.labels(outcome="swapped").inc()
         else:
@@ -261,6 +275,7 @@ def create_app(
                  kb_index=app.state.kb_index is not None)
         # Each request computes on its own thread: a shared multi-threaded BLAS pool serialised them (see Settings).
         blas_limits = limit_blas_threads(settings.blas_threads)
+        settle_heap()
         try:
             # Background jobs (retraining) run in this task group; shutting down cancels them and waits for them.
             async with anyio.create_task_group() as tasks:
@@ -273,6 +288,7 @@ def create_app(
             engine.dispose()
             if blas_limits is not None:
                 blas_limits.restore_original_limits()
+            gc.unfreeze()
 
     app = FastAPI(title="deskpilot", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
