@@ -246,6 +246,10 @@ def train_router_cmd(
     json_out: JsonOpt = None,
     seed: SeedOpt = None,
     no_save: NoSaveOpt = False,
+    history: Annotated[bool, typer.Option(
+        "--history/--no-history", help="Add the history evidence: teams that resolved earlier tickets with the same "
+        "attribute values (only resolutions known before each ticket's creation count); weighed on validation.",
+    )] = True,
 ) -> None:
     """Train the resolving-team router (labels mined from the log); accuracy overall and on reassigned cases."""
     import pandas as pd
@@ -257,7 +261,8 @@ def train_router_cmd(
         tk = pd.read_csv(tickets) if tickets is not None else None
         feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
         m = train_router(log=ev, tickets=tk, features=feats, registry=_registry(registry, no_save),
-                         seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction)
+                         seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction,
+                         params={"history": history})
     except DeskpilotError as exc:
         _fail(exc)
         return
