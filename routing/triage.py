@@ -6,10 +6,8 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,35 +34,13 @@ def intent_text(ticket: TicketIn) -> str:
 
 
 class CachingEmbedder:
-    """Wraps an embedder so the intent model and the ticket memory embed each text once per request.
+    """Wraps an embedder so the intent model and the ticket memory embed each text once per request."""
 
-    Many new texts at once (a batch route) are split into chunks embedded in parallel, one per core, when the
-    embedder runs each call on fewer threads than there are cores (the service's default: one thread per call,
-    so that concurrent single requests do not contend); a single text is embedded on the calling thread.
-    """
-
-    def __init__(self, inner: Any, *, max_items: int = 4096, min_chunk: int = 16) -> None:
+    def __init__(self, inner: Any, *, max_items: int = 4096) -> None:
         self.inner = inner
         self.max_items = max_items
-        self.min_chunk = min_chunk
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
-        threads = getattr(inner, "threads", None)
-        cores = os.cpu_count() or 1
-        self.workers = max(1, min(4, cores // threads)) if isinstance(threads, int) and threads > 0 else 1
-        self._pool: ThreadPoolExecutor | None = None
-
-    def _embed(self, texts: list[str], show_progress: bool) -> np.ndarray:
-        n_chunks = min(self.workers, len(texts) // self.min_chunk)
-        if n_chunks <= 1:
-            return np.asarray(self.inner.encode(texts, show_progress=show_progress), dtype=np.float32)
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="embed")
-            pool = self._pool
-        bounds = np.linspace(0, len(texts), n_chunks + 1).astype(int)
-        parts = pool.map(lambda ab: self.inner.encode(texts[ab[0]:ab[1]]), zip(bounds[:-1], bounds[1:], strict=True))
-        return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
 
     @property
     def name(self) -> str:
@@ -81,7 +57,7 @@ class CachingEmbedder:
         with self._lock:
             missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
-            vecs = self._embed(missing, show_progress)
+            vecs = self.inner.encode(missing, show_progress=show_progress)
             with self._lock:
                 for t, v in zip(missing, vecs, strict=True):
                     self._cache[t] = v
