@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-import pytest
-from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session
 
 from insight.eventlog.schema import EventLog
 from insight.training import router_table, train_all
@@ -32,15 +30,6 @@ def store_sim(session: Session, sim, case_ids, *, keep_events: dict[str, int] | 
             session.add(TicketEvent(case_id=cid, activity=e.activity, timestamp=e.timestamp, group=e.group,
                                     resource=None if pd.isna(e.resource) else e.resource, channel=e.channel))
     session.commit()
-
-
-@pytest.fixture()
-def session():
-    engine = create_engine("sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool)
-    SQLModel.metadata.create_all(engine)
-    with Session(engine, expire_on_commit=False) as s:
-        yield s
-    engine.dispose()
 
 
 def test_store_log_texts_and_corrections(session, sim_small):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, SQLModel, create_engine, func, select
+from sqlmodel import Session, func, select
 
 from insight.errors import InvalidInput, ModelNotReady, NotFound
 from routing import service
@@ -25,15 +24,6 @@ TH = DecisionThresholds()
 @pytest.fixture(scope="module")
 def bundle() -> TinyBundle:
     return train_tiny_bundle()
-
-
-@pytest.fixture()
-def session():
-    engine = create_engine("sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool)
-    SQLModel.metadata.create_all(engine)
-    with Session(engine, expire_on_commit=False) as s:
-        yield s
-    engine.dispose()
 
 
 def _count(session: Session, table: type) -> int:
