@@ -216,22 +216,6 @@ def _why(a: NextBestAction, *, now_hours: float | None, likely_rank: int) -> str
     return "; ".join(parts) + "."
 
 
-def with_model_columns(prefix: pd.DataFrame, *models: Any) -> pd.DataFrame:
-    """The prefix with every attribute column the models were fitted on; ones the ticket lacks are missing values.
-
-    A ticket need not carry every attribute the training log had (a custom field the helpdesk did not send); the
-    prefix encoders read each learned column, and a missing value is what they were trained to see for "unknown".
-    """
-    add: dict[str, Any] = {}
-    for model in models:
-        enc = getattr(model, "encoder_", None)
-        numeric = set(getattr(enc, "numeric_", ()) or ())
-        for col in (*(getattr(enc, "event_attributes_", ()) or ()), *(getattr(enc, "case_attributes_", ()) or ())):
-            if col not in prefix.columns and col not in add:
-                add[col] = np.nan if col in numeric else None
-    return prefix.assign(**add) if add else prefix
-
-
 def rank_actions(
     *,
     prefix: pd.DataFrame,
@@ -251,7 +235,6 @@ def rank_actions(
     if ranking not in ("outcome", "likelihood"):
         raise InvalidInput(f"ranking must be 'outcome' or 'likelihood', got {ranking!r}", field="ranking")
     state = str(prefix[ACTIVITY].iloc[-1])
-    prefix = with_model_columns(prefix, next_activity_model, remaining_time_model)
     ctx = ActionContext(None, None, None)
     probs: dict[str, float] = {}
     source: Literal["model", "log"] = "model"

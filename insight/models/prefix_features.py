@@ -266,7 +266,7 @@ class PrefixEncoder:
         output, no pandas groupby cost) and larger ones with pandas; "pandas" / "python" force one path.
         """
         self._check()
-        df = _frame(log)
+        df = self._with_attr_columns(_frame(log))
         if method == "python" or (method == "auto" and len(df) <= SMALL_INPUT_ROWS):
             enc = self._encode_small_frame(df, with_sequences=with_sequences)
             if enc is not None:
@@ -293,7 +293,7 @@ class PrefixEncoder:
             enc = self._encode_small_events(events)
             if enc is not None:
                 return self._prefix_matrix(enc)
-        df = pd.DataFrame(events)
+        df = self._with_attr_columns(pd.DataFrame(events))
         df[TIMESTAMP] = pd.to_datetime(df[TIMESTAMP], utc=True)
         ps = self._transform_pandas(df, with_sequences=False)
         return PrefixMatrix(values=feature_matrix(ps.X), case_id=ps.case_id, prefix_len=ps.prefix_len,
@@ -303,6 +303,12 @@ class PrefixEncoder:
 
     def _attr_columns(self) -> list[str]:
         return list(dict.fromkeys([*self.event_attributes_, *self.case_attributes_]))
+
+    def _with_attr_columns(self, df: pd.DataFrame) -> pd.DataFrame:
+        """`df` with every learned attribute column; one the input lacks (a custom field a helpdesk did not send) is
+        all missing, which is what the encoder was trained to see for "unknown"."""
+        absent = [c for c in self._attr_columns() if c not in df.columns]
+        return df.assign(**{c: None for c in absent}) if absent else df
 
     def _encode_small_frame(self, df: pd.DataFrame, *, with_sequences: bool) -> _Encoded | None:
         ts_col = df[TIMESTAMP]

@@ -140,3 +140,16 @@ def test_inputs_the_python_path_cannot_take(sim):
     _assert_same(enc.transform(paris, method="pandas"), enc.transform(paris))  # auto falls back to pandas
     with pytest.raises(InvalidEventLog, match="timestamp"):
         enc.encode_events([{"case_id": "a", "activity": "Ticket created"}])
+
+
+def test_an_absent_attribute_column_reads_as_missing_on_every_path(messy):
+    """A ticket without a field the training log had (a custom field not sent) encodes as that field missing."""
+    enc = PrefixEncoder(case_attributes=["intent", "segment", "product", "n_items"]).fit(messy)
+    part = messy[messy["case_id"].isin(messy["case_id"].unique()[:5])].reset_index(drop=True)
+    lacking = part.drop(columns=["product", "n_items", "resource"])
+    blank = part.assign(product=None, n_items=np.nan, resource=None)
+    expected = enc.transform(blank, method="pandas")
+    for method in ("pandas", "python"):
+        _assert_same(expected, enc.transform(lacking, method=method))
+    m = enc.encode_events(lacking.to_dict("records"))
+    assert np.array_equal(m.values, feature_matrix(expected.X), equal_nan=True)
