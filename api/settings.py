@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     )
     embedding_cache: Path | None = Field(
         default=None, description="Folder for the ONNX export of the embedding model; default ~/.cache/deskpilot/embeddings."
+    )
+    embedding_quantize: Literal["none", "int8"] = Field(
+        default="none",
+        description="'int8' runs the onnx embedding with int8 weights (dynamic quantization): ~1.75x the throughput "
+        "(batch routing 190 -> 300+ tickets/s on 2 cores) for slightly different vectors (cosine ~0.995 to float). "
+        "Models must be trained with the same setting; a model trained on float embeddings refuses to load. "
+        "Needs embedding_backend 'onnx'.",
     )
     pseudonym_key: SecretStr = Field(
         default=SecretStr("deskpilot-dev-key-change-me"),
@@ -85,6 +92,13 @@ class Settings(BaseSettings):
         default=30, ge=2, description="Fewest labelled tickets (agent corrections + history) to retrain the intent model.",
     )
 
+    @model_validator(mode="after")
+    def _quantize_needs_onnx(self) -> Settings:
+        if self.embedding_quantize != "none" and self.embedding_backend != "onnx":
+            raise ValueError(f"DESKPILOT_EMBEDDING_QUANTIZE={self.embedding_quantize} needs "
+                             f"DESKPILOT_EMBEDDING_BACKEND=onnx (it is {self.embedding_backend!r})")
+        return self
+
     @property
     def db_url(self) -> str:
         """Effective database URL."""
@@ -107,8 +121,10 @@ class Settings(BaseSettings):
 
     @property
     def embedder_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of insight.embedding.Embedder besides the model folder (backend, threads, cache)."""
-        return {"backend": self.embedding_backend, "threads": self.embedding_threads, "cache_dir": self.embedding_cache}
+        """Keyword arguments of insight.embedding.Embedder besides the model folder (backend, threads, cache,
+        quantization)."""
+        return {"backend": self.embedding_backend, "threads": self.embedding_threads, "cache_dir": self.embedding_cache,
+                "quantize": self.embedding_quantize}
 
 
 @lru_cache(maxsize=1)

@@ -154,7 +154,35 @@ def run_banking77(res: Results, embedder, cached: CachedEmbedder, torch_embedder
     res.add("intent", "banking77 test (1500, batched)", "embedding share of time", emb_secs / secs)
     if torch_embedder is not None:
         _compare_backends(res, model, embedder, torch_embedder, te_x, te_y, pred)
+    _int8_rows(res, model, embedder, C, w, tr_x, tr_y, te_x, te_y, pred, seed)
     res.extra_env["intent_load_average_during_throughput"] = os.getloadavg()
+
+
+def _int8_rows(res: Results, model, embedder, C: float, w: float, tr_x: list[str], tr_y: np.ndarray,
+               te_x: list[str], te_y: np.ndarray, float_pred: np.ndarray, seed: int) -> None:
+    """The int8 embedder (DESKPILOT_EMBEDDING_QUANTIZE=int8): a model trained on its vectors with the float run's
+    CV-chosen hyper-parameters; accuracy, changed predictions and throughput interleaved with the float model."""
+    from insight.embedding import Embedder
+    from insight.models.intent import IntentClassifier
+
+    int8 = Embedder(embedder.model_path, backend="onnx", quantize="int8", batch_size=embedder.batch_size,
+                    cache_dir=embedder.cache_dir)
+    model8 = IntentClassifier(embedder=CachedEmbedder(int8), C=C, embedding_weight=w, seed=seed).fit(tr_x, tr_y)
+    pred8 = model8.predict(te_x)
+    d = "banking77 test"
+    res.add("intent", d, "accuracy % int8 embeddings", float((pred8 == te_y).mean() * 100), 92.95, ">= 94.0")
+    res.add("intent", d, "predictions changed by int8", int((pred8 != float_pred).sum()))
+    model8.set_embedder(int8)
+    batch = te_x[:1500]
+    rates: dict[str, list[float]] = {"float": [], "int8": []}
+    for _ in range(2):  # interleaved: both see the same machine load
+        for name, m in (("float", model), ("int8", model8)):
+            secs, _ = best_of(lambda m=m: m.predict_with_oos(batch), repeat=1)
+            rates[name].append(len(batch) / secs)
+    res.add("intent", "banking77 test (1500, batched)", "tickets/s int8 embedder", max(rates["int8"]),
+            max(rates["float"]), ">= 300")
+    res.add("intent", "banking77 test (1 ticket)", "median ms int8 (whole model)",
+            _latency_ms(lambda t: model8.predict_with_oos([t]), te_x[1500:1600]))
 
 
 def _compare_backends(res: Results, model, onnx_embedder, torch_embedder, te_x: list[str], te_y: np.ndarray,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from insight.embedding import ONNX_TOLERANCE, Embedder
+from insight.embedding import INT8_MIN_COSINE, ONNX_TOLERANCE, Embedder
 from insight.errors import InvalidInput, ModelArtifactError
 from insight.models.intent import IntentClassifier
 
@@ -144,7 +144,70 @@ def test_onnx_refuses_models_it_cannot_reproduce(tmp_path, model_path):
         Embedder(no_tok, backend="onnx", cache_dir=tmp_path / "cache").encode(["hello"])
 
 
+@pytest.fixture(scope="module")
+def int8_embedder(model_path, onnx_cache) -> Embedder:
+    return Embedder(model_path, backend="onnx", quantize="int8", cache_dir=onnx_cache, batch_size=32)
+
+
+def test_int8_is_close_to_float_but_its_own_function(embedder, onnx_embedder, int8_embedder, tickets, onnx_cache):
+    texts = tickets[0][:150] + EDGE_TEXTS
+    ref = embedder.encode(texts)
+    got = int8_embedder.encode(texts)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    cos = (got * ref).sum(axis=1)
+    assert float(cos.min()) >= INT8_MIN_COSINE and float(cos[:150].mean()) > 0.99
+    assert float(np.abs(got - ref).max()) > ONNX_TOLERANCE  # really quantized, not the float file under a new name
+    # Another embedding function: its own fingerprint, name and cached file, next to the float export it came from.
+    assert int8_embedder.fingerprint != onnx_embedder.fingerprint and "int8" in int8_embedder.name
+    assert int8_embedder.onnx_path() != onnx_embedder.onnx_path()
+    assert {p.name for p in onnx_cache.glob("*.onnx")} >= {int8_embedder.onnx_path().name, onnx_embedder.onnx_path().name}
+
+
+def test_models_refuse_an_embedder_of_the_other_precision(onnx_embedder, int8_embedder, tickets):
+    text, y = tickets
+    float_model = IntentClassifier(embedder=onnx_embedder, seed=7).fit(text[:200], y[:200])
+    with pytest.raises(ModelArtifactError, match="embedder mismatch"):
+        float_model.set_embedder(int8_embedder)
+    int8_model = IntentClassifier(embedder=int8_embedder, seed=7).fit(text[:200], y[:200])
+    with pytest.raises(ModelArtifactError, match="embedder mismatch"):
+        int8_model.set_embedder(onnx_embedder)
+    # and the int8 model still separates the simulator's intents as well as the float one
+    acc_int8 = (int8_model.predict(text[200:]) == y[200:]).mean()
+    acc_float = (float_model.predict(text[200:]) == y[200:]).mean()
+    assert acc_int8 > 0.6 and acc_int8 >= acc_float - 0.05
+
+
+def test_broken_int8_file_is_refused(model_path, int8_embedder, tmp_path):
+    int8_embedder.encode(["warm up"])
+    import onnx
+
+    # A float export relabelled as int8 passes no shape check but keeps the metadata of the wrong precision.
+    bad = Embedder(model_path, backend="onnx", quantize="int8", cache_dir=tmp_path)
+    proto = onnx.load(str(int8_embedder.onnx_path()))
+    meta = next(p for p in proto.metadata_props if p.key == "deskpilot_embedding")
+    info = json.loads(meta.value)
+    info["probe_embeddings"] = [[-v for v in row] for row in info["probe_embeddings"]]  # far from what it computes
+    meta.value = json.dumps(info)
+    onnx.save(proto, str(bad.onnx_path()))
+    with pytest.raises(ModelArtifactError, match="cosine"):
+        bad.encode(["my card was charged twice"])
+    bad.onnx_path().write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelArtifactError, match="delete the file"):
+        Embedder(model_path, backend="onnx", quantize="int8", cache_dir=tmp_path).encode(["hello"])
+
+
 def test_bad_settings_are_named(model_path):
+    with pytest.raises(InvalidInput, match="quantize"):
+        Embedder(model_path, backend="onnx", quantize="int4")
+    with pytest.raises(InvalidInput, match="onnx backend"):
+        Embedder(model_path, backend="torch", quantize="int8")
+    from pydantic import ValidationError
+
+    from api.settings import Settings
+
+    with pytest.raises(ValidationError, match="DESKPILOT_EMBEDDING_BACKEND=onnx"):
+        Settings(embedding_backend="torch", embedding_quantize="int8")
     with pytest.raises(InvalidInput, match="backend"):
         Embedder(model_path, backend="tensorflow")
     with pytest.raises(InvalidInput, match="threads"):
