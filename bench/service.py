@@ -8,6 +8,9 @@ Models: the production triage (`routing.triage` + models trained by `deskpilot t
 is installed; otherwise (or with `--model tfidf`) a TF-IDF + logistic-regression stand-in trained on simulated
 tickets, labelled as such in every row.
 
+With the production triage, a second configuration follows (skip it with --no-int8): the same pipeline trained and
+served with int8 embeddings (DESKPILOT_EMBEDDING_QUANTIZE=int8), in its own home, on the same simulated tickets.
+
     .venv/bin/python bench/service.py                      # defaults: 50 req/s for 20 s, 8 saturating clients
     .venv/bin/python bench/service.py --rate 50 --seconds 30 --model tfidf
 """
@@ -34,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import Results  # noqa: E402
 
 HOME = Path(os.environ.get("DESKPILOT_BENCH_HOME", "/tmp/deskpilot-bench-service"))
+# The same pipeline trained and served with DESKPILOT_EMBEDDING_QUANTIZE=int8 (its models need their own home).
+HOME_INT8 = HOME.with_name(HOME.name + "-int8")
 
 
 # ---------------------------------------------------------------- the TF-IDF stand-in triage
@@ -116,7 +121,7 @@ def triage_available() -> bool:
     return True
 
 
-def ensure_trained(home: Path) -> None:
+def ensure_trained(home: Path, quantize: str = "none") -> None:
     """Simulate, mine, train and load the KB into `home` (the `deskpilot demo` pipeline) when nothing is trained."""
     from insight.models.registry import ModelRegistry
 
@@ -126,10 +131,10 @@ def ensure_trained(home: Path) -> None:
     from api.commands.demo import run_pipeline
     from api.settings import Settings
 
-    run_pipeline(settings=Settings(home=home), cases=3000, seed=7)
+    run_pipeline(settings=Settings(home=home, embedding_quantize=quantize), cases=3000, seed=7)
 
 
-def load_engine(model: str, home: Path) -> tuple[Any, Any, Any]:
+def load_engine(model: str, home: Path, quantize: str = "none") -> tuple[Any, Any, Any]:
     """(bundle, decide, decide_batch) loaded in this process for the bare-model measurement."""
     if model == "tfidf":
         return train_tfidf_bundle(), tfidf_decide, tfidf_decide_batch
@@ -138,7 +143,7 @@ def load_engine(model: str, home: Path) -> tuple[Any, Any, Any]:
     from api.settings import Settings
     from insight.embedding import Embedder
 
-    settings = Settings(home=home)
+    settings = Settings(home=home, embedding_quantize=quantize)
     limit_blas_threads(settings.blas_threads)  # the server process's setting, so bare and served compare
     bundle = triage.load_bundle(settings.registry_path, Embedder(settings.embedding_model_path, **settings.embedder_kwargs))
     return bundle, triage.decide, getattr(triage, "decide_batch", None)
@@ -341,6 +346,81 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -
     raise SystemExit(f"server not ready after {timeout} s: {url}/readyz")
 
 
+def int8_rows(res: Results, args: argparse.Namespace, tickets: list[dict[str, Any]], float_batch_rate: float) -> None:
+    """The production triage trained and served with int8 embeddings (DESKPILOT_EMBEDDING_QUANTIZE=int8): bare and
+    served batch throughput, sequential latency and the fixed-rate phase, on tickets none of the other phases used."""
+    from routing.models import DecisionThresholds, TicketIn
+
+    HOME_INT8.mkdir(parents=True, exist_ok=True)
+    ensure_trained(HOME_INT8, quantize="int8")
+    n_open = int(args.rate * args.seconds)
+    warm, seq_t = tickets[:150], tickets[150:450]
+    open_t, batch_t = tickets[450:450 + n_open], tickets[450 + n_open:]
+    data = "sim tickets, production triage, int8 embeddings"
+    print("int8 embeddings: loading the bare model ...", flush=True)
+    bundle, decide, decide_batch = load_engine("real", HOME_INT8, quantize="int8")
+    th = DecisionThresholds()
+    tseq = [TicketIn(**t) for t in seq_t]
+    for t in [TicketIn(**t) for t in warm[:20]]:  # warm-up on tickets the timed loop does not repeat
+        decide(bundle=bundle, ticket=t, thresholds=th)
+    bare: list[float] = []
+    for t in tseq:
+        s = time.perf_counter()
+        decide(bundle=bundle, ticket=t, thresholds=th)
+        bare.append(time.perf_counter() - s)
+    tbatch = [TicketIn(**t) for t in batch_t[:500]]
+    s = time.perf_counter()
+    for i in range(0, len(tbatch), args.batch_size):
+        decide_batch(bundle=bundle, tickets=tbatch[i:i + args.batch_size], thresholds=th)
+    bare_batch_rate = len(tbatch) / (time.perf_counter() - s)
+    del bundle
+    key = _make_key(HOME_INT8, "helpdesk")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DESKPILOT_HOME": str(HOME_INT8), "DESKPILOT_EMBEDDING_QUANTIZE": "int8"}
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--model", "real", "--port", str(port)], env=env)
+    try:
+        _wait_ready(url, proc)
+        asyncio.run(_closed_loop(url, key, warm, 4, 5.0))  # warm-up: connections, caches, lazy loads
+        print("int8 embeddings: sequential, fixed rate, batches ...", flush=True)
+        slat, _, _ = asyncio.run(_closed_loop(url, key, seq_t, 1, 60.0))
+        lat, _, err, wall = asyncio.run(_open_loop(url, key, open_t, args.rate, args.seconds, args.max_in_flight))
+        done, bwall, berr = _batches(url, key, batch_t, args.batch_size)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    res.add("route, 1 client sequential", data, "p50 ms", _pct(slat, 50))
+    res.add("route @ fixed rate", data, "achieved req/s", len(lat) / wall)
+    res.add("route @ fixed rate", data, "p99 ms", _pct(lat, 99), goal="< 50 ms @ 50 req/s")
+    res.add("route @ fixed rate", data, "errors", err)
+    res.add(f"route batch of {args.batch_size}", data, "tickets/s", done / bwall, baseline=float_batch_rate,
+            goal=">= 300 tickets/s")
+    res.add(f"route batch of {args.batch_size}", data, "errors", berr)
+    res.add("bare model, same tickets", data, "p50 ms", _pct(bare, 50))
+    res.add("bare model, batched", data, "tickets/s", bare_batch_rate)
+    res.add("API overhead, sequential", data, "(API p50 - model p50)/model p50",
+            (_pct(slat, 50) - _pct(bare, 50)) / _pct(bare, 50), goal="< 0.30")
+
+
+def _make_key(home: Path, role: str) -> str:
+    """A fresh API key of `role` in the SQLite database of `home`."""
+    from sqlmodel import Session, SQLModel
+
+    from api.app import _import_tables, make_engine
+    from api.auth import create_key
+
+    engine = make_engine(f"sqlite:///{home / 'deskpilot.db'}")
+    _import_tables()
+    SQLModel.metadata.create_all(engine)
+    with Session(engine) as session:
+        secret = create_key(session=session, name=f"bench-{role}-{uuid.uuid4().hex[:6]}", role=role).secret
+    engine.dispose()
+    return secret
+
+
 def main() -> None:
     """Run the benchmark and write bench/results/service.json."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -351,12 +431,14 @@ def main() -> None:
     ap.add_argument("--max-in-flight", type=int, default=64, help="bound on concurrent requests (open loop)")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--batch-tickets", type=int, default=2000)
+    ap.add_argument("--no-int8", action="store_true",
+                    help="skip the second configuration (models trained and served with int8 embeddings)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     model = args.model if args.model != "auto" else ("real" if triage_available() else "tfidf")
     if args.serve:
-        serve(model, HOME, args.port)
+        serve(model, Path(os.environ.get("DESKPILOT_HOME", str(HOME))), args.port)
         return
 
     HOME.mkdir(parents=True, exist_ok=True)
@@ -399,18 +481,7 @@ def main() -> None:
     del bundle
 
     # Server.
-    from sqlmodel import Session, SQLModel
-
-    from api.app import _import_tables, make_engine
-    from api.auth import create_key
-
-    engine = make_engine(f"sqlite:///{HOME / 'deskpilot.db'}")
-    _import_tables()
-    SQLModel.metadata.create_all(engine)
-    with Session(engine) as session:
-        key = create_key(session=session, name=f"bench-{uuid.uuid4().hex[:6]}", role="helpdesk").secret
-        agent_key = create_key(session=session, name=f"bench-agent-{uuid.uuid4().hex[:6]}", role="agent").secret
-    engine.dispose()
+    key, agent_key = _make_key(HOME, "helpdesk"), _make_key(HOME, "agent")
     port = args.port or _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DESKPILOT_HOME": str(HOME)}
@@ -475,6 +546,8 @@ def main() -> None:
             goal="< 0.30")
     res.add("API overhead, at fixed rate", data, "(API p50 - model p50)/model p50",
             (_pct(lat, 50) - bare_p50) / bare_p50)
+    if model == "real" and not args.no_int8:
+        int8_rows(res, args, _tickets(450 + n_open + args.batch_tickets), bare_batch_rate)
     res.write()
 
 
