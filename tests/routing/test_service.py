@@ -143,3 +143,46 @@ def test_feedback_links_decision_and_checks_ownership(session, bundle):
     with pytest.raises(InvalidInput, match="decision_id"):
         service.add_feedback(session=session, ticket_id="F-1", by="x",
                              feedback_in=FeedbackIn(decision_id=b.decision.decision_id, comment="wrong"))
+
+
+def test_mixed_batch_replays_retriages_and_creates_with_consistent_rows(session, bundle):
+    kept = TicketIn(ticket_id="M-1", subject="invoice is wrong", body="charged twice")
+    moved = TicketIn(ticket_id="M-2", subject="track my shipment", body="where is my parcel")
+    first = service.route_batch(session=session, bundle=bundle, tickets=[kept, moved], thresholds=TH,
+                                decide=tiny_decide)
+    changed = moved.model_copy(update={"subject": "cannot login", "body": "reset my password please"})
+    fresh = TicketIn(ticket_id="M-3", subject="package never arrived", channel="chat")
+    outs = service.route_batch(session=session, bundle=bundle, tickets=[changed, kept, fresh], thresholds=TH,
+                               decide=tiny_decide)
+    assert [(o.replayed, o.decision.trigger) for o in outs] == [(False, "reroute"), (True, "route"), (False, "route")]
+    # A replay answers exactly what the first call answered (id, time, result), flagged as replayed.
+    assert outs[1].decision == first[0].decision.model_copy(update={"replayed": True})
+    rows = {t.ticket_id: t for t in session.exec(select(Ticket)).all()}
+    decisions = {d.id: d for d in session.exec(select(TriageDecision)).all()}
+    assert len(rows) == 3 and len(decisions) == 4
+    for out, sent in zip(outs, [changed, kept, fresh], strict=True):
+        row = rows[sent.ticket_id]
+        session.refresh(row)
+        assert row.current_decision_id == out.decision.decision_id
+        assert row.payload_hash == sent.payload_hash() == decisions[out.decision.decision_id].payload_hash
+        assert (row.subject, row.body, row.channel) == (sent.subject, sent.body, sent.channel)
+        assert row.current_intent == out.decision.result.intent and row.current_team == out.decision.result.team
+        assert decisions[out.decision.decision_id].triage_result() == out.decision.result
+    assert rows["M-2"].current_intent == "password"
+    # Replaying the re-triaged payload now returns the reroute decision, not the first one.
+    again = service.route(session=session, bundle=bundle, ticket_in=changed, thresholds=TH, decide=tiny_decide)
+    assert again.replayed and again.decision.decision_id == outs[0].decision.decision_id
+
+
+def test_ticket_without_a_current_decision_is_triaged_again(session, bundle):
+    t = TicketIn(ticket_id="N-1", subject="reset my password")
+    first = service.route(session=session, bundle=bundle, ticket_in=t, thresholds=TH, decide=tiny_decide)
+    row = session.exec(select(Ticket).where(Ticket.ticket_id == "N-1")).one()
+    row.current_decision_id = None  # e.g. a row written by an older version or by hand
+    session.add(row)
+    session.commit()
+    again = service.route(session=session, bundle=bundle, ticket_in=t, thresholds=TH, decide=tiny_decide)
+    assert not again.replayed and again.decision.trigger == "reroute"
+    assert again.decision.decision_id != first.decision.decision_id
+    session.refresh(row)
+    assert row.current_decision_id == again.decision.decision_id
