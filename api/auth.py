@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import structlog
 from fastapi import HTTPException, Request
-from sqlalchemy import Column, DateTime, Engine
+from sqlalchemy import Column, DateTime, Engine, Table, insert
 from sqlmodel import Field, Session, SQLModel, col, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -210,11 +210,23 @@ def set_audit_object(request: Request, object_id: Any) -> None:
     request.state.audit_object_id = str(object_id)
 
 
+AUDIT: Table = AuditLog.__table__  # type: ignore[attr-defined]
+_INSERT_AUDIT = insert(AUDIT)
+
+
+def insert_audit(engine: Engine, row: dict[str, Any]) -> None:
+    """Store one audit row (a dict of AuditLog's columns; `at` defaults to now) in its own transaction.
+
+    A Core insert: building an AuditLog SQLModel object (validation) and flushing it through a Session cost ~3x
+    as much, on every write request.
+    """
+    with engine.begin() as conn:
+        conn.execute(_INSERT_AUDIT, {"at": utcnow(), **row})
+
+
 def write_audit(engine: Engine, entry: AuditLog) -> None:
     """Store one audit row in its own transaction (separate from the request's own)."""
-    with Session(engine) as session:
-        session.add(entry)
-        session.commit()
+    insert_audit(engine, entry.model_dump(exclude={"id"}))
 
 
 class AuditMiddleware:
@@ -246,14 +258,16 @@ class AuditMiddleware:
             object_id = state.get("audit_object_id") or (
                 ",".join(str(v) for v in path_params.values()) if path_params else None
             )
-            entry = AuditLog(
-                who=getattr(principal, "name", None), role=getattr(principal, "role", None),
-                method=str(scope.get("method")), path=str(scope.get("path", ""))[:512],
-                route=getattr(route, "path", None), object_id=object_id[:256] if object_id else None, status=status,
-            )
+            row = {
+                "at": utcnow(), "who": getattr(principal, "name", None), "role": getattr(principal, "role", None),
+                "method": str(scope.get("method")), "path": str(scope.get("path", ""))[:512],
+                "route": getattr(route, "path", None), "object_id": object_id[:256] if object_id else None,
+                "status": status,
+            }
             engine = self.get_engine()
             if engine is not None:
                 try:
-                    await anyio.to_thread.run_sync(write_audit, engine, entry)
+                    await anyio.to_thread.run_sync(insert_audit, engine, row)
                 except Exception as exc:  # an audit failure must be loud in the log but must not turn a 200 into a 500
-                    log.error("audit_write_failed", path=entry.path, who=entry.who, error=f"{type(exc).__name__}: {exc}")
+                    log.error("audit_write_failed", path=row["path"], who=row["who"],
+                              error=f"{type(exc).__name__}: {exc}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel
 from sqlmodel import Session
 
 from api.auth import Principal, require, set_audit_object
@@ -45,27 +46,33 @@ READERS = ("helpdesk", "agent", "analyst")
 FEEDBACK = ("agent", "helpdesk")
 
 
+def json_response(model: BaseModel, status_code: int) -> Response:
+    """The model as a JSON response, serialised here (in the endpoint's worker thread).
+
+    Returning the model instead makes FastAPI validate it again in a second thread hop and serialise it on the
+    event loop; the route's `response_model` still documents the shape.
+    """
+    return Response(content=model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
 @router.post("/route", response_model=DecisionPublic, status_code=201,
              responses={200: {"model": DecisionPublic, "description": "same ticket id and payload: stored decision"}})
 def route_ticket(
     ticket: TicketIn,
     request: Request,
-    response: Response,
     session: SessionDep,
     thresholds: ThresholdsDep,
     principal: Annotated[Principal, Depends(require(*ROUTERS))],
     bundle: Annotated[Any, Depends(get_bundle)],
     decide: Annotated[Any, Depends(get_decide)],
     metrics: Annotated[Any, Depends(get_metrics)],
-) -> DecisionPublic:
+) -> Response:
     """Triage a new ticket: intent, team, risks, decision and reasons. Idempotent by `ticket_id`."""
     set_audit_object(request, ticket.ticket_id)
     out = service.route(session=session, bundle=bundle, ticket_in=ticket, thresholds=thresholds, decide=decide)
-    if out.replayed:
-        response.status_code = 200
-    else:
+    if not out.replayed:
         metrics.record_decisions([(out.decision.result.decision, out.decision.trigger)])
-    return out.decision
+    return json_response(out.decision, 200 if out.replayed else 201)
 
 
 @router.post("/route/batch", response_model=BatchRoutePublic)
@@ -79,7 +86,7 @@ def route_tickets(
     decide: Annotated[Any, Depends(get_decide)],
     decide_batch: Annotated[Any, Depends(get_decide_batch)],
     metrics: Annotated[Any, Depends(get_metrics)],
-) -> BatchRoutePublic:
+) -> Response:
     """Triage up to 1000 tickets in one transaction (all stored or none); results in request order."""
     set_audit_object(request, f"batch of {len(batch.tickets)}")
     outs = service.route_batch(
@@ -88,7 +95,9 @@ def route_tickets(
     )
     metrics.record_decisions((o.decision.result.decision, o.decision.trigger) for o in outs if not o.replayed)
     replayed = sum(o.replayed for o in outs)
-    return BatchRoutePublic(decisions=[o.decision for o in outs], new=len(outs) - replayed, replayed=replayed)
+    return json_response(
+        BatchRoutePublic(decisions=[o.decision for o in outs], new=len(outs) - replayed, replayed=replayed), 200
+    )
 
 
 @router.get("/{ticket_id}", response_model=TicketPublic)

@@ -7,7 +7,14 @@ import json
 from sqlmodel import Session, func, select
 
 from api.deps import get_thresholds
-from routing.models import DecisionThresholds, Ticket, TicketEvent, TriageDecision
+from routing.models import (
+    BatchRoutePublic,
+    DecisionPublic,
+    DecisionThresholds,
+    Ticket,
+    TicketEvent,
+    TriageDecision,
+)
 from tests.api.conftest import Api, new_id
 
 
@@ -196,3 +203,29 @@ def test_openapi_documents_every_area_with_the_error_shape(api: Api):
     route = paths["/v1/tickets/route"]["post"]
     assert route["responses"]["503"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) == {"detail", "code"}
+
+
+def test_route_answers_are_the_documented_models_and_match_the_stored_decision(api: Api):
+    tid = new_id("SHAPE")
+    body = {"ticket_id": tid, "subject": "track my shipment", "body": "where is my parcel", "channel": "chat"}
+    first = api.client.post("/v1/tickets/route", json=body, headers=api.h("helpdesk"))
+    assert first.status_code == 201 and first.headers["content-type"] == "application/json"
+    again = api.client.post("/v1/tickets/route", json=body, headers=api.h("helpdesk"))
+    assert again.status_code == 200
+    # Every field of the documented model, and the replay is the first answer with replayed=true.
+    assert DecisionPublic.model_validate(first.json()).model_dump(mode="json") == first.json()
+    assert again.json() == {**first.json(), "replayed": True}
+    stored = api.client.get(f"/v1/tickets/{tid}", headers=api.h("agent")).json()["current_decision"]
+    assert stored == first.json()
+    batch = api.client.post("/v1/tickets/route/batch", headers=api.h("helpdesk"),
+                            json={"tickets": [body, {"ticket_id": new_id("SHAPE"), "subject": "reset my password"}]})
+    assert batch.status_code == 200 and batch.headers["content-type"] == "application/json"
+    out = batch.json()
+    assert BatchRoutePublic.model_validate(out).model_dump(mode="json") == out
+    assert (out["new"], out["replayed"]) == (1, 1) and out["decisions"][0] == again.json()
+    spec = api.client.get("/openapi.json").json()
+    route = spec["paths"]["/v1/tickets/route"]["post"]["responses"]
+    for status in ("200", "201"):
+        assert route[status]["content"]["application/json"]["schema"]["$ref"].endswith("/DecisionPublic")
+    batch_doc = spec["paths"]["/v1/tickets/route/batch"]["post"]["responses"]["200"]
+    assert batch_doc["content"]["application/json"]["schema"]["$ref"].endswith("/BatchRoutePublic")
