@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         "Models must be trained with the same setting; a model trained on float embeddings refuses to load. "
         "Needs embedding_backend 'onnx'.",
     )
+    embedding_token_budget: int = Field(
+        default=512, ge=1,
+        description="Tokens per onnx embedding run (rows x padded width; texts are sorted by length first). Small runs "
+        "stay in the CPU caches: 512 tokens embed ~1.3-1.6x the texts/s of fixed 64-row runs on 2 cores.",
+    )
     pseudonym_key: SecretStr = Field(
         default=SecretStr("deskpilot-dev-key-change-me"),
         description="HMAC key for pseudonymizing customer and agent identifiers.",
@@ -124,7 +129,7 @@ class Settings(BaseSettings):
         """Keyword arguments of insight.embedding.Embedder besides the model folder (backend, threads, cache,
         quantization)."""
         return {"backend": self.embedding_backend, "threads": self.embedding_threads, "cache_dir": self.embedding_cache,
-                "quantize": self.embedding_quantize}
+                "quantize": self.embedding_quantize, "token_budget": self.embedding_token_budget}
 
 
 @lru_cache(maxsize=1)

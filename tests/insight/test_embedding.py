@@ -73,6 +73,32 @@ def test_onnx_matches_torch_on_tickets_and_edge_cases(embedder, onnx_embedder, t
     assert onnx_embedder.fingerprint == embedder.fingerprint and onnx_embedder.name == embedder.name
 
 
+def test_runs_are_sized_by_the_token_budget(model_path, onnx_embedder, onnx_cache, tickets):
+    """Texts are run longest first in chunks of at most token_budget tokens (and batch_size rows); float vectors do
+    not depend on the chunking."""
+    texts = tickets[0][:120] + EDGE_TEXTS
+    ref = onnx_embedder.encode(texts)
+    small = Embedder(model_path, backend="onnx", cache_dir=onnx_cache, batch_size=32, token_budget=200)
+    small.encode(["warm up"])
+    shapes: list[tuple[int, int]] = []
+    real_run = small._session.run
+
+    def run(outputs, feeds):
+        shapes.append(feeds["input_ids"].shape)
+        return real_run(outputs, feeds)
+
+    small._session.run = run
+    got = small.encode(texts)
+    assert float(np.abs(got - ref).max()) <= ONNX_TOLERANCE
+    assert sum(rows for rows, _ in shapes) == len(texts)
+    # Each run fits the budget, except a single text longer than it (the 400-word one, truncated to 256 tokens).
+    assert all(rows * width <= 200 or rows == 1 for rows, width in shapes)
+    assert shapes[0] == (1, 256) and [w for _, w in shapes] == sorted((w for _, w in shapes), reverse=True)
+    assert len(shapes) > len(texts) // 32 + 1  # really smaller than the 32-row runs of batch_size alone
+    with pytest.raises(InvalidInput, match="token_budget"):
+        Embedder(model_path, backend="onnx", token_budget=0)
+
+
 def test_intent_model_trained_with_torch_runs_on_onnx(embedder, onnx_embedder, tickets):
     text, y = tickets
     cut = int(len(text) * 0.75)
