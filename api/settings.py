@@ -44,8 +44,9 @@ class Settings(BaseSettings):
     )
     embedding_quantize: Literal["none", "int8"] = Field(
         default="none",
-        description="'int8' runs the onnx embedding with int8 weights (dynamic quantization): ~1.75x the throughput "
-        "(batch routing 190 -> 300+ tickets/s on 2 cores) for slightly different vectors (cosine ~0.995 to float). "
+        description="'int8' runs the onnx embedding with int8 weights (dynamic quantization): ~1.6-1.8x the throughput "
+        "(batch routing 195 -> 351 tickets/s on 2 cores) for slightly different vectors (cosine ~0.995 to float) that "
+        "depend a little on the texts batched together (activations are quantized per run). "
         "Models must be trained with the same setting; a model trained on float embeddings refuses to load. "
         "Needs embedding_backend 'onnx'.",
     )
