@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from sqlmodel import Session
 
 from api.auth import Principal, require, set_audit_object
@@ -44,6 +44,7 @@ ThresholdsDep = Annotated[DecisionThresholds, Depends(get_thresholds)]
 ROUTERS = ("helpdesk",)
 READERS = ("helpdesk", "agent", "analyst")
 FEEDBACK = ("agent", "helpdesk")
+_EVENT_LIST: TypeAdapter[list[EventPublic]] = TypeAdapter(list[EventPublic])
 
 
 def json_response(model: BaseModel, status_code: int) -> Response:
@@ -105,9 +106,9 @@ def read_ticket(
     ticket_id: TicketId,
     session: SessionDep,
     principal: Annotated[Principal, Depends(require(*READERS))],
-) -> TicketPublic:
+) -> Response:
     """A ticket with its current decision, decision history, events and feedback."""
-    return service.get_ticket(session=session, ticket_id=ticket_id)
+    return json_response(service.get_ticket(session=session, ticket_id=ticket_id), 200)
 
 
 @router.post("/{ticket_id}/events", response_model=EventResult, status_code=201)
@@ -120,14 +121,14 @@ def post_event(
     bundle: Annotated[Any, Depends(get_optional_bundle)],
     decide: Annotated[Any, Depends(get_decide)],
     metrics: Annotated[Any, Depends(get_metrics)],
-) -> EventResult:
+) -> Response:
     """Store an event of the live log; a customer message whose intent differs re-triages the ticket."""
     out = service.add_event(
         session=session, bundle=bundle, ticket_id=ticket_id, event_in=event, thresholds=thresholds, decide=decide
     )
     if out.decision is not None:
         metrics.record_decisions([(out.decision.result.decision, out.decision.trigger)])
-    return out
+    return json_response(out, 201)
 
 
 @router.get("/{ticket_id}/events", response_model=list[EventPublic])
@@ -135,9 +136,10 @@ def get_events(
     ticket_id: TicketId,
     session: SessionDep,
     principal: Annotated[Principal, Depends(require(*READERS))],
-) -> list[EventPublic]:
+) -> Response:
     """The ticket's live event log in time order."""
-    return service.list_events(session=session, ticket_id=ticket_id)
+    events = service.list_events(session=session, ticket_id=ticket_id)
+    return Response(content=_EVENT_LIST.dump_json(events), media_type="application/json")
 
 
 @router.post("/{ticket_id}/feedback", response_model=FeedbackPublic, status_code=201)
@@ -147,8 +149,8 @@ def post_feedback(
     request: Request,
     session: SessionDep,
     principal: Annotated[Principal, Depends(require(*FEEDBACK))],
-) -> FeedbackPublic:
+) -> Response:
     """Record the team / intent an agent corrected to, and accepted or rejected suggestions."""
     out = service.add_feedback(session=session, ticket_id=ticket_id, feedback_in=feedback, by=principal.name)
     set_audit_object(request, f"{ticket_id}/feedback/{out.id}")
-    return out
+    return json_response(out, 201)

@@ -11,8 +11,12 @@ from routing.models import (
     BatchRoutePublic,
     DecisionPublic,
     DecisionThresholds,
+    EventPublic,
+    EventResult,
+    FeedbackPublic,
     Ticket,
     TicketEvent,
+    TicketPublic,
     TriageDecision,
 )
 from tests.api.conftest import Api, new_id
@@ -229,3 +233,31 @@ def test_route_answers_are_the_documented_models_and_match_the_stored_decision(a
         assert route[status]["content"]["application/json"]["schema"]["$ref"].endswith("/DecisionPublic")
     batch_doc = spec["paths"]["/v1/tickets/route/batch"]["post"]["responses"]["200"]
     assert batch_doc["content"]["application/json"]["schema"]["$ref"].endswith("/BatchRoutePublic")
+
+
+def test_event_feedback_and_read_answers_are_the_documented_models(api: Api):
+    """These endpoints serialise in the worker thread too: the JSON is exactly the documented model's."""
+    tid = new_id("DOC")
+    api.client.post("/v1/tickets/route", json={"ticket_id": tid, "subject": "where is my delivery"},
+                    headers=api.h("helpdesk"))
+    ev = api.client.post(f"/v1/tickets/{tid}/events", headers=api.h("helpdesk"), json={
+        "activity": "Customer message", "author_type": "customer", "message": "password reset link broken"})
+    assert ev.status_code == 201 and ev.headers["content-type"] == "application/json"
+    assert EventResult.model_validate(ev.json()).model_dump(mode="json") == ev.json()
+    fb = api.client.post(f"/v1/tickets/{tid}/feedback", headers=api.h("agent"), json={"corrected_team": "IT"})
+    assert fb.status_code == 201
+    assert FeedbackPublic.model_validate(fb.json()).model_dump(mode="json") == fb.json()
+    log = api.client.get(f"/v1/tickets/{tid}/events", headers=api.h("agent"))
+    assert log.status_code == 200 and len(log.json()) == 1
+    assert [EventPublic.model_validate(e).model_dump(mode="json") for e in log.json()] == log.json()
+    assert log.json()[0] == ev.json()["event"]
+    t = api.client.get(f"/v1/tickets/{tid}", headers=api.h("agent"))
+    assert t.status_code == 200 and TicketPublic.model_validate(t.json()).model_dump(mode="json") == t.json()
+    assert t.json()["feedback"][0] == fb.json() and t.json()["events"] == log.json()
+    paths = api.client.get("/openapi.json").json()["paths"]
+    for path, method, status, model in [
+        ("/v1/tickets/{ticket_id}/events", "post", "201", "EventResult"),
+        ("/v1/tickets/{ticket_id}/feedback", "post", "201", "FeedbackPublic"),
+        ("/v1/tickets/{ticket_id}", "get", "200", "TicketPublic"),
+    ]:
+        assert paths[path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith(model)
