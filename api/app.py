@@ -16,7 +16,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
-from api.auth import AuditMiddleware, ensure_key
+from api.auth import AuditMiddleware, AuditWriter, ensure_key
 from api.deps import TRAIN_HINT, ModelState
 from api.errors import BodySizeLimit, install_error_handlers
 from api.limits import ConcurrencyLimiter
@@ -243,6 +243,7 @@ def create_app(
         _import_tables()
         SQLModel.metadata.create_all(engine)
         app.state.engine = engine
+        app.state.audit_writer = AuditWriter(engine)
         app.state.reload_lock = anyio.Lock()
         if settings.bootstrap_admin_key is not None:
             with Session(engine) as session:
@@ -285,6 +286,7 @@ def create_app(
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
+            app.state.audit_writer.close()
             engine.dispose()
             if blas_limits is not None:
                 blas_limits.restore_original_limits()
@@ -295,6 +297,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.models = ModelState(bundle=None, error=ModelNotReady("the service is starting"))
     app.state.engine = None
+    app.state.audit_writer = None
     app.state.auth_cache = {}  # key hash -> (checked at, principal); see api.auth.AUTH_CACHE_SECONDS
     app.state.retrain = RetrainManager()
     app.state.heavy_limiter = ConcurrencyLimiter(capacity=settings.heavy_max_concurrency,
@@ -304,6 +307,6 @@ def create_app(
     _include_views(app)
     # Added last = outermost: latency covers everything, the audit sees refusals, the size check runs first.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AuditMiddleware, get_engine=lambda: app.state.engine)
+    app.add_middleware(AuditMiddleware, get_writer=lambda: app.state.audit_writer)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     return app

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
-from sqlmodel import Session, select
+from sqlalchemy import event, func
+from sqlmodel import Session, SQLModel, select
 from typer.testing import CliRunner
 
-from api.auth import ApiKey, AuditLog, hash_key, revoke_key
+from api.app import make_engine
+from api.auth import ApiKey, AuditLog, AuditWriter, hash_key, revoke_key
 from tests.api.conftest import Api, new_id
 
 # (method, path, body, roles allowed besides admin)
@@ -68,6 +72,7 @@ def test_every_write_is_audited_with_who_what_status(api: Api):
     api.client.post(f"/v1/tickets/{tid}/feedback", json={"corrected_team": "IT"}, headers=api.h("analyst"))
     api.client.post(f"/v1/tickets/{tid}/feedback", json={"corrected_team": "x" * 500}, headers=api.h("agent"))
     api.client.get(f"/v1/tickets/{tid}", headers=api.h("agent"))  # reads are not audited
+    assert api.app.state.audit_writer.flush()  # rows are written in the background
     with Session(api.app.state.engine) as s:
         rows = s.exec(select(AuditLog).where(AuditLog.path.contains(tid))).all()  # type: ignore[attr-defined]
         route_rows = s.exec(select(AuditLog).where(AuditLog.object_id == tid)).all()
@@ -113,3 +118,66 @@ def test_keys_cli_prints_the_key_once_and_it_works(tmp_path, monkeypatch):
         assert p is not None and p.name == "ann" and p.role == "agent"
     finally:
         get_settings.cache_clear()
+
+
+def _audit_count(engine) -> int:
+    with Session(engine) as s:
+        return int(s.exec(select(func.count()).select_from(AuditLog)).one())
+
+
+def test_audit_writer_batches_rows_and_survives_a_failed_insert(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    writer = AuditWriter(engine, max_batch=100, linger_seconds=0.0)
+    row = {"who": "agent-1", "role": "agent", "method": "POST", "path": "/v1/x", "status": 201}
+    # No table yet: the insert fails, is logged with the rows it lost, and the writer goes on.
+    writer.submit(row)
+    assert writer.flush() and _audit_count_or_none(engine) is None
+    SQLModel.metadata.create_all(engine, tables=[AuditLog.__table__])  # type: ignore[attr-defined]
+    # Hold the writer inside its first transaction while 250 more rows queue up: they go in 100-row batches.
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(*_args):
+        if not entered.is_set():
+            entered.set()
+            release.wait(10)
+
+    event.listen(engine, "before_cursor_execute", hold)
+    commits.clear()
+    writer.submit({**row, "object_id": "first"})
+    assert entered.wait(10)
+    def produce(k: int) -> None:
+        for i in range(50):
+            writer.submit({**row, "object_id": f"{k}-{i}"})
+
+    producers = [threading.Thread(target=produce, args=(k,)) for k in range(5)]
+    for p in producers:
+        p.start()
+    for p in producers:
+        p.join()
+    release.set()
+    assert writer.flush()
+    assert _audit_count(engine) == 251 and len(commits) == 4  # 1 + 100 + 100 + 50
+    # Rows that come one by one within the linger time share one commit.
+    lingering = AuditWriter(engine, linger_seconds=1.0)
+    commits.clear()
+    for i in range(5):
+        lingering.submit({**row, "object_id": f"one by one {i}"})
+        time.sleep(0.01)
+    assert lingering.flush() and len(commits) == 1
+    lingering.close()
+    writer.submit({**row, "object_id": "queued at close"})
+    writer.close()  # stores what is queued, then stops
+    writer.submit({**row, "object_id": "after close"})  # written at once in the caller's thread
+    with Session(engine) as s:
+        ids = set(s.exec(select(AuditLog.object_id)).all())
+    assert {"first", "0-0", "4-49", "one by one 4", "queued at close", "after close"} <= ids
+    assert _audit_count(engine) == 258
+
+
+def _audit_count_or_none(engine) -> int | None:
+    try:
+        return _audit_count(engine)
+    except Exception:
+        return None

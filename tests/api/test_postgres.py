@@ -126,6 +126,7 @@ def test_failed_batch_and_bad_input_leave_nothing_on_postgres(pg_api: Api):
     assert bad.status_code == 422 and "timestamp" in bad.json()["detail"]
     assert sum(_count(api, Ticket, ticket_id=i) for i in ids) == 0
     assert sum(_count(api, TicketEvent, case_id=i) for i in ids) == 0
+    assert api.app.state.audit_writer.flush()  # rows are written in the background
     with Session(api.app.state.engine) as s:
         audited = s.exec(select(AuditLog).where(AuditLog.status == 500)).all()
     assert any(a.route == "/v1/tickets/route/batch" for a in audited)

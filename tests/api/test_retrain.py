@@ -113,6 +113,7 @@ def test_cold_service_retrains_from_its_store_and_swaps_in(cold_api):
     assert all(x["expected_remaining_hours"] is not None for x in body["actions"])
 
     # Both the request and the swap it caused are in the audit log.
+    assert api.app.state.audit_writer.flush()  # rows are written in the background
     with Session(api.app.state.engine) as session:
         rows = session.exec(select(AuditLog).where(col(AuditLog.path).startswith("/v1/models/retrain"))
                             .order_by(col(AuditLog.id))).all()
