@@ -234,7 +234,7 @@ class AuditWriter:
     """Audit rows written by one background thread, as many per transaction as are waiting (at most `max_batch`).
 
     A write request only queues its row. Writing each row in its own transaction on a worker thread after the
-    response cost every sequential route request ~0.7 ms (the thread hop and the commit ran next to the following
+    response cost every sequential route request ~0.7-0.9 ms (the thread hop and the commit ran next to the following
     request); drained in batches the commit is shared. `flush()` waits until every queued row is stored (readers of
     the audit log call it first); `close()` flushes and stops the thread (the app's shutdown calls it before the
     engine goes). Rows still queued when the process is killed are lost, as a row not yet written after its response

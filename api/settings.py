@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     embedding_token_budget: int = Field(
         default=512, ge=1,
         description="Tokens per onnx embedding run (rows x padded width; texts are sorted by length first). Small runs "
-        "stay in the CPU caches: 512 tokens embed ~1.3-1.6x the texts/s of fixed 64-row runs on 2 cores.",
+        "stay in the CPU caches: 512 tokens embed 1.1-4x the texts/s of fixed 64-row runs on 2 cores (more for long texts).",
     )
     pseudonym_key: SecretStr = Field(
         default=SecretStr("deskpilot-dev-key-change-me"),
@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     @property
     def embedder_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of insight.embedding.Embedder besides the model folder (backend, threads, cache,
-        quantization)."""
+        quantization, token budget)."""
         return {"backend": self.embedding_backend, "threads": self.embedding_threads, "cache_dir": self.embedding_cache,
                 "quantize": self.embedding_quantize, "token_budget": self.embedding_token_budget}
 

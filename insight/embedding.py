@@ -63,8 +63,9 @@ ONNX_TOLERANCE = 1e-5
 _ONNX_OUTPUT = "sentence_embedding"
 # ONNX runs are sized by tokens, not rows: texts sorted longest first, each run takes as many as fit this many tokens
 # at its own width (at most batch_size rows). Attention and the padded activations of a 64-row run leave the CPU
-# caches; runs of ~512 tokens stay in them. Measured (float, 2 cores, tickets/s, budget vs 64 rows a run):
-# Banking77 test 1081 vs 811, simulated tickets 279 vs 192, long texts 87 vs 55.
+# caches; runs of ~512 tokens stay in them. Measured (float, 2 cores, texts/s, 512 tokens vs 64 rows a run):
+# Banking77 test 837 vs 733, simulated tickets 281 vs 225, Endava tickets (title + body) 248 vs 63. Other budgets:
+# 256 tokens was slower on all three, 1024 on two (tied on Banking77).
 DEFAULT_TOKEN_BUDGET = 512
 _META_KEY = "deskpilot_embedding"
 # Support-desk texts of different lengths (one empty, one longer than any max_seq_length), embedded by torch at export
