@@ -42,6 +42,15 @@ class Row:
     goal: str | None = None
 
 
+def command() -> str:
+    """How this benchmark was started, as a reader would retype it (DESKPILOT_BENCH_* variables included)."""
+    env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("DESKPILOT_BENCH_")]
+    script = Path(sys.argv[0]).resolve()
+    with suppress(ValueError):
+        script = script.relative_to(REPO)
+    return " ".join([*env, ".venv/bin/python", str(script), *sys.argv[1:]])
+
+
 @dataclass
 class Results:
     """Rows of one benchmark, printed as a table and written to bench/results/<name>.json."""
@@ -49,6 +58,7 @@ class Results:
     name: str
     rows: list[Row] = field(default_factory=list)
     extra_env: dict[str, Any] = field(default_factory=dict)
+    load_at_start: tuple[float, float, float] = field(default_factory=os.getloadavg)
 
     def add(self, task: str, data: str, metric: str, value: Any, baseline: Any = None, goal: str | None = None) -> None:
         """Add a row (floats rounded to 4 places) and echo it at once."""
@@ -74,6 +84,10 @@ class Results:
             "cpus": os.cpu_count(),
             "packages": pkgs,
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": command(),
+            # 1/5/15-minute load averages when the run started and ended (the machine is shared)
+            "load_average": {"start": [round(x, 2) for x in self.load_at_start],
+                             "end": [round(x, 2) for x in os.getloadavg()]},
             **self.extra_env,
         }
 
@@ -109,3 +123,17 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
+
+
+def best_of_interleaved(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, Any]]:
+    """The smallest wall time of each function over `repeat` rounds, every round running each function once in
+    turn: both sides of a speed ratio get the same repeats and share the machine's quiet and busy moments.
+    Returns {name: (best seconds, last result)}."""
+    best = dict.fromkeys(fns, float("inf"))
+    last: dict[str, Any] = dict.fromkeys(fns)
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            last[name] = fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: (best[name], last[name]) for name in fns}
