@@ -93,8 +93,8 @@ def limit_blas_threads(threads: int | None) -> Any:
 def settle_heap() -> None:
     """Collect, then freeze what is alive (models, libraries) out of the garbage collector's future scans.
 
-    A full collection walked the ~200k objects of a loaded service: 130 ms with every thread stopped, a
-    periodic stall that set the routing p99. Called after start-up and after a model swap (unfreezing first, so
+    A full collection walks every object of a loaded service (models and libraries) with every thread stopped, a
+    periodic stall that set the routing p99 (docs/PERFORMANCE.md, "Service and API"). Called after start-up and after a model swap (unfreezing first, so
     a swapped-out bundle can still be collected once nothing uses it).
     """
     gc.unfreeze()

@@ -31,29 +31,29 @@ class Settings(BaseSettings):
         default="onnx",
         description="How text is embedded: 'onnx' (the model exported once to ONNX, cached in `embedding_cache`, run "
         "with onnxruntime; checked at every load to match torch within 1e-5, so models trained either way load) or "
-        "'torch' (sentence-transformers). Same embeddings, onnx is ~2-3x faster on CPU. Mean-pooled models only.",
+        "'torch' (sentence-transformers). Same embeddings; onnx is faster on CPU. Mean-pooled models only.",
     )
     embedding_threads: int | None = Field(
         default=None, ge=1,
-        description="CPU threads per embedding call; default the library's (all cores). Measured on 2 cores with BLAS "
-        "at 1 thread: 8 concurrent clients 94 req/s (1 thread: 101), batches of 100 191 tickets/s (1 thread: 158); "
-        "1 can suit a busy box. With the torch backend this sets torch's process-wide thread count.",
+        description="CPU threads per embedding call; default the library's (all cores), which gives batches the most "
+        "throughput; 1 can suit a box busy with other work. With the torch backend this sets torch's process-wide "
+        "thread count.",
     )
     embedding_cache: Path | None = Field(
         default=None, description="Folder for the ONNX export of the embedding model; default ~/.cache/deskpilot/embeddings."
     )
     embedding_quantize: Literal["none", "int8"] = Field(
         default="none",
-        description="'int8' runs the onnx embedding with int8 weights (dynamic quantization): ~1.6-1.8x the throughput "
-        "(batch routing 195 -> 351 tickets/s on 2 cores) for slightly different vectors (cosine ~0.995 to float) that "
-        "depend a little on the texts batched together (activations are quantized per run). "
+        description="'int8' runs the onnx embedding with int8 weights (dynamic quantization): more throughput than "
+        "float for slightly different vectors that depend a little on the texts batched together (activations are "
+        "quantized per run). "
         "Models must be trained with the same setting; a model trained on float embeddings refuses to load. "
         "Needs embedding_backend 'onnx'.",
     )
     embedding_token_budget: int = Field(
         default=512, ge=1,
-        description="Tokens per onnx embedding run (rows x padded width; texts are sorted by length first). Small runs "
-        "stay in the CPU caches: 512 tokens embed 1.1-4x the texts/s of fixed 64-row runs on 2 cores (more for long texts).",
+        description="Tokens per onnx embedding run (rows x padded width; texts are sorted by length first). Runs of "
+        "this size stay in the CPU caches, so they embed more texts per second than fixed-row runs, most for long texts.",
     )
     pseudonym_key: SecretStr = Field(
         default=SecretStr("deskpilot-dev-key-change-me"),
@@ -72,9 +72,8 @@ class Settings(BaseSettings):
     )
     blas_threads: int | None = Field(
         default=1, ge=1, description="Threads of numpy / scipy's BLAS in the API process (unset: the library's default, "
-        "all cores). Requests are computed concurrently, each on its own thread, and BLAS's spinning pool doubled "
-        "the CPU of each (8 clients on 2 cores: 56 req/s and 32 ms server CPU per request with 2 threads, 101 req/s "
-        "and 14 ms with 1).",
+        "all cores). Requests are computed concurrently, each on its own thread, and a shared multi-threaded BLAS "
+        "pool spins and makes concurrent requests wait for each other.",
     )
     # --- database connection pool (PostgreSQL and SQLite files; in-memory SQLite shares one connection) ---
     db_pool_size: int = Field(default=10, ge=1, description="Connections kept open in the pool.")

@@ -7,10 +7,9 @@ is no grounded answer instead of inventing one.
 How the threshold was chosen: on a simulated log that is not the test log (`simulate(n_cases=1500, seed=11)`),
 each ticket's "subject. body" was searched (hybrid, no filter) against the simulated help centre (one article per
 intent, none for the planted "data export" gap). A draft should be grounded exactly when the best article is one
-written for the ticket's intent. Accuracy of "score >= t" for that decision: t=0.35 0.787, 0.40 0.806, 0.42 0.811
-(best), 0.45 0.808, 0.50 0.788, 0.55 0.716; drafts grounded on a wrong article: 20.8 %, 17.2 %, -, 12.9 %, 8.5 %,
-4.3 % of tickets. The best threshold rounded down to 0.05 is 0.40. Mean best score of the gap intent's tickets:
-0.33 (all below), of the others 0.47-0.66. Raise `draft_threshold` where a wrong draft costs more than none.
+written for the ticket's intent; the threshold is the most accurate one for that decision, rounded down to 0.05, and
+the gap intent's tickets all score below it (the figures are in docs/PERFORMANCE.md, "Assist"). Raise
+`draft_threshold` where a wrong draft costs more than none.
 """
 
 from __future__ import annotations

@@ -5,16 +5,15 @@ Two backends compute the same function (mean-pooled, L2-normalised transformer o
 - "torch": sentence-transformers on torch (the reference).
 - "onnx": the same transformer exported once with `torch.onnx.export` (mean pooling and normalisation inside the
   graph), run with onnxruntime and the model's own `tokenizer.json` (Rust `tokenizers`). No torch at inference, less
-  padding (texts sorted by token count) and a lighter runtime: about 2-3x the torch throughput on a 2-core box and a
-  third of its single-text latency (figures in bench/predictors_intent.py).
+  padding (texts sorted by token count) and a lighter runtime: a multiple of the torch throughput and a fraction of
+  its single-text latency (bench/predictors_intent.py measures both; history in docs/PERFORMANCE.md).
 
 Optionally (`quantize="int8"`, onnx only) the export's weight matrices are quantized to int8 per output channel, with
-activations quantized per batch at run time (onnxruntime dynamic quantization, VNNI on x86): about 1.75x the float
-throughput on this 2-core box at a cosine of 0.995 to the float vectors. Since the activation scale is set per run, a
-text's int8 vector depends a little on the texts run with it (cosine >= 0.98; 33 of 3,080 Banking77 predictions of a
-logistic regression differ between texts embedded alone and in runs of 512 tokens); float vectors do not (1e-7). It is
-another embedding function, so it has its own fingerprint: a model trained on float embeddings refuses to load with
-the int8 embedder and vice versa.
+activations quantized per batch at run time (onnxruntime dynamic quantization, VNNI on x86): higher throughput than
+float for vectors close to, but not equal to, the float ones. Since the activation scale is set per run, a text's int8
+vector depends a little on the texts run with it, which float vectors do not (docs/PERFORMANCE.md, "Embedding", has
+the figures). It is another embedding function, so it has its own fingerprint: a model trained on float embeddings
+refuses to load with the int8 embedder and vice versa.
 
 The exported file is cached in `cache_dir` under a key made of the model fingerprint, the weight files' size and
 modification time and the export recipe version, and carries the torch embeddings of a few probe texts in its
@@ -47,25 +46,24 @@ EMBEDDING_QUANTIZATIONS: tuple[str, ...] = ("none", "int8")
 # Bump when the int8 recipe (which nodes, per-channel, weight type) changes: cached files and fingerprints carry it.
 INT8_RECIPE_VERSION = 1
 # Matrix multiplications kept in float in the int8 model: the first layer's feed-forward output projection, whose
-# input (after GELU) quantizes worst. Measured on 300 simulated tickets, quantizing it alone costs the most cosine to
-# the float vectors of any layer's projection; keeping it float moves the mean cosine from 0.9936 to 0.9948 at no
-# measurable speed cost (bench/predictors_intent.py reports the accuracy and throughput of both).
+# input (after GELU) quantizes worst: quantizing it alone costs the most cosine to the float vectors of any layer's
+# projection, and keeping it float costs no measurable speed (docs/PERFORMANCE.md, "Embedding"; the accuracy and
+# throughput of both are in bench/predictors_intent.py).
 _INT8_KEEP_FLOAT = re.compile(r"layer\.0/output/dense/MatMul$")
-# Smallest cosine between an int8 probe embedding and torch's float one accepted at load. Measured: 0.970 for the
-# empty probe text, 0.991-0.997 for the others, minimum 0.979 over 600 simulated tickets; a broken file gives far less.
+# Smallest cosine between an int8 probe embedding and torch's float one accepted at load: below what a sound int8
+# file gives on any probe text (the empty one is the lowest), far above what a broken file gives (docs/PERFORMANCE.md).
 INT8_MIN_COSINE = 0.95
 # Bump when the export recipe (graph, opset, inputs) changes: cached files are keyed by it.
 ONNX_EXPORT_VERSION = 1
 ONNX_OPSET = 17
-# Largest |onnx - torch| accepted on any probe value. Measured on all Banking77 train + test texts: 2.2e-7, the same
-# size as torch's own difference between embedding a text alone and inside a padded batch.
+# Largest |onnx - torch| accepted on any probe value: well above the export's real difference, which is the size of
+# torch's own difference between embedding a text alone and inside a padded batch (docs/PERFORMANCE.md).
 ONNX_TOLERANCE = 1e-5
 _ONNX_OUTPUT = "sentence_embedding"
 # ONNX runs are sized by tokens, not rows: texts sorted longest first, each run takes as many as fit this many tokens
-# at its own width (at most batch_size rows). Attention and the padded activations of a 64-row run leave the CPU
-# caches; runs of ~512 tokens stay in them. Measured (float, 2 cores, texts/s, 512 tokens vs 64 rows a run):
-# Banking77 test 837 vs 733, simulated tickets 281 vs 225, Endava tickets (title + body) 248 vs 63. Other budgets:
-# 256 tokens was slower on all three, 1024 on two (tied on Banking77).
+# at its own width (at most batch_size rows). Attention and the padded activations of a large run leave the CPU
+# caches; runs of this size stay in them. Chosen against fixed-row runs and other budgets on Banking77, simulated and
+# long real tickets (docs/PERFORMANCE.md, "Embedding").
 DEFAULT_TOKEN_BUDGET = 512
 _META_KEY = "deskpilot_embedding"
 # Support-desk texts of different lengths (one empty, one longer than any max_seq_length), embedded by torch at export
@@ -322,8 +320,7 @@ class Embedder:
             if self.threads is not None:
                 opts.intra_op_num_threads = self.threads
             # Idle worker threads sleep instead of spinning: right after embedding, the classifier's BLAS and
-            # sklearn work needs the same cores (1-ticket latency 24 vs 40 ms, 1500-ticket batch 226 vs 145/s
-            # on the loaded 2-core box).
+            # sklearn work needs the same cores (docs/PERFORMANCE.md, "Embedding").
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:

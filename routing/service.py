@@ -109,7 +109,7 @@ def _store_decision(
 
 
 # The hot path reads and writes through the session's connection with Core statements (no ORM objects, no
-# unit-of-work flush): for one ticket the ORM select alone cost ~0.2 ms, a third of the service's own work.
+# unit-of-work flush): for one ticket the ORM select alone was a large share of the service's own work.
 _STORED = (
     core_select(
         TICKET.c.ticket_id, TICKET.c.payload_hash, TICKET.c.current_decision_id, DECISION.c.id.label("decision_id"),

@@ -34,7 +34,7 @@ def base_params(*, seed: int, num_threads: int) -> dict[str, Any]:
 
 
 # OpenMP threads cost more than they save on a few rows, and on a loaded machine waking them stalls a one-row
-# prediction for milliseconds (p99 14 ms vs 0.1 ms measured): small predictions run on the calling thread.
+# prediction by orders of magnitude (docs/PERFORMANCE.md): small predictions run on the calling thread.
 SMALL_PREDICT_ROWS = 512
 
 

@@ -81,7 +81,7 @@ class TicketMemory:
         if not hasattr(self, "vectors_"):
             raise NotFittedError("TicketMemory is not fitted; call fit first")
         q = np.asarray(vectors, dtype=np.float32)
-        # float16 storage keeps the pickle small; converting 50k x 384 of it per query cost ~10 ms: convert once.
+        # float16 storage keeps the pickle small; converting all of it on every query is slow: convert once.
         stored = getattr(self, "_vectors_f32", None)
         if stored is None:
             stored = self._vectors_f32 = self.vectors_.astype(np.float32)
