@@ -218,8 +218,8 @@ _INSERT_AUDIT = insert(AUDIT)
 def insert_audit(engine: Engine, row: dict[str, Any]) -> None:
     """Store one audit row (a dict of AuditLog's columns; `at` defaults to now) in its own transaction.
 
-    A Core insert: building an AuditLog SQLModel object (validation) and flushing it through a Session cost ~3x
-    as much, on every write request.
+    A Core insert: building an AuditLog SQLModel object (validation) and flushing it through a Session cost
+    several times as much, on every write request (docs/PERFORMANCE.md, "Service and API").
     """
     with engine.begin() as conn:
         conn.execute(_INSERT_AUDIT, {"at": utcnow(), **row})
@@ -234,7 +234,7 @@ class AuditWriter:
     """Audit rows written by one background thread, as many per transaction as are waiting (at most `max_batch`).
 
     A write request only queues its row. Writing each row in its own transaction on a worker thread after the
-    response cost every sequential route request ~0.7-0.9 ms (the thread hop and the commit ran next to the following
+    response slowed every sequential route request (the thread hop and the commit ran next to the following
     request); drained in batches the commit is shared. `flush()` waits until every queued row is stored (readers of
     the audit log call it first); `close()` flushes and stops the thread (the app's shutdown calls it before the
     engine goes). Rows still queued when the process is killed are lost, as a row not yet written after its response

@@ -87,32 +87,30 @@ ROUTERS = {
     # function division, and the first team itself (where the ticket was first queued); ServiceNow: the first
     # assignment group plus the form fields and who opened the ticket. A variant without the first team is reported
     # too. Feature sets were chosen on the validation slice (newest 15 % of training cases), never on the test cases.
-    # Left out on purpose: ServiceNow `resource` (assigned_to at the first event) scores ~92 % on validation because
-    # on reassigned cases that person belongs to the RESOLVING group 87 % of the time (vs 17 % the first group):
-    # the first snapshot already carries a later assignee, so it is not known at creation. BPIC 2013's first owner
-    # (`resource`) is genuine (72 % in the first team) but did not help overall accuracy on validation (-0.4 pt).
+    # Left out on purpose: ServiceNow `resource` (assigned_to at the first event) scores suspiciously well on
+    # validation because on reassigned cases that person mostly belongs to the RESOLVING group: the first snapshot
+    # already carries a later assignee, so it is not known at creation. BPIC 2013's first owner (`resource`) is
+    # genuine but did not help overall accuracy on validation. Figures: docs/PERFORMANCE.md, "Router".
     "bpic2013": ("bpic2013/VINST_incidents_ibm_with_support_level.csv.gz", "bpic2013_vinst",
                  ["group", "Product", "Involved ST Function Div", "Involved Org line 3", "SR Latest Impact",
                   "Country", "Owner Country"], (81.0, 48.9), (">= 85", ">= 60")),
-    # The reader maps contact_type to the canonical `channel` (the earlier "contact_type" entry was silently dropped).
+    # The reader maps contact_type to the canonical `channel` (a "contact_type" entry here would be dropped).
     # `sys_created_by` (who created the record; a system field set once at insert, constant over every event of a
-    # case) lifts validation from 75.0 to 81.7 % (C=1, no history). Most of that is whether it is filled: 44 % of
-    # the records have none, and those were created in one step (first event at opened_at, vs ~5 min later) and
-    # stay with the first group 79 % of the time (vs 52 %). The gain holds without the 8 % of tickets whose first
-    # snapshot is already "Resolved" (validation 73.5 -> 80.6) and on both filled and empty records.
-    # `caller_id` added nothing on validation (75.0 -> 75.0); as history evidence see ROUTER_PARAMS.
+    # case) lifts validation accuracy. Most of that is whether it is filled: records without it were created in one
+    # step and stay with the first group far more often. The gain holds without the tickets whose first snapshot is
+    # already "Resolved" and on both filled and empty records. `caller_id` added nothing on validation; as history
+    # evidence see ROUTER_PARAMS. Figures: docs/PERFORMANCE.md, "Router".
     "servicenow": ("servicenow_uci498/incident_event_log_ibm_subset.csv.gz", "servicenow",
                    ["group", "category", "subcategory", "u_symptom", "location", "channel", "impact",
                     "urgency", "priority", "opened_by", "sys_created_by"], (69.3, 18.9), (">= 75", ">= 35")),
 }
-# Attribute pairs lost on validation on both logs (BPIC 76.0 vs 76.6, ServiceNow 73.5 vs 73.9) at 2-3x the time.
-# C is chosen per log on the validation slice: BPIC 2013 wants weaker regularisation (C=3: 78.5 vs 76.6 at C=1),
-# ServiceNow does not (C=1: 75.0 vs 74.7 at C=3); C=0.3 and C=30 lost on both.
+# Attribute pairs lost on validation on both logs, at a multiple of the time. C is chosen per log on the validation
+# slice from C_grid (BPIC 2013 wants weaker regularisation than ServiceNow; C=0.3 and C=30 lost on both).
 # History evidence (TeamRouter(history=True), insight/models/team_history.py): per categorical attribute, the teams
 # that resolved earlier tickets with the same value (14-day decay), weighted next to the regression on the
-# validation slice. 5-fold accuracy within validation: BPIC 2013 78.5 -> 81.1, ServiceNow 81.7 -> 82.3 (75.0 ->
-# 77.5 without sys_created_by). Test cases see only resolutions known before they were created (the earlier test
-# cases' included, as a live system records them); "history frozen" rows = memory as at the end of training.
+# validation slice, where it gained on both logs (docs/PERFORMANCE.md, "Router"). Test cases see only resolutions
+# known before they were created (the earlier test cases' included, as a live system records them); "history
+# frozen" rows = memory as at the end of training.
 # Tried on validation without gain (notes in the issue #4 report): a 3-day or no decay, caller_id as a key,
 # the current team of open same-value cases, recency-weighted training rows, hour/weekday of creation.
 ROUTER_PARAMS: dict[str, Any] = {"C": None, "C_grid": (1.0, 3.0, 10.0), "pair_features": False, "history": True,

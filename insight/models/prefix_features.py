@@ -33,9 +33,9 @@ _SECONDS_PER_DAY = 86400.0
 # Relative timing and calendar columns; `timing=False` leaves them out (they drift when a process speeds up/slows).
 _TIMING_COLUMNS = ("elapsed_h", "since_last_h", "prev_gap_h", "weekday", "hour", "start_hour", "start_weekday")
 # Inputs of at most this many events are encoded row by row in Python: the same features as the pandas path
-# without its fixed cost (~50-70 ms of groupby / shift / transform even on one event), which dominated live
-# triage. Measured on simulated logs the Python path stays faster up to 20k events (189 vs 674 ms); training
-# keeps the pandas path, the reference the tests compare against.
+# without its fixed cost (groupby / shift / transform even on one event), which dominated live triage. On
+# simulated logs the Python path stays faster well beyond this size (docs/PERFORMANCE.md); training keeps the
+# pandas path, the reference the tests compare against.
 SMALL_INPUT_ROWS = 5000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
