@@ -255,11 +255,7 @@ class AuditWriter:
         """Queue one row (a dict of AuditLog's columns; `at` defaults to now). After `close()` (a request finishing
         during shutdown) the row is written at once, in the caller's thread."""
         if not self._thread.is_alive():
-            try:
-                insert_audit(self.engine, row)
-            except Exception as exc:
-                log.error("audit_write_failed", rows=1, paths=[str(row.get("path"))],
-                          error=f"{type(exc).__name__}: {exc}")
+            self._store([{"at": utcnow(), **row}])
             return
         with self._done:
             self._pending += 1
@@ -297,15 +293,36 @@ class AuditWriter:
                     continue
                 rows.append(nxt)
             if rows:
-                try:
-                    with self.engine.begin() as conn:
-                        conn.execute(_INSERT_AUDIT, rows)
-                except Exception as exc:  # loud in the log; the request it records has been answered already
-                    log.error("audit_write_failed", rows=len(rows), paths=sorted({str(r.get("path")) for r in rows}),
-                              error=f"{type(exc).__name__}: {exc}")
+                self._store(rows)
                 with self._done:
                     self._pending -= len(rows)
                     self._done.notify_all()
+
+
+    def _store(self, rows: list[dict[str, Any]]) -> None:
+        """One transaction for the batch; if it fails, each row alone, so one bad row never drops the others."""
+        rows = [_storable(r) for r in rows]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(_INSERT_AUDIT, rows)
+            return
+        except Exception as exc:
+            if len(rows) == 1:
+                log.error("audit_write_failed", rows=1, paths=[str(rows[0].get("path"))],
+                          error=f"{type(exc).__name__}: {exc}")
+                return
+        for row in rows:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(_INSERT_AUDIT, row)
+            except Exception as exc:  # loud in the log; the request it records has been answered already
+                log.error("audit_write_failed", rows=1, paths=[str(row.get("path"))],
+                          error=f"{type(exc).__name__}: {exc}")
+
+
+def _storable(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with NUL characters removed from its texts (PostgreSQL refuses them in text columns)."""
+    return {k: v.replace("\x00", "") if isinstance(v, str) else v for k, v in row.items()}
 
 
 class AuditMiddleware:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import traceback
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import structlog
 from fastapi import FastAPI, Request
@@ -156,11 +158,21 @@ class _TooLarge(Exception):
     pass
 
 
+# A JSON "\u0000" escape not itself escaped (an even number of backslashes before it), or a raw NUL byte.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+
+
+def _has_nul(raw: bytes | str) -> bool:
+    return ("\x00" in raw) if isinstance(raw, str) else (b"\x00" in raw or _JSON_NUL.search(raw) is not None)
+
+
 class BodySizeLimit:
-    """ASGI middleware refusing request bodies above `max_bytes` with 413, whether or not Content-Length is sent.
+    """ASGI middleware refusing request bodies above `max_bytes` with 413, whether or not Content-Length is sent,
+    and any request whose path, query or body holds a NUL character with 422.
 
     The body is read (at most `max_bytes` + one chunk) before the app sees it, so an oversize request never reaches
-    a route and can never leave a half-written record.
+    a route and can never leave a half-written record. NUL is refused at the door because PostgreSQL cannot store
+    it in a text column: the same request then gets the same answer on every database.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -176,7 +188,21 @@ class BodySizeLimit:
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
+    async def _refuse_nul(self, send: Send, where: str) -> None:
+        body = json.dumps({"detail": f"the request {where} contains a NUL character (\\u0000), which is not "
+                           "allowed in any text", "code": "invalid_input"}).encode()
+        await send({"type": "http.response.start", "status": 422,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if _has_nul(str(scope.get("path", ""))):
+                await self._refuse_nul(send, "path")
+                return
+            if _has_nul(unquote_to_bytes(scope.get("query_string", b""))):
+                await self._refuse_nul(send, "query")
+                return
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
@@ -203,13 +229,19 @@ class BodySizeLimit:
                 return
             chunks.append(chunk)
             more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        # Text bodies only: an uploaded binary file (multipart, octet-stream) may hold NUL bytes legitimately.
+        ctype = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"").lower()
+        if (not ctype or b"json" in ctype or ctype.startswith(b"text/") or b"urlencoded" in ctype) and _has_nul(body):
+            await self._refuse_nul(send, "body")
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)

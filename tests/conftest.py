@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from sqlalchemy import create_engine, text
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -42,3 +46,42 @@ def sim_small():
     from insight.simulate import simulate
 
     return simulate(n_cases=600, seed=7)
+
+
+def postgres_url() -> str:
+    """The test PostgreSQL URL (DESKPILOT_TEST_POSTGRES_URL or the local default)."""
+    return os.environ.get("DESKPILOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+@pytest.fixture(scope="module")
+def pg_schema_url() -> Iterator[str]:
+    """A fresh schema on the test PostgreSQL (dropped afterwards), as a URL whose search_path points at it.
+
+    Skips when the server is unreachable, unless DESKPILOT_REQUIRE_POSTGRES=1 (CI) makes it a failure.
+    """
+    url = postgres_url()
+    admin = create_engine(url, connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # unreachable server, missing driver, auth: all mean "no PostgreSQL here"
+        admin.dispose()
+        msg = f"PostgreSQL not reachable at {url} ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        if os.environ.get("DESKPILOT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{msg}; DESKPILOT_REQUIRE_POSTGRES=1 makes this test required")
+        pytest.skip(f"{msg}; set DESKPILOT_TEST_POSTGRES_URL to run the PostgreSQL tests")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _with_search_path(url, schema)
+    finally:
+        # Drop only what this run created.
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()

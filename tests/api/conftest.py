@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from sqlmodel import Session
 from api.app import create_app
 from api.auth import ROLES, create_key
 from api.settings import Settings
+from tests.conftest import postgres_url  # noqa: F401  (re-exported for the API tests)
 from tests.routing.tiny_triage import TinyBundle, tiny_decide, train_tiny_bundle
 
 
@@ -87,6 +87,3 @@ def new_id(prefix: str = "T") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def postgres_url() -> str:
-    """The test PostgreSQL URL (DESKPILOT_TEST_POSTGRES_URL or the local default)."""
-    return os.environ.get("DESKPILOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
