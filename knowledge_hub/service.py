@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
 from insight.errors import Conflict, NotFound
@@ -71,9 +72,13 @@ def sync_article(*, session: Session, index: ArticleIndex, article: Article) -> 
     return True
 
 
+# Ids are 64-bit integers in every database; a larger number names no article (and would overflow the driver).
+_MAX_ID = 2**63 - 1
+
+
 def get(*, session: Session, article_id: int) -> Article:
     """The article with this id, or NotFound."""
-    article = session.get(Article, article_id)
+    article = session.get(Article, article_id) if 0 < article_id <= _MAX_ID else None
     if article is None:
         raise NotFound(f"article {article_id} not found", article_id=article_id)
     return article
@@ -121,6 +126,43 @@ def create(*, session: Session, index: ArticleIndex, article_in: ArticleCreate, 
     return article
 
 
+def _commit_version(session: Session, index: ArticleIndex, article: Article, *, note: str) -> Article:
+    """Commit `article` as its new version with its snapshot; the answer is the version this call stored.
+
+    Two edits of one article at the same time both try to store the same next version: the version table's unique
+    key lets exactly one commit, the other is rolled back and answered 409 with the version now current. If another
+    edit commits right after this one, the answer still reports what this call stored (not the other edit's
+    version), and the index is left to that later edit, which syncs it itself.
+    """
+    assert article.id is not None
+    article_id, stored = article.id, article.version
+    session.add(article)
+    session.add(_snapshot(article, note=note))
+    try:
+        session.commit()
+    except (IntegrityError, OperationalError) as exc:
+        session.rollback()
+        if isinstance(exc, OperationalError) and "locked" not in str(exc).lower():
+            raise  # not a competing write (SQLite reports one as "database is locked")
+        current = session.get(Article, article_id)
+        now = current.version if current is not None else None
+        raise Conflict(
+            f"article {article_id} was changed by another edit at the same time (now at version {now}); read it "
+            "again and re-apply your change", article_id=article_id, current_version=now,
+        ) from exc
+    session.refresh(article)
+    if article.version != stored:
+        snap = session.exec(select(ArticleVersion).where(
+            ArticleVersion.article_id == article_id, ArticleVersion.version == stored)).one()
+        session.expunge(article)
+        article.version, article.title, article.body, article.status = stored, snap.title, snap.body, snap.status
+        article.tags, article.intents, article.activities = list(snap.tags), list(snap.intents), list(snap.activities)
+        return article
+    if article.status == ArticleStatus.published:
+        sync_article(session=session, index=index, article=article)
+    return article
+
+
 def update(
     *,
     session: Session,
@@ -145,13 +187,7 @@ def update(
     article.version += 1
     article.author = author
     article.updated_at = utcnow()
-    session.add(article)
-    session.add(_snapshot(article, note="edited: " + ", ".join(sorted(changes))))
-    session.commit()
-    session.refresh(article)
-    if article.status == ArticleStatus.published:
-        sync_article(session=session, index=index, article=article)
-    return article
+    return _commit_version(session, index, article, note="edited: " + ", ".join(sorted(changes)))
 
 
 def _set_status(*, session: Session, index: ArticleIndex, article_id: int, status: ArticleStatus) -> Article:
@@ -203,7 +239,7 @@ def restore_version(
     article = get(session=session, article_id=article_id)
     old = session.exec(
         select(ArticleVersion).where(ArticleVersion.article_id == article_id, ArticleVersion.version == version)
-    ).first()
+    ).first() if 0 < version <= _MAX_ID else None
     if old is None:
         raise NotFound(f"article {article_id} has no version {version}", article_id=article_id, version=version)
     article.title, article.body = old.title, old.body
@@ -211,13 +247,7 @@ def restore_version(
     article.version += 1
     article.author = author
     article.updated_at = utcnow()
-    session.add(article)
-    session.add(_snapshot(article, note=f"restored version {version}"))
-    session.commit()
-    session.refresh(article)
-    if article.status == ArticleStatus.published:
-        sync_article(session=session, index=index, article=article)
-    return article
+    return _commit_version(session, index, article, note=f"restored version {version}")
 
 
 def bulk_create(
