@@ -32,11 +32,14 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-BENCHES := ingest simulate mining predictors retrieval service
+# Each writes bench/results/<name>.json; the README's benchmark tables are then regenerated from those files.
+BENCHES := ingest simulate mining retrieval retrieval_signals predictors_intent service
+PREDICTOR_PARTS := prefix router
 
 bench: $(STAMP)
-	for b in $(BENCHES); do $(BIN)/python bench/$$b.py || exit 1; done
-	$(BIN)/python bench/_tables.py
+	for b in $(BENCHES); do nice -n 5 $(BIN)/python bench/$$b.py || exit 1; done
+	for p in $(PREDICTOR_PARTS); do DESKPILOT_BENCH_ONLY=$$p nice -n 5 $(BIN)/python bench/predictors.py || exit 1; done
+	$(BIN)/python bench/_tables.py --readme
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
