@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -17,9 +18,143 @@ from sklearn.preprocessing import OneHotEncoder
 
 from insight.errors import InvalidInput
 from insight.models.prefix_features import number_value, text_value
-from insight.models.team_history import TeamHistory, fit_stack, stack_scores
+from insight.models.team_history import TeamHistory, fit_stack, key_values, stack_scores
+
+logger = logging.getLogger(__name__)
 
 _UNSEEN = "\x00deskpilot-unseen-value"
+
+# Trivial rules (what a dispatcher could do without any model) and the learned strategies. The order is the
+# preference on equal validation accuracy: the simplest strategy first.
+RULE_MAJORITY_GIVEN_FIRST = "majority_given_first_team"
+RULE_FIRST_TEAM = "first_team"
+RULE_MAJORITY = "majority"
+RULES = (RULE_MAJORITY_GIVEN_FIRST, RULE_FIRST_TEAM, RULE_MAJORITY)
+MODEL = "model"
+MODEL_RULE = "model+rule"
+MODEL_HISTORY = "model+history"
+MODEL_HISTORY_RULE = "model+history+rule"
+STRATEGIES = (*RULES, MODEL, MODEL_RULE, MODEL_HISTORY, MODEL_HISTORY_RULE)
+_AUTO = "auto"
+
+
+class TeamRule:
+    """A trivial routing rule fitted on past cases, with probabilities from its conditional frequencies.
+
+    * ``majority``: the most frequent resolving team; probabilities = the teams' shares.
+    * ``first_team``: stay with the first team; it gets the share of past cases that stayed, the rest is spread
+      by the teams' shares (unknown or missing first team: the shares).
+    * ``majority_given_first_team``: per first team, the team that most often resolved its cases;
+      probabilities = (count + m x share) / (cases + m), the shares for a first team never seen.
+    """
+
+    def __init__(self, kind: str, *, smoothing: float = 1.0) -> None:
+        if kind not in RULES:
+            raise InvalidInput(f"unknown routing rule {kind!r}; known: {list(RULES)}", field="kind")
+        self.kind = kind
+        self.smoothing = smoothing
+
+    def fit(self, first: Any, y: Any) -> TeamRule:
+        """Learn from past first teams (None = unknown; ignored by ``majority``) and resolving teams."""
+        y_arr = np.asarray(pd.Series(y, dtype=object).astype(str), dtype=object)
+        if len(y_arr) == 0:
+            raise InvalidInput("a routing rule needs at least one past case")
+        self.classes_, yi = np.unique(y_arr, return_inverse=True)
+        counts = np.bincount(yi, minlength=len(self.classes_)).astype(float)
+        self.share_ = counts / counts.sum()
+        self.majority_ = int(np.argmax(counts))
+        self.pos_ = {str(c): i for i, c in enumerate(self.classes_)}
+        self.table_: dict[str, np.ndarray] = {}
+        self.stay_ = 0.0
+        if self.kind != RULE_MAJORITY:
+            f = _as_keys(first, len(y_arr))
+            known = np.asarray([v is not None for v in f])
+            self.stay_ = float(np.mean([a == b for a, b in zip(f, y_arr, strict=True) if a is not None])) \
+                if known.any() else 0.0
+            if self.kind == RULE_MAJORITY_GIVEN_FIRST:
+                for v, t in zip(f, yi, strict=True):
+                    if v is not None:
+                        row = self.table_.get(v)
+                        if row is None:
+                            row = self.table_[v] = np.zeros(len(self.classes_))
+                        row[t] += 1.0
+        return self
+
+    def proba(self, first: Any, n: int | None = None) -> np.ndarray:
+        """Probability of each team (columns in ``classes_`` order) per row."""
+        n = len(first) if n is None else n
+        P = np.tile(self.share_, (n, 1))
+        if self.kind == RULE_MAJORITY:
+            return P
+        m = self.smoothing
+        for i, v in enumerate(_as_keys(first, n)):
+            if v is None:
+                continue
+            if self.kind == RULE_FIRST_TEAM:
+                p = self.pos_.get(v)
+                if p is not None:
+                    P[i] *= 1.0 - self.stay_
+                    P[i, p] += self.stay_
+            else:
+                row = self.table_.get(v)
+                if row is not None:
+                    P[i] = (row + m * self.share_) / (row.sum() + m)
+        return P
+
+    def predict(self, first: Any, n: int | None = None) -> np.ndarray:
+        """The rule's team per row (``first_team``: the first team itself, even one that never resolved a case)."""
+        n = len(first) if n is None else n
+        pred = np.asarray(self.classes_[np.argmax(self.proba(first, n), axis=1)], dtype=object)
+        if self.kind == RULE_FIRST_TEAM:
+            f = _as_keys(first, n)
+            pred = np.asarray([v if v is not None else p for v, p in zip(f, pred, strict=True)], dtype=object)
+        return pred
+
+    def evidence(self, first: Any, classes: np.ndarray) -> np.ndarray:
+        """(rows x classes x 2) evidence for stacking: log-lift of the rule's probability over the shares, and
+        whether the first team is the class. Classes the rule never saw get no lift."""
+        first_keys = _as_keys(first, None)
+        n = len(first_keys)
+        F = np.zeros((n, len(classes), 2))
+        P = self.proba(first_keys, n) if self.kind == RULE_MAJORITY_GIVEN_FIRST else None
+        idx = np.asarray([self.pos_.get(str(c), -1) for c in classes])
+        ok = idx >= 0
+        if P is not None:
+            lift = np.log(P) - np.log(self.share_)[None, :]
+            F[:, ok, 0] = lift[:, idx[ok]]
+        pos = {str(c): i for i, c in enumerate(classes)}
+        for i, v in enumerate(first_keys):
+            p = pos.get(v) if v is not None else None
+            if p is not None:
+                F[i, p, 1] = 1.0
+        return F
+
+
+def _as_keys(values: Any, n: int | None) -> list[str | None]:
+    """First-team values as strings (None = missing), spelled like the router's one-hot input."""
+    if isinstance(values, list) and all(v is None or isinstance(v, str) for v in values):
+        out = values
+    else:
+        col = pd.Series(values, dtype=object).astype("string")
+        out = [None if v is pd.NA else str(v) for v in col]
+    if n is not None and len(out) != n:
+        raise InvalidInput(f"routing rule: {n} rows but {len(out)} first-team values")
+    return out
+
+
+def rule_predictions(train_first: Any, train_y: Any, first: Any) -> dict[str, np.ndarray]:
+    """Each trivial rule fitted on (train_first, train_y), applied to the first teams `first`."""
+    n = len(_as_keys(first, None))
+    return {kind: TeamRule(kind).fit(train_first, train_y).predict(first, n) for kind in RULES}
+
+
+def rule_accuracies(train_first: Any, train_y: Any, first: Any, y: Any) -> dict[str, float]:
+    """Accuracy of each trivial rule fitted on (train_first, train_y) and scored on (first, y)."""
+    y_arr = np.asarray(pd.Series(y, dtype=object).astype(str), dtype=object)
+    if not len(y_arr):
+        return {kind: 0.0 for kind in RULES}
+    preds = rule_predictions(train_first, train_y, first)
+    return {kind: float(np.mean(pred == y_arr)) for kind, pred in preds.items()}
 
 
 @dataclass
@@ -67,18 +202,28 @@ class RoutingImpact:
 
 
 class TeamRouter:
-    """One-hot case attributes + TF-IDF text -> multinomial logistic regression over resolving teams.
+    """One-hot case attributes + TF-IDF text -> multinomial logistic regression over resolving teams, or a
+    trivial rule when the regression does not beat it.
 
     `C` is chosen on a validation slice (the newest `validation_fraction` of the training rows, which callers
     pass in time order) among `C_grid` (and, with `pair_features=None`, whether to add attribute pairs),
     then the model is refit on all training rows.
 
+    Strategies (`strategy=None` chooses on the validation slice, preferring the simpler on equal accuracy):
+    the rules ``majority_given_first_team``, ``first_team`` (stay) and ``majority`` (TeamRule; the first two
+    need the column holding the first team, `first_team`), the regression alone (``model``), and the
+    regression with stacked evidence: the rule's conditional distribution (``model+rule``), past resolutions
+    (``model+history``), or both (``model+history+rule``). Validation accuracy of every candidate is kept in
+    `candidate_scores_` and the winner in `strategy_`; stacked candidates are scored on 5 time-ordered folds
+    of the validation rows (weights fitted on the other folds). A fixed `strategy` skips the choice.
+
     With `history=True`, past resolutions add class-aligned evidence (insight.models.team_history): per
     categorical attribute, which teams resolved earlier tickets with the same value (decayed counts as a lift
-    over the prior, the most recent team, and whether the value names the team). Their weights next to the
-    regression's log-probabilities are fitted on the validation slice (regression fitted on the older rows;
-    each validation row sees only resolutions known before it was created). `fit` then needs each row's
+    over the prior, the most recent team, and whether the value names the team). `fit` then needs each row's
     creation and resolution time; the memory of resolutions is kept (`history_`) and grows with `observe()`.
+    `live_memory` says how the deployment runs the memory and so how validation simulates it: False (frozen:
+    nothing calls `observe()` after training) = every validation row sees the resolutions known when the
+    fitting rows end; True = each sees the resolutions known before it was created.
     """
 
     def __init__(
@@ -97,6 +242,9 @@ class TeamRouter:
         seed: int = 7,
         history: bool = False,
         history_tau_days: float | None = 14.0,
+        strategy: str | None = None,
+        first_team: str | None = _AUTO,
+        live_memory: bool = False,
     ) -> None:
         self.categorical = categorical
         self.numeric = numeric
@@ -111,12 +259,16 @@ class TeamRouter:
         self.seed = seed
         self.history = history
         self.history_tau_days = history_tau_days
+        self.strategy = strategy
+        self.first_team = first_team
+        self.live_memory = live_memory
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters as given to __init__."""
         return {k: getattr(self, k) for k in (
             "categorical", "numeric", "text", "C", "C_grid", "validation_fraction", "min_frequency",
-            "max_text_features", "pair_features", "max_iter", "seed", "history", "history_tau_days")}
+            "max_text_features", "pair_features", "max_iter", "seed", "history", "history_tau_days", "strategy",
+            "first_team", "live_memory")}
 
     def _columns(self, X: pd.DataFrame) -> tuple[list[str], list[str]]:
         cat = self.categorical
@@ -234,17 +386,61 @@ class TeamRouter:
     def _model(self, C: float) -> LogisticRegression:
         return LogisticRegression(C=C, max_iter=self.max_iter, random_state=self.seed, tol=1e-4)
 
+    def _first_team_column(self, X: pd.DataFrame, y: np.ndarray) -> str | None:
+        """The categorical column holding the first team: as given, or (``auto``) the one whose values name a
+        resolving team most often (at least half the rows); None when there is none."""
+        if self.first_team != _AUTO:
+            if self.first_team is not None and self.first_team not in self.cat_:
+                raise InvalidInput(f"first_team column {self.first_team!r} is not among the categorical features "
+                                   f"{self.cat_}", field="first_team")
+            return self.first_team
+        names = set(str(v) for v in y)
+        share = {k: float(X[k].astype("string").isin(names).mean()) for k in self.cat_}
+        best = max(share, key=lambda k: share[k], default=None)
+        return best if best is not None and share[best] >= 0.5 else None
+
+    def _first_values(self, X: pd.DataFrame | Sequence[Mapping[str, Any]]) -> list[str | None]:
+        key = getattr(self, "first_team_", None)
+        if key is None:
+            return [None] * len(X)
+        return key_values(X, [key])[0]
+
+    def _rule_kind(self, strategy: str) -> str | None:
+        """The rule a strategy serves or stacks (None = no rule)."""
+        if strategy in RULES:
+            return strategy
+        return RULE_MAJORITY_GIVEN_FIRST if strategy.endswith("+rule") else None
+
+    def _candidates(self) -> list[str]:
+        """Strategies this router can serve, given its first-team column and history setting."""
+        has_first = self.first_team_ is not None
+        out = [s for s in STRATEGIES if s not in (RULE_FIRST_TEAM, RULE_MAJORITY_GIVEN_FIRST) or has_first]
+        if not has_first:
+            out = [s for s in out if not s.endswith("+rule")]
+        if not self.history:
+            out = [s for s in out if "history" not in s]
+        return out
+
     def fit(self, X: pd.DataFrame, y: Any, *, created_at: Any = None, resolved_at: Any = None) -> TeamRouter:
         """Fit on creation-time attributes `X` (rows in time order) and resolving teams `y`.
 
         With `history=True`, `created_at` and `resolved_at` (when each row's resolving team became known) are
-        required: the validation rows' history features use only resolutions known before their creation.
+        required: the validation rows' history features use only resolutions known before the fitting rows end
+        (or, with `live_memory`, before each row's creation).
         """
         y_arr = np.asarray(pd.Series(y).astype(str), dtype=object)
         if len(y_arr) != len(X):
             raise InvalidInput(f"router fit: {len(X)} rows of features but {len(y_arr)} labels")
+        if len(y_arr) == 0:
+            raise InvalidInput("router fit: no rows")
         self.cat_, self.num_ = self._columns(X)
         X = X.reset_index(drop=True)
+        self.first_team_ = self._first_team_column(X, y_arr)
+        candidates = self._candidates()
+        if self.strategy is not None and self.strategy not in candidates:
+            why = ("it needs history=True" if "history" in self.strategy and self.strategy in STRATEGIES else
+                   "it needs a first-team column" if self.strategy in STRATEGIES else f"known: {list(STRATEGIES)}")
+            raise InvalidInput(f"router strategy {self.strategy!r} cannot be used: {why}", field="strategy")
         if self.history:
             if created_at is None or resolved_at is None:
                 raise InvalidInput("router fit with history=True needs created_at and resolved_at per row")
@@ -254,53 +450,101 @@ class TeamRouter:
                                    f"{len(resolved_at)} resolved_at values")
             memory = TeamHistory(self.cat_, tau_days=self.history_tau_days).observe(X, y_arr, resolved_at)
         self.stack_w_: np.ndarray | None = None
-        val_proba: dict[tuple[float, bool], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.validation_scores_: dict[str, float] = {}
+        self.candidate_scores_: dict[str, float] = {}
+        self.pairs_ = bool(self.pair_features) if self.pair_features is not None else True
         # C and (when pair_features is None) the attribute pairs are chosen on the newest training rows only.
         c_grid = list(self.C_grid) if self.C is None else [self.C]
         pair_grid = [True, False] if self.pair_features is None else [bool(self.pair_features)]
-        self.validation_scores_: dict[str, float] = {}
         n_val = int(len(X) * self.validation_fraction)
         best = (c_grid[len(c_grid) // 2], pair_grid[0])
-        if n_val >= 20 and (len(c_grid) * len(pair_grid) > 1 or self.history):
+        fixed = self.strategy
+        needs_lr = fixed is None or fixed not in RULES
+        stacked_wanted = [s for s in candidates if "+" in s and (fixed is None or s == fixed)]
+        weights: dict[str, np.ndarray] = {}
+        if n_val >= 20 and (fixed is None or (needs_lr and (len(c_grid) * len(pair_grid) > 1 or stacked_wanted))):
             fit_X, val_X = X.iloc[:-n_val], X.iloc[-n_val:]
             fit_y, val_y = y_arr[:-n_val], y_arr[-n_val:]
+            first_fit, first_val = self._first_values(fit_X), self._first_values(val_X)
+            if fixed is None:
+                for kind in (s for s in candidates if s in RULES):
+                    pred = TeamRule(kind).fit(first_fit, fit_y).predict(first_val, n_val)
+                    # A first team that never resolved a case cannot be served (not a class): scored as a miss.
+                    self.candidate_scores_[kind] = float(np.mean(pred == val_y))
             scored: dict[tuple[float, bool], float] = {}
-            for pairs in pair_grid:
-                self.pairs_ = pairs
-                A = self._design(fit_X, fit=True)
-                B = self._design(val_X)
-                for c in c_grid:
-                    m = self._model(c).fit(A, fit_y)
-                    scored[(c, pairs)] = float(np.mean(m.predict(B) == val_y))
-                    if self.history:
-                        val_proba[(c, pairs)] = (np.asarray(m.predict_proba(B)), np.asarray(m.classes_, dtype=object),
-                                                 fit_y)
-                    self.validation_scores_[f"C={c},pairs={pairs}"] = scored[(c, pairs)]
-            best = max(scored, key=lambda k: (scored[k], -k[0], not k[1]))
+            val_proba: dict[tuple[float, bool], tuple[np.ndarray, np.ndarray]] = {}
+            if needs_lr:
+                for pairs in pair_grid:
+                    self.pairs_ = pairs
+                    A = self._design(fit_X, fit=True)
+                    B = self._design(val_X)
+                    for c in c_grid:
+                        m = self._model(c).fit(A, fit_y)
+                        P = np.asarray(m.predict_proba(B))
+                        classes = np.asarray(m.classes_, dtype=object)
+                        scored[(c, pairs)] = float(np.mean(classes[np.argmax(P, axis=1)] == val_y))
+                        if stacked_wanted:
+                            val_proba[(c, pairs)] = (P, classes)
+                        self.validation_scores_[f"C={c},pairs={pairs}"] = scored[(c, pairs)]
+                best = max(scored, key=lambda k: (scored[k], -k[0], not k[1]))
+                self.candidate_scores_[MODEL] = scored[best]
+            if stacked_wanted and best in val_proba:
+                P, classes = val_proba[best]
+                pos = {c: i for i, c in enumerate(classes)}
+                yi = np.asarray([pos.get(v, -1) for v in val_y])
+                keep = yi >= 0
+                log_p = np.log(np.clip(P, 1e-12, None))
+                parts: dict[str, np.ndarray] = {}
+                if self.history:
+                    self.match_keys_ = self._match_keys(X, classes)
+                    # Frozen memory: every validation row asks as of the last fitting row's creation.
+                    at = created[-n_val:] if self.live_memory else np.repeat(created[-n_val - 1], n_val)
+                    parts["history"] = memory.features(val_X, classes, self._prior(fit_y, classes), at=at,
+                                                       match_keys=self.match_keys_)
+                if self.first_team_ is not None:
+                    parts["rule"] = TeamRule(RULE_MAJORITY_GIVEN_FIRST).fit(first_fit, fit_y).evidence(
+                        first_val, classes)
+                for strat in stacked_wanted:
+                    F = np.concatenate([parts[name] for name in strat.split("+")[1:]], axis=2)
+                    # Honest validation figure of the combination: 5 time-ordered folds of the validation rows.
+                    hits = 0
+                    for fold in np.array_split(np.arange(n_val), 5):
+                        rest = np.setdiff1d(np.flatnonzero(keep), fold)
+                        w = fit_stack(log_p[rest], F[rest], yi[rest])
+                        hits += int(np.sum(np.argmax(stack_scores(log_p[fold], F[fold], w), axis=1) == yi[fold]))
+                    self.candidate_scores_[strat] = hits / n_val
+                    weights[strat] = fit_stack(log_p[keep], F[keep], yi[keep])
         C, self.pairs_ = best
         self.C_ = float(C)
-        if self.history and best in val_proba:
-            P, classes, fit_y = val_proba[best]
-            self.match_keys_ = self._match_keys(X, classes)
-            F = memory.features(X.iloc[-n_val:], classes, self._prior(fit_y, classes),
-                                at=created[-n_val:], match_keys=self.match_keys_)
-            pos = {c: i for i, c in enumerate(classes)}
-            yi = np.asarray([pos.get(v, -1) for v in y_arr[-n_val:]])
-            keep = yi >= 0
-            log_p = np.log(np.clip(P, 1e-12, None))
-            # Honest validation figure of the combination: 5 time-ordered folds of the validation rows.
-            hits = 0
-            for fold in np.array_split(np.arange(n_val), 5):
-                rest = np.setdiff1d(np.flatnonzero(keep), fold)
-                w = fit_stack(log_p[rest], F[rest], yi[rest])
-                hits += int(np.sum(np.argmax(stack_scores(log_p[fold], F[fold], w), axis=1) == yi[fold]))
-            self.validation_scores_[f"C={C},pairs={self.pairs_},history (5 folds)"] = hits / n_val
-            self.stack_w_ = fit_stack(log_p[keep], F[keep], yi[keep])
-        self.model_ = self._model(self.C_).fit(self._design(X, fit=True), y_arr)
-        self.classes_ = np.asarray(self.model_.classes_, dtype=object)
+        if fixed is not None:
+            chosen = fixed if (fixed in RULES or "+" not in fixed or fixed in weights) else MODEL
+        elif self.candidate_scores_:
+            order = {s: i for i, s in enumerate(STRATEGIES)}
+            chosen = max(self.candidate_scores_, key=lambda s: (self.candidate_scores_[s], -order[s]))
+        else:
+            chosen = MODEL  # too few rows to validate anything: the regression
+        self.strategy_ = chosen
+        if chosen in weights:
+            self.stack_w_ = weights[chosen]
+        if chosen in RULES and self.candidate_scores_:
+            learned = {s: v for s, v in self.candidate_scores_.items() if s not in RULES}
+            if learned:
+                logger.warning("router: no learned strategy beat the rule %r on validation (%.4f vs %s %.4f); "
+                               "serving the rule", chosen, self.candidate_scores_[chosen],
+                               max(learned, key=lambda s: learned[s]), max(learned.values()))
+        rule_kind = self._rule_kind(chosen)
+        self.rule_ = TeamRule(rule_kind).fit(self._first_values(X), y_arr) if rule_kind is not None else None
+        if chosen in RULES:
+            self.model_: Any = None
+            self.classes_ = np.asarray(self.rule_.classes_, dtype=object)  # type: ignore[union-attr]
+        else:
+            self.model_ = self._model(self.C_).fit(self._design(X, fit=True), y_arr)
+            self.classes_ = np.asarray(self.model_.classes_, dtype=object)
+        self.prior_ = self._prior(y_arr, self.classes_)
         if self.history:
+            if not hasattr(self, "match_keys_"):
+                self.match_keys_ = self._match_keys(X, self.classes_)
             self.history_ = memory
-            self.prior_ = self._prior(y_arr, self.classes_)
         return self
 
     # ---- history (insight.models.team_history): memory of resolutions and the stacked probabilities.
@@ -315,16 +559,46 @@ class TeamRouter:
         share = pd.Series(y).astype(str).value_counts(normalize=True)
         return np.asarray(share.reindex([str(c) for c in classes]).fillna(0.0), dtype=float) + 1e-6
 
+    def _strategy(self) -> str:
+        got = getattr(self, "strategy_", None)
+        if got is not None:
+            return str(got)
+        return MODEL_HISTORY if getattr(self, "stack_w_", None) is not None else MODEL
+
     def _stacked(self, P: np.ndarray, X: pd.DataFrame | Sequence[Mapping[str, Any]], at: Any) -> np.ndarray:
-        """The regression's probabilities combined with the history evidence (unchanged without history)."""
+        """The regression's probabilities combined with the stacked evidence (unchanged without any)."""
         w = getattr(self, "stack_w_", None)
         if w is None or len(P) == 0:
             return P
-        F = self.history_.features(X, self.classes_, self.prior_, at=at, match_keys=self.match_keys_)
+        parts = []
+        for name in self._strategy().split("+")[1:]:
+            if name == "history":
+                parts.append(self.history_.features(X, self.classes_, self.prior_, at=at,
+                                                    match_keys=self.match_keys_))
+            elif name == "rule":
+                parts.append(self.rule_.evidence(self._first_values(X), self.classes_))  # type: ignore[union-attr]
+        F = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
         return stack_scores(np.log(np.clip(P, 1e-12, None)), F, w)
 
+    def _proba_of(self, X: pd.DataFrame | Sequence[Mapping[str, Any]], at: Any,
+                  design: sparse.csr_matrix | None = None) -> np.ndarray:
+        """Probabilities of the chosen strategy for a frame (index reset) or records."""
+        if self._strategy() in RULES:
+            return self.rule_.proba(self._first_values(X), len(X))  # type: ignore[union-attr]
+        if design is None:
+            design = self._design(X) if isinstance(X, pd.DataFrame) else self._design_rows(X)
+        return self._stacked(np.asarray(self.model_.predict_proba(design)), X, at)
+
+    @property
+    def uses_memory(self) -> bool:
+        """True when the served strategy reads the memory of resolutions (what `observe()` changes)."""
+        return hasattr(self, "classes_") and "history" in self._strategy()
+
     def observe(self, X: pd.DataFrame | Sequence[Mapping[str, Any]], teams: Any, resolved_at: Any) -> TeamRouter:
-        """Record resolved tickets (attributes, resolving team, when it became known) for the history evidence."""
+        """Record resolved tickets (attributes, resolving team, when it became known) for the history evidence.
+
+        Accepted whenever the router was fitted with history; it changes predictions only when the served
+        strategy stacks the history evidence (`uses_memory`)."""
         self._check()
         if not self.history:
             raise InvalidInput("this router was fitted without history; observe() has nothing to update")
@@ -332,7 +606,7 @@ class TeamRouter:
         return self
 
     def _check(self) -> None:
-        if not hasattr(self, "model_"):
+        if not hasattr(self, "classes_"):
             raise NotFittedError("TeamRouter is not fitted; call fit(X, y) first")
 
     def predict_proba(self, X: pd.DataFrame, *, at: Any = None) -> np.ndarray:
@@ -344,8 +618,7 @@ class TeamRouter:
         self._check()
         if len(X) == 0:
             return np.zeros((0, len(self.classes_)))
-        X = X.reset_index(drop=True)
-        return self._stacked(np.asarray(self.model_.predict_proba(self._design(X))), X, at)
+        return self._proba_of(X.reset_index(drop=True), at)
 
     def predict(self, X: pd.DataFrame, *, at: Any = None) -> np.ndarray:
         """Most likely resolving team per row."""
@@ -377,9 +650,11 @@ class TeamRouter:
         self._check()
         if len(X) == 0:
             return [], []
-        design = self._design(X.reset_index(drop=True)) if isinstance(X, pd.DataFrame) else self._design_rows(X)
-        P = np.asarray(self.model_.predict_proba(design))
-        P = self._stacked(P, X.reset_index(drop=True) if isinstance(X, pd.DataFrame) else X, at)
+        rows = X.reset_index(drop=True) if isinstance(X, pd.DataFrame) else X
+        if self._strategy() in RULES:
+            return self._rank_rule(rows, k=k, n_reasons=n_reasons)
+        design = self._design(rows) if isinstance(rows, pd.DataFrame) else self._design_rows(rows)
+        P = self._proba_of(rows, at, design)
         tops: list[list[TeamScore]] = []
         reasons: list[list[str]] = []
         names = self._feature_names() if n_reasons > 0 else None
@@ -395,6 +670,17 @@ class TeamRouter:
             contrib = x.data * w[x.indices]
             order = np.argsort(-contrib, kind="stable")[:n_reasons]
             reasons.append([str(names[x.indices[j]]) for j in order if contrib[j] > 0])
+        return tops, reasons
+
+    def _rank_rule(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]], *, k: int,
+                   n_reasons: int) -> tuple[list[list[TeamScore]], list[list[str]]]:
+        """rank() of a router serving a rule: the rule's probabilities; the reason is the first team it read."""
+        first = self._first_values(rows)
+        P = self.rule_.proba(first, len(first))  # type: ignore[union-attr]
+        tops = [[TeamScore(team=str(self.classes_[i]), probability=float(row[i]))
+                 for i in np.argsort(-row, kind="stable")[:k]] for row in P]
+        reasons = [[f"{self.first_team_}={v}"] if n_reasons > 0 and v is not None and self.first_team_ else []
+                   for v in first]
         return tops, reasons
 
     def explain(self, X: pd.DataFrame, k: int = 3) -> list[list[str]]:

@@ -97,7 +97,7 @@ def test_router_with_history_follows_a_reassignment_the_regression_misses() -> N
     train, test = data.iloc[:1200], data.iloc[1200:]  # test: days ~120-150, all after the switch
     cols = ["site", "channel"]
     plain = TeamRouter(categorical=cols, C=1.0, pair_features=False, seed=3).fit(train[cols], train["team"])
-    hist = TeamRouter(categorical=cols, C=1.0, pair_features=False, seed=3, history=True).fit(
+    hist = TeamRouter(categorical=cols, C=1.0, pair_features=False, seed=3, history=True, live_memory=True).fit(
         train[cols], train["team"], created_at=train["created_at"], resolved_at=train["resolved_at"])
     assert hist.stack_w_ is not None  # (the LR weight may be negative here: before the switch it learnt the old map)
     y = test["team"].to_numpy(dtype=object)
