@@ -11,7 +11,7 @@ and the same BERT-FAQ metrics, with all-MiniLM-L6-v2 as the only model, to decid
   four tuning sets (best worst-case gain over dense), never on StackFAQ;
 - the ceiling: the best NDCG@3 of any convex combination (grid step 0.1) of title cosine, title + passage cosine,
   MaxSim and BM25, chosen ON the StackFAQ queries. It is not a result, only an upper bound for score fusion of
-  these signals (ties broken by document order in that grid, so it can differ from sklearn's tie handling by ~0.003).
+  these signals (ties broken by document order in that grid, so it can differ slightly from sklearn's tie handling).
 
 Every StackFAQ answer is one document (title = thread question), as in bench/retrieval.py.
 """
