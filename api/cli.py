@@ -6,8 +6,10 @@ import os
 
 import typer
 
+from api.commands import fail
 from api.logging import configure_logging
 from api.settings import get_settings
+from insight.errors import DeskpilotError
 
 app = typer.Typer(help="deskpilot: mine support event logs, learn from them, route and assist tickets.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -40,7 +42,22 @@ def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     _register_commands()
-    app()
+    try:
+        app(standalone_mode=True)
+    except DeskpilotError as exc:  # bad input a command did not catch itself: one line, exit 2
+        try:
+            fail(exc)
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None
+    except Exception as exc:  # a bug: one line, the traceback only when asked for
+        if settings.log_level.upper() == "DEBUG":
+            raise
+        from api.logging import scrub
+
+        typer.echo(scrub(" ".join(f"internal error ({type(exc).__name__}: {str(exc)[:300]}); rerun with "
+                                  "DESKPILOT_LOG_LEVEL=DEBUG for the traceback, and please report it".split())),
+                   err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

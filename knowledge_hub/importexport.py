@@ -69,63 +69,93 @@ def read_markdown_folder(path: Path) -> list[tuple[ArticleCreate, str | None]]:
     files = sorted(path.rglob("*.md"))
     if not files:
         raise InvalidInput(f"no *.md files under {path}", field="path")
-    out = []
-    for f in files:
-        post = frontmatter.load(str(f))
-        rec = dict(post.metadata)
-        rec.setdefault("title", f.stem.replace("-", " ").replace("_", " "))
-        rec["body"] = post.content
-        out.append(_to_create(rec, where=f"file {f}"))
-    return out
+    return [_md_file(f, default_title=f.stem.replace("-", " ").replace("_", " ")) for f in files]
 
 
-def read_json(path: Path) -> list[tuple[ArticleCreate, str | None]]:
-    """A JSON list of article objects (or {"articles": [...]})."""
+def _text(path: Path) -> str:
+    """The file as UTF-8 text, or an error naming the file and the first byte that is not."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"file {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                           "is it a binary file?", field="path") from exc
+    except OSError as exc:
+        raise InvalidInput(f"file {path}: cannot be read ({exc.strerror or exc})", field="path") from exc
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(_text(path))
     except json.JSONDecodeError as exc:
-        raise InvalidInput(f"file {path}: not valid JSON ({exc})", field="path") from exc
+        raise InvalidInput(f"file {path}: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})",
+                           field="path") from exc
+
+
+def read_json(path: Path, data: Any = None) -> list[tuple[ArticleCreate, str | None]]:
+    """A JSON list of article objects (or {"articles": [...]}); `data` is the file already parsed, if it was."""
+    if data is None:
+        data = _load_json(path)
     if isinstance(data, dict):
         data = data.get("articles")
     if not isinstance(data, list):
-        raise InvalidInput(f"file {path}: expected a list of articles", field="path")
-    return [_to_create(rec, where=f"file {path}, item {i}") for i, rec in enumerate(data)]
+        raise InvalidInput(f"file {path}: expected a list of articles (or {{\"articles\": [...]}})", field="path")
+    out = []
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise InvalidInput(f"file {path}, item {i}: expected an article object, got {type(rec).__name__}",
+                               field="path")
+        out.append(_to_create(rec, where=f"file {path}, item {i}"))
+    return out
 
 
 def read_csv(path: Path) -> list[tuple[ArticleCreate, str | None]]:
     """CSV with a header (title, body, tags, intents, activities, status, author); lists are ';'-separated."""
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(_text(path), newline=""))
+    try:
         if not reader.fieldnames or "title" not in reader.fieldnames:
             raise InvalidInput(f"file {path}: CSV needs a 'title' column", field="title")
         return [_to_create(dict(row), where=f"file {path}, row {i + 2}") for i, row in enumerate(reader)]
+    except csv.Error as exc:
+        raise InvalidInput(f"file {path}, line {reader.line_num}: cannot parse CSV ({exc})", field="path") from exc
 
 
-def read_abcd_guidelines(path: Path) -> list[tuple[ArticleCreate, str | None]]:
+def read_abcd_guidelines(path: Path, data: Any = None) -> list[tuple[ArticleCreate, str | None]]:
     """ABCD agent guidelines: each flow/subflow becomes a published article listing its ordered actions."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    if data is None:
+        data = _load_json(path)
+    if not isinstance(data, dict):
+        raise InvalidInput(f"file {path}: ABCD guidelines are an object of flows", field="path")
     out: list[tuple[ArticleCreate, str | None]] = []
     for flow, fv in data.items():
-        for sub, sv in fv.get("subflows", {}).items():
-            lines = [f"Flow: {flow} ({fv.get('description', '')}). Subflow: {sub}.", ""]
-            lines += [str(t) for t in sv.get("instructions", []) if t]
-            lines += ["", "## Actions", ""]
-            buttons: list[str] = []
-            for n, act in enumerate(sv.get("actions", []), start=1):
-                button = str(act.get("button") or "").strip()
-                if button:
-                    buttons.append(button)
-                lines.append(f"{n}. **{button or act.get('type', 'step')}**: {str(act.get('text', '')).strip()}")
-                lines += [f"   - {str(s).strip()}" for s in act.get("subtext", []) if str(s).strip()]
-            article = ArticleCreate(
-                title=f"{flow}: {sub}",
-                body="\n".join(lines).strip(),
-                tags=["abcd", slug(flow)],
-                intents=[slug(flow), slug(sub)],
-                activities=buttons,
-                status=ArticleStatus.published,
-            )
-            out.append((article, "abcd-guidelines"))
+        try:
+            out += _abcd_flow(flow, fv)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"file {path}, flow {flow!r}: unexpected shape ({exc})", field="path") from exc
+    return out
+
+
+def _abcd_flow(flow: str, fv: dict[str, Any]) -> list[tuple[ArticleCreate, str | None]]:
+    out: list[tuple[ArticleCreate, str | None]] = []
+    for sub, sv in fv.get("subflows", {}).items():
+        lines = [f"Flow: {flow} ({fv.get('description', '')}). Subflow: {sub}.", ""]
+        lines += [str(t) for t in sv.get("instructions", []) if t]
+        lines += ["", "## Actions", ""]
+        buttons: list[str] = []
+        for n, act in enumerate(sv.get("actions", []), start=1):
+            button = str(act.get("button") or "").strip()
+            if button:
+                buttons.append(button)
+            lines.append(f"{n}. **{button or act.get('type', 'step')}**: {str(act.get('text', '')).strip()}")
+            lines += [f"   - {str(s).strip()}" for s in act.get("subtext", []) if str(s).strip()]
+        article = ArticleCreate(
+            title=f"{flow}: {sub}",
+            body="\n".join(lines).strip(),
+            tags=["abcd", slug(flow)],
+            intents=[slug(flow), slug(sub)],
+            activities=buttons,
+            status=ArticleStatus.published,
+        )
+        out.append((article, "abcd-guidelines"))
     return out
 
 
@@ -138,26 +168,36 @@ def read_any(path: Path) -> list[tuple[ArticleCreate, str | None]]:
     if path.suffix.lower() == ".csv":
         return read_csv(path)
     if path.suffix.lower() == ".json":
-        head = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(head, dict) and head and all(isinstance(v, dict) and "subflows" in v for v in head.values()):
-            return read_abcd_guidelines(path)
-        return read_json(path)
+        data = _load_json(path)
+        if isinstance(data, dict) and data and all(isinstance(v, dict) and "subflows" in v for v in data.values()):
+            return read_abcd_guidelines(path, data)
+        return read_json(path, data)
     if path.suffix.lower() == ".md":
         return [_md_file(path)]
     raise InvalidInput(f"{path}: unsupported format (folder of .md, .json or .csv)", field="path")
 
 
-def _md_file(path: Path) -> tuple[ArticleCreate, str | None]:
-    post = frontmatter.load(str(path))
+def _md_file(path: Path, *, default_title: str | None = None) -> tuple[ArticleCreate, str | None]:
+    """One Markdown file: front matter holds the fields, the content is the body; no title -> `default_title`."""
+    try:
+        post = frontmatter.loads(_text(path))
+    except InvalidInput:
+        raise
+    except Exception as exc:  # the YAML parser raises its own error types for broken front matter
+        raise InvalidInput(f"file {path}: broken front matter ({type(exc).__name__}: {exc})", field="path") from exc
     rec = dict(post.metadata)
-    rec.setdefault("title", path.stem)
+    rec.setdefault("title", default_title or path.stem)
     rec["body"] = post.content
     return _to_create(rec, where=f"file {path}")
 
 
-def import_path(*, session: Session, index: ArticleIndex, path: Path, author: str = "import") -> ImportResult:
-    """Read every article from path (all validated before anything is stored) and create them."""
-    records = read_any(path)
+def import_path(*, session: Session, index: ArticleIndex, path: Path, author: str = "import",
+                records: list[tuple[ArticleCreate, str | None]] | None = None) -> ImportResult:
+    """Read every article from path (all validated before anything is stored) and create them.
+
+    `records` are the articles already read from `path` with `read_any` (so a caller can check the file first)."""
+    if records is None:
+        records = read_any(path)
     result = ImportResult(source=str(path))
     batch = [(article_in, rec_author or author) for article_in, rec_author in records]
     for a in service.bulk_create(session=session, index=index, articles_in=batch):

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.commands import fail
 from api.settings import get_settings
 from insight.errors import DeskpilotError, InvalidInput
 
@@ -73,8 +74,7 @@ def register(app: typer.Typer) -> None:
             )
             written = write_log(result, out) if out is not None else None
         except DeskpilotError as exc:
-            console.print(f"[red]error ({exc.code}):[/red] {exc.message}")
-            raise typer.Exit(2) from None
+            fail(exc)
         q = result.quality
         table = Table(title=f"data quality: {log.name}")
         table.add_column("fix")

@@ -51,11 +51,12 @@ def import_cmd(
     """Import articles (published ones are indexed as they are stored)."""
     from sqlmodel import Session
 
-    from knowledge_hub.importexport import import_path
+    from knowledge_hub.importexport import import_path, read_any
 
+    records = read_any(path)  # a bad file is refused before the database and the index are opened
     engine, index = _open()
     with Session(engine, expire_on_commit=False) as session:
-        res = import_path(session=session, index=index, path=path, author=author)
+        res = import_path(session=session, index=index, path=path, author=author, records=records)
     console.print(f"imported {len(res.created)} articles from {path}"
                   + (f"; {len(res.stale)} index-stale (run `deskpilot kb check --repair`)" if res.stale else ""))
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from api.commands import fail
 from api.settings import get_settings
 from insight.errors import DeskpilotError, InvalidInput
 
@@ -112,8 +113,7 @@ def register(app: typer.Typer) -> None:
             json_path = report.write_json(out / "insight.json")
             html_path = write_html(report, out / "report.html")
         except DeskpilotError as exc:
-            console.print(f"[red]error ({exc.code}):[/red] {exc.message}")
-            raise typer.Exit(2) from None
+            fail(exc)
         took = time.perf_counter() - t0
         body = "\n".join(f"- {h}" for h in report.headlines)
         console.print(Panel(body, title=f"headline findings: {report.name}", expand=False))

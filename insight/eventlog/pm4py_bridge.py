@@ -42,8 +42,19 @@ def from_pm4py(df: pd.DataFrame, name: str) -> EventLog:
         )
     rename: dict[str, str] = {}
     case_attrs: list[str] = []
-    taken = set(df.columns)
+    # An event attribute already named like a canonical column (e.g. `timestamp` beside XES `time:timestamp`) keeps
+    # its values under `<name>_attribute`; the XES standard attribute takes the canonical name.
+    targets = {_FROM_PM4PY[c] for c in df.columns if c in _FROM_PM4PY}
     for col in df.columns:
+        if col in targets and col not in _FROM_PM4PY:
+            new = f"{col}_attribute"
+            while new in df.columns:
+                new += "_"
+            rename[col] = new
+    taken = set(df.columns) | set(rename.values())
+    for col in df.columns:
+        if col in rename:
+            continue
         if col in _FROM_PM4PY:
             rename[col] = _FROM_PM4PY[col]
         elif col.startswith(_CASE_PREFIX):
@@ -62,11 +73,15 @@ def from_pm4py(df: pd.DataFrame, name: str) -> EventLog:
 
 def _count_events(path: Path) -> int:
     import gzip
+    import zlib
 
     with path.open("rb") as fh:
         data = fh.read()
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InvalidEventLog(f"broken gzip file ({exc}); the file may be truncated", file=str(path)) from exc
     return data.count(b"<event")
 
 
