@@ -7,6 +7,7 @@ The saved model is the one that was evaluated (trained on the training part), so
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,13 +221,46 @@ def router_table(
     return table, cats, text_col
 
 
+def _first_team_feature(train: pd.DataFrame, cats: list[str]) -> str | None:
+    """The creation-time feature that holds the first team: the categorical column agreeing most often (at least
+    half the cases) with the mined first team; None when no feature does (the rules are then reported only)."""
+    first = train["first_team"].astype("string")
+    agree = {c: float((train[c].astype("string") == first).fillna(False).mean()) for c in cats}
+    best = max(agree, key=lambda c: agree[c], default=None)
+    return best if best is not None and agree[best] >= 0.5 else None
+
+
+def _router_scores(model: TeamRouter, X: pd.DataFrame, y: pd.Series, reassigned: np.ndarray,
+                   at: Any) -> tuple[dict[str, float], np.ndarray]:
+    m = model.evaluate(X, y, reassigned=reassigned, at=at)
+    pred = model.predict(X, at=at)
+    return {"accuracy": m.accuracy, "accuracy_reassigned": m.accuracy_reassigned,
+            "top3_accuracy": m.top3_accuracy}, pred
+
+
 def train_router(
     *, log: EventLog, tickets: pd.DataFrame | None = None, features: list[str] | None = None,
     registry: ModelRegistry | None = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
     params: dict[str, Any] | None = None, team_labels: Mapping[str, str] | None = None,
+    live_memory: bool = False, refit: bool | None = None,
 ) -> TrainedModel:
-    """Train the resolving-team router on the oldest cases; score the newest, incl. what it would have saved."""
+    """Train the resolving-team router on the oldest cases; score the newest against the trivial rules.
+
+    The rules "stay with the first team", "majority resolving team given the first team" (global majority for
+    an unseen first team) and "global majority" are fitted on the same cases and scored on the same validation
+    slice (newest part of the training cases) and test cases; the router chooses on validation between them,
+    the regression and the regression with stacked evidence (TeamRouter), and the metrics say what won and warn
+    when the learned model does not beat the best rule.
+
+    Memory of resolutions (history evidence): `live_memory=False` (what the service runs unless it feeds
+    resolutions to `TeamRouter.observe()`) scores the test cases with the memory frozen when the training cases
+    end; `accuracy` is that figure and `accuracy_live_memory` the one with each test case seeing the resolutions
+    known before its creation. `live_memory=True` swaps the headline. Then, unless `refit=False` (default: refit
+    when saving), the deployed router is refitted on every labelled case with the selected configuration, its
+    memory holding every resolution; metadata `extra` records what was evaluated and that it was refitted.
+    """
     from insight.mining.misrouting import analyze_misrouting
+    from insight.models.router import RULES, rule_predictions
 
     table, cats, text_col = router_table(log=log, tickets=tickets, features=features, team_labels=team_labels)
     n_test = max(1, int(round(len(table) * test_fraction)))
@@ -234,41 +268,115 @@ def train_router(
         raise InvalidInput(f"too few labelled cases ({len(table)}) to train and test a router")
     train, test = table.iloc[:-n_test], table.iloc[-n_test:]
     cols = cats + ([text_col] if text_col else [])
-    model = TeamRouter(categorical=cats, text=text_col, seed=seed, **(params or {}))
+    p = dict(params or {})
+    p.setdefault("first_team", _first_team_feature(train, cats))
+    p.setdefault("live_memory", live_memory)
+    live = bool(p["live_memory"])
+    model = TeamRouter(categorical=cats, text=text_col, seed=seed, **p)
     history = bool(model.history)
     times = {"created_at": train["created_at"], "resolved_at": train["resolved_at"]} if history else {}
     model.fit(train[cols], train["resolving_team"], **times)
+    y_test = test["resolving_team"]
     reassigned = test["reassignments"].fillna(0).to_numpy() > 0
-    at = None
-    frozen: dict[str, Any] | None = None
+    # Frozen memory: every test case asks as of the last training case's creation. Live: each test case sees the
+    # resolutions known strictly before it was created, the earlier test cases' included (observed below; the
+    # memory answers per creation time, so no later one leaks in).
+    freeze = pd.Series([train["created_at"].max()] * len(test), index=test.index) if history else None
+    frozen, pred_frozen = _router_scores(model, test[cols], y_test, reassigned, freeze)
     if history:
-        # Scored as deployed: each test case sees the resolutions known strictly before it was created, the
-        # earlier test cases' included (observed below; the memory answers per creation time, so no later one
-        # leaks in). "frozen" = the memory as it stood when the last training case was created, never updated,
-        # for comparison. The saved model keeps every resolution in its memory: it is the evaluated model as it
-        # stands at the end of the test period.
-        at = test["created_at"]
-        freeze = pd.Series([train["created_at"].max()] * len(test), index=test.index)
-        fm = model.evaluate(test[cols], test["resolving_team"], reassigned=reassigned, at=freeze)
-        frozen = {"accuracy": fm.accuracy, "accuracy_reassigned": fm.accuracy_reassigned}
-        model.observe(test[cols], test["resolving_team"], test["resolved_at"])
-    metrics = model.evaluate(test[cols], test["resolving_team"], reassigned=reassigned,
-                             first_team=test["first_team"], train_y=train["resolving_team"], at=at).to_dict()
-    if frozen is not None:
-        metrics["history_frozen"] = frozen
+        model.observe(test[cols], y_test, test["resolved_at"])
+        live_scores, pred_live = _router_scores(model, test[cols], y_test, reassigned, test["created_at"])
+    else:
+        live_scores, pred_live = frozen, pred_frozen
+    head, pred = (live_scores, pred_live) if live else (frozen, pred_frozen)
+    y_arr = y_test.astype(str).to_numpy(dtype=object)
+    metrics: dict[str, Any] = {
+        "n_cases": len(test), "n_reassigned": int(reassigned.sum()), **head,
+        "memory": "live" if live else "frozen",
+        "accuracy_frozen_memory": frozen["accuracy"],
+        "accuracy_reassigned_frozen_memory": frozen["accuracy_reassigned"],
+        "accuracy_live_memory": live_scores["accuracy"],
+        "accuracy_reassigned_live_memory": live_scores["accuracy_reassigned"],
+    }
+    # The trivial rules on the same split, from the mined first team (test: fitted on all training cases).
+    preds = rule_predictions(train["first_team"], train["resolving_team"], test["first_team"])
+    for kind in RULES:
+        metrics[f"baseline_{kind}_accuracy"] = float(np.mean(preds[kind] == y_arr)) if len(y_arr) else 0.0
+        metrics[f"baseline_{kind}_accuracy_reassigned"] = (
+            float(np.mean(preds[kind][reassigned] == y_arr[reassigned])) if reassigned.any() else 0.0)
+    n_val = int(len(train) * model.validation_fraction)
+    val_rules: dict[str, float] = {}
+    if n_val >= 1 and n_val < len(train):
+        fit_part, val_part = train.iloc[:-n_val], train.iloc[-n_val:]
+        vy = val_part["resolving_team"].astype(str).to_numpy(dtype=object)
+        vp = rule_predictions(fit_part["first_team"], fit_part["resolving_team"], val_part["first_team"])
+        val_rules = {kind: float(np.mean(vp[kind] == vy)) for kind in RULES}
+    best_rule = max(RULES, key=lambda k: metrics[f"baseline_{k}_accuracy"])
+    metrics["best_baseline"] = best_rule
+    metrics["selected"] = model.strategy_
+    metrics["validation"] = dict(model.candidate_scores_)
+    metrics["validation_baselines"] = val_rules
+    metrics["validation_grid"] = dict(model.validation_scores_)
+    metrics["first_team_column"] = model.first_team_
+    cand = model.candidate_scores_
+    learned = {s: v for s, v in cand.items() if s not in RULES}
+    rules_val = {**val_rules, **{s: v for s, v in cand.items() if s in RULES}}
+    warnings_: list[str] = []
+    if cand:
+        metrics["selected_reason"] = (
+            f"highest validation accuracy ({cand.get(model.strategy_, float('nan')):.4f}) of "
+            + ", ".join(f"{s} {v:.4f}" for s, v in sorted(cand.items(), key=lambda kv: -kv[1])))
+    else:
+        metrics["selected_reason"] = f"fixed or too few training cases to validate ({len(train)})"
+    if learned and rules_val:
+        top_rule = max(rules_val, key=lambda k: rules_val[k])
+        top_learned = max(learned, key=lambda k: learned[k])
+        if learned[top_learned] <= rules_val[top_rule]:
+            served = model.strategy_ in RULES
+            warnings_.append(
+                f"the learned router ({top_learned} {learned[top_learned]:.4f}) does not beat the rule {top_rule} "
+                f"({rules_val[top_rule]:.4f}) on validation; "
+                + ("the rule is served" if served else
+                   f"the rule cannot be served (first team not among the features {cats})"))
+    if metrics["accuracy"] < metrics[f"baseline_{best_rule}_accuracy"]:
+        warnings_.append(f"on the test cases the router ({model.strategy_}, {metrics['accuracy']:.4f}) is below the "
+                         f"rule {best_rule} ({metrics[f'baseline_{best_rule}_accuracy']:.4f})")
+    metrics["warnings"] = warnings_
+    for w in warnings_:
+        logging.getLogger(__name__).warning("router: %s", w)
+    if history:
         metrics["history_weights"] = [float(w) for w in model.stack_w_] if model.stack_w_ is not None else None
     # Cost of a misrouted case is measured on the training period only (no test data in any figure we reuse).
     train_log = log.filter_cases(train.index)
     cost = analyze_misrouting(train_log).extra_hours_mean
-    impact = routing_impact(predicted=model.predict(test[cols], at=at), resolving_team=test["resolving_team"],
-                            reassignments=test["reassignments"], hours_per_misrouted_case=cost)
+    impact = routing_impact(predicted=pred, resolving_team=y_test, reassignments=test["reassignments"],
+                            hours_per_misrouted_case=cost)
     metrics["impact"] = impact.to_dict()
     metrics["C"] = model.C_
-    ref = _save(registry, model, task=TASK_ROUTER, metrics=metrics, features=cols,
-                classes=[str(c) for c in model.classes_], train_df=train[["resolving_team"]],
-                window=[str(train["created_at"].min()), str(train["created_at"].max())],
-                hyper=model.get_params(), promote=promote, extra={"text_column": text_col, "categorical": cats})
-    return _trained(TASK_ROUTER, metrics, ref, model)
+    deployed, fitted = model, train
+    do_refit = registry is not None if refit is None else refit
+    if do_refit:
+        # Same configuration (C, pairs, strategy, first-team column), every labelled case; stacking weights are
+        # re-fitted on the newest slice of all cases. The memory then holds every resolution.
+        fixed = {**p, "C": model.C_, "pair_features": model.pairs_, "strategy": model.strategy_,
+                 "first_team": model.first_team_}
+        deployed = TeamRouter(categorical=cats, text=text_col, seed=seed, **fixed)
+        all_times = {"created_at": table["created_at"], "resolved_at": table["resolved_at"]} if history else {}
+        deployed.fit(table[cols], table["resolving_team"], **all_times)
+        fitted = table
+    extra = {
+        "text_column": text_col, "categorical": cats, "selected": model.strategy_, "memory": metrics["memory"],
+        "first_team_column": model.first_team_,
+        "evaluated_on": (f"newest {test_fraction:.0%} of labelled cases by creation time "
+                         f"({test['created_at'].min()} .. {test['created_at'].max()})"),
+        "n_cases_evaluated_train": len(train), "n_cases_evaluated_test": len(test),
+        "refit_on_all_data": do_refit, "n_cases_refit": len(table) if do_refit else None,
+    }
+    ref = _save(registry, deployed, task=TASK_ROUTER, metrics=metrics, features=cols,
+                classes=[str(c) for c in deployed.classes_], train_df=fitted[["resolving_team"]],
+                window=[str(fitted["created_at"].min()), str(fitted["created_at"].max())],
+                hyper=deployed.get_params(), promote=promote, extra=extra)
+    return _trained(TASK_ROUTER, metrics, ref, deployed)
 
 
 def train_intent(

@@ -244,14 +244,23 @@ def train_router_cmd(
     test_fraction: TestFracOpt = 0.2,
     registry: RegistryOpt = None,
     json_out: JsonOpt = None,
+    router_metrics_out: Annotated[Path | None, typer.Option(
+        "--metrics-out", help="Write the test metrics as JSON: accuracy, accuracy_reassigned, the baselines "
+        "baseline_first_team_accuracy, baseline_majority_given_first_team_accuracy, baseline_majority_accuracy "
+        "(fractions, same split) and the selected strategy.")] = None,
     seed: SeedOpt = None,
     no_save: NoSaveOpt = False,
     history: Annotated[bool, typer.Option(
         "--history/--no-history", help="Add the history evidence: teams that resolved earlier tickets with the same "
         "attribute values (only resolutions known before each ticket's creation count); weighed on validation.",
     )] = True,
+    live_memory: Annotated[bool, typer.Option(
+        "--live-memory/--frozen-memory", help="Whether the deployment feeds resolutions to the router's memory as "
+        "they arrive: chooses how validation and the headline `accuracy` treat the history evidence (frozen = "
+        "as it stood when training ended).")] = False,
 ) -> None:
-    """Train the resolving-team router (labels mined from the log); accuracy overall and on reassigned cases."""
+    """Train the resolving-team router (labels mined from the log) against the trivial rules (first team, majority
+    given the first team, majority), choose on validation, report the test split, refit on all cases and save."""
     import pandas as pd
 
     from insight.training import train_router
@@ -262,11 +271,17 @@ def train_router_cmd(
         feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
         m = train_router(log=ev, tickets=tk, features=feats, registry=_registry(registry, no_save),
                          seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction,
-                         params={"history": history})
+                         params={"history": history}, live_memory=live_memory)
     except DeskpilotError as exc:
         _fail(exc)
         return
     _show([m], json_out)
+    for warning in m.metrics.get("warnings", []):
+        Console(stderr=True).print(f"[yellow]warning[/yellow]: {warning}")
+    if router_metrics_out is not None:
+        router_metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        router_metrics_out.write_text(json.dumps(m.metrics, indent=2, default=str))
+        Console().print(f"wrote {router_metrics_out}")
 
 
 def register(app: typer.Typer) -> None:
