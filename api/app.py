@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import structlog
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
@@ -292,7 +293,9 @@ def create_app(
                 blas_limits.restore_original_limits()
             gc.unfreeze()
 
-    app = FastAPI(title="deskpilot", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc from assets inside the installed fastapi-offline package: nothing is fetched from a CDN.
+    app = FastAPIOffline(title="deskpilot", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan,
+                         static_url="/static/api-docs")
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.models = ModelState(bundle=None, error=ModelNotReady("the service is starting"))
