@@ -43,6 +43,16 @@ def predict_threads(n_rows: int, num_threads: int) -> int:
     return 1 if n_rows <= SMALL_PREDICT_ROWS else num_threads
 
 
+# Training on few rows is dominated by per-tree thread synchronisation, which stalls badly when other processes
+# hold the cores: below this many rows a model trains on one thread (deterministic=True: the same trees).
+SMALL_TRAIN_ROWS = 10_000
+
+
+def train_threads(n_rows: int, num_threads: int) -> int:
+    """Threads for training a LightGBM model on n_rows rows."""
+    return 1 if n_rows <= SMALL_TRAIN_ROWS else num_threads
+
+
 def carve_validation(log: Any, fraction: float) -> tuple[Any, Any]:
     """Split a training log by case start time: older cases fit, the newest `fraction` validate."""
     df = log.df if hasattr(log, "df") else log

@@ -101,6 +101,13 @@ def _plain_str(values: list[Any]) -> list[str] | None:
     return None
 
 
+def _first_so_far(s: pd.Series, case: pd.Series) -> pd.Series:
+    """Per row, the first non-missing value among its case's rows up to and including it (rows in case order)."""
+    present = s.notna()
+    first_present = present & (present.astype(np.int64).groupby(case, sort=False).cumsum() == 1)
+    return s.where(first_present).groupby(case, sort=False).ffill()
+
+
 def feature_matrix(X: pd.DataFrame) -> np.ndarray:
     """Prefix features the way LightGBM reads a frame: float64, category codes, NaN for a missing category."""
     out = np.empty(X.shape, dtype=np.float64)
@@ -180,8 +187,83 @@ def _frame(log: Any) -> pd.DataFrame:
     return df
 
 
+# Column names (lower case, letters and digits only) that name the whole trace, whatever their values.
+_TRACE_ID_NAMES = frozenset({"caseid", "case", "caseconceptname", "conceptname", "trace", "traceid", "tracename",
+                             "traceconceptname", "caseindex", "traceindex", "sourcecaseid"})
+_TRACE_COUNT_NAMES = frozenset({"events", "nevents", "numevents", "eventcount", "eventscount", "nofevents",
+                                "numberofevents", "tracelength", "caselength", "length", "caselen", "tracelen"})
+# A value-to-variant correspondence is only evidence when variants repeat and there are a few of them.
+_MIN_VARIANT_VALUES = 3
+
+
+def trace_attribute_problem(df: pd.DataFrame, col: str) -> str | None:
+    """Why `col` names the whole trace (so no prefix may read it), or None when it does not.
+
+    Refused: variant labels / indices (a Disco or pm4py export repeats them on every event), case ids and
+    XES trace names, and event counts, recognised by name; and any column constant within every case whose
+    per-case value is the case id, equals the case's number of events, or corresponds one to one to the case's
+    complete activity sequence (a variant under another name).
+    """
+    key = re.sub(r"[^a-z0-9]", "", str(col).lower())
+    if "variant" in key:
+        return "it names the case's variant, i.e. its complete sequence of activities, known only when it ends"
+    if key in _TRACE_ID_NAMES or key.removeprefix("case") in _TRACE_ID_NAMES - {"case"}:
+        return "it identifies the whole case (a case id or trace name), which predicts nothing about new cases"
+    if key in _TRACE_COUNT_NAMES or key.removeprefix("case") in _TRACE_COUNT_NAMES:
+        return "it counts the case's events, known only when the case ends"
+    if col not in df.columns or CASE_ID not in df.columns or ACTIVITY not in df.columns or df.empty:
+        return None
+    case = df[CASE_ID].astype(str)
+    values = df[col]
+    codes = pd.Series(pd.factorize(values, use_na_sentinel=False)[0], index=df.index)
+    if bool((codes.groupby(case, sort=False).nunique() > 1).any()):
+        return None  # changes within a case: an event attribute, read causally
+    per_case = values.groupby(case, sort=False).first()
+    n_cases = len(per_case)
+    if per_case.notna().all() and bool((per_case.astype(str) == per_case.index.to_series()).all()):
+        return "it repeats the case id on every event"
+    sizes = case.groupby(case, sort=False).size()
+    numeric = pd.to_numeric(per_case, errors="coerce")
+    if numeric.notna().all() and sizes.nunique() > 1 and bool((numeric.to_numpy() == sizes.to_numpy()).all()):
+        return "it equals the case's number of events, known only when the case ends"
+    per_case = per_case.dropna()
+    if len(per_case) < 2 * _MIN_VARIANT_VALUES:
+        return None
+    seqs = df[ACTIVITY].astype(str).groupby(case, sort=False).agg(tuple).reindex(per_case.index)
+    pairs = pd.DataFrame({"v": per_case.astype(str).to_numpy(), "s": seqs.to_numpy()})
+    n_values = pairs["v"].nunique()
+    one_to_one = (pairs.groupby("v")["s"].nunique().max() == 1) and (pairs.groupby("s")["v"].nunique().max() == 1)
+    if one_to_one and _MIN_VARIANT_VALUES <= n_values < len(pairs):
+        return ("its value corresponds one to one to the case's complete sequence of activities (a variant "
+                "label under another name), known only when the case ends")
+    if n_values == n_cases >= 20 and not pd.api.types.is_numeric_dtype(values):
+        return "it takes a different value in every case (an identifier), which predicts nothing about new cases"
+    return None
+
+
+def check_prefix_columns(log: Any, columns: Sequence[str], *, kind: str) -> None:
+    """Raise InvalidInput naming the first column that is absent or names the whole trace."""
+    df = _frame(log)
+    for col in columns:
+        if col in (CASE_ID, ACTIVITY, TIMESTAMP):
+            raise InvalidInput(f"{kind} {col!r} cannot be a feature: it is a required log column", field=col)
+        if col not in df.columns:
+            raise InvalidInput(f"{kind} {col!r} is not a column of log {getattr(log, 'name', '')!r}; "
+                               f"it has {[c for c in df.columns]}", field=col)
+        why = trace_attribute_problem(df, col)
+        if why is not None:
+            raise InvalidInput(f"{kind} {col!r} is refused as a prefix feature: {why}", field=col)
+
+
 class PrefixEncoder:
-    """Learns the vocabularies of a training log and encodes prefixes of any log with them (sklearn-style)."""
+    """Learns the vocabularies of a training log and encodes prefixes of any log with them (sklearn-style).
+
+    Every feature of a prefix reads only that prefix's events. Trace-level (case) attributes are features only
+    when declared in `case_attributes` (known when a case is created); by default none is used, whatever
+    `log.case_attributes` lists: an XES trace attribute or a column constant within every case may have been
+    recorded after the case ended. Declared and explicitly listed event attributes that name the whole trace
+    (see `trace_attribute_problem`) are refused with InvalidInput.
+    """
 
     def __init__(
         self,
@@ -211,14 +293,25 @@ class PrefixEncoder:
         # Absolute time is measured from the training log's first event, so the trend column means the same later.
         self.origin_ = pd.Timestamp(df[TIMESTAMP].min())
         self.bag_activities_ = sorted(counts.index[: self.max_bag_activities].tolist())
-        case_attrs = self.case_attributes
-        if case_attrs is None:
-            case_attrs = list(getattr(log, "case_attributes", []) or [])
-        self.case_attributes_ = [c for c in case_attrs if c in df.columns and c not in (CASE_ID, ACTIVITY, TIMESTAMP)]
-        ev_attrs = self.event_attributes
-        if ev_attrs is None:
-            ev_attrs = [c for c in (RESOURCE, GROUP) if c in df.columns]
-        self.event_attributes_ = [c for c in ev_attrs if c in df.columns]
+        # Case attributes only when declared known at creation; never taken from the log's trace attributes.
+        self.case_attributes_ = list(dict.fromkeys(self.case_attributes or []))
+        check_prefix_columns(log, self.case_attributes_, kind="case feature")
+        trace_level = set(getattr(log, "case_attributes", []) or [])
+        if self.event_attributes is None:
+            # Automatic choice: the canonical per-event columns, never a trace-level one.
+            ev_attrs = [c for c in (RESOURCE, GROUP) if c in df.columns and c not in trace_level
+                        and trace_attribute_problem(df, c) is None]
+        else:
+            ev_attrs = list(dict.fromkeys(self.event_attributes))
+            check_prefix_columns(log, ev_attrs, kind="event attribute")
+            leaked = [c for c in ev_attrs if c in trace_level and c not in (RESOURCE, GROUP)]
+            if leaked:
+                raise InvalidInput(
+                    f"event attribute {leaked[0]!r} is a trace-level attribute of log {getattr(log, 'name', '')!r} "
+                    "(an XES trace attribute or a value that never changes within a case), which may have been "
+                    "recorded after the case ended; declare it as a case feature if it is known when a case "
+                    "is created", field=leaked[0])
+        self.event_attributes_ = [c for c in ev_attrs if c not in self.case_attributes_]
         # Categories kept per attribute: the most frequent ones; rarer values share one "other" level.
         self.categories_: dict[str, list[str]] = {}
         self.numeric_: list[str] = []
@@ -430,14 +523,17 @@ class PrefixEncoder:
             first = np.empty(n, dtype=np.int64)
             changes = np.empty(n, dtype=np.int16)
             for i, j in segments:
-                first_value = next((v for v in raw[i:j + 1] if v is not None), None)
-                first_code = -1 if first_value is None else index.get(first_value, other)
+                # The first value seen so far in this prefix (never one of a later event).
+                first_code = -1
                 current: str | None = None
                 shown = ""
                 n_changes = 0
                 for r in range(i, j + 1):
-                    if raw[r] is not None:
-                        current = raw[r]
+                    value = raw[r]
+                    if value is not None:
+                        if current is None:
+                            first_code = index.get(value, other)
+                        current = value
                     now_shown = current if current is not None else ""
                     if r > i and now_shown != shown:
                         n_changes += 1
@@ -450,18 +546,24 @@ class PrefixEncoder:
             categories[f"last_{safe}"] = categories[f"first_{safe}"] = cats
 
         for col in self.case_attributes_:
+            # A declared case attribute as first seen in the prefix: missing until an event of the prefix has it.
             values = attrs[col]
-            firsts = [next((v for v in values[i:j + 1] if text_value(v) is not None), None) for i, j in segments]
-            reps = [j - i + 1 for i, j in segments]
+            firsts: list[Any] = [None] * n
+            for i, j in segments:
+                known: Any = None
+                for r in range(i, j + 1):
+                    if known is None and text_value(values[r]) is not None:
+                        known = values[r]
+                    firsts[r] = known
             name = f"case_{_safe(col)}"
             if col in self.numeric_:
-                cols[name] = np.repeat(np.asarray([number_value(v) for v in firsts], dtype=np.float64), reps)
+                cols[name] = np.asarray([number_value(v) for v in firsts], dtype=np.float64)
             else:
                 cats = self.categories_[col]
                 index = {c: k for k, c in enumerate(cats[:-1])}
                 texts = [text_value(v) for v in firsts]
-                case_codes = [-1 if t is None else index.get(t, len(cats) - 1) for t in texts]
-                cols[name] = np.repeat(np.asarray(case_codes, dtype=np.int64), reps)
+                cols[name] = np.asarray([-1 if t is None else index.get(t, len(cats) - 1) for t in texts],
+                                        dtype=np.int64)
                 categories[name] = cats
 
         nxt = [acts[r + 1] if r < end_l[r] else END for r in range(n)]
@@ -546,13 +648,12 @@ class PrefixEncoder:
             s = df[col]
             filled = s.groupby(case, sort=False).ffill()
             out[f"last_{_safe(col)}"] = self._cat(filled, cats).array
-            first = s.groupby(case, sort=False).transform("first")
-            out[f"first_{_safe(col)}"] = self._cat(first, cats).array
+            out[f"first_{_safe(col)}"] = self._cat(_first_so_far(s, case), cats).array
             sv = filled.astype("string").fillna("")
             changed = (sv != sv.groupby(case, sort=False).shift(1).fillna(sv)).astype(np.int16)
             out[f"nchg_{_safe(col)}"] = changed.groupby(case, sort=False).cumsum().to_numpy()
         for col in self.case_attributes_:
-            first = df[col].groupby(case, sort=False).transform("first")
+            first = _first_so_far(df[col], case)
             if col in self.numeric_:
                 out[f"case_{_safe(col)}"] = pd.to_numeric(first, errors="coerce").to_numpy(dtype=float)
             else:

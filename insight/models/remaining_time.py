@@ -10,19 +10,21 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import NotFittedError
 
-from insight.models._lgbm import base_params, carve_validation, predict_threads
+from insight.errors import InvalidInput
+from insight.models._lgbm import base_params, carve_validation, predict_threads, train_threads
 from insight.models.prefix_features import PrefixEncoder, PrefixMatrix, PrefixSet
 
 
 @dataclass
 class RemainingTimeMetrics:
-    """MAE in hours over every prefix of the test cases, against the mean-per-prefix-length baseline."""
+    """MAE in hours over every prefix of the test cases, against baselines fitted on the training prefixes: the
+    median (the MAE-optimal constant) and the mean remaining time of training prefixes of the same length."""
 
     n_cases: int
     n_prefixes: int
     mae_hours: float
-    baseline_mae_hours: float
-    median_baseline_mae_hours: float
+    baseline_median_per_prefix_length_mae_hours: float
+    baseline_mean_per_prefix_length_mae_hours: float
     sla_hours: float
     breach_rate: float
     breach_auc: float | None
@@ -85,6 +87,7 @@ class RemainingTimePredictor:
     def _train(self, params: dict[str, Any], fit: PrefixSet, y_fit: np.ndarray, val: PrefixSet | None,
                y_val: np.ndarray | None, full: PrefixSet, y_full: np.ndarray) -> tuple[lgb.Booster, int]:
         n_iter = self.n_estimators
+        params = {**params, "num_threads": train_threads(len(fit) if val is not None else len(full), self.num_threads)}
         if val is not None and y_val is not None and len(val):
             dtrain = lgb.Dataset(fit.X, y_fit, free_raw_data=False)
             dvalid = lgb.Dataset(val.X, y_val, reference=dtrain)
@@ -101,9 +104,7 @@ class RemainingTimePredictor:
             fit_log, valid_log = carve_validation(log, self.validation_fraction)
         else:
             fit_log = log
-        self.encoder_ = PrefixEncoder(
-            k=self.k, case_attributes=self.case_attributes, event_attributes=self.event_attributes
-        ).fit(log)
+        self.encoder_ = self._new_encoder().fit(log)
         fit = self.encoder_.transform(fit_log)
         val = self.encoder_.transform(valid_log) if valid_log is not None else None
         full = self.encoder_.transform(log) if valid_log is not None else fit
@@ -130,10 +131,46 @@ class RemainingTimePredictor:
         else:
             self.classifier_, self.breach_n_iter_ = self._train(
                 self._params("binary"), fo, breach(fo), vo, None if vo is None else breach(vo), fu, breach(fu))
-        # The mean-per-prefix-length baseline, kept for reports.
-        self.baseline_by_len_ = pd.Series(full.remaining_hours).groupby(full.prefix_len).mean().to_dict()
-        self.baseline_default_ = float(np.mean(full.remaining_hours))
+        self._fit_baselines(full)
         self.feature_names_ = list(self.encoder_.feature_names_)
+        self.n_cases_fit_ = int(len(set(full.case_id.tolist())))
+        return self
+
+    def _new_encoder(self) -> PrefixEncoder:
+        return PrefixEncoder(k=self.k, case_attributes=self.case_attributes, event_attributes=self.event_attributes)
+
+    def _fit_baselines(self, ps: PrefixSet) -> None:
+        # Per-prefix-length mean and median remaining hours of the training prefixes (the baselines to beat).
+        by_len = pd.Series(ps.remaining_hours).groupby(ps.prefix_len)
+        self.baseline_by_len_ = by_len.mean().to_dict()
+        self.baseline_default_ = float(np.mean(ps.remaining_hours)) if len(ps) else 0.0
+        self.median_by_len_ = by_len.median().to_dict()
+        self.median_default_ = float(np.median(ps.remaining_hours)) if len(ps) else 0.0
+
+    def refit(self, log: Any) -> RemainingTimePredictor:
+        """Retrain both models on every prefix of `log` (e.g. train + test once scored) with the numbers of
+        boosting rounds validated by `fit`; the SLA target stays the one fitted (and evaluated) before."""
+        self._check()
+        encoder = self._new_encoder().fit(log)
+        full = encoder.transform(log)
+        threads = train_threads(len(full), self.num_threads)
+        regressor = lgb.train({**self._params(self.objective), "num_threads": threads},
+                              lgb.Dataset(full.X, full.remaining_hours), num_boost_round=self.n_iter_)
+        fu = full.take(full.elapsed_hours <= self.sla_hours_)
+        breach = ((fu.elapsed_hours + fu.remaining_hours) > self.sla_hours_).astype(int)
+        classifier = None
+        if len(np.unique(breach)) == 2:
+            rounds = self.breach_n_iter_ or self.n_estimators
+            classifier = lgb.train({**self._params("binary"), "num_threads": threads}, lgb.Dataset(fu.X, breach),
+                                   num_boost_round=rounds)
+            self.breach_n_iter_ = rounds
+        else:
+            self.breach_n_iter_ = 0
+        self.breach_rate_ = float(breach.mean()) if len(fu) else 0.0
+        self.encoder_, self.regressor_, self.classifier_ = encoder, regressor, classifier
+        self._fit_baselines(full)
+        self.feature_names_ = list(encoder.feature_names_)
+        self.n_cases_fit_ = int(len(set(full.case_id.tolist())))
         return self
 
     def _check(self) -> None:
@@ -179,11 +216,18 @@ class RemainingTimePredictor:
                            dtype=float)
         return np.where(past, 1.0, p)
 
-    def baseline_predict(self, data: Any) -> np.ndarray:
-        """Mean remaining hours of training prefixes of the same length (the baseline to beat)."""
+    def baseline_predict(self, data: Any, *, statistic: str = "median") -> np.ndarray:
+        """Median (or mean) remaining hours of training prefixes of the same length; for a length never seen in
+        training, that statistic over every training prefix."""
         self._check()
         ps = data if isinstance(data, PrefixSet) else self.prefixes(data)
-        return np.array([self.baseline_by_len_.get(int(n), self.baseline_default_) for n in ps.prefix_len])
+        if statistic == "median":
+            table, default = self.median_by_len_, self.median_default_
+        elif statistic == "mean":
+            table, default = self.baseline_by_len_, self.baseline_default_
+        else:
+            raise InvalidInput(f"statistic must be 'median' or 'mean', got {statistic!r}", field="statistic")
+        return np.array([table.get(int(n), default) for n in ps.prefix_len], dtype=float)
 
     def evaluate(self, test_log: Any) -> RemainingTimeMetrics:
         """MAE on every prefix of the test log, the baseline's MAE, and breach AUC / Brier score."""
@@ -192,8 +236,8 @@ class RemainingTimePredictor:
         te = self.prefixes(test_log)
         y = te.remaining_hours
         pred = self.predict(te)
-        base = self.baseline_predict(te)
-        med = np.full(len(y), float(np.median(list(self.baseline_by_len_.values())))) if len(y) else y
+        med = self.baseline_predict(te, statistic="median")
+        mean = self.baseline_predict(te, statistic="mean")
         breach = ((te.elapsed_hours + te.remaining_hours) > self.sla_hours_).astype(int)
         p = self.predict_breach_proba(te)
         auc = float(roc_auc_score(breach, p)) if len(np.unique(breach)) == 2 else None
@@ -201,8 +245,8 @@ class RemainingTimePredictor:
             n_cases=int(len(set(te.case_id.tolist()))),
             n_prefixes=int(len(y)),
             mae_hours=float(np.mean(np.abs(pred - y))) if len(y) else 0.0,
-            baseline_mae_hours=float(np.mean(np.abs(base - y))) if len(y) else 0.0,
-            median_baseline_mae_hours=float(np.mean(np.abs(med - y))) if len(y) else 0.0,
+            baseline_median_per_prefix_length_mae_hours=float(np.mean(np.abs(med - y))) if len(y) else 0.0,
+            baseline_mean_per_prefix_length_mae_hours=float(np.mean(np.abs(mean - y))) if len(y) else 0.0,
             sla_hours=self.sla_hours_,
             breach_rate=float(breach.mean()) if len(y) else 0.0,
             breach_auc=auc,
