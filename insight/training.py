@@ -97,33 +97,86 @@ def _trained(task: str, metrics: dict[str, Any], ref: ArtifactRef | None, model:
                         path=str(ref.path) if ref else None, model=model)
 
 
+def _all_cases(train: EventLog, test: EventLog) -> EventLog:
+    """Train and test cases in one log for the refit (a test case id also used in training is kept apart)."""
+    test_df = test.df
+    clash = set(train.df[CASE_ID].astype(str)) & set(test_df[CASE_ID].astype(str))
+    if clash:
+        ids = test_df[CASE_ID].astype(str)
+        test_df = test_df.assign(**{CASE_ID: ids.where(~ids.isin(clash), "test:" + ids)})
+    df = pd.concat([train.df, test_df], ignore_index=True)
+    attrs = list(dict.fromkeys([*train.case_attributes, *test.case_attributes]))
+    return EventLog(df, name=f"{train.name}+{test.name}", case_attributes=attrs)
+
+
+def _prefix_params(params: dict[str, Any] | None, case_features: list[str] | None) -> dict[str, Any]:
+    out = dict(params or {})
+    if case_features is not None:
+        out["case_attributes"] = list(case_features)
+    return out
+
+
+def _refit_extra(train: EventLog, test: EventLog, test_log_given: bool, test_fraction: float, refit: bool,
+                 n_refit: int | None) -> dict[str, Any]:
+    evaluated = (f"test log {test.name}" if test_log_given
+                 else f"newest {test_fraction:.0%} of cases by start time ({test.name})")
+    return {"evaluated_on": evaluated, "refit_on_all_data": refit, "n_cases_evaluated_train": train.n_cases,
+            "n_cases_evaluated_test": test.n_cases, "n_cases_refit": n_refit}
+
+
 def train_next_activity(
     *, log: EventLog, test_log: EventLog | None = None, registry: ModelRegistry | None = None, seed: int = 7,
     test_fraction: float = 0.2, promote: bool = True, params: dict[str, Any] | None = None,
+    case_features: list[str] | None = None, refit: bool = True,
 ) -> TrainedModel:
-    """Train the next-activity model on the past, score every prefix of the future against n-gram/majority."""
+    """Train the next-activity model on the past, score every prefix of the future against bigram / majority /
+    n-gram baselines, then (unless `refit=False`) refit on train + test with the validated number of rounds.
+
+    `case_features`: trace-level columns known when a case is created (none by default); a column that names
+    the whole trace (variant, case id, event count) is refused with InvalidInput.
+    """
     train, test = (log, test_log) if test_log is not None else split_log(log, test_fraction=test_fraction)
-    model = NextActivityPredictor(seed=seed, **(params or {})).fit(train)
+    model = NextActivityPredictor(seed=seed, **_prefix_params(params, case_features)).fit(train)
     metrics = model.evaluate(train, test).to_dict()
     metrics["validation_accuracy"] = getattr(model, "validation_accuracy_", None)
+    fitted = train
+    if refit:
+        fitted = _all_cases(train, test)
+        model.refit(fitted)
+    extra = _refit_extra(train, test, test_log is not None, test_fraction, refit, fitted.n_cases if refit else None)
+    extra.update(boosting_rounds=int(model.n_iter_), case_features=list(model.encoder_.case_attributes_),
+                 event_attributes=list(model.encoder_.event_attributes_))
     ref = _save(registry, model, task=TASK_NEXT_ACTIVITY, metrics=metrics, features=model.feature_names_,
-                classes=[str(c) for c in model.classes_], train_df=train.df[[CASE_ID, TIMESTAMP]],
-                window=_window(train), hyper=model.get_params(), promote=promote)
+                classes=[str(c) for c in model.classes_], train_df=fitted.df[[CASE_ID, TIMESTAMP]],
+                window=_window(fitted), hyper=model.get_params(), promote=promote, extra=extra)
     return _trained(TASK_NEXT_ACTIVITY, metrics, ref, model)
 
 
 def train_remaining_time(
     *, log: EventLog, test_log: EventLog | None = None, registry: ModelRegistry | None = None, seed: int = 7,
     test_fraction: float = 0.2, sla_hours: float | None = None, promote: bool = True,
-    params: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None, case_features: list[str] | None = None, refit: bool = True,
 ) -> TrainedModel:
-    """Train remaining-time + SLA-breach models on the past; MAE on every future prefix vs the per-length mean."""
+    """Train remaining-time + SLA-breach models on the past; MAE on every future prefix vs the per-prefix-length
+    median (and mean) of training prefixes; then (unless `refit=False`) refit on train + test.
+
+    `case_features` as for `train_next_activity`.
+    """
     train, test = (log, test_log) if test_log is not None else split_log(log, test_fraction=test_fraction)
-    model = RemainingTimePredictor(seed=seed, sla_hours=sla_hours, **(params or {})).fit(train)
+    model = RemainingTimePredictor(seed=seed, sla_hours=sla_hours, **_prefix_params(params, case_features)).fit(train)
     metrics = model.evaluate(test).to_dict()
+    fitted = train
+    if refit:
+        fitted = _all_cases(train, test)
+        model.refit(fitted)
+    extra = _refit_extra(train, test, test_log is not None, test_fraction, refit, fitted.n_cases if refit else None)
+    extra.update(sla_hours=model.sla_hours_, boosting_rounds=int(model.n_iter_),
+                 breach_boosting_rounds=int(model.breach_n_iter_),
+                 case_features=list(model.encoder_.case_attributes_),
+                 event_attributes=list(model.encoder_.event_attributes_))
     ref = _save(registry, model, task=TASK_REMAINING_TIME, metrics=metrics, features=model.feature_names_,
-                classes=[], train_df=train.df[[CASE_ID, TIMESTAMP]], window=_window(train),
-                hyper=model.get_params(), promote=promote, extra={"sla_hours": model.sla_hours_})
+                classes=[], train_df=fitted.df[[CASE_ID, TIMESTAMP]], window=_window(fitted),
+                hyper=model.get_params(), promote=promote, extra=extra)
     return _trained(TASK_REMAINING_TIME, metrics, ref, model)
 
 
@@ -460,12 +513,14 @@ def train_all(
                                        test_fraction=test_fraction, promote=promote, team_labels=team_labels))
         else:
             skipped[TASK_ROUTER] = "needs a log with a group column and a ticket table"
+    # Trace-level attributes the ticket table also holds were known when the ticket was created.
+    creation = [c for c in log.case_attributes if tickets is not None and c in tickets.columns]
     if TASK_NEXT_ACTIVITY in tasks:
         models.append(train_next_activity(log=log, registry=reg, seed=seed, test_fraction=test_fraction,
-                                          promote=promote))
+                                          promote=promote, case_features=creation))
     if TASK_REMAINING_TIME in tasks:
         models.append(train_remaining_time(log=log, registry=reg, seed=seed, test_fraction=test_fraction,
-                                           promote=promote))
+                                           promote=promote, case_features=creation))
     if TASK_MEMORY in tasks:
         if tickets is not None and embedder is not None and any(c in tickets.columns for c in ROUTER_TEXT):
             from insight.mining.labels import case_labels

@@ -178,6 +178,25 @@ def _split_or_test(log_path: Path, test: Path | None, preset: str | None, mappin
     return train, (_read_log(test, preset, mapping, map_) if test is not None else None)
 
 
+CaseFeaturesOpt = Annotated[str | None, typer.Option(
+    "--case-features", help="Comma-separated trace-level (case) columns known when a case is created, used as "
+    "features; none by default. Columns that name the whole trace (variant, case id, event count) are refused.")]
+PrefixMetricsOpt = Annotated[Path | None, typer.Option(
+    "--metrics-out", help="Write the test metrics (fractions / hours, baselines measured in the same run) as JSON.")]
+
+
+def _prefix_metrics_out(path: Path | None, m: Any) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(m.metrics, indent=2, default=str))
+    Console().print(f"wrote {path}")
+
+
+def _case_feature_list(value: str | None) -> list[str] | None:
+    return [f.strip() for f in value.split(",") if f.strip()] if value else None
+
+
 @train_app.command("next-activity")
 def train_next_cmd(
     log: Annotated[Path, typer.Argument(help="Event log (CSV/XES/Parquet).")],
@@ -185,23 +204,28 @@ def train_next_cmd(
     preset: PresetOpt = None,
     mapping: MappingOpt = None,
     map_: MapOpt = None,
+    case_features: CaseFeaturesOpt = None,
     test_fraction: TestFracOpt = 0.2,
     registry: RegistryOpt = None,
     json_out: JsonOpt = None,
+    metrics_out: PrefixMetricsOpt = None,
     seed: SeedOpt = None,
     no_save: NoSaveOpt = False,
 ) -> None:
-    """Train the next-activity model; accuracy on every test prefix vs majority and n-gram baselines."""
+    """Train the next-activity model; accuracy on every test prefix vs bigram, majority and n-gram baselines.
+    The saved model is then refitted on all cases (train + test)."""
     from insight.training import train_next_activity
 
     try:
         train, te = _split_or_test(log, test, preset, mapping, map_)
         m = train_next_activity(log=train, test_log=te, registry=_registry(registry, no_save),
-                                seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction)
+                                seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction,
+                                case_features=_case_feature_list(case_features))
     except DeskpilotError as exc:
         _fail(exc)
         return
     _show([m], json_out)
+    _prefix_metrics_out(metrics_out, m)
 
 
 @train_app.command("remaining-time")
@@ -211,25 +235,29 @@ def train_remaining_cmd(
     preset: PresetOpt = None,
     mapping: MappingOpt = None,
     map_: MapOpt = None,
+    case_features: CaseFeaturesOpt = None,
     sla_hours: Annotated[float | None, typer.Option("--sla-hours", help="Target resolution time.")] = None,
     test_fraction: TestFracOpt = 0.2,
     registry: RegistryOpt = None,
     json_out: JsonOpt = None,
+    metrics_out: PrefixMetricsOpt = None,
     seed: SeedOpt = None,
     no_save: NoSaveOpt = False,
 ) -> None:
-    """Train remaining-time and SLA-breach models; MAE vs the mean-per-prefix-length baseline."""
+    """Train remaining-time and SLA-breach models; MAE vs the per-prefix-length median of training prefixes.
+    The saved models are then refitted on all cases (train + test)."""
     from insight.training import train_remaining_time
 
     try:
         train, te = _split_or_test(log, test, preset, mapping, map_)
         m = train_remaining_time(log=train, test_log=te, registry=_registry(registry, no_save),
                                  seed=get_settings().seed if seed is None else seed, sla_hours=sla_hours,
-                                 test_fraction=test_fraction)
+                                 test_fraction=test_fraction, case_features=_case_feature_list(case_features))
     except DeskpilotError as exc:
         _fail(exc)
         return
     _show([m], json_out)
+    _prefix_metrics_out(metrics_out, m)
 
 
 @train_app.command("router")
