@@ -371,6 +371,21 @@ def train_router(
     metrics["validation_baselines"] = val_rules
     metrics["validation_grid"] = dict(model.validation_scores_)
     metrics["first_team_column"] = model.first_team_
+    if model.keep_candidates:
+        # Every validated candidate on the same test cases (the served one is the headline above).
+        per: dict[str, dict[str, float]] = {}
+        for strat in model.candidate_scores_:
+            row: dict[str, float] = {}
+            for label, at_ in (("frozen_memory", freeze), ("live_memory", test["created_at"] if history else None)):
+                got = model.classes_[np.argmax(model.candidate_proba(test[cols], strat, at=at_), axis=1)]
+                row[f"accuracy_{label}"] = float(np.mean(got == y_arr))
+                row[f"accuracy_reassigned_{label}"] = (float(np.mean(got[reassigned] == y_arr[reassigned]))
+                                                       if reassigned.any() else 0.0)
+            row["accuracy"] = row["accuracy_live_memory" if live else "accuracy_frozen_memory"]
+            row["accuracy_reassigned"] = row["accuracy_reassigned_live_memory" if live
+                                             else "accuracy_reassigned_frozen_memory"]
+            per[strat] = row
+        metrics["test_candidates"] = per
     cand = model.candidate_scores_
     learned = {s: v for s, v in cand.items() if s not in RULES}
     rules_val = {**val_rules, **{s: v for s, v in cand.items() if s in RULES}}

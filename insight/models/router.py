@@ -216,6 +216,7 @@ class TeamRouter:
     (``model+history``), or both (``model+history+rule``). Validation accuracy of every candidate is kept in
     `candidate_scores_` and the winner in `strategy_`; stacked candidates are scored on 5 time-ordered folds
     of the validation rows (weights fitted on the other folds). A fixed `strategy` skips the choice.
+    `keep_candidates=True` keeps every candidate servable after fitting (`candidate_proba`), to score them all.
 
     With `history=True`, past resolutions add class-aligned evidence (insight.models.team_history): per
     categorical attribute, which teams resolved earlier tickets with the same value (decayed counts as a lift
@@ -245,6 +246,7 @@ class TeamRouter:
         strategy: str | None = None,
         first_team: str | None = _AUTO,
         live_memory: bool = False,
+        keep_candidates: bool = False,
     ) -> None:
         self.categorical = categorical
         self.numeric = numeric
@@ -262,13 +264,14 @@ class TeamRouter:
         self.strategy = strategy
         self.first_team = first_team
         self.live_memory = live_memory
+        self.keep_candidates = keep_candidates
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters as given to __init__."""
         return {k: getattr(self, k) for k in (
             "categorical", "numeric", "text", "C", "C_grid", "validation_fraction", "min_frequency",
             "max_text_features", "pair_features", "max_iter", "seed", "history", "history_tau_days", "strategy",
-            "first_team", "live_memory")}
+            "first_team", "live_memory", "keep_candidates")}
 
     def _columns(self, X: pd.DataFrame) -> tuple[list[str], list[str]]:
         cat = self.categorical
@@ -533,13 +536,20 @@ class TeamRouter:
                                "serving the rule", chosen, self.candidate_scores_[chosen],
                                max(learned, key=lambda s: learned[s]), max(learned.values()))
         rule_kind = self._rule_kind(chosen)
-        self.rule_ = TeamRule(rule_kind).fit(self._first_values(X), y_arr) if rule_kind is not None else None
-        if chosen in RULES:
-            self.model_: Any = None
-            self.classes_ = np.asarray(self.rule_.classes_, dtype=object)  # type: ignore[union-attr]
-        else:
+        kinds = {rule_kind} if rule_kind is not None else set()
+        self.candidate_weights_ = dict(weights) if self.keep_candidates else {}
+        if self.keep_candidates:
+            kinds |= {k for k in candidates if k in RULES}
+            kinds |= {k for s in candidates if (k := self._rule_kind(s)) is not None}
+        first_all = self._first_values(X)
+        self.rules_ = {k: TeamRule(k).fit(first_all, y_arr) for k in sorted(kinds)}
+        self.rule_ = self.rules_.get(rule_kind) if rule_kind is not None else None
+        self.model_: Any = None
+        if chosen not in RULES or self.keep_candidates:
             self.model_ = self._model(self.C_).fit(self._design(X, fit=True), y_arr)
             self.classes_ = np.asarray(self.model_.classes_, dtype=object)
+        else:
+            self.classes_ = np.asarray(self.rule_.classes_, dtype=object)  # type: ignore[union-attr]
         self.prior_ = self._prior(y_arr, self.classes_)
         if self.history:
             if not hasattr(self, "match_keys_"):
@@ -565,29 +575,49 @@ class TeamRouter:
             return str(got)
         return MODEL_HISTORY if getattr(self, "stack_w_", None) is not None else MODEL
 
-    def _stacked(self, P: np.ndarray, X: pd.DataFrame | Sequence[Mapping[str, Any]], at: Any) -> np.ndarray:
+    def _stacked(self, P: np.ndarray, X: pd.DataFrame | Sequence[Mapping[str, Any]], at: Any,
+                 strategy: str | None = None) -> np.ndarray:
         """The regression's probabilities combined with the stacked evidence (unchanged without any)."""
-        w = getattr(self, "stack_w_", None)
+        strategy = strategy or self._strategy()
+        w = getattr(self, "stack_w_", None) if strategy == self._strategy() else \
+            getattr(self, "candidate_weights_", {}).get(strategy)
         if w is None or len(P) == 0:
             return P
         parts = []
-        for name in self._strategy().split("+")[1:]:
+        for name in strategy.split("+")[1:]:
             if name == "history":
                 parts.append(self.history_.features(X, self.classes_, self.prior_, at=at,
                                                     match_keys=self.match_keys_))
             elif name == "rule":
-                parts.append(self.rule_.evidence(self._first_values(X), self.classes_))  # type: ignore[union-attr]
+                rule = self.rules_[RULE_MAJORITY_GIVEN_FIRST] if hasattr(self, "rules_") else self.rule_
+                parts.append(rule.evidence(self._first_values(X), self.classes_))  # type: ignore[union-attr]
         F = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
         return stack_scores(np.log(np.clip(P, 1e-12, None)), F, w)
 
     def _proba_of(self, X: pd.DataFrame | Sequence[Mapping[str, Any]], at: Any,
-                  design: sparse.csr_matrix | None = None) -> np.ndarray:
-        """Probabilities of the chosen strategy for a frame (index reset) or records."""
-        if self._strategy() in RULES:
-            return self.rule_.proba(self._first_values(X), len(X))  # type: ignore[union-attr]
+                  design: sparse.csr_matrix | None = None, strategy: str | None = None) -> np.ndarray:
+        """Probabilities of the chosen (or the given) strategy for a frame (index reset) or records."""
+        strategy = strategy or self._strategy()
+        if strategy in RULES:
+            rule = self.rules_[strategy] if hasattr(self, "rules_") else self.rule_
+            return rule.proba(self._first_values(X), len(X))  # type: ignore[union-attr]
         if design is None:
             design = self._design(X) if isinstance(X, pd.DataFrame) else self._design_rows(X)
-        return self._stacked(np.asarray(self.model_.predict_proba(design)), X, at)
+        return self._stacked(np.asarray(self.model_.predict_proba(design)), X, at, strategy)
+
+    def candidate_proba(self, X: pd.DataFrame, strategy: str, *, at: Any = None) -> np.ndarray:
+        """Probabilities of any validated candidate (fitted with `keep_candidates=True`), columns in `classes_`
+        order; for scoring every candidate on the same test cases."""
+        self._check()
+        ok = strategy == self._strategy() or (
+            (strategy in getattr(self, "rules_", {}) or strategy == MODEL
+             or strategy in getattr(self, "candidate_weights_", {})) and self.model_ is not None)
+        if not ok:
+            raise InvalidInput(f"candidate {strategy!r} is not kept by this router (fit with keep_candidates=True; "
+                               f"validated: {sorted(getattr(self, 'candidate_scores_', {}))})", field="strategy")
+        if len(X) == 0:
+            return np.zeros((0, len(self.classes_)))
+        return self._proba_of(X.reset_index(drop=True), at, strategy=strategy)
 
     @property
     def uses_memory(self) -> bool:

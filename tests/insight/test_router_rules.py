@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from insight.errors import InvalidInput
 from insight.eventlog.schema import EventLog
 from insight.models.router import RULES, TeamRouter, TeamRule, rule_accuracies
 
@@ -174,3 +175,23 @@ def test_cli_metrics_out_has_the_documented_names(rule_log: EventLog, tmp_path) 
     assert m["accuracy"] >= m["baseline_majority_given_first_team_accuracy"]
     r = CliRunner().invoke(app, ["train", "router", str(path), "--features", "group,nope", "--no-save"])
     assert r.exit_code == 2 and "nope" in r.output
+
+
+def test_kept_candidates_are_scored_on_the_same_test_cases(rule_log: EventLog) -> None:
+    from insight.training import train_router
+
+    tm = train_router(log=rule_log, features=FEATURES, seed=3,
+                      params={**FAST, "history": False, "keep_candidates": True})
+    m, router = tm.metrics, tm.model
+    assert set(m["test_candidates"]) == set(m["validation"])
+    served = m["test_candidates"][m["selected"]]
+    assert served["accuracy"] == m["accuracy"] and served["accuracy_reassigned"] == m["accuracy_reassigned"]
+    # Each kept rule is the baseline rule itself (the `group` feature is the mined first team here).
+    assert m["test_candidates"]["majority"]["accuracy"] == m["baseline_majority_accuracy"]
+    assert (m["test_candidates"]["majority_given_first_team"]["accuracy"]
+            == m["baseline_majority_given_first_team_accuracy"])
+    probe = rule_log.df.groupby("case_id").head(1)[FEATURES].head(20)
+    assert np.allclose(router.candidate_proba(probe, m["selected"]), router.predict_proba(probe))
+    with pytest.raises(InvalidInput, match="not kept"):
+        TeamRouter(categorical=["group"], C=1.0).fit(probe[["group"]], ["x", "y"] * 10).candidate_proba(
+            probe[["group"]], "majority")
