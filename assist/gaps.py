@@ -41,6 +41,8 @@ def ticket_texts(tickets: pd.DataFrame, *, text_columns: tuple[str, ...] = ("sub
         if not cols:
             raise InvalidInput(f"ticket table needs a 'text' column or one of {list(text_columns)}; "
                                f"has {list(tickets.columns)}", field="tickets")
+        if tickets.empty:  # agg over no rows returns a frame, not a series
+            return pd.Series([], dtype=object, index=pd.Index([], dtype=object))
         s = tickets[cols].fillna("").astype(str).agg(". ".join, axis=1).str.strip(". ")
     return pd.Series(s.to_numpy(), index=tickets[CASE_ID].astype(str).to_numpy())
 
@@ -89,8 +91,8 @@ def knowledge_gaps(
     frame = pd.DataFrame({"hours": hours, "topic": topics, "text": texts.reindex(hours.index)})
     frame = frame[frame["topic"].notna()]
     frame["topic"] = frame["topic"].astype(str)
-    if frame.empty:
-        raise InvalidInput("no case has both events and a topic", field=topic_column)
+    if frame.empty:  # nothing to rank yet (a fresh install, or no ticket with a topic): an empty report
+        return GapReport(topics=[], threshold=threshold, tickets_sampled=0, cases=0)
     total_hours = float(frame["hours"].sum()) or 1.0
     n_cases = len(frame)
 

@@ -200,3 +200,18 @@ def test_assist_inputs_pseudonymize_agents_like_an_ingested_log() -> None:
     assert frame["resource"].isna().iloc[0]
     _, raw, _ = _ticket_inputs(ticket, None)
     assert raw["resource"].tolist()[1:] == ["Alice Smith", "Bob"]
+
+
+def test_gaps_on_a_fresh_home_is_an_empty_report(tmp_path, sim_small, embedder):
+    """No tickets and no events yet: 200 with no topics, not a 422."""
+    settings = Settings(home=tmp_path / "home", database_url="sqlite://")
+    app, client, keys = start_api(settings, bundle_loader=lambda s, e: tiny_bundle(sim_small),
+                                  open_kb_index=lambda s, e: open_index(settings=s, embedder=e), embedder=embedder)
+    try:
+        api = Api(app=app, client=client, keys=keys)
+        r = api.client.get("/v1/insights/gaps", headers=api.h("analyst"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["topics"] == [] and body["cases"] == 0 and body["tickets_sampled"] == 0
+    finally:
+        client.__exit__(None, None, None)
