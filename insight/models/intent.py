@@ -1,17 +1,46 @@
-"""Intent classifier on ticket text with calibrated probabilities and out-of-scope detection.
+"""Intent classifier on ticket text with calibrated probabilities and a calibrated out-of-scope flag.
 
-One linear model (LinearSVC, one-vs-rest) over three blocks of features: TF-IDF word 1-2-grams, TF-IDF character
-2-5-grams and the sentence embedding (all-MiniLM-L6-v2 by default) scaled by `embedding_weight`, so lexical cues and
-meaning are weighed against each other in one fit (no separate models to average). Without an embedder it is a
-TF-IDF-only model.
+Classifier: one linear model (LinearSVC, one-vs-rest) over three blocks of features: TF-IDF word 1-2-grams, TF-IDF
+character 2-5-grams and the sentence embedding (all-MiniLM-L6-v2 by default) scaled by `embedding_weight`, so lexical
+cues and meaning are weighed against each other in one fit. Without an embedder it is a TF-IDF-only model.
+Probabilities are a softmax of the SVM scores with a temperature fitted on held-out scores.
 
-Probabilities are a softmax of the SVM scores with a temperature fitted on out-of-fold scores. The out-of-scope
-threshold is fitted on out-of-fold data too, with *pseudo out-of-scope* examples: in every inner fold a group of
-intents is left out of training, so their held-out examples play the part of tickets that fit no known intent. The
-threshold maximises `(1 - oos_prior) * in-scope accuracy + oos_prior * out-of-scope recall` on those folds, so no test
-data (and no real out-of-scope data) is needed. The score thresholded is, by default, the mean of the top calibrated
-probability and the cosine similarity to the nearest training ticket ("mix"); "proba", "knn" and "auto" (best inner
-objective) are the alternatives.
+Out of scope. A ticket that fits none of the known intents should go to a person; an in-domain ticket should not.
+Several *raw scores* say how in-scope a text looks (higher = more in scope):
+
+- ``proba``: the top calibrated probability;
+- ``knn``: the mean cosine similarity of the `knn_k` nearest training tickets' embeddings;
+- ``mahalanobis``: minus the smallest Mahalanobis distance of the embedding to a class mean (class-conditional
+  means, one shared covariance with Ledoit-Wolf shrinkage);
+- ``mix``: the mean of ``proba`` and ``knn``.
+
+The public *out-of-scope score* (`oos_score(texts)`) turns the chosen raw score into a share: the fraction of
+held-out in-scope tickets (the calibration reference) whose raw score was lower. A ticket is flagged out of scope
+when that share is below `oos_threshold_`, so the threshold reads as "flag what looks less in scope than the least
+in-scope `oos_threshold_` of known in-scope tickets", whatever raw score was chosen.
+
+Objective (stored as `OOS_OBJECTIVE` in `oos_calibration_`): on validation data, maximise out-of-scope recall
+subject to flagging at most `max_in_scope_flagged` of the in-scope validation tickets (ties go to the lower
+threshold). Flagging an in-scope ticket costs at most that ticket's accuracy, so in-scope accuracy falls by at most
+`max_in_scope_flagged` against the same model without rejection; a helpdesk keeps its in-domain tickets out of
+triage and rejects as much out-of-scope traffic as that budget allows. The raw score is chosen by the same objective
+(highest out-of-scope recall at the budget) among the scores available (``proba`` only without an embedder) unless
+`oos_method` names one.
+
+Validation data, never test data:
+
+- `fit(..., validation=(texts, labels))`: the model trained on the training rows scores the validation file; its
+  in-scope rows are the reference (and fix the temperature), its rows labelled `oos_label` are the out-of-scope
+  examples. Without such rows the score is chosen on inner folds of the training data (below) and the threshold on
+  the validation file.
+- otherwise inner folds of the training data: in fold k a model trained on the other folds scores the held-out
+  in-scope rows (the reference), and a second model trained without a group of intents scores that group's held-out
+  rows, which play the part of tickets that fit no known intent (*pseudo out-of-scope*). Known out-of-scope rows
+  (labelled `oos_label`) are never a class; they are scored as out-of-scope examples in every fold.
+
+`refit(texts, labels)` trains the deployed model on all the data with the chosen score and the same threshold; the
+reference is re-derived from that data by cross-fitting (held-out in-scope scores of inner-fold models), so the
+threshold keeps its meaning for the refitted model.
 
 The embedder is never pickled: `__getstate__` drops it, the model keeps its name and fingerprint, and
 `set_embedder()` refuses a different model (`ModelArtifactError`).
@@ -20,13 +49,14 @@ The embedder is never pickled: `__getstate__` drops it, the model keeps its name
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 from scipy.sparse import csr_matrix, hstack
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.covariance import LedoitWolf
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
@@ -34,9 +64,13 @@ from sklearn.svm import LinearSVC
 from insight.errors import InvalidInput, ModelArtifactError, ModelNotReady
 
 OUT_OF_SCOPE = "out_of_scope"
-# Out-of-scope scores (higher = more in scope): top calibrated probability, cosine similarity of the nearest
-# training ticket's embedding, and their average.
-OOS_SCORES: tuple[str, ...] = ("proba", "knn", "mix")
+# Raw out-of-scope scores (higher = more in scope); ties in the choice go to the earlier name.
+OOS_SCORES: tuple[str, ...] = ("mix", "knn", "mahalanobis", "proba")
+OOS_OBJECTIVE = ("maximise out-of-scope recall on validation subject to flagging at most max_in_scope_flagged of "
+                 "the in-scope validation tickets; ties go to the lower threshold")
+# progress(step, done, total): called as long steps advance ("embedding", "inner folds", "final fit").
+Progress = Callable[[str, int, int], None]
+_EMBED_CHUNK = 512
 
 
 class TextEmbedder(Protocol):
@@ -61,31 +95,33 @@ class LabelScore:
 
 @dataclass(frozen=True)
 class IntentPrediction:
-    """The intent for one ticket: best label, its probability, whether it fits no known intent, the top-k."""
+    """The intent for one ticket: best label, its probability, whether it fits no known intent, the top-k, and the
+    out-of-scope score (share of held-out in-scope tickets that looked less in scope; flagged below the threshold)."""
 
     label: str
     confidence: float
     out_of_scope: bool
     top_k: list[LabelScore] = field(default_factory=list)
+    oos_score: float | None = None
 
 
 @dataclass(frozen=True)
 class OOSCalibration:
-    """How the out-of-scope threshold was chosen (from inner folds of the training data only)."""
+    """How the out-of-scope score and threshold were chosen (validation data only), with what they gave there."""
 
     score: str
     threshold: float
-    objective: float
+    objective: str
+    max_in_scope_flagged: float
+    method: str  # "validation", "inner_folds", "refit" or "quantile" (no out-of-scope examples to choose with)
+    oos_source: str  # "known", "pseudo (held-out intents)", "known + pseudo", "none"
     n_in_scope: int
-    n_pseudo_oos: int
+    n_oos: int
+    in_scope_flagged: float
     in_scope_accuracy: float
+    in_scope_accuracy_no_rejection: float
     oos_recall: float
-    method: str
-
-
-def _mix(top_proba: np.ndarray, nn_sim: np.ndarray) -> np.ndarray:
-    # Both live on [0, 1] for in-scope text; the average needs both to be high, which either alone does not.
-    return 0.5 * (top_proba + nn_sim)
+    candidates: dict[str, float] = field(default_factory=dict)  # out-of-scope recall of each score at its threshold
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -132,9 +168,90 @@ def _check_texts(texts: Sequence[str], name: str = "texts") -> list[str]:
     return out
 
 
+@dataclass
+class _EmbeddingStats:
+    """What the embedding scores need from the training embeddings: the rows (kNN) and Gaussian class statistics."""
+
+    ref: np.ndarray  # (m, d) training embeddings
+    means_prec: np.ndarray  # (C, d) class means times the shared precision
+    means_norm: np.ndarray  # (C,) mean' P mean
+    prec: np.ndarray  # (d, d) shared precision
+
+
+def _embedding_stats(emb: np.ndarray, y: np.ndarray) -> _EmbeddingStats:
+    classes, inv = np.unique(y, return_inverse=True)
+    means = np.zeros((len(classes), emb.shape[1]), dtype=np.float64)
+    np.add.at(means, inv, emb.astype(np.float64))
+    means /= np.bincount(inv)[:, None]
+    centred = emb - means[inv]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prec = LedoitWolf(assume_centered=True).fit(centred).precision_
+    mp = means @ prec
+    return _EmbeddingStats(ref=np.ascontiguousarray(emb, dtype=np.float32), means_prec=mp.astype(np.float32),
+                           means_norm=np.einsum("cd,cd->c", mp, means).astype(np.float32),
+                           prec=prec.astype(np.float32))
+
+
+def _knn_score(x: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
+    """Mean cosine similarity of the k nearest reference rows (rows are L2-normalised)."""
+    k = max(1, min(k, len(ref)))
+    out = np.empty(len(x), dtype=np.float32)
+    for i in range(0, len(x), 1024):  # bounded memory for big batches against big training sets
+        s = x[i:i + 1024] @ ref.T
+        out[i:i + 1024] = (s.max(axis=1) if k == 1 else
+                           np.partition(s, s.shape[1] - k, axis=1)[:, -k:].mean(axis=1))
+    return out
+
+
+def _mahalanobis_score(x: np.ndarray, st: _EmbeddingStats) -> np.ndarray:
+    """Minus the smallest squared Mahalanobis distance to a class mean."""
+    quad = np.einsum("nd,nd->n", x @ st.prec, x)
+    d = quad[:, None] - 2.0 * (x @ st.means_prec.T) + st.means_norm[None, :]
+    return -d.min(axis=1)
+
+
+@dataclass
+class _Fitted:
+    """One fitted feature pipeline + SVM (+ embedding statistics): the final model or an inner-fold model."""
+
+    word: TfidfVectorizer
+    char: TfidfVectorizer
+    svm: LinearSVC
+    present: np.ndarray  # class indices the SVM knows (columns of its scores)
+    stats: _EmbeddingStats | None
+
+
+def _pvalues(reference: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Share of the (sorted) reference strictly below each raw score."""
+    return np.searchsorted(reference, raw, side="left") / max(1, len(reference))
+
+
+def _choose_threshold(reference: np.ndarray, oos_raw: np.ndarray, budget: float) -> tuple[float, float, float]:
+    """Threshold on the p-value scale: highest out-of-scope recall with at most `budget` of the reference flagged,
+    the lowest such threshold on ties. Returns (threshold, in-scope flagged share, out-of-scope recall)."""
+    n = len(reference)
+    if n == 0:
+        return 0.0, 0.0, float("nan")
+    p_in = _pvalues(reference, reference)
+    grid = np.arange(n + 1) / n
+    flagged = np.searchsorted(np.sort(p_in), grid, side="left") / n
+    allowed = grid[flagged <= budget + 1e-12]
+    j_max = allowed.max() if len(allowed) else 0.0
+    if len(oos_raw) == 0:
+        t = float(j_max)
+        return t, float(np.mean(p_in < t)), float("nan")
+    p_oos = np.sort(_pvalues(reference, oos_raw))
+    cand = allowed
+    recall = np.searchsorted(p_oos, cand, side="left") / len(p_oos)
+    best = recall.max()
+    t = float(cand[np.flatnonzero(recall >= best - 1e-12)[0]])
+    return t, float(np.mean(p_in < t)), float(best)
+
+
 class IntentClassifier(ClassifierMixin, BaseEstimator):
     """Ticket-text intent classifier: TF-IDF word+char and sentence-embedding features, one linear SVM,
-    temperature-calibrated probabilities and an out-of-scope threshold fitted on pseudo out-of-scope folds."""
+    temperature-calibrated probabilities and an out-of-scope score with a threshold chosen on validation data."""
 
     def __init__(
         self,
@@ -147,9 +264,9 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         char_ngrams: tuple[int, int] = (2, 5),
         char_min_df: int = 2,
         inner_folds: int = 4,
-        oos_prior: float = 0.5,
-        oos_quantile: float = 0.05,
-        oos_score: str = "mix",
+        max_in_scope_flagged: float = 0.02,
+        oos_method: str = "auto",
+        knn_k: int = 5,
         max_iter: int = 5000,
         seed: int = 7,
     ) -> None:
@@ -160,9 +277,9 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         self.char_ngrams = char_ngrams
         self.char_min_df = char_min_df
         self.inner_folds = inner_folds
-        self.oos_prior = oos_prior
-        self.oos_quantile = oos_quantile
-        self.oos_score = oos_score
+        self.max_in_scope_flagged = max_in_scope_flagged
+        self.oos_method = oos_method
+        self.knn_k = knn_k
         self.max_iter = max_iter
         self.seed = seed
 
@@ -188,7 +305,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
 
     # ---- features ----
 
-    def _embed(self, texts: list[str]) -> np.ndarray | None:
+    def _embed(self, texts: list[str], progress: Progress | None = None) -> np.ndarray | None:
         fitted = hasattr(self, "classes_")
         if fitted and self.embedder_fingerprint_ is None:
             return None
@@ -198,7 +315,13 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
                     f"intent model needs its embedder {self.embedder_name_}; call set_embedder() after loading"
                 )
             return None
-        return np.asarray(self.embedder.encode(texts), dtype=np.float32)
+        if progress is None or len(texts) <= _EMBED_CHUNK:
+            return np.asarray(self.embedder.encode(texts), dtype=np.float32)
+        parts = []
+        for i in range(0, len(texts), _EMBED_CHUNK):
+            parts.append(np.asarray(self.embedder.encode(texts[i:i + _EMBED_CHUNK]), dtype=np.float32))
+            progress("embedding", min(len(texts), i + _EMBED_CHUNK), len(texts))
+        return np.vstack(parts)
 
     def _new_vectorizers(self) -> tuple[TfidfVectorizer, TfidfVectorizer]:
         word = TfidfVectorizer(ngram_range=tuple(self.word_ngrams), sublinear_tf=True, lowercase=True,
@@ -231,136 +354,272 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         d = svm.decision_function(X)
         return np.column_stack([-d, d]) if d.ndim == 1 else d
 
-    # ---- fit ----
-
-    def fit(self, texts: Sequence[str], labels: Sequence[Any]) -> IntentClassifier:
-        """Fit features, the linear model, the probability temperature and the out-of-scope threshold."""
-        X_text = _check_texts(texts)
-        y_raw = np.asarray([str(v) for v in labels], dtype=object)
-        if len(y_raw) != len(X_text):
-            raise InvalidInput(f"texts has {len(X_text)} rows but labels has {len(y_raw)}", field="labels")
-        classes, y = np.unique(y_raw, return_inverse=True)
-        if len(classes) < 2:
-            raise InvalidInput("intent training needs at least two distinct labels", field="labels")
-        if not 0.0 <= self.oos_prior < 1.0:
-            raise InvalidInput(f"oos_prior must be in [0, 1), got {self.oos_prior}", field="oos_prior")
-
-        emb = self._embed(X_text) if self.embedder is not None else None
-        self.embedder_name_ = self.embedder.name if self.embedder is not None else None
-        self.embedder_fingerprint_ = self.embedder.fingerprint if self.embedder is not None else None
-
-        if self.oos_score not in OOS_SCORES + ("auto",):
-            raise InvalidInput(f"oos_score must be one of {OOS_SCORES + ('auto',)}, got {self.oos_score!r}",
-                               field="oos_score")
-        if self.oos_score == "knn" and emb is None:
-            raise InvalidInput("oos_score='knn' needs an embedder", field="oos_score")
-
-        self.temperature_, in_scores, inner_ok, pseudo_scores = self._inner_folds(X_text, y, len(classes), emb)
-        if self.oos_score == "auto":
-            names = [n for n in OOS_SCORES if n in in_scores]
-        else:
-            # Without embeddings the nearest-neighbour half of "mix" does not exist: documented, recorded in
-            # oos_calibration_.score.
-            names = [self.oos_score if emb is not None else "proba"]
-        # Which score separates pseudo out-of-scope best is decided on the inner folds, never on test data.
-        cals = [self._choose_threshold(n, in_scores.get(n, np.zeros(0)), inner_ok, pseudo_scores.get(n, np.zeros(0)))
-                for n in names]
-        self.oos_calibration_ = max(cals, key=lambda c: c.objective if np.isfinite(c.objective) else -1.0)
-        self.oos_threshold_ = self.oos_calibration_.threshold
-        self.train_embeddings_ = emb if self.oos_calibration_.score in ("knn", "mix") else None
-
-        self.word_vectorizer_, self.char_vectorizer_ = self._new_vectorizers()
-        X = self._stack(self.word_vectorizer_, self.char_vectorizer_, X_text, emb, fit=True)
+    def _fit_parts(self, texts: list[str], y: np.ndarray, emb: np.ndarray | None) -> _Fitted:
+        word, char = self._new_vectorizers()
+        X = self._stack(word, char, texts, emb, fit=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence chatter on tiny few-shot sets
-            self.svm_ = self._svm().fit(X, y)
+            svm = self._svm().fit(X, y)
+        return _Fitted(word, char, svm, np.unique(y), None if emb is None else _embedding_stats(emb, y))
+
+    def _fold_scores(self, f: _Fitted, texts: list[str], emb: np.ndarray | None,
+                     n_classes: int) -> np.ndarray:
+        """SVM scores over all classes (classes the fold model does not know get -inf)."""
+        s = self._scores(f.svm, self._stack(f.word, f.char, texts, emb, fit=False))
+        full = np.full((len(texts), n_classes), -np.inf)
+        full[:, f.present] = s
+        return full
+
+    def _raw_scores(self, proba: np.ndarray, emb: np.ndarray | None, stats: _EmbeddingStats | None,
+                    names: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        top = proba.max(axis=1) if proba.shape[1] else np.zeros(len(proba))
+        knn = None
+        for n in names:
+            if n == "proba":
+                out[n] = top
+            elif emb is None or stats is None:
+                continue
+            elif n in ("knn", "mix"):
+                knn = _knn_score(emb, stats.ref, self.knn_k) if knn is None else knn
+                out[n] = knn if n == "knn" else 0.5 * (top + knn)
+            elif n == "mahalanobis":
+                out[n] = _mahalanobis_score(emb, stats)
+        return out
+
+    # ---- fit ----
+
+    def _candidates(self, has_emb: bool) -> list[str]:
+        if self.oos_method == "auto":
+            return [n for n in OOS_SCORES if has_emb or n == "proba"]
+        if self.oos_method != "proba" and not has_emb:
+            raise InvalidInput(f"oos_method={self.oos_method!r} needs an embedder", field="oos_method")
+        return [self.oos_method]
+
+    def _check_params(self) -> None:
+        if self.oos_method not in OOS_SCORES + ("auto",):
+            raise InvalidInput(f"oos_method must be one of {OOS_SCORES + ('auto',)}, got {self.oos_method!r}",
+                               field="oos_method")
+        if not 0.0 <= self.max_in_scope_flagged < 1.0:
+            raise InvalidInput(f"max_in_scope_flagged must be in [0, 1), got {self.max_in_scope_flagged}",
+                               field="max_in_scope_flagged")
+
+    def fit(self, texts: Sequence[str], labels: Sequence[Any], *, oos_label: str | None = None,
+            validation: tuple[Sequence[str], Sequence[Any]] | None = None,
+            progress: Progress | None = None) -> IntentClassifier:
+        """Fit features, the linear model, the probability temperature, the out-of-scope score and threshold.
+
+        Rows labelled `oos_label` are known out-of-scope examples (never a class). `validation` = (texts, labels)
+        is where the temperature, score and threshold are chosen; without it, inner folds of the training data.
+        `progress(step, done, total)` is told how long steps advance.
+        """
+        self._check_params()
+        return self._fit(texts, labels, oos_label=oos_label, validation=validation, progress=progress,
+                         fixed_threshold=None)
+
+    def refit(self, texts: Sequence[str], labels: Sequence[Any], *, oos_label: str | None = None,
+              progress: Progress | None = None) -> IntentClassifier:
+        """A new model on all these rows with this model's chosen score and threshold (see the module docstring)."""
+        self._check_fitted()
+        params = {**self.get_params(), "oos_method": self.oos_calibration_.score}
+        new = IntentClassifier(**params)
+        return new._fit(texts, labels, oos_label=oos_label, validation=None, progress=progress,
+                        fixed_threshold=self.oos_threshold_)
+
+    def _labels(self, texts: Sequence[str], labels: Sequence[Any], oos_label: str | None,
+                name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        X_text = _check_texts(texts, f"{name} texts" if name != "training" else "texts")
+        y_raw = np.asarray([str(v) for v in labels], dtype=object)
+        if len(y_raw) != len(X_text):
+            raise InvalidInput(f"{name}: texts has {len(X_text)} rows but labels has {len(y_raw)}", field="labels")
+        oos = (y_raw == str(oos_label)) if oos_label is not None else np.zeros(len(y_raw), dtype=bool)
+        return X_text, y_raw, oos
+
+    def _fit(self, texts: Sequence[str], labels: Sequence[Any], *, oos_label: str | None,
+             validation: tuple[Sequence[str], Sequence[Any]] | None, progress: Progress | None,
+             fixed_threshold: float | None) -> IntentClassifier:
+        X_text, y_raw, known_oos = self._labels(texts, labels, oos_label, "training")
+        classes, y_in = np.unique(y_raw[~known_oos], return_inverse=True)
+        if len(classes) < 2:
+            extra = f" besides the out-of-scope label {oos_label!r}" if known_oos.any() else ""
+            raise InvalidInput(f"intent training needs at least two distinct labels{extra}; got "
+                               f"{[str(c) for c in classes]}", field="labels")
+        y = np.full(len(y_raw), -1)
+        y[~known_oos] = y_in
+        v_text: list[str] = []
+        v_y = np.zeros(0, dtype=int)
+        if validation is not None:
+            v_text, v_raw, v_oos = self._labels(validation[0], validation[1], oos_label, "validation")
+            unknown = sorted(set(v_raw[~v_oos]) - set(classes))
+            if unknown:
+                raise InvalidInput(
+                    f"validation has {len(unknown)} label(s) never seen in training: {unknown[:5]}"
+                    + (f"; out-of-scope rows must be labelled {oos_label!r}" if oos_label is not None else ""),
+                    field="validation")
+            if v_oos.all():
+                raise InvalidInput("validation has no in-scope rows (every row is labelled out of scope)",
+                                   field="validation")
+            v_y = np.where(v_oos, -1, np.searchsorted(classes, v_raw))
+        emb_all = self._embed(X_text + v_text, progress)
+        emb = None if emb_all is None else emb_all[:len(X_text)]
+        v_emb = None if emb_all is None else emb_all[len(X_text):]
+        self.embedder_name_ = self.embedder.name if self.embedder is not None else None
+        self.embedder_fingerprint_ = self.embedder.fingerprint if self.embedder is not None else None
+        names = self._candidates(emb is not None)
+        in_rows = np.flatnonzero(y >= 0)
+        text_arr = np.asarray(X_text, dtype=object)
+
+        need_folds = validation is None or (fixed_threshold is None and not (v_y < 0).any())
+        folds = (self._inner_folds(text_arr, y, len(classes), emb, names, pseudo=fixed_threshold is None,
+                                   progress=progress) if need_folds else None)
+        if progress is not None:
+            progress("final fit", 0, 1)
+        final = self._fit_parts(text_arr[in_rows].tolist(), y[in_rows], None if emb is None else emb[in_rows])
+        if progress is not None:
+            progress("final fit", 1, 1)
+
+        if validation is not None and fixed_threshold is None:
+            v_scores = self._fold_scores(final, v_text, v_emb, len(classes))
+            v_in = v_y >= 0
+            t = _fit_temperature(v_scores[v_in], v_y[v_in]) if v_in.any() else (folds or {}).get("t", 1.0)
+            v_proba = _softmax(v_scores / t)
+            raw = self._raw_scores(v_proba, v_emb, final.stats, names)
+            ref = {n: r[v_in] for n, r in raw.items()}
+            ok = v_proba[v_in].argmax(axis=1) == v_y[v_in]
+            if (~v_in).any():
+                oos = {n: r[~v_in] for n, r in raw.items()}
+                source, method = "known", "validation"
+            else:  # score chosen on the inner folds' pseudo out-of-scope, threshold on the validation file
+                assert folds is not None
+                names = [self._pick(folds["ref"], folds["oos"], names)[0]]
+                oos = {n: folds["oos"][n] for n in names}
+                source, method = folds["source"], "validation"
+                if len(oos[names[0]]) == 0:
+                    method = "quantile"
+        else:
+            assert folds is not None
+            t, ref, ok, oos = folds["t"], folds["ref"], folds["ok"], folds["oos"]
+            source = folds["source"]
+            method = "refit" if fixed_threshold is not None else "inner_folds"
+            if fixed_threshold is None and all(len(v) == 0 for v in oos.values()):
+                method = "quantile"
+
+        self.temperature_ = float(t)
         self.classes_ = classes
-        self.n_features_in_ = X.shape[1]
+        self.word_vectorizer_, self.char_vectorizer_, self.svm_ = final.word, final.char, final.svm
+        self.n_features_in_ = final.svm.coef_.shape[1]
+        score, cands = self._pick(ref, oos, names)
+        self.oos_reference_ = np.sort(np.asarray(ref[score], dtype=np.float32))
+        if fixed_threshold is not None:
+            thr = float(fixed_threshold)
+            flagged = float(np.mean(_pvalues(self.oos_reference_, ref[score]) < thr)) if len(ref[score]) else 0.0
+            rec = float("nan")
+        else:
+            thr, flagged, rec = _choose_threshold(self.oos_reference_, oos.get(score, np.zeros(0)),
+                                                  self.max_in_scope_flagged)
+        accepted = _pvalues(self.oos_reference_, ref[score]) >= thr
+        n_oos = len(oos.get(score, ()))
+        self.oos_calibration_ = OOSCalibration(
+            score=score, threshold=thr, objective=OOS_OBJECTIVE, max_in_scope_flagged=self.max_in_scope_flagged,
+            method=method, oos_source=source if n_oos else "none", n_in_scope=len(ok), n_oos=n_oos,
+            in_scope_flagged=flagged, in_scope_accuracy=float(np.mean(ok & accepted)) if len(ok) else float("nan"),
+            in_scope_accuracy_no_rejection=float(np.mean(ok)) if len(ok) else float("nan"),
+            oos_recall=rec, candidates=cands)
+        self.oos_threshold_ = thr
+        self.emb_stats_ = final.stats if score != "proba" else None
         return self
 
-    def _inner_folds(
-        self, texts: list[str], y: np.ndarray, n_classes: int, emb: np.ndarray | None
-    ) -> tuple[float, dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
-        """Out-of-fold scores; in fold k the intents of group k are left out of training (pseudo out-of-scope).
+    def _pick(self, ref: dict[str, np.ndarray], oos: dict[str, np.ndarray],
+              names: Sequence[str]) -> tuple[str, dict[str, float]]:
+        """The score with the highest out-of-scope recall at the budget (first in OOS_SCORES order on ties)."""
+        cands: dict[str, float] = {}
+        for n in names:
+            if n not in ref or len(ref[n]) == 0:
+                continue
+            cands[n] = _choose_threshold(np.sort(ref[n]), oos.get(n, np.zeros(0)), self.max_in_scope_flagged)[2]
+        if not cands:
+            return names[-1] if names else "proba", cands
+        finite = {n: r for n, r in cands.items() if np.isfinite(r)}
+        if not finite:  # nothing to choose with: the first available score in preference order
+            return next(iter(cands)), cands
+        best = max(finite.values())
+        return next(n for n in finite if finite[n] >= best - 1e-12), cands
 
-        Returns the softmax temperature (fitted on in-scope out-of-fold rows), the out-of-scope scores of every
-        in-scope row, whether its top intent is right, and the scores of every pseudo out-of-scope row.
+    def _inner_folds(self, text_arr: np.ndarray, y: np.ndarray, n_classes: int, emb: np.ndarray | None,
+                     names: Sequence[str], *, pseudo: bool, progress: Progress | None) -> dict[str, Any]:
+        """Held-out scores of inner folds (y = -1 marks known out-of-scope rows).
+
+        In fold k, model A (trained on the other folds' in-scope rows) scores the fold's in-scope rows (the
+        reference) and its known out-of-scope rows; with `pseudo`, model B (trained without intent group k) scores
+        group k's held-out rows as pseudo out-of-scope.
         """
-        counts = np.bincount(y, minlength=n_classes)
+        in_scope = y >= 0
+        counts = np.bincount(y[in_scope], minlength=n_classes)
         n_splits = int(min(self.inner_folds, max(2, counts.max())))
         rng = np.random.default_rng(self.seed)
         # Left-out groups need at least two intents to remain in training.
-        group = rng.permutation(n_classes) % n_splits if n_classes >= 3 else np.full(n_classes, -1)
+        use_pseudo = pseudo and n_classes >= 3
+        group = rng.permutation(n_classes) % n_splits if use_pseudo else np.full(n_classes, -1)
         skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=self.seed)
-        score_rows: list[np.ndarray] = []
-        y_rows: list[np.ndarray] = []
-        pseudo_rows: list[np.ndarray] = []
-        nn_in: list[np.ndarray] = []
-        nn_pseudo: list[np.ndarray] = []
-        text_arr = np.asarray(texts, dtype=object)
+        strat = np.where(in_scope, y, n_classes)  # known out-of-scope rows spread over the folds too
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # classes with fewer members than folds are expected few-shot
-            splits = list(skf.split(np.zeros(len(y)), y))
+            splits = list(skf.split(np.zeros(len(y)), strat))
+        total = n_splits * (2 if use_pseudo else 1)
+        done = 0
+        in_scores, in_y, in_emb, in_stats = [], [], [], []
+        known_scores, known_emb, known_stats = [], [], []
+        ps_scores, ps_emb, ps_stats = [], [], []
         for k, (tr, va) in enumerate(splits):
-            left_out = group == k
-            tr = tr[~left_out[y[tr]]]
-            present = np.unique(y[tr])
-            if len(present) < 2:
+            tr_in = tr[in_scope[tr]]
+            if len(np.unique(y[tr_in])) < 2:
                 continue
-            word, char = self._new_vectorizers()
-            Xtr = self._stack(word, char, text_arr[tr].tolist(), None if emb is None else emb[tr], fit=True)
-            Xva = self._stack(word, char, text_arr[va].tolist(), None if emb is None else emb[va], fit=False)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                svm = self._svm().fit(Xtr, y[tr])
-            s = self._scores(svm, Xva)
-            full = np.full((len(va), n_classes), -np.inf)
-            full[:, present] = s
-            is_pseudo = left_out[y[va]]
-            known = np.isin(y[va], present) & ~is_pseudo
-            score_rows.append(full[known])
-            y_rows.append(y[va][known])
-            pseudo_rows.append(full[is_pseudo])
-            if emb is not None:
-                nn = (emb[va] @ emb[tr].T).max(axis=1)
-                nn_in.append(nn[known])
-                nn_pseudo.append(nn[is_pseudo])
-        if not score_rows:
-            return 1.0, {}, np.zeros(0, dtype=bool), {}
-        oof = np.vstack(score_rows)
-        oof_y = np.concatenate(y_rows)
-        # Temperature on in-scope rows only; -inf columns become probability 0 in the softmax.
-        t = _fit_temperature(oof, oof_y) if len(oof_y) else 1.0
-        in_p = _softmax(oof / t)
-        inner_ok = in_p.argmax(axis=1) == oof_y
-        pseudo = np.vstack(pseudo_rows)
-        pseudo_max = _softmax(pseudo / t).max(axis=1) if len(pseudo) else np.zeros(0)
-        in_scores = {"proba": in_p.max(axis=1)}
-        pseudo_scores = {"proba": pseudo_max}
-        if emb is not None:
-            for rows, out in ((nn_in, in_scores), (nn_pseudo, pseudo_scores)):
-                out["knn"] = np.concatenate(rows)
-                out["mix"] = _mix(out["proba"], out["knn"])
-        return t, in_scores, inner_ok, pseudo_scores
+            ea = None if emb is None else emb[tr_in]
+            a = self._fit_parts(text_arr[tr_in].tolist(), y[tr_in], ea)
+            done += 1
+            if progress is not None:
+                progress("inner folds", done, total)
+            va_in = va[in_scope[va] & np.isin(y[va], a.present)]
+            va_known = va[~in_scope[va]]
+            for rows, out_s, out_e, out_st in ((va_in, in_scores, in_emb, in_stats),
+                                               (va_known, known_scores, known_emb, known_stats)):
+                if len(rows):
+                    out_s.append(self._fold_scores(a, text_arr[rows].tolist(),
+                                                   None if emb is None else emb[rows], n_classes))
+                    out_e.append(None if emb is None else emb[rows])
+                    out_st.append(a.stats)
+            in_y.append(y[va_in])
+            if use_pseudo:
+                left_out = group == k
+                tr_b = tr_in[~left_out[y[tr_in]]]
+                va_b = va[in_scope[va] & left_out[np.maximum(y[va], 0)]]
+                if len(np.unique(y[tr_b])) >= 2 and len(va_b):
+                    b = self._fit_parts(text_arr[tr_b].tolist(), y[tr_b], None if emb is None else emb[tr_b])
+                    ps_scores.append(self._fold_scores(b, text_arr[va_b].tolist(),
+                                                       None if emb is None else emb[va_b], n_classes))
+                    ps_emb.append(None if emb is None else emb[va_b])
+                    ps_stats.append(b.stats)
+                done += 1
+                if progress is not None:
+                    progress("inner folds", done, total)
+        y_ref = np.concatenate(in_y) if in_y else np.zeros(0, dtype=int)
+        t = _fit_temperature(np.vstack(in_scores), y_ref) if len(y_ref) else 1.0
 
-    def _choose_threshold(self, score: str, inner_max: np.ndarray, inner_ok: np.ndarray,
-                          pseudo_max: np.ndarray) -> OOSCalibration:
-        """Threshold on one score: best prior-weighted accuracy on pseudo-OOS folds, else a quantile."""
-        if len(inner_max) == 0:
-            return OOSCalibration(score, 0.0, float("nan"), 0, 0, float("nan"), float("nan"), "none")
-        if len(pseudo_max) == 0 or self.oos_prior == 0.0:
-            thr = float(np.quantile(inner_max, self.oos_quantile)) if self.oos_prior > 0 else 0.0
-            acc = float((inner_ok & (inner_max >= thr)).mean())
-            return OOSCalibration(score, thr, acc, len(inner_max), 0, acc, float("nan"), "quantile")
-        cands = np.unique(np.concatenate([inner_max, pseudo_max, [0.0]]))
-        # For each candidate t: in-scope accuracy = correct and accepted; OOS recall = pseudo rejected (< t).
-        ok_sorted = np.sort(inner_max[inner_ok])
-        in_acc = (len(ok_sorted) - np.searchsorted(ok_sorted, cands, side="left")) / len(inner_max)
-        oos_rec = np.searchsorted(np.sort(pseudo_max), cands, side="left") / len(pseudo_max)
-        obj = (1 - self.oos_prior) * in_acc + self.oos_prior * oos_rec
-        best = int(np.argmax(obj))
-        return OOSCalibration(score, float(cands[best]), float(obj[best]), len(inner_max), len(pseudo_max),
-                              float(in_acc[best]), float(oos_rec[best]), "pseudo_oos")
+        def raw(scores: list[np.ndarray], embs: list[Any], stats: list[Any]) -> dict[str, np.ndarray]:
+            parts = [self._raw_scores(_softmax(s / t), e, st, names) for s, e, st in zip(scores, embs, stats,
+                                                                                        strict=True)]
+            return {n: np.concatenate([p[n] for p in parts]) if parts else np.zeros(0) for n in names
+                    if n == "proba" or emb is not None}
+
+        ok = (np.vstack(in_scores) / t).argmax(axis=1) == y_ref if len(y_ref) else np.zeros(0, dtype=bool)
+        known = raw(known_scores, known_emb, known_stats)
+        pseudo_raw = raw(ps_scores, ps_emb, ps_stats)
+        oos = {n: np.concatenate([known.get(n, np.zeros(0)), pseudo_raw.get(n, np.zeros(0))])
+               for n in known}
+        source = {(True, True): "known + pseudo", (True, False): "known",
+                  (False, True): "pseudo (held-out intents)", (False, False): "none"}[
+            (bool(known_scores), bool(ps_scores))]
+        return {"t": t, "ref": raw(in_scores, in_emb, in_stats), "ok": ok, "oos": oos, "source": source}
 
     # ---- inference ----
 
@@ -382,15 +641,25 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
     def _proba_and_oos_score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         scores, emb = self._score_with_emb(texts)
         proba = _softmax(scores / self.temperature_)
+        name = self.oos_calibration_.score
+        reference = getattr(self, "oos_reference_", None)
+        if reference is None:  # a model saved before the reference existed: raw score against a raw threshold
+            return proba, self._legacy_score(proba, emb)
+        raw = self._raw_scores(proba, emb, self.emb_stats_, [name])[name] if len(proba) else np.zeros(0)
+        return proba, _pvalues(reference, raw)
+
+    def _legacy_score(self, proba: np.ndarray, emb: np.ndarray | None) -> np.ndarray:
         top = proba.max(axis=1)
-        score = self.oos_calibration_.score
-        if score == "proba" or len(proba) == 0:
-            return proba, top
-        assert emb is not None and self.train_embeddings_ is not None
-        nn = np.empty(len(emb), dtype=np.float32)
-        for i in range(0, len(emb), 1024):  # bounded memory for big batches against big training sets
-            nn[i:i + 1024] = (emb[i:i + 1024] @ self.train_embeddings_.T).max(axis=1)
-        return proba, (nn if score == "knn" else _mix(top, nn))
+        ref = getattr(self, "train_embeddings_", None)
+        if self.oos_calibration_.score == "proba" or emb is None or ref is None or len(proba) == 0:
+            return top
+        nn = _knn_score(emb, ref, 1)
+        return nn if self.oos_calibration_.score == "knn" else 0.5 * (top + nn)
+
+    def oos_score(self, texts: Sequence[str]) -> np.ndarray:
+        """Out-of-scope score of each text in [0, 1]: the share of held-out in-scope tickets whose raw score (the
+        one in `oos_calibration_.score`) was lower. Low = unlike the known intents; flagged below `oos_threshold_`."""
+        return self._proba_and_oos_score(texts)[1]
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Calibrated class probabilities (rows sum to 1), columns in `classes_` order."""
@@ -403,7 +672,8 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_with_oos(self, texts: Sequence[str], *, top_k: int = 3,
                          threshold: float | None = None) -> list[IntentPrediction]:
-        """Intent, confidence and out-of-scope flag (top probability below `oos_threshold_`) with the top-k."""
+        """Intent, confidence, the top-k and the out-of-scope flag (`oos_score` below `oos_threshold_`, or below
+        `threshold` when given)."""
         proba, oos_score = self._proba_and_oos_score(texts)
         thr = self.oos_threshold_ if threshold is None else threshold
         k = max(1, min(top_k, len(self.classes_)))
@@ -412,7 +682,8 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         for i in range(len(proba)):
             top = [LabelScore(str(self.classes_[j]), float(proba[i, j])) for j in order[i]]
             out.append(IntentPrediction(label=top[0].label, confidence=top[0].probability,
-                                        out_of_scope=bool(oos_score[i] < thr), top_k=top))
+                                        out_of_scope=bool(oos_score[i] < thr), top_k=top,
+                                        oos_score=float(oos_score[i])))
         return out
 
     def predict_labels_with_oos(self, texts: Sequence[str], *, oos_label: str = OUT_OF_SCOPE) -> np.ndarray:

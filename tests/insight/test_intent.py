@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from insight.errors import InvalidInput, ModelArtifactError, ModelNotReady
-from insight.models.intent import IntentClassifier, IntentPrediction
+from insight.models.intent import OOS_SCORES, IntentClassifier, IntentPrediction
 
 FOREIGN = [
     "What is the boiling point of liquid nitrogen in kelvin?",
@@ -139,12 +139,62 @@ def test_out_of_scope_flagged_for_foreign_text(fitted, tickets):
     foreign_rate = np.mean([p.out_of_scope for p in foreign])
     in_rate = np.mean([p.out_of_scope for p in in_scope])
     assert foreign_rate >= 0.8, foreign_rate
-    assert in_rate <= 0.35, in_rate
+    # The objective flags at most max_in_scope_flagged (2 %) of held-out in-scope tickets; new tickets from the
+    # same simulator should stay well inside 10 %.
+    assert in_rate <= 0.1, in_rate
     cal = fitted.oos_calibration_
-    assert cal.method == "pseudo_oos" and cal.n_pseudo_oos > 0 and cal.score == "mix"
-    assert fitted.train_embeddings_ is not None
+    assert cal.method == "inner_folds" and cal.n_oos > 0 and cal.oos_source == "pseudo (held-out intents)"
+    assert cal.score in OOS_SCORES and set(cal.candidates) == set(OOS_SCORES)
+    assert cal.in_scope_flagged <= cal.max_in_scope_flagged == 0.02
+    assert cal.oos_recall == max(cal.candidates.values())
     labels = fitted.predict_labels_with_oos(FOREIGN, oos_label="NONE")
     assert (labels == "NONE").mean() == foreign_rate
+
+
+def test_oos_score_is_public_and_matches_the_flag(fitted, tickets):
+    _, _, te_x, _ = tickets
+    scores = fitted.oos_score(te_x[:40] + FOREIGN)
+    assert scores.shape == (40 + len(FOREIGN),) and ((scores >= 0) & (scores <= 1)).all()
+    preds = fitted.predict_with_oos(te_x[:40] + FOREIGN)
+    np.testing.assert_array_equal([p.out_of_scope for p in preds], scores < fitted.oos_threshold_)
+    np.testing.assert_allclose([p.oos_score for p in preds], scores)
+    # Foreign text looks less in scope than the simulator's own tickets.
+    assert np.median(scores[40:]) < np.median(scores[:40])
+    # A looser threshold flags more.
+    assert sum(p.out_of_scope for p in fitted.predict_with_oos(te_x, threshold=0.5)) > sum(
+        p.out_of_scope for p in fitted.predict_with_oos(te_x))
+
+
+def test_known_oos_rows_are_examples_not_a_class(tickets, cached_embedder):
+    tr_x, tr_y, te_x, _ = tickets
+    x = list(tr_x) + FOREIGN[:6]
+    y = list(tr_y) + ["oos"] * 6
+    model = IntentClassifier(embedder=cached_embedder, seed=7).fit(x, y, oos_label="oos")
+    assert "oos" not in set(model.classes_)
+    assert "known" in model.oos_calibration_.oos_source
+    assert "oos" not in set(model.predict(te_x + FOREIGN))
+    labels = model.predict_labels_with_oos(FOREIGN[6:], oos_label="oos")
+    assert (labels == "oos").mean() >= 0.75
+
+
+def test_validation_file_chooses_threshold_and_refit_keeps_it(tickets, cached_embedder):
+    tr_x, tr_y, te_x, te_y = tickets
+    half = len(te_x) // 2
+    val_x, val_y = te_x[:half] + FOREIGN[:5], list(te_y[:half]) + ["oos"] * 5
+    model = IntentClassifier(embedder=cached_embedder, seed=7).fit(tr_x, tr_y, oos_label="oos",
+                                                                    validation=(val_x, val_y))
+    cal = model.oos_calibration_
+    assert cal.method == "validation" and cal.oos_source == "known" and cal.n_oos == 5
+    assert cal.n_in_scope == half and cal.in_scope_flagged <= 0.02
+    refit = model.refit(list(tr_x) + val_x, list(tr_y) + val_y, oos_label="oos")
+    assert refit.oos_calibration_.method == "refit" and refit.oos_threshold_ == model.oos_threshold_
+    assert refit.oos_calibration_.score == cal.score
+    assert len(refit.oos_reference_) == len(tr_x) + half  # cross-fitted in-scope scores of every in-scope row
+    assert np.mean([p.out_of_scope for p in refit.predict_with_oos(te_x[half:])]) <= 0.1
+    with pytest.raises(InvalidInput, match="never seen in training"):
+        IntentClassifier(seed=7).fit(tr_x, tr_y, oos_label="oos", validation=(["x y"], ["no such intent"]))
+    with pytest.raises(InvalidInput, match="two distinct labels besides"):
+        IntentClassifier(seed=7).fit(["a b", "c d", "e f"], ["x", "x", "oos"], oos_label="oos")
 
 
 def test_few_shot(tickets, cached_embedder):
