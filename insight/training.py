@@ -447,28 +447,161 @@ def train_router(
     return _trained(TASK_ROUTER, metrics, ref, deployed)
 
 
+class _MemoEmbedder:
+    """The embedder with each distinct text embedded once per training run (fit, evaluation and refit share it)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.fingerprint = inner.fingerprint
+        self._mem: dict[str, np.ndarray] = {}
+
+    def warm(self, texts: list[str], progress: Any = None, chunk: int = 512) -> None:
+        todo = list(dict.fromkeys(t for t in texts if t not in self._mem))
+        for i in range(0, len(todo), chunk):
+            part = todo[i:i + chunk]
+            self._mem.update(zip(part, np.asarray(self.inner.encode(part), dtype=np.float32), strict=True))
+            if progress is not None:
+                progress("embedding", min(len(todo), i + chunk), len(todo))
+
+    def encode(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray:
+        self.warm(list(texts))
+        if not texts:
+            return np.asarray(self.inner.encode([]), dtype=np.float32)
+        return np.stack([self._mem[t] for t in texts])
+
+
+def intent_holdout(labels: list[str], *, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a shuffled, stratified test sample: about `fraction` of every label's rows, never a label's
+    last row (labels seen once stay in training)."""
+    if not 0 < fraction < 1:
+        raise InvalidInput(f"test_fraction must be in (0, 1), got {fraction}")
+    y = np.asarray(labels, dtype=object)
+    rng = np.random.default_rng(seed)
+    picked: list[np.ndarray] = []
+    for lab in sorted(set(y.tolist())):
+        rows = rng.permutation(np.flatnonzero(y == lab))
+        n = min(len(rows) - 1, int(np.floor(len(rows) * fraction + rng.random())))
+        picked.append(rows[:max(0, n)])
+    out = np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=int)
+    if len(out) == 0:
+        raise InvalidInput(f"too few rows ({len(y)}) to hold out a test sample; give a test file")
+    return out
+
+
+def intent_metrics(y_true: Any, y_pred: Any, *, oos_label: str, threshold: float) -> dict[str, Any]:
+    """Open-set metrics as fractions: `y_pred` is the predicted intent, or `oos_label` when flagged out of scope.
+
+    in_scope_accuracy: right intent and not flagged, over in-scope rows; oos_recall: flagged out-of-scope rows over
+    out-of-scope rows; oos_precision: truly out-of-scope over flagged rows; accuracy: overall, out of scope counted
+    as a class; macro_f1 over the true labels (out of scope included). None where a denominator is empty.
+    """
+    from sklearn.metrics import f1_score
+
+    y = np.asarray(y_true, dtype=object)
+    p = np.asarray(y_pred, dtype=object)
+    oos, flagged = y == oos_label, p == oos_label
+    n_in, n_oos, n_flag = int((~oos).sum()), int(oos.sum()), int(flagged.sum())
+    return {
+        "in_scope_accuracy": float((p[~oos] == y[~oos]).mean()) if n_in else None,
+        "oos_recall": float(flagged[oos].mean()) if n_oos else None,
+        "oos_precision": float(oos[flagged].mean()) if n_flag else None,
+        "accuracy": float((p == y).mean()) if len(y) else None,
+        "macro_f1": float(f1_score(y, p, average="macro", labels=np.unique(y), zero_division=0)) if len(y) else None,
+        "threshold": float(threshold),
+        "n_test": len(y), "n_test_in_scope": n_in, "n_test_oos": n_oos, "n_flagged": n_flag,
+        "n_test_in_scope_flagged": int(flagged[~oos].sum()),
+    }
+
+
 def train_intent(
     *, texts: list[str], labels: list[str], test_texts: list[str] | None = None,
-    test_labels: list[str] | None = None, embedder: Any = None, registry: ModelRegistry | None = None,
-    seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
+    test_labels: list[str] | None = None, validation_texts: list[str] | None = None,
+    validation_labels: list[str] | None = None, oos_label: str = "oos", embedder: Any = None,
+    registry: ModelRegistry | None = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
+    refit: bool = True, max_in_scope_flagged: float | None = None, progress: Any = None,
 ) -> TrainedModel:
-    """Train h4a's intent classifier on texts (last `test_fraction` held out unless a test set is given)."""
+    """Train, evaluate and deploy the intent classifier with its out-of-scope flag.
+
+    Rows labelled `oos_label` are known out-of-scope examples (never an intent class). The out-of-scope score and
+    threshold are chosen on the validation rows when given, else on inner folds of the training rows (see
+    insight.models.intent for the objective). Without a test set a shuffled, stratified `test_fraction` sample is
+    held out. Test metrics (fractions) describe the evaluated model; then, unless `refit=False`, the deployed model
+    is refitted on train + validation + test with the same score and threshold, and the metadata says so
+    (`extra.evaluated_on`, `extra.refit_on_all_data`). Test labels never seen in training are listed in
+    `metrics["warnings"]` (they can only count as errors). `progress(step, done, total)` is told how long steps
+    advance.
+    """
+    import warnings as _warnings
+
     from insight.models.intent import IntentClassifier
 
-    if len(texts) != len(labels):
-        raise InvalidInput(f"intent: {len(texts)} texts but {len(labels)} labels")
+    for name, x, y in (("training", texts, labels), ("test", test_texts, test_labels),
+                       ("validation", validation_texts, validation_labels)):
+        if (x is None) != (y is None):
+            raise InvalidInput(f"intent: {name} texts and labels must be given together")
+        if x is not None and y is not None and len(x) != len(y):
+            raise InvalidInput(f"intent: {len(x)} {name} texts but {len(y)} labels")
+    texts, labels = [str(t) for t in texts], [str(v) for v in labels]
     if test_texts is None or test_labels is None:
-        n_test = max(1, int(round(len(texts) * test_fraction)))
-        texts, test_texts = texts[:-n_test], texts[-n_test:]
-        labels, test_labels = labels[:-n_test], labels[-n_test:]
-    model = IntentClassifier(embedder=embedder, seed=seed).fit(texts, labels)
-    pred = np.asarray(model.predict(test_texts), dtype=object)
+        held = intent_holdout(labels, fraction=test_fraction, seed=seed)
+        keep = np.setdiff1d(np.arange(len(texts)), held)
+        test_texts, test_labels = [texts[i] for i in held], [labels[i] for i in held]
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+        evaluated_on = f"shuffled stratified {test_fraction:.0%} sample of the training rows (seed {seed})"
+    else:
+        test_texts, test_labels = [str(t) for t in test_texts], [str(v) for v in test_labels]
+        evaluated_on = "the given test set"
+    validation = None
+    if validation_texts is not None and validation_labels is not None:
+        validation = ([str(t) for t in validation_texts], [str(v) for v in validation_labels])
+    warn = []
+    unseen = sorted(set(test_labels) - set(labels) - {oos_label})
+    if unseen:
+        n_rows = sum(v in set(unseen) for v in test_labels)
+        warn.append(f"{n_rows} test row(s) have {len(unseen)} label(s) never seen in training "
+                    f"({', '.join(unseen[:5])}{', ...' if len(unseen) > 5 else ''}); they count as errors")
+    memo = _MemoEmbedder(embedder) if embedder is not None else None
+    if memo is not None:
+        memo.warm(texts + (validation[0] if validation else []) + test_texts, progress)
+    params: dict[str, Any] = {"seed": seed}
+    if max_in_scope_flagged is not None:
+        params["max_in_scope_flagged"] = max_in_scope_flagged
+    model = IntentClassifier(embedder=memo, **params).fit(texts, labels, oos_label=oos_label, validation=validation,
+                                                          progress=progress)
+    pred = model.predict_labels_with_oos(test_texts, oos_label=oos_label)
+    closed = np.asarray(model.predict(test_texts), dtype=object)
+    metrics = intent_metrics(test_labels, pred, oos_label=oos_label, threshold=model.oos_threshold_)
     y = np.asarray(test_labels, dtype=object)
-    metrics = {"n_train": len(texts), "n_test": len(y), "accuracy": float(np.mean(pred == y)) if len(y) else 0.0}
+    in_scope = y != oos_label
+    cal = model.oos_calibration_
+    metrics.update(n_train=len(texts), n_validation=len(validation[0]) if validation else 0,
+                   in_scope_accuracy_no_rejection=float((closed[in_scope] == y[in_scope]).mean())
+                   if in_scope.any() else None,
+                   oos_score=cal.score, calibration=cal.method, max_in_scope_flagged=cal.max_in_scope_flagged)
+    if warn:
+        metrics["warnings"] = warn
+        for w in warn:
+            _warnings.warn(w, stacklevel=2)
+    evaluated = {"evaluated_on": evaluated_on, "n_train": len(texts), "n_validation": metrics["n_validation"],
+                 "n_test": len(test_texts), "oos_calibration": dict(cal.__dict__)}
+    all_texts = texts + (validation[0] if validation else []) + test_texts
+    all_labels = labels + (validation[1] if validation else []) + test_labels
+    if refit:
+        # Same score and threshold; the reference the threshold is read against is re-derived on all the rows.
+        model = model.refit(all_texts, all_labels, oos_label=oos_label, progress=progress)
+    if embedder is not None:
+        model.set_embedder(embedder)
+    extra = {"embedder": getattr(embedder, "name", None), "oos_label": oos_label, "refit_on_all_data": refit,
+             "evaluated": evaluated, "evaluated_on": evaluated_on,
+             "n_rows_deployed": len(all_texts) if refit else len(texts),
+             "deployed_oos_calibration": dict(model.oos_calibration_.__dict__)}
+    fitted_texts = all_texts if refit else texts
+    fitted_labels = all_labels if refit else labels
     ref = _save(registry, model, task=TASK_INTENT, metrics=metrics, features=["text"],
-                classes=[str(c) for c in model.classes_], train_df=pd.Series(list(texts) + list(labels)),
+                classes=[str(c) for c in model.classes_], train_df=pd.Series(fitted_texts + fitted_labels),
                 window=[], hyper={k: v for k, v in model.get_params().items() if k != "embedder"},
-                promote=promote, extra={"embedder": getattr(embedder, "name", None)})
+                promote=promote, extra=extra)
     return _trained(TASK_INTENT, metrics, ref, model)
 
 

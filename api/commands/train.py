@@ -131,45 +131,107 @@ def train_all_cmd(
     typer.echo(f"trained {len(report.models)} model(s) in {time.perf_counter() - t0:.0f}s")
 
 
+INTENT_METRIC_NAMES = ("in_scope_accuracy", "oos_recall", "oos_precision", "accuracy", "macro_f1", "threshold")
+INTENT_COUNT_NAMES = ("n_train", "n_validation", "n_test", "n_test_in_scope", "n_test_oos", "n_flagged",
+                      "n_test_in_scope_flagged")
+
+
+def _read_intent_csv(p: Path, what: str) -> tuple[list[str], list[str]]:
+    import pandas as pd
+
+    if not p.is_file():
+        raise InvalidInput(f"{what} file {p} does not exist", field=what)
+    try:
+        df = pd.read_csv(p)
+    except (ValueError, UnicodeDecodeError) as e:  # empty file, bad encoding, broken quoting
+        raise InvalidInput(f"{what} file {p} is not a readable CSV: {e}", field=what) from e
+    text_col = next((c for c in ("text", "sentence", "utterance") if c in df.columns), None)
+    label_col = next((c for c in ("label", "category", "intent") if c in df.columns), None)
+    if text_col is None or label_col is None:
+        raise InvalidInput(f"{what} file {p} needs a text column (text, sentence or utterance) and a label column "
+                           f"(label, category or intent); it has {list(df.columns)}", field=what)
+    df = df.dropna(subset=[text_col, label_col])
+    if df.empty:
+        raise InvalidInput(f"{what} file {p} has no rows with both a text and a label", field=what)
+    return df[text_col].astype(str).tolist(), df[label_col].astype(str).str.strip().tolist()
+
+
+class _RichProgress:
+    """progress(step, done, total) on a rich progress bar, one bar per step."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        if step not in self.tasks:
+            self.tasks[step] = self.progress.add_task(step, total=total)
+        self.progress.update(self.tasks[step], completed=done, total=total)
+
+
 @train_app.command("intent")
 def train_intent_cmd(
-    csv: Annotated[Path, typer.Argument(help="CSV with columns text,label (or sentence,label).")],
-    test: Annotated[Path | None, typer.Option("--test", help="Separate test CSV (same columns).")] = None,
+    csv: Annotated[Path, typer.Argument(help="CSV with a text column (text, sentence or utterance) and a label "
+                                             "column (label, category or intent).")],
+    validation: Annotated[Path | None, typer.Option(
+        "--validation", help="Validation CSV (same columns): the out-of-scope score and threshold are chosen on it "
+        "(else on inner folds of the training rows with held-out intents as pseudo out-of-scope).")] = None,
+    test: Annotated[Path | None, typer.Option(
+        "--test", help="Test CSV (same columns); else a shuffled, stratified 20 % of the rows is held out.")] = None,
+    oos_label: Annotated[str, typer.Option(
+        "--oos-label", help="Label of known out-of-scope rows (used for calibration, never an intent).")] = "oos",
+    max_in_scope_flagged: Annotated[float | None, typer.Option(
+        "--max-in-scope-flagged", help="Largest share of in-scope validation tickets the out-of-scope threshold may "
+        "flag (default: the model's).")] = None,
+    metrics_out: Annotated[Path | None, typer.Option(
+        "--metrics-out", help="Write the test metrics as JSON: in_scope_accuracy, oos_recall, oos_precision, "
+        "accuracy, macro_f1, threshold (fractions) and the counts.")] = None,
+    refit: Annotated[bool, typer.Option(
+        "--refit/--no-refit", help="Refit the saved model on all rows (train + validation + test) after scoring.",
+    )] = True,
     registry: RegistryOpt = None,
     json_out: JsonOpt = None,
     seed: SeedOpt = None,
     no_embeddings: Annotated[bool, typer.Option("--no-embeddings", help="TF-IDF features only.")] = False,
     no_save: NoSaveOpt = False,
 ) -> None:
-    """Train and evaluate the intent classifier on a text,label CSV (last 20 % held out unless --test)."""
-    import pandas as pd
+    """Train the intent classifier with its out-of-scope flag; test in-scope accuracy, OOS recall / precision,
+    overall accuracy and macro-F1, then refit on all rows and save."""
+    import warnings
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from insight.training import train_intent
 
-    def read(p: Path) -> tuple[list[str], list[str]]:
-        df = pd.read_csv(p)
-        text_col = next((c for c in ("text", "sentence", "utterance") if c in df.columns), None)
-        label_col = next((c for c in ("label", "category", "intent") if c in df.columns), None)
-        if text_col is None or label_col is None:
-            raise InvalidInput(f"{p} needs a text column and a label column; has {list(df.columns)}", field="csv")
-        df = df.dropna(subset=[text_col, label_col])
-        return df[text_col].astype(str).tolist(), df[label_col].astype(str).tolist()
-
     settings = get_settings()
+    console = Console(stderr=True)
     try:
-        texts, labels = read(csv)
-        tt, tl = read(test) if test is not None else (None, None)
+        texts, labels = _read_intent_csv(csv, "training")
+        tt, tl = _read_intent_csv(test, "test") if test is not None else (None, None)
+        vt, vl = _read_intent_csv(validation, "validation") if validation is not None else (None, None)
         embedder = None
         if not no_embeddings:
             from insight.embedding import Embedder
 
             embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
-        m = train_intent(texts=texts, labels=labels, test_texts=tt, test_labels=tl, embedder=embedder,
-                         registry=_registry(registry, no_save), seed=settings.seed if seed is None else seed)
+        with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as bar, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # unseen test labels: printed below from the metrics
+            m = train_intent(texts=texts, labels=labels, test_texts=tt, test_labels=tl, validation_texts=vt,
+                             validation_labels=vl, oos_label=oos_label, embedder=embedder,
+                             registry=_registry(registry, no_save), seed=settings.seed if seed is None else seed,
+                             refit=refit, max_in_scope_flagged=max_in_scope_flagged, progress=_RichProgress(bar))
     except DeskpilotError as exc:
         _fail(exc)
         return
     _show([m], json_out)
+    for warning in m.metrics.get("warnings", []):
+        console.print(f"[yellow]warning[/yellow]: {warning}")
+    if metrics_out is not None:
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {k: m.metrics.get(k) for k in INTENT_METRIC_NAMES + INTENT_COUNT_NAMES}
+        metrics_out.write_text(json.dumps(payload, indent=2))
+        Console().print(f"wrote {metrics_out}")
 
 
 def _split_or_test(log_path: Path, test: Path | None, preset: str | None, mapping: Path | None,
