@@ -42,6 +42,9 @@ _IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![
 _PHONE_RE = re.compile(
     r"(?<![\w+:/.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,5}(?:[ .-]?\d{2,5}){1,4}(?![\w:/]|\.\d)"
 )
+# International numbers ("+31 6 12345678", "0044 20 7946 0958"): groups may be a single digit; validity is
+# decided by the phonenumbers library's metadata for the country code, not by the pattern.
+_INTL_PHONE_RE = re.compile(r"(?<![\w+:/.-])(?:\+|00)[1-9]\d{0,2}(?:[ .-]?\(?\d{1,5}\)?){2,7}(?![\w:/]|\.\d)")
 _DATE_LIKE = re.compile(r"^\d{4}[-.]\d{1,2}[-.]\d{1,2}(?!\d)|^\d{1,2}[-.]\d{1,2}[-.]\d{2,4}(?!\d)")
 # quick pre-filter: a value without any digit or "@" cannot hold any of the patterns
 _MAYBE_PII = re.compile(r"[\d@]")
@@ -100,6 +103,16 @@ def _ipv6_check(s: str) -> bool:
         return False
 
 
+def _intl_phone_check(s: str) -> bool:
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse("+" + s[2:] if s.startswith("00") else s, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return bool(phonenumbers.is_valid_number(number))
+
+
 def _phone_check(s: str) -> bool:
     digits = re.sub(r"\D", "", s)
     if not 8 <= len(digits) <= 15 or _DATE_LIKE.match(s):
@@ -116,6 +129,7 @@ def _redact_one(text: str, counts: Counter[str]) -> str:
     text = _sub(_CARD_RE, text, _card_check, CARD, counts, "card")
     text = _sub(_IPV4_RE, text, lambda _: True, IP, counts, "ip")
     text = _sub(_IPV6_RE, text, _ipv6_check, IP, counts, "ip")
+    text = _sub(_INTL_PHONE_RE, text, _intl_phone_check, PHONE, counts, "phone")
     text = _sub(_PHONE_RE, text, _phone_check, PHONE, counts, "phone")
     return text
 
