@@ -28,6 +28,7 @@ TASK_ROUTER = "router"
 TASK_NEXT_ACTIVITY = "next_activity"
 TASK_REMAINING_TIME = "remaining_time"
 TASK_MEMORY = "memory"
+TASK_MISROUTE = "misroute"
 # Ticket columns the router uses when present; free text is joined from these.
 ROUTER_CATEGORICAL = ("channel", "segment", "priority", "product", "category", "subcategory", "customer_tier")
 ROUTER_TEXT = ("subject", "body")
@@ -407,8 +408,11 @@ def train_router(
                 + ("the rule is served" if served else
                    f"the rule cannot be served (first team not among the features {cats})"))
     if metrics["accuracy"] < metrics[f"baseline_{best_rule}_accuracy"]:
+        servable = model.first_team_ is not None or best_rule == "majority"
         warnings_.append(f"on the test cases the router ({model.strategy_}, {metrics['accuracy']:.4f}) is below the "
-                         f"rule {best_rule} ({metrics[f'baseline_{best_rule}_accuracy']:.4f})")
+                         f"rule {best_rule} ({metrics[f'baseline_{best_rule}_accuracy']:.4f})"
+                         + ("" if servable else "; that rule reads the first team, which is not among the features "
+                            "(known only after dispatch), so it cannot be served"))
     metrics["warnings"] = warnings_
     for w in warnings_:
         logging.getLogger(__name__).warning("router: %s", w)
@@ -445,6 +449,63 @@ def train_router(
                 window=[str(fitted["created_at"].min()), str(fitted["created_at"].max())],
                 hyper=deployed.get_params(), promote=promote, extra=extra)
     return _trained(TASK_ROUTER, metrics, ref, deployed)
+
+
+def misroute_proxy(train: pd.DataFrame, test: pd.DataFrame, cols: list[str], cats: list[str],
+                   text_col: str | None, *, seed: int = 7, params: dict[str, Any] | None = None) -> np.ndarray:
+    """`1 - p(best team)` of a router fitted on `train`, per `test` row: the proxy the misroute model replaces.
+
+    With history the router is scored as deployed: each test row sees the resolutions known before its creation.
+    """
+    router = TeamRouter(categorical=cats, text=text_col, seed=seed, **(params or {}))
+    times = {"created_at": train["created_at"], "resolved_at": train["resolved_at"]} if router.history else {}
+    router.fit(train[cols], train["resolving_team"], **times)
+    at = None
+    if router.history:
+        router.observe(test[cols], test["resolving_team"], test["resolved_at"])
+        at = test["created_at"]
+    return np.asarray(1.0 - router.predict_proba(test[cols], at=at).max(axis=1), dtype=float)
+
+
+def train_misroute(
+    *, log: EventLog, tickets: pd.DataFrame | None = None, features: list[str] | None = None,
+    registry: ModelRegistry | None = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
+    params: dict[str, Any] | None = None, router_params: dict[str, Any] | None = None, proxy: bool = True,
+    team_labels: Mapping[str, str] | None = None,
+) -> TrainedModel:
+    """Misroute risk (insight.models.misroute): calibrated P(mined `misrouted`) from what the router reads.
+
+    Split by creation time like the router (oldest cases train, newest `test_fraction` test); the model calibrates
+    on the newest slice of its training part. Test metrics: Brier / AUC / log loss / calibration error, next to
+    the training base rate as a constant and (with `proxy`) `1 - p(best team)` of a router fitted on the same
+    training cases with `router_params`. The saved model is the evaluated one.
+    """
+    from insight.models.misroute import MisrouteModel, probability_scores
+
+    table, cats, text_col = router_table(log=log, tickets=tickets, features=features, team_labels=team_labels)
+    table = table[table["misrouted"].notna()]
+    n_test = max(1, int(round(len(table) * test_fraction)))
+    if n_test >= len(table):
+        raise InvalidInput(f"too few labelled cases ({len(table)}) to train and test a misroute model")
+    train, test = table.iloc[:-n_test], table.iloc[-n_test:]
+    cols = cats + ([text_col] if text_col else [])
+    y_train = train["misrouted"].astype(bool).to_numpy()
+    y_test = test["misrouted"].astype(bool).to_numpy()
+    model = MisrouteModel(categorical=cats, text=text_col, seed=seed, **(params or {})).fit(train[cols], y_train)
+    metrics: dict[str, Any] = {
+        "label": "misrouted", "n_train": len(train), "n_test": len(test), "C": model.C_,
+        "calibration": model.calibration_, "validation": model.validation_,
+        "model": model.evaluate(test[cols], y_test).to_dict(),
+        "baseline_base_rate": probability_scores(y_test, np.full(len(test), float(y_train.mean()))).to_dict(),
+    }
+    if proxy:
+        p = misroute_proxy(train, test, cols, cats, text_col, seed=seed, params=router_params)
+        metrics["baseline_one_minus_team_probability"] = probability_scores(y_test, p).to_dict()
+    ref = _save(registry, model, task=TASK_MISROUTE, metrics=metrics, features=cols, classes=["misrouted"],
+                train_df=train[["misrouted"]].astype(bool), hyper=model.get_params(), promote=promote,
+                window=[str(train["created_at"].min()), str(train["created_at"].max())],
+                extra={"label": "misrouted", "text_column": text_col, "categorical": cats})
+    return _trained(TASK_MISROUTE, metrics, ref, model)
 
 
 class _MemoEmbedder:
@@ -635,7 +696,8 @@ def train_memory(
 def train_all(
     *, log: EventLog, tickets: pd.DataFrame | None, registry: ModelRegistry | str | Path | None,
     embedder: Any = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
-    tasks: tuple[str, ...] = (TASK_INTENT, TASK_ROUTER, TASK_NEXT_ACTIVITY, TASK_REMAINING_TIME, TASK_MEMORY),
+    tasks: tuple[str, ...] = (TASK_INTENT, TASK_ROUTER, TASK_MISROUTE, TASK_NEXT_ACTIVITY, TASK_REMAINING_TIME,
+                              TASK_MEMORY),
     team_labels: Mapping[str, str] | None = None,
 ) -> TrainingReport:
     """Train intent (if tickets carry text + intent), router, next-activity and remaining-time into the registry.
@@ -661,6 +723,17 @@ def train_all(
                                        test_fraction=test_fraction, promote=promote, team_labels=team_labels))
         else:
             skipped[TASK_ROUTER] = "needs a log with a group column and a ticket table"
+    if TASK_MISROUTE in tasks:
+        if log.has(GROUP) and tickets is not None:
+            try:
+                # The proxy comparison fits a second router; bench/misroute.py measures it, training skips it.
+                models.append(train_misroute(log=log, tickets=tickets, registry=reg, seed=seed,
+                                             test_fraction=test_fraction, promote=promote, team_labels=team_labels,
+                                             proxy=False))
+            except InvalidInput as exc:  # e.g. too few misrouted cases: triage then says it has no misroute model
+                skipped[TASK_MISROUTE] = exc.message
+        else:
+            skipped[TASK_MISROUTE] = "needs a log with a group column and a ticket table"
     # Trace-level attributes the ticket table also holds were known when the ticket was created.
     creation = [c for c in log.case_attributes if tickets is not None and c in tickets.columns]
     if TASK_NEXT_ACTIVITY in tasks:
@@ -686,7 +759,7 @@ def train_all(
 
 
 __all__ = [
-    "TASK_INTENT", "TASK_MEMORY", "TASK_NEXT_ACTIVITY", "TASK_REMAINING_TIME", "TASK_ROUTER", "TrainedModel", "TrainingReport",
+    "TASK_INTENT", "TASK_MEMORY", "TASK_MISROUTE", "TASK_NEXT_ACTIVITY", "TASK_REMAINING_TIME", "TASK_ROUTER", "TrainedModel", "TrainingReport",
     "apply_team_corrections", "creation_frame", "router_table", "split_log", "train_all", "train_intent",
-    "train_next_activity", "train_memory", "train_remaining_time", "train_router", "unresolved_cases",
+    "train_misroute", "misroute_proxy", "train_next_activity", "train_memory", "train_remaining_time", "train_router", "unresolved_cases",
 ]
