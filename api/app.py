@@ -22,7 +22,7 @@ from api.deps import TRAIN_HINT, ModelState
 from api.errors import BodySizeLimit, install_error_handlers
 from api.limits import ConcurrencyLimiter
 from api.metrics import LatencyMiddleware, Metrics
-from api.retrain import RetrainManager
+from api.retrain import RetrainManager, watch_live_models
 from api.settings import Settings, get_settings
 from insight.errors import DeskpilotError, ModelNotReady
 from routing.models import utcnow
@@ -244,6 +244,7 @@ def create_app(
         _import_tables()
         SQLModel.metadata.create_all(engine)
         app.state.engine = engine
+        app.state.retrain.bind(engine, settings.registry_path)  # retrain jobs live in the database
         app.state.audit_writer = AuditWriter(engine)
         app.state.reload_lock = anyio.Lock()
         if settings.bootstrap_admin_key is not None:
@@ -282,6 +283,7 @@ def create_app(
             # Background jobs (retraining) run in this task group; shutting down cancels them and waits for them.
             async with anyio.create_task_group() as tasks:
                 app.state.task_group = tasks
+                tasks.start_soon(watch_live_models, app, reload_models)  # follow swaps made by other workers
                 try:
                     yield
                 finally:

@@ -3,7 +3,7 @@ record feedback. Every write is one transaction: it commits at the end or leaves
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -379,8 +379,25 @@ def add_event(
     return out
 
 
-def add_feedback(*, session: Session, ticket_id: str, feedback_in: FeedbackIn, by: str | None) -> FeedbackPublic:
-    """Record an agent's correction (team / intent) or verdict on suggestions."""
+def check_labels(feedback_in: FeedbackIn, known: Mapping[str, Collection[str]] | None) -> None:
+    """A corrected team / intent must be one the service knows (`known[kind]`); InvalidInput names the field and
+    some of the known values. A kind with no known values (a cold service) is not checked."""
+    for name, kind in (("corrected_team", "team"), ("corrected_intent", "intent")):
+        value = getattr(feedback_in, name)
+        allowed = (known or {}).get(kind) or ()
+        if value is None or not allowed or value in allowed:
+            continue
+        shown = sorted(allowed)[:25]
+        more = f" and {len(allowed) - len(shown)} more" if len(allowed) > len(shown) else ""
+        raise InvalidInput(
+            f"{name} {value!r} is not a known {kind}; known: {', '.join(repr(v) for v in shown)}{more}. A new "
+            f"{kind} is declared by an admin or knowledge manager with POST /v1/models/labels", field=name)
+
+
+def add_feedback(*, session: Session, ticket_id: str, feedback_in: FeedbackIn, by: str | None,
+                 known: Mapping[str, Collection[str]] | None = None) -> FeedbackPublic:
+    """Record an agent's correction (team / intent) or verdict on suggestions; corrections must name a known label."""
+    check_labels(feedback_in, known)
     ticket = _get_ticket_row(session, ticket_id)
     if feedback_in.decision_id is not None:
         decision = session.get(TriageDecision, feedback_in.decision_id)

@@ -150,7 +150,14 @@ def post_feedback(
     session: SessionDep,
     principal: Annotated[Principal, Depends(require(*FEEDBACK))],
 ) -> Response:
-    """Record the team / intent an agent corrected to, and accepted or rejected suggestions."""
-    out = service.add_feedback(session=session, ticket_id=ticket_id, feedback_in=feedback, by=principal.name)
+    """Record the team / intent an agent corrected to, and accepted or rejected suggestions.
+
+    A corrected team / intent must be one the live models know or one declared with POST /v1/models/labels
+    (422 naming the field and listing known values otherwise)."""
+    from api.retrain import known_labels
+
+    known = known_labels(request.app) if feedback.corrected_team or feedback.corrected_intent else None
+    out = service.add_feedback(session=session, ticket_id=ticket_id, feedback_in=feedback, by=principal.name,
+                               known=known)
     set_audit_object(request, f"{ticket_id}/feedback/{out.id}")
     return json_response(out, 201)

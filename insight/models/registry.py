@@ -19,11 +19,14 @@ from typing import Any
 
 import joblib
 
-from insight.errors import ModelArtifactError, ModelNotReady, NotFound
+from insight.errors import InvalidInput, ModelArtifactError, ModelNotReady, NotFound
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 LIVE_FILE = "live.json"
+HISTORY_FILE = "history.jsonl"
+TRAINING_DATA_DIR = "_training_data"
+TRAINING_META = "data.json"
 # Libraries whose major.minor must match between the writer and the reader of an artifact.
 CHECKED_LIBRARIES = ("scikit-learn", "lightgbm")
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -172,6 +175,28 @@ def _json_default(o: Any) -> Any:
     return repr(o)
 
 
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _to_parquet(df: Any, path: Path) -> None:
+    """A frame as Parquet; object columns mixing types (custom ticket fields) are stored as strings."""
+    import pandas as pd
+
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object:
+            kinds = {type(v) for v in out[c].dropna().head(1000)}
+            if len(kinds) > 1 or (kinds and not kinds <= {str}):
+                out[c] = out[c].map(lambda v: v if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+    out.to_parquet(path, index=False)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -260,21 +285,166 @@ class ModelRegistry:
         return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def tasks(self) -> list[str]:
-        """Tasks that have at least one version."""
+        """Tasks that have at least one version (folders named `_...` / `.…` hold registry data, not tasks)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.list_versions(p.name))
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and _SAFE.match(p.name) and not p.name.startswith("_") and self.list_versions(p.name))
 
-    def promote(self, task: str, version: str) -> ArtifactRef:
-        """Make `version` the live one for `task` (atomic pointer swap)."""
+    def promote(self, task: str, version: str, *, who: str | None = None, why: str | None = None,
+                action: str = "promote", extra: dict[str, Any] | None = None) -> ArtifactRef:
+        """Make `version` the live one for `task` (atomic pointer swap), recorded in the task's history file."""
         path = self._task_dir(task) / self._check_name("version", version)
         if not (path / METADATA_FILE).is_file():
             raise NotFound(f"no artifact {task}/{version} in registry {self.root}")
+        previous = self.live_version(task)
         _atomic_write_text(
             self._task_dir(task) / LIVE_FILE,
             json.dumps({"task": task, "version": version, "promoted_at": datetime.now(UTC).isoformat()}),
         )
+        self._record(task, {"action": action, "version": version, "previous": previous,
+                            "who": who or _os_user(), "why": why or "saved as live by training", **(extra or {})})
         return ArtifactRef(task=task, version=version, path=path)
+
+    # ------------------------------------------------------------ history, rollback, metadata updates
+
+    def _record(self, task: str, entry: dict[str, Any]) -> None:
+        """Append one line to `<task>/history.jsonl` (one write per line: concurrent writers do not interleave)."""
+        line = json.dumps({"at": datetime.now(UTC).isoformat(), "task": task, **entry}, default=_json_default)
+        path = self._task_dir(task) / HISTORY_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def record(self, task: str, action: str, *, version: str | None, who: str | None, why: str | None,
+               **extra: Any) -> None:
+        """Record an event that did not move the live pointer (e.g. a rejected challenger) in the task's history."""
+        self._record(task, {"action": action, "version": version, "previous": self.live_version(task),
+                            "who": who or _os_user(), "why": why, **extra})
+
+    def history(self, task: str) -> list[dict[str, Any]]:
+        """The task's recorded promotions, rollbacks and rejections, oldest first (a corrupt line is skipped)."""
+        path = self._task_dir(task) / HISTORY_FILE
+        if not path.is_file():
+            return []
+        out: list[dict[str, Any]] = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                out.append(entry)
+        return out
+
+    def rollback_target(self, task: str) -> str:
+        """The version that was live before the current one (from the history; else the next older version)."""
+        live = self.live_version(task)
+        if live is None:
+            raise NotFound(f"task {task!r} has no live version in registry {self.root}; nothing to roll back")
+        for entry in reversed(self.history(task)):
+            if entry.get("version") == live and entry.get("action") in ("promote", "rollback", "force"):
+                prev = entry.get("previous")
+                if prev and prev != live and (self._task_dir(task) / str(prev) / METADATA_FILE).is_file():
+                    return str(prev)
+                break
+        older = [v for v in self.list_versions(task) if v < live]
+        if not older:
+            raise NotFound(f"task {task!r}: live version {live} has no earlier version to roll back to")
+        return older[-1]
+
+    def rollback(self, task: str, *, to: str | None = None, who: str | None = None,
+                 why: str | None = None) -> tuple[str | None, ArtifactRef]:
+        """Point `task` back at `to` (default: the version live before the current one); (old live, new ref)."""
+        previous = self.live_version(task)
+        target = to or self.rollback_target(task)
+        if target == previous:
+            raise InvalidInput(f"{task}/{target} is already live", field="to")
+        ref = self.promote(task, target, who=who, why=why or "rollback", action="rollback")
+        return previous, ref
+
+    def update_extra(self, task: str, version: str, **extra: Any) -> ArtifactMetadata:
+        """Add keys to an artifact's metadata `extra` (e.g. its gate results), rewriting metadata.json atomically."""
+        meta = self.read_metadata(task, version)
+        meta.extra = {**meta.extra, **extra}
+        path = self._task_dir(task) / version / METADATA_FILE
+        _atomic_write_text(path, json.dumps(meta.to_dict(), indent=2, default=_json_default))
+        return meta
+
+    def live_versions(self) -> dict[str, str]:
+        """Every task's live version (tasks without one left out); reads only the small pointer files."""
+        out: dict[str, str] = {}
+        for task in self.tasks():
+            try:
+                v = self.live_version(task)
+            except ModelArtifactError:
+                continue
+            if v:
+                out[task] = v
+        return out
+
+    # ------------------------------------------------------------ the data the models learned from
+
+    def save_training_data(self, log: Any, tickets: Any = None, *, source: str | None = None) -> dict[str, Any]:
+        """Store the mined history a training run learned from (Parquet) and point `current.json` at it.
+
+        A later retrain (`POST /v1/models/retrain`, `deskpilot models retrain`) reads it back as its history, so
+        the service never retrains on its live tickets alone. Identical data is stored once (folder = data hash).
+        """
+        digest = data_hash(log.df, tickets if tickets is not None else "")
+        folder = self.root / TRAINING_DATA_DIR / digest
+        info = {"hash": digest, "name": log.name, "case_attributes": list(log.case_attributes),
+                "n_events": int(len(log.df)), "n_cases": int(log.n_cases),
+                "n_tickets": int(len(tickets)) if tickets is not None else 0, "source": source,
+                "saved_at": datetime.now(UTC).isoformat(), "path": str(folder)}
+        if not (folder / TRAINING_META).is_file():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{digest}."))
+            try:
+                _to_parquet(log.df, tmp / "events.parquet")
+                if tickets is not None:
+                    _to_parquet(tickets, tmp / "tickets.parquet")
+                (tmp / TRAINING_META).write_text(json.dumps(info, indent=2, default=_json_default), encoding="utf-8")
+                os.replace(tmp, folder)
+            except BaseException:
+                for p in tmp.glob("*"):
+                    p.unlink()
+                tmp.rmdir()
+                raise
+        _atomic_write_text(self.root / TRAINING_DATA_DIR / LIVE_FILE, json.dumps(info, default=_json_default))
+        return info
+
+    def training_data_info(self) -> dict[str, Any] | None:
+        """What `save_training_data` stored last (None when nothing was stored)."""
+        p = self.root / TRAINING_DATA_DIR / LIVE_FILE
+        if not p.is_file():
+            return None
+        try:
+            return dict(json.loads(p.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise ModelArtifactError(f"training data pointer {p} is corrupt: {exc}") from exc
+
+    def load_training_data(self) -> tuple[Any, Any, dict[str, Any]] | None:
+        """(EventLog, ticket frame or None, info) stored by `save_training_data`; None when nothing was stored."""
+        import pandas as pd
+
+        from insight.eventlog.schema import EventLog
+
+        info = self.training_data_info()
+        if info is None:
+            return None
+        folder = self.root / TRAINING_DATA_DIR / str(info["hash"])
+        try:
+            df = pd.read_parquet(folder / "events.parquet")
+            tickets = pd.read_parquet(folder / "tickets.parquet") if (folder / "tickets.parquet").is_file() else None
+        except (OSError, ValueError) as exc:
+            raise ModelArtifactError(f"cannot read the stored training data in {folder}: {exc}") from exc
+        log = EventLog(df, name=str(info.get("name") or "training history"),
+                       case_attributes=list(info.get("case_attributes") or []))
+        return log, tickets, info
 
     def live_version(self, task: str) -> str | None:
         """Version the live pointer names, or None when the task has none."""

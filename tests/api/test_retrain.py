@@ -91,6 +91,7 @@ def test_cold_service_retrains_from_its_store_and_swaps_in(cold_api):
     assert set(trained) == set(FAST) and all(m["version"] for m in trained.values())
     assert trained["intent"]["metrics"]["n_train"] + trained["intent"]["metrics"]["n_test"] == 36
     assert done["swapped"] is True and done["previous"] == {}
+    assert done["gate"]["decision"] == "accepted" and done["gate"]["reason"] == "no live model to compare with"
     assert done["serving"] == {t: m["version"] for t, m in trained.items()}
 
     models = api.client.get("/v1/models", headers=api.h("analyst")).json()
@@ -145,7 +146,9 @@ def test_retrain_swaps_while_clients_keep_routing(cold_api):
 
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(client_loop) for _ in range(2)]
-        r = api.client.post("/v1/models/retrain", json={"tasks": ["intent", "step_outcomes"], "use_embeddings": False},
+        # No case is newer than the live models' training: the gate cannot tell, so only a forced swap goes in.
+        r = api.client.post("/v1/models/retrain", json={"tasks": ["intent", "step_outcomes"], "use_embeddings": False,
+                                                        "force": True, "reason": "swap under load"},
                             headers=api.h("admin"))
         assert r.status_code == 202, r.text
         done = _wait(api, r.json()["job_id"])
@@ -154,6 +157,7 @@ def test_retrain_swaps_while_clients_keep_routing(cold_api):
         for f in futures:
             f.result()
     assert done["status"] == "succeeded", done
+    assert done["gate"]["decision"] == "rejected" and done["force"] is True
     new = done["serving"]["intent"]
     assert new != before["intent"] and done["previous"]["intent"] == before["intent"]
     assert done["serving"]["next_activity"] == before["next_activity"]  # not retrained: the live one is kept

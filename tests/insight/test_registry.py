@@ -9,7 +9,15 @@ import pytest
 
 from insight.errors import ModelArtifactError, ModelNotReady, NotFound
 from insight.models.ngram import NGramBackoff
-from insight.models.registry import LIVE_FILE, METADATA_FILE, MODEL_FILE, ArtifactMetadata, ModelRegistry
+from insight.errors import InvalidInput
+from insight.models.registry import (
+    HISTORY_FILE,
+    LIVE_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    ArtifactMetadata,
+    ModelRegistry,
+)
 
 
 def _model() -> NGramBackoff:
@@ -52,8 +60,8 @@ def test_versions_and_live_pointer(tmp_path):
         reg.promote("router", "v9")
     with pytest.raises(ModelArtifactError, match="already exists"):
         reg.save(_model(), task="router", version="v1")
-    # no leftover temp folders or pointer files
-    assert sorted(p.name for p in (tmp_path / "router").iterdir()) == [LIVE_FILE, "v1", "v2"]
+    # no leftover temp folders or pointer files; every promotion is in the history
+    assert sorted(p.name for p in (tmp_path / "router").iterdir()) == [HISTORY_FILE, LIVE_FILE, "v1", "v2"]
 
 
 def test_library_version_mismatch_is_refused(tmp_path):
@@ -145,3 +153,55 @@ def test_model_code_hash_covers_the_sibling_modules_a_model_uses(monkeypatch):
 
     monkeypatch.setattr(inspect, "getsource", edited)
     assert model_code(TeamRouter)["source_sha256"] != before
+
+
+def test_history_and_rollback_record_who_when_why(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    for v in ("v1", "v2", "v3"):
+        reg.save(_model(), task="router", version=v)
+    reg.promote("router", "v1")  # a training run: the OS user, "saved as live by training"
+    reg.promote("router", "v3", who="admin-a", why="gate passed")
+    reg.record("router", "reject", version="v2", who="admin-a", why="gate rejected")
+    assert reg.rollback_target("router") == "v1"  # the version live before v3, not the newest older one (v2)
+    previous, ref = reg.rollback("router", who="admin-b", why="bad answers")
+    assert (previous, ref.version, reg.live_version("router")) == ("v3", "v1", "v1")
+    hist = reg.history("router")
+    assert [(h["action"], h["version"], h["previous"]) for h in hist] == [
+        ("promote", "v1", None), ("promote", "v3", "v1"), ("reject", "v2", "v3"), ("rollback", "v1", "v3")]
+    assert hist[0]["who"].startswith("cli:") and hist[0]["why"] == "saved as live by training"
+    assert hist[-1]["who"] == "admin-b" and hist[-1]["why"] == "bad answers" and hist[-1]["at"]
+    # Rolling back again goes to what was live before v1 came back (v3); an explicit target wins.
+    assert reg.rollback_target("router") == "v3"
+    reg.rollback("router", to="v2", who="admin-b")
+    assert reg.live_version("router") == "v2"
+    with pytest.raises(InvalidInput, match="already live"):
+        reg.rollback("router", to="v2")
+    with pytest.raises(NotFound):
+        reg.rollback("router", to="v9")
+    with pytest.raises(NotFound, match="no live version"):
+        reg.rollback("intent")
+
+
+def test_update_extra_keeps_the_rest_of_the_metadata(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    ref = reg.save(_model(), task="router", metadata={"metrics": {"acc": 0.7}})
+    reg.update_extra("router", ref.version, gate={"verdict": "pass"})
+    meta = reg.read_metadata("router", ref.version)
+    assert meta.extra["gate"] == {"verdict": "pass"} and meta.metrics == {"acc": 0.7} and meta.extra["code"]
+    assert reg.load("router", ref.version).metadata.extra["gate"]["verdict"] == "pass"
+
+
+def test_training_data_is_stored_once_and_read_back(tmp_path, sim_small):
+    reg = ModelRegistry(tmp_path)
+    assert reg.load_training_data() is None
+    info = reg.save_training_data(sim_small.log, sim_small.tickets, source="simulator")
+    again = reg.save_training_data(sim_small.log, sim_small.tickets)
+    assert again["hash"] == info["hash"] and len(list((tmp_path / "_training_data").iterdir())) == 2  # data + pointer
+    log, tickets, stored = reg.load_training_data()
+    assert stored["n_cases"] == sim_small.log.n_cases == log.n_cases
+    assert list(log.case_attributes) == list(sim_small.log.case_attributes)
+    assert log.df.equals(sim_small.log.df.reset_index(drop=True))
+    assert tickets["subject"].tolist() == sim_small.tickets["subject"].tolist()
+    # The data folder is not a task.
+    reg.save(_model(), task="router")
+    assert reg.tasks() == ["router"]
