@@ -303,7 +303,6 @@ def create_app(
     app.state.models = ModelState(bundle=None, error=ModelNotReady("the service is starting"))
     app.state.engine = None
     app.state.audit_writer = None
-    app.state.auth_cache = {}  # key hash -> (checked at, principal); see api.auth.AUTH_CACHE_SECONDS
     app.state.retrain = RetrainManager()
     app.state.heavy_limiter = ConcurrencyLimiter(capacity=settings.heavy_max_concurrency,
                                                  max_waiting=settings.heavy_max_waiting,

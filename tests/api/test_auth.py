@@ -49,8 +49,7 @@ def test_missing_invalid_and_revoked_keys_are_401(api: Api):
     assert api.client.post("/v1/tickets/route", json=body, headers={"X-API-Key": k.secret}).status_code == 201
     with Session(api.app.state.engine) as s:
         revoke_key(session=s, name=k.name)
-    # a verified key is trusted for AUTH_CACHE_SECONDS; expire the cache instead of sleeping
-    api.app.state.auth_cache.clear()
+    # at once: no cache between the revocation and the next request
     r = api.client.post("/v1/tickets/route", json=body, headers={"X-API-Key": k.secret})
     assert r.status_code == 401 and "revoked" in r.json()["detail"]
 
@@ -181,3 +180,28 @@ def _audit_count_or_none(engine) -> int | None:
         return _audit_count(engine)
     except Exception:
         return None
+
+
+def test_revocation_reaches_every_worker_at_once(tmp_path, tiny_bundle):
+    """Two app instances (workers) on one database: a key revoked through one is refused by the other at once."""
+    from api.settings import Settings
+    from tests.api.conftest import start_api
+
+    settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'shared.db'}")
+    workers = [start_api(settings, bundle_loader=lambda s, e: tiny_bundle) for _ in range(2)]
+    try:
+        (app_a, client_a, keys_a), (_, client_b, _) = workers
+        from api.auth import create_key
+
+        with Session(app_a.state.engine) as s:
+            k = create_key(session=s, name=new_id("w"), role="agent")
+        assert client_a.get("/v1/tickets/none", headers={"X-API-Key": k.secret}).status_code == 404
+        assert client_b.get("/v1/tickets/none", headers={"X-API-Key": k.secret}).status_code == 404
+        with Session(app_a.state.engine) as s:
+            revoke_key(session=s, name=k.name)
+        for client in (client_a, client_b):
+            r = client.get("/v1/tickets/none", headers={"X-API-Key": k.secret})
+            assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    finally:
+        for _, client, _ in workers:
+            client.__exit__(None, None, None)
