@@ -65,7 +65,11 @@ from insight.errors import InvalidInput, ModelArtifactError, ModelNotReady
 
 OUT_OF_SCOPE = "out_of_scope"
 # Raw out-of-scope scores (higher = more in scope); ties in the choice go to the earlier name.
-OOS_SCORES: tuple[str, ...] = ("mix", "knn", "mahalanobis", "proba")
+OOS_SCORES: tuple[str, ...] = ("mix_or_knn", "mix", "knn", "mahalanobis", "proba")
+# Combined scores: the smallest of their parts' p-values (flag when either part looks out of scope).
+COMBINED: dict[str, tuple[str, ...]] = {"mix_or_knn": ("mix", "knn")}
+# What held-out intents (pseudo out-of-scope) may choose from when no known out-of-scope examples exist.
+PSEUDO_OOS_SCORES: tuple[str, ...] = ("mix_or_knn", "knn")
 OOS_OBJECTIVE = ("maximise out-of-scope recall on validation subject to flagging at most max_in_scope_flagged of "
                  "the in-scope validation tickets; ties go to the lower threshold")
 # progress(step, done, total): called as long steps advance ("embedding", "inner folds", "final fit").
@@ -375,6 +379,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         out: dict[str, np.ndarray] = {}
         top = proba.max(axis=1) if proba.shape[1] else np.zeros(len(proba))
         knn = None
+        names = list(dict.fromkeys(p for n in names for p in COMBINED.get(n, (n,))))
         for n in names:
             if n == "proba":
                 out[n] = top
@@ -486,30 +491,32 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
             raw = self._raw_scores(v_proba, v_emb, final.stats, names)
             ref = {n: r[v_in] for n, r in raw.items()}
             ok = v_proba[v_in].argmax(axis=1) == v_y[v_in]
+            method = "validation"
             if (~v_in).any():
                 oos = {n: r[~v_in] for n, r in raw.items()}
-                source, method = "known", "validation"
-            else:  # score chosen on the inner folds' pseudo out-of-scope, threshold on the validation file
+                source = "known"
+            else:  # score chosen on the inner folds' (pseudo) out-of-scope, threshold on the validation file
                 assert folds is not None
-                names = [self._pick(folds["ref"], folds["oos"], names)[0]]
-                oos = {n: folds["oos"][n] for n in names}
-                source, method = folds["source"], "validation"
-                if len(oos[names[0]]) == 0:
-                    method = "quantile"
+                self._combine(folds["ref"], folds["oos"])
+                names = [self._pick(folds["ref"], folds["oos"], names, folds["source"])[0]]
+                oos = folds["oos"]
+                source = folds["source"]
         else:
             assert folds is not None
             t, ref, ok, oos = folds["t"], folds["ref"], folds["ok"], folds["oos"]
             source = folds["source"]
             method = "refit" if fixed_threshold is not None else "inner_folds"
-            if fixed_threshold is None and all(len(v) == 0 for v in oos.values()):
-                method = "quantile"
+        components = self._combine(ref, oos)
+        if fixed_threshold is None and all(len(oos.get(n, ())) == 0 for n in names):
+            method = "quantile"
 
         self.temperature_ = float(t)
         self.classes_ = classes
         self.word_vectorizer_, self.char_vectorizer_, self.svm_ = final.word, final.char, final.svm
         self.n_features_in_ = final.svm.coef_.shape[1]
-        score, cands = self._pick(ref, oos, names)
-        self.oos_reference_ = np.sort(np.asarray(ref[score], dtype=np.float32))
+        score, cands = self._pick(ref, oos, names, source)
+        self.oos_components_ = components if score in COMBINED else {}
+        self.oos_reference_ = np.sort(np.asarray(ref[score], dtype=np.float64))
         if fixed_threshold is not None:
             thr = float(fixed_threshold)
             flagged = float(np.mean(_pvalues(self.oos_reference_, ref[score]) < thr)) if len(ref[score]) else 0.0
@@ -529,9 +536,29 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         self.emb_stats_ = final.stats if score != "proba" else None
         return self
 
-    def _pick(self, ref: dict[str, np.ndarray], oos: dict[str, np.ndarray],
-              names: Sequence[str]) -> tuple[str, dict[str, float]]:
-        """The score with the highest out-of-scope recall at the budget (first in OOS_SCORES order on ties)."""
+    @staticmethod
+    def _combine(ref: dict[str, np.ndarray], oos: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Add the combined scores (e.g. mix_or_knn = the smaller of the mix and knn p-values against `ref`) to
+        `ref` and `oos` in place; returns the sorted component references they were read against."""
+        components: dict[str, np.ndarray] = {}
+        for name, parts in COMBINED.items():
+            if not all(p in ref and len(ref[p]) for p in parts):
+                continue
+            for p in parts:
+                components[p] = np.sort(np.asarray(ref[p], dtype=np.float64))
+            for d in (ref, oos):
+                if all(p in d for p in parts):
+                    d[name] = np.min([_pvalues(components[p], d[p]) for p in parts], axis=0)
+        return components
+
+    def _pick(self, ref: dict[str, np.ndarray], oos: dict[str, np.ndarray], names: Sequence[str],
+              source: str) -> tuple[str, dict[str, float]]:
+        """The score with the highest out-of-scope recall at the budget (first in OOS_SCORES order on ties).
+
+        Without known out-of-scope examples the choice is among PSEUDO_OOS_SCORES when available: held-out intents
+        are near neighbours of the known ones, so they reward scores that separate close intents (the top
+        probability) and tell nothing about text from other domains, which the nearest-neighbour term catches.
+        """
         cands: dict[str, float] = {}
         for n in names:
             if n not in ref or len(ref[n]) == 0:
@@ -539,9 +566,10 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
             cands[n] = _choose_threshold(np.sort(ref[n]), oos.get(n, np.zeros(0)), self.max_in_scope_flagged)[2]
         if not cands:
             return names[-1] if names else "proba", cands
-        finite = {n: r for n, r in cands.items() if np.isfinite(r)}
+        allowed = [n for n in cands if "known" in source or n in PSEUDO_OOS_SCORES] or list(cands)
+        finite = {n: cands[n] for n in allowed if np.isfinite(cands[n])}
         if not finite:  # nothing to choose with: the first available score in preference order
-            return next(iter(cands)), cands
+            return allowed[0], cands
         best = max(finite.values())
         return next(n for n in finite if finite[n] >= best - 1e-12), cands
 
@@ -608,7 +636,8 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         def raw(scores: list[np.ndarray], embs: list[Any], stats: list[Any]) -> dict[str, np.ndarray]:
             parts = [self._raw_scores(_softmax(s / t), e, st, names) for s, e, st in zip(scores, embs, stats,
                                                                                         strict=True)]
-            return {n: np.concatenate([p[n] for p in parts]) if parts else np.zeros(0) for n in names
+            base = dict.fromkeys(b for n in names for b in COMBINED.get(n, (n,)))
+            return {n: np.concatenate([p[n] for p in parts]) if parts else np.zeros(0) for n in base
                     if n == "proba" or emb is not None}
 
         ok = (np.vstack(in_scores) / t).argmax(axis=1) == y_ref if len(y_ref) else np.zeros(0, dtype=bool)
@@ -645,7 +674,13 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         reference = getattr(self, "oos_reference_", None)
         if reference is None:  # a model saved before the reference existed: raw score against a raw threshold
             return proba, self._legacy_score(proba, emb)
-        raw = self._raw_scores(proba, emb, self.emb_stats_, [name])[name] if len(proba) else np.zeros(0)
+        if len(proba) == 0:
+            return proba, np.zeros(0)
+        parts = self._raw_scores(proba, emb, self.emb_stats_, [name])
+        if name in COMBINED:
+            raw = np.min([_pvalues(self.oos_components_[p], parts[p]) for p in COMBINED[name]], axis=0)
+        else:
+            raw = parts[name]
         return proba, _pvalues(reference, raw)
 
     def _legacy_score(self, proba: np.ndarray, emb: np.ndarray | None) -> np.ndarray:
