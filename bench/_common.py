@@ -51,6 +51,21 @@ def command() -> str:
     return " ".join([*env, ".venv/bin/python", str(script), *sys.argv[1:]])
 
 
+def git_state() -> dict[str, Any]:
+    """The commit the benchmark ran on, and whether tracked files differed from it (None outside a git checkout)."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "--short=12", "HEAD"), "tree_modified": None if status is None else bool(status)}
+
+
 @dataclass
 class Results:
     """Rows of one benchmark, printed as a table and written to bench/results/<name>.json."""
@@ -59,6 +74,7 @@ class Results:
     rows: list[Row] = field(default_factory=list)
     extra_env: dict[str, Any] = field(default_factory=dict)
     load_at_start: tuple[float, float, float] = field(default_factory=os.getloadavg)
+    git_at_start: dict[str, Any] = field(default_factory=git_state)
 
     def add(self, task: str, data: str, metric: str, value: Any, baseline: Any = None, goal: str | None = None) -> None:
         """Add a row (floats rounded to 4 places) and echo it at once."""
@@ -85,6 +101,7 @@ class Results:
             "packages": pkgs,
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": command(),
+            **self.git_at_start,
             # 1/5/15-minute load averages when the run started and ended (the machine is shared)
             "load_average": {"start": [round(x, 2) for x in self.load_at_start],
                              "end": [round(x, 2) for x in os.getloadavg()]},

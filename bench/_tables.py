@@ -110,6 +110,12 @@ def command(name: str, data: dict[str, Any]) -> str:
                or f".venv/bin/python bench/{name}.py")
 
 
+def _at_commit(env: dict[str, Any]) -> str:
+    if not env.get("commit"):
+        return ""
+    return f" at commit `{env['commit']}`" + (" with modified tracked files" if env.get("tree_modified") else "")
+
+
 def _rows_table(rows: list[dict[str, Any]], *, with_file: bool = False) -> list[str]:
     head = ["task", "data", "metric", "value", "baseline", "goal", "met"]
     if with_file:
@@ -147,7 +153,7 @@ def readme_block() -> str:
         load_txt = f", load average at start {load_avg['start'][0]:g}, at end {load_avg['end'][0]:g}" if load_avg else ""
         out += [f"<details><summary><code>bench/results/{n}.json</code>: {len(d['rows'])} rows, "
                 f"{env.get('when', 'undated')}{load_txt}</summary>", "",
-                f"Command: `{command(n, d)}`", "", *_rows_table(d["rows"]), "", "</details>", ""]
+                f"Command: `{command(n, d)}`{_at_commit(env)}", "", *_rows_table(d["rows"]), "", "</details>", ""]
     out.append(END)
     return "\n".join(out)
 
