@@ -734,8 +734,12 @@ def train_all(
                 skipped[TASK_MISROUTE] = exc.message
         else:
             skipped[TASK_MISROUTE] = "needs a log with a group column and a ticket table"
-    # Trace-level attributes the ticket table also holds were known when the ticket was created.
-    creation = [c for c in log.case_attributes if tickets is not None and c in tickets.columns]
+    from insight.models.prefix_features import trace_attribute_problem
+
+    # Trace-level attributes the ticket table also holds were known when the ticket was created (a column that
+    # names the whole trace is left out rather than refused: train_all runs unattended).
+    creation = [c for c in log.case_attributes if tickets is not None and c in tickets.columns
+                and trace_attribute_problem(log.df, c) is None]
     if TASK_NEXT_ACTIVITY in tasks:
         models.append(train_next_activity(log=log, registry=reg, seed=seed, test_fraction=test_fraction,
                                           promote=promote, case_features=creation))

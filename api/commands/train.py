@@ -122,6 +122,8 @@ def train_all_cmd(
         report = train_all(log=ev, tickets=tk, registry=reg, embedder=embedder, seed=s)
         # What followed each step in this log: assist ranks next-best actions by it (expected hours, SLA risk).
         report.models.append(train_step_outcomes(log=ev, registry=reg))
+        if reg is not None:  # a later retrain (API or `deskpilot models retrain`) adds the live data to this history
+            reg.save_training_data(ev, tk, source=str(log) if log is not None else f"simulator ({cases} cases)")
     except DeskpilotError as exc:
         _fail(exc)
         return

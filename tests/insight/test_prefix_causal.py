@@ -250,3 +250,21 @@ def test_cli_writes_metrics_and_refit_metadata(tmp_path):
 
     res = CliRunner().invoke(app, ["train", "next-activity", str(path), "--case-features", "case_id", "--no-save"])
     assert res.exit_code == 2 and "'case_id'" in res.output
+
+
+@pytest.mark.realdata
+def test_disco_export_variant_columns_are_not_features(shared_data):
+    """Helpdesk as Disco exports it (CSV and XES): variant columns are trace-level, never chosen, refused."""
+    from insight.eventlog import ingest, read_log
+
+    csv = ingest(shared_data / "process_logs/helpdesk/helpdesk_finale_attributes.csv.gz", preset="helpdesk_csv",
+                 pseudonym_key="k")
+    xes = read_log(shared_data / "process_logs/helpdesk/rama2021_split/test_Helpdesk.xes.gz", preset="helpdesk_xes")
+    for log in (csv, xes):
+        variants = [c for c in log.df.columns if "variant" in c.lower()]
+        assert variants and set(variants) <= set(log.case_attributes), (variants, log.case_attributes)
+        enc = PrefixEncoder().fit(log)
+        assert enc.case_attributes_ == [] and enc.event_attributes_ == ["resource"], enc.feature_names_
+        for col in variants:
+            with pytest.raises(InvalidInput, match="variant"):
+                PrefixEncoder(case_attributes=[col]).fit(log)
