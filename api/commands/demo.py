@@ -80,6 +80,7 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
     from insight.mining import mine
     from insight.mining.html import write_html
     from insight.mining.report import MineConfig
+    from insight.models.registry import ModelRegistry
     from insight.simulate import simulate
     from insight.simulate.knowledge import knowledge_base
     from insight.training import train_all
@@ -129,6 +130,8 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
     embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
     training = train_all(log=log, tickets=tickets, registry=settings.registry_path, embedder=embedder, seed=seed)
     training.models.append(train_step_outcomes(log=log, registry=settings.registry_path))
+    # What the models learned from goes with them: a retrain adds the live data to this history.
+    ModelRegistry(settings.registry_path).save_training_data(log, tickets, source=f"demo simulator (seed {seed})")
     table = Table(title="models (tested on the newest 20% of cases)")
     table.add_column("task")
     table.add_column("version")
@@ -201,9 +204,6 @@ def register(app: typer.Typer) -> None:
         import os
 
         os.environ["DESKPILOT_BOOTSTRAP_ADMIN_KEY"] = key
-        # POST /v1/models/retrain learns from the simulated history plus whatever the service stores from now on.
-        os.environ.setdefault("DESKPILOT_RETRAIN_HISTORY_LOG", str(settings.home / "sim" / "events.csv"))
-        os.environ.setdefault("DESKPILOT_RETRAIN_HISTORY_TICKETS", str(settings.home / "sim" / "tickets.csv"))
         get_settings.cache_clear()
         t0 = _step(f"serve: http://{host}:{port} (docs at /docs)")
         server, thread = _serve_in_thread(host, port)
