@@ -604,6 +604,10 @@ def train_intent(
         if x is not None and y is not None and len(x) != len(y):
             raise InvalidInput(f"intent: {len(x)} {name} texts but {len(y)} labels")
     texts, labels = [str(t) for t in texts], [str(v) for v in labels]
+    intents = sorted(set(labels) - {oos_label})
+    if len(intents) < 2:
+        raise InvalidInput(f"intent training needs at least two distinct labels besides the out-of-scope label "
+                           f"{oos_label!r}; got {intents}", field="labels")
     if test_texts is None or test_labels is None:
         held = intent_holdout(labels, fraction=test_fraction, seed=seed)
         keep = np.setdiff1d(np.arange(len(texts)), held)
@@ -650,7 +654,8 @@ def train_intent(
     all_labels = labels + (validation[1] if validation else []) + test_labels
     if refit:
         # Same score and threshold; the reference the threshold is read against is re-derived on all the rows.
-        model = model.refit(all_texts, all_labels, oos_label=oos_label, progress=progress)
+        refit_progress = None if progress is None else (lambda s, d, t: progress(f"refit: {s}", d, t))
+        model = model.refit(all_texts, all_labels, oos_label=oos_label, progress=refit_progress)
     if embedder is not None:
         model.set_embedder(embedder)
     extra = {"embedder": getattr(embedder, "name", None), "oos_label": oos_label, "refit_on_all_data": refit,

@@ -216,7 +216,7 @@ def train_intent_cmd(
             from insight.embedding import Embedder
 
             embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
-        with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as bar, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # unseen test labels: printed below from the metrics
             m = train_intent(texts=texts, labels=labels, test_texts=tt, test_labels=tl, validation_texts=vt,
