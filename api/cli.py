@@ -21,6 +21,7 @@ def _register_commands() -> None:
     from api.commands import demo, ingest, keys, serve
     from api.commands import kb as kb_cmd
     from api.commands import mine as mine_cmd
+    from api.commands import models as models_cmd
     from api.commands import simulate as simulate_cmd
     from api.commands import train as train_cmd
 
@@ -32,6 +33,7 @@ def _register_commands() -> None:
     keys.register(app)
     kb_cmd.register(app)
     train_cmd.register(app)
+    models_cmd.register(app)
 
 
 def main() -> None:

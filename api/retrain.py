@@ -786,6 +786,11 @@ def train_in_process(payload: dict[str, Any]) -> dict[str, Any]:
                                                             team_labels)
     # The evaluation cases: the newest cases none of the live gated models trained on.
     live_cutoffs = [c for c in (_cutoff_of(a.metadata) for a in champions.values()) if c is not None]
+    stored = reg.training_data_info()
+    if champions and not live_cutoffs and stored and stored.get("trained_until"):
+        # No live gated model says when its data ended: the history stored with them does.
+        until = pd.to_datetime(stored["trained_until"], utc=True, errors="coerce")
+        live_cutoffs = [] if pd.isna(until) else [until]
     champion_cutoff = max(live_cutoffs) if live_cutoffs else None
     cutoff, n_new = (None, 0)
     if champions:

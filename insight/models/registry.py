@@ -394,9 +394,17 @@ class ModelRegistry:
         A later retrain (`POST /v1/models/retrain`, `deskpilot models retrain`) reads it back as its history, so
         the service never retrains on its live tickets alone. Identical data is stored once (folder = data hash).
         """
+        import pandas as pd
+
+        from insight.eventlog.schema import TIMESTAMP
+
         digest = data_hash(log.df, tickets if tickets is not None else "")
         folder = self.root / TRAINING_DATA_DIR / digest
+        ends = [log.df[TIMESTAMP].max()]
+        if tickets is not None and "created_at" in tickets.columns:
+            ends.append(pd.to_datetime(tickets["created_at"], utc=True).max())
         info = {"hash": digest, "name": log.name, "case_attributes": list(log.case_attributes),
+                "trained_until": str(max(e for e in ends if pd.notna(e))),
                 "n_events": int(len(log.df)), "n_cases": int(log.n_cases),
                 "n_tickets": int(len(tickets)) if tickets is not None else 0, "source": source,
                 "saved_at": datetime.now(UTC).isoformat(), "path": str(folder)}

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from insight.errors import ModelArtifactError, ModelNotReady, NotFound
+from insight.errors import InvalidInput, ModelArtifactError, ModelNotReady, NotFound
 from insight.models.ngram import NGramBackoff
-from insight.errors import InvalidInput
 from insight.models.registry import (
     HISTORY_FILE,
     LIVE_FILE,
