@@ -195,3 +195,20 @@ def test_kept_candidates_are_scored_on_the_same_test_cases(rule_log: EventLog) -
     with pytest.raises(InvalidInput, match="not kept"):
         TeamRouter(categorical=["group"], C=1.0).fit(probe[["group"]], ["x", "y"] * 10).candidate_proba(
             probe[["group"]], "majority")
+
+
+def test_triage_routes_a_ticket_with_a_rule_router(rule_log: EventLog) -> None:
+    """routing/triage.py reads the router's top teams (rank) for the team, its confidence and the decision."""
+    from insight.training import train_router
+    from routing.models import DecisionThresholds, TicketIn
+    from routing.triage import ModelBundle, decide_batch
+
+    router = train_router(log=rule_log, features=FEATURES, seed=3,
+                          params={**FAST, "history": False, "strategy": "majority_given_first_team"}).model
+    tickets = [TicketIn(ticket_id="t-1", subject="VPN drops", channel="email", custom_fields={"group": "Desk A"}),
+               TicketIn(ticket_id="t-2", subject="VPN drops", channel="email", custom_fields={"group": "Desk ?"})]
+    known, unseen = decide_batch(bundle=ModelBundle(router=router, versions={"router": "v"}), tickets=tickets,
+                                 thresholds=DecisionThresholds())
+    assert known.team == "Network L2" and known.team_confidence > 0.85 and len(known.top_teams) == 3
+    assert any("group=Desk A" in r for r in known.reasons)
+    assert unseen.team_confidence < 0.5 and unseen.decision == "triage"  # the shares: nobody is confident
