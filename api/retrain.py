@@ -541,13 +541,15 @@ def registry_live(registry: Path, tasks: tuple[str, ...]) -> dict[str, str]:
 async def watch_live_models(app: Any, reload: Any) -> None:
     """Every `models_watch_seconds`, read the registry's live pointers; when they changed since the last look and
     differ from what this worker serves (a swap or rollback by another worker or the CLI), reload. A pointer set
-    that failed to load is not retried until it changes again."""
+    that failed to load is not retried until it changes again; a worker whose models do not come from the registry
+    (a custom bundle loader) is left alone until a pointer changes."""
     settings: Settings = app.state.settings
     period = settings.models_watch_seconds
     if period <= 0:
         return
     tasks = watched_tasks()
-    seen = {t: v for t, v in app.state.models.versions.items() if t in tasks}
+    # What the registry says now (the models just loaded): only a later change of a pointer triggers a reload.
+    seen = await anyio.to_thread.run_sync(registry_live, settings.registry_path, tasks)
     while True:
         await anyio.sleep(period)
         try:

@@ -117,6 +117,8 @@ def test_worse_challenger_is_rejected_and_routing_is_unchanged(warm_api, sim_sma
     done = _wait(api, r.json()["job_id"])
     assert done["status"] == "rejected", done
     assert done["data"]["history_cases"] == 0 and done["data"]["history_source"] == "none"  # live tickets only
+    # The declared intent has one correction: held back from training until it has retrain_min_class_examples.
+    assert done["labels"]["admission"] == {"held_back": {"intent:pizza delivery": 1}, "dropped": {}}
     gate = done["gate"]
     assert gate["decision"] == "rejected" and "worse" in gate["reason"] and done["promoted"] == {}
     assert gate["n_evaluation_cases"] >= gate["rule"]["min_cases"]
