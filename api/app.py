@@ -79,7 +79,28 @@ def default_bundle_loader(settings: Settings, embedder: Any) -> Any:
         triage = importlib.import_module("routing.triage")
     except ImportError as exc:
         raise ModelNotReady(f"routing.triage is not installed ({exc})") from exc
-    return triage.load_bundle(settings.registry_path, embedder)
+    bundle = triage.load_bundle(settings.registry_path, embedder)
+    bundle.memory_refresh_seconds = settings.router_memory_refresh_seconds
+    return bundle
+
+
+def prime_router_memory(engine: Engine, bundle: Any) -> None:
+    """Apply the stored live resolutions to a freshly loaded bundle's router (nothing for other bundles).
+
+    A model swap thereby rebuilds the memory: the new model's fitted memory plus the resolutions stored after its
+    training window (routing.live_memory). A database error leaves the fitted memory; routing retries later.
+    """
+    try:
+        from routing.live_memory import sync_router_memory
+    except ImportError:
+        return
+    try:
+        n = sync_router_memory(engine, bundle, force=True)
+    except Exception as exc:  # the service must come up even if this read fails; the next route retries it
+        log.warning("router_memory_not_primed", error=f"{type(exc).__name__}: {exc}")
+        return
+    if n:
+        log.info("router_memory_primed", resolutions=n)
 
 
 def limit_blas_threads(threads: int | None) -> Any:
@@ -198,6 +219,7 @@ async def reload_models(app: FastAPI) -> tuple[ModelState, ModelState]:
             load_models, app.state.settings, app.state.embedder, app.state.bundle_loader
         )
         if new.ready:
+            await anyio.to_thread.run_sync(prime_router_memory, app.state.engine, new.bundle)
             app.state.models = new  # one attribute assignment: readers see either the old or the new snapshot
             settle_heap()
             app.state.metrics.set_models(new.versions, True)
@@ -272,6 +294,8 @@ def create_app(
         app.state.models = await anyio.to_thread.run_sync(
             load_models, settings, app.state.embedder, app.state.bundle_loader
         )
+        if app.state.models.ready:
+            await anyio.to_thread.run_sync(prime_router_memory, engine, app.state.models.bundle)
         metrics.set_models(app.state.models.versions, app.state.models.ready)
         log.info("service_started", db=engine.url.render_as_string(hide_password=True),
                  models_ready=app.state.models.ready, versions=app.state.models.versions,

@@ -185,11 +185,27 @@ class TeamScore(BaseModel):
 
 
 class Risks(BaseModel):
-    """Risks of the ticket: None when the model for that risk is not trained."""
+    """Risks of the ticket: None when the model for that risk is not trained (never a stand-in figure)."""
 
-    misroute: float | None = None
-    sla_breach: float | None = None
-    expected_hours_to_resolve: float | None = None
+    misroute: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="Calibrated probability that the ticket is passed on by a team that does not resolve it (the "
+        "mined `misrouted` label: transferred at least once, or resolved by another team than the first without an "
+        "escalation explaining it), from the misroute model (insight.models.misroute) on the attributes and text "
+        "known at creation. It describes how tickets like this one fared under the routing that produced the "
+        "training log. None when no misroute model is loaded; then `max_auto_misroute_risk` is not applied.",
+    )
+    sla_breach: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="Probability that the ticket takes longer than the SLA target from creation to its last event, "
+        "from the remaining-time model's breach classifier on the ticket's creation event (target: the model's "
+        "`sla_hours`, by default a quantile of the training cases' durations). None without a remaining-time model.",
+    )
+    expected_hours_to_resolve: float | None = Field(
+        default=None,
+        description="Hours from creation to the ticket's last event predicted by the remaining-time model on its "
+        "creation event. None without a remaining-time model.",
+    )
 
 
 class SimilarTicket(BaseModel):
@@ -294,6 +310,25 @@ class TicketEvent(SQLModel, table=True):
     retriaged: bool = False
     decision_id: int | None = SQLField(default=None, foreign_key="triage_decision.id")
     received_at: datetime = SQLField(default_factory=utcnow, sa_column=_tz_column())
+
+
+class RouterResolution(SQLModel, table=True):
+    """A ticket resolved (or closed) by a team, as the live log reported it: the router's memory of resolutions.
+
+    `attributes` are the ticket's creation-time attributes as they were routed (channel, segment, priority, the
+    current intent, custom fields). Rows are only added; every worker applies rows with an id above its own
+    high-water mark to its in-memory router (routing.live_memory).
+    """
+
+    __tablename__ = "router_resolution"
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    ticket_id: str = SQLField(max_length=MAX_ID, index=True, foreign_key="ticket.ticket_id")
+    event_id: int | None = SQLField(default=None, foreign_key="ticket_event.id")
+    team: str = SQLField(max_length=MAX_LABEL)
+    attributes: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    resolved_at: datetime = SQLField(sa_column=_tz_column(index=True))
+    recorded_at: datetime = SQLField(default_factory=utcnow, sa_column=_tz_column())
 
 
 class Feedback(SQLModel, table=True):

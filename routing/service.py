@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from insight.errors import Conflict, InvalidInput, ModelNotReady, NotFound
+from routing.live_memory import record_resolution, sync_router_memory
 from routing.models import (
     DecisionPublic,
     DecisionThresholds,
@@ -176,6 +177,8 @@ def _route_many(
             todo.append(i)
     if todo:
         _require_bundle(bundle)
+        # Resolutions other workers stored since the last check (at most once per bundle.memory_refresh_seconds).
+        sync_router_memory(session, bundle)
         pending = [tickets[i] for i in todo]
         if decide_batch is not None and len(pending) > 1:
             batch = decide_batch(bundle=bundle, tickets=pending, thresholds=thresholds)
@@ -371,11 +374,16 @@ def add_event(
             note = f"intent changed from {previous!r} to {result.intent!r}; re-triaged"
         session.add(event)
         session.flush()
+        resolution = record_resolution(session, ticket=ticket, event_in=event_in, event_id=event.id,
+                                       resolved_at=as_utc(event.timestamp) or utcnow())
         out = EventResult(
             event=EventPublic.from_row(event), retriage_checked=result is not None, intent_changed=changed,
             previous_intent=previous, new_intent=result.intent if result is not None else None,
             decision=DecisionPublic.from_row(decision_row) if decision_row is not None else None, note=note,
         )
+    if resolution is not None and bundle is not None:
+        # This worker's router learns the resolution at once; the others at their next check.
+        sync_router_memory(session, bundle, force=True)
     return out
 
 

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from insight.errors import ModelArtifactError, ModelNotReady
 from insight.eventlog.schema import ACTIVITY, CASE_ID, CHANNEL, TIMESTAMP
 from insight.models.registry import ModelRegistry
+from routing.live_memory import ReadWriteLock
 from routing.models import DecisionThresholds, Risks, SimilarTicket, TeamScore, TicketIn, TriageResult
 
-TASKS = ("intent", "router", "next_activity", "remaining_time", "memory")
+TASKS = ("intent", "router", "misroute", "next_activity", "remaining_time", "memory")
 HOW_TO_TRAIN = "run `deskpilot train` (or `make run`) to train and register models"
 # Text as the models were trained on it (see insight.training): intent reads "subject. body", the router
 # reads subject and body joined by a blank line.
@@ -77,6 +79,7 @@ class ModelBundle:
 
     intent: Any = None
     router: Any = None
+    misroute: Any = None  # insight.models.misroute.MisrouteModel: risks.misroute; without it the risk is None
     next_activity: Any = None
     remaining_time: Any = None
     memory: Any = None
@@ -85,6 +88,16 @@ class ModelBundle:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     router_meta: dict[str, Any] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # The router's live memory (routing.live_memory): resolutions stored after this time are applied on top of
+    # the fitted memory; rank() reads under memory_lock, observe() writes under it.
+    router_trained_until: datetime | None = None
+    memory_refresh_seconds: float = 1.0
+    memory_lock: ReadWriteLock = field(default_factory=ReadWriteLock, repr=False)
+    memory_sync_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    memory_hwm: int = 0
+    memory_checked: float = float("-inf")
+    memory_gaps: dict[int, float] = field(default_factory=dict, repr=False)
+    memory_applied: int = 0
 
     @property
     def ready(self) -> bool:
@@ -115,22 +128,26 @@ def load_bundle(registry_path: str | Path, embedder: Any = None) -> ModelBundle:
         bundle.metrics[task] = dict(art.metadata.metrics or {})
         if task == "router":
             bundle.router_meta = dict(art.metadata.extra or {})
+            window = list(art.metadata.training_window or [])
+            if window:
+                end = pd.to_datetime(window[-1], utc=True, errors="coerce")
+                bundle.router_trained_until = None if pd.isna(end) else end.to_pydatetime()
     if not bundle.ready:
         raise ModelNotReady(f"no trained intent or routing model in {registry_path}; {HOW_TO_TRAIN}")
     return bundle
 
 
 def _router_rows(bundle: ModelBundle, tickets: list[TicketIn], intents: list[str | None]) -> list[dict[str, Any]]:
-    """One record per ticket with the columns the router reads (absent = missing); rank() takes them as is."""
-    router = bundle.router
+    """One record per ticket with the columns the router and the misroute model read (absent = missing)."""
+    aliases = {m.text for m in (bundle.router, bundle.misroute) if m is not None and m.text} - {ROUTER_TEXT_COLUMN}
     rows = []
     for t, intent in zip(tickets, intents, strict=True):
         row: dict[str, Any] = {"channel": t.channel, "segment": t.segment, "priority": t.priority,
                                "intent": intent}
         row.update(t.custom_fields)
         row[ROUTER_TEXT_COLUMN] = " \n ".join(p for p in (t.subject, t.body) if p)
-        if router.text and router.text != ROUTER_TEXT_COLUMN:
-            row[router.text] = row[ROUTER_TEXT_COLUMN]
+        for alias in aliases:
+            row[alias] = row[ROUTER_TEXT_COLUMN]
         rows.append(row)
     return rows
 
@@ -161,17 +178,30 @@ def _decide_one(*, intent_pred: Any, teams: list[TeamScore], risks: Risks, thres
                 ) -> tuple[str, list[str]]:
     reasons: list[str] = []
     if intent_pred is not None and intent_pred.out_of_scope:
+        score = getattr(intent_pred, "oos_score", None)
+        # The score is the share of held-out in-scope tickets that looked less like a known intent.
+        how = "" if score is None else f"; only {score:.1%} of known in-scope tickets looked less like a known intent"
         reasons.append(f"the text fits no known intent (best guess {intent_pred.label!r} at "
-                       f"{intent_pred.confidence:.2f}); a person should look")
+                       f"{intent_pred.confidence:.2f}{how}); a person should look")
         return "triage", reasons
     team_conf = teams[0].probability if teams else 0.0
     intent_conf = intent_pred.confidence if intent_pred is not None else team_conf
     confidence = min(team_conf, intent_conf) if teams else intent_conf
-    misroute = risks.misroute if risks.misroute is not None else 1.0 - confidence
-    if confidence >= thresholds.auto_route_confidence and misroute <= thresholds.max_auto_misroute_risk:
-        reasons.append(f"confident: team {team_conf:.2f}, intent {intent_conf:.2f} >= "
-                       f"{thresholds.auto_route_confidence:.2f} and misroute risk {misroute:.2f}")
-        return "auto_route", reasons
+    misroute = risks.misroute
+    if confidence >= thresholds.auto_route_confidence:
+        if misroute is None:
+            reasons.append(f"confident: team {team_conf:.2f}, intent {intent_conf:.2f} >= "
+                           f"{thresholds.auto_route_confidence:.2f}; misroute risk not assessed (no misroute model "
+                           "is loaded, so max_auto_misroute_risk was not applied)")
+            return "auto_route", reasons
+        if misroute <= thresholds.max_auto_misroute_risk:
+            reasons.append(f"confident: team {team_conf:.2f}, intent {intent_conf:.2f} >= "
+                           f"{thresholds.auto_route_confidence:.2f} and misroute risk {misroute:.2f} <= "
+                           f"{thresholds.max_auto_misroute_risk:.2f}")
+            return "auto_route", reasons
+        reasons.append(f"confident ({confidence:.2f}) but the misroute risk {misroute:.2f} is above "
+                       f"{thresholds.max_auto_misroute_risk:.2f}: suggest to an agent")
+        return "suggest", reasons
     if confidence >= thresholds.suggest_confidence:
         reasons.append(f"fairly confident ({confidence:.2f}) but below the auto-route threshold "
                        f"{thresholds.auto_route_confidence:.2f}: suggest to an agent")
@@ -195,9 +225,12 @@ def decide_batch(*, bundle: ModelBundle, tickets: list[TicketIn], thresholds: De
 
     team_lists: list[list[TeamScore]] = [[] for _ in range(n)]
     feature_reasons: list[list[str]] = [[] for _ in range(n)]
+    rows = _router_rows(bundle, tickets, intents) if bundle.router is not None or bundle.misroute is not None else []
     if bundle.router is not None:
-        tops, feature_reasons = bundle.router.rank(_router_rows(bundle, tickets, intents), k=3, n_reasons=3)
+        with bundle.memory_lock.read():  # the live memory may be growing (routing.live_memory)
+            tops, feature_reasons = bundle.router.rank(rows, k=3, n_reasons=3)
         team_lists = [[TeamScore(team=s.team, probability=float(s.probability)) for s in top] for top in tops]
+    misroute = bundle.misroute.predict_proba(rows) if bundle.misroute is not None else None
 
     best_teams = [tl[0].team if tl else None for tl in team_lists]
     expected = breach = None
@@ -217,7 +250,7 @@ def decide_batch(*, bundle: ModelBundle, tickets: list[TicketIn], thresholds: De
         pred = intent_preds[i]
         teams = team_lists[i]
         risks = Risks(
-            misroute=round(1.0 - teams[0].probability, 4) if teams else None,
+            misroute=round(float(misroute[i]), 4) if misroute is not None else None,
             sla_breach=round(float(breach[i]), 4) if breach is not None else None,
             expected_hours_to_resolve=round(float(expected[i]), 2) if expected is not None else None,
         )
@@ -234,8 +267,14 @@ def decide_batch(*, bundle: ModelBundle, tickets: list[TicketIn], thresholds: De
             agree = sum(1 for s in similar[i] if s.team == teams[0].team)
             reasons.append(f"{agree} of the {len(similar[i])} most similar past tickets were resolved by "
                            f"{teams[0].team!r}")
+        if risks.misroute is not None and risks.misroute >= 0.5:
+            reasons.append(f"misroute risk {risks.misroute:.2f}: tickets like this one are often passed on by the "
+                           "team they first go to")
         if risks.sla_breach is not None and risks.sla_breach >= 0.5:
-            reasons.append(f"SLA breach risk {risks.sla_breach:.2f} (expected {risks.expected_hours_to_resolve} h)")
+            sla = getattr(bundle.remaining_time, "sla_hours_", None)
+            target = f" of taking longer than {sla:.0f} h" if sla is not None else ""
+            reasons.append(f"SLA breach risk {risks.sla_breach:.2f}{target} (expected "
+                           f"{risks.expected_hours_to_resolve} h)")
         out.append(TriageResult(
             intent=pred.label if pred is not None else None,
             intent_confidence=round(pred.confidence, 4) if pred is not None else 0.0,

@@ -32,7 +32,8 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory, sim_small: Any, embed
     train_ids = set(train.df["case_id"].astype(str))
     tickets = sim_small.tickets[sim_small.tickets["case_id"].astype(str).isin(train_ids)]
     report = train_all(log=train, tickets=tickets, registry=home / "registry", embedder=embedder, seed=7)
-    assert {m.task for m in report.models} == {"intent", "router", "next_activity", "remaining_time", "memory"}
+    assert {m.task for m in report.models} == {"intent", "router", "misroute", "next_activity", "remaining_time",
+                                                "memory"}
     return home
 
 
