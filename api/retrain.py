@@ -45,7 +45,9 @@ log = structlog.get_logger(__name__)
 TASK_INTENT, TASK_ROUTER, TASK_NEXT, TASK_REMAINING, TASK_MEMORY = (
     "intent", "router", "next_activity", "remaining_time", "memory")
 TASK_STEP_OUTCOMES = "step_outcomes"
-RETRAIN_TASKS: tuple[str, ...] = (TASK_INTENT, TASK_ROUTER, TASK_NEXT, TASK_REMAINING, TASK_MEMORY, TASK_STEP_OUTCOMES)
+TASK_MISROUTE = "misroute"  # insight.training.TASK_MISROUTE: the misroute risk model (follows the gate's decision)
+RETRAIN_TASKS: tuple[str, ...] = (TASK_INTENT, TASK_ROUTER, TASK_MISROUTE, TASK_NEXT, TASK_REMAINING, TASK_MEMORY,
+                                  TASK_STEP_OUTCOMES)
 # Tasks with a gate metric; the others (no per-case score to compare) follow the gate's decision.
 GATED_TASKS: tuple[str, ...] = (TASK_INTENT, TASK_ROUTER, TASK_NEXT)
 JobStatus = Literal["queued", "running", "succeeded", "rejected", "failed"]

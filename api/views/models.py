@@ -30,7 +30,7 @@ from insight.errors import Conflict, DeskpilotError, NotFound
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
 
-RetrainTask = Literal["intent", "router", "next_activity", "remaining_time", "memory", "step_outcomes"]
+RetrainTask = Literal["intent", "router", "misroute", "next_activity", "remaining_time", "memory", "step_outcomes"]
 
 
 class TaskModels(BaseModel):
