@@ -597,12 +597,12 @@ def train_intent(
 
     from insight.models.intent import IntentClassifier
 
-    for name, x, y in (("training", texts, labels), ("test", test_texts, test_labels),
-                       ("validation", validation_texts, validation_labels)):
-        if (x is None) != (y is None):
+    for name, xs, ys in (("training", texts, labels), ("test", test_texts, test_labels),
+                         ("validation", validation_texts, validation_labels)):
+        if (xs is None) != (ys is None):
             raise InvalidInput(f"intent: {name} texts and labels must be given together")
-        if x is not None and y is not None and len(x) != len(y):
-            raise InvalidInput(f"intent: {len(x)} {name} texts but {len(y)} labels")
+        if xs is not None and ys is not None and len(xs) != len(ys):
+            raise InvalidInput(f"intent: {len(xs)} {name} texts but {len(ys)} labels")
     texts, labels = [str(t) for t in texts], [str(v) for v in labels]
     intents = sorted(set(labels) - {oos_label})
     if len(intents) < 2:

@@ -595,9 +595,16 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
             splits = list(skf.split(np.zeros(len(y)), strat))
         total = n_splits * (2 if use_pseudo else 1)
         done = 0
-        in_scores, in_y, in_emb, in_stats = [], [], [], []
-        known_scores, known_emb, known_stats = [], [], []
-        ps_scores, ps_emb, ps_stats = [], [], []
+        in_scores: list[np.ndarray] = []
+        in_y: list[np.ndarray] = []
+        in_emb: list[np.ndarray | None] = []
+        in_stats: list[_EmbeddingStats | None] = []
+        known_scores: list[np.ndarray] = []
+        known_emb: list[np.ndarray | None] = []
+        known_stats: list[_EmbeddingStats | None] = []
+        ps_scores: list[np.ndarray] = []
+        ps_emb: list[np.ndarray | None] = []
+        ps_stats: list[_EmbeddingStats | None] = []
         for k, (tr, va) in enumerate(splits):
             tr_in = tr[in_scope[tr]]
             if len(np.unique(y[tr_in])) < 2:
