@@ -552,8 +552,12 @@ async def watch_live_models(app: Any, reload: Any) -> None:
     tasks = watched_tasks()
     # What the registry says now (the models just loaded): only a later change of a pointer triggers a reload.
     seen = await anyio.to_thread.run_sync(registry_live, settings.registry_path, tasks)
+    drift_due = time.monotonic() + settings.drift_check_seconds
     while True:
         await anyio.sleep(period)
+        if settings.drift_check_seconds > 0 and time.monotonic() >= drift_due:
+            drift_due = time.monotonic() + settings.drift_check_seconds
+            await check_drift(app)
         try:
             live = await anyio.to_thread.run_sync(registry_live, settings.registry_path, tasks)
             served = {t: v for t, v in app.state.models.versions.items() if t in tasks}
@@ -565,6 +569,21 @@ async def watch_live_models(app: Any, reload: Any) -> None:
             log.info("models_followed_registry", live=live, loaded=new.ready)
         except Exception as exc:  # the watcher must survive a bad read; it tries again next tick
             log.warning("models_watch_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+async def check_drift(app: Any) -> dict[str, Any] | None:
+    """Recompute the drift signals, publish the gauges, log the alerts; None when it could not be computed."""
+    from api.drift import drift_report, publish
+
+    try:
+        report = await anyio.to_thread.run_sync(drift_report, app.state.settings, app.state.engine)
+    except Exception as exc:  # a failed check must not stop the watcher; the next one tries again
+        log.warning("drift_check_failed", error=f"{type(exc).__name__}: {exc}")
+        return None
+    publish(app.state.metrics, report)
+    if report["alerts"]:
+        log.warning("drift_alert", alerts=report["alerts"], proposal=report["proposal"])
+    return report
 
 
 # ---------------------------------------------------------------- the training process

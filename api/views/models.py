@@ -234,6 +234,23 @@ async def get_retrain_job(
     return RetrainJobPublic.of(await anyio.to_thread.run_sync(manager.get, job_id))
 
 
+@router.get("/health")
+async def models_health(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("analyst"))],
+) -> dict[str, Any]:
+    """Drift watch: the newest `drift_window` decisions against the training data (intent and team mix) and
+    against the window before them (decision mix, out-of-scope rate, confidences, correction rate); each signal
+    with its test, p-value, effect and alert, and whether a retrain (still gated) is proposed. Also sets the
+    Prometheus gauges `deskpilot_drift_effect` / `deskpilot_drift_alert`."""
+    from api.drift import drift_report, publish
+
+    report = await anyio.to_thread.run_sync(drift_report, request.app.state.settings, request.app.state.engine)
+    publish(request.app.state.metrics, report)
+    state: ModelState = request.app.state.models
+    return {"ready": state.ready, "serving": state.versions, **report}
+
+
 # ---------------------------------------------------------------- labels feedback may name
 
 

@@ -450,6 +450,14 @@ class ModelRegistry:
             tickets = pd.read_parquet(folder / "tickets.parquet") if (folder / "tickets.parquet").is_file() else None
         except (OSError, ValueError) as exc:
             raise ModelArtifactError(f"cannot read the stored training data in {folder}: {exc}") from exc
+        # Parquet gives back zoneinfo UTC; the rest of deskpilot uses datetime.timezone.utc, and pandas does not
+        # concatenate the two as datetimes.
+        for frame in (df, tickets):
+            if frame is None:
+                continue
+            for c in frame.columns:
+                if isinstance(frame[c].dtype, pd.DatetimeTZDtype):
+                    frame[c] = pd.to_datetime(frame[c], utc=True)
         log = EventLog(df, name=str(info.get("name") or "training history"),
                        case_attributes=list(info.get("case_attributes") or []))
         return log, tickets, info

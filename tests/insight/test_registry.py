@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from insight.errors import InvalidInput, ModelArtifactError, ModelNotReady, NotFound
@@ -200,6 +201,10 @@ def test_training_data_is_stored_once_and_read_back(tmp_path, sim_small):
     assert stored["n_cases"] == sim_small.log.n_cases == log.n_cases
     assert list(log.case_attributes) == list(sim_small.log.case_attributes)
     assert log.df.equals(sim_small.log.df.reset_index(drop=True))
+    # Times come back as the UTC the live log uses: history and live events concatenate as datetimes.
+    live = pd.Series(pd.to_datetime(["2026-06-01T10:00:00"], utc=True))
+    assert isinstance(pd.concat([log.df["timestamp"], live]).dtype, pd.DatetimeTZDtype)
+    assert isinstance(pd.concat([tickets["created_at"], live]).dtype, pd.DatetimeTZDtype)
     assert tickets["subject"].tolist() == sim_small.tickets["subject"].tolist()
     # The data folder is not a task.
     reg.save(_model(), task="router")
