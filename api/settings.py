@@ -186,32 +186,6 @@ class Settings(BaseSettings):
         default=300.0, ge=0, description="How often each worker recomputes the drift gauges (0: only on GET "
         "/v1/models/health).",
     )
-    retrain_gate_tolerance: float = Field(
-        default=0.02, ge=0, le=1, description="How much worse (fraction, paired lower bound) a challenger may be on a "
-        "gate metric than the live model and still be promoted.",
-    )
-    retrain_gate_z: float = Field(
-        default=1.645, ge=0, description="One-sided z of the gate's paired confidence bound (1.645: 95 %).",
-    )
-    retrain_gate_min_cases: int = Field(
-        default=30, ge=1, description="Fewest held-out cases a gate metric needs to be judged; below, the live model "
-        "is kept (the evaluation could not tell).",
-    )
-    retrain_gate_fraction: float = Field(
-        default=0.3, gt=0, le=1, description="Share of the cases the live models never saw that are held out for the "
-        "gate (at least retrain_gate_min_cases); the challenger learns from everything older.",
-    )
-    retrain_golden_tickets: Path | None = Field(
-        default=None, description="Golden ticket CSV an admin pins (subject, body, intent and/or team, router "
-        "columns): every retrain must not be worse on it either.",
-    )
-    retrain_min_class_examples: int = Field(
-        default=10, ge=1, description="Examples a declared new team / intent needs before it enters training.",
-    )
-    models_watch_seconds: float = Field(
-        default=1.0, ge=0, description="How often each worker compares the registry's live pointers with what it "
-        "serves and reloads on a change (0: never; reload by hand).",
-    )
 
     @model_validator(mode="after")
     def _own_pseudonym_key(self) -> Settings:
