@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         description="HMAC key for pseudonymizing customer and agent identifiers; unset: a random key generated "
                     "once per install and kept in HOME/pseudonym.key (mode 0600).",
     )
+    store_raw_text: bool = Field(
+        default=False,
+        description="Store ticket texts, event messages and feedback comments as received. Off: emails, phone, card "
+        "and IBAN numbers and IP addresses are redacted before triage and before anything is stored.",
+    )
     log_level: str = "INFO"
     log_json: bool = False
     seed: int = 7

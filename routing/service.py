@@ -33,6 +33,7 @@ from routing.models import (
     as_utc,
     utcnow,
 )
+from routing.redaction import redact_event, redact_feedback, redact_ticket
 
 # Core tables for the multi-row writes of the routing hot path.
 TICKET: Table = Ticket.__table__  # type: ignore[attr-defined]
@@ -266,8 +267,13 @@ def route_batch(
     thresholds: DecisionThresholds,
     decide: DecideFn | None = None,
     decide_batch: DecideBatchFn | None = None,
+    store_raw: bool = False,
 ) -> list[RouteOutcome]:
-    """Route many tickets in one transaction (idempotent per ticket id); results in request order."""
+    """Route many tickets in one transaction (idempotent per ticket id); results in request order.
+
+    Texts are redacted before triage and storage (routing.redaction) unless `store_raw`."""
+    if not store_raw:
+        tickets = [redact_ticket(t) for t in tickets]
     ids = [t.ticket_id for t in tickets]
     if len(set(ids)) != len(ids):
         raise InvalidInput("tickets: the same ticket_id appears twice in one batch", field="tickets")
@@ -298,9 +304,11 @@ def route(
     ticket_in: TicketIn,
     thresholds: DecisionThresholds,
     decide: DecideFn | None = None,
+    store_raw: bool = False,
 ) -> RouteOutcome:
     """Triage one ticket: same id + same payload replays the stored decision; a changed payload re-triages."""
-    return route_batch(session=session, bundle=bundle, tickets=[ticket_in], thresholds=thresholds, decide=decide)[0]
+    return route_batch(session=session, bundle=bundle, tickets=[ticket_in], thresholds=thresholds, decide=decide,
+                       store_raw=store_raw)[0]
 
 
 def _get_ticket_row(session: Session, ticket_id: str) -> Ticket:
@@ -318,8 +326,13 @@ def add_event(
     event_in: EventIn,
     thresholds: DecisionThresholds,
     decide: DecideFn | None = None,
+    store_raw: bool = False,
 ) -> EventResult:
-    """Store an event of the live log; a customer message re-triages and records a new decision if the intent changed."""
+    """Store an event of the live log; a customer message re-triages and records a new decision if the intent changed.
+
+    The message and payload are redacted before triage and storage unless `store_raw`."""
+    if not store_raw:
+        event_in = redact_event(event_in)
     ticket = _get_ticket_row(session, ticket_id)
     previous = ticket.current_intent
     result: TriageResult | None = None
@@ -403,9 +416,13 @@ def check_labels(feedback_in: FeedbackIn, known: Mapping[str, Collection[str]] |
 
 
 def add_feedback(*, session: Session, ticket_id: str, feedback_in: FeedbackIn, by: str | None,
-                 known: Mapping[str, Collection[str]] | None = None) -> FeedbackPublic:
-    """Record an agent's correction (team / intent) or verdict on suggestions; corrections must name a known label."""
+                 known: Mapping[str, Collection[str]] | None = None, store_raw: bool = False) -> FeedbackPublic:
+    """Record an agent's correction (team / intent) or verdict on suggestions; corrections must name a known label.
+
+    The comment is redacted before storage unless `store_raw`."""
     check_labels(feedback_in, known)
+    if not store_raw:
+        feedback_in = redact_feedback(feedback_in)
     ticket = _get_ticket_row(session, ticket_id)
     if feedback_in.decision_id is not None:
         decision = session.get(TriageDecision, feedback_in.decision_id)

@@ -70,7 +70,8 @@ def route_ticket(
 ) -> Response:
     """Triage a new ticket: intent, team, risks, decision and reasons. Idempotent by `ticket_id`."""
     set_audit_object(request, ticket.ticket_id)
-    out = service.route(session=session, bundle=bundle, ticket_in=ticket, thresholds=thresholds, decide=decide)
+    out = service.route(session=session, bundle=bundle, ticket_in=ticket, thresholds=thresholds, decide=decide,
+                        store_raw=request.app.state.settings.store_raw_text)
     if not out.replayed:
         metrics.record_decisions([(out.decision.result.decision, out.decision.trigger)])
     return json_response(out.decision, 200 if out.replayed else 201)
@@ -92,7 +93,7 @@ def route_tickets(
     set_audit_object(request, f"batch of {len(batch.tickets)}")
     outs = service.route_batch(
         session=session, bundle=bundle, tickets=batch.tickets, thresholds=thresholds, decide=decide,
-        decide_batch=decide_batch,
+        decide_batch=decide_batch, store_raw=request.app.state.settings.store_raw_text,
     )
     metrics.record_decisions((o.decision.result.decision, o.decision.trigger) for o in outs if not o.replayed)
     replayed = sum(o.replayed for o in outs)
@@ -115,6 +116,7 @@ def read_ticket(
 def post_event(
     ticket_id: TicketId,
     event: EventIn,
+    request: Request,
     session: SessionDep,
     thresholds: ThresholdsDep,
     principal: Annotated[Principal, Depends(require(*ROUTERS))],
@@ -124,7 +126,8 @@ def post_event(
 ) -> Response:
     """Store an event of the live log; a customer message whose intent differs re-triages the ticket."""
     out = service.add_event(
-        session=session, bundle=bundle, ticket_id=ticket_id, event_in=event, thresholds=thresholds, decide=decide
+        session=session, bundle=bundle, ticket_id=ticket_id, event_in=event, thresholds=thresholds, decide=decide,
+        store_raw=request.app.state.settings.store_raw_text,
     )
     if out.decision is not None:
         metrics.record_decisions([(out.decision.result.decision, out.decision.trigger)])
@@ -158,6 +161,6 @@ def post_feedback(
 
     known = known_labels(request.app) if feedback.corrected_team or feedback.corrected_intent else None
     out = service.add_feedback(session=session, ticket_id=ticket_id, feedback_in=feedback, by=principal.name,
-                               known=known)
+                               known=known, store_raw=request.app.state.settings.store_raw_text)
     set_audit_object(request, f"{ticket_id}/feedback/{out.id}")
     return json_response(out, 201)

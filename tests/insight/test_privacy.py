@@ -30,6 +30,8 @@ from insight.eventlog.privacy import apply_privacy, iban_ok, luhn_ok
         ("iban GB82 WEST 1234 5698 7654 32.", "iban [IBAN]."),
         ("iban DE89370400440532013000", "iban [IBAN]"),
         ("from 192.168.10.254 to 10.0.0.1", "from [IP] to [IP]"),
+        ("my router is 192.168.10.254.", "my router is [IP]."),
+        ("version 1.2.3.4.5 stays", "version 1.2.3.4.5 stays"),
         ("v6 2001:db8:85a3::8a2e:370:7334 and ::1 x", "v6 [IP] and [IP] x"),
     ],
 )
