@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from api.settings import Settings
@@ -69,11 +70,10 @@ def _decisions(engine: Engine, n: int) -> pd.DataFrame:
     from routing.models import Feedback, TriageDecision
 
     with Session(engine) as session:
-        rows = session.exec(select(TriageDecision.ticket_id, TriageDecision.intent, TriageDecision.team,
-                                   TriageDecision.out_of_scope, TriageDecision.decision,
-                                   TriageDecision.intent_confidence, TriageDecision.team_confidence)
-                            .where(TriageDecision.trigger == "route")
-                            .order_by(col(TriageDecision.id).desc()).limit(2 * n)).all()
+        td = TriageDecision.__table__.c  # type: ignore[attr-defined]
+        rows = session.execute(sa_select(td.ticket_id, td.intent, td.team, td.out_of_scope, td.decision,
+                                         td.intent_confidence, td.team_confidence)
+                               .where(td.trigger == "route").order_by(td.id.desc()).limit(2 * n)).all()
         frame = pd.DataFrame([tuple(r) for r in rows], columns=["ticket_id", "intent", "team", "out_of_scope",
                                                                  "decision", "intent_confidence", "team_confidence"])
         if frame.empty:

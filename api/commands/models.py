@@ -66,8 +66,8 @@ def register(app: typer.Typer) -> None:
             for task in reg.tasks():
                 live = reg.live_version(task)
                 meta = reg.read_metadata(task, live) if live else None
-                last = next((h for h in reversed(reg.history(task)) if h.get("version") == live
-                             and h.get("action") != "reject"), {})
+                last: dict[str, Any] = next((h for h in reversed(reg.history(task)) if h.get("version") == live
+                                             and h.get("action") != "reject"), {})
                 table.add_row(task, live or "-", str(len(reg.list_versions(task))), str(last.get("at", "-"))[:19],
                               str(last.get("who", "-")), _headline(meta.metrics) if meta else "")
         except DeskpilotError as exc:
