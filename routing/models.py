@@ -199,12 +199,15 @@ class Risks(BaseModel):
         default=None, ge=0.0, le=1.0,
         description="Probability that the ticket takes longer than the SLA target from creation to its last event, "
         "from the remaining-time model's breach classifier on the ticket's creation event (target: the model's "
-        "`sla_hours`, by default a quantile of the training cases' durations). None without a remaining-time model.",
+        "`sla_hours`, by default a quantile of the training cases' durations). At creation the model has only the "
+        "ticket's attributes to go on; bench/misroute.py scores it there against the base rate. None without a "
+        "remaining-time model.",
     )
     expected_hours_to_resolve: float | None = Field(
         default=None,
         description="Hours from creation to the ticket's last event predicted by the remaining-time model on its "
-        "creation event. None without a remaining-time model.",
+        "creation event (scored there against the training median by bench/misroute.py). None without a "
+        "remaining-time model.",
     )
 
 
