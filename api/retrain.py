@@ -298,12 +298,36 @@ def read_history(settings: Settings) -> tuple[Any, Any, str]:
     return history_log, history_tickets, source
 
 
+def _recent_history(engine: Engine, log: Any, tickets: Any, source: str, days: float) -> tuple[Any, Any, str]:
+    """Only the history cases created within `days` before the newest live event (or now, without live events)."""
+    import pandas as pd
+    from sqlalchemy import func
+
+    from insight.eventlog.schema import CASE_ID, TIMESTAMP
+    from routing.models import TicketEvent
+
+    with Session(engine) as session:
+        newest = session.exec(select(func.max(TicketEvent.timestamp))).one()
+    end = pd.Timestamp(newest if newest is not None else utcnow())
+    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    since = end - pd.Timedelta(days=days)
+    starts = log.df.groupby(log.df[CASE_ID].astype(str))[TIMESTAMP].min()
+    keep = set(starts.index[starts >= since])
+    log = log.filter_cases(log.df.loc[log.df[CASE_ID].astype(str).isin(keep), CASE_ID].unique())
+    if tickets is not None and CASE_ID in tickets.columns:
+        tickets = tickets[tickets[CASE_ID].astype(str).isin(keep)].reset_index(drop=True)
+    return log, tickets, f"{source}; cases created since {since:%Y-%m-%d %H:%M} (retrain_history_days={days:g})"
+
+
 def read_training_data(settings: Settings, engine: Engine) -> tuple[Any, str]:
     """The store's live log, ticket texts and corrections (one short read session) plus the history; and where the
     history came from."""
     from routing.dataset import training_data
 
     history_log, history_tickets, source = read_history(settings)
+    if settings.retrain_history_days is not None and history_log is not None:
+        history_log, history_tickets, source = _recent_history(engine, history_log, history_tickets, source,
+                                                                settings.retrain_history_days)
     with Session(engine) as session:
         data = training_data(session=session, history_log=history_log, history_tickets=history_tickets,
                              pseudonym_key=settings.pseudonym_key.get_secret_value())

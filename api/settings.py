@@ -172,6 +172,10 @@ class Settings(BaseSettings):
     retrain_min_class_examples: int = Field(
         default=10, ge=1, description="Examples a declared new team / intent needs before it enters training.",
     )
+    retrain_history_days: float | None = Field(
+        default=None, gt=0, description="Only history cases created this many days before the newest live event join "
+        "a retrain (a sliding window: after a change in the world, old cases stop outvoting new ones); unset: all.",
+    )
     models_watch_seconds: float = Field(
         default=1.0, ge=0, description="How often each worker compares the registry's live pointers with what it "
         "serves and reloads on a change (0: never; reload by hand).",
