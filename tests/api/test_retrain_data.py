@@ -55,3 +55,33 @@ def test_the_memory_gets_history_and_resolved_live_tickets_only(home):
     assert set(hist) <= kept  # the history (resolved cases)
     assert not kept & set(live[:10])  # open live tickets (three events, no resolution) stay out
     assert set(live[10:]) <= kept
+
+
+def test_cli_retrain_runs_the_gated_job_and_records_it(home, monkeypatch, capfd):
+    import sys
+
+    from api import cli
+    from api.retrain import RetrainManager
+    from api.settings import get_settings
+
+    path, engine, _, _ = home
+    monkeypatch.setenv("DESKPILOT_HOME", str(path))
+    monkeypatch.setenv("DESKPILOT_DATABASE_URL", f"sqlite:///{path / 'db.sqlite'}")
+    monkeypatch.setenv("DESKPILOT_LOG_LEVEL", "WARNING")
+    monkeypatch.setattr(sys, "argv", ["deskpilot", "models", "retrain", "--tasks", "next_activity",
+                                      "--evaluate-only", "--no-embeddings"])
+    get_settings.cache_clear()
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        get_settings.cache_clear()
+    out = capfd.readouterr().out
+    assert code == 0, out
+    assert "succeeded (done (evaluated only" in out and "gate accepted: no live model to compare with" in out
+    job = RetrainManager(engine, path / "registry").recent()[0]
+    assert job.status == "succeeded" and job.requested_by and job.requested_by.startswith("cli:")
+    assert job.data["history_cases"] == 400 and [m["task"] for m in job.models] == ["next_activity"]
+    assert ModelRegistry(path / "registry").tasks() == []  # evaluated only: nothing saved
