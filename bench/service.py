@@ -139,9 +139,17 @@ def ensure_trained(home: Path, quantize: str = "none") -> None:
 
 
 def load_engine(model: str, home: Path, quantize: str = "none") -> tuple[Any, Any, Any]:
-    """(bundle, decide, decide_batch) loaded in this process for the bare-model measurement."""
+    """(bundle, decide, decide_batch) loaded in this process for the bare-model measurement.
+
+    The process gets the server's settings (BLAS threads, and the start-up heap frozen out of the garbage
+    collector's scans), so bare and served compare: without the freeze, a bench process that has just trained the
+    models carries their whole training heap through every collection, which the server never does."""
+    from api.app import settle_heap
+
     if model == "tfidf":
-        return train_tfidf_bundle(), tfidf_decide, tfidf_decide_batch
+        stand_in = train_tfidf_bundle()
+        settle_heap()
+        return stand_in, tfidf_decide, tfidf_decide_batch
     import routing.triage as triage
     from api.app import limit_blas_threads
     from api.settings import Settings
@@ -150,6 +158,7 @@ def load_engine(model: str, home: Path, quantize: str = "none") -> tuple[Any, An
     settings = Settings(home=home, embedding_quantize=quantize)
     limit_blas_threads(settings.blas_threads)  # the server process's setting, so bare and served compare
     bundle = triage.load_bundle(settings.registry_path, Embedder(settings.embedding_model_path, **settings.embedder_kwargs))
+    settle_heap()
     return bundle, triage.decide, getattr(triage, "decide_batch", None)
 
 
