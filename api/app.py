@@ -331,6 +331,9 @@ def create_app(
     app.state.heavy_limiter = ConcurrencyLimiter(capacity=settings.heavy_max_concurrency,
                                                  max_waiting=settings.heavy_max_waiting,
                                                  max_wait_seconds=settings.heavy_max_wait_seconds)
+    app.state.route_limiter = ConcurrencyLimiter(capacity=settings.route_max_concurrency,
+                                                 max_waiting=settings.route_max_waiting,
+                                                 max_wait_seconds=settings.route_max_wait_seconds)
     install_error_handlers(app)
     _include_views(app)
     # Added last = outermost: latency covers everything, the audit sees refusals, the size check runs first.

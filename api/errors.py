@@ -49,8 +49,12 @@ CODE_BY_STATUS: dict[int, str] = {
 }
 
 
+class ClientGone(Exception):
+    """The client closed the connection while its request waited for a slot: nothing is computed for it."""
+
+
 class Overloaded(Exception):
-    """The service sheds this request (a heavy endpoint is at capacity): 503 `overloaded` with Retry-After."""
+    """The service sheds this request (its endpoint is at capacity): 503 `overloaded` with Retry-After."""
 
     code = "overloaded"
 
@@ -124,6 +128,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if status == 500:
             log.warning("domain_error", code=exc.code, detail=exc.message, path=request.url.path)
         return error_response(status, exc.message, exc.code)
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+        # Nobody reads this answer; 499 (the convention for "client closed request") keeps it apart in the metrics.
+        return error_response(499, f"the client closed the connection before {exc} started", "client_gone")
 
     @app.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 from fastapi import Request
 
-from api.errors import Overloaded
+from api.errors import ClientGone, Overloaded
 
 # Weight of the newest request in the running mean of service time (used for Retry-After).
 _EWMA = 0.2
@@ -72,24 +72,38 @@ class ConcurrencyLimiter:
         return max(1, min(60, math.ceil(self.mean_seconds * (ahead + 1) / self.capacity)))
 
 
-def heavy(what: str) -> Callable[[Request], AsyncIterator[None]]:
-    """Dependency holding one slot of the app's heavy-endpoint limiter for the request (503 + Retry-After if full)."""
+def _limited(what: str, limiter_attr: str, settings_hint: str) -> Callable[[Request], AsyncIterator[None]]:
+    """Dependency holding one slot of `app.state.<limiter_attr>` for the request (503 + Retry-After if full)."""
 
     async def _dep(request: Request) -> AsyncIterator[None]:
-        limiter: ConcurrencyLimiter = request.app.state.heavy_limiter
+        limiter: ConcurrencyLimiter = getattr(request.app.state, limiter_attr)
         if not await limiter.acquire():
             metrics: Any = request.app.state.metrics
             metrics.shed.labels(endpoint=what).inc()
             wait = limiter.retry_after()
             raise Overloaded(
                 f"{what} is at capacity ({limiter.capacity} computing, {limiter.waiting} waiting); "
-                f"retry after {wait} s (heavy_max_concurrency / heavy_max_waiting)",
+                f"retry after {wait} s ({settings_hint})",
                 retry_after=wait,
             )
         start = time.perf_counter()
         try:
+            # A client that gave up while waiting gets no work done for it.
+            if await request.is_disconnected():
+                raise ClientGone(what)
             yield
         finally:
             limiter.release(time.perf_counter() - start)
 
     return _dep
+
+
+def heavy(what: str) -> Callable[[Request], AsyncIterator[None]]:
+    """Dependency holding one slot of the heavy-endpoint limiter (assist, gaps) for the request."""
+    return _limited(what, "heavy_limiter", "heavy_max_concurrency / heavy_max_waiting")
+
+
+def routing_slot(what: str) -> Callable[[Request], AsyncIterator[None]]:
+    """Dependency holding one slot of the routing limiter (route, batch, events): a queue bounded by wait time, so an
+    overload is answered 503 + Retry-After instead of piling up requests whose clients have given up."""
+    return _limited(what, "route_limiter", "route_max_concurrency / route_max_wait_seconds")

@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     heavy_max_wait_seconds: float = Field(
         default=2.0, ge=0, description="Longest a heavy request waits for a slot before it gets 503 with Retry-After."
     )
+    # --- load shedding for routing (route, batch, events): bounded concurrency and wait, then 503 + Retry-After ---
+    route_max_concurrency: int = Field(default=8, ge=1, description="Routing requests computed at the same time.")
+    route_max_waiting: int = Field(default=256, ge=0, description="Routing requests allowed to wait for a slot.")
+    route_max_wait_seconds: float = Field(
+        default=1.0, ge=0, description="Longest a routing request waits for a slot before it gets 503 with "
+        "Retry-After (the queue is bounded by wait time: an answer later than this is worth less than a retry).",
+    )
     # --- retraining from the service's own data (POST /v1/models/retrain) ---
     retrain_history_log: Path | None = Field(
         default=None, description="Historical event log (canonical CSV/XES/Parquet) retraining adds to the live log "

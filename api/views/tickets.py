@@ -19,6 +19,7 @@ from api.deps import (
     get_thresholds,
 )
 from api.errors import ERROR_RESPONSES
+from api.limits import routing_slot
 from routing import service
 from routing.models import (
     MAX_ID,
@@ -64,6 +65,7 @@ def route_ticket(
     session: SessionDep,
     thresholds: ThresholdsDep,
     principal: Annotated[Principal, Depends(require(*ROUTERS))],
+    _slot: Annotated[None, Depends(routing_slot("routing"))],
     bundle: Annotated[Any, Depends(get_bundle)],
     decide: Annotated[Any, Depends(get_decide)],
     metrics: Annotated[Any, Depends(get_metrics)],
@@ -84,6 +86,7 @@ def route_tickets(
     session: SessionDep,
     thresholds: ThresholdsDep,
     principal: Annotated[Principal, Depends(require(*ROUTERS))],
+    _slot: Annotated[None, Depends(routing_slot("batch routing"))],
     bundle: Annotated[Any, Depends(get_bundle)],
     decide: Annotated[Any, Depends(get_decide)],
     decide_batch: Annotated[Any, Depends(get_decide_batch)],
@@ -120,6 +123,7 @@ def post_event(
     session: SessionDep,
     thresholds: ThresholdsDep,
     principal: Annotated[Principal, Depends(require(*ROUTERS))],
+    _slot: Annotated[None, Depends(routing_slot("ticket events"))],
     bundle: Annotated[Any, Depends(get_optional_bundle)],
     decide: Annotated[Any, Depends(get_decide)],
     metrics: Annotated[Any, Depends(get_metrics)],
