@@ -802,7 +802,7 @@ def train_in_process(payload: dict[str, Any]) -> dict[str, Any]:
     from insight.mining.labels import case_labels
     from insight.models import gate
     from insight.models.registry import ModelRegistry
-    from insight.training import apply_team_corrections, router_table, train_all
+    from insight.training import apply_team_corrections, router_table, train_all, unresolved_cases
 
     data_log, tickets = payload["log"], payload["tickets"]
     team_labels: dict[str, str] = dict(payload["team_labels"])
@@ -885,7 +885,11 @@ def train_in_process(payload: dict[str, Any]) -> dict[str, Any]:
     if TASK_ROUTER in challengers and TASK_ROUTER in champions and eval_ids and tickets is not None:
         try:
             table, _, _ = router_table(log=data_log, tickets=tickets, team_labels=team_labels)
-            router_eval = table[table.index.astype(str).isin(eval_ids)]
+            # Judged on resolved cases only: the team that resolved a case does not depend on what the live router
+            # said, while an agent corrects a ticket because it was misrouted (a label chosen by the champion's
+            # errors would favour any challenger). Corrections still label the challenger's training cases.
+            open_cases = unresolved_cases(data_log)
+            router_eval = table[table.index.astype(str).isin(eval_ids - open_cases)]
             champ = champions[TASK_ROUTER].model
             if getattr(champ, "history", False) and champion_cutoff is not None:
                 # As served: the live router's memory also holds the resolutions recorded since its training.

@@ -11,6 +11,9 @@ The rule, per gate metric (a per-case "right or wrong" for both models on the sa
 * a metric measured on fewer than `min_cases` units is **too small to tell**: reported, not gated; a task whose
   primary metric is too small keeps its champion (its challenger is not promoted).
 
+Labels the live model's mistakes chose are kept out of the router's evaluation: it is judged on resolved cases
+(the team that resolved them), not on agents' corrections, which exist because the live router was wrong.
+
 A task's challenger passes when every gated metric passes; the job is rejected when any task fails, or when no task
 had an evaluation large enough to tell. Golden-set metrics (cases an admin pinned) use the same bound without the
 minimum count: the admin chose the set, and a small set only widens the bound.

@@ -66,7 +66,12 @@ def warm_api(tmp_path_factory, sim_small):
     # The live models, trained like before this issue: nothing stored with the registry about their data.
     train_all(log=sim_small.log.filter_cases(hist), tickets=sim_small.tickets[sim_small.tickets["case_id"].isin(hist)],
               registry=ModelRegistry(home / "registry"), embedder=None, tasks=("intent", "router", "next_activity"))
-    settings = Settings(home=home, retrain_min_intent_labels=20, models_watch_seconds=0.2)
+    # An admin's golden set: 40 tickets with the team that resolved them (columns as a helpdesk export has them).
+    golden = sim_small.tickets[sim_small.tickets["case_id"].isin(live[-40:])]
+    golden.assign(team=golden["resolving_team"])[["subject", "body", "channel", "segment", "priority", "product",
+                                                   "team"]].to_csv(home / "golden.csv", index=False)
+    settings = Settings(home=home, retrain_min_intent_labels=20, models_watch_seconds=0.2,
+                        retrain_golden_tickets=home / "golden.csv")
     app, client, keys = start_api(settings, bundle_loader=None, decide=None)
     api = Api(app=app, client=client, keys=keys)
     with Session(app.state.engine) as session:
@@ -126,6 +131,8 @@ def test_worse_challenger_is_rejected_and_routing_is_unchanged(warm_api, sim_sma
     assert team["verdict"] == "fail" and team["n"] >= gate["rule"]["min_cases"]
     assert team["lower_bound"] < -gate["rule"]["tolerance"] and team["challenger"] < team["champion"]
     assert {"champion", "challenger", "difference", "lower_bound"} <= set(team)
+    golden = gate["tasks"]["router"]["metrics"]["golden_team_accuracy"]
+    assert gate["golden_set"] is True and golden["n"] == 40 and golden["verdict"] in ("pass", "fail")
     # Nothing moved: the live pointers, what is served, and every answer.
     assert api.client.get("/v1/models", headers=api.h("analyst")).json()["serving"] == before_models
     assert _answers(api, probe) == before
