@@ -532,6 +532,16 @@ class _MemoEmbedder:
         return np.stack([self._mem[t] for t in texts])
 
 
+def jsonable_calibration(cal: Any) -> dict[str, Any]:
+    """An OOSCalibration as JSON-ready data (NaN, where a figure does not exist, becomes None)."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return None if isinstance(v, float) and not np.isfinite(v) else v
+
+    return {k: clean(v) for k, v in cal.__dict__.items()}
+
+
 def intent_holdout(labels: list[str], *, fraction: float, seed: int) -> np.ndarray:
     """Indices of a shuffled, stratified test sample: about `fraction` of every label's rows, never a label's
     last row (labels seen once stay in training)."""
@@ -649,7 +659,7 @@ def train_intent(
         for w in warn:
             _warnings.warn(w, stacklevel=2)
     evaluated = {"evaluated_on": evaluated_on, "n_train": len(texts), "n_validation": metrics["n_validation"],
-                 "n_test": len(test_texts), "oos_calibration": dict(cal.__dict__)}
+                 "n_test": len(test_texts), "oos_calibration": jsonable_calibration(cal)}
     all_texts = texts + (validation[0] if validation else []) + test_texts
     all_labels = labels + (validation[1] if validation else []) + test_labels
     if refit:
@@ -661,7 +671,7 @@ def train_intent(
     extra = {"embedder": getattr(embedder, "name", None), "oos_label": oos_label, "refit_on_all_data": refit,
              "evaluated": evaluated, "evaluated_on": evaluated_on,
              "n_rows_deployed": len(all_texts) if refit else len(texts),
-             "deployed_oos_calibration": dict(model.oos_calibration_.__dict__)}
+             "deployed_oos_calibration": jsonable_calibration(model.oos_calibration_)}
     fitted_texts = all_texts if refit else texts
     fitted_labels = all_labels if refit else labels
     ref = _save(registry, model, task=TASK_INTENT, metrics=metrics, features=["text"],
