@@ -581,7 +581,7 @@ async def watch_live_models(app: Any, reload: Any) -> None:
         await anyio.sleep(period)
         if settings.drift_check_seconds > 0 and time.monotonic() >= drift_due:
             drift_due = time.monotonic() + settings.drift_check_seconds
-            await check_drift(app)
+            app.state.task_group.start_soon(check_drift, app)  # its own task: the pointer checks go on meanwhile
         try:
             live = await anyio.to_thread.run_sync(registry_live, settings.registry_path, tasks)
             served = {t: v for t, v in app.state.models.versions.items() if t in tasks}
