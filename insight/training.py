@@ -630,6 +630,11 @@ def train_intent(
     validation = None
     if validation_texts is not None and validation_labels is not None:
         validation = ([str(t) for t in validation_texts], [str(v) for v in validation_labels])
+    if validation is not None:  # checked before anything is embedded
+        unknown = sorted(set(validation[1]) - set(labels) - {oos_label})
+        if unknown:
+            raise InvalidInput(f"validation has {len(unknown)} label(s) never seen in training: {unknown[:5]}; "
+                               f"out-of-scope rows must be labelled {oos_label!r}", field="validation")
     warn = []
     unseen = sorted(set(test_labels) - set(labels) - {oos_label})
     if unseen:
