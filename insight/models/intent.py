@@ -12,7 +12,8 @@ Several *raw scores* say how in-scope a text looks (higher = more in scope):
 - ``knn``: the mean cosine similarity of the `knn_k` nearest training tickets' embeddings;
 - ``mahalanobis``: minus the smallest Mahalanobis distance of the embedding to a class mean (class-conditional
   means, one shared covariance with Ledoit-Wolf shrinkage);
-- ``mix``: the mean of ``proba`` and ``knn``.
+- ``mix``: the mean of ``proba`` and ``knn``;
+- ``mix_or_knn``: the smaller of the ``mix`` and ``knn`` shares below (flags what either finds unusual).
 
 The public *out-of-scope score* (`oos_score(texts)`) turns the chosen raw score into a share: the fraction of
 held-out in-scope tickets (the calibration reference) whose raw score was lower. A ticket is flagged out of scope
@@ -36,11 +37,18 @@ Validation data, never test data:
 - otherwise inner folds of the training data: in fold k a model trained on the other folds scores the held-out
   in-scope rows (the reference), and a second model trained without a group of intents scores that group's held-out
   rows, which play the part of tickets that fit no known intent (*pseudo out-of-scope*). Known out-of-scope rows
-  (labelled `oos_label`) are never a class; they are scored as out-of-scope examples in every fold.
+  (labelled `oos_label`) are never a class; they are scored as out-of-scope examples in every fold, and the
+  recall weighs them and the pseudo ones half each. Held-out intents are near neighbours of the kept ones: they
+  reward the top probability and say nothing about text from other domains, which the nearest-neighbour scores
+  catch, so without known examples the score is chosen between ``mix_or_knn`` and ``knn`` only.
 
 `refit(texts, labels)` trains the deployed model on all the data with the chosen score and the same threshold; the
 reference is re-derived from that data by cross-fitting (held-out in-scope scores of inner-fold models), so the
 threshold keeps its meaning for the refitted model.
+
+Public API: `predict_with_oos(texts)` (each prediction carries `out_of_scope` and `oos_score`), `oos_score(texts)`,
+`oos_threshold_`, `oos_calibration_` (score, threshold, objective, budget, method, what it gave on validation) and
+`predict_labels_with_oos(texts, oos_label=...)`.
 
 The embedder is never pickled: `__getstate__` drops it, the model keeps its name and fingerprint, and
 `set_embedder()` refuses a different model (`ModelArtifactError`).
@@ -231,9 +239,11 @@ def _pvalues(reference: np.ndarray, raw: np.ndarray) -> np.ndarray:
     return np.searchsorted(reference, raw, side="left") / max(1, len(reference))
 
 
-def _choose_threshold(reference: np.ndarray, oos_raw: np.ndarray, budget: float) -> tuple[float, float, float]:
-    """Threshold on the p-value scale: highest out-of-scope recall with at most `budget` of the reference flagged,
-    the lowest such threshold on ties. Returns (threshold, in-scope flagged share, out-of-scope recall)."""
+def _choose_threshold(reference: np.ndarray, oos_raw: np.ndarray, budget: float,
+                      weights: np.ndarray | None = None) -> tuple[float, float, float]:
+    """Threshold on the p-value scale: highest out-of-scope recall (weighted by `weights` when given) with at most
+    `budget` of the reference flagged, the lowest such threshold on ties. Returns (threshold, in-scope flagged
+    share, out-of-scope recall)."""
     n = len(reference)
     if n == 0:
         return 0.0, 0.0, float("nan")
@@ -245,9 +255,12 @@ def _choose_threshold(reference: np.ndarray, oos_raw: np.ndarray, budget: float)
     if len(oos_raw) == 0:
         t = float(j_max)
         return t, float(np.mean(p_in < t)), float("nan")
-    p_oos = np.sort(_pvalues(reference, oos_raw))
+    p_oos = _pvalues(reference, oos_raw)
+    order = np.argsort(p_oos, kind="stable")
+    p_oos = p_oos[order]
+    w = np.full(len(p_oos), 1.0 / len(p_oos)) if weights is None else weights[order] / weights.sum()
     cand = allowed
-    recall = np.searchsorted(p_oos, cand, side="left") / len(p_oos)
+    recall = np.concatenate([[0.0], np.cumsum(w)])[np.searchsorted(p_oos, cand, side="left")]
     best = recall.max()
     t = float(cand[np.flatnonzero(recall >= best - 1e-12)[0]])
     return t, float(np.mean(p_in < t)), float(best)
@@ -492,18 +505,19 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
             ref = {n: r[v_in] for n, r in raw.items()}
             ok = v_proba[v_in].argmax(axis=1) == v_y[v_in]
             method = "validation"
+            weights: np.ndarray | None = None
             if (~v_in).any():
                 oos = {n: r[~v_in] for n, r in raw.items()}
                 source = "known"
             else:  # score chosen on the inner folds' (pseudo) out-of-scope, threshold on the validation file
                 assert folds is not None
                 self._combine(folds["ref"], folds["oos"])
-                names = [self._pick(folds["ref"], folds["oos"], names, folds["source"])[0]]
-                oos = folds["oos"]
+                names = [self._pick(folds["ref"], folds["oos"], names, folds["source"], folds["weights"])[0]]
+                oos, weights = folds["oos"], folds["weights"]
                 source = folds["source"]
         else:
             assert folds is not None
-            t, ref, ok, oos = folds["t"], folds["ref"], folds["ok"], folds["oos"]
+            t, ref, ok, oos, weights = folds["t"], folds["ref"], folds["ok"], folds["oos"], folds["weights"]
             source = folds["source"]
             method = "refit" if fixed_threshold is not None else "inner_folds"
         components = self._combine(ref, oos)
@@ -514,7 +528,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.word_vectorizer_, self.char_vectorizer_, self.svm_ = final.word, final.char, final.svm
         self.n_features_in_ = final.svm.coef_.shape[1]
-        score, cands = self._pick(ref, oos, names, source)
+        score, cands = self._pick(ref, oos, names, source, weights)
         self.oos_components_ = components if score in COMBINED else {}
         self.oos_reference_ = np.sort(np.asarray(ref[score], dtype=np.float64))
         if fixed_threshold is not None:
@@ -523,7 +537,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
             rec = float("nan")
         else:
             thr, flagged, rec = _choose_threshold(self.oos_reference_, oos.get(score, np.zeros(0)),
-                                                  self.max_in_scope_flagged)
+                                                  self.max_in_scope_flagged, weights)
         accepted = _pvalues(self.oos_reference_, ref[score]) >= thr
         n_oos = len(oos.get(score, ()))
         self.oos_calibration_ = OOSCalibration(
@@ -552,7 +566,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         return components
 
     def _pick(self, ref: dict[str, np.ndarray], oos: dict[str, np.ndarray], names: Sequence[str],
-              source: str) -> tuple[str, dict[str, float]]:
+              source: str, weights: np.ndarray | None = None) -> tuple[str, dict[str, float]]:
         """The score with the highest out-of-scope recall at the budget (first in OOS_SCORES order on ties).
 
         Without known out-of-scope examples the choice is among PSEUDO_OOS_SCORES when available: held-out intents
@@ -563,7 +577,8 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         for n in names:
             if n not in ref or len(ref[n]) == 0:
                 continue
-            cands[n] = _choose_threshold(np.sort(ref[n]), oos.get(n, np.zeros(0)), self.max_in_scope_flagged)[2]
+            cands[n] = _choose_threshold(np.sort(ref[n]), oos.get(n, np.zeros(0)), self.max_in_scope_flagged,
+                                         weights)[2]
         if not cands:
             return names[-1] if names else "proba", cands
         allowed = [n for n in cands if "known" in source or n in PSEUDO_OOS_SCORES] or list(cands)
@@ -652,10 +667,18 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         pseudo_raw = raw(ps_scores, ps_emb, ps_stats)
         oos = {n: np.concatenate([known.get(n, np.zeros(0)), pseudo_raw.get(n, np.zeros(0))])
                for n in known}
+        # Known out-of-scope rows and held-out intents weigh half each: a few real examples count as much as the
+        # many pseudo ones.
+        n_known = len(next(iter(known.values()), ()))
+        n_pseudo = len(next(iter(pseudo_raw.values()), ()))
+        weights = None
+        if n_known and n_pseudo:
+            weights = np.concatenate([np.full(n_known, 0.5 / n_known), np.full(n_pseudo, 0.5 / n_pseudo)])
         source = {(True, True): "known + pseudo", (True, False): "known",
                   (False, True): "pseudo (held-out intents)", (False, False): "none"}[
             (bool(known_scores), bool(ps_scores))]
-        return {"t": t, "ref": raw(in_scores, in_emb, in_stats), "ok": ok, "oos": oos, "source": source}
+        return {"t": t, "ref": raw(in_scores, in_emb, in_stats), "ok": ok, "oos": oos, "source": source,
+                "weights": weights}
 
     # ---- inference ----
 
