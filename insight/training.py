@@ -296,7 +296,7 @@ def train_router(
     *, log: EventLog, tickets: pd.DataFrame | None = None, features: list[str] | None = None,
     registry: ModelRegistry | None = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
     params: dict[str, Any] | None = None, team_labels: Mapping[str, str] | None = None,
-    live_memory: bool = False, refit: bool | None = None,
+    live_memory: bool = True, refit: bool | None = None,
 ) -> TrainedModel:
     """Train the resolving-team router on the oldest cases; score the newest against the trivial rules.
 
@@ -306,10 +306,12 @@ def train_router(
     the regression and the regression with stacked evidence (TeamRouter), and the metrics say what won and warn
     when the learned model does not beat the best rule.
 
-    Memory of resolutions (history evidence): `live_memory=False` (what the service runs unless it feeds
-    resolutions to `TeamRouter.observe()`) scores the test cases with the memory frozen when the training cases
-    end; `accuracy` is that figure and `accuracy_live_memory` the one with each test case seeing the resolutions
-    known before its creation. `live_memory=True` swaps the headline. Then, unless `refit=False` (default: refit
+    Memory of resolutions (history evidence): `live_memory=True` (the service feeds resolutions from ticket events
+    to `TeamRouter.observe()`, routing.live_memory) chooses and weighs with each validation case seeing the
+    resolutions known before its creation, and `accuracy` is the test figure with the memory fed the same way
+    (`accuracy_live_memory`); `live_memory=False` (a deployment that sends no resolve events) does both with the
+    memory frozen when the training cases end (`accuracy_frozen_memory`). Both figures are always reported and
+    `memory` names the headline. Then, unless `refit=False` (default: refit
     when saving), the deployed router is refitted on every labelled case with the selected configuration, its
     memory holding every resolution; metadata `extra` records what was evaluated and that it was refitted.
     """

@@ -348,8 +348,9 @@ def train_router_cmd(
     )] = True,
     live_memory: Annotated[bool, typer.Option(
         "--live-memory/--frozen-memory", help="Whether the deployment feeds resolutions to the router's memory as "
-        "they arrive: chooses how validation and the headline `accuracy` treat the history evidence (frozen = "
-        "as it stood when training ended).")] = False,
+        "they arrive (the service does when it receives resolve / close events with a team): chooses how "
+        "validation and the headline `accuracy` treat the history evidence (frozen = as it stood when training "
+        "ended).")] = True,
 ) -> None:
     """Train the resolving-team router (labels mined from the log) against the trivial rules (first team, majority
     given the first team, majority), choose on validation, report the test split, refit on all cases and save."""

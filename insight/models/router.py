@@ -222,9 +222,10 @@ class TeamRouter:
     categorical attribute, which teams resolved earlier tickets with the same value (decayed counts as a lift
     over the prior, the most recent team, and whether the value names the team). `fit` then needs each row's
     creation and resolution time; the memory of resolutions is kept (`history_`) and grows with `observe()`.
-    `live_memory` says how the deployment runs the memory and so how validation simulates it: False (frozen:
-    nothing calls `observe()` after training) = every validation row sees the resolutions known when the
-    fitting rows end; True = each sees the resolutions known before it was created.
+    `live_memory` says how the deployment runs the memory and so how validation simulates it: True (the service
+    feeds resolutions from ticket events to `observe()`, routing.live_memory) = each validation row sees the
+    resolutions known before it was created; False (frozen: nothing calls `observe()` after training) = every
+    validation row sees the resolutions known when the fitting rows end.
     """
 
     def __init__(
@@ -245,7 +246,7 @@ class TeamRouter:
         history_tau_days: float | None = 14.0,
         strategy: str | None = None,
         first_team: str | None = _AUTO,
-        live_memory: bool = False,
+        live_memory: bool = True,
         keep_candidates: bool = False,
     ) -> None:
         self.categorical = categorical
@@ -438,6 +439,7 @@ class TeamRouter:
             raise InvalidInput("router fit: no rows")
         self.cat_, self.num_ = self._columns(X)
         X = X.reset_index(drop=True)
+        self.__dict__.pop("match_keys_", None)  # a refit chooses them again
         self.first_team_ = self._first_team_column(X, y_arr)
         candidates = self._candidates()
         if self.strategy is not None and self.strategy not in candidates:

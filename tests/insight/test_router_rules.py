@@ -118,9 +118,13 @@ def test_rule_router_with_history_reports_frozen_and_live_memory(rule_log: Event
     from insight.training import train_router
 
     m = train_router(log=rule_log, features=FEATURES, seed=3, params={**FAST, "history": True}).metrics
-    assert m["memory"] == "frozen" and m["accuracy"] == m["accuracy_frozen_memory"]
-    assert "accuracy_live_memory" in m and "model+history" in m["validation"]
+    assert m["memory"] == "live" and m["accuracy"] == m["accuracy_live_memory"]  # the service feeds the memory
+    assert "accuracy_frozen_memory" in m and "model+history" in m["validation"]
     assert m["accuracy"] >= m["baseline_majority_given_first_team_accuracy"]
+    fz = train_router(log=rule_log, features=FEATURES, seed=3, params={**FAST, "history": True},
+                      live_memory=False).metrics
+    assert fz["memory"] == "frozen" and fz["accuracy"] == fz["accuracy_frozen_memory"]
+    assert fz["accuracy"] >= fz["baseline_majority_given_first_team_accuracy"]
 
 
 def test_saved_rule_router_is_refitted_and_ranks_one_live_ticket(rule_log: EventLog, tmp_path) -> None:
@@ -171,7 +175,7 @@ def test_cli_metrics_out_has_the_documented_names(rule_log: EventLog, tmp_path) 
     for name in ("accuracy", "accuracy_reassigned", "baseline_first_team_accuracy",
                  "baseline_majority_given_first_team_accuracy", "baseline_majority_accuracy"):
         assert 0.0 <= m[name] <= 1.0, name
-    assert m["selected"] in m["validation"] and m["memory"] == "frozen"
+    assert m["selected"] in m["validation"] and m["memory"] == "live"
     assert m["accuracy"] >= m["baseline_majority_given_first_team_accuracy"]
     r = CliRunner().invoke(app, ["train", "router", str(path), "--features", "group,nope", "--no-save"])
     assert r.exit_code == 2 and "nope" in r.output
