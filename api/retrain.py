@@ -429,7 +429,7 @@ def apply_result(settings: Settings, job: RetrainJob, result: dict[str, Any]) ->
     decision = job.gate.get("decision")
     verdicts = {t: g.get("verdict") for t, g in job.gate.get("tasks", {}).items()}
     accepted = decision == "accepted"
-    why = f"retrain job {job.id}: " + (job.options.reason or "")
+    why = f"retrain job {job.id}: " + (f"{job.options.reason}; " if job.options.reason else "")
     if not accepted and not job.options.force:
         for m in job.models:
             if m.get("version"):
@@ -682,7 +682,16 @@ def _load_champions(reg: Any, tasks: list[str], embedder: Any) -> tuple[dict[str
     return champions, broken
 
 
-def _admit_labels(tickets: Any, team_labels: dict[str, str], log: Any, champions: dict[str, Any],
+def _live_classes(reg: Any, task: str) -> set[str] | None:
+    """Classes of the task's live model from its metadata (None when there is no readable live model)."""
+    try:
+        live = reg.live_version(task)
+        return {str(c) for c in reg.read_metadata(task, live).classes} if live else None
+    except DeskpilotError:
+        return None
+
+
+def _admit_labels(tickets: Any, team_labels: dict[str, str], log: Any, live: dict[str, set[str] | None],
                   declared: dict[str, list[str]], min_examples: int) -> dict[str, Any]:
     """Keep the labels training may use (in place); returns what was held back or dropped, and why.
 
@@ -704,24 +713,24 @@ def _admit_labels(tickets: Any, team_labels: dict[str, str], log: Any, champions
         return "dropped"
 
     if tickets is not None and "intent" in tickets.columns:
-        champ = champions.get(TASK_INTENT)
-        known = {str(c) for c in getattr(champ.model, "classes_", [])} | set(OOS_LABELS) if champ else set(OOS_LABELS)
+        classes = live.get(TASK_INTENT)
+        known = (classes or set()) | set(OOS_LABELS)
         counts = tickets["intent"].dropna().astype(str).value_counts()
         for label, count in counts.items():
-            v = verdict(str(label), int(count), known, set(declared.get("intent", [])), champ is None)
+            v = verdict(str(label), int(count), known, set(declared.get("intent", [])), classes is None)
             if v is not None:
                 report[v][f"intent:{label}"] = int(count)
                 tickets.loc[tickets["intent"].astype(str) == label, "intent"] = None
     if team_labels:
-        champ = champions.get(TASK_ROUTER)
-        known = {str(c) for c in getattr(champ.model, "classes_", [])} if champ else set()
+        classes = live.get(TASK_ROUTER)
+        known = set(classes or set())
         if log is not None and log.has(GROUP):
             known |= set(log.df[GROUP].dropna().astype(str).unique())
         team_counts: dict[str, int] = {}
         for team in team_labels.values():
             team_counts[team] = team_counts.get(team, 0) + 1
         for team, count in team_counts.items():
-            v = verdict(team, count, known, set(declared.get("team", [])), champ is None and not known)
+            v = verdict(team, count, known, set(declared.get("team", [])), classes is None and not known)
             if v is not None:
                 report[v][f"team:{team}"] = count
                 for case in [c for c, t in team_labels.items() if t == team]:
@@ -823,7 +832,8 @@ def train_in_process(payload: dict[str, Any]) -> dict[str, Any]:
     failed: dict[str, str] = {}
     labels: dict[str, Any] = {}
     champions, broken = _load_champions(reg, tasks, embedder)
-    labels["admission"] = _admit_labels(tickets, team_labels, data_log, champions, payload["declared"],
+    live_classes = {t: _live_classes(reg, t) for t in (TASK_INTENT, TASK_ROUTER)}
+    labels["admission"] = _admit_labels(tickets, team_labels, data_log, live_classes, payload["declared"],
                                         int(payload["min_class_examples"]))
     if tickets is not None and "intent" in tickets.columns:
         labels["intent"] = {str(k): int(v) for k, v in tickets["intent"].value_counts().items()}
@@ -905,8 +915,12 @@ def train_in_process(payload: dict[str, Any]) -> dict[str, Any]:
         if task not in challengers:
             continue
         entry: dict[str, Any] = {"challenger_version": challengers[task].version}
-        if task not in champions:
-            entry.update(verdict="new", reason=broken.get(task, "no live model to compare with"), metrics={})
+        if task in broken:
+            # A live model exists but cannot be read here: nothing to compare with, so no automatic swap.
+            entry.update(verdict=gate.FAIL, metrics={}, reason=f"the live model could not be loaded for the "
+                         f"comparison ({broken[task]}); an admin may promote the challenger (force)")
+        elif task not in champions:
+            entry.update(verdict="new", reason="no live model to compare with", metrics={})
         else:
             entry["champion_version"] = champions[task].metadata.version
             try:
