@@ -191,7 +191,7 @@ def _frame(log: Any) -> pd.DataFrame:
 _TRACE_ID_NAMES = frozenset({"caseid", "case", "caseconceptname", "conceptname", "trace", "traceid", "tracename",
                              "traceconceptname", "caseindex", "traceindex", "sourcecaseid"})
 _TRACE_COUNT_NAMES = frozenset({"events", "nevents", "numevents", "eventcount", "eventscount", "nofevents",
-                                "numberofevents", "tracelength", "caselength", "length", "caselen", "tracelen"})
+                                "numberofevents", "tracelength", "caselength", "caselen", "tracelen"})
 # A value-to-variant correspondence is only evidence when variants repeat and there are a few of them.
 _MIN_VARIANT_VALUES = 3
 
