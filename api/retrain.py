@@ -937,8 +937,9 @@ def train_in_process(payload: dict[str, Any]) -> dict[str, Any]:
                  f"(lower bound {e['metrics'][m]['lower_bound']:+.4f})"
                  for t, e in gate_tasks.items() for m in e.get("metrics", {})
                  if e["metrics"][m].get("verdict") == gate.FAIL]
-        decision, reason = "rejected", "challenger worse than the live model beyond the tolerance: " + "; ".join(
-            worse or [e.get("reason", "") for e in gate_tasks.values() if e["verdict"] == gate.FAIL])
+        decision, reason = "rejected", ("challenger worse than the live model beyond the tolerance: " + "; ".join(
+            worse) if worse else "; ".join(e.get("reason", "") for e in gate_tasks.values()
+                                           if e["verdict"] == gate.FAIL))
     elif verdicts and all(v == gate.TOO_FEW for v in verdicts.values()):
         decision, reason = "rejected", (f"too few evaluation cases to tell ({n_new} case(s) newer than the live "
                                         f"models' training; at least {rule.min_cases} labelled needed per metric)")
