@@ -37,6 +37,7 @@ MAX_RISK = 0.3
 
 def _run(res: Results, name: str, *, log: Any, tickets: Any, features: list[str] | None,
          router_params: dict[str, Any] | None) -> None:
+    from insight.errors import InvalidInput
     from insight.models.misroute import MisrouteModel, probability_scores
     from insight.training import misroute_proxy, router_table
 
@@ -48,8 +49,12 @@ def _run(res: Results, name: str, *, log: Any, tickets: Any, features: list[str]
     cols = cats + ([text_col] if text_col else [])
     y_tr = train["misrouted"].astype(bool).to_numpy()
     y_te = test["misrouted"].astype(bool).to_numpy()
-    with timer() as t:
-        model = MisrouteModel(categorical=cats, text=text_col, seed=SEED).fit(train[cols], y_tr)
+    try:
+        with timer() as t:
+            model = MisrouteModel(categorical=cats, text=text_col, seed=SEED).fit(train[cols], y_tr)
+    except InvalidInput as exc:  # e.g. a log whose teams almost never pass a ticket on: nothing to learn
+        res.add("misroute risk", data, "not trained", exc.message)
+        return
     fit_s = t()
     p = model.predict_proba(test[cols])
     with timer() as t:
