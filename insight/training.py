@@ -2,7 +2,10 @@
 
 Protocol: cases are split by start time (train on the oldest 80 %, test on the newest 20 %); validation for early
 stopping and hyper-parameters is carved from the training part only; every prefix of every test case is scored.
-The saved model is the one that was evaluated (trained on the training part), so its metrics describe it exactly.
+After scoring, the saved model is refitted on all the data (train + test) with the settings chosen on validation
+(the number of boosting rounds, the router's strategy, the intent model's out-of-scope score and flag budget); its
+metadata records both what was evaluated (`metrics`, `extra.evaluated_on`) and that it was refitted
+(`extra.refit_on_all_data`), so the figures describe the evaluated model and the deployed one saw the newest data.
 """
 
 from __future__ import annotations
