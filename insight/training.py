@@ -476,14 +476,15 @@ def train_misroute(
     *, log: EventLog, tickets: pd.DataFrame | None = None, features: list[str] | None = None,
     registry: ModelRegistry | None = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
     params: dict[str, Any] | None = None, router_params: dict[str, Any] | None = None, proxy: bool = True,
-    team_labels: Mapping[str, str] | None = None,
+    team_labels: Mapping[str, str] | None = None, refit: bool = True,
 ) -> TrainedModel:
     """Misroute risk (insight.models.misroute): calibrated P(mined `misrouted`) from what the router reads.
 
     Split by creation time like the router (oldest cases train, newest `test_fraction` test); the model calibrates
     on the newest slice of its training part. Test metrics: Brier / AUC / log loss / calibration error, next to
     the training base rate as a constant and (with `proxy`) `1 - p(best team)` of a router fitted on the same
-    training cases with `router_params`. The saved model is the evaluated one.
+    training cases with `router_params`. With `refit`, the saved model is then fitted on every labelled case with
+    the C and calibration map kind chosen on validation (it calibrates on the newest slice of all the cases).
     """
     from insight.models.misroute import MisrouteModel, probability_scores
 
@@ -506,11 +507,20 @@ def train_misroute(
     if proxy:
         p = misroute_proxy(train, test, cols, cats, text_col, seed=seed, params=router_params)
         metrics["baseline_one_minus_team_probability"] = probability_scores(y_test, p).to_dict()
-    ref = _save(registry, model, task=TASK_MISROUTE, metrics=metrics, features=cols, classes=["misrouted"],
-                train_df=train[["misrouted"]].astype(bool), hyper=model.get_params(), promote=promote,
-                window=[str(train["created_at"].min()), str(train["created_at"].max())],
-                extra={"label": "misrouted", "text_column": text_col, "categorical": cats})
-    return _trained(TASK_MISROUTE, metrics, ref, model)
+    deployed, fitted_on = model, train
+    if refit:
+        chosen = {**(params or {}), "C": model.C_, "calibration": model.calibration_}
+        deployed = MisrouteModel(categorical=cats, text=text_col, seed=seed, **chosen).fit(
+            table[cols], table["misrouted"].astype(bool).to_numpy())
+        fitted_on = table
+    ref = _save(registry, deployed, task=TASK_MISROUTE, metrics=metrics, features=cols, classes=["misrouted"],
+                train_df=fitted_on[["misrouted"]].astype(bool), hyper=deployed.get_params(), promote=promote,
+                window=[str(fitted_on["created_at"].min()), str(fitted_on["created_at"].max())],
+                extra={"label": "misrouted", "text_column": text_col, "categorical": cats,
+                       "evaluated_on": f"newest {n_test} of {len(table)} cases by creation time",
+                       "refit_on_all_data": bool(refit), "n_cases_evaluated_train": len(train),
+                       "n_cases_refit": len(fitted_on) if refit else None})
+    return _trained(TASK_MISROUTE, metrics, ref, deployed)
 
 
 class _MemoEmbedder:

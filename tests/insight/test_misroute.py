@@ -21,7 +21,7 @@ def sim3k() -> Any:
 
 
 def test_misroute_model_ranks_and_is_calibrated_on_newer_tickets(sim3k: Any) -> None:
-    tm = train_misroute(log=sim3k.log, tickets=sim3k.tickets, seed=7, proxy=False)
+    tm = train_misroute(log=sim3k.log, tickets=sim3k.tickets, seed=7, proxy=False, refit=False)
     m = tm.metrics["model"]
     base = tm.metrics["baseline_base_rate"]
     assert m["n"] == 600 and 0.05 < m["positive_rate"] < 0.5
@@ -70,3 +70,17 @@ def test_too_few_cases_is_a_clear_error(sim3k: Any) -> None:
     with pytest.raises(InvalidInput, match="calibration"):
         MisrouteModel(categorical=cats, text=text, calibration="magic").fit(
             table[cats + [text]], table["misrouted"].astype(bool))
+
+
+def test_deployed_model_is_refitted_on_every_case_with_the_chosen_settings(sim3k: Any, tmp_path: Any) -> None:
+    from insight.models.registry import ModelRegistry
+
+    reg = ModelRegistry(tmp_path / "registry")
+    evaluated = train_misroute(log=sim3k.log, tickets=sim3k.tickets, seed=7, proxy=False, refit=False)
+    deployed = train_misroute(log=sim3k.log, tickets=sim3k.tickets, seed=7, proxy=False, registry=reg)
+    assert deployed.metrics["model"] == evaluated.metrics["model"]  # the figures describe the evaluated model
+    assert deployed.model.C_ == evaluated.model.C_ and deployed.model.calibration_ == evaluated.model.calibration_
+    meta = reg.read_metadata("misroute", deployed.version or "")
+    assert meta.extra["refit_on_all_data"] is True and meta.extra["n_cases_refit"] == 3000
+    assert meta.extra["n_cases_evaluated_train"] == 2400 and "newest 600" in meta.extra["evaluated_on"]
+
