@@ -34,8 +34,9 @@ BundleLoader = Callable[[Settings, Any], Any]
 API_DESCRIPTION = """deskpilot routes new support tickets (intent, team, risks, a decision and its reasons), keeps the
 live event log, re-triages when a customer message changes the intent, records agent feedback, assists agents (next-best
 actions ranked by their expected effect, articles, a grounded draft), serves the knowledge hub and the mined insight,
-and retrains its models from its own data (`POST /v1/models/retrain`: agents' corrections become labels) with a hot
-swap. Authenticate with `Authorization: Bearer <key>` (create keys with `deskpilot keys create --role ROLE --name
+and retrains its models from its own data (`POST /v1/models/retrain`: agents' corrections become labels), swapping a
+retrained model in only when it is not worse than the live one on the newest cases (rollback:
+`POST /v1/models/{task}/rollback`). Authenticate with `Authorization: Bearer <key>` (create keys with `deskpilot keys create --role ROLE --name
 NAME`). Every error has the body `{"detail", "code"}`; heavy endpoints (assist, knowledge gaps) answer 503
 `overloaded` with a `Retry-After` header when at capacity instead of queueing without bound."""
 
