@@ -33,7 +33,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 # Each writes bench/results/<name>.json; the README's benchmark tables are then regenerated from those files.
-BENCHES := ingest simulate mining retrieval retrieval_signals predictors_intent misroute service
+BENCHES := ingest simulate mining retrieval retrieval_signals predictors_intent misroute loop service
 PREDICTOR_PARTS := prefix router
 
 bench: $(STAMP)

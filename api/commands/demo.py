@@ -49,7 +49,11 @@ def _demo_key(settings: Settings) -> str:
         return settings.bootstrap_admin_key.get_secret_value()
     if path.is_file():
         return path.read_text().strip()
-    secret = "dp_" + secrets.token_urlsafe(24)
+    from api.auth import KEY_PREFIX
+
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)  # shaped like every other key, so the log scrubber knows it
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
     path.write_text(secret + "\n")
     path.chmod(0o600)
     return secret
