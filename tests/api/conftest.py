@@ -87,3 +87,26 @@ def new_id(prefix: str = "T") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], *,
+            env: dict[str, str]) -> tuple[int, str, str]:
+    """Run `deskpilot ARGV` in this process through its real entry point (`api.cli.main`, error boundary included)
+    with the DESKPILOT_* variables in `env`; returns (exit code, stdout, stderr)."""
+    import sys
+
+    from api import cli
+    from api.settings import get_settings
+
+    for name, value in {"DESKPILOT_LOG_LEVEL": "WARNING", **env}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", ["deskpilot", *argv])
+    get_settings.cache_clear()
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        get_settings.cache_clear()
+    out, err = capfd.readouterr()
+    return code, out, err
+

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import gzip
-import sys
 from pathlib import Path
 
 import pytest
 
-from api import cli
-from api.settings import get_settings
+from tests.api.conftest import run_cli
 
 XES_BOTH_TIMESTAMPS = """<?xml version="1.0" encoding="UTF-8"?>
 <log xes.version="1.0">
@@ -21,22 +19,6 @@ XES_BOTH_TIMESTAMPS = """<?xml version="1.0" encoding="UTF-8"?>
 </trace>
 </log>
 """
-
-
-def _run(argv: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], home: Path
-         ) -> tuple[int, str]:
-    monkeypatch.setenv("DESKPILOT_HOME", str(home))
-    monkeypatch.setenv("DESKPILOT_LOG_LEVEL", "WARNING")
-    monkeypatch.setattr(sys, "argv", ["deskpilot", *argv])
-    get_settings.cache_clear()
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        get_settings.cache_clear()
-    return code, capfd.readouterr().err
 
 
 @pytest.fixture()
@@ -66,7 +48,8 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
 def test_bad_file_is_one_line_and_exit_2(command: list[str], name: str, says: str, bad_files: dict[str, Path],
                                          monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
                                          tmp_path: Path) -> None:
-    code, err = _run([*command, str(bad_files[name])], monkeypatch, capfd, tmp_path / "home")
+    code, _, err = run_cli([*command, str(bad_files[name])], monkeypatch, capfd,
+                           env={"DESKPILOT_HOME": str(tmp_path / "home")})
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2, err
     assert len(lines) == 1 and "Traceback" not in err, err

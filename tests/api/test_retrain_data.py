@@ -11,6 +11,7 @@ from api.app import _import_tables, make_engine
 from api.retrain import _memory_tickets, read_training_data
 from api.settings import Settings
 from insight.models.registry import ModelRegistry
+from tests.api.conftest import run_cli
 from tests.routing.test_dataset import store_sim
 
 
@@ -58,27 +59,12 @@ def test_the_memory_gets_history_and_resolved_live_tickets_only(home):
 
 
 def test_cli_retrain_runs_the_gated_job_and_records_it(home, monkeypatch, capfd):
-    import sys
-
-    from api import cli
     from api.retrain import RetrainManager
-    from api.settings import get_settings
 
     path, engine, _, _ = home
-    monkeypatch.setenv("DESKPILOT_HOME", str(path))
-    monkeypatch.setenv("DESKPILOT_DATABASE_URL", f"sqlite:///{path / 'db.sqlite'}")
-    monkeypatch.setenv("DESKPILOT_LOG_LEVEL", "WARNING")
-    monkeypatch.setattr(sys, "argv", ["deskpilot", "models", "retrain", "--tasks", "next_activity",
-                                      "--evaluate-only", "--no-embeddings"])
-    get_settings.cache_clear()
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        get_settings.cache_clear()
-    out = capfd.readouterr().out
+    code, out, _ = run_cli(["models", "retrain", "--tasks", "next_activity", "--evaluate-only", "--no-embeddings"],
+                           monkeypatch, capfd,
+                           env={"DESKPILOT_HOME": str(path), "DESKPILOT_DATABASE_URL": f"sqlite:///{path / 'db.sqlite'}"})
     assert code == 0, out
     assert "succeeded (done (evaluated only" in out and "gate accepted: no live model to compare with" in out
     job = RetrainManager(engine, path / "registry").recent()[0]

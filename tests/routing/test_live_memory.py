@@ -4,54 +4,31 @@ same database (another worker) sees it too. SQLite file and, when reachable, Pos
 
 from __future__ import annotations
 
-import os
 import pickle
 import uuid
-from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, text
 from sqlmodel import Session, select
 
 from api.settings import Settings
 from routing.live_memory import resolution_kind, sync_router_memory
 from routing.models import RouterResolution
 from routing.triage import ModelBundle
-from tests.api.conftest import postgres_url, start_api
+from tests.api.conftest import start_api
 from tests.routing.conftest import SimRouting
 from tests.routing.tiny_triage import train_tiny_bundle
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLite file, or a fresh schema on the test PostgreSQL (tests/conftest.py: pg_schema_url)."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    url = postgres_url()
-    admin = create_engine(url, connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:  # no server, no driver, no auth: no PostgreSQL here
-        admin.dispose()
-        if os.environ.get("DESKPILOT_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL not reachable at {url}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {url}")
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    return str(request.getfixturevalue("pg_schema_url"))
 
 
 def _bundle(sim: SimRouting) -> ModelBundle:
