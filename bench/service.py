@@ -126,11 +126,24 @@ def triage_available() -> bool:
 
 
 def ensure_trained(home: Path, quantize: str = "none") -> None:
-    """Simulate, mine, train and load the KB into `home` (the `deskpilot demo` pipeline) when nothing is trained."""
+    """Simulate, mine, train and load the KB into `home` (the `deskpilot demo` pipeline) when nothing is trained, or
+    when what is stored was trained by other code (the registry refuses such artifacts)."""
+    import shutil
+
+    from insight.errors import ModelArtifactError
     from insight.models.registry import ModelRegistry
 
-    if ModelRegistry(home / "registry").tasks():
-        return
+    reg = ModelRegistry(home / "registry")
+    if reg.tasks():
+        try:
+            for task in reg.tasks():
+                if reg.live_version(task) is not None:
+                    reg.check_versions(reg.read_metadata(task, reg.live_version(task) or ""), task)
+            return
+        except ModelArtifactError as exc:
+            print(f"{home} holds models from other code ({exc}); training again", flush=True)
+            shutil.rmtree(home)
+            home.mkdir(parents=True)
     print(f"preparing {home}: simulate, mine, train, load the KB (the demo pipeline) ...", flush=True)
     from api.commands.demo import run_pipeline
     from api.settings import Settings
