@@ -110,3 +110,17 @@ def run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.Capt
     out, err = capfd.readouterr()
     return code, out, err
 
+
+def wait_for_retrain(api: Api, job_id: str, timeout: float = 600) -> dict[str, Any]:
+    """Poll GET /v1/models/retrain/{job_id} until the job leaves queued / running; its final JSON."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = api.client.get(f"/v1/models/retrain/{job_id}", headers=api.h("analyst"))
+        assert r.status_code == 200, r.text
+        if r.json()["status"] not in ("queued", "running"):
+            return dict(r.json())
+        time.sleep(0.25)
+    raise AssertionError(f"retrain job {job_id} did not finish in {timeout} s")
+

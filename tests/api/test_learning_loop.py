@@ -9,7 +9,6 @@ answers exactly.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -17,24 +16,13 @@ from sqlmodel import Session, col, select
 
 from api.auth import AuditLog
 from api.settings import Settings
-from tests.api.conftest import Api, new_id, start_api
+from tests.api.conftest import Api, new_id, start_api, wait_for_retrain
 from tests.routing.test_dataset import store_sim
 
 pytestmark = pytest.mark.slow  # three router trainings (live model, rejected challenger, forced one)
 
 N_HISTORY = 400
 FAST = {"use_embeddings": False}
-
-
-def _wait(api: Api, job_id: str, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = api.client.get(f"/v1/models/retrain/{job_id}", headers=api.h("analyst"))
-        assert r.status_code == 200, r.text
-        if r.json()["status"] not in ("queued", "running"):
-            return dict(r.json())
-        time.sleep(0.25)
-    raise AssertionError(f"retrain job {job_id} did not finish in {timeout} s")
 
 
 def _probe(sim: Any, n: int = 25) -> list[dict[str, Any]]:
@@ -119,7 +107,7 @@ def test_worse_challenger_is_rejected_and_routing_is_unchanged(warm_api, sim_sma
     r = api.client.post("/v1/models/retrain", json={"tasks": ["router", "next_activity"], **FAST},
                         headers=api.h("admin"))
     assert r.status_code == 202, r.text
-    done = _wait(api, r.json()["job_id"])
+    done = wait_for_retrain(api, r.json()["job_id"], timeout=300)
     assert done["status"] == "rejected", done
     assert done["data"]["history_cases"] == 0 and done["data"]["history_source"] == "none"  # live tickets only
     # The declared intent has one correction: held back from training until it has retrain_min_class_examples.
@@ -153,7 +141,7 @@ def test_forced_swap_is_audited_and_rollback_restores_the_answers_exactly(warm_a
     live_router = before[0]["model_versions"]["router"]
     r = api.client.post("/v1/models/retrain", headers=api.h("admin"), json={
         "tasks": ["router"], "force": True, "reason": "test: forced over the gate", **FAST})
-    done = _wait(api, r.json()["job_id"])
+    done = wait_for_retrain(api, r.json()["job_id"], timeout=300)
     assert done["status"] == "succeeded" and done["gate"]["decision"] == "rejected", done
     new_router = done["promoted"]["router"]
     assert new_router != live_router and done["serving"]["router"] == new_router

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, get_args
+from typing import get_args
 
 import pytest
 from sqlmodel import Session, col, select
@@ -15,23 +15,12 @@ from api.auth import AuditLog
 from api.retrain import RETRAIN_TASKS
 from api.settings import Settings
 from api.views.models import RetrainTask
-from tests.api.conftest import Api, new_id, start_api
+from tests.api.conftest import Api, new_id, start_api, wait_for_retrain
 from tests.routing.test_dataset import store_sim
 
 INTENTS = ("password reset", "invoice copy", "order status")
 PER_INTENT = 12
 FAST = ["intent", "next_activity", "remaining_time", "step_outcomes"]
-
-
-def _wait(api: Api, job_id: str, timeout: float = 600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = api.client.get(f"/v1/models/retrain/{job_id}", headers=api.h("analyst"))
-        assert r.status_code == 200, r.text
-        if r.json()["status"] not in ("queued", "running"):
-            return dict(r.json())
-        time.sleep(0.25)
-    raise AssertionError(f"retrain job {job_id} did not finish in {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +69,7 @@ def test_cold_service_retrains_from_its_store_and_swaps_in(cold_api):
     busy = api.client.post("/v1/models/retrain", json={"tasks": ["step_outcomes"]}, headers=api.h("admin"))
     assert busy.status_code == 409 and busy.json()["code"] == "conflict" and job["job_id"] in busy.json()["detail"]
 
-    done = _wait(api, job["job_id"])
+    done = wait_for_retrain(api, job["job_id"])
     assert done["status"] == "succeeded", done
     assert done["data"]["live_tickets"] == 300 and done["data"]["live_cases"] == 300
     assert done["data"]["intent_from_feedback"] == done["data"]["intent_labels"] == len(corrected) == 36
@@ -151,7 +140,7 @@ def test_retrain_swaps_while_clients_keep_routing(cold_api):
                                                         "force": True, "reason": "swap under load"},
                             headers=api.h("admin"))
         assert r.status_code == 202, r.text
-        done = _wait(api, r.json()["job_id"])
+        done = wait_for_retrain(api, r.json()["job_id"])
         time.sleep(0.3)
         stop.set()
         for f in futures:
