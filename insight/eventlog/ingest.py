@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from insight.eventlog.cleaning import TimestampPolicy, clean, load_activity_map
-from insight.eventlog.privacy import apply_privacy
+from insight.eventlog.privacy import apply_privacy, person_columns
 from insight.eventlog.readers import PRESETS, read_log
 from insight.eventlog.schema import RESOURCE, EventLog
 
@@ -29,7 +29,8 @@ def ingest(
 ) -> EventLog:
     """Read, clean and (unless privacy=False) redact and pseudonymize a log; the result carries `.quality`.
 
-    `pseudonymize_columns` defaults to `resource` plus the preset's identifier columns (e.g. caller_id).
+    `pseudonymize_columns` defaults to `resource`, the preset's identifier columns (e.g. caller_id) and the
+    columns whose name says they hold people (`privacy.person_columns`: "Owner First Name", "requester", …).
     """
     log = read_log(path, mapping=mapping, preset=preset, source_tz=source_tz, dayfirst=dayfirst,
                    na_values=na_values, timestamp_policy=timestamp_policy)
@@ -39,7 +40,8 @@ def ingest(
         attrs = list(log.case_attributes)
         if pseudonymize_columns is None:
             extra = PRESETS[preset].identifier_columns if preset in PRESETS else ()
-            pseudonymize_columns = (RESOURCE, *[c for c in extra if c in log.df.columns])
+            named = [c for c in person_columns(log.df) if c not in extra]
+            pseudonymize_columns = (RESOURCE, *[c for c in extra if c in log.df.columns], *named)
         log = apply_privacy(log, key=pseudonym_key, pseudonymize_columns=pseudonymize_columns,
                             redact_columns=redact_columns)
         log.case_attributes = attrs

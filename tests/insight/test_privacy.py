@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from insight.errors import InvalidInput
 from insight.eventlog import RESOURCE, TIMESTAMP, EventLog, pseudonymize, redact_series, redact_text
-from insight.eventlog.privacy import apply_privacy, iban_ok, luhn_ok
+from insight.eventlog.privacy import apply_privacy, iban_ok, is_person_field, luhn_ok, person_columns
 
 
 @pytest.mark.parametrize(
@@ -119,12 +117,70 @@ def test_each_distinct_value_is_scanned_once(monkeypatch):
     rng = np.random.default_rng(0)
     texts = np.array([f"agent note {i} mail u{i}@x.org" for i in range(2000)], dtype=object)
     s = pd.Series(texts[rng.integers(0, 2000, 500_000)])
-    t0 = time.perf_counter()
     out, counts = redact_series(s)
     tokens = pseudonymize(s, key="k")
-    elapsed = time.perf_counter() - t0
     assert len(calls) == s.nunique() <= 2000
     assert counts.items["email"] == 500_000 and counts.values_changed == 500_000
     assert tokens.nunique() == s.nunique()
-    # generous bound for a shared CI machine; a per-row loop takes several times longer
-    assert elapsed < 10.0, elapsed
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hi Anna, my card was charged twice.\n\nRegards,\nJan de Vries",
+         "Hi [NAME], my card was charged twice.\n\nRegards,\n[NAME]"),
+        ("Dear Mr. Smith, I cannot log in.", "Dear Mr. [NAME], I cannot log in."),
+        ("Hello, my name is Wei Zhang and the app crashes", "Hello, my name is [NAME] and the app crashes"),
+        ("The transfer to Peter Jansen has not arrived yet.", "The transfer to [NAME] has not arrived yet."),
+        ("Thanks, Sophie", "Thanks, [NAME]"),
+        ("Beste mevrouw Jansen, bel me op +31 6 12345678.\nMet vriendelijke groet,\nKees van der Berg",
+         "Beste mevrouw [NAME], bel me op [PHONE].\nMet vriendelijke groet,\n[NAME]"),
+    ],
+)
+def test_person_names_are_redacted(text, expected):
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hi team, the VPN is down since Monday. Thanks",
+        "Dear Sir or Madam, please refund my order.",
+        "Regards, Support Team",
+        "Thanks for your help with the Apple Pay top up",
+        "Hello there, my top up failed in the UK.",
+    ],
+)
+def test_greetings_and_products_are_not_names(text):
+    assert redact_text(text) == text
+
+
+def test_pseudonymizing_twice_gives_the_same_token():
+    s = pd.Series(["anna", None, "bob"])
+    once = pseudonymize(s, key="k", prefix="res")
+    assert once.iloc[1] is None or pd.isna(once.iloc[1])
+    assert pseudonymize(once, key="k", prefix="res").tolist() == once.tolist()
+    # a token of another column's prefix is an identifier like any other
+    assert pseudonymize(once, key="k", prefix="cus").iloc[0] != once.iloc[0]
+
+
+def test_columns_named_for_people_are_found_and_pseudonymized_per_column():
+    assert is_person_field("Owner First Name") and is_person_field("requester_email") and is_person_field("caller_id")
+    assert not any(is_person_field(c) for c in ("Owner Country", "assignment_group", "customer_segment",
+                                                "user_satisfaction", "Product"))
+    df = pd.DataFrame({
+        "case_id": ["c1", "c2"], "activity": ["open", "open"],
+        TIMESTAMP: pd.to_datetime(["2024-01-01", "2024-01-02"], utc=True),
+        "Owner First Name": ["Anna", "Jan"], "Owner Country": ["NL", "BE"],
+        "note": ["Hi Anna, mail me at a@b.nl", "ok"],
+    })
+    log = EventLog(df, name="p")
+    cols = person_columns(log.df)
+    assert cols == ["Owner First Name"]
+    out = apply_privacy(log, key="secret", pseudonymize_columns=(RESOURCE, *cols))
+    assert out.df["Owner First Name"].str.startswith("own_").all()
+    assert out.df["Owner Country"].tolist() == ["NL", "BE"]
+    assert out.df["note"].tolist() == ["Hi [NAME], mail me at [EMAIL]", "ok"]
+    per_column = [f for f in out.quality.fixes if f.name == "redacted_column"]
+    assert [(f.rows, f.detail) for f in per_column] == [(1, "column 'note': email 1, name 1")]
+    assert out.quality.count("redacted_name") == 1
