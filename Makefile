@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck pytest bench bench-tables clean
+.PHONY: run test lint typecheck pytest bench bench-tables clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The web app's browser tests (tests/web) drive Debian's chromium through Playwright (whose own browser download is
+# not reachable); installed here when missing, skipped when present.
+browser:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y chromium || \
+	    { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }; }; } || \
+	  echo "chromium is not installed: tests/web will be skipped (set DESKPILOT_REQUIRE_BROWSER=1 to fail instead)" >&2
 
 test: lint typecheck pytest
 

@@ -70,6 +70,7 @@ def _import_tables() -> None:
     # Table classes must be imported before create_all; knowledge_hub is optional until it lands.
     importlib.import_module("routing.models")
     importlib.import_module("api.auth")
+    importlib.import_module("api.web.accounts")
     with suppress(ImportError):
         importlib.import_module("knowledge_hub.models")
 
@@ -337,6 +338,9 @@ def create_app(
                                                  max_wait_seconds=settings.route_max_wait_seconds)
     install_error_handlers(app)
     _include_views(app)
+    from api.web import mount as mount_web_app
+
+    mount_web_app(app)  # the web pages (api/web): same process, port and services; not in the OpenAPI schema
     # Added last = outermost: latency covers everything, the audit sees refusals, the size check runs first.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuditMiddleware, get_writer=lambda: app.state.audit_writer)

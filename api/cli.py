@@ -24,6 +24,7 @@ def _register_commands() -> None:
     from api.commands import models as models_cmd
     from api.commands import simulate as simulate_cmd
     from api.commands import train as train_cmd
+    from api.commands import users as users_cmd
 
     demo.register(app)
     ingest.register(app)
@@ -31,6 +32,7 @@ def _register_commands() -> None:
     mine_cmd.register(app)
     serve.register(app)
     keys.register(app)
+    users_cmd.register(app)
     kb_cmd.register(app)
     train_cmd.register(app)
     models_cmd.register(app)

@@ -23,18 +23,23 @@ PUBLIC_KEYS = frozenset({"deskpilot-dev-key-change-me"})
 
 def install_pseudonym_key(home: Path) -> str:
     """This install's pseudonym key from HOME/pseudonym.key, generated on first use (readable by the owner only)."""
+    return install_secret(home, "pseudonym.key", "DESKPILOT_PSEUDONYM_KEY", "pseudonym key")
+
+
+def install_secret(home: Path, filename: str, setting: str, what: str) -> str:
+    """A per-install secret from HOME/FILENAME, generated on first use (mode 0600); `setting` overrides it."""
     import os
     import secrets
     import time
 
-    path = home / "pseudonym.key"
+    path = home / filename
     for _ in range(100):
         try:
             key = path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             key = None
         except OSError as exc:
-            raise ValueError(f"cannot read the pseudonym key at {path} ({exc}); set DESKPILOT_PSEUDONYM_KEY") from exc
+            raise ValueError(f"cannot read the {what} at {path} ({exc}); set {setting}") from exc
         if key:
             return key
         if key is None:
@@ -45,13 +50,12 @@ def install_pseudonym_key(home: Path) -> str:
             except FileExistsError:  # another process is creating it: read theirs
                 continue
             except OSError as exc:
-                raise ValueError(f"cannot create the pseudonym key at {path} ({exc}); "
-                                 "set DESKPILOT_PSEUDONYM_KEY") from exc
+                raise ValueError(f"cannot create the {what} at {path} ({exc}); set {setting}") from exc
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(key + "\n")
             return key
         time.sleep(0.02)  # created but not written yet by the other process
-    raise ValueError(f"the pseudonym key file {path} is empty; delete it or set DESKPILOT_PSEUDONYM_KEY")
+    raise ValueError(f"the {what} file {path} is empty; delete it or set {setting}")
 
 
 class Settings(BaseSettings):
@@ -201,6 +205,22 @@ class Settings(BaseSettings):
     drift_check_seconds: float = Field(
         default=300.0, ge=0, description="How often each worker recomputes the drift gauges (0: only on GET "
         "/v1/models/health).",
+    )
+
+    # --- web app (api/web): people sign in with their own accounts ---
+    web_secret_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Key signing the web app's session cookies; unset: a random key generated once per install and "
+        "kept in HOME/web-session.key (mode 0600). Changing it signs everyone out.",
+    )
+    web_session_hours: float = Field(default=8.0, gt=0, description="How long a web sign-in lasts.")
+    web_max_failed_logins: int = Field(
+        default=5, ge=1, description="Wrong passwords in a row after which an account is locked for "
+        "`web_lockout_minutes`.",
+    )
+    web_lockout_minutes: float = Field(default=15.0, gt=0, description="How long a locked account stays locked.")
+    web_secure_cookies: bool = Field(
+        default=False, description="Send the web session cookie over HTTPS only (set it when served behind TLS).",
     )
 
     @model_validator(mode="after")
