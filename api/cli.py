@@ -18,6 +18,7 @@ app = typer.Typer(help="deskpilot: mine support event logs, learn from them, rou
 
 def _register_commands() -> None:
     # Each area owns its module; registration order is the order shown in --help.
+    from api.commands import audit as audit_cmd
     from api.commands import demo, ingest, keys, serve
     from api.commands import kb as kb_cmd
     from api.commands import mine as mine_cmd
@@ -33,6 +34,7 @@ def _register_commands() -> None:
     serve.register(app)
     keys.register(app)
     users_cmd.register(app)
+    audit_cmd.register(app)
     kb_cmd.register(app)
     train_cmd.register(app)
     models_cmd.register(app)

@@ -15,6 +15,7 @@ from fastapi import Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from api.audit import request_session
 from api.settings import Settings
 from insight.errors import DeskpilotError, IndexUnavailable, ModelNotReady
 from routing.models import DecisionThresholds
@@ -54,9 +55,12 @@ async def get_engine(request: Request) -> Engine:
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
-    """One session per request; services commit their own single transaction, anything else is rolled back."""
+    """One session per request; services commit their own single transaction, anything else is rolled back.
+
+    A write request's first commit also stores its audit row, in that same transaction (api.audit).
+    """
     # async on purpose: creating a Session does no I/O, and a sync dependency would cost two thread hops per request.
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
+    with request_session(request.app.state.engine, request.scope) as session:
         yield session
 
 

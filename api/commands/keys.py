@@ -9,10 +9,12 @@ from rich.table import Table
 from api.settings import get_settings
 
 
-def _session():  # type: ignore[no-untyped-def]
+def _session(action: str | None = None, object_id: str | None = None):  # type: ignore[no-untyped-def]
+    """A session on the configured database; with `action`, its commit also stores the audit row of that write."""
     from sqlmodel import Session, SQLModel
 
     from api.app import _import_tables, make_engine
+    from api.audit import audited_session
 
     settings = get_settings()
     if settings.database_url is None:
@@ -20,6 +22,8 @@ def _session():  # type: ignore[no-untyped-def]
     engine = make_engine(settings.db_url)
     _import_tables()
     SQLModel.metadata.create_all(engine)
+    if action is not None:
+        return audited_session(engine, action=action, object_id=object_id)
     return Session(engine)
 
 
@@ -39,7 +43,7 @@ def register(app: typer.Typer) -> None:
         from api.auth import create_key
         from insight.errors import DeskpilotError
 
-        with _session() as session:
+        with _session("keys create", name) as session:
             try:
                 created = create_key(session=session, name=name, role=role)
             except DeskpilotError as exc:
@@ -67,7 +71,7 @@ def register(app: typer.Typer) -> None:
         from api.auth import revoke_key
         from insight.errors import DeskpilotError
 
-        with _session() as session:
+        with _session("keys revoke", name) as session:
             try:
                 revoke_key(session=session, name=name)
             except DeskpilotError as exc:
