@@ -7,8 +7,10 @@ default embedding function would download a model at run time.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -102,6 +104,16 @@ def _split_long(text: str, max_chars: int) -> list[str]:
     return out
 
 
+def content_hash(text: str) -> str:
+    """Hash of a text that is embedded (stored next to its vector, so the check can tell what the vector is of)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def embedded_text(title: str, chunk: Chunk) -> str:
+    """The text a passage's vector is computed from: the article title, the section heading and the chunk."""
+    return f"{title}\n\n{chunk.heading}\n{chunk.text}" if chunk.heading else f"{title}\n\n{chunk.text}"
+
+
 def _join(values: list[str]) -> str:
     # chroma metadata holds scalars only; "|a|b|" keeps membership tests exact.
     return "|" + "|".join(v.replace("|", "/") for v in values) + "|" if values else ""
@@ -122,6 +134,19 @@ class ArticleDoc:
     intents: list[str]
     tags: list[str]
     status: str = "published"
+
+
+@dataclass(frozen=True)
+class IndexedArticle:
+    """What the index holds for one article: its version and the content hash of every passage and of the title.
+
+    `passage_hashes` are in (section, chunk) order; a hash is None when the stored document no longer hashes to the
+    value recorded when it was embedded (the text shown to users is not the text the vector is of).
+    """
+
+    version: int
+    passage_hashes: tuple[str | None, ...]
+    title_hash: str | None
 
 
 @dataclass
@@ -232,23 +257,59 @@ class KnowledgeIndex:
         """Replace an article's passages with freshly embedded chunks of this version; returns the passage count."""
         return self.upsert_articles([ArticleDoc(article_id, version, title, body, list(intents), list(tags), status)])
 
-    def upsert_articles(self, docs: list[ArticleDoc]) -> int:
-        """Replace several articles' passages, embedding all chunks in one batch; returns the passage count."""
+    def expected(self, title: str, body: str) -> tuple[tuple[str, ...], str]:
+        """The content hashes an article's passages and title get when indexed (what the check compares)."""
+        return (tuple(content_hash(embedded_text(title, c)) for c in self.passages_for(title, body)),
+                content_hash(title))
+
+    def upsert_articles(
+        self, docs: list[ArticleDoc], *, progress: Callable[[int], None] | None = None, batch_texts: int = 256,
+    ) -> int:
+        """Replace several articles' passages with freshly embedded chunks; returns the passage count.
+
+        Articles are embedded and written in groups of about `batch_texts` texts (memory stays bounded, and
+        `progress(articles_done_in_group)` is called after each group); the revision is bumped once, at the end.
+        """
         if not docs:
             return 0
+        total = 0
+        group: list[ArticleDoc] = []
+        size = 0
+        groups: list[list[ArticleDoc]] = []
+        for d in docs:
+            group.append(d)
+            size += len(self.passages_for(d.title, d.body)) + 1
+            if size >= batch_texts:
+                groups.append(group)
+                group, size = [], 0
+        if group:
+            groups.append(group)
+        try:
+            for g in groups:
+                total += self._write_group(g)
+                if progress is not None:
+                    progress(len(g))
+        finally:
+            # Bumped even after a failed group: what was written before it becomes visible to every reader.
+            with self._lock, contextlib.suppress(Exception):
+                self._bump_revision(self._collections()[0])
+        return total
+
+    def _write_group(self, docs: list[ArticleDoc]) -> int:
         ids: list[str] = []
         texts: list[str] = []
         documents: list[str] = []
         metas: list[dict[str, Any]] = []
         for d in docs:
             for c in self.passages_for(d.title, d.body):
+                text = embedded_text(d.title, c)
                 ids.append(f"{d.article_id}:{c.section}:{c.chunk}")
-                texts.append(f"{d.title}\n\n{c.heading}\n{c.text}" if c.heading else f"{d.title}\n\n{c.text}")
+                texts.append(text)
                 documents.append(c.text)
                 metas.append({
                     "article_id": int(d.article_id), "version": int(d.version), "title": d.title, "status": d.status,
                     "intents": _join(d.intents), "tags": _join(d.tags), "section": c.section, "chunk": c.chunk,
-                    "heading": c.heading,
+                    "heading": c.heading, "hash": content_hash(text),
                 })
         vecs = self.embedder.encode(texts + [d.title for d in docs])
         n = len(texts)
@@ -260,8 +321,9 @@ class KnowledgeIndex:
                     col.add(ids=ids[start:start + 2000], embeddings=vecs[start:min(start + 2000, n)],
                             documents=documents[start:start + 2000], metadatas=metas[start:start + 2000])
                 titles.upsert(ids=[str(d.article_id) for d in docs], embeddings=vecs[n:], documents=[d.title for d in docs],
-                              metadatas=[{"article_id": int(d.article_id), "version": int(d.version)} for d in docs])
-                self._bump_revision(col)
+                              metadatas=[{"article_id": int(d.article_id), "version": int(d.version),
+                                          "hash": content_hash(d.title)} for d in docs])
+                self._snapshot = None
             except Exception as exc:
                 which = ", ".join(str(d.article_id) for d in docs[:10])
                 raise IndexUnavailable(f"index write failed for article(s) {which}: {exc}") from exc
@@ -286,6 +348,30 @@ class KnowledgeIndex:
         for m in got["metadatas"] or []:
             out[int(m["article_id"])] = int(m["version"])
         return out
+
+    def indexed_articles(self) -> dict[int, IndexedArticle]:
+        """article_id -> its version and content hashes in the index (hashes recomputed from the stored texts)."""
+        col, titles = self._collections()
+        got = col.get(include=["metadatas", "documents"])
+        parts: dict[int, list[tuple[int, int, str | None]]] = {}
+        versions: dict[int, int] = {}
+        for doc, m in zip(got["documents"] or [], got["metadatas"] or [], strict=True):
+            aid = int(m["article_id"])
+            versions[aid] = int(m["version"])
+            stored = str(m.get("hash") or "")
+            shown = content_hash(embedded_text(str(m.get("title", "")),
+                                               Chunk(0, 0, str(m.get("heading", "")), doc or "")))
+            parts.setdefault(aid, []).append((int(m.get("section", 0)), int(m.get("chunk", 0)),
+                                              stored if stored == shown else None))
+        tgot = titles.get(include=["metadatas", "documents"])
+        title_hash: dict[int, str | None] = {}
+        for tid, doc, m in zip(tgot["ids"], tgot["documents"] or [], tgot["metadatas"] or [], strict=True):
+            stored = str((m or {}).get("hash") or "")
+            title_hash[int(tid)] = stored if stored == content_hash(doc or "") else None
+        return {aid: IndexedArticle(version=versions[aid],
+                                    passage_hashes=tuple(h for _, _, h in sorted(p, key=lambda x: (x[0], x[1]))),
+                                    title_hash=title_hash.get(aid))
+                for aid, p in parts.items()}
 
     def reset(self) -> None:
         """Drop both collections and recreate them stamped with the current embedding model."""

@@ -8,7 +8,7 @@ cleared. If the index write fails (or the process dies in between) the SQL chang
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -251,12 +251,14 @@ def restore_version(
 
 
 def bulk_create(
-    *, session: Session, index: ArticleIndex, articles_in: Sequence[tuple[ArticleCreate, str]]
+    *, session: Session, index: ArticleIndex, articles_in: Sequence[tuple[ArticleCreate, str]],
+    progress: Callable[[int], None] | None = None,
 ) -> list[Article]:
     """Create many (article, author) pairs in one transaction, then index the published ones in one batch.
 
     Same guarantees as `create`: the SQL rows are committed (published ones flagged index-stale) before the index is
-    written, and the flag is cleared only after the index write succeeded.
+    written, and the flag is cleared only after the index write succeeded. `progress(n)` is told as each group of
+    n published articles is indexed.
     """
     articles: list[Article] = []
     for article_in, author in articles_in:
@@ -278,7 +280,7 @@ def bulk_create(
 
         docs = [ArticleDoc(int(a.id or 0), a.version, a.title, a.body, list(a.intents), list(a.tags)) for a in published]
         try:
-            upsert_many(docs)
+            upsert_many(docs, progress=progress)
         except Exception as exc:  # the whole batch stays flagged; repair re-indexes it
             log.warning("batch index write failed for %d articles (kept in SQL, marked stale): %s", len(published), exc)
         else:

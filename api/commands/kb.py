@@ -34,7 +34,7 @@ def _open() -> tuple[Any, Any]:
 
 def _report(rep: Any) -> None:
     console.print(f"published in SQL: {rep.published}; index model: {rep.stored_model} (current {rep.current_model})")
-    for name in ("missing", "outdated", "orphaned", "flagged"):
+    for name in ("missing", "outdated", "altered", "orphaned", "flagged"):
         ids = getattr(rep, name)
         console.print(f"  {name:<9} {len(ids):>5}  {ids[:20]}{' ...' if len(ids) > 20 else ''}")
     if rep.model_mismatch:

@@ -65,6 +65,7 @@ class ConsistencyPublic(BaseModel):
     published: int
     missing: list[int]
     outdated: list[int]
+    altered: list[int] = Field(default=[], description="indexed at SQL's version but with other content (hashes differ)")
     orphaned: list[int]
     flagged: list[int]
     stored_model: str | None
@@ -205,7 +206,7 @@ def search(
 def _consistency(report: Any, result: Any = None) -> ConsistencyPublic:
     return ConsistencyPublic(
         ok=report.ok, published=report.published, missing=report.missing, outdated=report.outdated,
-        orphaned=report.orphaned, flagged=report.flagged, stored_model=report.stored_model,
+        altered=report.altered, orphaned=report.orphaned, flagged=report.flagged, stored_model=report.stored_model,
         current_model=report.current_model, repaired=list(getattr(result, "reindexed", [])),
         removed=list(getattr(result, "removed", [])), failed=list(getattr(result, "failed", [])),
     )
