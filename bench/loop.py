@@ -143,9 +143,9 @@ def _propagation(res: Results, repeats: int = 5) -> None:
 
     from api.app import create_app
     from api.settings import Settings
+    from flows.training import train_all
     from insight.models.registry import ModelRegistry
     from insight.simulate import simulate
-    from insight.training import train_all
 
     home = Path(tempfile.mkdtemp(prefix="deskpilot-swap-"))
     sim = simulate(n_cases=300, seed=SEED)
@@ -186,10 +186,10 @@ def main() -> None:
     from api.app import _import_tables, make_engine
     from api.retrain import ModelLabel, RetrainManager, RetrainOptions, run_job_sync
     from api.settings import Settings
+    from flows.training import train_all
     from insight.eventlog.schema import EventLog
     from insight.models.registry import ModelRegistry
     from insight.simulate import simulate
-    from insight.training import train_all
 
     name = "loop" if HISTORY_DAYS is None else f"loop_history_{HISTORY_DAYS:g}d"
     res = Results(name, extra_env={"cases": N_CASES, "batch": BATCH, "seed": SEED, "history_days": HISTORY_DAYS,

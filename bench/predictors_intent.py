@@ -377,17 +377,17 @@ def run_simulator(res: Results, embedder, seed: int = 7, cases: int = 3000) -> N
     """Trained as `deskpilot train` trains it (simulated tickets, train_intent with its hold-out and refit); the
     share of a fresh simulated seed's in-domain tickets not flagged, and the README's example ticket."""
     from insight.simulate import simulate
-    from insight.training import _ticket_texts, train_intent
+    from insight.training import ticket_texts, train_intent
 
     sim = simulate(n_cases=cases, seed=seed)
-    t, texts = _ticket_texts(sim.tickets)
+    t, texts = ticket_texts(sim.tickets)
     cached = CachedEmbedder(embedder)
     with timer() as t_fit:
         m = train_intent(texts=texts, labels=t["intent"].astype(str).tolist(), embedder=cached, seed=seed)
     model = m.model
     model.set_embedder(cached)
     fresh_seed = seed + 1000
-    ft, ftexts = _ticket_texts(simulate(n_cases=1000, seed=fresh_seed).tickets)
+    ft, ftexts = ticket_texts(simulate(n_cases=1000, seed=fresh_seed).tickets)
     flags = np.array([p.out_of_scope for p in model.predict_with_oos(ftexts)])
     data = f"simulator ({cases} cases, seed {seed}); fresh seed {fresh_seed}"
     res.add("intent+oos", data, "in-domain tickets not flagged %", float((1 - flags.mean()) * 100), None, ">= 90")

@@ -1,4 +1,7 @@
-"""Train every deskpilot model from a mined log (+ ticket table) into the registry, with honest evaluation.
+"""Train each deskpilot model from a mined log (+ ticket table) into the registry, with honest evaluation.
+
+One function per model; training them all together (and the assist step outcomes beside them) is a flow of its
+own, `flows.training.train_all`.
 
 Protocol: cases are split by start time (train on the oldest 80 %, test on the newest 20 %); validation for early
 stopping and hyper-parameters is carved from the training part only; every prefix of every test case is scored.
@@ -13,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,19 +52,6 @@ class TrainedModel:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (without the model)."""
         return {"task": self.task, "version": self.version, "path": self.path, "metrics": self.metrics}
-
-
-@dataclass
-class TrainingReport:
-    """Everything `train_all` produced."""
-
-    registry: str | None
-    models: list[TrainedModel]
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"registry": self.registry, "models": [m.to_dict() for m in self.models], "skipped": self.skipped}
 
 
 def _window(log: EventLog) -> list[str]:
@@ -701,7 +690,7 @@ def train_intent(
     return _trained(TASK_INTENT, metrics, ref, model)
 
 
-def _ticket_texts(tickets: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def ticket_texts(tickets: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Tickets in creation order and their text as the intent model reads it ("subject. body")."""
     t = tickets.sort_values("created_at", kind="stable") if "created_at" in tickets.columns else tickets
     cols = [c for c in ROUTER_TEXT if c in t.columns]
@@ -717,7 +706,7 @@ def train_memory(
 
     if embedder is None:
         raise InvalidInput("the ticket memory needs an embedding model", field="embedder")
-    t, texts = _ticket_texts(tickets)
+    t, texts = ticket_texts(tickets)
     if labels is not None and "resolving_team" not in t.columns:
         t = t.join(labels[["resolving_team"]], on=CASE_ID)
     model = TicketMemory(embedder=embedder).fit(t.reset_index(drop=True), text=pd.Series(texts))
@@ -728,77 +717,9 @@ def train_memory(
     return _trained(TASK_MEMORY, metrics, ref, model)
 
 
-def train_all(
-    *, log: EventLog, tickets: pd.DataFrame | None, registry: ModelRegistry | str | Path | None,
-    embedder: Any = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
-    tasks: tuple[str, ...] = (TASK_INTENT, TASK_ROUTER, TASK_MISROUTE, TASK_NEXT_ACTIVITY, TASK_REMAINING_TIME,
-                              TASK_MEMORY),
-    team_labels: Mapping[str, str] | None = None,
-) -> TrainingReport:
-    """Train intent (if tickets carry text + intent), router, next-activity and remaining-time into the registry.
-
-    The intent model learns from the tickets whose `intent` is known (rows without one are left out of it);
-    `team_labels` are agents' team corrections, used by the router for cases the log has not resolved yet.
-    """
-    reg = registry if isinstance(registry, ModelRegistry) or registry is None else ModelRegistry(registry)
-    models: list[TrainedModel] = []
-    skipped: dict[str, str] = {}
-    if TASK_INTENT in tasks:
-        labelled = (tickets[tickets["intent"].notna() & (tickets["intent"].astype(str).str.strip() != "")]
-                    if tickets is not None and "intent" in tickets.columns else None)
-        if labelled is not None and len(labelled) and any(c in labelled.columns for c in ROUTER_TEXT):
-            t, texts = _ticket_texts(labelled)
-            models.append(train_intent(texts=texts, labels=t["intent"].astype(str).tolist(), embedder=embedder,
-                                       registry=reg, seed=seed, test_fraction=test_fraction, promote=promote))
-        else:
-            skipped[TASK_INTENT] = "no ticket table with text and an `intent` column"
-    if TASK_ROUTER in tasks:
-        if log.has(GROUP) and tickets is not None:
-            models.append(train_router(log=log, tickets=tickets, registry=reg, seed=seed,
-                                       test_fraction=test_fraction, promote=promote, team_labels=team_labels))
-        else:
-            skipped[TASK_ROUTER] = "needs a log with a group column and a ticket table"
-    if TASK_MISROUTE in tasks:
-        if log.has(GROUP) and tickets is not None:
-            try:
-                # The proxy comparison fits a second router; bench/misroute.py measures it, training skips it.
-                models.append(train_misroute(log=log, tickets=tickets, registry=reg, seed=seed,
-                                             test_fraction=test_fraction, promote=promote, team_labels=team_labels,
-                                             proxy=False))
-            except InvalidInput as exc:  # e.g. too few misrouted cases: triage then says it has no misroute model
-                skipped[TASK_MISROUTE] = exc.message
-        else:
-            skipped[TASK_MISROUTE] = "needs a log with a group column and a ticket table"
-    from insight.models.prefix_features import trace_attribute_problem
-
-    # Trace-level attributes the ticket table also holds were known when the ticket was created (a column that
-    # names the whole trace is left out rather than refused: train_all runs unattended).
-    creation = [c for c in log.case_attributes if tickets is not None and c in tickets.columns
-                and trace_attribute_problem(log.df, c) is None]
-    if TASK_NEXT_ACTIVITY in tasks:
-        models.append(train_next_activity(log=log, registry=reg, seed=seed, test_fraction=test_fraction,
-                                          promote=promote, case_features=creation))
-    if TASK_REMAINING_TIME in tasks:
-        models.append(train_remaining_time(log=log, registry=reg, seed=seed, test_fraction=test_fraction,
-                                           promote=promote, case_features=creation))
-    if TASK_MEMORY in tasks:
-        if tickets is not None and embedder is not None and any(c in tickets.columns for c in ROUTER_TEXT):
-            from insight.mining.labels import case_labels
-
-            labels = case_labels(log).df if log.has(GROUP) else None
-            if labels is not None:
-                labels = labels.set_axis(labels.index.astype(str))
-                if team_labels:
-                    apply_team_corrections(labels, log, team_labels)
-            models.append(train_memory(tickets=tickets, embedder=embedder, registry=reg, promote=promote,
-                                       labels=labels))
-        else:
-            skipped[TASK_MEMORY] = "needs a ticket table with text and an embedding model"
-    return TrainingReport(registry=str(reg.root) if reg else None, models=models, skipped=skipped)
-
-
 __all__ = [
-    "TASK_INTENT", "TASK_MEMORY", "TASK_MISROUTE", "TASK_NEXT_ACTIVITY", "TASK_REMAINING_TIME", "TASK_ROUTER", "TrainedModel", "TrainingReport",
-    "apply_team_corrections", "creation_frame", "router_table", "split_log", "train_all", "train_intent",
-    "train_misroute", "misroute_proxy", "train_next_activity", "train_memory", "train_remaining_time", "train_router", "unresolved_cases",
+    "TASK_INTENT", "TASK_MEMORY", "TASK_MISROUTE", "TASK_NEXT_ACTIVITY", "TASK_REMAINING_TIME", "TASK_ROUTER",
+    "TrainedModel", "apply_team_corrections", "creation_frame", "misroute_proxy", "router_table", "split_log",
+    "ticket_texts", "train_intent", "train_memory", "train_misroute", "train_next_activity", "train_remaining_time",
+    "train_router", "unresolved_cases",
 ]

@@ -67,7 +67,7 @@ class DataSummary:
 
 @dataclass
 class TrainingData:
-    """What `insight.training.train_all` needs: the log, the ticket table and the agents' team corrections."""
+    """What `flows.training.train_all` needs: the log, the ticket table and the agents' team corrections."""
 
     log: EventLog | None
     tickets: pd.DataFrame | None

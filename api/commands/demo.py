@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from api.commands import boundary
 from api.settings import Settings, get_settings
 
 console = Console()
@@ -77,17 +78,15 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
 
     from api.app import _import_tables, make_engine
     from api.commands.mine import load_journey
-    from assist.actions import train_step_outcomes
+    from flows.training import train_and_store
     from insight.embedding import Embedder
     from insight.eventlog import ingest, write_log
     from insight.eventlog.privacy import redact_series
     from insight.mining import mine
     from insight.mining.html import write_html
     from insight.mining.report import MineConfig
-    from insight.models.registry import ModelRegistry
     from insight.simulate import simulate
     from insight.simulate.knowledge import knowledge_base
-    from insight.training import train_all
     from knowledge_hub.index import open_index
     from knowledge_hub.models import ArticleCreate, ArticleStatus
     from knowledge_hub.service import bulk_create, list_articles
@@ -132,10 +131,9 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
 
     t0 = _step("4/5 train: intent, resolving-team router, next activity, remaining time / SLA risk")
     embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
-    training = train_all(log=log, tickets=tickets, registry=settings.registry_path, embedder=embedder, seed=seed)
-    training.models.append(train_step_outcomes(log=log, registry=settings.registry_path))
     # What the models learned from goes with them: a retrain adds the live data to this history.
-    ModelRegistry(settings.registry_path).save_training_data(log, tickets, source=f"demo simulator (seed {seed})")
+    training = train_and_store(log=log, tickets=tickets, registry=settings.registry_path, embedder=embedder,
+                               seed=seed, source=f"demo simulator (seed {seed})")
     table = Table(title="models (tested on the newest 20% of cases)")
     table.add_column("task")
     table.add_column("version")
@@ -192,6 +190,7 @@ def register(app: typer.Typer) -> None:
     """Add the `demo` command to the CLI."""
 
     @app.command("demo")
+    @boundary
     def demo(
         cases: Annotated[int, typer.Option(min=200, help="Simulated tickets.")] = 3000,
         seed: Annotated[int | None, typer.Option(help="Simulation and training seed (default: settings).")] = None,

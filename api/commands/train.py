@@ -12,8 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.commands import boundary
 from api.settings import get_settings
-from insight.errors import DeskpilotError, InvalidInput
+from insight.errors import InvalidInput
 
 train_app = typer.Typer(help="Train models into the registry and report honest, time-ordered test metrics.",
                         invoke_without_command=True, no_args_is_help=False)
@@ -73,12 +74,8 @@ def _read_log(path: Path, preset: str | None, mapping: Path | None, map_: list[s
                   pseudonym_key=get_settings().pseudonym_key.get_secret_value())
 
 
-def _fail(exc: DeskpilotError) -> None:
-    Console(stderr=True).print(f"[red]error[/red] ({exc.code}): {exc}")
-    raise typer.Exit(code=2)
-
-
 @train_app.callback()
+@boundary
 def train_all_cmd(
     ctx: typer.Context,
     log: Annotated[Path | None, typer.Option("--log", help="Event log (default: simulate one).")] = None,
@@ -98,35 +95,26 @@ def train_all_cmd(
         return
     import pandas as pd
 
-    from assist.actions import train_step_outcomes
-    from insight.training import train_all
+    from flows.training import train_and_store
 
     settings = get_settings()
     s = settings.seed if seed is None else seed
     t0 = time.perf_counter()
-    try:
-        if log is None:
-            from insight.simulate import simulate
+    if log is None:
+        from insight.simulate import simulate
 
-            sim = simulate(n_cases=cases, seed=s)
-            ev, tk = sim.log, sim.tickets
-        else:
-            ev = _read_log(log, preset, mapping, map_)
-            tk = pd.read_csv(tickets) if tickets is not None else None
-        embedder = None
-        if not no_embeddings:
-            from insight.embedding import Embedder
+        sim = simulate(n_cases=cases, seed=s)
+        ev, tk = sim.log, sim.tickets
+    else:
+        ev = _read_log(log, preset, mapping, map_)
+        tk = pd.read_csv(tickets) if tickets is not None else None
+    embedder = None
+    if not no_embeddings:
+        from insight.embedding import Embedder
 
-            embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
-        reg = _registry(registry, no_save)
-        report = train_all(log=ev, tickets=tk, registry=reg, embedder=embedder, seed=s)
-        # What followed each step in this log: assist ranks next-best actions by it (expected hours, SLA risk).
-        report.models.append(train_step_outcomes(log=ev, registry=reg))
-        if reg is not None:  # a later retrain (API or `deskpilot models retrain`) adds the live data to this history
-            reg.save_training_data(ev, tk, source=str(log) if log is not None else f"simulator ({cases} cases)")
-    except DeskpilotError as exc:
-        _fail(exc)
-        return
+        embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
+    report = train_and_store(log=ev, tickets=tk, registry=_registry(registry, no_save), embedder=embedder,
+                             seed=s, source=str(log) if log is not None else f"simulator ({cases} cases)")
     _show(report.models, json_out, {"skipped": report.skipped, "registry": report.registry})
     for task, why in report.skipped.items():
         typer.echo(f"skipped {task}: {why}")
@@ -172,6 +160,7 @@ class _RichProgress:
 
 
 @train_app.command("intent")
+@boundary
 def train_intent_cmd(
     csv: Annotated[Path, typer.Argument(help="CSV with a text column (text, sentence or utterance) and a label "
                                              "column (label, category or intent).")],
@@ -207,25 +196,21 @@ def train_intent_cmd(
 
     settings = get_settings()
     console = Console(stderr=True)
-    try:
-        texts, labels = _read_intent_csv(csv, "training")
-        tt, tl = _read_intent_csv(test, "test") if test is not None else (None, None)
-        vt, vl = _read_intent_csv(validation, "validation") if validation is not None else (None, None)
-        embedder = None
-        if not no_embeddings:
-            from insight.embedding import Embedder
+    texts, labels = _read_intent_csv(csv, "training")
+    tt, tl = _read_intent_csv(test, "test") if test is not None else (None, None)
+    vt, vl = _read_intent_csv(validation, "validation") if validation is not None else (None, None)
+    embedder = None
+    if not no_embeddings:
+        from insight.embedding import Embedder
 
-            embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
-        with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=False) as bar, warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # unseen test labels: printed below from the metrics
-            m = train_intent(texts=texts, labels=labels, test_texts=tt, test_labels=tl, validation_texts=vt,
-                             validation_labels=vl, oos_label=oos_label, embedder=embedder,
-                             registry=_registry(registry, no_save), seed=settings.seed if seed is None else seed,
-                             refit=refit, max_in_scope_flagged=max_in_scope_flagged, progress=_RichProgress(bar))
-    except DeskpilotError as exc:
-        _fail(exc)
-        return
+        embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
+    with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # unseen test labels: printed below from the metrics
+        m = train_intent(texts=texts, labels=labels, test_texts=tt, test_labels=tl, validation_texts=vt,
+                         validation_labels=vl, oos_label=oos_label, embedder=embedder,
+                         registry=_registry(registry, no_save), seed=settings.seed if seed is None else seed,
+                         refit=refit, max_in_scope_flagged=max_in_scope_flagged, progress=_RichProgress(bar))
     _show([m], json_out)
     for warning in m.metrics.get("warnings", []):
         console.print(f"[yellow]warning[/yellow]: {warning}")
@@ -262,6 +247,7 @@ def _case_feature_list(value: str | None) -> list[str] | None:
 
 
 @train_app.command("next-activity")
+@boundary
 def train_next_cmd(
     log: Annotated[Path, typer.Argument(help="Event log (CSV/XES/Parquet).")],
     test: Annotated[Path | None, typer.Option("--test", help="Separate test log (else newest cases held out).")] = None,
@@ -280,19 +266,16 @@ def train_next_cmd(
     The saved model is then refitted on all cases (train + test)."""
     from insight.training import train_next_activity
 
-    try:
-        train, te = _split_or_test(log, test, preset, mapping, map_)
-        m = train_next_activity(log=train, test_log=te, registry=_registry(registry, no_save),
-                                seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction,
-                                case_features=_case_feature_list(case_features))
-    except DeskpilotError as exc:
-        _fail(exc)
-        return
+    train, te = _split_or_test(log, test, preset, mapping, map_)
+    m = train_next_activity(log=train, test_log=te, registry=_registry(registry, no_save),
+                            seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction,
+                            case_features=_case_feature_list(case_features))
     _show([m], json_out)
     _prefix_metrics_out(metrics_out, m)
 
 
 @train_app.command("remaining-time")
+@boundary
 def train_remaining_cmd(
     log: Annotated[Path, typer.Argument(help="Event log (CSV/XES/Parquet).")],
     test: Annotated[Path | None, typer.Option("--test", help="Separate test log (else newest cases held out).")] = None,
@@ -312,19 +295,16 @@ def train_remaining_cmd(
     The saved models are then refitted on all cases (train + test)."""
     from insight.training import train_remaining_time
 
-    try:
-        train, te = _split_or_test(log, test, preset, mapping, map_)
-        m = train_remaining_time(log=train, test_log=te, registry=_registry(registry, no_save),
-                                 seed=get_settings().seed if seed is None else seed, sla_hours=sla_hours,
-                                 test_fraction=test_fraction, case_features=_case_feature_list(case_features))
-    except DeskpilotError as exc:
-        _fail(exc)
-        return
+    train, te = _split_or_test(log, test, preset, mapping, map_)
+    m = train_remaining_time(log=train, test_log=te, registry=_registry(registry, no_save),
+                             seed=get_settings().seed if seed is None else seed, sla_hours=sla_hours,
+                             test_fraction=test_fraction, case_features=_case_feature_list(case_features))
     _show([m], json_out)
     _prefix_metrics_out(metrics_out, m)
 
 
 @train_app.command("router")
+@boundary
 def train_router_cmd(
     log: Annotated[Path, typer.Argument(help="Event log with a team (group) column.")],
     features: Annotated[str | None, typer.Option(
@@ -358,16 +338,12 @@ def train_router_cmd(
 
     from insight.training import train_router
 
-    try:
-        ev = _read_log(log, preset, mapping, map_)
-        tk = pd.read_csv(tickets) if tickets is not None else None
-        feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
-        m = train_router(log=ev, tickets=tk, features=feats, registry=_registry(registry, no_save),
-                         seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction,
-                         params={"history": history}, live_memory=live_memory)
-    except DeskpilotError as exc:
-        _fail(exc)
-        return
+    ev = _read_log(log, preset, mapping, map_)
+    tk = pd.read_csv(tickets) if tickets is not None else None
+    feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
+    m = train_router(log=ev, tickets=tk, features=feats, registry=_registry(registry, no_save),
+                     seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction,
+                     params={"history": history}, live_memory=live_memory)
     _show([m], json_out)
     for warning in m.metrics.get("warnings", []):
         Console(stderr=True).print(f"[yellow]warning[/yellow]: {warning}")

@@ -15,8 +15,8 @@ WINDOW = 60
 
 @pytest.fixture(scope="module")
 def drift_api(tmp_path_factory, sim_small):
+    from flows.training import train_all
     from insight.models.registry import ModelRegistry
-    from insight.training import train_all
 
     home = tmp_path_factory.mktemp("drift")
     reg = ModelRegistry(home / "registry")

@@ -45,8 +45,8 @@ def _answers(api: Api, probe: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def warm_api(tmp_path_factory, sim_small):
+    from flows.training import train_all
     from insight.models.registry import ModelRegistry
-    from insight.training import train_all
 
     home = tmp_path_factory.mktemp("loop")
     order = sim_small.tickets.sort_values("created_at")["case_id"].astype(str).tolist()

@@ -8,8 +8,9 @@ import pytest
 from sqlmodel import Session, SQLModel
 
 from api.app import _import_tables, make_engine
-from api.retrain import _memory_tickets, read_training_data
+from api.retrain import read_training_data
 from api.settings import Settings
+from flows.retrain import memory_tickets
 from insight.models.registry import ModelRegistry
 from tests.api.conftest import run_cli
 from tests.routing.test_dataset import store_sim
@@ -52,7 +53,7 @@ def test_the_history_window_keeps_only_recent_history(home, sim_small):
 def test_the_memory_gets_history_and_resolved_live_tickets_only(home):
     path, engine, hist, live = home
     data, _ = read_training_data(Settings(home=path), engine)
-    kept = set(_memory_tickets(data.tickets, data.log)["case_id"].astype(str))
+    kept = set(memory_tickets(data.tickets, data.log)["case_id"].astype(str))
     assert set(hist) <= kept  # the history (resolved cases)
     assert not kept & set(live[:10])  # open live tickets (three events, no resolution) stay out
     assert set(live[10:]) <= kept

@@ -23,8 +23,8 @@ SWAP_SECONDS = 5.0
 
 def _registry(home: Path, sim: Any) -> tuple[str, str]:
     """A live TF-IDF intent model (v1) and a second stored version (v2) of it, trained on simulated tickets."""
+    from flows.training import train_all
     from insight.models.registry import ModelRegistry
-    from insight.training import train_all
 
     reg = ModelRegistry(home / "registry")
     tickets = sim.tickets.iloc[:300]

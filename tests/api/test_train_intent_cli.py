@@ -141,15 +141,15 @@ def test_bad_inputs_get_clear_errors(tmp_path):
 @pytest.mark.slow
 def test_simulator_model_keeps_readme_ticket_and_fresh_tickets_in_scope(sim_small, embedder):
     from insight.simulate import simulate
-    from insight.training import _ticket_texts, train_intent
+    from insight.training import ticket_texts, train_intent
 
-    t, texts = _ticket_texts(sim_small.tickets)
+    t, texts = ticket_texts(sim_small.tickets)
     m = train_intent(texts=texts, labels=t["intent"].astype(str).tolist(), embedder=embedder, seed=7)
     model = m.model
     readme = model.predict_with_oos([README_TICKET])[0]
     assert not readme.out_of_scope, readme
     assert readme.label == "billing dispute"
-    _, fresh = _ticket_texts(simulate(n_cases=150, seed=1234).tickets)
+    _, fresh = ticket_texts(simulate(n_cases=150, seed=1234).tickets)
     flagged = np.mean([p.out_of_scope for p in model.predict_with_oos(fresh)])
     assert flagged <= 0.1, flagged
     assert np.mean([p.out_of_scope for p in model.predict_with_oos(FOREIGN)]) >= 0.75

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 from sqlmodel import Session
 
+from flows.training import train_all
 from insight.eventlog.schema import EventLog
-from insight.training import router_table, train_all
+from insight.training import router_table
 from routing import service
 from routing.dataset import training_data
 from routing.models import FeedbackIn, Ticket, TicketEvent

@@ -1,0 +1,140 @@
+"""Train every model of a deployment from one mined log and its ticket table.
+
+`train_all` runs the per-model trainers of `insight.training` and the assist step outcomes (what followed each step
+in the log) into one registry; `train_and_store` is what `deskpilot train` and the demo run: every task, then the
+training data stored with the registry as the history a later retrain adds the live data to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from assist.actions import TASK_STEP_OUTCOMES, train_step_outcomes
+from insight.errors import InvalidInput
+from insight.eventlog.schema import GROUP, EventLog
+from insight.models.registry import ModelRegistry
+from insight.training import (
+    ROUTER_TEXT,
+    TASK_INTENT,
+    TASK_MEMORY,
+    TASK_MISROUTE,
+    TASK_NEXT_ACTIVITY,
+    TASK_REMAINING_TIME,
+    TASK_ROUTER,
+    TrainedModel,
+    apply_team_corrections,
+    ticket_texts,
+    train_intent,
+    train_memory,
+    train_misroute,
+    train_next_activity,
+    train_remaining_time,
+    train_router,
+)
+
+MODEL_TASKS: tuple[str, ...] = (TASK_INTENT, TASK_ROUTER, TASK_MISROUTE, TASK_NEXT_ACTIVITY, TASK_REMAINING_TIME,
+                                TASK_MEMORY)
+ALL_TASKS: tuple[str, ...] = (*MODEL_TASKS, TASK_STEP_OUTCOMES)
+
+
+@dataclass
+class TrainingReport:
+    """Everything `train_all` produced."""
+
+    registry: str | None
+    models: list[TrainedModel]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"registry": self.registry, "models": [m.to_dict() for m in self.models], "skipped": self.skipped}
+
+
+def train_all(
+    *, log: EventLog, tickets: pd.DataFrame | None, registry: ModelRegistry | str | Path | None,
+    embedder: Any = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
+    tasks: tuple[str, ...] = MODEL_TASKS,
+    team_labels: Mapping[str, str] | None = None,
+) -> TrainingReport:
+    """Train intent (if tickets carry text + intent), router, misroute, next-activity, remaining-time and the
+    ticket memory into the registry; the assist step outcomes too when `tasks` names them (`ALL_TASKS`).
+
+    The intent model learns from the tickets whose `intent` is known (rows without one are left out of it);
+    `team_labels` are agents' team corrections, used by the router for cases the log has not resolved yet.
+    """
+    reg = registry if isinstance(registry, ModelRegistry) or registry is None else ModelRegistry(registry)
+    models: list[TrainedModel] = []
+    skipped: dict[str, str] = {}
+    if TASK_INTENT in tasks:
+        labelled = (tickets[tickets["intent"].notna() & (tickets["intent"].astype(str).str.strip() != "")]
+                    if tickets is not None and "intent" in tickets.columns else None)
+        if labelled is not None and len(labelled) and any(c in labelled.columns for c in ROUTER_TEXT):
+            t, texts = ticket_texts(labelled)
+            models.append(train_intent(texts=texts, labels=t["intent"].astype(str).tolist(), embedder=embedder,
+                                       registry=reg, seed=seed, test_fraction=test_fraction, promote=promote))
+        else:
+            skipped[TASK_INTENT] = "no ticket table with text and an `intent` column"
+    if TASK_ROUTER in tasks:
+        if log.has(GROUP) and tickets is not None:
+            models.append(train_router(log=log, tickets=tickets, registry=reg, seed=seed,
+                                       test_fraction=test_fraction, promote=promote, team_labels=team_labels))
+        else:
+            skipped[TASK_ROUTER] = "needs a log with a group column and a ticket table"
+    if TASK_MISROUTE in tasks:
+        if log.has(GROUP) and tickets is not None:
+            try:
+                # The proxy comparison fits a second router; bench/misroute.py measures it, training skips it.
+                models.append(train_misroute(log=log, tickets=tickets, registry=reg, seed=seed,
+                                             test_fraction=test_fraction, promote=promote, team_labels=team_labels,
+                                             proxy=False))
+            except InvalidInput as exc:  # e.g. too few misrouted cases: triage then says it has no misroute model
+                skipped[TASK_MISROUTE] = exc.message
+        else:
+            skipped[TASK_MISROUTE] = "needs a log with a group column and a ticket table"
+    from insight.models.prefix_features import trace_attribute_problem
+
+    # Trace-level attributes the ticket table also holds were known when the ticket was created (a column that
+    # names the whole trace is left out rather than refused: train_all runs unattended).
+    creation = [c for c in log.case_attributes if tickets is not None and c in tickets.columns
+                and trace_attribute_problem(log.df, c) is None]
+    if TASK_NEXT_ACTIVITY in tasks:
+        models.append(train_next_activity(log=log, registry=reg, seed=seed, test_fraction=test_fraction,
+                                          promote=promote, case_features=creation))
+    if TASK_REMAINING_TIME in tasks:
+        models.append(train_remaining_time(log=log, registry=reg, seed=seed, test_fraction=test_fraction,
+                                           promote=promote, case_features=creation))
+    if TASK_MEMORY in tasks:
+        if tickets is not None and embedder is not None and any(c in tickets.columns for c in ROUTER_TEXT):
+            from insight.mining.labels import case_labels
+
+            labels = case_labels(log).df if log.has(GROUP) else None
+            if labels is not None:
+                labels = labels.set_axis(labels.index.astype(str))
+                if team_labels:
+                    apply_team_corrections(labels, log, team_labels)
+            models.append(train_memory(tickets=tickets, embedder=embedder, registry=reg, promote=promote,
+                                       labels=labels))
+        else:
+            skipped[TASK_MEMORY] = "needs a ticket table with text and an embedding model"
+    if TASK_STEP_OUTCOMES in tasks:
+        # What followed each step in this log: assist ranks next-best actions by it (expected hours, SLA risk).
+        models.append(train_step_outcomes(log=log, registry=reg, promote=promote))
+    return TrainingReport(registry=str(reg.root) if reg else None, models=models, skipped=skipped)
+
+
+def train_and_store(
+    *, log: EventLog, tickets: pd.DataFrame | None, registry: ModelRegistry | str | Path | None,
+    embedder: Any = None, seed: int = 7, source: str,
+) -> TrainingReport:
+    """Every task of `ALL_TASKS` into the registry, then the log and tickets stored with it (`source` says where
+    they came from): a later retrain (API or `deskpilot models retrain`) adds the live data to this history."""
+    reg = registry if isinstance(registry, ModelRegistry) or registry is None else ModelRegistry(registry)
+    report = train_all(log=log, tickets=tickets, registry=reg, embedder=embedder, seed=seed, tasks=ALL_TASKS)
+    if reg is not None:
+        reg.save_training_data(log, tickets, source=source)
+    return report
