@@ -21,6 +21,7 @@ from api.auth import AuditMiddleware, AuditWriter, ensure_key
 from api.deps import TRAIN_HINT, ModelState
 from api.errors import BodySizeLimit, install_error_handlers
 from api.limits import ConcurrencyLimiter
+from api.responses import install_contract
 from api.metrics import LatencyMiddleware, Metrics
 from api.retrain import RetrainManager, watch_live_models
 from api.settings import Settings, get_settings
@@ -338,11 +339,13 @@ def create_app(
                                                  max_wait_seconds=settings.route_max_wait_seconds)
     install_error_handlers(app)
     _include_views(app)
+    install_contract(app)  # every status and Allow header the routes send, stated in the OpenAPI schema
     from api.web import mount as mount_web_app
 
     mount_web_app(app)  # the web pages (api/web): same process, port and services; not in the OpenAPI schema
     # Added last = outermost: latency covers everything, the audit sees refusals, the size check runs first.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, upload_paths=("/analyst/upload",),
+                       upload_max_bytes=settings.web_upload_max_bytes)
     app.add_middleware(AuditMiddleware, get_writer=lambda: app.state.audit_writer)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     return app

@@ -6,7 +6,6 @@ import json
 import re
 import traceback
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import structlog
 from fastapi import FastAPI, Request
@@ -146,7 +145,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail, default=str)
         code = CODE_BY_STATUS.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, detail, code, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; a path may have several (GET and PATCH).
+            from api.responses import allowed_methods
+
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+            detail = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # Bytes that are not text are invalid JSON: the same 422 as any other unparseable body.
+            return error_response(422, f"body: invalid JSON: not UTF-8 text at byte {exc.__cause__.start}",
+                                  "invalid_input")
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            detail = f"body: could not be parsed ({type(exc.__cause__).__name__})"
+        return error_response(exc.status_code, detail, code, headers=headers)
 
     @app.exception_handler(PoolTimeout)
     async def _pool_timeout(request: Request, exc: PoolTimeout) -> JSONResponse:
@@ -167,62 +179,69 @@ class _TooLarge(Exception):
     pass
 
 
-# A JSON "\u0000" escape not itself escaped (an even number of backslashes before it), or a raw NUL byte.
-_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+# A JSON "\u0000" escape not itself escaped (an even number of backslashes before it, kept as group 1).
+_JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
-def _has_nul(raw: bytes | str) -> bool:
-    return ("\x00" in raw) if isinstance(raw, str) else (b"\x00" in raw or _JSON_NUL.search(raw) is not None)
+def strip_nul_json(raw: bytes) -> bytes:
+    """JSON text without NUL characters, escaped (`\\u0000`) or raw; every other escape is left as it is."""
+    return _JSON_NUL.sub(rb"\1", raw).replace(b"\x00", b"")
+
+
+def _strip_nul_url(raw: bytes) -> bytes:
+    # "%00" is always an escaped NUL: a literal "%" is sent as "%25".
+    return raw.replace(b"%00", b"").replace(b"\x00", b"")
 
 
 class BodySizeLimit:
     """ASGI middleware refusing request bodies above `max_bytes` with 413, whether or not Content-Length is sent,
-    and any request whose path, query or body holds a NUL character with 422.
+    and removing NUL characters from the path, the query and text bodies.
 
     The body is read (at most `max_bytes` + one chunk) before the app sees it, so an oversize request never reaches
-    a route and can never leave a half-written record. NUL is refused at the door because PostgreSQL cannot store
-    it in a text column: the same request then gets the same answer on every database.
+    a route and can never leave a half-written record. NUL is removed at the door because PostgreSQL cannot store
+    it in a text column: the same request is then stored the same way on every database, and a request that any
+    other character makes valid is not refused for one the schema cannot express.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, upload_paths: tuple[str, ...] = (),
+                 upload_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Log uploads (the analyst pages) may be larger than any API body; only POSTs to these path prefixes.
+        self.upload_paths = upload_paths
+        self.upload_max_bytes = upload_max_bytes or max_bytes
 
-    async def _refuse(self, send: Send, size: str) -> None:
+    async def _refuse(self, send: Send, size: str, limit: int | None = None) -> None:
+        setting = "max_body_bytes" if limit is None else "web_upload_max_bytes"
         body = json.dumps(
-            {"detail": f"request body {size} is over the limit of {self.max_bytes} bytes (max_body_bytes)", "code": "payload_too_large"}
+            {"detail": f"request body {size} is over the limit of {limit or self.max_bytes} bytes ({setting})",
+             "code": "payload_too_large"}
         ).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
-    async def _refuse_nul(self, send: Send, where: str) -> None:
-        body = json.dumps({"detail": f"the request {where} contains a NUL character (\\u0000), which is not "
-                           "allowed in any text", "code": "invalid_input"}).encode()
-        await send({"type": "http.response.start", "status": 422,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if _has_nul(str(scope.get("path", ""))):
-                await self._refuse_nul(send, "path")
-                return
-            if _has_nul(unquote_to_bytes(scope.get("query_string", b""))):
-                await self._refuse_nul(send, "query")
-                return
+            path, query = str(scope.get("path", "")), scope.get("query_string", b"")
+            if "\x00" in path or b"%00" in query or b"\x00" in query:
+                scope = {**scope, "path": path.replace("\x00", ""), "query_string": _strip_nul_url(query)}
+                if "raw_path" in scope:
+                    scope["raw_path"] = _strip_nul_url(scope["raw_path"])
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        upload = scope.get("method") == "POST" and str(scope.get("path", "")).startswith(self.upload_paths)
+        limit = self.upload_max_bytes if upload else self.max_bytes
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > self.max_bytes:
-                    await self._refuse(send, f"of {declared} bytes")
+                if declared > limit:
+                    await self._refuse(send, f"of {declared} bytes", limit if upload else None)
                     return
         chunks: list[bytes] = []
         total = 0
@@ -233,17 +252,25 @@ class BodySizeLimit:
                 return
             chunk = message.get("body", b"")
             total += len(chunk)
-            if total > self.max_bytes:
-                await self._refuse(send, f"of more than {self.max_bytes} bytes")
+            if total > limit:
+                await self._refuse(send, f"of more than {limit} bytes", limit if upload else None)
                 return
             chunks.append(chunk)
             more = bool(message.get("more_body", False))
         body = b"".join(chunks)
         # Text bodies only: an uploaded binary file (multipart, octet-stream) may hold NUL bytes legitimately.
         ctype = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"").lower()
-        if (not ctype or b"json" in ctype or ctype.startswith(b"text/") or b"urlencoded" in ctype) and _has_nul(body):
-            await self._refuse_nul(send, "body")
-            return
+        clean = body
+        if not ctype or b"json" in ctype:
+            clean = strip_nul_json(body)
+        elif b"urlencoded" in ctype:
+            clean = _strip_nul_url(body)
+        elif ctype.startswith(b"text/"):
+            clean = body.replace(b"\x00", b"")
+        if clean is not body and len(clean) != len(body):
+            body = clean
+            scope = {**scope, "headers": [(k, str(len(body)).encode() if k == b"content-length" else v)
+                                          for k, v in scope.get("headers", ())]}
         replayed = False
 
         async def replay() -> Message:

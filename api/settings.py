@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     seed: int = 7
     # --- HTTP service (api/app.py) ---
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest accepted request body; bigger gets 413.")
+    web_upload_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, description="Largest event log the analyst pages accept as an upload "
+        "(the body is held in memory while it is read); other requests keep `max_body_bytes`.",
+    )
     auto_route_confidence: float = Field(default=0.85, ge=0, le=1, description="Team confidence needed to auto-route.")
     suggest_confidence: float = Field(default=0.5, ge=0, le=1, description="Below this a ticket goes to human triage.")
     max_auto_misroute_risk: float = Field(

@@ -17,6 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 PAGE_MODULES: list[str] = [
     "api.web.signin",
     "api.web.agent",
+    "api.web.analyst",
+    "api.web.knowledge",
     "api.web.admin",
 ]
 
