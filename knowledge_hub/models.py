@@ -19,6 +19,7 @@ class ArticleStatus(StrEnum):
     """Lifecycle of an article; only published articles are in the vector index."""
 
     draft = "draft"
+    in_review = "in_review"  # submitted for review (knowledge_hub.review); not searchable, not editable
     published = "published"
     archived = "archived"
 

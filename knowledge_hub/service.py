@@ -182,6 +182,9 @@ def update(
     changes = article_in.model_dump(exclude_unset=True, exclude_none=True)
     if not changes:
         return article
+    if article.status == ArticleStatus.in_review:
+        raise Conflict(f"article {article_id} is in review; its content cannot change until the review is decided "
+                       "or withdrawn", article_id=article_id)
     for key, value in changes.items():
         setattr(article, key, value)
     article.version += 1
@@ -205,7 +208,10 @@ def _set_status(*, session: Session, index: ArticleIndex, article_id: int, statu
 
 
 def publish(*, session: Session, index: ArticleIndex, article_id: int) -> Article:
-    """Mark published and index it now."""
+    """Mark published and index it now (an article in review is published by approving its review)."""
+    if get(session=session, article_id=article_id).status == ArticleStatus.in_review:
+        raise Conflict(f"article {article_id} is in review: a reviewer other than its author approves it "
+                       "(POST /v1/kb/reviews/{id}/approve)", article_id=article_id)
     return _set_status(session=session, index=index, article_id=article_id, status=ArticleStatus.published)
 
 
@@ -237,6 +243,9 @@ def restore_version(
 ) -> Article:
     """Make an old version's content current again, as a new version (history is never rewritten)."""
     article = get(session=session, article_id=article_id)
+    if article.status == ArticleStatus.in_review:
+        raise Conflict(f"article {article_id} is in review; withdraw the review before restoring a version",
+                       article_id=article_id)
     old = session.exec(
         select(ArticleVersion).where(ArticleVersion.article_id == article_id, ArticleVersion.version == version)
     ).first() if 0 < version <= _MAX_ID else None

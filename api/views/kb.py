@@ -11,7 +11,8 @@ from sqlmodel import Session
 from api.auth import Principal, require, set_audit_object
 from api.deps import get_kb_index, get_session, kb_retriever
 from api.errors import ERROR_RESPONSES
-from knowledge_hub import service
+from knowledge_hub import review, service
+from knowledge_hub.index import check_body_length
 from knowledge_hub.models import (
     ArticleCreate,
     ArticlePublic,
@@ -29,12 +30,26 @@ SessionDep = Annotated[Session, Depends(get_session)]
 IndexDep = Annotated[Any, Depends(get_kb_index)]
 
 
+class ImportArticle(ArticleCreate):
+    """An article to import, with the author its source names (the audit log records the caller)."""
+
+    author: str | None = Field(default=None, min_length=1, max_length=128,
+                               description="Author recorded on the article; default the caller's key name.")
+
+
 class ImportIn(BaseModel):
     """Articles to import in one call: all are validated before any is stored."""
 
     model_config = ConfigDict(extra="forbid")
 
-    articles: list[ArticleCreate] = Field(min_length=1, max_length=500)
+    articles: list[ImportArticle] = Field(min_length=1, max_length=500)
+
+
+def _bounded(request: Request, *bodies: tuple[str, str | None]) -> None:
+    """422 naming the limit when an article body is longer than `kb_max_body_chars`."""
+    limit = request.app.state.settings.kb_max_body_chars
+    for where, body in bodies:
+        check_body_length(body, limit=limit, where=where)
 
 
 class ImportPublic(BaseModel):
@@ -98,6 +113,7 @@ def create_article(
     principal: Annotated[Principal, Depends(require(*WRITERS))],
 ) -> Any:
     """Create an article (draft unless `status` says published; a published one is searchable at once)."""
+    _bounded(request, ("body", article.body))
     out = service.create(session=session, index=index, article_in=article, author=principal.name)
     set_audit_object(request, out.id)
     return out
@@ -115,12 +131,14 @@ def get_article(
 def update_article(
     article_id: int,
     article: ArticleUpdate,
+    request: Request,
     session: SessionDep,
     index: IndexDep,
     principal: Annotated[Principal, Depends(require(*WRITERS))],
     expected_version: Annotated[int | None, Query(ge=1, description="409 if the article moved on")] = None,
 ) -> Any:
     """Edit an article (kept as a new version; a published article is re-indexed at once)."""
+    _bounded(request, ("body", article.body))
     return service.update(session=session, index=index, article_id=article_id, article_in=article,
                           author=principal.name, expected_version=expected_version)
 
@@ -153,6 +171,65 @@ def restore_version(
                                    author=principal.name)
 
 
+class ReviewIn(BaseModel):
+    """Submit an article for review: a draft as it is, or `changes` proposed to a published article."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=2000)
+    changes: ArticleUpdate | None = None
+
+
+class DecisionIn(BaseModel):
+    """A reviewer's decision; a rejection needs a comment saying what has to change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str = Field(default="", max_length=2000)
+
+
+@router.post("/articles/{article_id}/review", response_model=review.ReviewPublic, status_code=201)
+def submit_review(
+    article_id: int, body: ReviewIn, request: Request, session: SessionDep,
+    principal: Annotated[Principal, Depends(require(*WRITERS))],
+) -> Any:
+    """Ask another knowledge manager to publish a draft (it is `in_review` meanwhile) or to accept `changes` to a
+    published article (which keeps serving its current content until approved)."""
+    out = review.submit(session=session, article_id=article_id, by=principal.name, note=body.note,
+                        changes=body.changes)
+    set_audit_object(request, f"{article_id}/review/{out.id}")
+    return out
+
+
+@router.get("/reviews", response_model=list[review.ReviewPublic])
+def list_reviews(
+    session: SessionDep, principal: Annotated[Principal, Depends(require(*WRITERS))],
+    state: review.ReviewState | None = review.ReviewState.pending,
+    article_id: Annotated[int | None, Query(ge=1)] = None,
+) -> Any:
+    """Reviews, newest first (pending ones by default)."""
+    return review.list_reviews(session=session, state=state, article_id=article_id)
+
+
+@router.post("/reviews/{review_id}/{decision}", response_model=ArticlePublic | review.ReviewPublic)
+def decide_review(
+    review_id: int, decision: Literal["approve", "reject", "withdraw"], body: DecisionIn, request: Request,
+    session: SessionDep, index: IndexDep, principal: Annotated[Principal, Depends(require(*WRITERS))],
+) -> Any:
+    """Approve (publish / apply the change; not by its author), reject with a comment, or withdraw (the submitter).
+
+    Approve answers the article; reject and withdraw answer the review."""
+    set_audit_object(request, f"review/{review_id}/{decision}")
+    if decision == "approve":
+        art = review.approve(session=session, index=index, review_id=review_id, by=principal.name, comment=body.comment)
+        return ArticlePublic.model_validate(art, from_attributes=True)
+    if decision == "reject":
+        out = review.reject(session=session, review_id=review_id, by=principal.name, comment=body.comment)
+    else:
+        out = review.withdraw(session=session, review_id=review_id, by=principal.name)
+    return review.ReviewPublic.model_validate(out, from_attributes=True)
+
+
 @router.post("/articles/{article_id}/{action}", response_model=ArticlePublic)
 def change_status(
     article_id: int,
@@ -175,8 +252,10 @@ def import_articles(
     principal: Annotated[Principal, Depends(require(*WRITERS))],
 ) -> ImportPublic:
     """Import many articles (JSON); published ones are indexed as they are stored."""
-    created = service.bulk_create(session=session, index=index,
-                                  articles_in=[(a, principal.name) for a in body.articles])
+    _bounded(request, *((f"articles.{i}.body", a.body) for i, a in enumerate(body.articles)))
+    articles_in = [(ArticleCreate.model_validate(a.model_dump(exclude={"author"})), a.author or principal.name)
+                   for a in body.articles]
+    created = service.bulk_create(session=session, index=index, articles_in=articles_in)
     ids = [a.id for a in created if a.id is not None]
     set_audit_object(request, f"{len(ids)} articles")
     return ImportPublic(created=ids, index_stale=[a.id for a in created if a.index_stale and a.id is not None])
@@ -230,4 +309,15 @@ def repair(
     from knowledge_hub.consistency import repair as do_repair
 
     result = do_repair(session=session, index=index)
+    return _consistency(result.before, result)
+
+
+@router.post("/reindex", response_model=ConsistencyPublic)
+def reindex(
+    session: SessionDep, index: IndexDep, principal: Annotated[Principal, Depends(require(*WRITERS))]
+) -> ConsistencyPublic:
+    """Drop the index and re-embed every published article with the configured model (after a model change)."""
+    from knowledge_hub.consistency import reindex as do_reindex
+
+    result = do_reindex(session=session, index=index)
     return _consistency(result.before, result)
