@@ -1,64 +1,90 @@
 """Redaction at the door: every text the service stores is redacted first, with the rules ingest uses.
 
-Emails, phone numbers, Luhn-valid card numbers, mod-97-valid IBANs and IP addresses in a ticket's subject, body and
-custom fields, an event's message and payload, and a feedback comment become `[EMAIL]`, `[PHONE]`, `[CARD]`,
-`[IBAN]`, `[IP]` before triage and before anything is written, so the models read what they were trained on (the
-training history is redacted the same way at ingest) and the database never holds the raw values. Raw text is kept
-only when `DESKPILOT_STORE_RAW_TEXT` asks for it.
+Emails, phone numbers, Luhn-valid card numbers, mod-97-valid IBANs, IP addresses and person names in a ticket's
+subject, body and custom fields, an event's message and payload, and a feedback comment become `[EMAIL]`,
+`[PHONE]`, `[CARD]`, `[IBAN]`, `[IP]`, `[NAME]` before triage and before anything is written, so the models read
+what they were trained on (the training history is redacted the same way at ingest) and the database never holds
+the raw values. Raw text is kept only when `DESKPILOT_STORE_RAW_TEXT` asks for it.
 
-Left alone here, and why: `resource` (an agent's id) and `group` (a team) are identifiers, not free text: agents are
-pseudonymized with the install's key when the live log is read for assist and training (routing.dataset,
-api.views.assist), and teams are the labels the router predicts.
+Identifiers of people are pseudonymized here with the install's key (keyed HMAC, the tokens ingest gives the same
+columns, so mining and the models still see one agent as one value): an event's `resource` (the agent), and a
+custom field or payload entry whose name says it holds a person (`requester`, `customer_email`, `assignee` …,
+insight.eventlog.privacy.is_person_field). Teams (`group`, corrected teams) are the labels the router predicts and
+are not people; they are kept. docs/PRIVACY.md lists every column and what happens to it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from insight.eventlog.privacy import redact_text
+from pydantic import BaseModel
+
+from insight.eventlog.privacy import is_person_field, pseudonym_prefix, pseudonymize_value, redact_text
+from insight.eventlog.schema import RESOURCE
 from routing.models import EventIn, FeedbackIn, TicketIn
 
+M = TypeVar("M", bound=BaseModel)
 
-def _redact_value(value: Any, depth: int = 0) -> Any:
+
+def _person(name: str, value: str, key: str | None) -> str:
+    """A person's identifier as its keyed token (text redaction when no key is given)."""
+    if key and value.strip():
+        return pseudonymize_value(value, key=key, prefix=pseudonym_prefix(name))
+    return redact_text(value)
+
+
+def _redact_value(value: Any, key: str | None, name: str = "", depth: int = 0) -> Any:
     if isinstance(value, str):
-        return redact_text(value)
+        return _person(name, value, key) if name and is_person_field(name) else redact_text(value)
     if depth < 8 and isinstance(value, dict):
-        return {k: _redact_value(v, depth + 1) for k, v in value.items()}
+        return {k: _redact_value(v, key, str(k), depth + 1) for k, v in value.items()}
     if depth < 8 and isinstance(value, list):
-        return [_redact_value(v, depth + 1) for v in value]
+        return [_redact_value(v, key, name, depth + 1) for v in value]
     return value
 
 
-def redact_ticket(ticket: TicketIn) -> TicketIn:
-    """The ticket with its subject, body and custom field values redacted (ids and categories kept)."""
+def redact_ticket(ticket: TicketIn, *, pseudonym_key: str | None = None) -> TicketIn:
+    """The ticket with its subject, body and custom field values redacted; person fields pseudonymized."""
     update: dict[str, Any] = {}
     for name in ("subject", "body"):
         text = getattr(ticket, name)
         clean = redact_text(text)
         if clean != text:
             update[name] = clean
-    fields = {k: redact_text(v) for k, v in ticket.custom_fields.items()}
+    fields = {k: _redact_value(v, pseudonym_key, k) for k, v in ticket.custom_fields.items()}
     if fields != ticket.custom_fields:
         update["custom_fields"] = fields
     return ticket.model_copy(update=update) if update else ticket
 
 
-def redact_event(event: EventIn) -> EventIn:
-    """The event with its message and the string values of its payload redacted."""
+def redact_event(event: EventIn, *, pseudonym_key: str | None = None) -> EventIn:
+    """The event with its message and payload redacted and its `resource` (agent) pseudonymized."""
     update: dict[str, Any] = {}
     if event.message:
         clean = redact_text(event.message)
         if clean != event.message:
             update["message"] = clean
-    payload = _redact_value(event.payload)
+    payload = _redact_value(event.payload, pseudonym_key)
     if payload != event.payload:
         update["payload"] = payload
+    if event.resource and pseudonym_key:
+        update["resource"] = pseudonymize_value(event.resource, key=pseudonym_key, prefix=pseudonym_prefix(RESOURCE))
     return event.model_copy(update=update) if update else event
 
 
 def redact_feedback(feedback: FeedbackIn) -> FeedbackIn:
     """The feedback with its free-text comment redacted (labels and suggestion ids kept)."""
-    if not feedback.comment:
-        return feedback
-    clean = redact_text(feedback.comment)
-    return feedback.model_copy(update={"comment": clean}) if clean != feedback.comment else feedback
+    return redact_fields(feedback, ("comment",))
+
+
+def redact_fields(model: M, names: tuple[str, ...]) -> M:
+    """The model with the named free-text fields redacted (None and empty kept), e.g. assist feedback's
+    `edited_text` and `comment`."""
+    update: dict[str, Any] = {}
+    for name in names:
+        text = getattr(model, name)
+        if text:
+            clean = redact_text(text)
+            if clean != text:
+                update[name] = clean
+    return model.model_copy(update=update) if update else model

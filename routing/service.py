@@ -268,12 +268,14 @@ def route_batch(
     decide: DecideFn | None = None,
     decide_batch: DecideBatchFn | None = None,
     store_raw: bool = False,
+    pseudonym_key: str | None = None,
 ) -> list[RouteOutcome]:
     """Route many tickets in one transaction (idempotent per ticket id); results in request order.
 
-    Texts are redacted before triage and storage (routing.redaction) unless `store_raw`."""
+    Texts are redacted and person fields pseudonymized with `pseudonym_key` before triage and storage
+    (routing.redaction) unless `store_raw`."""
     if not store_raw:
-        tickets = [redact_ticket(t) for t in tickets]
+        tickets = [redact_ticket(t, pseudonym_key=pseudonym_key) for t in tickets]
     ids = [t.ticket_id for t in tickets]
     if len(set(ids)) != len(ids):
         raise InvalidInput("tickets: the same ticket_id appears twice in one batch", field="tickets")
@@ -305,10 +307,11 @@ def route(
     thresholds: DecisionThresholds,
     decide: DecideFn | None = None,
     store_raw: bool = False,
+    pseudonym_key: str | None = None,
 ) -> RouteOutcome:
     """Triage one ticket: same id + same payload replays the stored decision; a changed payload re-triages."""
     return route_batch(session=session, bundle=bundle, tickets=[ticket_in], thresholds=thresholds, decide=decide,
-                       store_raw=store_raw)[0]
+                       store_raw=store_raw, pseudonym_key=pseudonym_key)[0]
 
 
 def _get_ticket_row(session: Session, ticket_id: str) -> Ticket:
@@ -327,12 +330,14 @@ def add_event(
     thresholds: DecisionThresholds,
     decide: DecideFn | None = None,
     store_raw: bool = False,
+    pseudonym_key: str | None = None,
 ) -> EventResult:
     """Store an event of the live log; a customer message re-triages and records a new decision if the intent changed.
 
-    The message and payload are redacted before triage and storage unless `store_raw`."""
+    The message and payload are redacted and the agent (`resource`) pseudonymized with `pseudonym_key` before
+    triage and storage unless `store_raw`."""
     if not store_raw:
-        event_in = redact_event(event_in)
+        event_in = redact_event(event_in, pseudonym_key=pseudonym_key)
     ticket = _get_ticket_row(session, ticket_id)
     previous = ticket.current_intent
     result: TriageResult | None = None

@@ -23,6 +23,7 @@ from insight.eventlog.privacy import pseudonym_prefix, pseudonymize
 from insight.eventlog.schema import RESOURCE
 from routing import service as routing_service
 from routing.models import MAX_BODY, MAX_ID, Ticket, TicketEvent, TicketPublic, as_utc
+from routing.redaction import redact_fields
 
 router = APIRouter(tags=["assist"], responses=ERROR_RESPONSES)
 
@@ -142,6 +143,8 @@ def post_assist_feedback(
 ) -> AssistFeedbackPublic:
     """Record that the agent accepted, edited or rejected one suggestion (action, article or draft)."""
     routing_service.get_ticket(session=session, ticket_id=ticket_id)  # 404 for an unknown ticket
+    if not request.app.state.settings.store_raw_text:
+        feedback = redact_fields(feedback, ("edited_text", "comment"))
     out = service.record_feedback(session=session, ticket_id=ticket_id, feedback_in=feedback, by=principal.name)
     set_audit_object(request, f"{ticket_id}/assist/feedback/{out.id}")
     return out

@@ -57,6 +57,11 @@ def json_response(model: BaseModel, status_code: int) -> Response:
     return Response(content=model.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
+def _pseudonym_key(request: Request) -> str | None:
+    """The install's key for pseudonymizing people at the door (routing.redaction)."""
+    return request.app.state.settings.pseudonym_key.get_secret_value() or None
+
+
 @router.post("/route", response_model=DecisionPublic, status_code=201,
              responses={200: {"model": DecisionPublic, "description": "same ticket id and payload: stored decision"}})
 def route_ticket(
@@ -73,7 +78,7 @@ def route_ticket(
     """Triage a new ticket: intent, team, risks, decision and reasons. Idempotent by `ticket_id`."""
     set_audit_object(request, ticket.ticket_id)
     out = service.route(session=session, bundle=bundle, ticket_in=ticket, thresholds=thresholds, decide=decide,
-                        store_raw=request.app.state.settings.store_raw_text)
+                        store_raw=request.app.state.settings.store_raw_text, pseudonym_key=_pseudonym_key(request))
     if not out.replayed:
         metrics.record_decisions([(out.decision.result.decision, out.decision.trigger)])
     return json_response(out.decision, 200 if out.replayed else 201)
@@ -97,6 +102,7 @@ def route_tickets(
     outs = service.route_batch(
         session=session, bundle=bundle, tickets=batch.tickets, thresholds=thresholds, decide=decide,
         decide_batch=decide_batch, store_raw=request.app.state.settings.store_raw_text,
+        pseudonym_key=_pseudonym_key(request),
     )
     metrics.record_decisions((o.decision.result.decision, o.decision.trigger) for o in outs if not o.replayed)
     replayed = sum(o.replayed for o in outs)
@@ -131,7 +137,7 @@ def post_event(
     """Store an event of the live log; a customer message whose intent differs re-triages the ticket."""
     out = service.add_event(
         session=session, bundle=bundle, ticket_id=ticket_id, event_in=event, thresholds=thresholds, decide=decide,
-        store_raw=request.app.state.settings.store_raw_text,
+        store_raw=request.app.state.settings.store_raw_text, pseudonym_key=_pseudonym_key(request),
     )
     if out.decision is not None:
         metrics.record_decisions([(out.decision.result.decision, out.decision.trigger)])

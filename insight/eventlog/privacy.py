@@ -92,9 +92,13 @@ def iban_ok(candidate: str) -> bool:
 def _sub(pattern: re.Pattern[str], text: str, check: Callable[[str], bool], placeholder: str,
          counts: Counter[str], kind: str) -> str:
     def repl(m: re.Match[str]) -> str:
-        if check(m.group(0)):
+        found, tail = m.group(0), ""
+        # "(+31 6 12345678)": the closing bracket of the sentence is not part of the number
+        while found.endswith(")") and found.count(")") > found.count("("):
+            found, tail = found[:-1], ")" + tail
+        if check(found):
             counts[kind] += 1
-            return placeholder
+            return placeholder + tail
         return m.group(0)
 
     return pattern.sub(repl, text)

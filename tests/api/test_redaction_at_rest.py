@@ -52,7 +52,8 @@ def test_nothing_raw_reaches_the_database(file_api) -> None:  # type: ignore[no-
     ticket = api.client.get(f"/v1/tickets/{tid}", headers=api.h("agent")).json()
     assert ticket["subject"] == "Refund to [IBAN] please"
     assert ticket["body"] == "Charged twice, card [CARD]. Reach me at [EMAIL] or [PHONE]; my router is [IP]."
-    assert ticket["custom_fields"] == {"contact": "[EMAIL]", "order": "55120"}
+    # a field named for a person holds the install's keyed token, other fields their redacted text
+    assert ticket["custom_fields"]["contact"].startswith("con_") and ticket["custom_fields"]["order"] == "55120"
     events = api.client.get(f"/v1/tickets/{tid}/events", headers=api.h("agent")).json()
     assert events[-1]["message"] == "call me on [PHONE]"
     assert events[-1]["payload"] == {"from": "[EMAIL]", "nested": [{"ip": "[IP]"}]}

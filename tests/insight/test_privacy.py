@@ -20,6 +20,7 @@ from insight.eventlog.privacy import apply_privacy, iban_ok, is_person_field, lu
         ("mobile 0612345678", "mobile [PHONE]"),
         ("bel me op +31 6 12345678 morgen", "bel me op [PHONE] morgen"),
         ("or 0031 6 1234 5678.", "or [PHONE]."),
+        ("mail a@b.nl (+31 6 12345678) today", "mail [EMAIL] ([PHONE]) today"),
         ("US office +1 415-555-2671", "US office [PHONE]"),
         ("release +3 1 2 and +12 5 EUR stay", "release +3 1 2 and +12 5 EUR stay"),
         ("card 4111 1111 1111 1111 exp 12/29", "card [CARD] exp 12/29"),
