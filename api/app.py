@@ -189,7 +189,7 @@ def _open_kb_index(settings: Settings, embedder: Any) -> Any:
     index_mod = importlib.import_module("knowledge_hub.index")
     opener = getattr(index_mod, "open_index", None)
     if opener is not None:
-        return opener(settings=settings, embedder=embedder)
+        return opener(settings=settings, embedder=embedder, role="server")  # held by this process while it runs
     cls = index_mod.KnowledgeIndex
     if settings.chroma_url:
         return cls.from_url(settings.chroma_url, embedder=embedder)
@@ -209,6 +209,30 @@ def _repair_kb_index(engine: Engine, index: Any) -> None:
         result = repair(session=session, index=index)
     log.info("kb_index_repaired", reindexed=len(result.reindexed), removed=len(result.removed),
              failed=len(result.failed), full_reindex=result.full_reindex)
+
+
+async def _open_kb_index_when_free(app: FastAPI, opener: Callable[[Settings, Any], Any]) -> None:
+    """Retry opening an embedded index another process holds (a `deskpilot kb` command) until it lets go."""
+    while app.state.kb_index is None:
+        await anyio.sleep(1.0)
+        try:
+            index = await anyio.to_thread.run_sync(opener, app.state.settings, app.state.embedder)
+            if index is not None:
+                await anyio.to_thread.run_sync(_repair_kb_index, app.state.engine, index)
+        except Exception as exc:  # still held, or chroma failing: say why, try again
+            app.state.kb_index_error = f"{type(exc).__name__}: {exc}"
+            continue
+        app.state.kb_index, app.state.kb_index_error = index, None
+        log.info("kb_index_opened", after_wait=True)
+
+
+def _bind_home(engine: Engine, settings: Settings) -> None:
+    """A home refuses a second database (knowledge_hub.identity): its index was built from the first one."""
+    try:
+        from knowledge_hub.identity import bind_home
+    except ImportError:
+        return
+    bind_home(engine=engine, home=settings.home)
 
 
 async def reload_models(app: FastAPI) -> tuple[ModelState, ModelState]:
@@ -268,6 +292,11 @@ def create_app(
                              pool_timeout=settings.db_pool_timeout)
         _import_tables()
         SQLModel.metadata.create_all(engine)
+        try:
+            _bind_home(engine, settings)
+        except BaseException:
+            engine.dispose()
+            raise
         app.state.engine = engine
         app.state.retrain.bind(engine, settings.registry_path)  # retrain jobs live in the database
         app.state.audit_writer = AuditWriter(engine)
@@ -293,6 +322,8 @@ def create_app(
         except Exception as exc:  # chroma raises many types when a server is down; the API still serves routing
             app.state.kb_index_error = f"{type(exc).__name__}: {exc}"
             log.warning("kb_index_unavailable", error=app.state.kb_index_error)
+        # Held by a `deskpilot kb` command right now: opened as soon as it lets go.
+        kb_index_busy = app.state.kb_index is None and "IndexBusy" in str(app.state.kb_index_error)
         app.state.bundle_loader = bundle_loader or default_bundle_loader
         app.state.models = await anyio.to_thread.run_sync(
             load_models, settings, app.state.embedder, app.state.bundle_loader
@@ -311,12 +342,16 @@ def create_app(
             async with anyio.create_task_group() as tasks:
                 app.state.task_group = tasks
                 tasks.start_soon(watch_live_models, app, reload_models)  # follow swaps made by other workers
+                if kb_index_busy:
+                    tasks.start_soon(_open_kb_index_when_free, app, open_kb_index or _open_kb_index)
                 try:
                     yield
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
             app.state.audit_writer.close()
+            if app.state.kb_index is not None and hasattr(app.state.kb_index, "close"):
+                app.state.kb_index.close()  # another process (a `deskpilot kb` command) may open it now
             engine.dispose()
             if blas_limits is not None:
                 blas_limits.restore_original_limits()

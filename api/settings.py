@@ -137,6 +137,15 @@ class Settings(BaseSettings):
         "all cores). Requests are computed concurrently, each on its own thread, and a shared multi-threaded BLAS "
         "pool spins and makes concurrent requests wait for each other.",
     )
+    # --- knowledge hub ---
+    kb_max_body_chars: int = Field(
+        default=50_000, ge=1000, description="Longest article body (characters) the knowledge hub accepts; a longer "
+        "one is refused (422 naming this limit), since every character is embedded by the request that stores it.",
+    )
+    kb_stale_grace_seconds: float = Field(
+        default=120.0, ge=0, description="How long an article may wait for its index write (flagged index-stale) "
+        "before readiness reports the index as disagreeing with SQL.",
+    )
     # --- database connection pool (PostgreSQL and SQLite files; in-memory SQLite shares one connection) ---
     db_pool_size: int = Field(default=10, ge=1, description="Connections kept open in the pool.")
     db_max_overflow: int = Field(default=20, ge=0, description="Extra connections opened under load above the pool size.")

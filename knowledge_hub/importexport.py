@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,15 +193,17 @@ def _md_file(path: Path, *, default_title: str | None = None) -> tuple[ArticleCr
 
 
 def import_path(*, session: Session, index: ArticleIndex, path: Path, author: str = "import",
-                records: list[tuple[ArticleCreate, str | None]] | None = None) -> ImportResult:
+                records: list[tuple[ArticleCreate, str | None]] | None = None,
+                progress: Callable[[int], None] | None = None) -> ImportResult:
     """Read every article from path (all validated before anything is stored) and create them.
 
-    `records` are the articles already read from `path` with `read_any` (so a caller can check the file first)."""
+    `records` are the articles already read from `path` with `read_any` (so a caller can check the file first);
+    `progress(n)` is told as each group of n published articles is indexed."""
     if records is None:
         records = read_any(path)
     result = ImportResult(source=str(path))
     batch = [(article_in, rec_author or author) for article_in, rec_author in records]
-    for a in service.bulk_create(session=session, index=index, articles_in=batch):
+    for a in service.bulk_create(session=session, index=index, articles_in=batch, progress=progress):
         assert a.id is not None
         result.created.append(a.id)
         if a.index_stale:

@@ -83,6 +83,17 @@ def chunk_markdown(body: str, *, max_chars: int = 1200) -> list[Chunk]:
     return out
 
 
+def check_body_length(body: str | None, *, limit: int, where: str = "body") -> None:
+    """Refuse a body longer than `limit` characters (InvalidInput naming where and the limit).
+
+    Storing a published article embeds all of its text in the request that stores it, so its length bounds the
+    work one request can ask for.
+    """
+    if body is not None and len(body) > limit:
+        raise InvalidInput(f"{where}: {len(body):,} characters is over the limit of {limit:,} "
+                           "(DESKPILOT_KB_MAX_BODY_CHARS); split the article", field="body", limit=limit)
+
+
 def _split_long(text: str, max_chars: int) -> list[str]:
     sentences = re.split(r"(?<=[.!?])\s+", text)
     out: list[str] = []
@@ -181,6 +192,13 @@ class KnowledgeIndex:
         self._client: Any = None
         self._lock = threading.RLock()
         self._snapshot: IndexSnapshot | None = None
+        self._lease: Any = None  # knowledge_hub.ownership.IndexLease when opened by open_index(role=...)
+
+    def close(self) -> None:
+        """Let go of this process's hold on an embedded store (other processes may then open it)."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
     # -- chroma plumbing -------------------------------------------------------------------------------------
     def _get_client(self) -> Any:
@@ -437,10 +455,26 @@ class KnowledgeIndex:
         return cls(embedder=embedder, url=url, collection=collection)
 
 
-def open_index(*, settings: Any, embedder: TextEncoder) -> KnowledgeIndex:
-    """Index from a settings object with `chroma_url` (server) or `chroma_path` (embedded); opens it eagerly."""
+def open_index(*, settings: Any, embedder: TextEncoder, role: str | None = None) -> KnowledgeIndex:
+    """Index from a settings object with `chroma_url` (server) or `chroma_path` (embedded); opens it eagerly.
+
+    With `role` ("server" or "cli") an embedded store is held for this process (knowledge_hub.ownership): IndexBusy
+    names the other process when it holds it; `close()` the index to let go. A chroma server needs no hold.
+    """
     url = getattr(settings, "chroma_url", None)
-    index = (KnowledgeIndex.from_url(url, embedder=embedder) if url
-             else KnowledgeIndex.from_path(settings.chroma_path, embedder=embedder))
-    index.count()  # fail at start-up, not at the first request, when chroma is unreachable
+    if url:
+        index = KnowledgeIndex.from_url(url, embedder=embedder)
+    else:
+        lease = None
+        if role is not None:
+            from knowledge_hub.ownership import acquire
+
+            lease = acquire(Path(settings.chroma_path), role=role)
+        index = KnowledgeIndex.from_path(settings.chroma_path, embedder=embedder)
+        index._lease = lease
+    try:
+        index.count()  # fail at start-up, not at the first request, when chroma is unreachable
+    except BaseException:
+        index.close()
+        raise
     return index

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 
@@ -19,11 +21,37 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from api.settings import get_settings
+        from knowledge_hub.ownership import remove_serve_file, write_serve_file
 
         settings = get_settings()
+        _preflight(settings, workers)
         typer.echo(f"deskpilot API on http://{host}:{port}  (docs: /docs, health: /healthz, metrics: /metrics; "
                    f"home {settings.home})", err=True)
-        uvicorn.run(
-            "api.app:create_app", factory=True, host=host, port=port, workers=workers,
-            access_log=access_log, log_config=None, timeout_graceful_shutdown=10,
-        )
+        # Where `deskpilot kb` finds this server, to send its index writes here (the server holds the index).
+        local = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, f"[{host}]" if ":" in host else host)
+        write_serve_file(settings.home, url=f"http://{local}:{port}")
+        try:
+            uvicorn.run(
+                "api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                access_log=access_log, log_config=None, timeout_graceful_shutdown=10,
+            )
+        finally:
+            remove_serve_file(settings.home)
+
+
+def _preflight(settings: Any, workers: int) -> None:
+    """Refuse, in one line, what the app would refuse at start-up: several processes on one embedded index, and a
+    home whose index belongs to another database."""
+    from api.app import make_engine
+    from insight.errors import InvalidInput
+    from knowledge_hub.identity import bind_home
+
+    if workers > 1 and not settings.chroma_url:
+        raise InvalidInput(f"--workers {workers} needs a chroma server (DESKPILOT_CHROMA_URL): the embedded index in "
+                           f"{settings.chroma_path} can be held by one process only", field="workers")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    try:
+        bind_home(engine=engine, home=settings.home)
+    finally:
+        engine.dispose()
