@@ -8,8 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Table, bindparam, insert, update
-from sqlalchemy import select as core_select
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -33,11 +32,8 @@ from routing.models import (
     as_utc,
     utcnow,
 )
+from routing.queries import DECISION, RETRIAGE, SET_CURRENT, STORED, TICKET
 from routing.redaction import redact_event, redact_feedback, redact_ticket
-
-# Core tables for the multi-row writes of the routing hot path.
-TICKET: Table = Ticket.__table__  # type: ignore[attr-defined]
-DECISION: Table = TriageDecision.__table__  # type: ignore[attr-defined]
 
 
 class DecideFn(Protocol):
@@ -110,30 +106,6 @@ def _store_decision(
     return row
 
 
-# The hot path reads and writes through the session's connection with Core statements (no ORM objects, no
-# unit-of-work flush): for one ticket the ORM select alone was a large share of the service's own work.
-_STORED = (
-    core_select(
-        TICKET.c.ticket_id, TICKET.c.payload_hash, TICKET.c.current_decision_id, DECISION.c.id.label("decision_id"),
-        DECISION.c.trigger, DECISION.c.result, DECISION.c.created_at,
-    )
-    .select_from(TICKET.outerjoin(DECISION, DECISION.c.id == TICKET.c.current_decision_id))
-    .where(TICKET.c.ticket_id.in_(bindparam("ids", expanding=True)))
-)
-_SET_CURRENT = (
-    update(TICKET).where(TICKET.c.ticket_id == bindparam("tid")).values(current_decision_id=bindparam("did"))
-)
-_RETRIAGE = (
-    update(TICKET).where(TICKET.c.ticket_id == bindparam("tid")).values(
-        subject=bindparam("subject"), body=bindparam("body"), channel=bindparam("channel"),
-        segment=bindparam("segment"), priority=bindparam("priority"), custom_fields=bindparam("custom_fields"),
-        created_at=bindparam("created_at"), payload_hash=bindparam("payload_hash"),
-        current_intent=bindparam("current_intent"), current_team=bindparam("current_team"),
-        current_decision_id=bindparam("did"), updated_at=bindparam("updated_at"),
-    )
-)
-
-
 @dataclass(frozen=True)
 class _Stored:
     """What the database holds for a ticket id: its payload hash and current decision (None if it has none)."""
@@ -143,7 +115,7 @@ class _Stored:
 
 
 def _stored_tickets(session: Session, ids: list[str]) -> dict[str, _Stored]:
-    rows = session.connection().execute(_STORED, {"ids": ids}).all()
+    rows = session.connection().execute(STORED, {"ids": ids}).all()
     out: dict[str, _Stored] = {}
     for r in rows:
         decision = None
@@ -236,7 +208,7 @@ def _write_decisions(
     current = [{"tid": tickets[i].ticket_id, "did": did} for i, did in zip(todo, new_ids, strict=True)
                if tickets[i].ticket_id not in known]
     if current:
-        conn.execute(_SET_CURRENT, current)
+        conn.execute(SET_CURRENT, current)
     # Same id, new payload: re-triage in place (the history stays in triage_decision).
     retriaged = [
         {
@@ -248,7 +220,7 @@ def _write_decisions(
         for i, did in zip(todo, new_ids, strict=True) if (t := tickets[i]).ticket_id in known
     ]
     if retriaged:
-        conn.execute(_RETRIAGE, retriaged)
+        conn.execute(RETRIAGE, retriaged)
     return {
         i: RouteOutcome(
             DecisionPublic(decision_id=did, ticket_id=tickets[i].ticket_id, trigger=str(d["trigger"]), created_at=now,
