@@ -154,3 +154,79 @@ def test_kb_flow_through_a_chroma_server(tmp_path, tiny_bundle, embedder, chroma
         assert ready["checks"]["kb_index"] == "ok"
     finally:
         client.__exit__(None, None, None)
+
+
+def _embedded_api(tmp_path, tiny_bundle, embedder, **settings_kw) -> Api:
+    settings = Settings(home=tmp_path, database_url="sqlite://", **settings_kw)
+    app, client, keys = start_api(settings, bundle_loader=lambda s, e: tiny_bundle,
+                                  open_kb_index=lambda s, e: open_index(settings=s, embedder=e, role="server"),
+                                  embedder=embedder)
+    return Api(app=app, client=client, keys=keys)
+
+
+def test_readiness_fails_while_the_index_disagrees_with_sql(tmp_path, tiny_bundle, embedder):
+    api = _embedded_api(tmp_path, tiny_bundle, embedder)
+    try:
+        km = api.h("knowledge_manager")
+        aid = api.client.post("/v1/kb/articles", json={**REFUND, "status": "published"}, headers=km).json()["id"]
+        api.client.post("/v1/kb/import", json={"articles": [RESET]}, headers=km)
+        ready = api.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"]["kb_index"] == "ok"
+        # Another writer puts other text under the article's id and version (what a second database did).
+        api.app.state.kb_index.upsert_article(article_id=aid, version=1, title="Refund a double charge",
+                                              body="Refunds are never possible.", intents=[], tags=[])
+        ready = api.client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["code"] == "unavailable"
+        assert f"altered [{aid}]" in ready.json()["detail"] and "kb check --repair" in ready.json()["detail"]
+        cons = api.client.get("/v1/kb/consistency", headers=km).json()
+        assert cons["ok"] is False and cons["altered"] == [aid]
+        fixed = api.client.post("/v1/kb/consistency/repair", headers=km).json()
+        assert fixed["repaired"] == [aid]
+        assert api.client.get("/readyz").status_code == 200
+        assert "24 hours" in api.client.get("/v1/kb/search", params={"q": "charged twice", "k": 1},
+                                            headers=api.h("agent")).json()[0]["text"]
+        # A reindex through the API re-embeds everything and stays consistent.
+        re = api.client.post("/v1/kb/reindex", headers=km).json()
+        assert sorted(re["repaired"]) == sorted([aid, aid + 1]) and re["failed"] == []
+        assert api.client.get("/readyz").status_code == 200
+    finally:
+        api.client.__exit__(None, None, None)
+
+
+def test_readiness_allows_a_pending_write_until_its_grace_runs_out(tmp_path, tiny_bundle, embedder):
+    from sqlalchemy import text
+
+    api = _embedded_api(tmp_path, tiny_bundle, embedder, kb_stale_grace_seconds=3600)
+    try:
+        km = api.h("knowledge_manager")
+        aid = api.client.post("/v1/kb/articles", json={**REFUND, "status": "published"}, headers=km).json()["id"]
+        with api.app.state.engine.begin() as conn:  # the state between a committed edit and its index write
+            conn.execute(text("UPDATE kb_article SET index_stale = :t, version = 2 WHERE id = :i"),
+                         {"t": True, "i": aid})
+        assert api.client.get("/readyz").status_code == 200
+        api.app.state.settings.kb_stale_grace_seconds = 0
+        late = api.client.get("/readyz")
+        assert late.status_code == 503 and f"[{aid}]" in late.json()["detail"]
+    finally:
+        api.client.__exit__(None, None, None)
+
+
+def test_an_article_body_over_the_limit_is_refused_naming_it(tmp_path, tiny_bundle, embedder):
+    api = _embedded_api(tmp_path, tiny_bundle, embedder, kb_max_body_chars=1000)
+    try:
+        km = api.h("knowledge_manager")
+        long = "Refund the duplicate payment. " * 40  # 1,200 characters
+        r = api.client.post("/v1/kb/articles", json={**REFUND, "body": long, "status": "published"}, headers=km)
+        assert r.status_code == 422 and "1,000" in r.json()["detail"] and "KB_MAX_BODY_CHARS" in r.json()["detail"]
+        aid = api.client.post("/v1/kb/articles", json=REFUND, headers=km).json()["id"]
+        r = api.client.patch(f"/v1/kb/articles/{aid}", json={"body": long}, headers=km)
+        assert r.status_code == 422 and r.json()["detail"].startswith("body: 1,200 characters")
+        r = api.client.post("/v1/kb/import", json={"articles": [RESET, {**RESET, "body": long}]}, headers=km)
+        assert r.status_code == 422 and r.json()["detail"].startswith("articles.1.body")
+        assert len(api.client.get("/v1/kb/articles", headers=km).json()) == 1  # nothing of the refused import
+        imp = api.client.post("/v1/kb/import", json={"articles": [{**RESET, "author": "help-centre"}]}, headers=km)
+        assert imp.status_code == 201
+        got = api.client.get(f"/v1/kb/articles/{imp.json()['created'][0]}", headers=km).json()
+        assert got["author"] == "help-centre"
+    finally:
+        api.client.__exit__(None, None, None)
