@@ -202,7 +202,11 @@ def cli_actor() -> str:
 
 def audited_session(engine: Engine, *, action: str, object_id: str | None = None, who: str | None = None,
                     role: str | None = None, method: str = "CLI") -> AuditedSession:
-    """A session whose first commit stores an audit row for `action` (e.g. "keys create") in the same transaction."""
+    """A session whose first commit stores an audit row for `action` (e.g. "keys create") in the same transaction.
+
+    Creates the audit table if the database has none yet (a CLI command may be the first thing to touch it).
+    """
+    AUDIT.create(engine, checkfirst=True)
     session = AuditedSession(engine, expire_on_commit=False)
     session.info["audit"] = FixedAudit(who=who or cli_actor(), role=role, method=method, path=action,
                                        object_id=object_id)

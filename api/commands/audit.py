@@ -43,10 +43,10 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object (items, next_cursor).")] = False,
     ) -> None:
         """Audited writes and refusals matching every filter given, newest first."""
-        from sqlmodel import Session, SQLModel
+        from sqlmodel import Session
 
-        from api.app import _import_tables, make_engine
-        from api.audit import query_audit
+        from api.app import make_engine
+        from api.audit import AUDIT, query_audit
 
         settings = get_settings()
         try:
@@ -56,8 +56,7 @@ def register(app: typer.Typer) -> None:
                 raise InvalidInput(f"no database at {db_file}; nothing has been audited yet", field="home")
             engine = make_engine(settings.db_url)
             try:
-                _import_tables()
-                SQLModel.metadata.create_all(engine)
+                AUDIT.create(engine, checkfirst=True)  # a home only the kb commands used has none yet
                 with Session(engine) as session:
                     page = query_audit(session=session, who=who, role=role, method=method, path_prefix=path_prefix,
                                        status=status, since=since_at, until=until_at, object_id=object_id,

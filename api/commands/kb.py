@@ -211,8 +211,7 @@ def import_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Import articles (published ones are indexed as they are stored; through the server when one runs)."""
-    from sqlmodel import Session
-
+    from api.audit import audited_session
     from knowledge_hub.importexport import import_path, read_any
     from knowledge_hub.index import check_body_length
     from knowledge_hub.models import ArticleStatus
@@ -236,7 +235,8 @@ def import_cmd(
         else:
             published = sum(1 for a, _ in records if a.status == ArticleStatus.published)
             with _progress(published, "embedding", quiet=quiet) as advance, \
-                    Session(hub.engine, expire_on_commit=False) as session:
+                    audited_session(hub.engine, action="kb import", object_id=str(path)) as session:
+                # the first commit of the import stores its audit row, in the same transaction
                 res = import_path(session=session, index=hub.index, path=path, author=author, records=records,
                                   progress=advance)
             created, stale, where = res.created, res.stale, ""

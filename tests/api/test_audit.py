@@ -220,3 +220,16 @@ def test_deskpilot_audit_cli(tmp_path, monkeypatch, capfd, tiny_bundle) -> None:
     assert code == 2 and "--since" in err and len(err.strip().splitlines()) == 1
     code, out, err = run_cli(["audit", "--limit", "5000"], monkeypatch, capfd, env=env)
     assert code == 2 and "limit" in err
+
+
+def test_kb_import_cli_is_audited_with_its_articles(tmp_path, monkeypatch, capfd) -> None:
+    src = tmp_path / "articles.json"
+    src.write_text(json.dumps([{"title": "Reset a password", "body": "Open settings, then security."},
+                               {"title": "Refunds", "body": "Open billing, then refunds."}]))
+    env = {"DESKPILOT_HOME": str(tmp_path / "home")}
+    code, out, err = run_cli(["kb", "import", str(src), "--quiet"], monkeypatch, capfd, env=env)
+    assert code == 0, err
+    code, out, err = run_cli(["audit", "--json", "--path-prefix", "kb import"], monkeypatch, capfd, env=env)
+    assert code == 0, err
+    [row] = json.loads(out)["items"]
+    assert row["object_id"] == str(src) and row["method"] == "CLI" and row["status"] == 200
