@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.commands import fail
+from api.commands import boundary
 from api.settings import get_settings
-from insight.errors import DeskpilotError, InvalidInput
+from insight.errors import InvalidInput
 
 
 def _parse_mapping(mapping_file: Path | None, pairs: list[str] | None) -> dict[str, str]:
@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
     """Add the `ingest` command to the CLI."""
 
     @app.command("ingest")
+    @boundary
     def ingest_cmd(
         log: Annotated[Path, typer.Argument(help="CSV(.gz), XES(.gz) or Parquet event log.")],
         mapping: Annotated[Path | None, typer.Option("--mapping", help="JSON file {source column: canonical}.")] = None,
@@ -56,25 +57,22 @@ def register(app: typer.Typer) -> None:
 
         console = Console()
         if timestamp_policy not in ("drop", "impute", "error"):
-            console.print(f"[red]--timestamp-policy must be drop, impute or error, got {timestamp_policy!r}[/red]")
-            raise typer.Exit(2)
+            raise InvalidInput(f"--timestamp-policy must be drop, impute or error, got {timestamp_policy!r}",
+                               field="timestamp_policy")
         settings = get_settings()
-        try:
-            result = ingest(
-                log,
-                mapping=_parse_mapping(mapping, map_) or None,
-                preset=preset,
-                source_tz=source_tz,
-                dayfirst=True if dayfirst else None,
-                activity_map=activity_map,
-                timestamp_policy=timestamp_policy,  # type: ignore[arg-type]
-                drop_duplicates=not keep_duplicates,
-                pseudonym_key=None if no_privacy else settings.pseudonym_key.get_secret_value(),
-                privacy=not no_privacy,
-            )
-            written = write_log(result, out) if out is not None else None
-        except DeskpilotError as exc:
-            fail(exc)
+        result = ingest(
+            log,
+            mapping=_parse_mapping(mapping, map_) or None,
+            preset=preset,
+            source_tz=source_tz,
+            dayfirst=True if dayfirst else None,
+            activity_map=activity_map,
+            timestamp_policy=timestamp_policy,  # type: ignore[arg-type]
+            drop_duplicates=not keep_duplicates,
+            pseudonym_key=None if no_privacy else settings.pseudonym_key.get_secret_value(),
+            privacy=not no_privacy,
+        )
+        written = write_log(result, out) if out is not None else None
         q = result.quality
         table = Table(title=f"data quality: {log.name}")
         table.add_column("fix")

@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.commands import boundary
 from api.settings import get_settings
 
 
@@ -35,25 +36,22 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys, name="keys")
 
     @keys.command("create")
+    @boundary
     def create(
         role: str = typer.Option(..., "--role", help="One of: " + ", ".join(ROLES) + "."),
         name: str = typer.Option(..., "--name", help="Who or what uses the key (unique; shown in the audit log)."),
     ) -> None:
         """Create a key and print it once (it cannot be shown again)."""
         from api.auth import create_key
-        from insight.errors import DeskpilotError
 
         with _session("keys create", name) as session:
-            try:
-                created = create_key(session=session, name=name, role=role)
-            except DeskpilotError as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(2) from exc
+            created = create_key(session=session, name=name, role=role)
         typer.echo(created.secret)
         typer.echo(f"created key {created.name!r} with role {created.role}; store it now, it is shown only once",
                    err=True)
 
     @keys.command("list")
+    @boundary
     def list_() -> None:
         """List keys (names, roles, prefixes; never the secrets)."""
         from api.auth import list_keys
@@ -66,15 +64,11 @@ def register(app: typer.Typer) -> None:
         Console().print(table)
 
     @keys.command("revoke")
+    @boundary
     def revoke(name: str = typer.Argument(..., help="Name of the key to revoke.")) -> None:
         """Revoke a key by name (it stops working immediately)."""
         from api.auth import revoke_key
-        from insight.errors import DeskpilotError
 
         with _session("keys revoke", name) as session:
-            try:
-                revoke_key(session=session, name=name)
-            except DeskpilotError as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(2) from exc
+            revoke_key(session=session, name=name)
         typer.echo(f"revoked {name!r}")

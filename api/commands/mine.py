@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from api.commands import fail
+from api.commands import boundary
 from api.settings import get_settings
-from insight.errors import DeskpilotError, InvalidInput
+from insight.errors import InvalidInput
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
     """Add the `mine` command to the CLI."""
 
     @app.command("mine")
+    @boundary
     def mine_cmd(
         log: Annotated[Path, typer.Argument(help="CSV(.gz), XES(.gz) or Parquet event log.")],
         out: Annotated[Path, typer.Option("--out", help="Folder for insight.json and report.html.")],
@@ -75,45 +76,42 @@ def register(app: typer.Typer) -> None:
         console = Console()
         settings = get_settings()
         t0 = time.perf_counter()
-        try:
-            line_map = {str(k): int(v) for k, v in _read_json(lines, "lines").items()} if lines else None
-            labels = LabelConfig(line_mapping=line_map)
-            cfg = MineConfig(
-                labels=labels,
-                alerts=AlertConfig(window=window, baseline_windows=baseline_windows, labels=labels),
-                journey=load_journey(journey) if journey else None,
-                model_path=str(model) if model else None,
-                line_mapping=line_map,
+        line_map = {str(k): int(v) for k, v in _read_json(lines, "lines").items()} if lines else None
+        labels = LabelConfig(line_mapping=line_map)
+        cfg = MineConfig(
+            labels=labels,
+            alerts=AlertConfig(window=window, baseline_windows=baseline_windows, labels=labels),
+            journey=load_journey(journey) if journey else None,
+            model_path=str(model) if model else None,
+            line_mapping=line_map,
+        )
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description:<14}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as bar:
+            task = bar.add_task("reading log", total=len(STEPS) + 1)
+            elog = ingest(
+                log,
+                mapping=_parse_mapping(mapping, map_) or None,
+                preset=preset,
+                dayfirst=True if dayfirst else None,
+                pseudonym_key=None if no_privacy else settings.pseudonym_key.get_secret_value(),
+                privacy=not no_privacy,
             )
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("[bold]{task.description:<14}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=False,
-            ) as bar:
-                task = bar.add_task("reading log", total=len(STEPS) + 1)
-                elog = ingest(
-                    log,
-                    mapping=_parse_mapping(mapping, map_) or None,
-                    preset=preset,
-                    dayfirst=True if dayfirst else None,
-                    pseudonym_key=None if no_privacy else settings.pseudonym_key.get_secret_value(),
-                    privacy=not no_privacy,
-                )
-                bar.update(task, advance=1)
+            bar.update(task, advance=1)
 
-                def progress(step: str, done: int, total: int) -> None:
-                    bar.update(task, description=step, completed=done + 1)
+            def progress(step: str, done: int, total: int) -> None:
+                bar.update(task, description=step, completed=done + 1)
 
-                report = mine(elog, config=cfg, progress=progress)
-            out.mkdir(parents=True, exist_ok=True)
-            json_path = report.write_json(out / "insight.json")
-            html_path = write_html(report, out / "report.html")
-        except DeskpilotError as exc:
-            fail(exc)
+            report = mine(elog, config=cfg, progress=progress)
+        out.mkdir(parents=True, exist_ok=True)
+        json_path = report.write_json(out / "insight.json")
+        html_path = write_html(report, out / "report.html")
         took = time.perf_counter() - t0
         body = "\n".join(f"- {h}" for h in report.headlines)
         console.print(Panel(body, title=f"headline findings: {report.name}", expand=False))

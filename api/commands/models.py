@@ -14,9 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.commands import fail
+from api.commands import boundary
 from api.settings import get_settings
-from insight.errors import DeskpilotError
 
 
 def _registry() -> Any:
@@ -56,52 +55,49 @@ def register(app: typer.Typer) -> None:
     app.add_typer(models, name="models")
 
     @models.command("list")
+    @boundary
     def list_cmd() -> None:
         """Every task's live version, how many versions it has, and its headline test metric."""
         reg = _registry()
         table = Table(title=f"registry {reg.root}")
         for c in ("task", "live", "versions", "live since", "by", "headline metric"):
             table.add_column(c)
-        try:
-            for task in reg.tasks():
-                live = reg.live_version(task)
-                meta = reg.read_metadata(task, live) if live else None
-                last: dict[str, Any] = next((h for h in reversed(reg.history(task)) if h.get("version") == live
-                                             and h.get("action") != "reject"), {})
-                table.add_row(task, live or "-", str(len(reg.list_versions(task))), str(last.get("at", "-"))[:19],
-                              str(last.get("who", "-")), _headline(meta.metrics) if meta else "")
-        except DeskpilotError as exc:
-            fail(exc)
+        for task in reg.tasks():
+            live = reg.live_version(task)
+            meta = reg.read_metadata(task, live) if live else None
+            last: dict[str, Any] = next((h for h in reversed(reg.history(task)) if h.get("version") == live
+                                         and h.get("action") != "reject"), {})
+            table.add_row(task, live or "-", str(len(reg.list_versions(task))), str(last.get("at", "-"))[:19],
+                          str(last.get("who", "-")), _headline(meta.metrics) if meta else "")
         Console().print(table)
 
     @models.command("versions")
+    @boundary
     def versions_cmd(
         task: Annotated[str, typer.Argument(help="Registry task, e.g. router, intent, next_activity.")],
     ) -> None:
         """A task's versions (newest first) with their gate results, then its history (who / when / why)."""
         reg = _registry()
-        try:
-            _check_task(reg, task)
-            live = reg.live_version(task)
-            table = Table(title=f"{task} versions")
-            for c in ("version", "live", "headline metric", "gate"):
-                table.add_column(c)
-            for v in reversed(reg.list_versions(task)):
-                meta = reg.read_metadata(task, v)
-                gate = meta.extra.get("gate") or {}
-                table.add_row(v, "yes" if v == live else "", _headline(meta.metrics), str(gate.get("verdict", "")))
-            Console().print(table)
-            hist = Table(title=f"{task} history")
-            for c in ("at", "action", "version", "previous", "who", "why"):
-                hist.add_column(c)
-            for h in reversed(reg.history(task)):
-                hist.add_row(*(str(h.get(k) or "")[:120] for k in ("at", "action", "version", "previous", "who",
-                                                                   "why")))
-            Console().print(hist)
-        except DeskpilotError as exc:
-            fail(exc)
+        _check_task(reg, task)
+        live = reg.live_version(task)
+        table = Table(title=f"{task} versions")
+        for c in ("version", "live", "headline metric", "gate"):
+            table.add_column(c)
+        for v in reversed(reg.list_versions(task)):
+            meta = reg.read_metadata(task, v)
+            gate = meta.extra.get("gate") or {}
+            table.add_row(v, "yes" if v == live else "", _headline(meta.metrics), str(gate.get("verdict", "")))
+        Console().print(table)
+        hist = Table(title=f"{task} history")
+        for c in ("at", "action", "version", "previous", "who", "why"):
+            hist.add_column(c)
+        for h in reversed(reg.history(task)):
+            hist.add_row(*(str(h.get(k) or "")[:120] for k in ("at", "action", "version", "previous", "who",
+                                                               "why")))
+        Console().print(hist)
 
     @models.command("rollback")
+    @boundary
     def rollback_cmd(
         task: Annotated[str, typer.Argument(help="Registry task to roll back.")],
         to: Annotated[str | None, typer.Option("--to", help="Version to make live (default: the one live "
@@ -111,14 +107,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Make the previous (or given) version live again; servers follow within seconds."""
         reg = _registry()
-        try:
-            _check_task(reg, task)
-            previous, ref = reg.rollback(task, to=to, who=_who(by), why=reason or "rollback from the CLI")
-        except DeskpilotError as exc:
-            fail(exc)
+        _check_task(reg, task)
+        previous, ref = reg.rollback(task, to=to, who=_who(by), why=reason or "rollback from the CLI")
         typer.echo(f"{task}: {previous} -> {ref.version} (live)")
 
     @models.command("promote")
+    @boundary
     def promote_cmd(
         task: Annotated[str, typer.Argument(help="Registry task.")],
         version: Annotated[str, typer.Argument(help="Stored version to make live without the gate.")],
@@ -127,15 +121,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Make a stored version live over the gate (recorded as a forced swap)."""
         reg = _registry()
-        try:
-            _check_task(reg, task)
-            previous = reg.live_version(task)
-            reg.promote(task, version, who=_who(by), why=reason, action="force")
-        except DeskpilotError as exc:
-            fail(exc)
+        _check_task(reg, task)
+        previous = reg.live_version(task)
+        reg.promote(task, version, who=_who(by), why=reason, action="force")
         typer.echo(f"{task}: {previous} -> {version} (live, forced)")
 
     @models.command("retrain")
+    @boundary
     def retrain_cmd(
         tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated tasks (default: all).")] = None,
         no_embeddings: Annotated[bool, typer.Option("--no-embeddings", help="TF-IDF intent model, no memory.")]
@@ -158,8 +150,8 @@ def register(app: typer.Typer) -> None:
         chosen = tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else RETRAIN_TASKS
         unknown = [t for t in chosen if t not in RETRAIN_TASKS]
         if unknown or not chosen:
-            fail(InvalidInput(f"--tasks: unknown task(s) {unknown}; choose from {', '.join(RETRAIN_TASKS)}",
-                              field="tasks"))
+            raise InvalidInput(f"--tasks: unknown task(s) {unknown}; choose from {', '.join(RETRAIN_TASKS)}",
+                               field="tasks")
         if settings.database_url is None:
             settings.home.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.db_url)
@@ -171,8 +163,6 @@ def register(app: typer.Typer) -> None:
                                                         evaluate_only=evaluate_only, force=force, reason=reason),
                                  requested_by=_who(None))
             job = run_job_sync(settings, engine, job, manager)
-        except DeskpilotError as exc:
-            fail(exc)
         finally:
             engine.dispose()
         if json_out:

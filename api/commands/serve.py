@@ -6,11 +6,14 @@ from typing import Any
 
 import typer
 
+from api.commands import boundary
+
 
 def register(app: typer.Typer) -> None:
     """Add the `serve` command to the CLI."""
 
     @app.command("serve")
+    @boundary
     def serve(
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
         port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from api.commands import boundary
+
 
 class EventFormat(StrEnum):
     """File format(s) of the event table."""
@@ -22,6 +24,7 @@ def register(app: typer.Typer) -> None:
     """Add the `simulate` command to the CLI."""
 
     @app.command("simulate")
+    @boundary
     def simulate_cmd(
         out: Path = typer.Option(Path("var/sim"), "--out", help="Folder to write into (created if missing)."),
         cases: int = typer.Option(2000, "--cases", min=1, help="Number of cases (tickets)."),
