@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
@@ -35,18 +35,22 @@ from routing.models import (
 from routing.queries import DECISION, RETRIAGE, SET_CURRENT, STORED, TICKET
 from routing.redaction import redact_event, redact_feedback, redact_ticket
 
+if TYPE_CHECKING:  # the triage module loads the model stack; the service needs only its types
+    from routing.triage import ModelBundle
+
 
 class DecideFn(Protocol):
     """`routing.triage.decide`: a pure function from a ticket to a TriageResult."""
 
-    def __call__(self, *, bundle: Any, ticket: TicketIn, thresholds: DecisionThresholds) -> TriageResult: ...
+    def __call__(self, *, bundle: ModelBundle, ticket: TicketIn, thresholds: DecisionThresholds) -> TriageResult:
+        ...
 
 
 class DecideBatchFn(Protocol):
     """Optional batched form of decide (one embedding call for many tickets)."""
 
     def __call__(
-        self, *, bundle: Any, tickets: list[TicketIn], thresholds: DecisionThresholds
+        self, *, bundle: ModelBundle, tickets: list[TicketIn], thresholds: DecisionThresholds
     ) -> list[TriageResult]: ...
 
 
@@ -67,9 +71,10 @@ def default_decide() -> DecideFn:
     return decide  # type: ignore[no-any-return]
 
 
-def _require_bundle(bundle: Any) -> None:
+def _require_bundle(bundle: ModelBundle | None) -> ModelBundle:
     if bundle is None:
         raise ModelNotReady("no trained routing model is loaded; run `deskpilot train`, then POST /v1/models/reload")
+    return bundle
 
 
 @contextmanager
@@ -132,7 +137,7 @@ def _stored_tickets(session: Session, ids: list[str]) -> dict[str, _Stored]:
 def _route_many(
     *,
     session: Session,
-    bundle: Any,
+    bundle: ModelBundle | None,
     tickets: list[TicketIn],
     thresholds: DecisionThresholds,
     decide: DecideFn,
@@ -149,7 +154,7 @@ def _route_many(
         else:
             todo.append(i)
     if todo:
-        _require_bundle(bundle)
+        bundle = _require_bundle(bundle)
         # Resolutions other workers stored since the last check (at most once per bundle.memory_refresh_seconds).
         sync_router_memory(session, bundle)
         pending = [tickets[i] for i in todo]
@@ -234,7 +239,7 @@ def _write_decisions(
 def route_batch(
     *,
     session: Session,
-    bundle: Any,
+    bundle: ModelBundle | None,
     tickets: list[TicketIn],
     thresholds: DecisionThresholds,
     decide: DecideFn | None = None,
@@ -274,7 +279,7 @@ def route_batch(
 def route(
     *,
     session: Session,
-    bundle: Any,
+    bundle: ModelBundle | None,
     ticket_in: TicketIn,
     thresholds: DecisionThresholds,
     decide: DecideFn | None = None,
@@ -296,7 +301,7 @@ def _get_ticket_row(session: Session, ticket_id: str) -> Ticket:
 def add_event(
     *,
     session: Session,
-    bundle: Any,
+    bundle: ModelBundle | None,
     ticket_id: str,
     event_in: EventIn,
     thresholds: DecisionThresholds,
