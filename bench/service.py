@@ -32,7 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +79,9 @@ def train_tfidf_bundle(n_cases: int = 3000, seed: int = 7) -> TfidfBundle:
 
 def tfidf_decide_batch(*, bundle: TfidfBundle, tickets: list[Any], thresholds: Any) -> list[Any]:
     """Triage many tickets with the stand-in (same thresholds logic as a real triage)."""
+    from insight.models.intent import IntentPrediction
     from routing.models import Risks, TeamScore, TriageResult
+    from routing.triage import decision_for
 
     texts = [t.text for t in tickets]
     pi = bundle.intent.predict_proba(texts)
@@ -90,19 +92,15 @@ def tfidf_decide_batch(*, bundle: TfidfBundle, tickets: list[Any], thresholds: A
         ii, order = int(np.argmax(pi[i])), np.argsort(-pt[i])[:3]
         iconf, tconf = float(pi[i, ii]), float(pt[i, order[0]])
         oos = iconf < 0.3
-        misroute = 1.0 - tconf
-        decision: Literal["auto_route", "suggest", "triage"]
-        if oos or tconf < thresholds.suggest_confidence:
-            decision = "triage"
-        elif tconf >= thresholds.auto_route_confidence and misroute <= thresholds.max_auto_misroute_risk:
-            decision = "auto_route"
-        else:
-            decision = "suggest"
+        teams = [TeamScore(team=str(tc[j]), probability=float(pt[i, j])) for j in order]
+        risks = Risks(misroute=1.0 - tconf)
+        decision, reasons = decision_for(  # the production rule
+            intent_pred=IntentPrediction(label=str(ic[ii]), confidence=iconf, out_of_scope=oos), teams=teams,
+            risks=risks, thresholds=thresholds)
         out.append(TriageResult(
             intent=None if oos else str(ic[ii]), intent_confidence=iconf, out_of_scope=oos,
-            team=str(tc[order[0]]), team_confidence=tconf,
-            top_teams=[TeamScore(team=str(tc[j]), probability=float(pt[i, j])) for j in order],
-            risks=Risks(misroute=misroute), decision=decision, reasons=[f"tf-idf stand-in: team {tconf:.2f}"],
+            team=str(tc[order[0]]), team_confidence=tconf, top_teams=teams, risks=risks, decision=decision,
+            reasons=[*reasons, f"tf-idf stand-in: team {tconf:.2f}"],
             model_versions=dict(bundle.versions),
         ))
     return out

@@ -20,7 +20,15 @@ from insight.errors import ModelArtifactError, ModelNotReady
 from insight.eventlog.schema import ACTIVITY, CASE_ID, CHANNEL, TIMESTAMP
 from insight.models.registry import ModelRegistry
 from routing.live_memory import ReadWriteLock
-from routing.models import DecisionThresholds, Risks, SimilarTicket, TeamScore, TicketIn, TriageResult
+from routing.models import (
+    Decision,
+    DecisionThresholds,
+    Risks,
+    SimilarTicket,
+    TeamScore,
+    TicketIn,
+    TriageResult,
+)
 
 TASKS = ("intent", "router", "misroute", "next_activity", "remaining_time", "memory")
 HOW_TO_TRAIN = "run `deskpilot train` (or `make run`) to train and register models"
@@ -174,8 +182,14 @@ def _risk_events(bundle: ModelBundle, tickets: list[TicketIn], intents: list[str
     return events
 
 
-def _decide_one(*, intent_pred: Any, teams: list[TeamScore], risks: Risks, thresholds: DecisionThresholds,
-                ) -> tuple[str, list[str]]:
+def decision_for(*, intent_pred: Any, teams: list[TeamScore], risks: Risks, thresholds: DecisionThresholds,
+                 ) -> tuple[Decision, list[str]]:
+    """The auto-route / suggest / triage rule and its reasons: out of scope goes to people; otherwise the lower of
+    the team and intent confidence is held against the thresholds, and auto-routing also needs a misroute risk
+    within bounds (when a misroute model is loaded).
+
+    `intent_pred` is an `insight.models.intent.IntentPrediction` (or None without an intent model); `teams` are
+    ranked best first. Every triage (production, tests' stand-ins, benchmarks) decides through this function."""
     reasons: list[str] = []
     if intent_pred is not None and intent_pred.out_of_scope:
         score = getattr(intent_pred, "oos_score", None)
@@ -254,7 +268,7 @@ def decide_batch(*, bundle: ModelBundle, tickets: list[TicketIn], thresholds: De
             sla_breach=round(float(breach[i]), 4) if breach is not None else None,
             expected_hours_to_resolve=round(float(expected[i]), 2) if expected is not None else None,
         )
-        decision, reasons = _decide_one(intent_pred=pred, teams=teams, risks=risks, thresholds=thresholds)
+        decision, reasons = decision_for(intent_pred=pred, teams=teams, risks=risks, thresholds=thresholds)
         if pred is not None:
             alt = ", ".join(f"{s.label} {s.probability:.2f}" for s in pred.top_k[1:])
             reasons.append(f"intent {pred.label!r} at {pred.confidence:.2f}" + (f" (next: {alt})" if alt else ""))
@@ -282,7 +296,7 @@ def decide_batch(*, bundle: ModelBundle, tickets: list[TicketIn], thresholds: De
             team=teams[0].team if teams else None,
             team_confidence=round(teams[0].probability, 4) if teams else 0.0,
             top_teams=[TeamScore(team=s.team, probability=round(s.probability, 4)) for s in teams],
-            risks=risks, decision=decision, reasons=reasons, similar=similar[i],  # type: ignore[arg-type]
+            risks=risks, decision=decision, reasons=reasons, similar=similar[i],
             model_versions=dict(bundle.versions),
         ))
     return out

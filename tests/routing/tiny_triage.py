@@ -13,7 +13,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
+from insight.models.intent import IntentPrediction
 from routing.models import DecisionThresholds, Risks, TeamScore, TicketIn, TriageResult
+from routing.triage import decision_for
 
 TEAM_OF = {"billing": "Finance", "password": "IT", "shipping": "Logistics"}
 PHRASES = {
@@ -61,7 +63,7 @@ def train_tiny_bundle(version: str = "tiny-1") -> TinyBundle:
 
 
 def tiny_decide(*, bundle: TinyBundle, ticket: TicketIn, thresholds: DecisionThresholds) -> TriageResult:
-    """Triage one ticket with the tiny model, applying the thresholds the way triage does."""
+    """Triage one ticket with the tiny model; the decision is the production rule (`routing.triage`)."""
     model = bundle.intent_model
     proba = np.asarray(model.predict_proba([ticket.text])[0])  # type: ignore[attr-defined]
     classes = list(model.classes_)  # type: ignore[attr-defined]
@@ -71,16 +73,11 @@ def tiny_decide(*, bundle: TinyBundle, ticket: TicketIn, thresholds: DecisionThr
     oos = conf < bundle.oos_threshold
     team = TEAM_OF[intent]
     top = [TeamScore(team=TEAM_OF[str(classes[i])], probability=float(proba[i])) for i in order]
-    misroute = 1.0 - conf
-    if oos or conf < thresholds.suggest_confidence:
-        decision = "triage"
-    elif conf >= thresholds.auto_route_confidence and misroute <= thresholds.max_auto_misroute_risk:
-        decision = "auto_route"
-    else:
-        decision = "suggest"
+    risks = Risks(misroute=1.0 - conf, sla_breach=None, expected_hours_to_resolve=None)
+    decision, reasons = decision_for(intent_pred=IntentPrediction(label=intent, confidence=conf, out_of_scope=oos),
+                                     teams=top, risks=risks, thresholds=thresholds)
     return TriageResult(
         intent=None if oos else intent, intent_confidence=conf, out_of_scope=oos, team=team, team_confidence=conf,
-        top_teams=top, risks=Risks(misroute=misroute, sla_breach=None, expected_hours_to_resolve=None),
-        decision=decision,  # type: ignore[arg-type]
-        reasons=[f"intent {intent} ({conf:.2f})"], model_versions=dict(bundle.versions),
+        top_teams=top, risks=risks, decision=decision, reasons=[*reasons, f"intent {intent} ({conf:.2f})"],
+        model_versions=dict(bundle.versions),
     )
