@@ -111,6 +111,8 @@ class ConformanceResult:
     variants: list[VariantConformance]
     case_fitness: pd.Series
     journey: IntendedJourney | None = None
+    # Cases left out because they had not finished (an open case has not "skipped" its remaining steps yet).
+    unfinished_excluded: int = 0
 
     def to_dict(self, *, limit: int = 25) -> dict[str, Any]:
         """JSON-ready form (top variants and deviations)."""
@@ -122,6 +124,7 @@ class ConformanceResult:
             "mean_fitness": round(self.mean_fitness, 4),
             "fitting_cases": self.fitting_cases,
             "fitting_share": round(self.fitting_share, 4),
+            "unfinished_excluded": self.unfinished_excluded,
             "journey": self.journey.to_dict() if self.journey else None,
             "deviations": [
                 {**asdict(d), "share": round(d.share, 4), "example_cases": d.example_cases[:10]}
@@ -223,12 +226,21 @@ def check_conformance(
     enc: EncodedLog | None = None,
     max_alignment_variants: int = 300,
     example_cases: int = 20,
+    finished: np.ndarray | None = None,
 ) -> ConformanceResult:
-    """Fitness per case and per variant and the ranked deviations against a declared journey or a model file."""
+    """Fitness per case and per variant and the ranked deviations against a declared journey or a model file.
+
+    `finished` (a per-case mask in encoded order) limits the check to finished cases; the others get no fitness.
+    """
     e = enc if enc is not None else encode(log)
     vcode, seqs, counts = case_variants(e)
     case_ids = np.asarray(e.case_labels, dtype=object)
-    n_cases = e.n_cases
+    keep = np.ones(e.n_cases, dtype=bool) if finished is None else np.asarray(finished, dtype=bool)
+    if len(keep) != e.n_cases:
+        raise InvalidInput("finished mask must have one entry per case", field="finished")
+    if not keep.all():
+        counts = np.bincount(vcode[keep], minlength=len(seqs))
+    n_cases = int(keep.sum())
     if model_path is not None:
         fit, skipped, inserted, reordered, method = _pm4py_conformance(
             seqs, Path(model_path), max_alignment_variants=max_alignment_variants
@@ -247,19 +259,24 @@ def check_conformance(
             inserted.append(i)
             reordered.append(r)
     fit_arr = np.asarray(fit, dtype=float)
-    case_fit = fit_arr[vcode] if n_cases else np.zeros(0)
-    case_fitness = pd.Series(case_fit, index=pd.Index(case_ids, name="case_id"), name="fitness")
+    all_fit = fit_arr[vcode] if e.n_cases else np.zeros(0)
+    case_fitness = pd.Series(np.where(keep, all_fit, np.nan), index=pd.Index(case_ids, name="case_id"),
+                             name="fitness")
+    case_fit = all_fit[keep]
 
     # Deviations: aggregate per variant (each variant counts a deviation kind/activity once), weighted by cases.
     dev_cases: Counter[tuple[str, str]] = Counter()
     dev_vars: dict[tuple[str, str], list[int]] = {}
     for v in range(len(seqs)):
+        if counts[v] == 0:
+            continue
         for kind, acts in (("skipped", skipped[v]), ("inserted", inserted[v]), ("reordered", reordered[v])):
             for a in set(acts):
                 dev_cases[(kind, a)] += int(counts[v])
                 dev_vars.setdefault((kind, a), []).append(v)
-    order_cases = np.argsort(vcode, kind="stable")
-    bounds = np.r_[0, np.cumsum(np.bincount(vcode, minlength=len(seqs)))]
+    kept_idx = np.flatnonzero(keep)
+    order_cases = kept_idx[np.argsort(vcode[keep], kind="stable")]
+    bounds = np.r_[0, np.cumsum(np.bincount(vcode[keep], minlength=len(seqs)))]
     deviations: list[Deviation] = []
     for (kind, act), c in dev_cases.most_common():
         vs = sorted(dev_vars[(kind, act)], key=lambda v: -counts[v])
@@ -273,13 +290,14 @@ def check_conformance(
     variants = [
         VariantConformance(list(seqs[v]), int(counts[v]), float(fit_arr[v]), skipped[v], inserted[v], reordered[v])
         for v in vorder
+        if counts[v] > 0
     ]
     fitting = int((case_fit >= 1.0 - 1e-9).sum())
     return ConformanceResult(
         method=method,
         reference=reference,
         n_cases=n_cases,
-        n_variants=len(seqs),
+        n_variants=int((counts > 0).sum()),
         mean_fitness=float(case_fit.mean()) if n_cases else 1.0,
         fitting_cases=fitting,
         fitting_share=fitting / max(n_cases, 1),
@@ -287,6 +305,7 @@ def check_conformance(
         variants=variants,
         case_fitness=case_fitness,
         journey=journey_used,
+        unfinished_excluded=int(e.n_cases - n_cases),
     )
 
 

@@ -86,7 +86,8 @@ def render_html(report: InsightReport) -> str:
     trend = report.kpis.trend
     trend_labels = [str(r.value)[:10] for r in trend]
     trend_cases = _trend_svg([float(r.cases) for r in trend], trend_labels)
-    trend_time = _trend_svg([r.throughput_median_s / 3600.0 for r in trend], trend_labels)
+    # windows the extraction biases (mostly open cases, or only older cases) are left off the time line
+    trend_time = _trend_svg([math.nan if r.biased else r.throughput_median_s / 3600.0 for r in trend], trend_labels)
     variants = report.variants.top(10, by="cost")
     max_cost = max((v.cost for v in variants), default=1.0) or 1.0
     m = report.misrouting

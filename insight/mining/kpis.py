@@ -17,10 +17,17 @@ Definitions (per case, then averaged over the cases of a group):
 
 A case belongs to a group by the first non-empty value of the dimension's column in that case (for teams,
 the team that received it), or the last one with `attribution="last"` (the resolving team).
+
+Time to close respects how the log was extracted (`insight.mining.censoring`): unfinished cases are left out
+of the throughput mean, and when the extract is a snapshot with open cases, the median and p90 are Kaplan-Meier
+estimates with the open cases censored at the cut-off (None when too many are still open to know). When the
+extract holds only the cases closed in a window, the trend is by end date, the only axis on which every window
+is complete. Rows say how many of their cases are finished and, for windows, why a figure is biased.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -41,6 +48,7 @@ from insight.mining._core import (
     repeats_per_case,
     service_times,
 )
+from insight.mining.censoring import Extraction, detect_extraction, duration_summary
 
 DEFAULT_DIMENSIONS: dict[str, str] = {
     "channel": CHANNEL,
@@ -70,6 +78,9 @@ class KpiRow:
     throughput_mean_s: float
     throughput_median_s: float
     throughput_p90_s: float
+    finished_cases: int | None = None
+    open_cases: int | None = None
+    biased: str | None = None
 
 
 @dataclass
@@ -83,10 +94,14 @@ class KpiTable:
     handling_basis: str
     attribution: str
     notes: list[str] = field(default_factory=list)
+    throughput_basis: str = "all cases"
+    trend_axis: str = "start"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
+            "throughput_basis": self.throughput_basis,
+            "trend_axis": self.trend_axis,
             "overall": asdict(self.overall),
             "by_dimension": {k: [asdict(r) for r in v] for k, v in self.by_dimension.items()},
             "trend": [asdict(r) for r in self.trend],
@@ -189,11 +204,14 @@ def _none(x: Any) -> float | None:
     return None if pd.isna(x) else float(x)
 
 
-def _rows(frame: pd.DataFrame, by: pd.Series | None, dimension: str) -> list[KpiRow]:
+def _rows(
+    frame: pd.DataFrame, by: pd.Series | None, dimension: str, *, survival: bool = False
+) -> list[KpiRow]:
     key = by if by is not None else pd.Series(np.zeros(len(frame), dtype=np.int64), name="all")
     g = frame.groupby(key.to_numpy(), sort=True, dropna=True)
     agg = g.agg(
         cases=("events", "size"),
+        finished=("finished", "sum"),
         contacts=("events", "mean"),
         aht=("handling_s", "mean"),
         wait=("wait_s", "mean"),
@@ -202,10 +220,17 @@ def _rows(frame: pd.DataFrame, by: pd.Series | None, dimension: str) -> list[Kpi
         escalated=("escalated", "mean"),
         tte=("escalation_s", "median"),
         rework=("rework", "mean"),
-        tmean=("throughput_s", "mean"),
-        tmed=("throughput_s", "median"),
+        tmean=("closed_s", "mean"),
+        tmed=("closed_s", "median"),
     )
-    agg["tp90"] = g["throughput_s"].quantile(0.9)
+    agg["tp90"] = g["closed_s"].quantile(0.9)
+    if survival:
+        # Kaplan-Meier per group where the group has open cases (their durations are only lower bounds).
+        for value, part in g:
+            if not part["finished"].all():
+                s = duration_summary(part["censored_s"].to_numpy(), part["finished"].to_numpy())
+                agg.loc[value, "tmed"] = np.nan if s.median_s is None else s.median_s
+                agg.loc[value, "tp90"] = np.nan if s.p90_s is None else s.p90_s
     out = []
     for value, r in agg.iterrows():
         out.append(
@@ -224,6 +249,8 @@ def _rows(frame: pd.DataFrame, by: pd.Series | None, dimension: str) -> list[Kpi
                 throughput_mean_s=float(r["tmean"]),
                 throughput_median_s=float(r["tmed"]),
                 throughput_p90_s=float(r["tp90"]),
+                finished_cases=int(r["finished"]),
+                open_cases=int(r["cases"] - r["finished"]),
             )
         )
     return out
@@ -240,8 +267,12 @@ def compute_kpis(
     window: Literal["D", "W", "M"] = "W",
     attribution: Literal["first", "last"] = "first",
     lifecycle_column: str = "lifecycle",
+    extraction: Extraction | None = None,
 ) -> KpiTable:
-    """KPIs overall, per dimension value (`dimensions`: name -> column, absent columns skipped) and per window."""
+    """KPIs overall, per dimension value (`dimensions`: name -> column, absent columns skipped) and per window.
+
+    `extraction` (from `detect_extraction`, computed when not given) decides how unfinished cases count.
+    """
     if window not in ("D", "W", "M"):
         raise InvalidInput("window must be 'D', 'W' or 'M'", field="window")
     if attribution not in ("first", "last"):
@@ -251,10 +282,16 @@ def compute_kpis(
         enc=enc, team_column=team_column, resource_column=resource_column, lines=lines,
         lifecycle_column=lifecycle_column,
     )
-    notes: list[str] = []
+    ext = extraction if extraction is not None else detect_extraction(enc)
+    notes: list[str] = list(ext.warnings)
+    finished = ext.finished if len(ext.finished) == enc.n_cases else np.ones(enc.n_cases, dtype=bool)
+    survival = ext.survival
     frame = pd.DataFrame(
         {
             "events": ck.events,
+            "finished": finished,
+            "closed_s": np.where(finished, ck.throughput_s, np.nan),
+            "censored_s": ext.censored_s if len(ext.censored_s) == enc.n_cases else ck.throughput_s,
             "throughput_s": ck.throughput_s,
             "handling_s": ck.handling_s,
             "wait_s": ck.throughput_s - ck.handling_s,
@@ -280,24 +317,73 @@ def compute_kpis(
         per_case = enc.case_first(c.codes) if attribution == "first" else enc.case_last(c.codes)
         labels = np.r_[c.labels.astype(object), None]
         by_dim[name] = sorted(
-            _rows(frame, pd.Series(labels[per_case], name=name), name), key=lambda r: -r.cases
+            _rows(frame, pd.Series(labels[per_case], name=name), name, survival=survival), key=lambda r: -r.cases
         )
     # weeks run Monday..Sunday; a window is labelled by its first day
     period_code = {"D": "D", "W": "W-SUN", "M": "M"}[window]
-    start = pd.Series(ck.start).dt.tz_convert("UTC").dt.tz_localize(None)
-    periods = start.dt.to_period(period_code).dt.start_time
-    trend = _rows(frame, pd.Series(periods.to_numpy(), name="window"), "window") if len(frame) else []
+    trend_axis = "end" if ext.kind == "closed_in_window" else "start"
+    if trend_axis == "end":
+        end_ts = enc.ts[enc.case_start[1:] - 1] if enc.n_cases else np.zeros(0, np.int64)
+        axis = pd.Series(pd.to_datetime(end_ts, unit=enc.ts_unit, utc=True))  # type: ignore[arg-type]
+        notes.append("trend by the week cases closed: the extract holds the cases closed in its window")
+    else:
+        axis = pd.Series(ck.start)
+    axis = axis.dt.tz_convert("UTC").dt.tz_localize(None)
+    periods = axis.dt.to_period(period_code).dt.start_time
+    trend: list[KpiRow] = []
+    if len(frame):
+        trend = _fill_windows(
+            _rows(frame, pd.Series(periods.to_numpy(), name="window"), "window", survival=survival),
+            period_code,
+        )
+        _mark_biased(trend, ext, biased_open_share=0.1)
     return KpiTable(
-        overall=_rows(frame, None, "all")[0] if len(frame) else _empty_row(),
+        overall=_rows(frame, None, "all", survival=survival)[0] if len(frame) else _empty_row(),
         by_dimension=by_dim,
         trend=trend,
         window=window,
         handling_basis=ck.handling_basis,
         attribution=attribution,
         notes=notes,
+        throughput_basis=ext.duration_basis,
+        trend_axis=trend_axis,
     )
+
+
+def _fill_windows(rows: list[KpiRow], period_code: str) -> list[KpiRow]:
+    """Insert empty windows (0 cases) so the time axis never skips a week with no cases."""
+    if len(rows) < 2:
+        return rows
+    have = {r.value: r for r in rows}
+    first = pd.Timestamp(rows[0].value)
+    last = pd.Timestamp(rows[-1].value)
+    every = pd.period_range(first, last, freq=period_code).start_time
+    nan = float("nan")
+    out = []
+    for t in every:
+        key = t.isoformat()
+        out.append(have.get(key) or KpiRow("window", key, 0, 0.0, None, None, None, None, None, None, 0.0,
+                                           nan, nan, nan, 0, 0))
+    return out
+
+
+def _mark_biased(trend: list[KpiRow], ext: Extraction, *, biased_open_share: float) -> None:
+    """Say, per window, when the extraction makes its time figures unreliable."""
+    for r in trend:
+        if not r.cases:
+            continue
+        begins = pd.Timestamp(r.value, tz="UTC")
+        if ext.kind == "closed_in_window" and ext.starts_stop is not None and begins > ext.starts_stop:
+            r.biased = (f"no case in the extract started after {ext.starts_stop:%Y-%m-%d}: cases closed in this "
+                        "window are only older ones, so its times look long")
+        elif (ext.kind != "closed_in_window" and ext.end_window_start is None and ext.starts_stop is not None
+              and begins > ext.starts_stop):
+            r.biased = f"the extract holds no case started after {ext.starts_stop:%Y-%m-%d}"
+        elif ext.kind == "open_at_cutoff" and r.open_cases and r.open_cases / r.cases > biased_open_share:
+            r.biased = (f"{r.open_cases / r.cases:.0%} of this window's cases were still open at the cut-off"
+                        + ("; median not yet known" if math.isnan(r.throughput_median_s) else ""))
 
 
 def _empty_row() -> KpiRow:
     nan = float("nan")
-    return KpiRow("all", "all", 0, 0.0, None, None, None, None, None, None, 0.0, nan, nan, nan)
+    return KpiRow("all", "all", 0, 0.0, None, None, None, None, None, None, 0.0, nan, nan, nan, 0, 0)

@@ -22,6 +22,7 @@ from insight.eventlog.schema import GROUP, DataQualityReport, EventLog
 from insight.mining._core import encode
 from insight.mining.alerts import AlertConfig, AlertReport, detect_alerts
 from insight.mining.bottlenecks import DEFAULT_WAIT_PATTERN, Bottlenecks, find_bottlenecks
+from insight.mining.censoring import CensoringConfig, Extraction, detect_extraction
 from insight.mining.conformance import ConformanceResult, IntendedJourney, check_conformance
 from insight.mining.handover import HandoverNetwork, team_handover_network
 from insight.mining.kpis import KpiTable, compute_kpis
@@ -35,6 +36,7 @@ ProgressCallback = Callable[[str, int, int], None]
 
 STEPS = (
     "encode",
+    "extraction",
     "process map",
     "variants",
     "bottlenecks",
@@ -66,6 +68,7 @@ class MineConfig:
     wait_pattern: str = DEFAULT_WAIT_PATTERN
     line_mapping: dict[str, int] | None = None
     render_map: bool = True
+    censoring: CensoringConfig = field(default_factory=CensoringConfig)
 
 
 @dataclass
@@ -92,6 +95,7 @@ class InsightReport:
     process_map_svg: str = ""
     quality: DataQualityReport | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    extraction: Extraction | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of the whole report (per-case tables left out)."""
@@ -104,6 +108,7 @@ class InsightReport:
                 "start": self.start.isoformat() if self.start is not None else None,
                 "end": self.end.isoformat() if self.end is not None else None,
                 "columns": self.columns,
+                "extraction": self.extraction.to_dict() if self.extraction else None,
                 "headlines": self.headlines,
                 "process_map": self.process_map.to_dict(),
                 "variants": self.variants.to_dict(limit=50),
@@ -185,6 +190,7 @@ def mine(
         return out
 
     enc = step("encode", lambda: encode(log))
+    ext = step("extraction", lambda: detect_extraction(enc, config=cfg.censoring))
     pm = step(
         "process map",
         lambda: discover_process_map(
@@ -202,18 +208,21 @@ def mine(
     kpis = step(
         "KPIs",
         lambda: compute_kpis(
-            enc=enc, dimensions=cfg.kpi_dimensions, lines=cfg.line_mapping, window=cfg.kpi_window  # type: ignore[arg-type]
+            enc=enc, dimensions=cfg.kpi_dimensions, lines=cfg.line_mapping,
+            window=cfg.kpi_window, extraction=ext,  # type: ignore[arg-type]
         ),
     )
     labels = step("labels", lambda: case_labels(log, config=labels_cfg, enc=enc))
     mis = step("misrouting", lambda: analyze_misrouting(log, config=mis_cfg, labels=labels, enc=enc))
     conf = step(
         "conformance",
-        lambda: check_conformance(log, journey=cfg.journey, model_path=cfg.model_path, enc=enc)
-        if cfg.conformance
+        lambda: check_conformance(log, journey=cfg.journey, model_path=cfg.model_path, enc=enc,
+                                  finished=ext.finished if ext.open_cases else None)
+        # Only a journey someone designed is a reference: the most frequent path is not a norm.
+        if cfg.conformance and (cfg.journey is not None or cfg.model_path is not None)
         else None,
     )
-    alerts = step("alerts", lambda: detect_alerts(log, config=alert_cfg, labels=labels, enc=enc))
+    alerts = step("alerts", lambda: detect_alerts(log, config=alert_cfg, labels=labels, enc=enc, extraction=ext))
     if progress:
         progress("done", total, total)
     start, end = (log.time_window() if log.n_events else (None, None))
@@ -237,6 +246,7 @@ def mine(
         process_map_svg=svg,
         quality=log.quality,
         timings=timings,
+        extraction=ext,
     )
     report.headlines = headlines(report)
     return report
@@ -265,10 +275,14 @@ def headlines(report: InsightReport) -> list[str]:
     span = ""
     if report.start is not None and report.end is not None:
         span = f", {report.start:%Y-%m-%d} to {report.end:%Y-%m-%d}"
+    med = report.kpis.overall.throughput_median_s
+    med_text = "not yet known (too many cases still open)" if med is None or math.isnan(med) else fmt_duration(med)
     out.append(
         f"{report.n_cases:,} cases, {report.n_events:,} events, {report.n_activities} activities{span}; "
-        f"median case takes {fmt_duration(report.kpis.overall.throughput_median_s)}."
+        f"median time to close {med_text} ({report.kpis.throughput_basis})."
     )
+    if report.extraction is not None:
+        out.extend(f"Extraction: {w}" for w in report.extraction.warnings)
     vt = report.variants
     if vt.variants:
         top = vt.top(1, by="cost")[0]
@@ -321,20 +335,31 @@ def headlines(report: InsightReport) -> list[str]:
         a = max(b.activities, key=lambda s: s.median_s if s.count >= 10 else -1)
         out.append(f"Slowest step: waiting before '{a.name}' takes {fmt_duration(a.median_s)} (median).")
     c = report.conformance
-    if c is not None:
+    if c is None:
+        out.append("Conformance not checked: no designed journey or process model was given (mine --journey FILE "
+                   "or --model FILE).")
+    else:
         dev = c.deviations[0] if c.deviations else None
         d = f"; most common deviation: {dev.kind} '{dev.activity}' in {dev.cases:,} cases" if dev else ""
+        left = f" ({c.unfinished_excluded:,} unfinished cases not checked)" if c.unfinished_excluded else ""
         out.append(
             f"Conformance to {c.reference}: {_pct(c.fitting_share)} of cases follow it exactly, "
-            f"mean fitness {c.mean_fitness:.2f}{d}."
+            f"mean fitness {c.mean_fitness:.2f}{d}{left}."
         )
     al = report.alerts
     if al.alerts:
         first = al.alerts[0]
+        by_sev = ", ".join(f"{n} {sev}" for sev in ("high", "medium", "low")
+                           if (n := sum(a.severity == sev for a in al.alerts)))
+        why = f" ({first.explanation})" if first.explanation else ""
         out.append(
-            f"Alerts: {len(al.alerts)} changes in the last window vs the {al.baseline_cases:,} baseline cases; "
-            f"top: {first.title} - {first.subject[:120]}."
+            f"Alerts: {len(al.alerts)} of {al.tested:,} comparisons of the last window with the "
+            f"{al.baseline_cases:,} baseline cases passed the false-discovery control ({by_sev}); "
+            f"top: {first.title} - {first.subject[:120]}{why}."
         )
     elif al.note:
         out.append(f"Alerts: {al.note}.")
+    elif al.tested:
+        out.append(f"Alerts: none; {al.tested:,} comparisons of the last window with the baseline found no change "
+                   "beyond chance.")
     return out
