@@ -240,8 +240,8 @@ def import_cmd(
                 res = import_path(session=session, index=hub.index, path=path, author=author, records=records,
                                   progress=advance)
             created, stale, where = res.created, res.stale, ""
-    console.print(f"imported {len(created)} articles from {path}{where}"
-                  + (f"; {len(stale)} index-stale (run `deskpilot kb check --repair`)" if stale else ""))
+    typer.echo(f"imported {len(created)} articles from {path}{where}"
+               + (f"; {len(stale)} index-stale (run `deskpilot kb check --repair`)" if stale else ""))
 
 
 @kb_app.command("export")
