@@ -30,8 +30,9 @@ from pydantic import BaseModel
 from sqlalchemy import Column, DateTime, Engine, Table, bindparam, event, insert, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.asgi import ResponseStatus
 from insight.errors import InvalidInput
 from routing.models import as_utc, utcnow
 
@@ -401,20 +402,15 @@ class AuditMiddleware:
         if scope["type"] != "http" or scope.get("method") not in WRITE_METHODS:
             await self.app(scope, receive, send)
             return
-        recorded = False
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal recorded
-            if message["type"] == "http.response.start" and not recorded:
-                recorded = True
-                await self._record(scope, int(message["status"]))
-            await send(message)
+        async def record(status: int) -> None:
+            await self._record(scope, status)
 
+        response = ResponseStatus(send, on_start=record)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, response.send)
         except BaseException:
-            if not recorded:
-                recorded = True
+            if not response.started:
                 with anyio.CancelScope(shield=True):
                     await self._record(scope, 500)
             raise

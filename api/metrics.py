@@ -13,7 +13,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.asgi import ResponseStatus
 
 # Latency buckets around the routing goal (p99 < 50 ms) so the histogram can answer it.
 _BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -75,17 +77,11 @@ class LatencyMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        response = ResponseStatus(send)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, response.send)
         finally:
+            status = response.status if response.status is not None else 500
             route = scope.get("route")
             # Unmatched paths share one label: raw paths would let any caller blow up the series count.
             label = getattr(route, "path", None) or "unmatched"
