@@ -232,6 +232,19 @@ def mapping_from_quality(quality: dict[str, Any] | None) -> dict[str, str]:
     return out
 
 
+def _source_mapping(mapping: dict[str, str]) -> dict[str, str]:
+    """{canonical: source} as the reader's {source: canonical}; one source column may feed one canonical column."""
+    out: dict[str, str] = {}
+    for canon, src in mapping.items():
+        if not src:
+            continue
+        if src in out:
+            raise InvalidInput(f"column {src!r} is mapped to both {out[src]} and {canon}; pick one column for each",
+                               field=f"map_{canon}")
+        out[src] = canon
+    return out
+
+
 def _open_text(path: Path) -> io.TextIOBase:
     if path.name.lower().endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="replace", newline="")
@@ -263,7 +276,11 @@ def preview_upload(upload: Upload, *, mapping: dict[str, str] | None = None, sam
 
     `mapping` is {canonical: source}; empty means auto-detect (what the reader records is shown back).
     """
-    src_map = {v: k for k, v in (mapping or {}).items() if v}
+    map_error = None
+    try:
+        src_map = _source_mapping(mapping or {})
+    except InvalidInput as exc:
+        src_map, map_error = {}, exc.message
     path = upload.path
     columns: list[str] = []
     sample: list[list[str]] = []
@@ -284,6 +301,11 @@ def preview_upload(upload: Upload, *, mapping: dict[str, str] | None = None, sam
         editable = False  # XES carries its own standard names (pm4py's)
     prev = Preview(upload=upload, columns=columns, sample=sample, mapping={}, quality=None,
                    sample_rows=sample_rows, editable=editable)
+    if map_error is not None:
+        if sample_path != path:
+            sample_path.unlink(missing_ok=True)
+        prev.error, prev.mapping = map_error, dict(mapping or {})
+        return prev
     try:
         log = read_log(sample_path, mapping=src_map or None, dayfirst=dayfirst)
         quality = log.quality.to_dict() if log.quality else None
@@ -621,8 +643,8 @@ class RunData:
         self.bits: dict[str, list[str]] = json.loads((run_dir / "bits.json").read_text(encoding="utf-8"))
         self.variants: VariantTable | None = None
         self._index: dict[str, int] | None = None
-        self.cache = _Lru(256)
-        self.lock = threading.Lock()
+        self.cache = _Lru(256)  # small results: maps, variant tables, KPIs, masks
+        self.heavy = _Lru(6)  # encoded subsets and per-case frames hold a slice of the whole log each
 
     # -- selection
 
@@ -666,7 +688,7 @@ class RunData:
         """The encoding of the filtered cases (the whole run's when unfiltered)."""
         if f.empty:
             return self.enc
-        return self.cache.get(("enc", f.key()), lambda: subset_encoded(self.enc, self.mask(f)))
+        return self.heavy.get(("enc", f.key()), lambda: subset_encoded(self.enc, self.mask(f)))
 
     # -- mined views
 
@@ -691,7 +713,7 @@ class RunData:
         """The per-case frame of the filtered cases."""
         if f.empty:
             return self.cases
-        return self.cache.get(("frame", f.key()), lambda: self.cases.filter(pl.Series(self.mask(f))))
+        return self.heavy.get(("frame", f.key()), lambda: self.cases.filter(pl.Series(self.mask(f))))
 
     def kpis(self, f: CaseFilter) -> Kpis:
         """Summary KPIs of the filtered cases."""
@@ -1062,7 +1084,7 @@ class RunManager:
 def upload_reader(upload: Upload, mapping: dict[str, str], *, pseudonym_key: str | None,
                   dayfirst: bool | None = None) -> Callable[[], EventLog]:
     """A reader for a mining job: ingest (read, clean, redact, pseudonymize) the upload with the chosen mapping."""
-    src_map = {v: k for k, v in mapping.items() if v}
+    src_map = _source_mapping(mapping)
 
     def read() -> EventLog:
         return ingest(upload.path, mapping=src_map or None, dayfirst=dayfirst, pseudonym_key=pseudonym_key,

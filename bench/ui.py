@@ -83,7 +83,39 @@ SEEDED: list[Page] = [
     Page("admin: audit log filtered", "admin", "/admin/audit?method=POST&status=2xx"),
     Page("admin: settings", "admin", "/admin/settings"),
     Page("admin: health", "admin", "/admin/health"),
+    Page("knowledge: articles", "knowledge_manager", "/knowledge"),
+    Page("knowledge: articles searched and filtered", "knowledge_manager", "/knowledge?q=password&status=published"),
+    Page("knowledge: article", "knowledge_manager", "/knowledge/articles/1"),
+    Page("knowledge: editor with preview", "knowledge_manager", "/knowledge/articles/1/edit"),
+    Page("knowledge: version diff", "knowledge_manager", "/knowledge/articles/1/versions/1"),
+    Page("knowledge: reviews", "knowledge_manager", "/knowledge/reviews"),
+    Page("knowledge: gaps and article effects (cached report)", "knowledge_manager", "/knowledge/gaps"),
 ]
+
+# The analyst pages on one mined run of a simulated log (ANALYST_CASES cases); `{run}` / `{case}` from the seed.
+ANALYST_CASES = int(os.environ.get("DESKPILOT_BENCH_UI_ANALYST_CASES", "100000"))
+ANALYST_HOME = Path(os.environ.get("DESKPILOT_BENCH_ANALYST_HOME", "/tmp/deskpilot-bench-ui-analyst"))
+ANALYST: list[Page] = [
+    Page("analyst: runs", "analyst", "/analyst"),
+    Page("analyst: run overview (KPIs per week)", "analyst", "/analyst/runs/{run}"),
+    Page("analyst: process map", "analyst", "/analyst/runs/{run}/map"),
+    Page("analyst: process map, performance, sliders", "analyst",
+         "/analyst/runs/{run}/map?view=performance&activities=80&paths=30"),
+    Page("analyst: process map filtered (cached filter)", "analyst",
+         "/analyst/runs/{run}/map?channel=email&segment=smb&team=Billing+L2"),
+    Page("analyst: variant explorer", "analyst", "/analyst/runs/{run}/variants"),
+    Page("analyst: variant explorer sorted by median time", "analyst",
+         "/analyst/runs/{run}/variants?sort=median&order=desc"),
+    Page("analyst: cases of a map edge", "analyst",
+         "/analyst/runs/{run}/cases?kind=edge&a=Triage&b=Assign+to+team&sort=detail"),
+    Page("analyst: cases of a misrouting pair", "analyst",
+         "/analyst/runs/{run}/cases?kind=pair&a=Accounts+L2&b=Billing+L2"),
+    Page("analyst: case timeline", "analyst", "/analyst/runs/{run}/cases/{case}"),
+    Page("analyst: findings", "analyst", "/analyst/runs/{run}/findings"),
+    Page("analyst: compare two periods", "analyst",
+         "/analyst/compare?arun={run}&brun={run}&a_to=2026-02-15&b_from=2026-02-16"),
+]
+FILTER_GOAL = "< 1000 ms"
 
 
 # ---------------------------------------------------------------- seeding and serving
@@ -264,14 +296,125 @@ def run_seeded(res: Results, *, cases: int, live: int, requests: int) -> None:
         stop(proc)
 
 
+def build_analyst_home(home: Path, cases: int) -> Seed:
+    """A home with users and one mined run of a simulated log of `cases` cases (built once, reused)."""
+    os.environ["DESKPILOT_HOME"] = str(home)
+    from sqlmodel import Session, SQLModel
+
+    from api.app import _import_tables, make_engine
+    from api.auth import ROLES
+    from api.insight_runs import RunManager, RunStore
+    from api.settings import Settings
+    from api.web.accounts import create_user
+    from insight.errors import Conflict
+
+    settings = Settings(home=home)
+    engine = make_engine(settings.db_url)
+    _import_tables()
+    SQLModel.metadata.create_all(engine)
+    with Session(engine) as session:
+        for role in ROLES:
+            with contextlib.suppress(Conflict):
+                create_user(session=session, username=f"bench-{role}", password=PASSWORD, role=role)
+    engine.dispose()
+    store = RunStore(home / "analyst")
+    done = [r for r in store.runs() if r.status == "done" and r.n_cases == cases]
+    if done:
+        meta = done[0]
+    else:
+        from insight.simulate import simulate
+
+        sim = simulate(n_cases=cases, seed=7)
+        meta = store.new_run(name=f"simulated {cases:,} cases", source="bench", created_by="bench")
+        meta = RunManager(store).start(meta, lambda: sim.log, background=False)
+        if meta.status != "done":
+            raise SystemExit(f"mining the bench log failed: {meta.error}")
+    import polars as pl
+
+    first_case = pl.read_parquet(home / "analyst" / "runs" / meta.id / "cases.parquet", columns=["case_id"])
+    return Seed(extra={"run": meta.id, "case": str(first_case["case_id"][0])})
+
+
+def filter_urls(run: str, n: int) -> list[str]:
+    """`n` different filters (never the same twice, so none is answered from the cache)."""
+    import datetime as dt
+
+    teams = ["Billing L2", "Accounts L2", "Logistics L2", "Tech Support L2", "Service Desk L1"]
+    channels = ["email", "chat", "phone", "portal"]
+    out = []
+    for i in range(n):
+        start = dt.date(2026, 1, 5) + dt.timedelta(days=i % 40)
+        end = start + dt.timedelta(days=20 + i % 30)
+        kind = i % 3
+        q = f"from={start}&to={end}&team={teams[i % len(teams)].replace(' ', '+')}&channel={channels[i % 4]}"
+        path = ("map", "variants", "")[kind]
+        out.append(f"/analyst/runs/{run}/{path}?{q}".replace("/?", "?"))
+    return out
+
+
+def time_filters(res: Results, base: str, urls: list[str], data: str) -> None:
+    """Each filter asked once (uncached): p50 / p99 / max over all of them."""
+    client = signed_in_client(base, "bench-analyst")
+    try:
+        times = []
+        for url in urls:
+            t0 = time.perf_counter()
+            r = client.get(url)
+            times.append((time.perf_counter() - t0) * 1000)
+            if r.status_code != 200:
+                raise SystemExit(f"filter GET {url} answered {r.status_code}: {r.text[:300]}")
+        times.sort()
+        p99 = times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
+        name = "filter: new filter on map / variants / overview (time, team, channel), uncached"
+        res.add(name, data, "p50 ms", statistics.median(times), goal=FILTER_GOAL)
+        res.add(name, data, "p99 ms", p99, goal=FILTER_GOAL)
+        res.add(name, data, "max ms", times[-1], goal=FILTER_GOAL)
+    finally:
+        client.close()
+
+
+def run_analyst(res: Results, *, cases: int, requests: int, filters: int) -> None:
+    """The analyst scenario: ANALYST pages and uncached filters on one mined run."""
+    seed = build_analyst_home(ANALYST_HOME, cases)
+    base, proc = serve(ANALYST_HOME)
+    try:
+        data = f"mined run of a simulated log: {cases:,} cases"
+        time_pages(res, base, ANALYST, seed, data, requests=requests)
+        time_filters(res, base, filter_urls(seed.extra["run"], filters), data)
+    finally:
+        stop(proc)
+
+
+def keep_other_scenario(res: Results) -> None:
+    """With --only, the other scenario's rows already in bench/results/ui.json are kept (ahead of the new ones)."""
+    import json
+
+    from bench._common import RESULTS, Row
+
+    old = RESULTS / "ui.json"
+    if not old.is_file():
+        return
+    ran = {r.data for r in res.rows}
+    kept = [Row(**r) for r in json.loads(old.read_text())["rows"] if r["data"] not in ran]
+    res.rows[:0] = kept
+
+
 def main() -> None:
     """Run the scenarios and write bench/results/ui.json."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=50, help="Timed requests per page.")
     parser.add_argument("--live", type=int, default=200, help="Live tickets routed into the demo home.")
+    parser.add_argument("--filters", type=int, default=30, help="Distinct (uncached) filters timed on the run.")
+    parser.add_argument("--only", choices=("seeded", "analyst"), default=None, help="Run one scenario only.")
     args = parser.parse_args()
-    res = Results("ui", extra_env={"cases": CASES, "requests_per_page": args.requests})
-    run_seeded(res, cases=CASES, live=args.live, requests=args.requests)
+    res = Results("ui", extra_env={"cases": CASES, "analyst_cases": ANALYST_CASES,
+                                   "requests_per_page": args.requests})
+    if args.only in (None, "seeded"):
+        run_seeded(res, cases=CASES, live=args.live, requests=args.requests)
+    if args.only in (None, "analyst"):
+        run_analyst(res, cases=ANALYST_CASES, requests=args.requests, filters=args.filters)
+    if args.only is not None:
+        keep_other_scenario(res)
     print(f"wrote {res.write()}")
 
 
