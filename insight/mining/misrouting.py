@@ -12,6 +12,12 @@ Definitions (all on the team sequence of a case up to its resolving event; see i
   matching `trivial_pattern`).
 * **wrong first team**: misrouted and resolved by a team other than the first one (a ping-pong that ends where
   it started is misrouted but its first team was right).
+* **what kind of transfer** (`transfer_kind`, one per reassigned case, first match wins):
+  ``bounced_by_reopen`` (the team changed after the customer reopened the case), ``ping_pong``, ``push_to_front``
+  (pushed to a higher line that did not really solve it), ``justified_escalation`` (an escalate step, or moving up
+  a support line in logs that have no escalate steps, to a team that resolved it), ``misroute`` (the first team did not resolve it and nothing above
+  explains why), ``other_transfer`` (reassigned but resolved by its first team). Misroutes, ping-pong and
+  push-to-front are *avoidable*: headlines lead with them and the hours they cost.
 * **extra time** of a misrouted case: its throughput time minus the median throughput of cases of the same kind
   (the first of `kind_columns` the log has, e.g. intent / category / product) that were routed right first time;
   kinds with fewer than `min_baseline_cases` such cases fall back to the same resolving team, then to all
@@ -103,6 +109,35 @@ class PushToFront:
     example_cases: list[str] = field(default_factory=list)
 
 
+TRANSFER_KINDS: dict[str, tuple[bool, str]] = {
+    # kind: (avoidable, what it means)
+    "misroute": (True, "first team did not resolve it and nothing explains the move"),
+    "ping_pong": (True, "bounced back to a team that had it before"),
+    "push_to_front": (True, "pushed to a higher line that did not really solve it"),
+    "justified_escalation": (False, "escalated to a higher line that resolved it"),
+    "bounced_by_reopen": (False, "moved teams after the customer reopened it"),
+    "other_transfer": (False, "reassigned, but resolved by the team that first had it"),
+}
+
+
+@dataclass
+class TransferKind:
+    """Reassigned cases of one kind, whether routing could have avoided them, and what they cost in time.
+
+    `extra_hours_*` compare each case with similar cases (same kind, else same resolving team) that never changed
+    team; a negative figure means these cases were faster than those.
+    """
+
+    kind: str
+    avoidable: bool
+    meaning: str
+    cases: int
+    share_of_cases: float
+    extra_hours_total: float
+    extra_hours_mean: float | None
+    example_cases: list[str] = field(default_factory=list)
+
+
 @dataclass
 class ChannelTransfer:
     """Cases moving from one channel to another."""
@@ -137,6 +172,17 @@ class MisroutingResult:
     channel_transfers: list[ChannelTransfer]
     cases: pd.DataFrame
     labels: CaseLabels | None = None
+    taxonomy: list[TransferKind] = field(default_factory=list)
+
+    @property
+    def avoidable(self) -> list[TransferKind]:
+        """The kinds routing could have avoided, with cases."""
+        return [t for t in self.taxonomy if t.avoidable and t.cases]
+
+    @property
+    def avoidable_cases(self) -> int:
+        """Reassigned cases routing could have avoided (misroutes, ping-pong, needless push-to-front)."""
+        return sum(t.cases for t in self.avoidable)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the per-case table is left out; top lists only)."""
@@ -159,6 +205,8 @@ class MisroutingResult:
             "ping_pong_pairs": [asdict(p) for p in self.ping_pong_pairs],
             "push_to_front": _clean(asdict(self.push_to_front)) if self.push_to_front else None,
             "channel_transfers": [asdict(c) for c in self.channel_transfers],
+            "taxonomy": [_clean(asdict(t)) for t in self.taxonomy],
+            "avoidable_cases": self.avoidable_cases,
         }
 
 
@@ -185,9 +233,14 @@ def _kind_column(log: EventLog, cfg: MisroutingConfig) -> str | None:
     return None
 
 
-def _extra_seconds(cases: pd.DataFrame, kind: pd.Series | None, cfg: MisroutingConfig) -> np.ndarray:
-    """Throughput minus the median of right-first-time cases of the same kind (fallbacks in module doc)."""
-    rft = cases["misrouted"].fillna(True).to_numpy() == False  # noqa: E712 - pandas boolean array
+def _extra_seconds(
+    cases: pd.DataFrame, kind: pd.Series | None, cfg: MisroutingConfig, *, baseline: np.ndarray | None = None
+) -> np.ndarray:
+    """Throughput minus the median of right-first-time cases of the same kind (fallbacks in module doc).
+
+    `baseline` replaces "right first time" (not misrouted) by another mask of reference cases.
+    """
+    rft = (cases["misrouted"].fillna(True).to_numpy() == False) if baseline is None else baseline  # noqa: E712
     thr = cases["throughput_s"].to_numpy(dtype=float)
     base = np.full(len(cases), np.nan)
     global_med = float(np.median(thr[rft])) if rft.any() else np.nan
@@ -368,6 +421,9 @@ def analyze_misrouting(
     x_mis = extra[misrouted & np.isfinite(extra)]
     wrong_first = misrouted & (first.fillna("").to_numpy(dtype=object) != resolving.fillna("").to_numpy(dtype=object))
     cases["wrong_first_team"] = wrong_first
+    # Each kind is costed against cases that never changed team (escalations are not a norm to compare with).
+    extra_vs_stayed = _extra_seconds(cases, kind, cfg, baseline=~reassigned)
+    taxonomy = _taxonomy(cases, cl, seg, enc, reassigned, wrong_first, extra_vs_stayed, cfg)
     return MisroutingResult(
         n_cases=n,
         has_groups=True,
@@ -389,7 +445,75 @@ def analyze_misrouting(
         channel_transfers=channel_transfers,
         cases=cases,
         labels=cl,
+        taxonomy=taxonomy,
     )
+
+
+def _taxonomy(
+    cases: pd.DataFrame,
+    cl: CaseLabels,
+    seg: pd.DataFrame,
+    enc: EncodedLog,
+    reassigned: np.ndarray,
+    wrong_first: np.ndarray,
+    extra: np.ndarray,
+    cfg: MisroutingConfig,
+) -> list[TransferKind]:
+    """Fill cases['transfer_kind'] (see the module docstring) and summarise each kind."""
+    n = len(cases)
+    # A reopen event before a counted team change: the customer's reopen moved the case, not a routing choice.
+    rx = re.compile(cfg.labels.reopen_pattern, re.IGNORECASE) if cfg.labels.reopen_pattern else None
+    bounced = np.zeros(n, dtype=bool)
+    if rx is not None:
+        hit = np.array([bool(rx.search(str(a))) for a in enc.activity.labels], dtype=bool)
+        if hit.any():
+            reopen_ev = np.flatnonzero(hit[enc.activity.codes])
+            first_reopen = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(first_reopen, enc.case[reopen_ev], reopen_ev)
+            counted = seg[seg["counted"]]
+            changes = counted[counted.groupby("case").cumcount() > 0]
+            c = changes["case"].to_numpy(dtype=np.int64)
+            after = changes["pos"].to_numpy(dtype=np.int64) > first_reopen[c]
+            bounced[c[after]] = True
+    ping = cases["ping_pong"].to_numpy(dtype=bool)
+    stay = cases["could_have_stayed"].to_numpy(dtype=bool) if "could_have_stayed" in cases else np.zeros(n, bool)
+    esc = cases["escalations"].to_numpy(dtype=np.int64) > 0 if "escalations" in cases else np.zeros(n, bool)
+    if "resolving_line" in cases and "first_line" in cases:
+        up = (cases["resolving_line"].fillna(0).to_numpy(dtype=np.int64)
+              > cases["first_line"].fillna(99).to_numpy(dtype=np.int64))
+    else:
+        up = np.zeros(n, dtype=bool)
+    moved = (cases["first_team"].astype("string").fillna("").to_numpy(dtype=object)
+             != cases["resolving_team"].astype("string").fillna("").to_numpy(dtype=object))
+    kind = np.full(n, None, dtype=object)
+    rest = reassigned.copy()
+    for name, mask in (
+        ("bounced_by_reopen", bounced),
+        ("ping_pong", ping),
+        ("push_to_front", stay),
+        # With escalate steps in the log, a move up without one is a plain transfer; without any (BPIC 2013),
+        # moving up a support line is what escalation looks like.
+        ("justified_escalation", (esc if esc.any() else up) & moved),
+        ("misroute", wrong_first),
+        ("other_transfer", np.ones(n, dtype=bool)),
+    ):
+        pick = rest & mask
+        kind[pick] = name
+        rest &= ~pick
+    cases["transfer_kind"] = kind
+    ids = cases.index.to_numpy()
+    out = []
+    for name, (avoidable, meaning) in TRANSFER_KINDS.items():
+        m = kind == name
+        x = extra[m & np.isfinite(extra)]
+        # Examples: the costliest cases first, so a reader opens the ones that matter.
+        order = np.argsort(-np.nan_to_num(extra[m], nan=-np.inf), kind="stable")[: cfg.max_example_cases]
+        out.append(TransferKind(
+            kind=name, avoidable=avoidable, meaning=meaning, cases=int(m.sum()), share_of_cases=float(m.mean()),
+            extra_hours_total=float(x.sum()) / 3600.0, extra_hours_mean=_hours(x.mean()) if len(x) else None,
+            example_cases=[str(i) for i in ids[m][order]],
+        ))
+    return out
 
 
 def _push_to_front(

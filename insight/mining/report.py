@@ -269,6 +269,38 @@ def costly_intent(report: InsightReport, *, min_cases: int = 10) -> tuple[str, s
     return None
 
 
+def _hours_text(h: float) -> str:
+    return f"{h:,.0f} case-hours more" if h >= 0 else f"{-h:,.0f} case-hours less"
+
+
+def _routing_headlines(report: InsightReport) -> list[str]:
+    """Transfers by kind, leading with what routing could have avoided and what it cost."""
+    m = report.misrouting
+    n = max(m.n_cases, 1)
+    by = {t.kind: t for t in m.taxonomy}
+    out: list[str] = []
+    avoidable = m.avoidable
+    if avoidable:
+        parts = ", ".join(f"{t.cases:,} {t.kind.replace('_', '-')} ({t.meaning})" for t in avoidable)
+        hours = sum(t.extra_hours_total for t in avoidable)
+        examples = [c for t in avoidable for c in t.example_cases[:1]]
+        out.append(
+            f"Avoidable routing: {m.avoidable_cases:,} cases ({_pct(m.avoidable_cases / n)}): {parts}; together "
+            f"{_hours_text(hours)} than similar cases that stayed with their first team "
+            f"(costliest: {', '.join(examples)})."
+        )
+    else:
+        out.append(f"Avoidable routing: none found among {m.reassigned_cases:,} reassigned cases.")
+    fine = [t for t in m.taxonomy if not t.avoidable and t.cases]
+    if fine:
+        out.append("Not avoidable by routing: " + "; ".join(
+            f"{t.cases:,} {t.kind.replace('_', ' ')} ({t.meaning})" for t in fine) + ".")
+    if "misroute" in by and by["misroute"].extra_hours_mean is not None and by["misroute"].extra_hours_mean < 0:
+        out.append("Misrouted cases were on average faster than similar cases that stayed with their first team: "
+                   "the first team's queue, not the transfer, is where their time goes.")
+    return out
+
+
 def headlines(report: InsightReport) -> list[str]:
     """The findings an operations lead should read first, as plain sentences."""
     out: list[str] = []
@@ -298,16 +330,7 @@ def headlines(report: InsightReport) -> list[str]:
         out.append(f"Slowest {dim}: '{value}' ({n:,} cases) takes {factor:.1f}x the overall median time.")
     m = report.misrouting
     if m.has_groups:
-        extra = (
-            f"; misrouted cases take {fmt_duration((m.extra_hours_mean or 0) * 3600)} longer on average than "
-            f"comparable cases routed right first time"
-            if m.extra_hours_mean is not None
-            else ""
-        )
-        out.append(
-            f"Misrouting: {m.misrouted_cases:,} cases ({_pct(m.misrouted_share)}) did not stay with their first "
-            f"team ({m.wrong_first_team_cases:,} were first sent to a team that did not resolve them){extra}."
-        )
+        out.extend(_routing_headlines(report))
         worst = max(m.teams, key=lambda t: t.extra_hours_total, default=None) if m.teams else None
         if worst is not None and worst.misrouted_out:
             out.append(

@@ -223,3 +223,30 @@ def test_bpic2013_reassignments_match_an_independent_count(bpic2013) -> None:
     assert res.n_cases == 7554
     assert res.push_to_front is not None and res.push_to_front.pushed_cases > 0
     assert res.teams[0].misrouted_out >= res.teams[-1].misrouted_out
+
+
+def test_transfer_taxonomy_recovers_the_planted_kinds() -> None:
+    """Every planted kind lands in its class: misroutes, ping-pong, needless push-to-front, real escalations."""
+    from insight.mining.misrouting import analyze_misrouting
+    from insight.simulate import simulate
+
+    sim = simulate(n_cases=3000, seed=5)
+    t = sim.truth
+    res = analyze_misrouting(sim.log)
+    kind = res.cases["transfer_kind"]
+    by = {k.kind: k for k in res.taxonomy}
+    ping = set(t.ping_pong.cases)
+    assert set(kind[kind == "ping_pong"].index) == ping
+    misroutes = set(t.misrouting.cases) - ping
+    assert set(kind[kind == "misroute"].index) == misroutes
+    stayed = set(t.push_to_front.could_have_stayed)
+    assert set(kind[kind == "push_to_front"].index) == stayed
+    legit = set(t.push_to_front.escalated_cases) - stayed - ping - set(t.misrouting.cases)
+    assert legit and set(kind[kind == "justified_escalation"].index) >= legit
+    # every reassigned case has exactly one kind; avoidable = misroutes + ping-pong + needless push-to-front
+    assert kind.notna().sum() == res.reassigned_cases
+    assert res.avoidable_cases == len(misroutes) + len(ping) + len(stayed)
+    assert not by["justified_escalation"].avoidable and by["misroute"].avoidable
+    # the costliest example comes first
+    ex = by["misroute"].example_cases
+    assert res.cases.loc[ex[0], "throughput_s"] >= res.cases.loc[ex[-1], "throughput_s"] or len(ex) == 1
