@@ -269,6 +269,10 @@ def costly_intent(report: InsightReport, *, min_cases: int = 10) -> tuple[str, s
     return None
 
 
+def _path(acts: tuple[str, ...] | list[str], n: int = 8) -> str:
+    return " > ".join(acts[:n]) + (" > ..." if len(acts) > n else "")
+
+
 def _hours_text(h: float) -> str:
     return f"{h:,.0f} case-hours more" if h >= 0 else f"{-h:,.0f} case-hours less"
 
@@ -316,14 +320,22 @@ def headlines(report: InsightReport) -> list[str]:
     if report.extraction is not None:
         out.extend(f"Extraction: {w}" for w in report.extraction.warnings)
     vt = report.variants
-    if vt.variants:
-        top = vt.top(1, by="cost")[0]
-        share_cost = top.cost / vt.total_cost if vt.total_cost else 0.0
+    happy = vt.happy
+    if happy is not None:
         out.append(
-            f"Most costly path ({top.cases:,} cases, {_pct(top.share)} of cases, {_pct(share_cost)} of total cost, "
-            f"median {fmt_duration(top.median_s)}): {' > '.join(top.activities[:8])}"
-            + (" > ..." if len(top.activities) > 8 else "")
+            f"Happy path ({happy.cases:,} cases, {_pct(happy.share)}, median {fmt_duration(happy.median_s)}): "
+            f"{_path(happy.activities)}"
         )
+        costly = vt.costly(1)
+        if costly:
+            top = costly[0]
+            share = top.excess_cost / vt.total_cost if vt.total_cost else 0.0
+            out.append(
+                f"Costliest path beside it ({top.cases:,} cases, median {fmt_duration(top.median_s)}, "
+                f"{top.handoffs_per_case:.1f} handoffs per case): each case costs "
+                f"{top.cost_per_case - happy.cost_per_case:,.1f} cost units more than the happy path, "
+                f"{_pct(share)} of all cost in excess; {_path(top.activities)} (e.g. case {top.example_case})."
+            )
     ci = costly_intent(report)
     if ci is not None:
         dim, value, factor, n = ci

@@ -1,4 +1,13 @@
-"""Variants: distinct activity sequences with volume, throughput time, handoffs, rework and a cost ranking."""
+"""Variants: distinct activity sequences with volume, throughput time, handoffs, rework and a cost ranking.
+
+Cost counts time and work: each case-hour at `hour_cost`, each handoff between teams and each event (a touch)
+at their own price, all in the same unit. By default a handoff is priced like half an hour and a touch like six
+minutes of `hour_cost`, because re-reading a case and acting on it is work whatever the clock says.
+
+The **happy path** is the most frequent variant. Costly paths are ranked by their *excess* cost over it: the
+extra per-case cost times the cases that took the path, among variants with at least `min_support` cases (so
+one odd case does not top the list).
+"""
 
 from __future__ import annotations
 
@@ -28,9 +37,11 @@ class CostModel:
     """
 
     hour_cost: float = 1.0
-    handoff_cost: float = 0.0
-    touch_cost: float = 0.0
+    handoff_cost: float = 0.5
+    touch_cost: float = 0.1
     time_basis: Literal["median", "mean"] = "median"
+    # Variants with fewer cases are listed but never ranked among the costly paths.
+    min_support: int = 10
 
     def __post_init__(self) -> None:
         if self.time_basis not in ("median", "mean"):
@@ -38,6 +49,8 @@ class CostModel:
         for name in ("hour_cost", "handoff_cost", "touch_cost"):
             if getattr(self, name) < 0:
                 raise InvalidInput(f"{name} must be >= 0", field=name)
+        if self.min_support < 1:
+            raise InvalidInput("min_support must be >= 1", field="min_support")
 
 
 @dataclass(slots=True)
@@ -56,6 +69,9 @@ class Variant:
     rework_per_case: float
     cost: float
     example_case: str
+    cost_per_case: float = 0.0
+    excess_cost: float = 0.0  # (cost per case - the happy path's) x cases
+    happy_path: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -73,6 +89,17 @@ class VariantTable:
     cost_model: CostModel
     handoff_column: str | None
     total_cost: float
+
+    @property
+    def happy(self) -> Variant | None:
+        """The happy path: the most frequent variant."""
+        return next((v for v in self.variants if v.happy_path), None)
+
+    def costly(self, n: int = 10) -> list[Variant]:
+        """The n paths with the largest excess cost over the happy path, among well-supported variants."""
+        ok = [v for v in self.variants if not v.happy_path and v.cases >= self.cost_model.min_support
+              and v.excess_cost > 0]
+        return sorted(ok, key=lambda v: (-v.excess_cost, -v.cases))[:n]
 
     @property
     def n_variants(self) -> int:
@@ -97,6 +124,8 @@ class VariantTable:
             "handoff_column": self.handoff_column,
             "total_cost": self.total_cost,
             "cost_model": asdict(self.cost_model),
+            "happy_path": self.happy.to_dict() if self.happy else None,
+            "costly_paths": [v.to_dict() for v in self.costly(limit or 50)],
             "variants": [v.to_dict() for v in vs],
         }
 
@@ -123,7 +152,8 @@ def mine_variants(
 
     Handoffs count changes of `handoff_column` between consecutive events that have a value (default: the
     `group` column, else `resource`); rework counts events repeating an activity already seen in the case.
-    Cost = cases x typical time (hours) x hour_cost + handoffs x handoff_cost + events x touch_cost.
+    Cost = cases x typical time (hours) x hour_cost + handoffs x handoff_cost + events x touch_cost; each
+    variant also carries its cost per case and its excess over the happy path (see the module docstring).
     """
     enc = ensure_encoded(log, enc)
     cm = cost_model or CostModel()
@@ -142,6 +172,9 @@ def mine_variants(
     rework = np.bincount(vid, weights=repeats_per_case(enc), minlength=nv)
     t = stats.median if cm.time_basis == "median" else stats.mean
     cost = cases * t / 3600.0 * cm.hour_cost + hand * cm.handoff_cost + ev * cm.touch_cost
+    per_case = cost / np.maximum(cases, 1)
+    happy = int(np.lexsort((np.arange(nv), -cases))[0]) if nv else -1
+    excess = (per_case - per_case[happy]) * cases if nv else np.zeros(0)
     order = np.lexsort((-cases, -cost))
     codes = enc.activity.codes
     labels = np.array([str(x) for x in enc.activity.labels], dtype=object)
@@ -156,6 +189,9 @@ def mine_variants(
     hand_l = (hand[o] / cases[o]).tolist()
     rew_l = (rework[o] / cases[o]).tolist()
     cost_l = cost[o].tolist()
+    per_case_l = per_case[o].tolist()
+    excess_l = excess[o].tolist()
+    happy_l = (o == happy).tolist()
     example_l = enc.case_labels[first_case[o]].tolist()
     # all representative sequences in one gather, then cheap list slices per variant
     lens = np.asarray(ends) - np.asarray(starts)
@@ -177,6 +213,9 @@ def mine_variants(
             rework_per_case=rew_l[i],
             cost=cost_l[i],
             example_case=str(example_l[i]),
+            cost_per_case=per_case_l[i],
+            excess_cost=excess_l[i],
+            happy_path=happy_l[i],
         )
         for i in range(nv)
     ]

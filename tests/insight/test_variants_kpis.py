@@ -192,3 +192,32 @@ def test_simulator_rework_loops_are_recovered(sim) -> None:
     loops = {x.activity: x for x in b.loops}
     assert loops["Solution proposed"].cases_with_repeat == len(truth.cases)
     assert loops["Solution proposed"].repeats == sum(truth.loops.values())
+
+
+def test_costly_paths_rank_excess_over_the_happy_path_with_support() -> None:
+    """A one-case outlier never tops the costly paths; the frequent path is named the happy path."""
+    rows = []
+    t0 = pd.Timestamp("2026-02-02 09:00", tz="UTC")
+
+    def case(cid: str, steps: list[tuple[str, str]], hours: float) -> None:
+        for k, (act, team) in enumerate(steps):
+            rows.append((cid, act, t0 + pd.Timedelta(hours=hours * k / (len(steps) - 1)), team))
+
+    happy = [("Open", "L1"), ("Solve", "L1"), ("Close", "L1")]
+    bounced = [("Open", "L1"), ("Transfer", "L2"), ("Transfer", "L1"), ("Solve", "L2"), ("Close", "L2")]
+    for i in range(60):
+        case(f"h{i}", happy, 2.0)
+    for i in range(12):
+        case(f"b{i}", bounced, 10.0)
+    case("odd", [("Open", "L1"), ("Wait", "L1"), ("Close", "L1")], 500.0)
+    log = EventLog(pd.DataFrame(rows, columns=["case_id", "activity", "timestamp", "group"]))
+    vt = mine_variants(log)
+    assert vt.happy is not None and vt.happy.activities == tuple(a for a, _ in happy)
+    assert vt.variants[0].activities == ("Open", "Wait", "Close")  # total cost still ranks the outlier first
+    top = vt.costly(5)
+    assert [v.activities for v in top] == [tuple(a for a, _ in bounced)]
+    cm = vt.cost_model
+    per_case = 10.0 * cm.hour_cost + 3 * cm.handoff_cost + 5 * cm.touch_cost
+    happy_cost = 2.0 * cm.hour_cost + 0 * cm.handoff_cost + 3 * cm.touch_cost
+    assert top[0].excess_cost == pytest.approx(12 * (per_case - happy_cost))
+    assert cm.handoff_cost > 0 and cm.touch_cost > 0  # work is costed by default, not only time
