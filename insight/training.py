@@ -27,6 +27,7 @@ from insight.models.next_activity import NextActivityPredictor
 from insight.models.registry import ArtifactMetadata, ArtifactRef, ModelRegistry, data_hash
 from insight.models.remaining_time import RemainingTimePredictor
 from insight.models.router import TeamRouter, routing_impact
+from insight.models.split import split_log
 
 TASK_INTENT = "intent"
 TASK_ROUTER = "router"
@@ -57,22 +58,6 @@ class TrainedModel:
 def _window(log: EventLog) -> list[str]:
     lo, hi = log.time_window()
     return [str(lo), str(hi)]
-
-
-def split_log(log: EventLog, *, test_fraction: float = 0.2) -> tuple[EventLog, EventLog]:
-    """Time-ordered split by case start: oldest cases train, the newest `test_fraction` test."""
-    if not 0 < test_fraction < 1:
-        raise InvalidInput(f"test_fraction must be in (0, 1), got {test_fraction}")
-    starts = log.df.groupby(log.df[CASE_ID].astype(str), sort=False)[TIMESTAMP].min().sort_values(kind="stable")
-    n_test = max(1, int(round(len(starts) * test_fraction)))
-    if n_test >= len(starts):
-        raise InvalidInput(f"log {log.name} has too few cases ({len(starts)}) for a train/test split")
-    test_ids = set(starts.index[-n_test:])
-    mask = log.df[CASE_ID].astype(str).isin(test_ids)
-    mk = lambda m, suffix: EventLog(  # noqa: E731
-        log.df.loc[m].reset_index(drop=True), name=f"{log.name}[{suffix}]", case_attributes=list(log.case_attributes)
-    )
-    return mk(~mask, "train"), mk(mask, "test")
 
 
 def _save(registry: ModelRegistry | None, model: Any, *, task: str, metrics: dict[str, Any], features: list[str],

@@ -701,9 +701,7 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         scores, emb = self._score_with_emb(texts)
         proba = _softmax(scores / self.temperature_)
         name = self.oos_calibration_.score
-        reference = getattr(self, "oos_reference_", None)
-        if reference is None:  # a model saved before the reference existed: raw score against a raw threshold
-            return proba, self._legacy_score(proba, emb)
+        reference = self.oos_reference_
         if len(proba) == 0:
             return proba, np.zeros(0)
         parts = self._raw_scores(proba, emb, self.emb_stats_, [name])
@@ -712,14 +710,6 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
         else:
             raw = parts[name]
         return proba, _pvalues(reference, raw)
-
-    def _legacy_score(self, proba: np.ndarray, emb: np.ndarray | None) -> np.ndarray:
-        top = proba.max(axis=1)
-        ref = getattr(self, "train_embeddings_", None)
-        if self.oos_calibration_.score == "proba" or emb is None or ref is None or len(proba) == 0:
-            return top
-        nn = _knn_score(emb, ref, 1)
-        return nn if self.oos_calibration_.score == "knn" else 0.5 * (top + nn)
 
     def oos_score(self, texts: Sequence[str]) -> np.ndarray:
         """Out-of-scope score of each text in [0, 1]: the share of held-out in-scope tickets whose raw score (the

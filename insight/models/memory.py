@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from insight.errors import InvalidInput, ModelArtifactError
 
@@ -23,7 +24,7 @@ class SimilarCase:
     subject: str | None
 
 
-class TicketMemory:
+class TicketMemory(BaseEstimator):
     """Nearest past tickets by cosine similarity of sentence embeddings (exact search; float16 storage)."""
 
     def __init__(self, *, embedder: Any = None, max_items: int = 50_000, subject_chars: int = 120) -> None:
@@ -32,7 +33,7 @@ class TicketMemory:
         self.subject_chars = subject_chars
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
+        state = dict(super().__getstate__())
         state["embedder"] = None  # the embedder is a model folder of its own; re-attached on load
         state.pop("_vectors_f32", None)  # a float32 working copy, rebuilt on first search
         return state
@@ -78,8 +79,7 @@ class TicketMemory:
 
     def search(self, vectors: np.ndarray, *, k: int = 5) -> list[list[SimilarCase]]:
         """The k most similar stored tickets for each query vector (unit-normalised embeddings)."""
-        if not hasattr(self, "vectors_"):
-            raise NotFittedError("TicketMemory is not fitted; call fit first")
+        check_is_fitted(self, "vectors_", msg="%(name)s is not fitted; call fit first")
         q = np.asarray(vectors, dtype=np.float32)
         # float16 storage keeps the pickle small; converting all of it on every query is slow: convert once.
         stored = getattr(self, "_vectors_f32", None)

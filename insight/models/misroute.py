@@ -23,10 +23,11 @@ from typing import Any, TypeAlias
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils.validation import check_is_fitted
 
 from insight.errors import InvalidInput
 from insight.models.prefix_features import text_value
@@ -102,7 +103,7 @@ class _Isotonic:
         return np.asarray(self.iso_.predict(p), dtype=float)
 
 
-class MisrouteModel:
+class MisrouteModel(BaseEstimator):
     """Calibrated P(misrouted) from creation-time attributes and text (see the module docstring)."""
 
     def __init__(
@@ -129,12 +130,6 @@ class MisrouteModel:
         self.max_text_features = max_text_features
         self.max_iter = max_iter
         self.seed = seed
-
-    def get_params(self) -> dict[str, Any]:
-        """Hyper-parameters as given to __init__."""
-        return {k: getattr(self, k) for k in (
-            "categorical", "text", "C", "C_grid", "calibration", "calibration_fraction", "min_frequency",
-            "max_text_features", "max_iter", "seed")}
 
     # ---- design matrix: one code path for frames and records, so training and serving read values alike
 
@@ -270,8 +265,7 @@ class MisrouteModel:
     # ---- prediction
 
     def _check(self) -> None:
-        if not hasattr(self, "model_"):
-            raise NotFittedError("MisrouteModel is not fitted; call fit(X, y) first")
+        check_is_fitted(self, "model_", msg="%(name)s is not fitted; call fit(X, y) first")
 
     def raw_proba(self, X: Rows) -> np.ndarray:
         """The logistic regression's probability before calibration.

@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from insight.eventlog.schema import CASE_ID
-from insight.models._lgbm import accuracy, base_params, carve_validation, train_threads
+from insight.models._lgbm import PrefixBoostingModel, accuracy
 from insight.models.ngram import NGramBackoff
-from insight.models.prefix_features import END, PrefixEncoder, PrefixSet
+from insight.models.prefix_features import END, PrefixSet
 
 
 @dataclass
@@ -43,7 +43,7 @@ def _most_frequent(values: list[str]) -> str:
     return min(v for v, c in counts.items() if c == best)
 
 
-class BigramBaseline:
+class BigramBaseline(BaseEstimator):
     """Previous activity -> the next activity that most often followed it in training; the majority class when
     the activity was never seen (or the prefix is empty)."""
 
@@ -59,14 +59,13 @@ class BigramBaseline:
 
     def predict(self, prefixes: Sequence[Sequence[str]]) -> np.ndarray:
         """Predicted next activity per prefix."""
-        if not hasattr(self, "table_"):
-            raise NotFittedError("BigramBaseline is not fitted; call fit first")
+        check_is_fitted(self, "table_", msg="%(name)s is not fitted; call fit first")
         return np.array([self.table_.get(str(seq[-1]), self.majority_) if len(seq) else self.majority_
                          for seq in prefixes], dtype=object)
 
 
-class NextActivityPredictor:
-    """Predicts the next activity (or end of case) after each event of a case (sklearn-style estimator).
+class NextActivityPredictor(PrefixBoostingModel):
+    """Predicts the next activity (or end of case) after each event of a case (a scikit-learn estimator).
 
     `time_trend` adds the case start as days since the training log began: trees then put future cases in the
     newest regime seen in training, which held on validation (the newest 15 % of training cases) on drifting
@@ -74,6 +73,8 @@ class NextActivityPredictor:
     number of rounds; `refit(log)` does the same on any log (train + test once the test has been scored).
     `case_attributes` are trace-level columns declared known when a case is created (none by default).
     """
+
+    _fitted_attribute = "booster_"
 
     def __init__(
         self,
@@ -108,42 +109,27 @@ class NextActivityPredictor:
         self.seed = seed
         self.num_threads = num_threads
 
-    def get_params(self) -> dict[str, Any]:
-        """Hyper-parameters as given to __init__."""
-        return {k: getattr(self, k) for k in (
-            "k", "n_estimators", "learning_rate", "num_leaves", "min_child_samples", "early_stopping_rounds",
-            "validation_fraction", "case_attributes", "event_attributes", "refit_full", "timing", "time_trend", "seed",
-            "num_threads")}
+    def _encoder_options(self) -> dict[str, Any]:
+        return {"timing": self.timing, "time_trend": self.time_trend}
 
-    def _params(self, n_classes: int) -> dict[str, Any]:
-        p = base_params(seed=self.seed, num_threads=self.num_threads)
-        p.update(objective="multiclass", num_class=n_classes, learning_rate=self.learning_rate,
-                 num_leaves=self.num_leaves, min_child_samples=self.min_child_samples)
-        return p
+    def _classes_and_params(self, next_activity: np.ndarray) -> tuple[list[str], dict[str, int], dict[str, Any]]:
+        classes = sorted(set(next_activity.tolist()) | {END})
+        return classes, {c: i for i, c in enumerate(classes)}, self._lgb_params(objective="multiclass",
+                                                                                   num_class=len(classes))
 
     def fit(self, log: Any, *, valid_log: Any = None) -> NextActivityPredictor:
         """Fit on every prefix of the log; early stopping on `valid_log` or on the newest cases carved from it."""
-        if valid_log is None and self.validation_fraction > 0:
-            fit_log, valid_log = carve_validation(log, self.validation_fraction)
-        else:
-            fit_log = log
+        fit_log, valid_log = self._fit_and_valid(log, valid_log)
         self.encoder_ = self._new_encoder().fit(log)
         tr = self.encoder_.transform(fit_log)
-        classes = sorted(set(tr.next_activity.tolist()) | {END})
+        classes, index, params = self._classes_and_params(tr.next_activity)
         self.classes_ = np.array(classes, dtype=object)
-        index = {c: i for i, c in enumerate(classes)}
-        params = self._params(len(classes))
-        params["num_threads"] = train_threads(len(tr), self.num_threads)
         y_tr = np.array([index[c] for c in tr.next_activity])
-        dtrain = lgb.Dataset(tr.X, y_tr, free_raw_data=False)
-        n_iter = self.n_estimators
         if valid_log is not None:
             va = self.encoder_.transform(valid_log)
             keep = np.array([c in index for c in va.next_activity])
-            dvalid = lgb.Dataset(va.X[keep], np.array([index[c] for c in va.next_activity[keep]]), reference=dtrain)
-            booster = lgb.train(params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dvalid],
-                                callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
-            n_iter = max(1, booster.best_iteration or self.n_estimators)
+            booster, n_iter = self._boost(params, tr.X, y_tr,
+                                          (va.X[keep], np.array([index[c] for c in va.next_activity[keep]])))
             self.validation_accuracy_ = accuracy(
                 va.next_activity[keep], self.classes_[np.argmax(booster.predict(va.X[keep], num_iteration=n_iter), 1)]
             )
@@ -153,52 +139,40 @@ class NextActivityPredictor:
                 # its training window), so the model that predicts the future should have seen them.
                 full = self.encoder_.transform(log)
                 keep_f = np.array([c in index for c in full.next_activity])
-                dfull = lgb.Dataset(full.X[keep_f], np.array([index[c] for c in full.next_activity[keep_f]]))
-                params["num_threads"] = train_threads(int(keep_f.sum()), self.num_threads)
-                self.booster_ = lgb.train(params, dfull, num_boost_round=n_iter)
+                self.booster_ = self._boost_rounds(
+                    params, full.X[keep_f], np.array([index[c] for c in full.next_activity[keep_f]]), n_iter)
             else:
                 self.booster_ = booster
         else:
-            self.booster_ = lgb.train(params, dtrain, num_boost_round=n_iter)
+            self.booster_, n_iter = self._boost(params, tr.X, y_tr)
         self.n_iter_ = n_iter
         self.feature_names_ = list(self.encoder_.feature_names_)
         self.n_cases_fit_ = int(_frame_of(log)[CASE_ID].nunique())
         return self
 
-    def _new_encoder(self) -> PrefixEncoder:
-        return PrefixEncoder(k=self.k, case_attributes=self.case_attributes, event_attributes=self.event_attributes,
-                             timing=self.timing, time_trend=self.time_trend)
-
     def refit(self, log: Any) -> NextActivityPredictor:
         """Retrain on every prefix of `log` (e.g. train + test once scored) with the number of boosting rounds
         validated by `fit`: no test case chooses anything, the deployed model has seen the newest cases."""
-        self._check()
+        self._check_fitted()
         encoder = self._new_encoder().fit(log)
         full = encoder.transform(log)
-        classes = sorted(set(full.next_activity.tolist()) | {END})
-        index = {c: i for i, c in enumerate(classes)}
+        classes, index, params = self._classes_and_params(full.next_activity)
         y = np.array([index[c] for c in full.next_activity])
-        params = self._params(len(classes))
-        params["num_threads"] = train_threads(len(full), self.num_threads)
-        self.booster_ = lgb.train(params, lgb.Dataset(full.X, y), num_boost_round=self.n_iter_)
+        self.booster_ = self._boost_rounds(params, full.X, y, self.n_iter_)
         self.encoder_ = encoder
         self.classes_ = np.array(classes, dtype=object)
         self.feature_names_ = list(encoder.feature_names_)
         self.n_cases_fit_ = int(_frame_of(log)[CASE_ID].nunique())
         return self
 
-    def _check(self) -> None:
-        if not hasattr(self, "booster_"):
-            raise NotFittedError("NextActivityPredictor is not fitted; call fit(log) first")
-
     def prefixes(self, log: Any, *, with_sequences: bool = False) -> PrefixSet:
         """Encode every prefix of a log with the fitted vocabularies."""
-        self._check()
+        self._check_fitted()
         return self.encoder_.transform(log, with_sequences=with_sequences)
 
     def predict_proba(self, data: Any) -> np.ndarray:
         """Class probabilities per prefix (columns in `classes_` order); `data` is a log or a PrefixSet."""
-        self._check()
+        self._check_fitted()
         ps = data if isinstance(data, PrefixSet) else self.prefixes(data)
         if len(ps) == 0:
             return np.zeros((0, len(self.classes_)))
@@ -206,13 +180,13 @@ class NextActivityPredictor:
 
     def predict(self, data: Any) -> np.ndarray:
         """Most likely next activity (or `<END>`) per prefix."""
-        self._check()
+        self._check_fitted()
         return self.classes_[np.argmax(self.predict_proba(data), axis=1)]
 
     def evaluate(self, train_log: Any, test_log: Any, *, ngram_n: int = 4) -> NextActivityMetrics:
         """Accuracy on every prefix of the test log (the end-of-case class included), with bigram, majority and
         n-gram baselines fitted on every prefix of `train_log` and scored on the same test prefixes."""
-        self._check()
+        self._check_fitted()
         tr = self.encoder_.transform(train_log, with_sequences=True)
         te = self.encoder_.transform(test_log, with_sequences=True)
         pred = self.predict(te)

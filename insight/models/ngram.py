@@ -6,13 +6,14 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from insight.models.prefix_features import END
 
 
-class NGramBackoff:
-    """Predicts the next activity from the last n-1 activities, backing off to shorter contexts (sklearn-style)."""
+class NGramBackoff(BaseEstimator):
+    """Predicts the next activity from the last n-1 activities, backing off to shorter contexts (a scikit-learn estimator)."""
 
     def __init__(self, *, n: int = 4, min_count: int = 2) -> None:
         self.n = n
@@ -32,8 +33,7 @@ class NGramBackoff:
         return self
 
     def _dist(self, seq: Sequence[str]) -> Counter[str]:
-        if not hasattr(self, "tables_"):
-            raise NotFittedError("NGramBackoff is not fitted; call fit first")
+        check_is_fitted(self, "tables_", msg="%(name)s is not fitted; call fit first")
         seq = tuple(seq)
         for k in range(min(self.n - 1, len(seq)), -1, -1):
             ctx = seq[len(seq) - k:] if k else ()
@@ -44,6 +44,7 @@ class NGramBackoff:
 
     def predict(self, prefixes: Sequence[Sequence[str]]) -> np.ndarray:
         """Most likely next activity per prefix (ties broken alphabetically for determinism)."""
+        check_is_fitted(self, "tables_", msg="%(name)s is not fitted; call fit first")
         out = []
         for seq in prefixes:
             c = self._dist(seq)

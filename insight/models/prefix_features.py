@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from insight.errors import InvalidEventLog, InvalidInput
 from insight.eventlog.schema import ACTIVITY, CASE_ID, GROUP, RESOURCE, TIMESTAMP
@@ -255,8 +256,8 @@ def check_prefix_columns(log: Any, columns: Sequence[str], *, kind: str) -> None
             raise InvalidInput(f"{kind} {col!r} is refused as a prefix feature: {why}", field=col)
 
 
-class PrefixEncoder:
-    """Learns the vocabularies of a training log and encodes prefixes of any log with them (sklearn-style).
+class PrefixEncoder(BaseEstimator):
+    """Learns the vocabularies of a training log and encodes prefixes of any log with them (a scikit-learn transformer).
 
     Every feature of a prefix reads only that prefix's events. Trace-level (case) attributes are features only
     when declared in `case_attributes` (known when a case is created); by default none is used, whatever
@@ -326,8 +327,7 @@ class PrefixEncoder:
         return self
 
     def _check(self) -> None:
-        if not hasattr(self, "activities_"):
-            raise NotFittedError("PrefixEncoder is not fitted; call fit(log) first")
+        check_is_fitted(self, "activities_", msg="%(name)s is not fitted; call fit(log) first")
 
     def _empty_columns(self) -> list[str]:
         cols = [f"act_lag{i}" for i in range(self.k)]
@@ -493,7 +493,7 @@ class PrefixEncoder:
         start_weekday, start_hour, _ = _calendar(t0)
         cols["start_hour"] = start_hour
         cols["start_weekday"] = start_weekday
-        if getattr(self, "time_trend", False):
+        if self.time_trend:
             cols["case_start_days"] = _total_seconds(t0 - self.origin_.to_datetime64()) / _SECONDS_PER_DAY
 
         bag = {a: j for j, a in enumerate(self.bag_activities_)}
@@ -637,7 +637,7 @@ class PrefixEncoder:
         out["hour"] = (ts.dt.hour + ts.dt.minute / 60.0).to_numpy()
         out["start_hour"] = t0.dt.hour.to_numpy()
         out["start_weekday"] = t0.dt.weekday.to_numpy()
-        if getattr(self, "time_trend", False):  # encoders pickled before this option lack the attribute
+        if self.time_trend:
             out["case_start_days"] = (t0 - self.origin_).dt.total_seconds().to_numpy() / _SECONDS_PER_DAY
         # How often the current activity already occurred in this case: loops are a strong next-step signal.
         out["n_repeats_last"] = df.assign(_c=case, _a=acts).groupby(["_c", "_a"], sort=False).cumcount().to_numpy() + 1
@@ -681,12 +681,3 @@ class PrefixEncoder:
             case_start=t0.to_numpy(),
             sequences=seqs,
         )
-
-
-def time_ordered_case_split(log: Any, *, test_fraction: float = 0.2) -> tuple[list[str], list[str]]:
-    """Split case ids by case start time: the oldest (1 - test_fraction) train, the newest test."""
-    df = _frame(log)
-    starts = df.groupby(df[CASE_ID].astype(str), sort=False)[TIMESTAMP].min().sort_values(kind="stable")
-    n_test = max(1, int(round(len(starts) * test_fraction)))
-    ids = starts.index.tolist()
-    return ids[:-n_test], ids[-n_test:]

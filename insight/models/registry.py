@@ -29,6 +29,10 @@ TRAINING_DATA_DIR = "_training_data"
 TRAINING_META = "data.json"
 # Libraries whose major.minor must match between the writer and the reader of an artifact.
 CHECKED_LIBRARIES = ("scikit-learn", "lightgbm")
+# The layout of what model.joblib holds (the estimators' fitted attributes). Bump it when that layout changes so
+# the code no longer reads older pickles; the registry then refuses them by name instead of the code guessing at
+# missing attributes. Artifacts written before this number was recorded are format 1.
+ARTIFACT_FORMAT = 2
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -50,15 +54,18 @@ def model_code(cls: type) -> dict[str, str]:
     import importlib
     import inspect
 
-    module = importlib.import_module(cls.__module__)
-    # The class's module and the sibling modules it uses (router -> team_history, ...): a change in any of them
-    # changes what a pickle means.
+    # The class's module and the sibling modules it uses, directly or through each other (router -> team_history,
+    # next_activity -> _lgbm -> prefix_features.encoder, ...): a change in any of them changes what a pickle means.
     package = cls.__module__.rpartition(".")[0]
     used = {cls.__module__}
-    for value in vars(module).values():
-        name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
-        if isinstance(name, str) and package and name.startswith(package + ".") and name != __name__:
-            used.add(name)
+    todo = [cls.__module__]
+    while todo:
+        for value in vars(importlib.import_module(todo.pop())).values():
+            name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+            if (isinstance(name, str) and package and name.startswith(package + ".") and name != __name__
+                    and name not in used):
+                used.add(name)
+                todo.append(name)
     source = ""
     for name in sorted(used):
         try:
@@ -116,6 +123,7 @@ class ArtifactMetadata:
     metrics: dict[str, Any] = field(default_factory=dict)
     hyper_params: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    format_version: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -131,6 +139,7 @@ class ArtifactMetadata:
             "metrics": self.metrics,
             "hyper_params": self.hyper_params,
             "extra": self.extra,
+            "format_version": self.format_version,
         }
 
     @classmethod
@@ -257,6 +266,7 @@ class ModelRegistry:
         meta.version = version
         meta.created_at = now.isoformat()
         meta.libraries = library_versions()
+        meta.format_version = ARTIFACT_FORMAT
         meta.extra = {**meta.extra, "code": model_code(type(model))}
         final.parent.mkdir(parents=True, exist_ok=True)
         # Build in a temp folder then rename, so a crash never leaves a half-written version folder.
@@ -484,7 +494,11 @@ class ModelRegistry:
             raise ModelArtifactError(f"{path} is not valid metadata JSON: {exc}") from exc
 
     def check_versions(self, meta: ArtifactMetadata, where: str) -> None:
-        """Refuse an artifact written by a different major.minor of a checked library."""
+        """Refuse an artifact of another format, or written by a different major.minor of a checked library."""
+        if meta.format_version != ARTIFACT_FORMAT:
+            raise ModelArtifactError(
+                f"artifact {where} has format version {meta.format_version}, this deskpilot reads format "
+                f"{ARTIFACT_FORMAT} only; retrain it with `deskpilot train`")
         here = library_versions()
         diffs = []
         for lib in CHECKED_LIBRARIES:

@@ -8,11 +8,10 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import NotFittedError
 
 from insight.errors import InvalidInput
-from insight.models._lgbm import base_params, carve_validation, predict_threads, train_threads
-from insight.models.prefix_features import PrefixEncoder, PrefixMatrix, PrefixSet
+from insight.models._lgbm import PrefixBoostingModel, predict_threads
+from insight.models.prefix_features import PrefixMatrix, PrefixSet
 
 
 @dataclass
@@ -35,8 +34,10 @@ class RemainingTimeMetrics:
         return asdict(self)
 
 
-class RemainingTimePredictor:
+class RemainingTimePredictor(PrefixBoostingModel):
     """Expected hours to case end after each event, and the probability the case misses an SLA target."""
+
+    _fitted_attribute = "regressor_"
 
     def __init__(
         self,
@@ -71,39 +72,16 @@ class RemainingTimePredictor:
         self.seed = seed
         self.num_threads = num_threads
 
-    def get_params(self) -> dict[str, Any]:
-        """Hyper-parameters as given to __init__."""
-        return {k: getattr(self, k) for k in (
-            "k", "sla_hours", "sla_quantile", "objective", "n_estimators", "learning_rate", "num_leaves",
-            "min_child_samples", "early_stopping_rounds", "validation_fraction", "case_attributes",
-            "event_attributes", "seed", "num_threads")}
-
-    def _params(self, objective: str) -> dict[str, Any]:
-        p = base_params(seed=self.seed, num_threads=self.num_threads)
-        p.update(objective=objective, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
-                 min_child_samples=self.min_child_samples)
-        return p
-
     def _train(self, params: dict[str, Any], fit: PrefixSet, y_fit: np.ndarray, val: PrefixSet | None,
                y_val: np.ndarray | None, full: PrefixSet, y_full: np.ndarray) -> tuple[lgb.Booster, int]:
-        n_iter = self.n_estimators
-        params = {**params, "num_threads": train_threads(len(fit) if val is not None else len(full), self.num_threads)}
         if val is not None and y_val is not None and len(val):
-            dtrain = lgb.Dataset(fit.X, y_fit, free_raw_data=False)
-            dvalid = lgb.Dataset(val.X, y_val, reference=dtrain)
-            b = lgb.train(params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dvalid],
-                          callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
-            n_iter = max(1, b.best_iteration or self.n_estimators)
             # The early-stopped booster is kept: refitting on all rows would double training time on 2 cores.
-            return b, n_iter
-        return lgb.train(params, lgb.Dataset(full.X, y_full), num_boost_round=n_iter), n_iter
+            return self._boost(params, fit.X, y_fit, (val.X, y_val))
+        return self._boost(params, full.X, y_full)
 
     def fit(self, log: Any, *, valid_log: Any = None) -> RemainingTimePredictor:
         """Fit the regression and the breach classifier on every prefix (early stopping on validation cases)."""
-        if valid_log is None and self.validation_fraction > 0:
-            fit_log, valid_log = carve_validation(log, self.validation_fraction)
-        else:
-            fit_log = log
+        fit_log, valid_log = self._fit_and_valid(log, valid_log)
         self.encoder_ = self._new_encoder().fit(log)
         fit = self.encoder_.transform(fit_log)
         val = self.encoder_.transform(valid_log) if valid_log is not None else None
@@ -112,7 +90,7 @@ class RemainingTimePredictor:
         self.sla_hours_ = float(self.sla_hours if self.sla_hours is not None
                                 else np.quantile(durations.to_numpy(), self.sla_quantile))
         self.regressor_, self.n_iter_ = self._train(
-            self._params(self.objective), fit, fit.remaining_hours, val,
+            self._lgb_params(objective=self.objective), fit, fit.remaining_hours, val,
             None if val is None else val.remaining_hours, full, full.remaining_hours)
 
         def breach(ps: PrefixSet) -> np.ndarray:
@@ -130,14 +108,12 @@ class RemainingTimePredictor:
             self.breach_n_iter_ = 0
         else:
             self.classifier_, self.breach_n_iter_ = self._train(
-                self._params("binary"), fo, breach(fo), vo, None if vo is None else breach(vo), fu, breach(fu))
+                self._lgb_params(objective="binary"), fo, breach(fo), vo, None if vo is None else breach(vo), fu,
+                breach(fu))
         self._fit_baselines(full)
         self.feature_names_ = list(self.encoder_.feature_names_)
         self.n_cases_fit_ = int(len(set(full.case_id.tolist())))
         return self
-
-    def _new_encoder(self) -> PrefixEncoder:
-        return PrefixEncoder(k=self.k, case_attributes=self.case_attributes, event_attributes=self.event_attributes)
 
     def _fit_baselines(self, ps: PrefixSet) -> None:
         # Per-prefix-length mean and median remaining hours of the training prefixes (the baselines to beat).
@@ -150,19 +126,18 @@ class RemainingTimePredictor:
     def refit(self, log: Any) -> RemainingTimePredictor:
         """Retrain both models on every prefix of `log` (e.g. train + test once scored) with the numbers of
         boosting rounds validated by `fit`; the SLA target stays the one fitted (and evaluated) before."""
-        self._check()
+        self._check_fitted()
         encoder = self._new_encoder().fit(log)
         full = encoder.transform(log)
-        threads = train_threads(len(full), self.num_threads)
-        regressor = lgb.train({**self._params(self.objective), "num_threads": threads},
-                              lgb.Dataset(full.X, full.remaining_hours), num_boost_round=self.n_iter_)
+        regressor = self._boost_rounds(self._lgb_params(objective=self.objective), full.X, full.remaining_hours,
+                                       self.n_iter_)
         fu = full.take(full.elapsed_hours <= self.sla_hours_)
         breach = ((fu.elapsed_hours + fu.remaining_hours) > self.sla_hours_).astype(int)
         classifier = None
         if len(np.unique(breach)) == 2:
             rounds = self.breach_n_iter_ or self.n_estimators
-            classifier = lgb.train({**self._params("binary"), "num_threads": threads}, lgb.Dataset(fu.X, breach),
-                                   num_boost_round=rounds)
+            classifier = self._boost_rounds(self._lgb_params(objective="binary"), fu.X, breach, rounds,
+                                            thread_rows=len(full))
             self.breach_n_iter_ = rounds
         else:
             self.breach_n_iter_ = 0
@@ -173,18 +148,9 @@ class RemainingTimePredictor:
         self.n_cases_fit_ = int(len(set(full.case_id.tolist())))
         return self
 
-    def _check(self) -> None:
-        if not hasattr(self, "regressor_"):
-            raise NotFittedError("RemainingTimePredictor is not fitted; call fit(log) first")
-
-    def prefixes(self, log: Any) -> PrefixSet:
-        """Encode every prefix of a log with the fitted vocabularies."""
-        self._check()
-        return self.encoder_.transform(log)
-
     def prefix_matrix(self, events: Any) -> PrefixMatrix:
         """Encode every prefix of the cases in `events` (event dicts) as LightGBM reads it, without pandas when small."""
-        self._check()
+        self._check_fitted()
         return self.encoder_.encode_events(events)
 
     def _rows(self, data: Any) -> tuple[PrefixSet | PrefixMatrix, Any]:
@@ -194,7 +160,7 @@ class RemainingTimePredictor:
 
     def predict(self, data: Any) -> np.ndarray:
         """Expected remaining hours per prefix (never negative); `data` is a log, a PrefixSet or a PrefixMatrix."""
-        self._check()
+        self._check_fitted()
         ps, X = self._rows(data)
         if len(ps) == 0:
             return np.zeros(0)
@@ -203,7 +169,7 @@ class RemainingTimePredictor:
 
     def predict_breach_proba(self, data: Any) -> np.ndarray:
         """Probability per prefix that the case ends after `sla_hours_` from its start."""
-        self._check()
+        self._check_fitted()
         ps, X = self._rows(data)
         if len(ps) == 0:
             return np.zeros(0)
@@ -219,7 +185,7 @@ class RemainingTimePredictor:
     def baseline_predict(self, data: Any, *, statistic: str = "median") -> np.ndarray:
         """Median (or mean) remaining hours of training prefixes of the same length; for a length never seen in
         training, that statistic over every training prefix."""
-        self._check()
+        self._check_fitted()
         ps = data if isinstance(data, PrefixSet) else self.prefixes(data)
         if statistic == "median":
             table, default = self.median_by_len_, self.median_default_

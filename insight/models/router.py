@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder
+from sklearn.utils.validation import check_is_fitted
 
 from insight.errors import InvalidInput
 from insight.models.prefix_features import number_value, text_value
@@ -201,7 +202,7 @@ class RoutingImpact:
         return asdict(self)
 
 
-class TeamRouter:
+class TeamRouter(BaseEstimator):
     """One-hot case attributes + TF-IDF text -> multinomial logistic regression over resolving teams, or a
     trivial rule when the regression does not beat it.
 
@@ -266,13 +267,6 @@ class TeamRouter:
         self.first_team = first_team
         self.live_memory = live_memory
         self.keep_candidates = keep_candidates
-
-    def get_params(self) -> dict[str, Any]:
-        """Hyper-parameters as given to __init__."""
-        return {k: getattr(self, k) for k in (
-            "categorical", "numeric", "text", "C", "C_grid", "validation_fraction", "min_frequency",
-            "max_text_features", "pair_features", "max_iter", "seed", "history", "history_tau_days", "strategy",
-            "first_team", "live_memory", "keep_candidates")}
 
     def _columns(self, X: pd.DataFrame) -> tuple[list[str], list[str]]:
         cat = self.categorical
@@ -404,7 +398,7 @@ class TeamRouter:
         return best if best is not None and share[best] >= 0.5 else None
 
     def _first_values(self, X: pd.DataFrame | Sequence[Mapping[str, Any]]) -> list[str | None]:
-        key = getattr(self, "first_team_", None)
+        key = self.first_team_
         if key is None:
             return [None] * len(X)
         return key_values(X, [key])[0]
@@ -453,7 +447,7 @@ class TeamRouter:
             if len(created) != len(X) or len(resolved_at) != len(X):
                 raise InvalidInput(f"router fit: {len(X)} rows but {len(created)} created_at / "
                                    f"{len(resolved_at)} resolved_at values")
-            memory = TeamHistory(self.cat_, tau_days=self.history_tau_days).observe(X, y_arr, resolved_at)
+            memory = TeamHistory(self.cat_, tau_days=self.history_tau_days).fit(X, y_arr, resolved_at)
         self.stack_w_: np.ndarray | None = None
         self.validation_scores_: dict[str, float] = {}
         self.candidate_scores_: dict[str, float] = {}
@@ -572,17 +566,13 @@ class TeamRouter:
         return np.asarray(share.reindex([str(c) for c in classes]).fillna(0.0), dtype=float) + 1e-6
 
     def _strategy(self) -> str:
-        got = getattr(self, "strategy_", None)
-        if got is not None:
-            return str(got)
-        return MODEL_HISTORY if getattr(self, "stack_w_", None) is not None else MODEL
+        return str(self.strategy_)
 
     def _stacked(self, P: np.ndarray, X: pd.DataFrame | Sequence[Mapping[str, Any]], at: Any,
                  strategy: str | None = None) -> np.ndarray:
         """The regression's probabilities combined with the stacked evidence (unchanged without any)."""
         strategy = strategy or self._strategy()
-        w = getattr(self, "stack_w_", None) if strategy == self._strategy() else \
-            getattr(self, "candidate_weights_", {}).get(strategy)
+        w = self.stack_w_ if strategy == self._strategy() else self.candidate_weights_.get(strategy)
         if w is None or len(P) == 0:
             return P
         parts = []
@@ -591,8 +581,7 @@ class TeamRouter:
                 parts.append(self.history_.features(X, self.classes_, self.prior_, at=at,
                                                     match_keys=self.match_keys_))
             elif name == "rule":
-                rule = self.rules_[RULE_MAJORITY_GIVEN_FIRST] if hasattr(self, "rules_") else self.rule_
-                parts.append(rule.evidence(self._first_values(X), self.classes_))  # type: ignore[union-attr]
+                parts.append(self.rules_[RULE_MAJORITY_GIVEN_FIRST].evidence(self._first_values(X), self.classes_))
         F = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
         return stack_scores(np.log(np.clip(P, 1e-12, None)), F, w)
 
@@ -601,8 +590,7 @@ class TeamRouter:
         """Probabilities of the chosen (or the given) strategy for a frame (index reset) or records."""
         strategy = strategy or self._strategy()
         if strategy in RULES:
-            rule = self.rules_[strategy] if hasattr(self, "rules_") else self.rule_
-            return rule.proba(self._first_values(X), len(X))  # type: ignore[union-attr]
+            return self.rules_[strategy].proba(self._first_values(X), len(X))
         if design is None:
             design = self._design(X) if isinstance(X, pd.DataFrame) else self._design_rows(X)
         return self._stacked(np.asarray(self.model_.predict_proba(design)), X, at, strategy)
@@ -612,11 +600,11 @@ class TeamRouter:
         order; for scoring every candidate on the same test cases."""
         self._check()
         ok = strategy == self._strategy() or (
-            (strategy in getattr(self, "rules_", {}) or strategy == MODEL
-             or strategy in getattr(self, "candidate_weights_", {})) and self.model_ is not None)
+            (strategy in self.rules_ or strategy == MODEL or strategy in self.candidate_weights_)
+            and self.model_ is not None)
         if not ok:
             raise InvalidInput(f"candidate {strategy!r} is not kept by this router (fit with keep_candidates=True; "
-                               f"validated: {sorted(getattr(self, 'candidate_scores_', {}))})", field="strategy")
+                               f"validated: {sorted(self.candidate_scores_)})", field="strategy")
         if len(X) == 0:
             return np.zeros((0, len(self.classes_)))
         return self._proba_of(X.reset_index(drop=True), at, strategy=strategy)
@@ -638,8 +626,7 @@ class TeamRouter:
         return self
 
     def _check(self) -> None:
-        if not hasattr(self, "classes_"):
-            raise NotFittedError("TeamRouter is not fitted; call fit(X, y) first")
+        check_is_fitted(self, "classes_", msg="%(name)s is not fitted; call fit(X, y) first")
 
     def predict_proba(self, X: pd.DataFrame, *, at: Any = None) -> np.ndarray:
         """Probability of each team (columns in `classes_` order).

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from insight.errors import InvalidInput
 from insight.models.prefix_features import text_value
@@ -52,36 +54,51 @@ def key_values(rows: pd.DataFrame | Sequence[Mapping[str, Any]], keys: Sequence[
     return [[text_value(r.get(k)) for r in rows] for k in keys]
 
 
-class TeamHistory:
-    """Memory of resolved tickets (when the team was known, key values, team) and the features it gives."""
+class TeamHistory(BaseEstimator):
+    """Memory of resolved tickets (when the team was known, key values, team) and the features it gives.
 
-    def __init__(self, keys: Sequence[str], *, tau_days: float | None = 14.0, smoothing: float = 1.0) -> None:
-        if tau_days is not None and not tau_days > 0:
-            raise InvalidInput(f"tau_days must be > 0 or None, got {tau_days}", field="tau_days")
-        self.keys = list(keys)
+    `fit` starts the memory from resolved tickets; `observe` adds more (starting an empty memory when none
+    exists yet).
+    """
+
+    def __init__(self, keys: Sequence[str] = (), *, tau_days: float | None = 14.0, smoothing: float = 1.0) -> None:
+        self.keys = keys
         self.tau_days = tau_days
         self.smoothing = smoothing
+
+    def __len__(self) -> int:
+        return len(self.time_) if hasattr(self, "time_") else 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state["_latest"] = state["_memo"] = None  # caches, rebuilt on the first live query
+        return state
+
+    def _start(self) -> None:
+        """An empty memory over `keys`."""
+        if self.tau_days is not None and not self.tau_days > 0:
+            raise InvalidInput(f"tau_days must be > 0 or None, got {self.tau_days}", field="tau_days")
+        self.keys_ = list(self.keys)
         self.time_ = np.zeros(0)
-        self.values_: list[np.ndarray] = [np.zeros(0, dtype=object) for _ in self.keys]
+        self.values_: list[np.ndarray] = [np.zeros(0, dtype=object) for _ in self.keys_]
         self.team_ = np.zeros(0, dtype=object)
         self._latest: tuple[float, list[dict[str, tuple[dict[str, float], str, float]]]] | None = None
         self._memo: tuple[Any, dict[tuple[int, str], tuple[np.ndarray, int | None]]] | None = None
 
-    def __len__(self) -> int:
-        return len(self.time_)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_latest"] = state["_memo"] = None  # caches, rebuilt on the first live query
-        return state
+    def fit(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]], teams: Any, resolved_at: Any) -> TeamHistory:
+        """Start the memory from resolved tickets (forgetting any earlier ones); see `observe`."""
+        self._start()
+        return self.observe(rows, teams, resolved_at)
 
     def observe(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]], teams: Any, resolved_at: Any) -> TeamHistory:
         """Add resolved tickets: their key values, resolving team and when that team became known."""
+        if not hasattr(self, "time_"):
+            self._start()
         team = np.asarray(pd.Series(teams, dtype=object).astype(str), dtype=object)
         when = to_days(resolved_at, what="resolved_at")
         if not len(team) == len(when) == len(rows):
             raise InvalidInput(f"observe: {len(rows)} rows, {len(team)} teams, {len(when)} resolution times")
-        vals = key_values(rows, self.keys)
+        vals = key_values(rows, self.keys_)
         time = np.concatenate([self.time_, when])
         order = np.argsort(time, kind="stable")
         self.time_ = time[order]
@@ -94,7 +111,7 @@ class TeamHistory:
     @property
     def latest(self) -> float | None:
         """Time (days since the epoch) of the newest resolution in memory."""
-        return float(self.time_[-1]) if len(self.time_) else None
+        return float(self.time_[-1]) if len(self) else None
 
     def _weight(self, t: float, ref: float) -> float:
         return 1.0 if self.tau_days is None else float(np.exp(np.clip((t - ref) / self.tau_days, -700, 700)))
@@ -102,7 +119,7 @@ class TeamHistory:
     def _add(self, state: list[dict[str, tuple[dict[str, float], str, float]]], j: int, ref: float) -> None:
         w = self._weight(self.time_[j], ref)
         team = self.team_[j]
-        for f in range(len(self.keys)):
+        for f in range(len(self.keys_)):
             v = self.values_[f][j]
             if v is None:
                 continue
@@ -118,10 +135,11 @@ class TeamHistory:
         `at` (creation times) sees only resolutions strictly before it; None = as of the newest resolution in
         memory (every resolution counts), which is what a live ticket gets.
         """
+        check_is_fitted(self, "time_", msg="%(name)s is empty; call fit or observe first")
         n, K = len(rows), len(classes)
         pos = {str(c): i for i, c in enumerate(classes)}
-        vals = key_values(rows, self.keys)
-        nf = 2 * len(self.keys) + len(match_keys)
+        vals = key_values(rows, self.keys_)
+        nf = 2 * len(self.keys_) + len(match_keys)
         F = np.zeros((n, K, nf))
         log_prior = np.log(prior)
         m = self.smoothing
@@ -135,7 +153,7 @@ class TeamHistory:
         if newest is not None and np.all(q > newest):
             # Every query is after every resolution: one state of the whole memory (live tickets), cached.
             if self._latest is None:
-                state: list[dict[str, tuple[dict[str, float], str, float]]] = [{} for _ in self.keys]
+                state: list[dict[str, tuple[dict[str, float], str, float]]] = [{} for _ in self.keys_]
                 for j in range(len(self.time_)):
                     self._add(state, j, newest)
                 self._latest = (newest, state)
@@ -152,7 +170,7 @@ class TeamHistory:
             return F
         finite = q[np.isfinite(q)]
         ref = float(np.min(finite)) if len(finite) else (newest or 0.0)
-        state = [{} for _ in self.keys]
+        state = [{} for _ in self.keys_]
         p = 0
         for i in np.argsort(q, kind="stable"):
             while p < len(self.time_) and self.time_[p] < q[i]:  # strictly earlier
@@ -166,7 +184,7 @@ class TeamHistory:
              scale: float, match_keys: Sequence[str],
              memo: dict[tuple[int, str], tuple[np.ndarray, int | None]] | None = None) -> None:
         K = len(log_prior)
-        for f in range(len(self.keys)):
+        for f in range(len(self.keys_)):
             v = vals[f][i]
             if v is None:
                 continue
@@ -189,10 +207,10 @@ class TeamHistory:
             if hit[1] is not None:
                 out[hit[1], 2 * f + 1] = 1.0
         for g, key in enumerate(match_keys):
-            v = vals[self.keys.index(key)][i]
+            v = vals[self.keys_.index(key)][i]
             p = pos.get(v) if v is not None else None
             if p is not None:
-                out[p, 2 * len(self.keys) + g] = 1.0
+                out[p, 2 * len(self.keys_) + g] = 1.0
 
 
 def stack_scores(log_p: np.ndarray, F: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -136,6 +136,29 @@ def test_artifact_from_other_model_code_is_refused(tmp_path):
         reg.load("memory")
 
 
+def test_artifact_of_an_older_format_is_refused_by_name(tmp_path):
+    """An artifact written before the current format (or before formats were recorded) fails loudly on load, naming
+    the artifact, its format and the one this code reads, instead of loading half right."""
+    from insight.models.registry import ARTIFACT_FORMAT
+
+    reg = ModelRegistry(tmp_path)
+    ref = reg.save(_model(), task="next_activity", version="v1", promote=True)
+    meta_path = ref.path / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    assert meta["format_version"] == ARTIFACT_FORMAT
+    assert reg.load("next_activity").metadata.format_version == ARTIFACT_FORMAT
+    del meta["format_version"]  # what every artifact written before format versions looks like
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelArtifactError,
+                       match=rf"artifact next_activity/v1 has format version 1, this deskpilot reads format "
+                             rf"{ARTIFACT_FORMAT} only; retrain"):
+        reg.load("next_activity")
+    meta["format_version"] = ARTIFACT_FORMAT + 1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelArtifactError, match=rf"format version {ARTIFACT_FORMAT + 1}"):
+        reg.load("next_activity", "v1")
+
+
 def test_model_code_hash_covers_the_sibling_modules_a_model_uses(monkeypatch):
     """Editing team_history.py (used by the router) must invalidate stored routers like editing router.py does."""
     import inspect
@@ -153,6 +176,21 @@ def test_model_code_hash_covers_the_sibling_modules_a_model_uses(monkeypatch):
 
     monkeypatch.setattr(inspect, "getsource", edited)
     assert model_code(TeamRouter)["source_sha256"] != before
+
+
+def test_model_code_hash_follows_modules_used_through_other_modules(monkeypatch):
+    """The prefix encoder reaches NextActivityPredictor through the shared LightGBM base: editing it counts too."""
+    import inspect
+
+    from insight.models.next_activity import NextActivityPredictor
+    from insight.models.prefix_features import PrefixEncoder
+    from insight.models.registry import model_code
+
+    module = inspect.getmodule(PrefixEncoder)
+    before = model_code(NextActivityPredictor)["source_sha256"]
+    real = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) + ("\n# edited\n" if obj is module else ""))
+    assert model_code(NextActivityPredictor)["source_sha256"] != before
 
 
 def test_history_and_rollback_record_who_when_why(tmp_path):

@@ -66,7 +66,7 @@ def test_bad_times_are_named() -> None:
     with pytest.raises(InvalidInput, match="resolved_at"):
         mem.observe(pd.DataFrame({"site": ["a"]}), ["X"], ["not a date"])
     with pytest.raises(InvalidInput, match="tau_days"):
-        TeamHistory(["site"], tau_days=0)
+        TeamHistory(["site"], tau_days=0).fit(pd.DataFrame({"site": ["a"]}), ["X"], ["2024-01-02"])
     router = TeamRouter(categorical=["site"], C=1.0, history=True)
     with pytest.raises(InvalidInput, match="created_at and resolved_at"):
         router.fit(pd.DataFrame({"site": ["a", "b"] * 20}), ["X", "Y"] * 20)
