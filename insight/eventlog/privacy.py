@@ -46,7 +46,8 @@ NAME = "[NAME]"
 
 _EMAIL_RE = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
 _IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
-_CARD_RE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# no card number starts with 0, and digits after "+" are a phone number
+_CARD_RE = re.compile(r"(?<![\w+-])[1-9](?:[ -]?\d){12,18}(?![\w-])")
 _IPV4_RE = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\d|\.\d)")
 _IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 _PHONE_RE = re.compile(
@@ -139,7 +140,8 @@ def _phone_check(s: str) -> bool:
 
 # ---------------------------------------------------------------- person names
 
-_HONORIFIC = r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Mevr|Mevrouw|Dhr|Heer|Herr|Frau|Sr|Sra)"
+_HONORIFIC = (r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Mevr|Mevrouw|Meneer|Dhr|Heer|Herr|Frau|Sr|Sra|"
+              r"Señor|Señora)")
 _GREETING = (r"(?:Hi|Hello|Hey|Hiya|Dear|Good\s+(?:morning|afternoon|evening)|Morning|Hallo|Hoi|Beste|Geachte|Liebe|"
              r"Lieber|Bonjour|Hola|Ciao)")
 _CLOSING = (r"(?:(?:Best|Kind|Warm|Many|With\s+kind)\s+regards|Regards|Best\s+wishes|Best|Thanks|Thank\s+you|"
@@ -147,10 +149,15 @@ _CLOSING = (r"(?:(?:Best|Kind|Warm|Many|With\s+kind)\s+regards|Regards|Best\s+wi
             r"Met\s+vriendelijke\s+groet(?:en)?|Vriendelijke\s+groet(?:en)?|Groeten|Groet|Mvg|Gr|"
             r"Mit\s+freundlichen\s+Grüßen|Viele\s+Grüße|Gruß|Cordialement)")
 _INTRO = r"(?:my\s+name\s+is|my\s+name's|name\s*:|naam\s*:|mijn\s+naam\s+is|ik\s+ben|signed\s*:?|from\s*:)"
+# a person named by their relation to the writer, or as the holder / payee of something
+_RELATION = (r"(?:husband|wife|son|daughter|partner|friend|mother|father|mum|mom|dad|brother|sister|colleague|boss|"
+             r"manager|agent|landlord|tenant|employee|in\s+the\s+name\s+of|on\s+behalf\s+of|account\s+holder\s*:?|"
+             r"addressed\s+to|(?:sent|paid|transferred|wired)\s+(?:(?:the\s+|some\s+)?(?:money|funds|payment|it|"
+             r"them|\S+\s+(?:euros?|pounds?|dollars?))\s+)?to)")
 # lower-case particles inside a family name: "Jan de Vries", "Ludwig van der Berg", "Ahmed bin Said"
 _PARTICLES = frozenset({"de", "van", "der", "den", "ter", "ten", "von", "zu", "di", "da", "del", "della", "du", "le",
                         "la", "dos", "das", "bin", "binti", "al", "el", "y", "'t"})
-# capitalised words that follow a greeting or closing but are not names
+# words that follow a greeting, closing or relation but are not names
 _NOT_NAMES = frozenset([
     "all", "everyone", "everybody", "team", "there", "guys", "folks", "support", "sir", "madam", "customer",
     "customers", "service", "sirs", "colleagues", "friends", "again", "so", "very", "in", "advance", "for",
@@ -158,69 +165,89 @@ _NOT_NAMES = frozenset([
     "p.s.", "hello", "hi", "regards", "thanks", "helpdesk", "admin", "admins", "manager", "management",
     "staff", "agent", "agents", "user", "users", "client", "clients", "morning", "afternoon", "evening", "day",
     "night", "today", "tomorrow", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+    "much", "appreciated", "both", "kindly", "anyway", "bye", "goodbye", "cheers", "best", "sincerely", "yours",
+    "me", "him", "her", "them", "us", "is", "was", "has", "had", "who", "which", "will", "would", "can", "not",
+    "an", "on", "at", "of", "to", "from", "with", "bank", "account", "card", "cards", "app", "mobile",
+])
+# payment brands and currencies that the NER model reads as people in banking text
+_NOT_NAME_PHRASES = frozenset([
+    "visa", "mastercard", "maestro", "amex", "american express", "apple pay", "google pay", "samsung pay", "paypal",
+    "euro", "euros", "dollar", "dollars", "pound", "pounds", "sterling", "revolut", "ideal", "sepa", "swift",
 ])
 _HONORIFIC_WORD = re.compile(rf"(?i){_HONORIFIC}\.?")
-_WORD = re.compile(r"[^\W\d_][\w'’.-]*")
+_WORD = re.compile(r"[^\W\d_][\w'’-]*\.?")
+_AFTER = r"(?:^|(?<=[\n.!?:;\])]))[ \t]*"
 _NAME_TRIGGER = re.compile(
-    rf"\b{_HONORIFIC}\.?(?=\s)"
-    rf"|(?:^|(?<=[\n.!?:;]))[ \t]*{_GREETING}\b,?(?:[ \t]+{_HONORIFIC}\.?)?(?=[ \t])"
-    rf"|(?:^|(?<=[\n.!?]))[ \t]*{_CLOSING}[ \t]*[,.!-]?(?=[ \t\n])"
-    rf"|(?i:\b{_INTRO})(?=\s)",
+    rf"(?P<honorific>\b(?i:{_HONORIFIC})\.?[ \t]+)"
+    rf"|(?P<greeting>{_AFTER}(?i:{_GREETING})[ \t]+(?:(?i:{_HONORIFIC})\.?[ \t]+)?)"
+    rf"|(?P<closing>{_AFTER}(?i:{_CLOSING})[ \t]*(?P<mark>[,.!-]?)[ \t]*(?P<nl>\r?\n[ \t]*)?)"
+    rf"|(?P<intro>\b(?i:{_INTRO})[ \t]+)"
+    rf"|(?P<relation>\b(?i:{_RELATION})(?:[ \t]*,)?[ \t]+)",
 )
+# what must follow a name for each trigger: greetings and signatures end their clause or line
+_END = {"greeting": re.compile(r"[ \t]*(?:[,!:\r\n]|$)"), "closing": re.compile(r"[ \t]*(?:[\r\n,.!]|$)"),
+        "intro": re.compile(r"[ \t]*(?:[,.!;:\r\n]|$|and\b|from\b)")}
 _ner_lock = threading.Lock()
 
 
-def _name_after(text: str, pos: int, *, newline_ok: bool) -> tuple[int, int] | None:
-    """The span of a capitalised name (1-4 words, particles allowed inside) starting after `pos`, or None."""
-    i = pos
-    while i < len(text) and text[i] in " \t" or (newline_ok and i < len(text) and text[i] in "\r\n"):
-        i += 1
-    start = end = i
-    words = 0
+def _name_after(text: str, pos: int, *, lower_ok: bool) -> tuple[int, int] | None:
+    """The span of a name (1-4 words, particles allowed inside) starting at `pos`, or None.
+
+    Words are capitalised ("Jan de Vries", "J. Smith"), or any case when `lower_ok` (a signature on its own line)."""
+    i, start, end, words = pos, pos, pos, 0
     while words < 4:
         m = _WORD.match(text, i)
         if m is None:
             break
-        word = m.group(0).rstrip(".'’-")
+        raw = m.group(0)
+        word = raw.rstrip(".'’-")
         low = word.lower()
-        if word[:1].isupper() and low not in _NOT_NAMES and not word.isupper() or (len(word) == 1 and word.isupper()):
-            end = m.start() + len(word)
+        initial = len(word) == 1 and word.isupper() and raw.endswith(".")
+        if low in _PARTICLES and words:
+            pass  # a particle counts only when a name word follows it
+        elif low in _NOT_NAMES or (len(word) == 1 and not initial):
+            break
+        elif word[:1].isupper() and not word.isupper() or initial or (lower_ok and word.islower() and len(word) > 1):
+            end = m.start() + len(raw if initial else word)
             words += 1
-        elif low in _PARTICLES and words:
-            pass  # a particle counts only when a capitalised word follows it
         else:
             break
-        i = m.start() + len(word)
-        gap = re.match(r"[ \t]+|\.[ \t]+", text[i:])
+        i = m.start() + len(raw if initial else word)
+        gap = re.match(r"[ \t]+", text[i:])
         if gap is None:
             break
         i += gap.end()
-    return (start, end) if words else None
+    if not words or text[start:end].lower() in _NOT_NAME_PHRASES:
+        return None
+    return start, end
 
 
 def _rule_name_spans(text: str) -> list[tuple[int, int]]:
     spans = []
     for m in _NAME_TRIGGER.finditer(text):
-        closing = re.match(rf"[ \t]*{_CLOSING}", m.group(0)) is not None and not m.group(0).lstrip()[:1].islower()
-        span = _name_after(text, m.end(), newline_ok=closing)
+        kind = next(k for k in ("honorific", "greeting", "closing", "intro", "relation") if m.group(k) is not None)
+        # a lower-case signature counts only on its own line or after "thanks," at the very end
+        lower_ok = kind == "closing" and bool(m.group("nl") or m.group("mark") == ",")
+        span = _name_after(text, m.end(), lower_ok=lower_ok)
         if span is None:
             continue
-        if closing:
-            # a signature is a name alone on its line (or at the end): "Thanks, Anna" / "Regards,\nJan de Vries"
-            rest = text[span[1]:span[1] + 2]
-            if rest and not re.match(r"[ \t]*(?:$|[\r\n,.!])", text[span[1]:]):
-                continue
+        end_rule = _END.get(kind)
+        if end_rule is not None and not end_rule.match(text, span[1]):
+            continue
+        if lower_ok and text[span[0]:span[1]].islower() and not re.match(r"[ \t]*(?:\r?\n|$)", text[span[1]:]):
+            continue
         spans.append(span)
     return spans
 
 
 @functools.cache
 def name_model() -> object:
-    """The packaged spaCy pipeline for PERSON entities (loaded once; only its tokenizer, tok2vec and ner run)."""
+    """The packaged spaCy pipeline for PERSON entities (loaded once; only its tokenizer and ner run: the ner
+    component has its own embedding layer, the shared tok2vec feeds only the tagger and parser)."""
     import importlib
 
     module = importlib.import_module(NAME_MODEL)
-    return module.load(exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
+    return module.load(exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
 
 
 def _ner_name_spans(text: str) -> list[tuple[int, int]]:
@@ -230,8 +257,9 @@ def _ner_name_spans(text: str) -> list[tuple[int, int]]:
     with _ner_lock:  # one pipeline shared by the request threads
         doc = nlp(text)  # type: ignore[operator]
     return [(e.start_char, e.end_char) for e in doc.ents
-            if e.label_ == "PERSON" and not all(w.lower().strip(".,") in _NOT_NAMES or _HONORIFIC_WORD.fullmatch(w)
-                                                for w in e.text.split())]
+            if e.label_ == "PERSON" and not any(ch.isdigit() for ch in e.text)
+            and e.text.lower() not in _NOT_NAME_PHRASES
+            and not all(w.lower().strip(".,") in _NOT_NAMES or _HONORIFIC_WORD.fullmatch(w) for w in e.text.split())]
 
 
 def name_spans(text: str, *, model: bool = True) -> list[tuple[int, int]]:

@@ -21,6 +21,8 @@ from insight.eventlog.privacy import apply_privacy, iban_ok, is_person_field, lu
         ("bel me op +31 6 12345678 morgen", "bel me op [PHONE] morgen"),
         ("or 0031 6 1234 5678.", "or [PHONE]."),
         ("mail a@b.nl (+31 6 12345678) today", "mail [EMAIL] ([PHONE]) today"),
+        # digits glued to letters (a tracking number) or after "+" (a phone) are no card, even when Luhn-valid
+        ("tracking 1Z4831648929300864, call +49 152 44797648", "tracking 1Z4831648929300864, call [PHONE]"),
         ("US office +1 415-555-2671", "US office [PHONE]"),
         ("release +3 1 2 and +12 5 EUR stay", "release +3 1 2 and +12 5 EUR stay"),
         ("card 4111 1111 1111 1111 exp 12/29", "card [CARD] exp 12/29"),
@@ -134,6 +136,10 @@ def test_each_distinct_value_is_scanned_once(monkeypatch):
         ("Hello, my name is Wei Zhang and the app crashes", "Hello, my name is [NAME] and the app crashes"),
         ("The transfer to Peter Jansen has not arrived yet.", "The transfer to [NAME] has not arrived yet."),
         ("Thanks, Sophie", "Thanks, [NAME]"),
+        ("I sent the money to Oluwaseun Yılmaz on Friday.", "I sent the money to [NAME] on Friday."),
+        ("the card is in the name of my wife, Ingrid Nowak.", "the card is in the name of my wife, [NAME]."),
+        ("help please\nthanks,\nkofi de vries", "help please\nthanks,\n[NAME]"),
+        ("Best regards, J. Smith", "Best regards, [NAME]"),
         ("Beste mevrouw Jansen, bel me op +31 6 12345678.\nMet vriendelijke groet,\nKees van der Berg",
          "Beste mevrouw [NAME], bel me op [PHONE].\nMet vriendelijke groet,\n[NAME]"),
     ],
@@ -150,6 +156,9 @@ def test_person_names_are_redacted(text, expected):
         "Regards, Support Team",
         "Thanks for your help with the Apple Pay top up",
         "Hello there, my top up failed in the UK.",
+        "Hi, I paid with Visa. Thanks, much appreciated",
+        "Cheers, I sent it to Google Pay and Mastercard.",
+        "Thanks\nI still have no card",
     ],
 )
 def test_greetings_and_products_are_not_names(text):
