@@ -20,7 +20,7 @@ from sqlmodel import Session, SQLModel, create_engine
 from api.auth import AuditMiddleware, AuditWriter, ensure_key
 from api.deps import TRAIN_HINT, ModelState
 from api.errors import BodySizeLimit, install_error_handlers
-from api.limits import ConcurrencyLimiter
+from api.limits import ConcurrencyLimiter, run_heavy_in_own_pool, start_heavy_pool
 from api.responses import install_contract
 from api.metrics import LatencyMiddleware, Metrics
 from api.retrain import RetrainManager, watch_live_models
@@ -301,6 +301,7 @@ def create_app(
         app.state.retrain.bind(engine, settings.registry_path)  # retrain jobs live in the database
         app.state.audit_writer = AuditWriter(engine)
         app.state.reload_lock = anyio.Lock()
+        heavy_pool = start_heavy_pool(threads=settings.heavy_threads, nice=settings.heavy_nice)
         if settings.bootstrap_admin_key is not None:
             with Session(engine) as session:
                 ensure_key(session=session, name="bootstrap-admin", role="admin",
@@ -350,6 +351,7 @@ def create_app(
                     tasks.cancel_scope.cancel()
         finally:
             app.state.audit_writer.close()
+            heavy_pool.shutdown(wait=False, cancel_futures=True)
             if app.state.kb_index is not None and hasattr(app.state.kb_index, "close"):
                 app.state.kb_index.close()  # another process (a `deskpilot kb` command) may open it now
             engine.dispose()
@@ -378,6 +380,7 @@ def create_app(
     from api.web import mount as mount_web_app
 
     mount_web_app(app)  # the web pages (api/web): same process, port and services; not in the OpenAPI schema
+    run_heavy_in_own_pool(app.routes)  # assist, gaps and index writes compute on threads of their own
     # Added last = outermost: latency covers everything, the audit sees refusals, the size check runs first.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, upload_paths=("/analyst/upload",),
                        upload_max_bytes=settings.web_upload_max_bytes)

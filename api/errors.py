@@ -139,6 +139,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        from api.responses import fixed_value_miss
+
+        allow = fixed_value_miss(request, list(exc.errors()))
+        if allow is not None:  # e.g. POST /articles/1/versions, where only GET is served
+            return error_response(405, f"{request.method} is not allowed here; allowed: {allow}",
+                                  "method_not_allowed", headers={"Allow": allow})
         return error_response(422, validation_detail(list(exc.errors())), "invalid_input")
 
     @app.exception_handler(StarletteHTTPException)
@@ -184,8 +190,9 @@ _JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 def strip_nul_json(raw: bytes) -> bytes:
-    """JSON text without NUL characters, escaped (`\\u0000`) or raw; every other escape is left as it is."""
-    return _JSON_NUL.sub(rb"\1", raw).replace(b"\x00", b"")
+    """JSON text without its `\\u0000` escapes (every other escape is left as it is); a raw NUL byte stays, since
+    it makes the text invalid JSON (422) wherever it is."""
+    return _JSON_NUL.sub(rb"\1", raw)
 
 
 def _strip_nul_url(raw: bytes) -> bytes:

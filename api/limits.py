@@ -1,15 +1,26 @@
 """Load shedding for heavy endpoints: a bounded number compute at once, a bounded number wait briefly, the rest
-get 503 with Retry-After at once (cheap to refuse, and they never pile up on threads or database connections)."""
+get 503 with Retry-After at once (cheap to refuse, and they never pile up on threads or database connections);
+and the heavy requests' own thread pool, so a trivial request never waits for a thread behind them."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
+import inspect
 import math
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any
 
 import anyio
+from anyio.lowlevel import RunVar
 from fastapi import Request
+from fastapi.routing import APIRoute
 
 from api.errors import ClientGone, Overloaded
 
@@ -95,6 +106,8 @@ def _limited(what: str, limiter_attr: str, settings_hint: str) -> Callable[[Requ
         finally:
             limiter.release(time.perf_counter() - start)
 
+    _dep.sheds = what  # type: ignore[attr-defined]  # api.responses documents 503 / 499 for routes using it
+    _dep.limiter_attr = limiter_attr  # type: ignore[attr-defined]
     return _dep
 
 
@@ -107,3 +120,82 @@ def routing_slot(what: str) -> Callable[[Request], AsyncIterator[None]]:
     """Dependency holding one slot of the routing limiter (route, batch, events): a queue bounded by wait time, so an
     overload is answered 503 + Retry-After instead of piling up requests whose clients have given up."""
     return _limited(what, "route_limiter", "route_max_concurrency / route_max_wait_seconds")
+
+
+# ---------------------------------------------------------------- the heavy requests' own thread pool
+
+# The pool of the app serving on this event loop (set by the lifespan): a RunVar, like AnyIO's own default limiter,
+# because the views' routes are shared by every app built in one process while each app has its own loop.
+_HEAVY_POOL: RunVar[ThreadPoolExecutor] = RunVar("deskpilot_heavy_pool")
+
+
+def _lower_priority(nice: int) -> None:
+    # Linux applies a niceness to one thread when given its thread id; elsewhere this is a no-op.
+    if nice and hasattr(os, "setpriority"):
+        with suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
+
+
+def start_heavy_pool(*, threads: int, nice: int) -> ThreadPoolExecutor:
+    """The heavy requests' bounded pool (threads at a lower CPU priority), installed for this event loop; call from
+    the lifespan and `shutdown()` it there."""
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="deskpilot-heavy",
+                              initializer=_lower_priority, initargs=(nice,))
+    _HEAVY_POOL.set(pool)
+    return pool
+
+
+def _in_heavy_pool(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def run(**values: Any) -> Any:
+        try:
+            pool = _HEAVY_POOL.get()
+        except LookupError:  # an app run without its lifespan: the shared pool, as before
+            return await anyio.to_thread.run_sync(functools.partial(fn, **values))
+        ctx = contextvars.copy_context()
+        future = asyncio.get_running_loop().run_in_executor(pool, functools.partial(ctx.run, fn, **values))
+        # Wait for the thread even when the request is cancelled: it still uses the request's session.
+        with anyio.CancelScope(shield=True):
+            return await future
+
+    run.in_heavy_pool = True  # type: ignore[attr-defined]
+    return run
+
+
+def is_heavy(route: Any) -> bool:
+    """A route computing for seconds: it holds a heavy slot (assist, gaps) or writes to the vector index (embeds)."""
+    from api.deps import get_kb_index
+    from api.responses import dependencies
+
+    calls = [d.call for d in dependencies(route.dependant)]
+    if any(getattr(c, "sheds", None) and getattr(c, "limiter_attr", None) == "heavy_limiter" for c in calls):
+        return True
+    return bool(set(route.methods or ()) & {"POST", "PUT", "PATCH", "DELETE"}) and get_kb_index in calls
+
+
+def _declared_routes(routes: Any) -> Any:
+    # The routes as declared, routers included: FastAPI builds each included route's request handler on first use
+    # from `route.dependant`, so the endpoint must be replaced before anything (a request, the schema) builds them.
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _declared_routes(included.routes)
+        elif isinstance(route, APIRoute):
+            yield route
+
+
+def run_heavy_in_own_pool(routes: Any) -> list[str]:
+    """Make every heavy sync route run on the heavy pool instead of the shared one (call before the first request);
+    the routes it moved."""
+    moved: list[str] = []
+    for route in _declared_routes(routes):
+        call = route.dependant.call
+        if call is None or not is_heavy(route):
+            continue
+        if not inspect.iscoroutinefunction(call):
+            # Both: a route included in an app builds its handler from `endpoint`, a bare route from `dependant`.
+            route.dependant.call = route.endpoint = _in_heavy_pool(call)
+        elif not getattr(call, "in_heavy_pool", False):
+            continue
+        moved.append(f"{','.join(sorted(route.methods or ()))} {route.path}")
+    return moved

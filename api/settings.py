@@ -156,6 +156,15 @@ class Settings(BaseSettings):
     heavy_max_wait_seconds: float = Field(
         default=2.0, ge=0, description="Longest a heavy request waits for a slot before it gets 503 with Retry-After."
     )
+    heavy_threads: int = Field(
+        default=2, ge=1, description="Worker threads of the heavy requests' own pool (assist, knowledge gaps, "
+        "knowledge-base writes that embed); every other request keeps the shared pool, so none waits for a thread "
+        "behind them. Heavy threads also run at a lower CPU priority (heavy_nice).",
+    )
+    heavy_nice: int = Field(
+        default=10, ge=0, le=19, description="Niceness added to the heavy pool's threads (Linux; 0: none): when "
+        "the CPU is short, trivial requests are scheduled first.",
+    )
     # --- load shedding for routing (route, batch, events): bounded concurrency and wait, then 503 + Retry-After ---
     route_max_concurrency: int = Field(default=8, ge=1, description="Routing requests computed at the same time.")
     route_max_waiting: int = Field(default=256, ge=0, description="Routing requests allowed to wait for a slot.")

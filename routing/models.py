@@ -48,7 +48,10 @@ def _tz_column(*, nullable: bool = False, index: bool = False) -> Any:
 class TicketIn(BaseModel):
     """A new (or updated) ticket as the helpdesk sends it; `ticket_id` is the helpdesk's own id."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # The schema states the rule of `_has_text`: a subject or a body with something besides whitespace.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"anyOf": [
+        {"required": ["subject"], "properties": {"subject": {"pattern": r"\S"}}},
+        {"required": ["body"], "properties": {"body": {"pattern": r"\S"}}}]})
 
     ticket_id: str = Field(min_length=1, max_length=MAX_ID)
     subject: str = Field(default="", max_length=MAX_SUBJECT)
@@ -56,7 +59,9 @@ class TicketIn(BaseModel):
     channel: str | None = Field(default=None, max_length=MAX_LABEL)
     segment: str | None = Field(default=None, max_length=MAX_LABEL)
     priority: str | None = Field(default=None, max_length=MAX_LABEL)
-    custom_fields: dict[str, str] = Field(default_factory=dict)
+    custom_fields: dict[str, str] = Field(default_factory=dict, json_schema_extra={
+        "maxProperties": MAX_CUSTOM_FIELDS, "propertyNames": {"maxLength": MAX_CUSTOM_KEY, "pattern": r"\S"},
+        "additionalProperties": {"type": "string", "maxLength": MAX_CUSTOM_VALUE}})
     created_at: datetime | None = None
 
     @field_validator("custom_fields")

@@ -63,11 +63,11 @@ class RetrainRequest(BaseModel):
 
     tasks: list[RetrainTask] = Field(
         default_factory=lambda: list(get_args(RetrainTask)), min_length=1, max_length=len(RETRAIN_TASKS),
-        description="Models to retrain; the others keep their live version.")
-    use_embeddings: bool = Field(default=True, description="Intent model and ticket memory with the embedding model "
+        description="Models to retrain; the others keep their live version.", json_schema_extra={"uniqueItems": True})
+    use_embeddings: bool = Field(default=True, strict=True, description="Intent model and ticket memory with the embedding model "
                                  "(false: TF-IDF intent model only, no memory; much faster).")
-    evaluate_only: bool = Field(default=False, description="Train, gate and report; save and swap nothing.")
-    force: bool = Field(default=False, description="Promote the challengers even when the gate rejects them (an "
+    evaluate_only: bool = Field(default=False, strict=True, description="Train, gate and report; save and swap nothing.")
+    force: bool = Field(default=False, strict=True, description="Promote the challengers even when the gate rejects them (an "
                         "admin's explicit choice; the job, the registry history and the audit log say so).")
     reason: str | None = Field(default=None, max_length=500, description="Why (kept in the registry history).")
 
@@ -311,7 +311,8 @@ def add_label(body: LabelIn, request: Request,
 # ---------------------------------------------------------------- version history, rollback, forced promotion
 
 
-TaskName = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # the registry's rule for task and version names
+TaskName = Annotated[str, PathParam(min_length=1, max_length=64, pattern=VERSION_PATTERN)]
 
 
 class VersionPublic(BaseModel):
@@ -340,7 +341,7 @@ class RollbackIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    to: str | None = Field(default=None, min_length=1, max_length=64)
+    to: str | None = Field(default=None, min_length=1, max_length=64, pattern=VERSION_PATTERN)
     reason: str | None = Field(default=None, max_length=500)
 
 
@@ -349,7 +350,7 @@ class PromoteIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: str = Field(min_length=1, max_length=64)
+    version: str = Field(min_length=1, max_length=64, pattern=VERSION_PATTERN)
     reason: str = Field(min_length=1, max_length=500)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlmodel import Session, SQLModel, select
 
 from api.app import make_engine
@@ -10,16 +9,21 @@ from api.auth import AuditLog, AuditWriter
 from tests.api.conftest import Api, new_id
 
 
-@pytest.mark.parametrize(("path", "body", "where"), [
-    ("/v1/tickets/route", '{"ticket_id": "NUL-1", "subject": "bad\\u0000byte", "body": "x"}', "body"),
-    ("/v1/tickets/route", '{"ticket_id": "NUL-1b", "subject": "bad\\U0000byte", "body": "x"}', "body"),
-    ("/v1/tickets/NUL%00x/events", '{"activity": "Reply", "message": "hi"}', "path"),
-    ("/v1/tickets/route?x=%00", '{"ticket_id": "NUL-2", "subject": "s", "body": "b"}', "query"),
-])
-def test_nul_is_refused_with_422(api: Api, path: str, body: str, where: str) -> None:
-    r = api.client.post(path, headers={**api.h("helpdesk"), "Content-Type": "application/json"}, content=body)
-    assert r.status_code == 422 and r.json()["code"] == "invalid_input" and where in r.json()["detail"]
-    assert api.client.get("/v1/tickets/NUL-1", headers=api.h("agent")).status_code == 404
+def test_nul_is_removed_from_a_json_body_before_anything_is_stored(api: Api) -> None:
+    tid = new_id("NUL")
+    body = '{"ticket_id": "' + tid + '\\u0000", "subject": "bad\\u0000byte", "body": "x"}'
+    r = api.client.post("/v1/tickets/route", headers={**api.h("helpdesk"), "Content-Type": "application/json"},
+                        content=body)
+    assert r.status_code == 201, r.text
+    stored = api.client.get(f"/v1/tickets/{tid}", headers=api.h("agent"))
+    assert stored.status_code == 200 and stored.json()["subject"] == "badbyte"
+
+
+def test_an_invalid_escape_is_invalid_json_naming_the_body(api: Api) -> None:
+    body = '{"ticket_id": "' + new_id() + '", "subject": "bad\\U0000byte", "body": "x"}'
+    r = api.client.post("/v1/tickets/route", headers={**api.h("helpdesk"), "Content-Type": "application/json"},
+                        content=body)
+    assert r.status_code == 422 and r.json()["code"] == "invalid_input" and "body" in r.json()["detail"]
 
 
 def test_an_escaped_backslash_before_u0000_is_ordinary_text(api: Api) -> None:
@@ -28,11 +32,29 @@ def test_an_escaped_backslash_before_u0000_is_ordinary_text(api: Api) -> None:
     r = api.client.post("/v1/tickets/route", headers={**api.h("helpdesk"), "Content-Type": "application/json"},
                         content=body)
     assert r.status_code in (200, 201), r.text
+    assert "C:\\u0000" in api.client.get(f"/v1/tickets/{tid}", headers=api.h("agent")).json()["subject"]
 
 
-def test_nul_in_a_get_path_is_refused(api: Api) -> None:
-    r = api.client.get("/v1/tickets/a%00b", headers=api.h("agent"))
-    assert r.status_code == 422 and "path" in r.json()["detail"]
+def test_nul_in_the_path_and_query_is_removed(api: Api) -> None:
+    tid = new_id("P")
+    assert api.client.post("/v1/tickets/route?x=%00", headers=api.h("helpdesk"),
+                           json={"ticket_id": tid, "subject": "s", "body": "b"}).status_code == 201
+    head, tail = tid[:3], tid[3:]
+    r = api.client.get(f"/v1/tickets/{head}%00{tail}", headers=api.h("agent"))
+    assert r.status_code == 200 and r.json()["ticket_id"] == tid
+
+
+def test_bytes_that_are_not_text_are_invalid_json(api: Api) -> None:
+    r = api.client.post("/v1/tickets/route", headers={**api.h("helpdesk"), "Content-Type": "application/json"},
+                        content=b'{"ticket_id": "\xff\xfe"}')
+    assert r.status_code == 422 and r.json()["detail"].startswith("body: invalid JSON")
+
+
+def test_405_lists_every_method_of_the_path(api: Api) -> None:
+    r = api.client.put("/v1/kb/articles/1", headers=api.h("admin"))
+    assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET, PATCH", r.headers
+    r = api.client.delete("/v1/tickets/route", headers=api.h("admin"))
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"  # GET /v1/tickets/{ticket_id} too
 
 
 def test_one_bad_audit_row_never_drops_the_others(tmp_path) -> None:

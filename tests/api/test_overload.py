@@ -54,3 +54,75 @@ def test_routing_sheds_load_with_retry_after_and_health_still_answers(tmp_path: 
     finally:
         release.set()
         client.__exit__(None, None, None)
+
+
+class _BlockingIndex:
+    """A vector index whose every use waits until released, noting the thread it ran on and how many waited at once."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.threads: list[str] = []
+        self.inside = 0
+        self.most_inside = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def use(*args: Any, **kwargs: Any) -> Any:
+            from insight.errors import IndexUnavailable
+
+            with self._lock:
+                self.threads.append(threading.current_thread().name)
+                self.inside += 1
+                self.most_inside = max(self.most_inside, self.inside)
+            self.entered.set()
+            try:
+                self.release.wait(20)
+            finally:
+                with self._lock:
+                    self.inside -= 1
+            raise IndexUnavailable("the test index refuses every write once released")
+
+        return use
+
+
+def test_heavy_requests_run_in_their_own_bounded_pool_and_trivial_ones_never_wait(tmp_path: Path,
+                                                                                  tiny_bundle: Any) -> None:
+    from api.deps import get_kb_index
+
+    settings = Settings(home=tmp_path, database_url="sqlite://", heavy_threads=1)
+    app, client, keys = start_api(settings, bundle_loader=lambda s, e: tiny_bundle)
+    index = _BlockingIndex()
+    app.dependency_overrides[get_kb_index] = lambda: index
+    km = {"Authorization": f"Bearer {keys['knowledge_manager']}"}
+    hd = {"Authorization": f"Bearer {keys['helpdesk']}"}
+    tid = new_id("H")
+    assert client.post("/v1/tickets/route", headers=hd, json={"ticket_id": tid, "subject": "refund"}).status_code == 201
+
+    def write_article(i: int) -> Any:
+        return client.post("/v1/kb/articles", headers=km,
+                           json={"title": f"Article {i}", "body": "text to embed", "status": "published"})
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            heavy = [pool.submit(write_article, i) for i in range(4)]
+            assert index.entered.wait(20)
+            # Every heavy request is running or queued for the one heavy thread; the shared pool is free.
+            trivial = [pool.submit(client.get, "/healthz"),
+                       pool.submit(client.get, f"/v1/tickets/{tid}", headers={"Authorization": f"Bearer {keys['agent']}"}),
+                       pool.submit(client.post, "/v1/tickets/route", headers=hd,
+                                   json={"ticket_id": new_id("H"), "subject": "where is my parcel"})]
+            answers = [f.result(timeout=20) for f in trivial]  # answered while the heavy ones are still held
+            assert not index.release.is_set() and all(not f.done() for f in heavy)
+            index.release.set()
+            done = [f.result(timeout=60) for f in heavy]
+        assert [a.status_code for a in answers] == [200, 200, 201], [a.text for a in answers]
+        assert index.most_inside == 1, index.threads  # heavy_threads=1: one at a time
+        assert index.threads and all(name.startswith("deskpilot-heavy") for name in index.threads), index.threads
+        assert all(r.status_code in (201, 503) for r in done), [r.text for r in done]
+    finally:
+        index.release.set()
+        client.__exit__(None, None, None)
