@@ -45,24 +45,25 @@ def _tz_column(*, nullable: bool = False, index: bool = False) -> Any:
 # ---------------------------------------------------------------- requests (validated at the edge)
 
 
-class TicketIn(BaseModel):
-    """A new (or updated) ticket as the helpdesk sends it; `ticket_id` is the helpdesk's own id."""
+class TicketBase(SQLModel):
+    """A ticket's fields as the helpdesk sends them, written once: the request (`TicketIn`, validated), the table
+    (`Ticket`) and the response (`TicketPublic`) inherit them. `ticket_id` is the helpdesk's own id."""
 
-    # The schema states the rule of `_has_text`: a subject or a body with something besides whitespace.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"anyOf": [
-        {"required": ["subject"], "properties": {"subject": {"pattern": r"\S"}}},
-        {"required": ["body"], "properties": {"body": {"pattern": r"\S"}}}]})
+    ticket_id: str = SQLField(min_length=1, max_length=MAX_ID, unique=True, index=True)
+    subject: str = SQLField(default="", max_length=MAX_SUBJECT, sa_column=Column(Text, nullable=False, default=""))
+    body: str = SQLField(default="", max_length=MAX_BODY, sa_column=Column(Text, nullable=False, default=""))
+    channel: str | None = SQLField(default=None, max_length=MAX_LABEL)
+    segment: str | None = SQLField(default=None, max_length=MAX_LABEL)
+    priority: str | None = SQLField(default=None, max_length=MAX_LABEL)
+    custom_fields: dict[str, str] = SQLField(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime | None = SQLField(default=None, sa_column=_tz_column(nullable=True))
 
-    ticket_id: str = Field(min_length=1, max_length=MAX_ID)
-    subject: str = Field(default="", max_length=MAX_SUBJECT)
-    body: str = Field(default="", max_length=MAX_BODY)
-    channel: str | None = Field(default=None, max_length=MAX_LABEL)
-    segment: str | None = Field(default=None, max_length=MAX_LABEL)
-    priority: str | None = Field(default=None, max_length=MAX_LABEL)
-    custom_fields: dict[str, str] = Field(default_factory=dict, json_schema_extra={
-        "maxProperties": MAX_CUSTOM_FIELDS, "propertyNames": {"maxLength": MAX_CUSTOM_KEY, "pattern": r"\S"},
-        "additionalProperties": {"type": "string", "maxLength": MAX_CUSTOM_VALUE}})
-    created_at: datetime | None = None
+
+class TicketIn(TicketBase):
+    """A new (or updated) ticket as the helpdesk sends it (the family's Create model)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
 
     @field_validator("custom_fields")
     @classmethod
@@ -245,20 +246,12 @@ class TriageResult(BaseModel):
 # ---------------------------------------------------------------- tables
 
 
-class Ticket(SQLModel, table=True):
-    """A ticket known to deskpilot; `ticket_id` is the helpdesk's id (unique)."""
+class Ticket(TicketBase, table=True):
+    """A ticket known to deskpilot (`ticket_id` unique), with its current triage."""
 
     __tablename__ = "ticket"
 
     id: int | None = SQLField(default=None, primary_key=True)
-    ticket_id: str = SQLField(max_length=MAX_ID, unique=True, index=True)
-    subject: str = SQLField(default="", sa_column=Column(Text, nullable=False, default=""))
-    body: str = SQLField(default="", sa_column=Column(Text, nullable=False, default=""))
-    channel: str | None = SQLField(default=None, max_length=MAX_LABEL)
-    segment: str | None = SQLField(default=None, max_length=MAX_LABEL)
-    priority: str | None = SQLField(default=None, max_length=MAX_LABEL)
-    custom_fields: dict[str, str] = SQLField(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    created_at: datetime | None = SQLField(default=None, sa_column=_tz_column(nullable=True))
     payload_hash: str = SQLField(max_length=64)
     current_intent: str | None = SQLField(default=None, max_length=MAX_LABEL)
     current_team: str | None = SQLField(default=None, max_length=MAX_LABEL)
@@ -453,17 +446,9 @@ class FeedbackPublic(BaseModel):
         )
 
 
-class TicketPublic(BaseModel):
+class TicketPublic(TicketBase):
     """A ticket with its current decision, decision history, events and feedback."""
 
-    ticket_id: str
-    subject: str
-    body: str
-    channel: str | None
-    segment: str | None
-    priority: str | None
-    custom_fields: dict[str, str]
-    created_at: datetime | None
     current_intent: str | None
     current_team: str | None
     assigned_group: str | None
