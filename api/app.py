@@ -285,6 +285,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from insight.embedding import Embedder
+        from insight.eventlog.privacy import name_model
 
         if settings.database_url is None or settings.chroma_url is None:
             settings.home.mkdir(parents=True, exist_ok=True)
@@ -331,6 +332,9 @@ def create_app(
         )
         if app.state.models.ready:
             await anyio.to_thread.run_sync(prime_router_memory, engine, app.state.models.bundle)
+        if not settings.store_raw_text:
+            # loaded here so that the first ticket does not wait for the name model of the redaction at the door
+            await anyio.to_thread.run_sync(name_model)
         metrics.set_models(app.state.models.versions, app.state.models.ready)
         log.info("service_started", db=engine.url.render_as_string(hide_password=True),
                  models_ready=app.state.models.ready, versions=app.state.models.versions,
