@@ -72,6 +72,7 @@ def _import_tables() -> None:
     importlib.import_module("routing.models")
     importlib.import_module("api.auth")
     importlib.import_module("api.web.accounts")
+    importlib.import_module("api.webhooks")
     with suppress(ImportError):
         importlib.import_module("knowledge_hub.models")
 
@@ -342,6 +343,9 @@ def create_app(
         # Each request computes on its own thread: a shared multi-threaded BLAS pool serialised them (see Settings).
         blas_limits = limit_blas_threads(settings.blas_threads)
         settle_heap()
+        from api.webhooks import start_worker
+
+        app.state.webhooks = start_worker(engine, settings)  # the durable outbox's delivery thread
         try:
             # Background jobs (retraining) run in this task group; shutting down cancels them and waits for them.
             async with anyio.create_task_group() as tasks:
@@ -354,6 +358,8 @@ def create_app(
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
+            if getattr(app.state, "webhooks", None) is not None:
+                app.state.webhooks.close()
             app.state.audit_writer.close()
             heavy_pool.shutdown(wait=False, cancel_futures=True)
             if app.state.kb_index is not None and hasattr(app.state.kb_index, "close"):

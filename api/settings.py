@@ -244,6 +244,42 @@ class Settings(BaseSettings):
     web_secure_cookies: bool = Field(
         default=False, description="Send the web session cookie over HTTPS only (set it when served behind TLS).",
     )
+    # --- outbound webhooks and helpdesk write-back (api.webhooks; docs/WEBHOOKS.md) ---
+    webhooks_enabled: bool = Field(
+        default=True, description="Run the webhook worker in this process (fan-out and delivery of the outbox).",
+    )
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, description="How often the webhook worker looks for work.")
+    webhook_allow_private: bool = Field(
+        default=False, description="Allow subscriptions to private, loopback and link-local addresses (off: a "
+        "subscription cannot be pointed at services inside the network).",
+    )
+    webhook_max_attempts: int = Field(default=8, ge=1, description="Attempts before a delivery is given up.")
+    webhook_backoff_base_seconds: float = Field(
+        default=2.0, gt=0, description="First retry wait; each retry waits up to twice as long (with jitter).",
+    )
+    webhook_backoff_cap_seconds: float = Field(default=3600.0, gt=0, description="Longest wait between retries.")
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of one delivery request.")
+    webhook_lease_seconds: float = Field(
+        default=60.0, gt=0, description="A claimed delivery is retried by any worker after this long without an "
+        "outcome (a worker killed mid-delivery).",
+    )
+    zendesk_url: str | None = Field(default=None, description="Zendesk base URL for write-back, e.g. "
+                                    "https://acme.zendesk.com (unset: decisions are not written back).")
+    zendesk_email: str | None = Field(default=None, description="Zendesk agent e-mail of the API token.")
+    zendesk_api_token: SecretStr | None = Field(default=None, description="Zendesk API token (write-back).")
+    zendesk_webhook_secret: SecretStr | None = Field(
+        default=None, description="Zendesk webhook signing secret; when set, inbound calls must carry a valid "
+        "X-Zendesk-Webhook-Signature.",
+    )
+    zendesk_group_ids: dict[str, int] = Field(
+        default_factory=dict, description="deskpilot team -> Zendesk group id, for auto-routed tickets.",
+    )
+    freshdesk_url: str | None = Field(default=None, description="Freshdesk base URL for write-back, e.g. "
+                                      "https://acme.freshdesk.com (unset: decisions are not written back).")
+    freshdesk_api_key: SecretStr | None = Field(default=None, description="Freshdesk API key (write-back).")
+    freshdesk_group_ids: dict[str, int] = Field(
+        default_factory=dict, description="deskpilot team -> Freshdesk group id, for auto-routed tickets.",
+    )
 
     @model_validator(mode="after")
     def _own_pseudonym_key(self) -> Settings:
