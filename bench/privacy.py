@@ -258,9 +258,9 @@ class NameScore:
         return self.caught / max(self.gold, 1)
 
     @property
-    def precision(self) -> float:
-        """Spans on a labelled name over all spans."""
-        return self.spans_on_name / max(self.spans, 1)
+    def precision(self) -> float | None:
+        """Spans on a labelled name over all spans (None without any span)."""
+        return self.spans_on_name / self.spans if self.spans else None
 
 
 def _gone(value: str, out: str) -> bool:
