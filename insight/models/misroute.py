@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from insight.errors import InvalidInput
-from insight.models.prefix_features import text_value
+from insight.models.values import key_values, texts_of
 
 MISSING = "__missing__"
 Rows: TypeAlias = pd.DataFrame | Sequence[Mapping[str, Any]]
@@ -134,25 +134,13 @@ class MisrouteModel(BaseEstimator):
     # ---- design matrix: one code path for frames and records, so training and serving read values alike
 
     def _values(self, X: Rows, col: str) -> list[str]:
-        if isinstance(X, pd.DataFrame):
-            if col not in X.columns:
-                return [MISSING] * len(X)
-            s = X[col].astype("string")
-            return [MISSING if v is pd.NA else str(v) for v in s]
-        out = []
-        for r in X:
-            v = text_value(r.get(col))
-            out.append(MISSING if v is None else v)
-        return out
+        if isinstance(X, pd.DataFrame) and col not in X.columns:
+            return [MISSING] * len(X)
+        return [MISSING if v is None else v for v in key_values(X, [col])[0]]
 
     def _texts(self, X: Rows) -> list[str]:
         assert self.text is not None
-        if isinstance(X, pd.DataFrame):
-            if self.text not in X.columns:
-                return [""] * len(X)
-            return X[self.text].fillna("").astype(str).tolist()
-        raw = [r.get(self.text) for r in X]
-        return [t if isinstance(t, str) else "" if text_value(t) is None else str(t) for t in raw]
+        return texts_of(X, self.text)
 
     def _fit_encoder(self, X: Rows) -> None:
         self.vocab_: list[dict[str, int]] = []

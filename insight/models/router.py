@@ -18,8 +18,8 @@ from sklearn.preprocessing import OneHotEncoder
 from sklearn.utils.validation import check_is_fitted
 
 from insight.errors import InvalidInput
-from insight.models.prefix_features import number_value, text_value
-from insight.models.team_history import TeamHistory, fit_stack, key_values, stack_scores
+from insight.models.team_history import TeamHistory, fit_stack, stack_scores
+from insight.models.values import key_values, number_value, text_value, texts_of
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +305,7 @@ class TeamRouter(BaseEstimator):
             vals = np.nan_to_num((vals - self.num_mean_) / self.num_std_)
             parts.append(sparse.csr_matrix(vals))
         if self.text:
-            texts = X[self.text].fillna("").astype(str).tolist()
+            texts = texts_of(X, self.text)
             if fit:
                 self.tfidf_ = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
                                               max_features=self.max_text_features)
@@ -376,9 +376,7 @@ class TeamRouter(BaseEstimator):
             vals = np.nan_to_num((vals.reshape(len(rows), len(self.num_)) - self.num_mean_) / self.num_std_)
             parts.append(sparse.csr_matrix(vals))
         if self.text:
-            raw = [r.get(self.text) for r in rows]  # as .fillna("").astype(str) spells them
-            texts = [t if isinstance(t, str) else "" if text_value(t) is None else str(t) for t in raw]
-            parts.append(self.tfidf_.transform(texts))
+            parts.append(self.tfidf_.transform(texts_of(rows, self.text)))
         return sparse.hstack(parts).tocsr()
 
     def _model(self, C: float) -> LogisticRegression:

@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from insight.errors import InvalidInput
-from insight.models.prefix_features import text_value
+from insight.models.values import key_values
 
 _DAY_NS = 86400 * 1_000_000_000
 
@@ -39,19 +39,6 @@ def to_days(values: Any, *, what: str) -> np.ndarray:
         bad = int(ts.isna().sum())
         raise InvalidInput(f"{what}: {bad} value(s) are missing or not readable as dates", field=what)
     return np.asarray(ts.astype("datetime64[ns, UTC]").astype("int64"), dtype=np.float64) / _DAY_NS
-
-
-def key_values(rows: pd.DataFrame | Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[list[str | None]]:
-    """Per key, the values of `rows` as strings (None = missing), spelled like the router's one-hot input."""
-    if isinstance(rows, pd.DataFrame):
-        out = []
-        for k in keys:
-            if k not in rows.columns:
-                raise InvalidInput(f"history key {k!r} is not a column; have {list(rows.columns)}", field=k)
-            col = rows[k].astype("string")
-            out.append([None if v is pd.NA else str(v) for v in col])
-        return out
-    return [[text_value(r.get(k)) for r in rows] for k in keys]
 
 
 class TeamHistory(BaseEstimator):
