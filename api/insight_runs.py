@@ -944,7 +944,7 @@ def trend(frame: pl.DataFrame, *, window: str = "week") -> list[TrendPoint]:
     if frame.height == 0:
         return []
     every = _WINDOWS[window]
-    w = frame.select(pl.col("start").dt.replace_time_zone(None).dt.truncate(every).alias("w"),
+    w = frame.select(pl.col("start").dt.replace_time_zone(None).dt.cast_time_unit("us").dt.truncate(every).alias("w"),
                      "throughput_s", *(["misrouted"] if "misrouted" in frame.columns else []))
     agg = [pl.len().alias("cases"), pl.col("throughput_s").median().alias("tmed")]
     if "misrouted" in w.columns:

@@ -207,8 +207,8 @@ def seed_live(base: str, key: str, home: Path, n: int) -> Seed:
     return seed
 
 
-def serve(home: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    """`deskpilot serve` on a free port in its own process; returns its URL once /readyz answers."""
+def serve(home: Path, ready: str = "/readyz") -> tuple[str, subprocess.Popen[bytes]]:
+    """`deskpilot serve` on a free port in its own process; returns its URL once `ready` answers 200."""
     import httpx
 
     port = _free_port()
@@ -220,7 +220,7 @@ def serve(home: Path) -> tuple[str, subprocess.Popen[bytes]]:
         if proc.poll() is not None:
             raise SystemExit(f"server exited with {proc.returncode}")
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+            if httpx.get(url + ready, timeout=2).status_code == 200:
                 return url, proc
         except httpx.HTTPError:
             pass
@@ -376,7 +376,7 @@ def time_filters(res: Results, base: str, urls: list[str], data: str) -> None:
 def run_analyst(res: Results, *, cases: int, requests: int, filters: int) -> None:
     """The analyst scenario: ANALYST pages and uncached filters on one mined run."""
     seed = build_analyst_home(ANALYST_HOME, cases)
-    base, proc = serve(ANALYST_HOME)
+    base, proc = serve(ANALYST_HOME, ready="/healthz")  # no models in this home: the analyst pages need none
     try:
         data = f"mined run of a simulated log: {cases:,} cases"
         time_pages(res, base, ANALYST, seed, data, requests=requests)

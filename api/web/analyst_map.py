@@ -91,7 +91,7 @@ def layout(pm: ProcessMap) -> tuple[dict[str, Placed], float, float]:
 
             rows[lvl] = sorted(rows[lvl], key=lambda n: (bary(n), cur[n]))
     widest = max((len(v) for v in rows.values()), default=1)
-    width = PAD * 2 + widest * (BOX_W + GAP_X) - GAP_X + 120
+    width = PAD * 2 + widest * (BOX_W + GAP_X) - GAP_X + 260  # room on both sides for edges that bow out
     placed: dict[str, Placed] = {}
     for lvl, members in rows.items():
         row_w = len(members) * (BOX_W + GAP_X) - GAP_X
@@ -165,6 +165,13 @@ def process_map_svg(pm: ProcessMap, *, view: str, edge_href: Callable[[str, str]
             x, y = s.x + BOX_W, s.y + BOX_H / 2
             d = f"M{x:.1f},{y - 10:.1f} C{x + 48:.1f},{y - 34:.1f} {x + 48:.1f},{y + 34:.1f} {x:.1f},{y + 10:.1f}"
             lx, ly, anchor = x + 40, y + 4, "start"
+        elif t.layer > s.layer + 1:
+            # a forward edge that skips layers: bow out on the left so it does not run under the boxes between
+            x1, y1 = s.x, s.y + BOX_H * 0.65
+            x2, y2 = t.x, t.y + BOX_H * 0.35
+            bend = 40 + 14 * (t.layer - s.layer) + 0.1 * abs(x1 - x2)
+            d = f"M{x1:.1f},{y1:.1f} C{x1 - bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
+            lx, ly, anchor = min(x1, x2) - bend * 0.75 - 4, (y1 + y2) / 2 + 4, "end"
         elif t.layer > s.layer:
             x1, y1 = s.x + BOX_W / 2 + (t.x - s.x) * 0.08, s.y + BOX_H
             x2, y2 = t.x + BOX_W / 2 - (t.x - s.x) * 0.08, t.y

@@ -1,0 +1,202 @@
+"""Analyst journeys in a real browser: upload a log -> mapping preview -> mine with visible progress -> process map ->
+click a path -> its cases -> a case timeline; the variant explorer's sorting; filters and sliders; findings; compare;
+role checks. Asserts what a person sees."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.web.conftest import WebApp, check_page_accessible, screenshot, sign_in
+
+
+def _num(text: str) -> int:
+    return int(re.sub(r"[^\d]", "", text))
+
+
+@pytest.fixture(scope="module")
+def run_id(browser, web: WebApp) -> str:
+    """Upload the seeded home's event log through the form, check the preview, mine it and wait for the run."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    try:
+        sign_in(page, web, "analyst")
+        assert page.url.endswith("/analyst")
+        assert page.get_by_role("heading", name="Mined runs").is_visible()
+        check_page_accessible(page)
+        screenshot(page, "analyst-runs")
+        page.get_by_label("Log file (CSV, CSV.gz, XES, XES.gz or Parquet)").set_input_files(
+            str(web.settings.home / "sim" / "events.csv"))
+        page.get_by_role("button", name="Upload and preview").click()
+        page.wait_for_load_state("networkidle")
+        assert page.get_by_role("heading", name="Preview: events.csv").is_visible()
+        # The detected mapping is shown in the selects, and the quality table lists the reader's checks.
+        assert page.get_by_label("case_id (required)").input_value() == "case_id"
+        assert page.get_by_label("timestamp (required)").input_value() == "timestamp"
+        quality = page.locator("#quality-table").inner_text()
+        assert "column mapping" in quality and "timestamp format" in quality
+        check_page_accessible(page)
+        screenshot(page, "analyst-preview")
+        # A wrong mapping is explained, not mined.
+        page.get_by_label("timestamp (required)").select_option("channel")
+        page.get_by_role("button", name="Preview with this mapping").click()
+        page.wait_for_load_state("networkidle")
+        assert "cannot be read" in page.get_by_role("alert").inner_text()
+        assert page.get_by_role("button", name="Mine this log").count() == 0
+        page.get_by_label("timestamp (required)").select_option("timestamp")
+        page.get_by_role("button", name="Preview with this mapping").click()
+        page.wait_for_load_state("networkidle")
+        page.get_by_label("Name of the run").fill("seeded demo log")
+        page.get_by_role("button", name="Mine this log").click()
+        # Progress is visible while the job runs, then the browser lands on the run.
+        page.wait_for_url(re.compile(r"/analyst/runs/[a-z0-9]+$"))
+        page.get_by_role("heading", name="seeded demo log").wait_for(timeout=180_000)
+        page.get_by_role("link", name="Process map").wait_for(timeout=180_000)
+        rid = page.url.rsplit("/", 1)[1]
+        assert page.get_by_text("Headline findings (whole run)").is_visible()
+        return rid
+    finally:
+        context.close()
+
+
+def test_overview_shows_kpis_on_a_continuous_time_axis(page, web: WebApp, run_id: str) -> None:
+    sign_in(page, web, "analyst")
+    page.goto(web.url(f"/analyst/runs/{run_id}"))
+    cases = _num(page.locator(".kpis div", has_text="Cases").locator("dd").inner_text())
+    assert cases == 300
+    page.get_by_text("The figures as a table").click()
+    weeks = page.locator("details table tbody tr")
+    starts = [weeks.nth(i).locator("td").first.inner_text() for i in range(weeks.count())]
+    from datetime import date
+
+    days = [date.fromisoformat(s) for s in starts]
+    assert all((b - a).days == 7 for a, b in zip(days, days[1:], strict=False)), "a week is missing on the axis"
+    assert sum(_num(weeks.nth(i).locator("td").nth(1).inner_text()) for i in range(weeks.count())) == 300
+    check_page_accessible(page)
+    screenshot(page, "analyst-overview")
+
+
+def test_map_edge_to_cases_to_timeline(page, web: WebApp, run_id: str) -> None:
+    sign_in(page, web, "analyst")
+    page.goto(web.url(f"/analyst/runs/{run_id}/map"))
+    assert page.get_by_role("heading", name=re.compile(r"Process map · frequency · 300 cases")).is_visible()
+    edge = page.locator("svg.pmap a.edge").last  # drawn by frequency: the last is the busiest path
+    label = edge.get_attribute("aria-label") or ""
+    source, target = edge.get_attribute("data-source"), edge.get_attribute("data-target")
+    cases_on_edge = int(re.search(r"in ([\d,]+) cases", label).group(1).replace(",", ""))
+    check_page_accessible(page)
+    screenshot(page, "analyst-map")
+    edge.locator("text").click()  # its label, as a person would
+    page.wait_for_load_state("networkidle")
+    assert page.get_by_role("heading", name=f"Cases where '{source}' is directly followed by '{target}'").is_visible()
+    assert f"{cases_on_edge:,} cases" in page.locator("main").inner_text()
+    rows = page.locator("#cases-table tbody tr")
+    assert rows.count() == min(cases_on_edge, 50)
+    waits = page.locator("#cases-table thead th", has_text="Longest wait on this edge")
+    assert waits.count() == 1
+    check_page_accessible(page)
+    screenshot(page, "analyst-cases")
+    first = rows.first.locator("td a").first
+    case_id = first.inner_text()
+    first.click()
+    page.wait_for_load_state("networkidle")
+    assert page.get_by_role("heading", name=f"Case {case_id}").is_visible()
+    acts = page.locator("#timeline-table tbody tr td:nth-child(2)").all_inner_texts()
+    assert any(a == source and b == target for a, b in zip(acts, acts[1:], strict=False)), acts
+    check_page_accessible(page)
+    screenshot(page, "analyst-case")
+
+
+def test_keyboard_opens_an_edge(page, web: WebApp, run_id: str) -> None:
+    sign_in(page, web, "analyst")
+    page.goto(web.url(f"/analyst/runs/{run_id}/map"))
+    edge = page.locator("svg.pmap a.edge").first
+    edge.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_load_state("networkidle")
+    assert "/cases?" in page.url and "kind=edge" in page.url
+
+
+def test_filter_and_sliders_update_the_map_in_place(page, web: WebApp, run_id: str) -> None:
+    sign_in(page, web, "analyst")
+    page.goto(web.url(f"/analyst/runs/{run_id}/map"))
+    email = page.locator("#f-channel option", has_text="email").inner_text()
+    expected = _num(email.split("(")[1])
+    page.get_by_label("Channel").select_option("email")
+    page.get_by_role("heading", name=re.compile(rf"· {expected:,} cases$")).wait_for()
+    assert "channel=email" in page.url  # the view is a link
+    paths_before = len(page.locator("svg.pmap a.edge").all())
+    page.get_by_label("What the map shows").select_option("performance")
+    page.get_by_role("heading", name=re.compile(r"Process map · performance")).wait_for()
+    assert re.search(r"\d+(\.\d)? (s|min|h|d)", page.locator("svg.pmap a.edge text").first.text_content() or "")
+    page.locator("#s-paths").fill("10")
+    page.wait_for_function("document.querySelectorAll('svg.pmap a.edge').length < %d" % paths_before)
+    page.locator("#s-act").fill("50")
+    page.get_by_text(re.compile(r"hidden by the slider")).wait_for()
+    screenshot(page, "analyst-map-filtered")
+    page.get_by_role("link", name="Variants of these cases").click()
+    page.wait_for_load_state("networkidle")
+    assert page.get_by_role("heading", name=re.compile(rf"variants of {expected:,} cases")).is_visible()
+
+
+def test_variant_explorer_sorts_by_each_column(page, web: WebApp, run_id: str) -> None:
+    sign_in(page, web, "analyst")
+    page.goto(web.url(f"/analyst/runs/{run_id}/variants"))
+    table = page.locator("#variants-table")
+    costs = [float(x.replace(",", "")) for x in table.locator("tbody td:nth-child(3)").all_inner_texts()]
+    assert costs == sorted(costs, reverse=True) and len(costs) > 5
+    table.get_by_role("link", name="Cases", exact=True).click()
+    page.wait_for_function("document.querySelector('#variants-table th[aria-sort]').textContent.includes('Cases')")
+    cases = [_num(x.split("(")[0]) for x in table.locator("tbody td:nth-child(2)").all_inner_texts()]
+    assert cases == sorted(cases, reverse=True)
+    table.get_by_role("link", name=re.compile(r"^Cases ▼")).click()
+    page.wait_for_function("location.search.includes('order=asc')")
+    cases = [_num(x.split("(")[0]) for x in table.locator("tbody td:nth-child(2)").all_inner_texts()]
+    assert cases == sorted(cases)
+    check_page_accessible(page)
+    screenshot(page, "analyst-variants")
+    top = table.locator("tbody tr").first
+    n = _num(top.locator("td:nth-child(2) a").inner_text())
+    top.locator("td:nth-child(2) a").click()
+    page.wait_for_load_state("networkidle")
+    assert f"{n:,} cases" in page.locator("main").inner_text()
+
+
+def test_findings_drill_down_to_cases(page, web: WebApp, run_id: str) -> None:
+    sign_in(page, web, "analyst")
+    page.goto(web.url(f"/analyst/runs/{run_id}/findings"))
+    for heading in ("Misrouting", "Bottlenecks", "Conformance", "Alerts", "Knowledge gaps"):
+        assert page.get_by_role("heading", name=heading, exact=True).is_visible()
+    check_page_accessible(page)
+    screenshot(page, "analyst-findings")
+    link = page.locator("#pairs-table tbody a").first
+    n = _num(link.inner_text())
+    link.click()
+    page.wait_for_load_state("networkidle")
+    assert page.get_by_role("heading", name=re.compile(r"^Cases passed from ")).is_visible()
+    assert _num(page.locator("main p strong").first.inner_text()) >= n
+
+
+def test_compare_two_periods(page, web: WebApp, run_id: str) -> None:
+    sign_in(page, web, "analyst")
+    page.goto(web.url(f"/analyst/compare?arun={run_id}&brun={run_id}&a_to=2026-02-15&b_from=2026-02-16"))
+    table = page.locator("#compare-kpis")
+    row = table.locator("tr", has_text="Cases").first.locator("td").all_inner_texts()
+    assert _num(row[0]) + _num(row[1]) == 300
+    check_page_accessible(page)
+    screenshot(page, "analyst-compare")
+
+
+def test_roles_match_the_insight_api(page, web: WebApp, run_id: str) -> None:
+    sign_in(page, web, "agent")
+    page.goto(web.url(f"/analyst/runs/{run_id}/map"))
+    assert page.get_by_role("heading", name="Not allowed").is_visible()
+    api = httpx.get(web.url("/v1/insights"), headers=web.h("agent"))
+    assert api.status_code == 403
+    # A knowledge manager may read runs (like GET /v1/insights) but not upload or mine.
+    with httpx.Client(base_url=web.base_url) as client:
+        r = client.post("/analyst/live")
+        assert r.status_code in (303, 403)
