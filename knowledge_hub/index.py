@@ -11,6 +11,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -132,6 +133,16 @@ def _join(values: list[str]) -> str:
 
 def _split(value: Any) -> list[str]:
     return [v for v in str(value or "").split("|") if v]
+
+
+@dataclass
+class _Batch:
+    """Passages of a group of articles, ready to embed and store."""
+
+    ids: list[str]
+    texts: list[str]
+    documents: list[str]
+    metas: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -286,58 +297,65 @@ class KnowledgeIndex:
         """Replace several articles' passages with freshly embedded chunks; returns the passage count.
 
         Articles are embedded and written in groups of about `batch_texts` texts (memory stays bounded, and
-        `progress(articles_done_in_group)` is called after each group); the revision is bumped once, at the end.
+        `progress(articles_in_group)` is called as each group is stored). A group is written to chroma on a second
+        thread while the next one is embedded. The revision is bumped once, at the end (also after a failure, so
+        what was written is seen by every reader).
         """
         if not docs:
             return 0
-        total = 0
-        group: list[ArticleDoc] = []
+        groups: list[list[ArticleDoc]] = [[]]
         size = 0
-        groups: list[list[ArticleDoc]] = []
         for d in docs:
-            group.append(d)
-            size += len(self.passages_for(d.title, d.body)) + 1
             if size >= batch_texts:
-                groups.append(group)
-                group, size = [], 0
-        if group:
-            groups.append(group)
+                groups.append([])
+                size = 0
+            groups[-1].append(d)
+            size += len(self.passages_for(d.title, d.body)) + 1
+        total = 0
         try:
-            for g in groups:
-                total += self._write_group(g)
-                if progress is not None:
-                    progress(len(g))
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-index-write") as writer:
+                pending: tuple[Future[int], int] | None = None
+                for g in groups:
+                    batch = self._prepare(g)
+                    vecs = self.embedder.encode(batch.texts + [d.title for d in g])
+                    if pending is not None:
+                        total += pending[0].result()
+                        if progress is not None:
+                            progress(pending[1])
+                    pending = (writer.submit(self._store, g, batch, vecs), len(g))
+                if pending is not None:
+                    total += pending[0].result()
+                    if progress is not None:
+                        progress(pending[1])
         finally:
-            # Bumped even after a failed group: what was written before it becomes visible to every reader.
             with self._lock, contextlib.suppress(Exception):
                 self._bump_revision(self._collections()[0])
         return total
 
-    def _write_group(self, docs: list[ArticleDoc]) -> int:
-        ids: list[str] = []
-        texts: list[str] = []
-        documents: list[str] = []
-        metas: list[dict[str, Any]] = []
+    def _prepare(self, docs: list[ArticleDoc]) -> _Batch:
+        batch = _Batch([], [], [], [])
         for d in docs:
             for c in self.passages_for(d.title, d.body):
                 text = embedded_text(d.title, c)
-                ids.append(f"{d.article_id}:{c.section}:{c.chunk}")
-                texts.append(text)
-                documents.append(c.text)
-                metas.append({
+                batch.ids.append(f"{d.article_id}:{c.section}:{c.chunk}")
+                batch.texts.append(text)
+                batch.documents.append(c.text)
+                batch.metas.append({
                     "article_id": int(d.article_id), "version": int(d.version), "title": d.title, "status": d.status,
                     "intents": _join(d.intents), "tags": _join(d.tags), "section": c.section, "chunk": c.chunk,
                     "heading": c.heading, "hash": content_hash(text),
                 })
-        vecs = self.embedder.encode(texts + [d.title for d in docs])
-        n = len(texts)
+        return batch
+
+    def _store(self, docs: list[ArticleDoc], batch: _Batch, vecs: np.ndarray) -> int:
+        n = len(batch.texts)
         with self._lock:
             col, titles = self._collections()
             try:
                 col.delete(where={"article_id": {"$in": [int(d.article_id) for d in docs]}})
                 for start in range(0, n, 2000):  # chroma caps the batch size of one add
-                    col.add(ids=ids[start:start + 2000], embeddings=vecs[start:min(start + 2000, n)],
-                            documents=documents[start:start + 2000], metadatas=metas[start:start + 2000])
+                    col.add(ids=batch.ids[start:start + 2000], embeddings=vecs[start:min(start + 2000, n)],
+                            documents=batch.documents[start:start + 2000], metadatas=batch.metas[start:start + 2000])
                 titles.upsert(ids=[str(d.article_id) for d in docs], embeddings=vecs[n:], documents=[d.title for d in docs],
                               metadatas=[{"article_id": int(d.article_id), "version": int(d.version),
                                           "hash": content_hash(d.title)} for d in docs])

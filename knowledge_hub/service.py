@@ -297,6 +297,9 @@ def bulk_create(
                 a.index_stale = False
                 session.add(a)
             session.commit()
-    for a in articles:
-        session.refresh(a)
+    # One query per 500 reloads what was committed (a refresh per article cost one round trip each).
+    ids = [a.id for a in articles if a.id is not None]
+    for start in range(0, len(ids), 500):
+        session.exec(select(Article).where(col(Article.id).in_(ids[start:start + 500]))
+                     .execution_options(populate_existing=True)).all()
     return articles

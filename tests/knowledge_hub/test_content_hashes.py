@@ -91,3 +91,33 @@ def test_a_new_chunking_of_the_same_body_is_caught(session, index, embedder):
     other.upsert_article(article_id=long.id, version=long.version, title=long.title, body=long.body,
                          intents=[], tags=[])
     assert consistency.check(session=session, index=index).altered == [a.id]
+
+
+def test_grouped_import_reports_progress_and_keeps_what_was_written_before_a_failure(index, embedder):
+    from knowledge_hub.index import ArticleDoc
+
+    docs = [ArticleDoc(i, 1, f"Article {i}", f"Body of article {i}: how to fix problem {i}.", [], [])
+            for i in range(1, 8)]
+    seen: list[int] = []
+    rev = index.revision
+    assert index.upsert_articles(docs, progress=seen.append, batch_texts=4) == 7
+    assert sum(seen) == 7 and len(seen) == 4 and index.revision == rev + 1
+    assert sorted(index.indexed_articles()) == list(range(1, 8))
+
+    class Failing:
+        name = embedder.name
+        calls = 0
+
+        def encode(self, texts, show_progress=False):
+            Failing.calls += 1
+            if Failing.calls == 2:
+                raise RuntimeError("embedder died")
+            return embedder.encode(texts)
+
+    broken = KnowledgeIndex(embedder=Failing(), path=index.path, collection=index.collection_name)
+    more = [ArticleDoc(i, 2, f"Article {i}", f"Second version of article {i}.", [], []) for i in range(1, 8)]
+    with pytest.raises(RuntimeError):
+        broken.upsert_articles(more, batch_texts=4)
+    state = index.indexed_articles()
+    assert [state[i].version for i in (1, 2)] == [2, 2] and state[7].version == 1
+    assert index.revision == rev + 2  # bumped after the failure too: readers see what was written
