@@ -133,7 +133,7 @@ def test_filter_and_sliders_update_the_map_in_place(page, web: WebApp, run_id: s
     page.get_by_role("heading", name=re.compile(r"Process map · performance")).wait_for()
     assert re.search(r"\d+(\.\d)? (s|min|h|d)", page.locator("svg.pmap a.edge text").first.text_content() or "")
     page.locator("#s-paths").fill("10")
-    page.wait_for_function("document.querySelectorAll('svg.pmap a.edge').length < %d" % paths_before)
+    page.wait_for_function(f"document.querySelectorAll('svg.pmap a.edge').length < {paths_before}")
     page.locator("#s-act").fill("50")
     page.get_by_text(re.compile(r"hidden by the slider")).wait_for()
     screenshot(page, "analyst-map-filtered")
