@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from sqlalchemy import Engine
@@ -20,6 +20,11 @@ from api.settings import Settings
 from insight.errors import DeskpilotError, IndexUnavailable, ModelNotReady
 from routing.models import DecisionThresholds
 
+if TYPE_CHECKING:  # the model stack loads with the first bundle, not with this module
+    from assist.actions import StepOutcomes
+    from routing.service import DecideBatchFn, DecideFn
+    from routing.triage import ModelBundle
+
 TRAIN_HINT = "run `deskpilot train` (or `deskpilot demo`), then POST /v1/models/reload or restart the service"
 
 
@@ -27,13 +32,13 @@ TRAIN_HINT = "run `deskpilot train` (or `deskpilot demo`), then POST /v1/models/
 class ModelState:
     """What is loaded right now; replaced as a whole on reload, so a request sees one consistent snapshot."""
 
-    bundle: Any | None
+    bundle: ModelBundle | None
     versions: dict[str, str] = field(default_factory=dict)
     loaded_at: datetime | None = None
     error: DeskpilotError | None = None  # why there is no bundle (ModelNotReady, ModelArtifactError, ...)
     # assist.actions.StepOutcomes mined from the training log (expected effect of each next step); assist works
     # without it, so a missing or broken table does not stop routing: `outcomes_error` says why it is absent.
-    outcomes: Any | None = None
+    outcomes: StepOutcomes | None = None
     outcomes_error: str | None = None
 
     @property
@@ -70,7 +75,7 @@ async def get_model_state(request: Request) -> ModelState:
     return state
 
 
-async def get_bundle(request: Request) -> Any:
+async def get_bundle(request: Request) -> ModelBundle:
     """The loaded triage bundle, or the error saying why there is none (503 model_not_ready with how to train)."""
     state: ModelState = request.app.state.models
     if state.bundle is None:
@@ -81,7 +86,7 @@ async def get_bundle(request: Request) -> Any:
     return state.bundle
 
 
-async def get_optional_bundle(request: Request) -> Any | None:
+async def get_optional_bundle(request: Request) -> ModelBundle | None:
     """The loaded bundle or None (for writes that must succeed without a model, e.g. storing events)."""
     return request.app.state.models.bundle
 
@@ -95,12 +100,12 @@ async def get_thresholds(request: Request) -> DecisionThresholds:
     )
 
 
-async def get_decide(request: Request) -> Any:
+async def get_decide(request: Request) -> DecideFn:
     """The triage function (routing.triage.decide unless the app was built with another)."""
     return request.app.state.decide
 
 
-async def get_decide_batch(request: Request) -> Any | None:
+async def get_decide_batch(request: Request) -> DecideBatchFn | None:
     """The batched triage function, if any."""
     return request.app.state.decide_batch
 

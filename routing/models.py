@@ -62,7 +62,7 @@ class TicketBase(SQLModel):
 class TicketIn(TicketBase):
     """A new (or updated) ticket as the helpdesk sends it (the family's Create model)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # type: ignore[assignment]  # SQLModel annotates a narrower dict type
 
 
     @field_validator("custom_fields")
