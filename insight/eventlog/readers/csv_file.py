@@ -1,0 +1,121 @@
+"""CSV sources: decoding (BOM, UTF-16, cp1252), delimiter sniffing, header clean-up, parsing to strings."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from insight.errors import InvalidEventLog
+from insight.eventlog.readers.raw import RawTable
+from insight.eventlog.schema import DataQualityReport
+
+
+def _decode(data: bytes, path: Path, warnings: list[str]) -> bytes:
+    """UTF-8 bytes without BOM (UTF-16 and cp1252 sources are re-encoded, with a warning)."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:]
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        warnings.append("source encoded as UTF-16; re-encoded to UTF-8")
+        return data.decode("utf-16").encode("utf-8")
+    try:
+        data[:1_000_000].decode("utf-8")
+        return data
+    except UnicodeDecodeError:
+        pass
+    try:
+        data.decode("utf-8")
+        return data
+    except UnicodeDecodeError:
+        warnings.append("source is not UTF-8; decoded as cp1252/latin-1")
+        try:
+            return data.decode("cp1252").encode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("latin-1").encode("utf-8")
+
+
+def _sniff_delimiter(sample: str, path: Path) -> str:
+    lines = [ln for ln in sample.splitlines()[:50] if ln.strip()]
+    if not lines:
+        raise InvalidEventLog("file holds no header line", file=str(path))
+    try:
+        return csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t|").delimiter
+    except csv.Error:
+        counts = {d: lines[0].count(d) for d in ",;\t|"}
+        best = max(counts, key=lambda d: counts[d])
+        if counts[best] == 0:
+            raise InvalidEventLog(
+                "cannot find a column delimiter (tried , ; tab |) in the header line", file=str(path),
+            ) from None
+        return best
+
+
+def _dedupe_header(names: list[str], warnings: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for raw in names:
+        name = raw.strip() or "unnamed"
+        if name in seen:
+            seen[name] += 1
+            new = f"{name}_{seen[name]}"
+            warnings.append(f"duplicate column name {name!r} renamed to {new!r}")
+            out.append(new)
+        else:
+            seen[name] = 1
+            out.append(name)
+    return out
+
+
+def read_csv(path: Path, *, na_values: Sequence[str], delimiter: str | None) -> RawTable:
+    """A CSV(.gz) file as a table of strings, with its dialect in the quality report."""
+    warnings: list[str] = []
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise InvalidEventLog(f"broken gzip file: {exc}", file=str(path)) from exc
+    data = _decode(raw, path, warnings)
+    sample = data[:65536].decode("utf-8", errors="replace")
+    sep = delimiter or _sniff_delimiter(sample, path)
+    header_line = sample.splitlines()[0] if sample else ""
+    header = next(csv.reader([header_line], delimiter=sep))
+    names = _dedupe_header(header, warnings)
+    try:
+        frame = pl.read_csv(
+            io.BytesIO(data),
+            separator=sep,
+            infer_schema=False,
+            null_values=list(na_values) + [""] if na_values else [""],
+        )
+    except pl.exceptions.PolarsError as exc:
+        row = _first_ragged_row(data, sep, len(names))
+        where = f"; data row {row} has a different number of fields than the {len(names)} header columns" if row else ""
+        raise InvalidEventLog(f"cannot parse CSV (delimiter {sep!r}): {str(exc).splitlines()[0]}{where}",
+                              file=str(path), row=row) from exc
+    if len(frame.columns) != len(names):
+        raise InvalidEventLog(
+            f"header has {len(names)} fields but rows have {len(frame.columns)}", file=str(path),
+        )
+    frame.columns = names
+    if len(names) < 2:
+        raise InvalidEventLog(
+            f"only one column {names} found; not an event log (delimiter {sep!r})", file=str(path),
+        )
+    report = DataQualityReport(source=str(path), rows_in=frame.height)
+    report.add("csv_dialect", 0, f"delimiter {sep!r}, {len(names)} columns")
+    return RawTable(frame, report, warnings)
+
+
+def _first_ragged_row(data: bytes, sep: str, n_fields: int) -> int | None:
+    """1-based data row whose field count differs from the header's (only run when parsing failed)."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace")), delimiter=sep)
+    next(reader, None)
+    for i, fields in enumerate(reader, start=1):
+        if fields and len(fields) != n_fields:
+            return i
+    return None

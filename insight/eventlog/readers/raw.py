@@ -1,0 +1,28 @@
+"""A source file read into a table before it is mapped onto the canonical schema, and the log's name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from insight.eventlog.schema import DataQualityReport
+
+
+@dataclass
+class RawTable:
+    """A source read into a frame of strings (or typed values) before canonical mapping."""
+
+    frame: pl.DataFrame
+    report: DataQualityReport
+    warnings: list[str] = field(default_factory=list)
+
+
+def log_name(p: Path) -> str:
+    """The log name a file gives (its name without log and compression suffixes)."""
+    name = p.name
+    for suf in (".gz", ".csv", ".tsv", ".txt", ".xes", ".parquet", ".pq"):
+        if name.lower().endswith(suf):
+            name = name[: -len(suf)]
+    return name
