@@ -349,6 +349,16 @@ class Feedback(SQLModel, table=True):
     created_at: datetime = SQLField(default_factory=utcnow, sa_column=_tz_column())
 
 
+class TicketClaim(SQLModel, table=True):
+    """Who is working a ticket the router left to people (one claim per ticket; released claims are deleted)."""
+
+    __tablename__ = "ticket_claim"
+
+    ticket_id: str = SQLField(max_length=MAX_ID, primary_key=True, foreign_key="ticket.ticket_id")
+    claimed_by: str = SQLField(max_length=MAX_LABEL, index=True)
+    claimed_at: datetime = SQLField(default_factory=utcnow, sa_column=_tz_column())
+
+
 # ---------------------------------------------------------------- public responses
 
 
@@ -458,3 +468,55 @@ class TicketPublic(TicketBase):
     decisions: list[DecisionPublic]
     events: list[EventPublic]
     feedback: list[FeedbackPublic]
+
+
+class QueueFilter(BaseModel):
+    """Which tickets the triage queue lists: decisions left to people, by team / intent / age / claim."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decisions: list[Literal["suggest", "triage"]] = Field(default_factory=lambda: ["triage", "suggest"])
+    team: str | None = Field(default=None, max_length=MAX_LABEL)  # the suggested team
+    intent: str | None = Field(default=None, max_length=MAX_LABEL)
+    max_age_hours: float | None = Field(default=None, gt=0)  # received within this many hours
+    claimed: Literal["any", "unclaimed", "mine"] = "any"
+    include_handled: bool = False  # also tickets whose current decision has feedback or that are resolved
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class QueueItem(BaseModel):
+    """One ticket in the triage queue with its current decision and claim."""
+
+    ticket_id: str
+    subject: str
+    channel: str | None
+    priority: str | None
+    received_at: datetime
+    age_hours: float
+    decision_id: int
+    decision: str
+    trigger: str  # "route" | "reroute" | "event" (a customer message re-triaged it)
+    intent: str | None
+    intent_confidence: float
+    team: str | None
+    team_confidence: float
+    reason: str | None
+    claimed_by: str | None
+    claimed_at: datetime | None
+    handled: bool
+
+
+class QueuePage(BaseModel):
+    """A page of the triage queue and how many tickets match in all."""
+
+    items: list[QueueItem]
+    total: int
+
+
+class ClaimPublic(BaseModel):
+    """A ticket's claim, or none."""
+
+    ticket_id: str
+    claimed_by: str | None
+    claimed_at: datetime | None
