@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.commands import boundary
 from api.settings import Settings, get_settings
 from insight.errors import DeskpilotError, IndexUnavailable, InvalidInput
 
@@ -204,6 +205,7 @@ def _server_batches(records: list[tuple[Any, str | None]], *, max_bytes: int) ->
 
 
 @kb_app.command("import")
+@boundary
 def import_cmd(
     path: Annotated[Path, typer.Argument(help="Folder of .md files with front matter, a .json, a .csv, "
                                                "or ABCD guidelines.json")],
@@ -245,6 +247,7 @@ def import_cmd(
 
 
 @kb_app.command("export")
+@boundary
 def export_cmd(directory: Annotated[Path, typer.Argument(help="Output folder")]) -> None:
     """Export every article as Markdown files, articles.json and articles.csv (from SQL; the index is not needed)."""
     from sqlmodel import Session
@@ -262,6 +265,7 @@ def export_cmd(directory: Annotated[Path, typer.Argument(help="Output folder")])
 
 
 @kb_app.command("check")
+@boundary
 def check_cmd(
     repair: Annotated[bool, typer.Option("--repair", help="Fix the index from SQL.")] = False,
     quiet: QuietOpt = False,
@@ -296,6 +300,7 @@ def check_cmd(
 
 
 @kb_app.command("reindex")
+@boundary
 def reindex_cmd(quiet: QuietOpt = False) -> None:
     """Drop the index and re-embed every published article with the configured model."""
     from sqlmodel import Session, col, func, select
@@ -320,6 +325,7 @@ def reindex_cmd(quiet: QuietOpt = False) -> None:
 
 
 @kb_app.command("search")
+@boundary
 def search_cmd(
     query: Annotated[str, typer.Argument(help="Search text")],
     k: Annotated[int, typer.Option("-k", help="Passages to show")] = 5,
