@@ -772,8 +772,11 @@ class RunData:
         keys = {"duration": ("throughput_s", True), "start": ("start", False), "events": ("n_events", True),
                 "detail": (detail_col or "throughput_s", True)}
         col, desc = keys.get(sort, keys["duration"])
-        frame = frame.sort([col, "case_id"], descending=[desc, False], nulls_last=True)
-        part = frame.slice(offset, limit)
+        # order only the key (a stable numpy sort: ties keep the encoding order), then gather one page of rows
+        key = frame[col].to_physical().cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        key = np.where(np.isnan(key), np.inf, -key if desc else key)
+        order = np.argsort(key, kind="stable")[offset: offset + limit]
+        part = frame[order] if len(order) else frame.head(0)
         detail = part[detail_col].to_numpy() if detail_col else None
         return CasePage(title=title, total=frame.height, rows=self._rows(part, detail), offset=offset, limit=limit,
                         detail_label=detail_label, note=note)
@@ -874,8 +877,8 @@ class RunData:
         c = self.index_of(case_id)
         enc = self.enc
         lo, hi = int(enc.case_start[c]), int(enc.case_start[c + 1])
-        rows = np.arange(lo, hi) if enc.order is None else enc.order[lo:hi]
-        part = enc.df.iloc[rows]
+        # a run's events are stored in encoding order, so a case is a contiguous slice (a take is far slower)
+        part = enc.df.iloc[lo:hi] if enc.order is None else enc.df.iloc[enc.order[lo:hi]]
         ts = part[TIMESTAMP].tolist()
         events = []
         for j in range(hi - lo):

@@ -211,7 +211,9 @@ def map_page(request: Request, run_id: str, principal: Reader) -> Response:
             activity_href=lambda a: f"{base}?{_qs(f, kind='activity', a=a)}")
     ctx.update(view=view, activities=act, paths=paths, svg=Markup(svg), pm=pm,
                state_qs=_qs(f, view=view, activities=act, paths=paths))
-    template = "analyst/_map_area.html" if request.headers.get("hx-target") == "map-area" else "analyst/map.html"
+    fragment = request.headers.get("hx-target") == "map-area"
+    ctx["fragment"] = fragment
+    template = "analyst/_map_area.html" if fragment else "analyst/map.html"
     return render(request, template, ctx, title=f"Process map · {run.meta.name}")
 
 

@@ -128,6 +128,7 @@ def test_filter_and_sliders_update_the_map_in_place(page, web: WebApp, run_id: s
     page.get_by_label("Channel").select_option("email")
     page.get_by_role("heading", name=re.compile(rf"· {expected:,} cases$")).wait_for()
     assert "channel=email" in page.url  # the view is a link
+    assert page.locator("#filter-count").inner_text() == f"{expected:,} of 300 cases"
     paths_before = len(page.locator("svg.pmap a.edge").all())
     page.get_by_label("What the map shows").select_option("performance")
     page.get_by_role("heading", name=re.compile(r"Process map · performance")).wait_for()
