@@ -194,3 +194,29 @@ def test_columns_named_for_people_are_found_and_pseudonymized_per_column():
     per_column = [f for f in out.quality.fixes if f.name == "redacted_column"]
     assert [(f.rows, f.detail) for f in per_column] == [(1, "column 'note': email 1, name 1")]
     assert out.quality.count("redacted_name") == 1
+
+
+def test_ingest_of_a_disco_export_leaves_no_agent_name(tmp_path):
+    """A Disco-style CSV: `Resource` holds agent first names and an extra owner column names people too."""
+    from insight.eventlog import ingest
+
+    path = tmp_path / "disco.csv"
+    path.write_text(
+        "Case ID,Activity,Complete Timestamp,Resource,Owner First Name,Owner Country,Note\n"
+        '1,Open,2013/01/15 04:36:33,Siebe,Anneke,Netherlands,"Hi Siebe, call +31 6 12345678"\n'
+        "1,Close,2013/01/15 05:06:12,Anneke,Anneke,Netherlands,done\n"
+    )
+    log = ingest(path, pseudonym_key="install-key-0123456789abcdef")
+    df = log.df
+    assert df[RESOURCE].str.startswith("res_").all() and df["Owner First Name"].str.startswith("own_").all()
+    assert df["Owner Country"].tolist() == ["Netherlands", "Netherlands"]
+    assert df["Note"].tolist() == ["Hi [NAME], call [PHONE]", "done"]
+    # one agent, one token: "Anneke" as resource and as owner share the hex part
+    assert df[RESOURCE].iloc[1][4:] == df["Owner First Name"].iloc[1][4:]
+    text = df.astype(str).to_csv()
+    assert "Siebe" not in text and "Anneke" not in text
+    q = log.quality
+    pseudo = {f.detail for f in q.fixes if f.name == "pseudonymized"}
+    assert pseudo == {"column 'resource' (HMAC-SHA256)", "column 'Owner First Name' (HMAC-SHA256)"}
+    assert [(f.rows, f.detail) for f in q.fixes if f.name == "redacted_column"] == [
+        (1, "column 'Note': phone 1, name 1")]
