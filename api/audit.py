@@ -124,8 +124,6 @@ def _request_row(scope: Scope, status: int) -> dict[str, Any]:
 class RequestAudit(AuditContext):
     """The audit context of one HTTP request: reads who / route / object id from the ASGI scope at commit time."""
 
-    __slots__ = ("scope",)
-
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
@@ -250,6 +248,7 @@ class AuditWriter:
         self.linger_seconds = linger_seconds
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._pending = 0
+        self._closed = False
         self._done = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="deskpilot-audit", daemon=True)
         self._thread.start()
@@ -259,18 +258,25 @@ class AuditWriter:
         or failed. After `close()` the row is written at once, in the caller's thread."""
         self._put(_Op(row={"at": utcnow(), **row}, done=done))
 
-    def _put(self, op: _Op) -> None:
-        if not self._thread.is_alive():
-            self._store([op])
-            return
+    def _enqueue(self, op: _Op) -> bool:
+        # Under the lock: every op queued before close() precedes its stop marker, so none is left behind.
         with self._done:
+            if self._closed or not self._thread.is_alive():
+                return False
             self._pending += 1
-        self._queue.put(op)
+            self._queue.put(op)
+            return True
+
+    def _put(self, op: _Op) -> None:
+        if not self._enqueue(op):
+            self._store([op])
 
     async def _await(self, op: _Op) -> bool:
-        if not self._thread.is_alive():
+        if self._closed or not self._thread.is_alive():  # shutting down: store it in a worker thread
+            stored: list[bool] = []
+            op.done = stored.append
             await anyio.to_thread.run_sync(self._store, [op])
-            return True
+            return bool(stored and stored[0])
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
 
@@ -282,7 +288,7 @@ class AuditWriter:
             loop.call_soon_threadsafe(resolve, ok)
 
         op.done = done
-        self._put(op)
+        self._put(op)  # stored at once (done called) if the writer closed in the meantime
         # shield: a cancelled request (client gone) still gets its row; it just stops waiting for it.
         return await asyncio.shield(fut)
 
@@ -301,10 +307,13 @@ class AuditWriter:
             return self._done.wait_for(lambda: self._pending == 0, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Store what is queued, then stop the thread."""
-        if self._thread.is_alive():
+        """Store what is queued, then stop the thread; rows submitted afterwards are stored in the caller's thread."""
+        with self._done:
+            if self._closed:
+                return
+            self._closed = True
             self._queue.put(None)
-            self._thread.join(timeout)
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         stop = False

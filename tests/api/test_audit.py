@@ -89,6 +89,23 @@ def test_refusals_are_stored_before_the_answer(db_api: Api) -> None:
         (401, True, None), (403, False, "agent"), (404, False, "agent"), (422, False, "helpdesk")]
 
 
+def test_concurrent_refusals_each_have_their_row_when_answered(db_api: Api) -> None:
+    """Rows of refusals arriving together share commits on the writer thread; each is stored before its answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    api, marker = db_api, new_id("BURST")
+
+    def refuse(i: int) -> int:
+        return api.client.post(f"/v1/tickets/{marker}-{i}/events", json={"activity": "Assign"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(refuse, range(60))) == {401}
+    with Session(api.app.state.engine) as s:
+        rows = s.exec(select(AuditLog).where(AuditLog.path.startswith(f"/v1/tickets/{marker}-"))).all()  # type: ignore[attr-defined]
+    assert len(rows) == 60 and {r.status for r in rows} == {401}
+    assert {r.object_id for r in rows} == {f"{marker}-{i}" for i in range(60)}
+
+
 def test_a_committed_row_is_corrected_when_the_answer_differs(db_api: Api) -> None:
     api, tid = db_api, new_id("FIX")
     body = {"ticket_id": tid, "subject": "cancel my subscription"}
