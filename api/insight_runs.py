@@ -38,7 +38,6 @@ from insight.errors import DeskpilotError, InvalidEventLog, InvalidInput, NotFou
 from insight.eventlog import (
     ACTIVITY,
     CANONICAL_COLUMNS,
-    CASE_ID,
     CHANNEL,
     GROUP,
     LIFECYCLE,
@@ -424,9 +423,9 @@ def subset_encoded(enc: EncodedLog, case_mask: np.ndarray) -> EncodedLog:
     used = np.unique(act)
     remap = np.full(max(enc.activity.n, 1), -1, dtype=np.int32)
     remap[used] = np.arange(len(used), dtype=np.int32)
-    rows = ev if enc.order is None else enc.order[ev]
-    slim = [c for c in (CASE_ID, ACTIVITY, TIMESTAMP, RESOURCE, GROUP, CHANNEL, LIFECYCLE) if c in enc.df.columns]
-    df = enc.df[slim].iloc[rows].reset_index(drop=True)
+    # The miners read columns through `column()` / `has()`, answered below from the full encoding; the frame itself
+    # is left empty (slicing it was most of a filter's cost). A miner asking for another column fails loudly.
+    df = enc.df.iloc[:0]
     sub = EncodedLog(
         case=np.repeat(np.arange(len(keep), dtype=np.int64), lens),
         case_labels=enc.case_labels[keep],
@@ -437,6 +436,8 @@ def subset_encoded(enc: EncodedLog, case_mask: np.ndarray) -> EncodedLog:
         order=None,
         df=df,
     )
+    for name in enc.df.columns:
+        sub._has[name] = False
     for name in (RESOURCE, GROUP, CHANNEL, LIFECYCLE):
         if name in enc.df.columns:
             full = enc.column(name)
@@ -684,8 +685,15 @@ class RunData:
             return self.cache.get(("mask", None), lambda: np.ones(self.enc.n_cases, dtype=bool))
         return self.cache.get(("mask", f.key()), make)
 
+    def canonical(self, f: CaseFilter) -> CaseFilter:
+        """The filter itself, or no filter when it keeps every case (then the whole run's cached results serve)."""
+        if f.empty or not bool(self.mask(f).all()):
+            return f
+        return CaseFilter()
+
     def encoded(self, f: CaseFilter) -> EncodedLog:
         """The encoding of the filtered cases (the whole run's when unfiltered)."""
+        f = self.canonical(f)
         if f.empty:
             return self.enc
         return self.heavy.get(("enc", f.key()), lambda: subset_encoded(self.enc, self.mask(f)))
@@ -695,11 +703,14 @@ class RunData:
     def process_map(self, f: CaseFilter, *, activity_coverage: float) -> ProcessMap:
         """The directly-follows map of the filtered cases with the activity slider applied (all edges kept)."""
         cov = min(1.0, max(0.01, round(activity_coverage, 2)))
+        f = self.canonical(f)
         return self.cache.get(("map", f.key(), cov), lambda: discover_process_map(
             enc=self.encoded(f), activity_coverage=cov, edge_threshold=0.0))
 
     def variant_table(self, f: CaseFilter) -> VariantTable:
         """Every variant of the filtered cases with cost (the run's cost model), high cost first."""
+        f = self.canonical(f)
+
         def make() -> VariantTable:
             return mine_variants(enc=self.encoded(f))
         if f.empty and self.variants is not None:

@@ -203,6 +203,8 @@ def test_subset_of_nothing_and_of_everything(mined) -> None:
     every = subset_encoded(run.enc, np.ones(run.enc.n_cases, dtype=bool))
     assert discover_process_map(enc=every).dfg() == discover_process_map(enc=run.enc).dfg()
     assert run.kpis(CaseFilter(intent=("no such intent",))).cases == 0
+    keeps_all = CaseFilter(start=run.options().first_day)  # every case starts on or after the first day
+    assert run.process_map(keeps_all, activity_coverage=1.0) is run.process_map(CaseFilter(), activity_coverage=1.0)
 
 
 def test_a_failed_job_says_why(tmp_path: Path) -> None:
