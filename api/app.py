@@ -294,6 +294,8 @@ def create_app(
                              pool_timeout=settings.db_pool_timeout)
         _import_tables()
         SQLModel.metadata.create_all(engine)
+        with suppress(ImportError):
+            importlib.import_module("knowledge_hub.review").upgrade_schema(engine)
         try:
             _bind_home(engine, settings)
         except BaseException:

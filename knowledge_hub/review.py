@@ -90,6 +90,16 @@ class ReviewPublic(SQLModel):
     comment: str
 
 
+def upgrade_schema(engine: Any) -> None:
+    """A PostgreSQL database created before the review workflow: add `in_review` to its article status type."""
+    if engine.dialect.name != "postgresql":
+        return  # SQLite stores the status as text
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        known = conn.exec_driver_sql("SELECT to_regtype('articlestatus')").scalar()  # on the search path
+        if known is not None:
+            conn.exec_driver_sql("ALTER TYPE articlestatus ADD VALUE IF NOT EXISTS 'in_review'")
+
+
 def get_review(*, session: Session, review_id: int) -> ArticleReview:
     """The review with this id, or NotFound."""
     review = session.get(ArticleReview, review_id) if 0 < review_id < 2**63 else None

@@ -119,3 +119,31 @@ def test_restoring_an_old_version_of_a_published_article_goes_through_review(ses
     out = review.approve(session=session, index=index, review_id=r.id, by="ann")
     assert out.body == DRAFT.body and out.version == 3
     assert [v.version for v in service.list_versions(session=session, article_id=art.id)] == [1, 2, 3]
+
+
+@pytest.mark.postgres
+def test_a_postgres_database_from_before_the_review_workflow_is_upgraded(pg_schema_url) -> None:
+    engine = create_engine(pg_schema_url)
+    try:
+        with engine.begin() as conn:  # the status type as it was before `in_review` existed
+            conn.exec_driver_sql("CREATE TYPE articlestatus AS ENUM ('draft', 'published', 'archived')")
+        SQLModel.metadata.create_all(engine, tables=[Article.__table__, ArticleVersion.__table__,  # type: ignore[attr-defined]
+                                                     ArticleReview.__table__])  # type: ignore[attr-defined]
+        review.upgrade_schema(engine)
+        review.upgrade_schema(engine)  # idempotent
+        with Session(engine, expire_on_commit=False) as s:
+            art = service.create(session=s, index=_NoIndex(), article_in=DRAFT, author="ann")
+            review.submit(session=s, article_id=art.id, by="ann")
+            assert service.get(session=s, article_id=art.id).status == ArticleStatus.in_review
+    finally:
+        engine.dispose()
+
+
+class _NoIndex:
+    """Drafts never reach the index; any call would be a bug here."""
+
+    def upsert_article(self, **_: object) -> int:
+        raise AssertionError("a draft was indexed")
+
+    def remove_article(self, article_id: int) -> None:
+        raise AssertionError("nothing to remove")
