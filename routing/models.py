@@ -470,12 +470,16 @@ class TicketPublic(TicketBase):
     feedback: list[FeedbackPublic]
 
 
+QueueDecision = Literal["suggest", "triage"]
+QUEUE_DECISIONS: tuple[QueueDecision, ...] = ("triage", "suggest")  # decisions that leave a ticket to people
+
+
 class QueueFilter(BaseModel):
     """Which tickets the triage queue lists: decisions left to people, by team / intent / age / claim."""
 
     model_config = ConfigDict(extra="forbid")
 
-    decisions: list[Literal["suggest", "triage"]] = Field(default_factory=lambda: ["triage", "suggest"])
+    decisions: list[QueueDecision] = Field(default_factory=lambda: list(QUEUE_DECISIONS))
     team: str | None = Field(default=None, max_length=MAX_LABEL)  # the suggested team
     intent: str | None = Field(default=None, max_length=MAX_LABEL)
     max_age_hours: float | None = Field(default=None, gt=0)  # received within this many hours

@@ -62,6 +62,6 @@ def mount(app: FastAPI) -> None:
             core._save_session(request, response)
             return response
         assert json_http is not None
-        return await json_http(request, exc)
+        return await json_http(request, exc)  # type: ignore[misc]  # the app's own async handler
 
     app.add_exception_handler(StarletteHTTPException, _http)

@@ -196,8 +196,9 @@ def sign_in(*, session: Session, username: str, password: str, max_failed: int,
     if locked_until is not None and locked_until > now:
         return SignIn(user=None, reason=f"this account is locked after repeated failed sign-ins until "
                                         f"{locked_until:%H:%M} UTC; an admin can reset the password")
+    ok: bool
     try:
-        ok = hasher().verify(row.password_hash, password)
+        ok = bool(hasher().verify(row.password_hash, password))
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok:

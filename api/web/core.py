@@ -28,7 +28,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlmodel import Session
 
 from api.auth import Principal, _check_role
-from api.errors import status_for, validation_detail
+from api.errors import Overloaded, status_for, validation_detail
 from api.settings import Settings, install_secret
 from api.web.accounts import UserPublic, session_user
 from insight.errors import DeskpilotError
@@ -188,9 +188,9 @@ class SignInRequired(Exception):
 def current_user(request: Request) -> UserPublic | None:
     """The signed-in user (checked against the database on every request: disabling or a new password ends the
     session at once), or None. Sets `request.state.principal` so the audit log names them."""
-    cached = getattr(request.state, "web_user", False)
-    if cached is not False:
-        return cached  # type: ignore[no-any-return]
+    if hasattr(request.state, "web_user"):
+        cached: UserPublic | None = request.state.web_user
+        return cached
     sess = web_session(request)
     user = None
     uid, sv = sess.data.get("uid"), sess.data.get("sv")
@@ -314,6 +314,9 @@ class WebRoute(APIRoute):
                 response = error_page(request, status_for(exc), exc.message)
             except RequestValidationError as exc:
                 response = error_page(request, 422, validation_detail(list(exc.errors())))
+            except Overloaded as exc:
+                response = error_page(request, 503, exc.detail)
+                response.headers["Retry-After"] = str(exc.retry_after)
             _save_session(request, response)
             response.headers.setdefault("Cache-Control", "no-store")
             return response

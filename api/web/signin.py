@@ -52,7 +52,6 @@ def login_page(request: Request, next: str | None = None) -> Response:
 @router.post("/login")
 def login(
     request: Request,
-    session: SessionDep,
     username: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=accounts.MAX_PASSWORD)],
     next: Annotated[str, Form(max_length=2000)] = "",
@@ -60,8 +59,11 @@ def login(
     """Check the password; on success start a session and go on, else show the form again with why."""
     settings: Settings = request.app.state.settings
     set_audit_object(request, f"login:{username[:64]}")
-    result = accounts.sign_in(session=session, username=username, password=password,
-                              max_failed=settings.web_max_failed_logins, lockout=lockout(settings))
+    # Its own session: the request session would commit the audit row before it is known who signed in; the
+    # audit middleware writes the row (with the user, or none on a refusal) once the answer is decided.
+    with Session(request.app.state.engine, expire_on_commit=False) as own:
+        result = accounts.sign_in(session=own, username=username, password=password,
+                                  max_failed=settings.web_max_failed_logins, lockout=lockout(settings))
     if result.user is None:
         return render(request, "login.html", {"next": safe_next(next, ""), "error": result.reason,
                                               "username": username}, status_code=401, title="Sign in")

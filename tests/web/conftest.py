@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import socket
 import threading
 import time
@@ -138,8 +139,17 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebApp]:
     for name, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}.items():
         os.environ.setdefault(name, value)
     home = tmp_path_factory.mktemp("webhome")
-    settings = Settings(home=home, log_level="WARNING")
-    run_pipeline(settings=settings, cases=SEED_CASES, seed=7)
+    # DESKPILOT_WEB_SEED_CACHE=<dir> (opt-in, for quick reruns while developing): the pipeline's output is copied
+    # from there when present, else built and saved there. Delete the folder when models or the simulator change.
+    cache = os.environ.get("DESKPILOT_WEB_SEED_CACHE")
+    if cache and (Path(cache) / "registry").is_dir():
+        shutil.copytree(cache, home, dirs_exist_ok=True)
+        settings = Settings(home=home, log_level="WARNING")
+    else:
+        settings = Settings(home=home, log_level="WARNING")
+        run_pipeline(settings=settings, cases=SEED_CASES, seed=7)
+        if cache:
+            shutil.copytree(home, cache, dirs_exist_ok=True)
     app = create_app(settings)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,

@@ -1,0 +1,226 @@
+"""Agent pages: the triage queue (tickets the router left to people), claims, the one-action triage (team + intent =
+the feedback endpoint's service function), and the ticket page with decision, similar tickets, assist and timeline.
+
+Roles are the JSON routes' own: reading a ticket is `api.views.tickets.READERS`, triage feedback and claims are
+`FEEDBACK`, assist and its thumbs are `api.views.assist.AGENTS`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Form, Path, Query, Request, Response
+from sqlmodel import Session
+
+from api.auth import Principal, set_audit_object
+from api.deps import get_session
+from api.limits import heavy
+from api.views.assist import AGENTS, AssistRequest, _assist
+from api.views.tickets import FEEDBACK, READERS
+from api.web.core import NavItem, flash, redirect, render, web_require, web_router
+from assist import service as assist_service
+from assist.models import AssistFeedbackIn
+from insight.errors import InvalidInput
+from routing import queue as queue_service
+from routing import service
+from routing.models import MAX_ID, MAX_LABEL, FeedbackIn, QueueFilter, TicketPublic
+
+router = web_router(prefix="/agent")
+NAV = [NavItem("Triage queue", "/agent/queue", READERS, "Agent")]
+HOME = {"agent": "/agent/queue", "helpdesk": "/agent/queue"}
+
+SessionDep = Annotated[Session, Depends(get_session)]
+TicketId = Annotated[str, Path(min_length=1, max_length=MAX_ID)]
+AGES = {"4h": 4.0, "24h": 24.0, "7d": 168.0, "30d": 720.0}
+AGE_LABELS = [("all", "Any age"), ("4h", "Last 4 hours"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"),
+              ("30d", "Last 30 days")]
+
+
+def _known(request: Request) -> dict[str, list[str]]:
+    """Teams and intents feedback may name (the live models' classes plus declared labels), sorted."""
+    from api.retrain import known_labels
+
+    return {k: sorted(v) for k, v in known_labels(request.app).items()}
+
+
+def _safe_back(target: str | None, default: str) -> str:
+    return target if target and target.startswith("/agent/") and not target.startswith("//") else default
+
+
+@router.get("/queue")
+def queue(
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(web_require(*READERS))],
+    decision: Annotated[Literal["all", "triage", "suggest"], Query()] = "all",
+    team: Annotated[str, Query(max_length=MAX_LABEL)] = "",
+    intent: Annotated[str, Query(max_length=MAX_LABEL)] = "",
+    age: Annotated[Literal["all", "4h", "24h", "7d", "30d"], Query()] = "all",
+    claimed: Annotated[Literal["any", "unclaimed", "mine"], Query()] = "any",
+    handled: Annotated[bool, Query()] = False,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    """The triage queue with its filters; htmx swaps only the results when a filter changes."""
+    per_page = 50
+    f = QueueFilter(decisions=["triage", "suggest"] if decision == "all" else [decision], team=team or None,
+                    intent=intent or None, max_age_hours=AGES.get(age), claimed=claimed, include_handled=handled,
+                    limit=per_page, offset=(page - 1) * per_page)
+    result = queue_service.list_queue(session=session, queue_filter=f, by=principal.name)
+    params = {"decision": decision, "team": team, "intent": intent, "age": age, "claimed": claimed,
+              "handled": handled}
+    return render(request, "agent/queue.html", {
+        "result": result, "f": params, "known": _known(request), "ages": AGE_LABELS, "page": page,
+        "pages": max(1, -(-result.total // per_page)), "can_claim": principal.allowed(FEEDBACK),
+        "me": principal.name,
+    }, title="Triage queue")
+
+
+def _claim_response(request: Request, session: Session, ticket_id: str, back: str | None, message: str) -> Response:
+    if request.headers.get("hx-request") and request.headers.get("hx-target", "").startswith("claim-"):
+        claim = queue_service.get_claim(session=session, ticket_id=ticket_id)
+        return render(request, "agent/_claim.html", {"ticket_id": ticket_id, "claim": claim,
+                                                      "me": request.state.principal.name, "can_claim": True,
+                                                      "back": back})
+    flash(request, message, "success")
+    return redirect(request, _safe_back(back, f"/agent/tickets/{ticket_id}"))
+
+
+@router.post("/tickets/{ticket_id}/claim")
+def claim(
+    ticket_id: TicketId,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(web_require(*FEEDBACK))],
+    back: Annotated[str | None, Form(max_length=2000)] = None,
+) -> Response:
+    """Claim a ticket (409 page if someone else holds it)."""
+    set_audit_object(request, ticket_id)
+    queue_service.claim_ticket(session=session, ticket_id=ticket_id, by=principal.name)
+    return _claim_response(request, session, ticket_id, back, f"You claimed {ticket_id}.")
+
+
+@router.post("/tickets/{ticket_id}/release")
+def release(
+    ticket_id: TicketId,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(web_require(*FEEDBACK))],
+    back: Annotated[str | None, Form(max_length=2000)] = None,
+) -> Response:
+    """Release one's claim (an admin may release anyone's)."""
+    set_audit_object(request, ticket_id)
+    queue_service.release_ticket(session=session, ticket_id=ticket_id, by=principal.name, force=principal.role == "admin")
+    return _claim_response(request, session, ticket_id, back, f"You released {ticket_id}.")
+
+
+@router.post("/tickets/{ticket_id}/triage")
+def triage(
+    ticket_id: TicketId,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(web_require(*FEEDBACK))],
+    team: Annotated[str, Form(max_length=MAX_LABEL)] = "",
+    intent: Annotated[str, Form(max_length=MAX_LABEL)] = "",
+    decision_id: Annotated[int | None, Form(ge=1)] = None,
+    comment: Annotated[str, Form(max_length=4000)] = "",
+    back: Annotated[str | None, Form(max_length=2000)] = None,
+) -> Response:
+    """Set the team and intent in one action: the feedback of POST /v1/tickets/{id}/feedback (same checks)."""
+    from api.retrain import known_labels
+
+    if not team and not intent:
+        raise InvalidInput("choose a team or an intent", field="team")
+    current = service.get_ticket(session=session, ticket_id=ticket_id)
+    dec = current.current_decision
+    fb = FeedbackIn(decision_id=decision_id, corrected_team=team or None, corrected_intent=intent or None,
+                    accepted=[f"team:{team}"] if dec and team and dec.result.team == team else [],
+                    comment=comment or None)
+    out = service.add_feedback(session=session, ticket_id=ticket_id, feedback_in=fb, by=principal.name,
+                               known=known_labels(request.app), store_raw=request.app.state.settings.store_raw_text)
+    set_audit_object(request, f"{ticket_id}/feedback/{out.id}")
+    what = ", ".join(x for x in (f"team {team}" if team else "", f"intent {intent}" if intent else "") if x)
+    flash(request, f"{ticket_id}: {what} saved.", "success")
+    return redirect(request, _safe_back(back, "/agent/queue"))
+
+
+def _timeline(ticket: TicketPublic) -> list[dict[str, Any]]:
+    """Events and decisions in time order; a re-triage shows the decision it made."""
+    items: list[dict[str, Any]] = []
+    by_id = {d.decision_id: d for d in ticket.decisions}
+    for d in ticket.decisions:
+        if d.trigger != "event":
+            items.append({"at": d.created_at, "kind": "decision", "decision": d})
+    for e in ticket.events:
+        items.append({"at": e.timestamp, "kind": "event", "event": e,
+                      "decision": by_id.get(e.decision_id) if e.decision_id else None})
+    for fb in ticket.feedback:
+        items.append({"at": fb.created_at, "kind": "feedback", "feedback": fb})
+    return sorted(items, key=lambda i: i["at"])
+
+
+@router.get("/tickets/{ticket_id}")
+def ticket_page(
+    ticket_id: TicketId,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(web_require(*READERS))],
+) -> Response:
+    """The ticket: text, current decision and reasons, similar tickets, triage form, assist panel, timeline."""
+    ticket = service.get_ticket(session=session, ticket_id=ticket_id)
+    claim = queue_service.get_claim(session=session, ticket_id=ticket_id)
+    return render(request, "agent/ticket.html", {
+        "t": ticket, "d": ticket.current_decision, "claim": claim, "timeline": _timeline(ticket),
+        "known": _known(request), "can_triage": principal.allowed(FEEDBACK), "can_assist": principal.allowed(AGENTS),
+        "me": principal.name, "retriages": sum(1 for d in ticket.decisions if d.trigger == "event"),
+    }, title=f"Ticket {ticket_id}")
+
+
+@router.get("/tickets/{ticket_id}/assist")
+def assist_panel(
+    ticket_id: TicketId,
+    request: Request,
+    principal: Annotated[Principal, Depends(web_require(*AGENTS))],
+    _slot: Annotated[None, Depends(heavy("assist"))],
+) -> Response:
+    """Next-best actions with their supporting passages, the articles and the draft reply (GET /v1/.../assist)."""
+    result = _assist(request, ticket_id, AssistRequest())
+    fragment = bool(request.headers.get("hx-request"))
+    return render(request, "agent/assist.html", {"a": result, "ticket_id": ticket_id, "fragment": fragment},
+                  title=f"Suggestions for {ticket_id}")
+
+
+@router.post("/tickets/{ticket_id}/assist/feedback")
+def assist_feedback(
+    ticket_id: TicketId,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(web_require(*AGENTS))],
+    kind: Annotated[Literal["action", "article", "draft"], Form()],
+    suggestion: Annotated[str, Form(min_length=1, max_length=MAX_LABEL)],
+    verdict: Annotated[Literal["accepted", "edited", "rejected"], Form()],
+    article_id: Annotated[int | None, Form(ge=1)] = None,
+    article_version: Annotated[int | None, Form(ge=1)] = None,
+    rank: Annotated[int | None, Form(ge=1)] = None,
+    text: Annotated[str | None, Form(max_length=20_000)] = None,
+    original: Annotated[str | None, Form(max_length=20_000)] = None,
+) -> Response:
+    """A thumb on one suggestion, or the reply sent back (the draft accepted as is, or edited): the assist feedback
+    of POST /v1/tickets/{id}/assist/feedback."""
+    if kind == "draft" and verdict != "rejected" and text is not None:
+        edited = (text or "").strip() != (original or "").strip()
+        verdict = "edited" if edited else "accepted"
+    fb = AssistFeedbackIn(kind=kind, suggestion=suggestion, verdict=verdict, article_id=article_id,
+                          article_version=article_version, rank=rank,
+                          edited_text=text if verdict == "edited" else None)
+    service.get_ticket(session=session, ticket_id=ticket_id)  # 404 for an unknown ticket, as the JSON route
+    out = assist_service.record_feedback(session=session, ticket_id=ticket_id, feedback_in=fb, by=principal.name)
+    set_audit_object(request, f"{ticket_id}/assist/feedback/{out.id}")
+    if kind == "draft" and verdict != "rejected":
+        message = "Reply sent back " + ("with your edits." if verdict == "edited" else "as drafted.")
+    else:
+        message = {"accepted": "Marked helpful.", "rejected": "Marked not helpful.", "edited": "Edit recorded."}[verdict]
+    if request.headers.get("hx-request"):
+        return render(request, "agent/_thanks.html", {"message": message})
+    flash(request, message, "success")
+    return redirect(request, f"/agent/tickets/{ticket_id}")
+

@@ -1,0 +1,186 @@
+"""The agent's journeys in a real browser: work the triage queue, claim, open a ticket, read the decision and the
+suggestions, rate them, send the reply back, set team and intent in one action; re-triages on the timeline."""
+
+from __future__ import annotations
+
+import httpx
+from sqlmodel import col, select
+
+from tests.web.conftest import WebApp, check_page_accessible, screenshot, sign_in
+
+
+def _left_to_people(web: WebApp) -> list[str]:
+    return [t for t, d in web.decisions.items() if d in ("triage", "suggest")]
+
+
+def test_queue_lists_exactly_the_tickets_left_to_people(page, web: WebApp) -> None:
+    waiting = _left_to_people(web)
+    assert waiting, f"the seeded router left no ticket to people: {web.decisions}"
+    sign_in(page, web, "agent")
+    assert page.url.endswith("/agent/queue")
+    assert page.get_by_role("heading", name="Triage queue").is_visible()
+    shown = page.locator("#queue tbody tr td:first-child a").all_inner_texts()
+    auto = [t for t, d in web.decisions.items() if d == "auto_route"]
+    assert set(shown) <= set(waiting) and not set(shown) & set(auto)
+    assert page.locator("#queue").get_by_text(f"{len(waiting)} ticket").is_visible()
+    check_page_accessible(page)
+    screenshot(page, "agent-queue")
+
+
+def test_filters_narrow_the_queue_without_a_full_reload(page, web: WebApp) -> None:
+    sign_in(page, web, "agent")
+    triage_only = [t for t, d in web.decisions.items() if d == "triage"]
+    page.get_by_label("Decision").select_option("triage")
+    page.wait_for_url("**decision=triage**")
+    page.wait_for_load_state("networkidle")
+    assert page.locator("#queue").get_by_text(f"{len(triage_only)} ticket").is_visible()
+    badges = page.locator("#queue tbody .badge-triage, #queue tbody .badge-suggest").all_inner_texts()
+    assert all(b == "triage" for b in badges)
+    page.get_by_label("Received").select_option("4h")  # tickets were created months ago in the simulation...
+    page.wait_for_load_state("networkidle")
+    # ...but received now: the age filter is on when the service received them, so they are all still there.
+    assert page.locator("#queue").get_by_text(f"{len(triage_only)} ticket").is_visible()
+
+
+def test_claim_and_release_from_the_queue(page, web: WebApp) -> None:
+    sign_in(page, web, "agent")
+    first = page.locator("#queue tbody tr").first
+    tid = first.locator("td:first-child a").inner_text()
+    first.get_by_role("button", name=f"Claim {tid}").click()
+    first.get_by_text("Claimed by you").wait_for()  # swapped in place by htmx
+    page.get_by_label("Claimed").select_option("mine")
+    page.wait_for_load_state("networkidle")
+    assert page.locator("#queue tbody tr td:first-child a").all_inner_texts() == [tid]
+    # Someone else sees the claim and cannot take it over.
+    other = web.add_user("agent")
+    with httpx.Client(base_url=web.base_url) as c:
+        import re
+
+        token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1)  # type: ignore[union-attr]
+        c.post("/login", data={"username": other.username, "password": other.password, "csrf_token": token})
+        token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/agent/queue").text).group(1)  # type: ignore[union-attr]
+        r = c.post(f"/agent/tickets/{tid}/claim", data={"csrf_token": token})
+        assert r.status_code == 409 and "already claimed by" in r.text
+    page.locator("#queue tbody tr").first.get_by_role("button", name=f"Release {tid}").click()
+    page.locator("#queue tbody tr").first.get_by_role("button", name=f"Claim {tid}").wait_for()
+
+
+def test_ticket_page_shows_decision_reasons_similar_tickets_and_timeline(page, web: WebApp) -> None:
+    from routing.service import get_ticket
+
+    tid = _left_to_people(web)[-1]
+    with web.session() as s:
+        t = get_ticket(session=s, ticket_id=tid)
+    sign_in(page, web, "agent")
+    page.goto(web.url(f"/agent/tickets/{tid}"))
+    assert page.get_by_role("heading", name=f"Ticket {tid}").is_visible()
+    decision = page.locator("section", has=page.get_by_role("heading", name="Router's decision"))
+    r = t.current_decision.result  # type: ignore[union-attr]
+    assert decision.locator(f".badge-{r.decision}").first.inner_text() == r.decision
+    for reason in r.reasons:
+        assert reason in decision.inner_text()
+    if r.similar:
+        assert r.similar[0].ticket_id in decision.inner_text()
+    timeline = page.locator("ol.timeline > li")
+    assert timeline.count() == len(t.events) + 1  # the routing decision + every event
+    page.wait_for_selector("#assist h3:has-text('Next-best actions')")
+    check_page_accessible(page)
+    screenshot(page, "agent-ticket")
+
+
+def test_retriage_shows_on_the_timeline(page, web: WebApp) -> None:
+    assert web.retriaged, "no seeded customer message changed a ticket's intent"
+    tid = web.retriaged[0]
+    sign_in(page, web, "agent")
+    page.goto(web.url(f"/agent/tickets/{tid}"))
+    item = page.locator("ol.timeline > li.retriage")
+    assert item.count() >= 1
+    assert "re-triaged" in item.first.inner_text() and "Customer replied" in item.first.inner_text()
+    assert "re-triaged 1 time" in page.locator("section", has=page.get_by_role(
+        "heading", name="Router's decision")).inner_text()
+
+
+def test_thumbs_and_sending_the_edited_reply_are_recorded_as_assist_feedback(page, web: WebApp) -> None:
+    from assist.models import AssistFeedback
+
+    tid = _left_to_people(web)[0]
+    sign_in(page, web, "agent")
+    page.goto(web.url(f"/agent/tickets/{tid}"))
+    page.wait_for_selector("#assist h3:has-text('Next-best actions')")
+    actions = page.locator("#assist ol.plain > li")
+    assert actions.count() >= 1
+    activity = actions.first.locator("strong").first.inner_text()
+    actions.first.get_by_role("button", name=f"Helpful: {activity}", exact=True).click()
+    actions.first.get_by_text("Marked helpful.").wait_for()
+    sent = None
+    if page.locator("#draft-text").count():
+        page.get_by_label("Reply (edit before sending)").fill("Hello, we refunded the second payment. Regards")
+        page.get_by_role("button", name="Send reply back to the helpdesk").click()
+        page.get_by_text("Reply sent back with your edits.").wait_for()
+        sent = "Hello, we refunded the second payment. Regards"
+    with web.session() as s:
+        rows = s.exec(select(AssistFeedback).where(AssistFeedback.ticket_id == tid)
+                      .order_by(col(AssistFeedback.id))).all()
+    assert any(r.kind == "action" and r.suggestion == activity and r.verdict == "accepted" and r.by == "agent1"
+               for r in rows)
+    if sent:
+        assert any(r.kind == "draft" and r.verdict == "edited" and r.edited_text == sent for r in rows)
+
+
+def test_set_team_and_intent_in_one_action_is_the_feedback_and_leaves_the_queue(page, web: WebApp) -> None:
+    from api.retrain import known_labels
+    from routing.models import Feedback
+
+    tid = _left_to_people(web)[1]
+    teams = sorted(known_labels(web.app)["team"])
+    intents = sorted(i for i in known_labels(web.app)["intent"] if i not in ("oos", "out_of_scope"))
+    sign_in(page, web, "agent")
+    page.goto(web.url(f"/agent/tickets/{tid}"))
+    page.get_by_label("Team", exact=True).select_option(teams[-1])
+    page.get_by_label("Intent", exact=True).select_option(intents[0])
+    page.get_by_role("button", name="Save team and intent").click()
+    assert page.get_by_text(f"{tid}: team {teams[-1]}, intent {intents[0]} saved.").is_visible()
+    with web.session() as s:
+        fb = s.exec(select(Feedback).where(Feedback.ticket_id == tid)).all()
+    assert [(f.corrected_team, f.corrected_intent, f.by) for f in fb] == [(teams[-1], intents[0], "agent1")]
+    page.goto(web.url("/agent/queue"))
+    assert tid not in page.locator("#queue").inner_text()
+    page.get_by_label("Include handled").check()
+    page.wait_for_load_state("networkidle")
+    assert tid in page.locator("#queue").inner_text()
+
+
+def test_a_label_the_models_do_not_know_is_refused_like_the_api(web: WebApp) -> None:
+    import re
+
+    tid = _left_to_people(web)[2]
+    with httpx.Client(base_url=web.base_url) as c:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1)  # type: ignore[union-attr]
+        c.post("/login", data={"username": "agent1", "password": web.users["agent"].password, "csrf_token": token})
+        token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/agent/queue").text).group(1)  # type: ignore[union-attr]
+        r = c.post(f"/agent/tickets/{tid}/triage", data={"csrf_token": token, "team": "No Such Team"})
+        assert r.status_code == 422 and "corrected_team" in r.text and "not a known team" in r.text
+        api = httpx.post(web.url(f"/v1/tickets/{tid}/feedback"), headers=web.h("agent"),
+                         json={"corrected_team": "No Such Team"})
+        assert api.status_code == 422
+
+
+def test_analyst_reads_tickets_but_gets_no_claim_triage_or_assist(page, web: WebApp) -> None:
+    tid = _left_to_people(web)[0]
+    sign_in(page, web, "analyst")
+    page.goto(web.url(f"/agent/tickets/{tid}"))
+    assert page.get_by_role("heading", name=f"Ticket {tid}").is_visible()
+    assert page.get_by_role("button", name="Save team and intent").count() == 0
+    assert page.locator("#assist").count() == 0
+    resp = page.goto(web.url(f"/agent/tickets/{tid}/assist"))
+    assert resp is not None and resp.status == 403  # GET /v1/tickets/{id}/assist is agents only, too
+    assert httpx.get(web.url(f"/v1/tickets/{tid}/assist"), headers=web.h("analyst")).status_code == 403
+
+
+def test_queue_is_usable_at_tablet_width(page, web: WebApp) -> None:
+    page.set_viewport_size({"width": 768, "height": 1000})
+    sign_in(page, web, "agent")
+    assert page.get_by_role("heading", name="Triage queue").is_visible()
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 768 + 1, f"the page scrolls sideways at 768 px ({width} px wide)"
+    check_page_accessible(page)
