@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from insight.errors import InvalidInput
-from insight.models.values import key_values, texts_of
+from insight.models.values import key_values, texts_of, ticket_tfidf
 
 MISSING = "__missing__"
 Rows: TypeAlias = pd.DataFrame | Sequence[Mapping[str, Any]]
@@ -163,13 +163,11 @@ class MisrouteModel(BaseEstimator):
                               for i in range(n) for f in range(len(self.cat_))], dtype=np.int64)
         parts = [sparse.csr_matrix((np.ones(len(col_idx)), (rows_idx, col_idx)), shape=(n, self.cat_width_))]
         if self.text:
-            texts = self._texts(X)
+            vectorizer, words = ticket_tfidf(self._texts(X), fitted=None if fit else self.tfidf_,
+                                             max_features=self.max_text_features)
             if fit:
-                self.tfidf_ = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
-                                              max_features=self.max_text_features)
-                parts.append(self.tfidf_.fit_transform(texts))
-            else:
-                parts.append(self.tfidf_.transform(texts))
+                self.tfidf_: TfidfVectorizer = vectorizer
+            parts.append(words)
         return sparse.hstack(parts).tocsr()
 
     def _model(self, C: float) -> LogisticRegression:

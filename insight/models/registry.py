@@ -1,7 +1,8 @@
 """Model registry: one folder per artifact (`<root>/<task>/<version>/`) with a joblib model and metadata.json.
 
 A per-task `live.json` pointer names the version served by default; it is replaced atomically (temp + os.replace)
-so a reader never sees a half-written pointer. Loading checks library versions and fails loudly.
+so a reader never sees a half-written pointer. Loading checks the artifact format, the model code and library
+versions, and fails loudly.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import platform
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,6 +209,22 @@ def _to_parquet(df: Any, path: Path) -> None:
     out.to_parquet(path, index=False)
 
 
+@contextmanager
+def _staged_folder(final: Path) -> Iterator[Path]:
+    """A temp folder beside `final`, renamed onto it when the block succeeds and removed when it fails: a crash
+    never leaves a half-written folder under the final name."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        for p in tmp.glob("*"):
+            p.unlink()
+        tmp.rmdir()
+        raise
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -268,20 +287,11 @@ class ModelRegistry:
         meta.libraries = library_versions()
         meta.format_version = ARTIFACT_FORMAT
         meta.extra = {**meta.extra, "code": model_code(type(model))}
-        final.parent.mkdir(parents=True, exist_ok=True)
-        # Build in a temp folder then rename, so a crash never leaves a half-written version folder.
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{version}."))
-        try:
+        with _staged_folder(final) as tmp:
             joblib.dump(model, tmp / MODEL_FILE, compress=3)
             (tmp / METADATA_FILE).write_text(
                 json.dumps(meta.to_dict(), indent=2, default=_json_default), encoding="utf-8"
             )
-            os.replace(tmp, final)
-        except BaseException:
-            for p in tmp.glob("*"):
-                p.unlink()
-            tmp.rmdir()
-            raise
         ref = ArtifactRef(task=task, version=version, path=final)
         if promote:
             self.promote(task, version)
@@ -419,19 +429,11 @@ class ModelRegistry:
                 "n_tickets": int(len(tickets)) if tickets is not None else 0, "source": source,
                 "saved_at": datetime.now(UTC).isoformat(), "path": str(folder)}
         if not (folder / TRAINING_META).is_file():
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{digest}."))
-            try:
+            with _staged_folder(folder) as tmp:
                 _to_parquet(log.df, tmp / "events.parquet")
                 if tickets is not None:
                     _to_parquet(tickets, tmp / "tickets.parquet")
                 (tmp / TRAINING_META).write_text(json.dumps(info, indent=2, default=_json_default), encoding="utf-8")
-                os.replace(tmp, folder)
-            except BaseException:
-                for p in tmp.glob("*"):
-                    p.unlink()
-                tmp.rmdir()
-                raise
         _atomic_write_text(self.root / TRAINING_DATA_DIR / LIVE_FILE, json.dumps(info, default=_json_default))
         return info
 

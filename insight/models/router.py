@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from insight.errors import InvalidInput
 from insight.models.team_history import TeamHistory, fit_stack, stack_scores
-from insight.models.values import key_values, number_value, text_value, texts_of
+from insight.models.values import key_values, number_value, text_value, texts_of, ticket_tfidf
 
 logger = logging.getLogger(__name__)
 
@@ -305,13 +305,11 @@ class TeamRouter(BaseEstimator):
             vals = np.nan_to_num((vals - self.num_mean_) / self.num_std_)
             parts.append(sparse.csr_matrix(vals))
         if self.text:
-            texts = texts_of(X, self.text)
+            vectorizer, words = ticket_tfidf(texts_of(X, self.text), fitted=None if fit else self.tfidf_,
+                                             max_features=self.max_text_features)
             if fit:
-                self.tfidf_ = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
-                                              max_features=self.max_text_features)
-                parts.append(self.tfidf_.fit_transform(texts))
-            else:
-                parts.append(self.tfidf_.transform(texts))
+                self.tfidf_: TfidfVectorizer = vectorizer
+            parts.append(words)
         return sparse.hstack(parts).tocsr()
 
     # ---- small inputs (live triage): _design's matrix from plain dicts, without pandas and sklearn's checks.

@@ -1,4 +1,5 @@
-"""Values of a table cell as pandas spells them, read alike from a frame or from plain records (live rows).
+"""Values of a table cell as pandas spells them, read alike from a frame or from plain records (live rows), and
+the TF-IDF of ticket text the creation-time models (router, misroute) share.
 
 Training reads frames, live serving reads a few dicts: both must turn a value into the same string or number.
 """
@@ -9,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from insight.errors import InvalidInput
 
@@ -64,3 +67,13 @@ def key_values(rows: pd.DataFrame | Sequence[Mapping[str, Any]], keys: Sequence[
             out.append([None if v is pd.NA else str(v) for v in col])
         return out
     return [[text_value(r.get(k)) for r in rows] for k in keys]
+
+
+def ticket_tfidf(texts: list[str], *, fitted: TfidfVectorizer | None,
+                 max_features: int) -> tuple[TfidfVectorizer, sparse.csr_matrix]:
+    """TF-IDF of ticket texts (word 1-2 grams, sublinear): with `fitted`, its transform; else a new vectorizer fitted
+    on `texts`. Returns the vectorizer and the matrix."""
+    if fitted is not None:
+        return fitted, fitted.transform(texts)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=max_features)
+    return vectorizer, vectorizer.fit_transform(texts)

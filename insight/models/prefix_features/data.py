@@ -92,3 +92,18 @@ class PrefixMatrix:
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+class EncoderState:
+    """What PrefixEncoder's two encoding paths read from it: hyper-parameters and the fitted vocabularies."""
+
+    k: int
+    time_trend: bool
+    origin_: pd.Timestamp
+    activities_: list[str]
+    bag_activities_: list[str]
+    case_attributes_: list[str]
+    event_attributes_: list[str]
+    categories_: dict[str, list[str]]
+    numeric_: list[str]
+    feature_names_: list[str]

@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 
 from insight.eventlog.schema import ACTIVITY, CASE_ID, TIMESTAMP
-from insight.models.prefix_features.data import END, SECONDS_PER_DAY, SECONDS_PER_HOUR, PrefixSet, safe_name
+from insight.models.prefix_features.data import (
+    END,
+    SECONDS_PER_DAY,
+    SECONDS_PER_HOUR,
+    EncoderState,
+    PrefixSet,
+    safe_name,
+)
 
 
 def _first_so_far(s: pd.Series, case: pd.Series) -> pd.Series:
@@ -18,19 +25,9 @@ def _first_so_far(s: pd.Series, case: pd.Series) -> pd.Series:
     return s.where(first_present).groupby(case, sort=False).ffill()
 
 
-class PandasEncoding:
+class PandasEncoding(EncoderState):
     """PrefixEncoder's pandas path (a mixin: reads the encoder's fitted vocabularies)."""
 
-    k: int
-    time_trend: bool
-    origin_: pd.Timestamp
-    activities_: list[str]
-    bag_activities_: list[str]
-    case_attributes_: list[str]
-    event_attributes_: list[str]
-    categories_: dict[str, list[str]]
-    numeric_: list[str]
-    feature_names_: list[str]
 
     def _cat(self, s: pd.Series, cats: list[str]) -> pd.Series:
         v = s.astype("string")

@@ -20,6 +20,7 @@ from insight.models.prefix_features.data import (
     SECONDS_PER_DAY,
     SECONDS_PER_HOUR,
     EncodedPrefixes,
+    EncoderState,
     PrefixMatrix,
     PrefixSet,
     safe_name,
@@ -65,19 +66,9 @@ def _calendar(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return weekday, hour, minute
 
 
-class SmallInputEncoding:
+class SmallInputEncoding(EncoderState):
     """PrefixEncoder's small-input path (a mixin: reads the encoder's fitted vocabularies)."""
 
-    k: int
-    time_trend: bool
-    origin_: pd.Timestamp
-    activities_: list[str]
-    bag_activities_: list[str]
-    case_attributes_: list[str]
-    event_attributes_: list[str]
-    categories_: dict[str, list[str]]
-    numeric_: list[str]
-    feature_names_: list[str]
 
     def _attr_columns(self) -> list[str]:
         return list(dict.fromkeys([*self.event_attributes_, *self.case_attributes_]))
