@@ -19,7 +19,8 @@ Measures.
   compact forms); precision is caught values of the kind over the placeholders of that kind in the output (a
   distractor turned into `[PHONE]` counts against phone precision).
 - cost: tickets per second through `redact_text` (all rules and the model), best of 3, and the same without the name
-  model (baseline); the model's load time once.
+  model (baseline); CPU time per ticket, also for a whole column (`redact_series`, the model reads it in batches);
+  the model's load time once.
 
 Run: nice -n 10 .venv/bin/python bench/privacy.py  (DESKPILOT_BENCH_TICKETS=2000 by default)
 """
@@ -351,6 +352,12 @@ def main() -> None:
     cpu0 = time.process_time()
     rules_only()
     cpu_rules = time.process_time() - cpu0
+    import pandas as pd
+
+    column = pd.Series(texts, dtype=object)
+    cpu0 = time.process_time()
+    privacy.redact_series(column)
+    cpu_column = time.process_time() - cpu0
     words = sum(len(x.split()) for x in texts) / len(texts)
     res.add("redact_text (rules + spaCy sm)", data, "tickets/s, best of 3", N_TICKETS / secs_full,
             N_TICKETS / secs_rules, goal="baseline: without the model")
@@ -358,6 +365,8 @@ def main() -> None:
             1000 * secs_rules / N_TICKETS)
     res.add("redact_text (rules + spaCy sm)", data, "CPU ms per ticket", 1000 * cpu_full / N_TICKETS,
             1000 * cpu_rules / N_TICKETS)
+    res.add("redact_series (a column: ingest, training data)", data, "CPU ms per ticket", 1000 * cpu_column / N_TICKETS,
+            1000 * cpu_full / N_TICKETS, goal="baseline: one ticket at a time")
     res.add("name model load", "en_core_web_sm 3.8.0 (ner only)", "seconds, once per process", load_s)
     res.extra_env["mean_words_per_ticket"] = round(words, 1)
     import importlib.metadata as md

@@ -19,6 +19,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -188,6 +189,7 @@ _NAME_TRIGGER = re.compile(
 _END = {"greeting": re.compile(r"[ \t]*(?:[,!:\r\n]|$)"), "closing": re.compile(r"[ \t]*(?:[\r\n,.!]|$)"),
         "intro": re.compile(r"[ \t]*(?:[,.!;:\r\n]|$|and\b|from\b)")}
 _ner_lock = threading.Lock()
+_NER_BATCH = 64
 
 
 def _name_after(text: str, pos: int, *, lower_ok: bool) -> tuple[int, int] | None:
@@ -250,21 +252,37 @@ def name_model() -> object:
     return module.load(exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
 
 
-def _ner_name_spans(text: str) -> list[tuple[int, int]]:
-    if len(text.split()) < NER_MIN_WORDS or not any(ch.isupper() for ch in text):
-        return []
-    nlp = name_model()
-    with _ner_lock:  # one pipeline shared by the request threads
-        doc = nlp(text)  # type: ignore[operator]
+def _wants_model(text: str) -> bool:
+    return len(text.split()) >= NER_MIN_WORDS and any(ch.isupper() for ch in text)
+
+
+def _person_spans(doc: Any) -> list[tuple[int, int]]:
     return [(e.start_char, e.end_char) for e in doc.ents
             if e.label_ == "PERSON" and not any(ch.isdigit() for ch in e.text)
             and e.text.lower() not in _NOT_NAME_PHRASES
             and not all(w.lower().strip(".,") in _NOT_NAMES or _HONORIFIC_WORD.fullmatch(w) for w in e.text.split())]
 
 
-def name_spans(text: str, *, model: bool = True) -> list[tuple[int, int]]:
-    """Character spans of person names in the text (context rules, then the NER model), merged and sorted."""
-    spans = _rule_name_spans(text) + (_ner_name_spans(text) if model else [])
+def _ner_name_spans(texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+    """PERSON spans of each text; texts are read in batches (several times cheaper per text than one by one)."""
+    out: list[list[tuple[int, int]]] = [[] for _ in texts]
+    todo = [i for i, t in enumerate(texts) if _wants_model(t)]
+    if not todo:
+        return out
+    nlp: Any = name_model()
+    for start in range(0, len(todo), _NER_BATCH):
+        chunk = todo[start:start + _NER_BATCH]
+        # one pipeline shared by the request threads; a long column takes the lock one batch at a time so that a
+        # ticket at the door never waits for a whole log
+        with _ner_lock:
+            docs = list(nlp.pipe([texts[i] for i in chunk], batch_size=_NER_BATCH)) if len(chunk) > 1 \
+                else [nlp(texts[chunk[0]])]
+        for i, doc in zip(chunk, docs, strict=True):
+            out[i] = _person_spans(doc)
+    return out
+
+
+def _merge_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     # a placeholder already in the text ("[EMAIL]") is never part of a name
     spans = [(a, b) for a, b in spans if "[" not in text[a:b] and "]" not in text[a:b]]
     merged: list[tuple[int, int]] = []
@@ -276,8 +294,12 @@ def name_spans(text: str, *, model: bool = True) -> list[tuple[int, int]]:
     return merged
 
 
-def _redact_names(text: str, counts: Counter[str]) -> str:
-    spans = name_spans(text)
+def name_spans(text: str, *, model: bool = True) -> list[tuple[int, int]]:
+    """Character spans of person names in the text (context rules, then the NER model), merged and sorted."""
+    return _merge_spans(text, _rule_name_spans(text) + (_ner_name_spans([text])[0] if model else []))
+
+
+def _replace_names(text: str, spans: list[tuple[int, int]], counts: Counter[str]) -> str:
     if not spans:
         return text
     out, last = [], 0
@@ -290,10 +312,14 @@ def _redact_names(text: str, counts: Counter[str]) -> str:
     return "".join(out)
 
 
-def _redact_one(text: str, counts: Counter[str]) -> str:
-    if _MAYBE_PII.search(text):
-        text = _redact_patterns(text, counts)
-    return _redact_names(text, counts)
+def _redact_many(texts: Sequence[str]) -> tuple[list[str], list[Counter[str]]]:
+    """Each text redacted (patterns first, then names, the model reading all texts in batches) and its counts."""
+    counts: list[Counter[str]] = [Counter() for _ in texts]
+    masked = [_redact_patterns(t, c) if _MAYBE_PII.search(t) else t for t, c in zip(texts, counts, strict=True)]
+    found = _ner_name_spans(masked)
+    out = [_replace_names(m, _merge_spans(m, _rule_name_spans(m) + f), c)
+           for m, f, c in zip(masked, found, counts, strict=True)]
+    return out, counts
 
 
 def _redact_patterns(text: str, counts: Counter[str]) -> str:
@@ -309,7 +335,7 @@ def _redact_patterns(text: str, counts: Counter[str]) -> str:
 
 def redact_text(text: str) -> str:
     """Replace emails, phones, Luhn-valid card numbers, mod-97-valid IBANs, IP addresses and names with placeholders."""
-    return _redact_one(text, Counter())
+    return _redact_many([text])[0][0]
 
 
 @dataclass
@@ -328,15 +354,13 @@ def redact_series(values: pd.Series) -> tuple[pd.Series, RedactionCounts]:
         return values, counts
     codes, uniques = pd.factorize(values)
     freq = np.bincount(codes[codes >= 0], minlength=len(uniques))
-    out_uniques = []
-    for u, n in zip(uniques, freq, strict=True):
-        local: Counter[str] = Counter()
-        r = _redact_one(str(u), local)
-        for k, v in local.items():
+    texts = [str(u) for u in uniques]
+    out_uniques, local = _redact_many(texts)
+    for u, r, c, n in zip(texts, out_uniques, local, freq, strict=True):
+        for k, v in c.items():
             counts.items[k] += v * int(n)
-        if r != str(u):
+        if r != u:
             counts.values_changed += int(n)
-        out_uniques.append(r)
     if counts.values_changed == 0:
         return values, counts
     arr = np.asarray(out_uniques, dtype=object)

@@ -114,9 +114,9 @@ def test_apply_privacy_on_log():
 def test_each_distinct_value_is_scanned_once(monkeypatch):
     import insight.eventlog.privacy as privacy
 
-    calls = []
-    real = privacy._redact_one
-    monkeypatch.setattr(privacy, "_redact_one", lambda text, counts: calls.append(text) or real(text, counts))
+    calls: list[str] = []
+    real = privacy._redact_many
+    monkeypatch.setattr(privacy, "_redact_many", lambda texts: calls.extend(texts) or real(texts))
     rng = np.random.default_rng(0)
     texts = np.array([f"agent note {i} mail u{i}@x.org" for i in range(2000)], dtype=object)
     s = pd.Series(texts[rng.integers(0, 2000, 500_000)])
@@ -220,3 +220,14 @@ def test_ingest_of_a_disco_export_leaves_no_agent_name(tmp_path):
     assert pseudo == {"column 'resource' (HMAC-SHA256)", "column 'Owner First Name' (HMAC-SHA256)"}
     assert [(f.rows, f.detail) for f in q.fixes if f.name == "redacted_column"] == [
         (1, "column 'Note': phone 1, name 1")]
+
+
+def test_a_column_is_redacted_like_each_of_its_values():
+    """Columns are read by the model in batches; the result is the same as one text at a time."""
+    texts = ["Hi Anna, my card 4111 1111 1111 1111 was declined.\nRegards,\nJan de Vries",
+             "The transfer to Peter Jansen has not arrived yet.", "ok", "Thanks, Sophie",
+             "Dear Mr. Smith, call me on +31 6 12345678", None, "The transfer to Peter Jansen has not arrived yet."]
+    out, counts = redact_series(pd.Series(texts, dtype=object))
+    assert out.tolist()[:5] == [redact_text(t) for t in texts[:5]]
+    assert pd.isna(out.iloc[5]) and out.iloc[6] == out.iloc[1]
+    assert counts.items["name"] == 6 and counts.values_changed == 5
