@@ -7,6 +7,7 @@ import re
 import traceback
 from typing import Any
 
+import anyio.lowlevel
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -283,6 +284,9 @@ class BodySizeLimit:
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
+                # A caller that only peeks (Request.is_disconnected() receives in a cancelled scope) is cancelled
+                # here, before it can take the body away from the endpoint that reads it next.
+                await anyio.lowlevel.checkpoint()
                 replayed = True
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()

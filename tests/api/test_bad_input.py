@@ -70,3 +70,40 @@ def test_one_bad_audit_row_never_drops_the_others(tmp_path) -> None:
     with Session(engine) as s:
         kept = sorted(str(a.object_id) for a in s.exec(select(AuditLog)).all())
     assert kept == ["afternul", "before"]
+
+
+def test_peeking_for_a_disconnect_does_not_take_the_body_away() -> None:
+    """routing_slot asks `is_disconnected()` before an endpoint that reads the body itself (the helpdesk adapters)."""
+    import anyio
+    from starlette.requests import Request
+
+    from api.errors import BodySizeLimit
+
+    seen: dict[str, object] = {}
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        request = Request(scope, receive)
+        seen["disconnected"] = await request.is_disconnected()
+        seen["body"] = await request.body()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    messages = [{"type": "http.request", "body": b'{"ticket": {"id": 1}}', "more_body": False}]
+
+    async def receive():  # type: ignore[no-untyped-def]
+        if messages:
+            return messages.pop(0)
+        await anyio.sleep_forever()
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/inbound/zendesk", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")]}
+
+    async def main() -> None:
+        with anyio.fail_after(5):
+            await BodySizeLimit(app, max_bytes=1024)(scope, receive, send)
+
+    anyio.run(main)
+    assert seen == {"disconnected": False, "body": b'{"ticket": {"id": 1}}'}
