@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,6 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 from api.auth import Principal, _check_role
@@ -43,6 +45,16 @@ CSRF_HEADER = "x-csrf-token"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+def _num(value: Any, digits: int = 3) -> str:
+    """A metric for people: whole numbers with thousands separators, others to `digits` decimals."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value):,}"
+    return f"{value:.{digits}f}"
+
+
+templates.env.filters["num"] = _num
 templates.env.globals["ROLE_LABELS"] = {
     "helpdesk": "Helpdesk (machine)", "agent": "Agent", "knowledge_manager": "Knowledge manager",
     "analyst": "Analyst", "admin": "Admin",
@@ -317,6 +329,13 @@ class WebRoute(APIRoute):
             except Overloaded as exc:
                 response = error_page(request, 503, exc.detail)
                 response.headers["Retry-After"] = str(exc.retry_after)
+            except PoolTimeout:
+                response = error_page(request, 503, "every database connection is busy; retry in a moment")
+                response.headers["Retry-After"] = "1"
+            except Exception as exc:  # a bug: logged like the API's, shown in the product's look
+                log.error("unhandled_error", path=request.url.path, error=f"{type(exc).__name__}: {exc}",
+                          traceback="".join(traceback.format_exception(exc)))
+                response = error_page(request, 500, f"internal error ({type(exc).__name__}); see the server log")
             _save_session(request, response)
             response.headers.setdefault("Cache-Control", "no-store")
             return response
