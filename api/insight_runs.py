@@ -322,8 +322,8 @@ def preview_upload(upload: Upload, *, mapping: dict[str, str] | None = None, sam
         if canon not in found and canon in columns:
             found[canon] = canon
     if not editable:
-        columns = [str(c) for c in log.df.columns]
-        sample = [[str(v) for v in row] for row in log.df.head(8).itertuples(index=False)]
+        prev.columns = [str(c) for c in log.df.columns]
+        prev.sample = [[str(v) for v in row] for row in log.df.head(8).itertuples(index=False)]
         found = {c: c for c in CANONICAL_COLUMNS if c in log.df.columns}
     prev.mapping = found
     prev.quality = quality

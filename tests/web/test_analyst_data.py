@@ -218,3 +218,26 @@ def test_a_failed_job_says_why(tmp_path: Path) -> None:
     assert meta.status == "failed" and "case_id" in (meta.error or "")
     with pytest.raises(NotFound, match="failed"):
         manager.data(meta.id)
+
+
+def test_parquet_and_xes_uploads_are_previewed_and_mined(tmp_path: Path) -> None:
+    import pm4py
+
+    from insight.eventlog import to_pm4py
+
+    sim = simulate(n_cases=120, seed=3)
+    write_log(sim.log, tmp_path / "log.parquet")
+    pm4py.write_xes(to_pm4py(sim.log), str(tmp_path / "log.xes"))
+    store = RunStore(tmp_path / "home")
+    manager = RunManager(store)
+    for name in ("log.parquet", "log.xes"):
+        up = store.save_upload(name, (tmp_path / name).read_bytes())
+        prev = preview_upload(up)
+        assert prev.error is None, prev.error
+        assert prev.mapping["case_id"] and prev.mapping["activity"] and prev.mapping["timestamp"]
+        assert prev.sample and prev.quality is not None
+        meta = manager.start(store.new_run(name=name, source="upload", created_by="t", mapping=prev.mapping),
+                             upload_reader(up, prev.mapping if prev.editable else {}, pseudonym_key=KEY),
+                             background=False)
+        assert meta.status == "done", meta.error
+        assert meta.n_cases == 120
