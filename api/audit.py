@@ -458,8 +458,16 @@ def _text_filter(value: str | None, field: str) -> str | None:
     return value
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    return None if value is None else (value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+def _utc(value: datetime | None, field: str) -> datetime | None:
+    """`value` in UTC (naive means UTC): SQLite compares the stored UTC text, so another zone must be converted."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"{field} {value.isoformat()} is out of range in UTC", field=field) from None
 
 
 def query_audit(
@@ -499,7 +507,7 @@ def query_audit(
         if not 100 <= status <= 599:
             raise InvalidInput(f"status must be an HTTP status between 100 and 599, got {status}", field="status")
         q = q.where(AUDIT.c.status == status)
-    since, until = _aware(since), _aware(until)
+    since, until = _utc(since, "since"), _utc(until, "until")
     if since is not None and until is not None and since >= until:
         raise InvalidInput("since must be before until", field="since")
     if since is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import event
@@ -183,6 +183,16 @@ def test_get_audit_filters_and_pages_newest_first(db_api: Api) -> None:
     assert r.status_code == 200 and r.json()["items"] == []
     r = api.client.get("/v1/audit", params={"until": future, "object_id": ids[1]}, headers=admin)
     assert len(r.json()["items"]) == 1
+    # Another zone is converted: the row written a moment ago is after "now - 1 h" told in UTC+05:00 ...
+    east = timezone(timedelta(hours=5))
+    recent = (datetime.now(east) - timedelta(hours=1)).isoformat()
+    r = api.client.get("/v1/audit", params={"since": recent, "object_id": ids[1]}, headers=admin)
+    assert len(r.json()["items"]) == 1, recent
+    # ... and before "now + 1 h" told in UTC-05:00, whose wall-clock text is hours earlier than UTC's.
+    west = timezone(timedelta(hours=-5))
+    soon = (datetime.now(west) + timedelta(hours=1)).isoformat()
+    r = api.client.get("/v1/audit", params={"until": soon, "object_id": ids[1]}, headers=admin)
+    assert len(r.json()["items"]) == 1, soon
     # A LIKE wildcard in the prefix is literal text.
     r = api.client.get("/v1/audit", params={"path_prefix": "/v1/tickets/%"}, headers=admin)
     assert r.json()["items"] == []
@@ -192,6 +202,7 @@ def test_get_audit_filters_and_pages_newest_first(db_api: Api) -> None:
     ({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"cursor": "abc"}, "cursor"),
     ({"status": 99}, "status"), ({"since": "yesterday"}, "since"),
     ({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "since"),
+    ({"since": "0001-01-01T00:00:00+05:00"}, "since"),
 ])
 def test_bad_audit_queries_are_422_naming_the_field(db_api: Api, params: dict[str, object], field: str) -> None:
     r = db_api.client.get("/v1/audit", params=params, headers=db_api.h("admin"))
