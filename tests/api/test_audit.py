@@ -18,7 +18,7 @@ from routing.models import Ticket
 from tests.api.conftest import Api, new_id, run_cli, start_api
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_api(request, tmp_path_factory, tiny_bundle) -> Iterator[Api]:
     """The app on a SQLite file (the default set-up) or on the test PostgreSQL."""
     home = tmp_path_factory.mktemp("audit")

@@ -20,7 +20,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, sim_small: Any) -> Path:
     return path
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_kill9_loses_no_acknowledged_write_nor_its_audit_row(db: str, registry: Path, tmp_path: Path,
                                                              request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("pg_schema_url") if db == "postgres" else None
