@@ -40,6 +40,7 @@ NAV = [
     NavItem("Health", "/admin/health", MODEL_READERS, "Admin"),
 ]
 HOME = {"admin": "/admin/users"}
+AUDIT_METHODS = ["POST", "PUT", "PATCH", "DELETE", "JOB", "CLI"]
 
 SessionDep = Annotated[Session, Depends(get_session)]
 AdminDep = Annotated[Principal, Depends(web_require(*ADMIN))]
@@ -228,19 +229,25 @@ def audit_page(
             raise InvalidInput(f"{field} must be a date or date-time like 2026-01-31 or 2026-01-31T14:00",
                                field=field) from None
 
-    if status and not status.isdigit():
-        raise InvalidInput("status must be an HTTP status like 403", field="status")
-    page = query_audit(session=session, who=who or None, role=role or None, method=method or None,
-                       path_prefix=path_prefix or None, status=int(status) if status else None,
-                       since=when(since, "since"), until=when(until, "until"), cursor=cursor or None, limit=limit)
     f = {"who": who, "role": role, "method": method, "path_prefix": path_prefix, "status": status, "since": since,
          "until": until}
+    try:
+        if status and not status.isdigit():
+            raise InvalidInput("status must be an HTTP status like 403", field="status")
+        page = query_audit(session=session, who=who or None, role=role or None, method=method or None,
+                           path_prefix=path_prefix or None, status=int(status) if status else None,
+                           since=when(since, "since"), until=when(until, "until"), cursor=cursor or None,
+                           limit=limit)
+    except InvalidInput as exc:  # the filters stay on the page with what is wrong
+        return render(request, "admin/audit.html", {"page": None, "f": f, "roles": ROLES, "next_url": None,
+                                                    "error": exc.message, "methods": AUDIT_METHODS},
+                      status_code=422, title="Audit log")
     from urllib.parse import urlencode
 
     next_url = "/admin/audit?" + urlencode({**{k: v for k, v in f.items() if v}, "cursor": page.next_cursor}) \
         if page.next_cursor else None
     return render(request, "admin/audit.html", {"page": page, "f": f, "roles": ROLES, "next_url": next_url,
-                                                "methods": ["POST", "PUT", "PATCH", "DELETE", "JOB", "CLI"]},
+                                                "methods": AUDIT_METHODS},
                   title="Audit log")
 
 
