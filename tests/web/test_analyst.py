@@ -191,6 +191,26 @@ def test_compare_two_periods(page, web: WebApp, run_id: str) -> None:
     screenshot(page, "analyst-compare")
 
 
+def test_mine_the_live_event_store(page, web: WebApp) -> None:
+    sign_in(page, web, "analyst")
+    page.get_by_role("button", name="Mine the live store now").click()
+    page.wait_for_url(re.compile(r"/analyst/runs/[a-z0-9]+$"))
+    assert page.get_by_text("live event store").first.is_visible()
+    page.get_by_role("link", name="Process map").wait_for(timeout=180_000)
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from routing.models import TicketEvent
+
+    with web.session() as s:  # cases with events in the store (the seeded live tickets, and any a test added)
+        live_cases = s.exec(select(func.count(func.distinct(TicketEvent.case_id)))).one()
+    assert live_cases >= len(web.tickets)
+    assert _num(page.locator(".kpis div", has_text="Cases").locator("dd").inner_text()) == live_cases
+    page.get_by_role("link", name="Process map").click()
+    page.wait_for_load_state("networkidle")
+    assert page.locator("svg.pmap a.node[data-activity='Ticket created']").count() == 1
+
+
 def test_roles_match_the_insight_api(page, web: WebApp, run_id: str) -> None:
     sign_in(page, web, "agent")
     page.goto(web.url(f"/analyst/runs/{run_id}/map"))
