@@ -64,6 +64,7 @@ DIMENSIONS = ("intent", "segment")  # case attributes filtered by their (first) 
 MASK_COLUMNS = {"team": GROUP, "channel": CHANNEL}  # filtered by "the case touched one of these"
 MAX_MASK_VALUES = 63  # one bit per value in an int64
 SAMPLE_ROWS = 2000
+STALE_JOB_S = 15 * 60  # a mining job silent this long (no step finished) is taken for dead
 RUN_ID = re.compile(r"^[a-z0-9]{6,32}$")
 MINE_STEPS = ("reading log", "encode", "process map", "variants", "bottlenecks", "handovers", "KPIs", "labels",
               "misrouting", "conformance", "alerts", "aggregates", "saving")
@@ -1075,13 +1076,15 @@ class RunManager:
         return meta
 
     def status(self, run_id: str) -> RunMeta:
-        """The run's metadata; a run left 'running' by a process that is gone is reported failed."""
+        """The run's metadata; a run left 'running' that no thread here runs and that has not reported progress for
+        `STALE_JOB_S` (another worker would have) is reported failed."""
         meta = self.store.meta(run_id)
         if meta.status in ("queued", "running"):
             t = self.threads.get(run_id)
             if t is None or not t.is_alive():
                 again = self.store.meta(run_id)  # the thread may have finished between the two reads
-                if again.status in ("queued", "running"):
+                quiet = time.time() - (self.store.run_dir(run_id) / "meta.json").stat().st_mtime
+                if again.status in ("queued", "running") and (t is not None or quiet > STALE_JOB_S):
                     again.status, again.error = "failed", "the mining job stopped (the service was restarted)"
                 return again
         return meta

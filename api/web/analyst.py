@@ -4,6 +4,7 @@ alerts) and comparisons. Handlers parse, call `api.insight_runs` (which calls th
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -45,14 +46,20 @@ SORTS = {"cost": "cost", "cases": "cases", "median": "median_s", "p90": "p90_s",
 PAGE = 50
 
 
+_CREATE = threading.Lock()  # two first requests at once must not make two managers (one would lose its jobs)
+
+
 def manager(request: Request) -> RunManager:
     """The app's run manager (created on first use from the settings' home)."""
     state = request.app.state
     m = getattr(state, "insight_runs", None)
     if m is None:
-        settings: Settings = state.settings
-        m = RunManager(RunStore(settings.home / "analyst"))
-        state.insight_runs = m
+        with _CREATE:
+            m = getattr(state, "insight_runs", None)
+            if m is None:
+                settings: Settings = state.settings
+                m = RunManager(RunStore(settings.home / "analyst"))
+                state.insight_runs = m
     return m
 
 

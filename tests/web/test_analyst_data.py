@@ -241,3 +241,19 @@ def test_parquet_and_xes_uploads_are_previewed_and_mined(tmp_path: Path) -> None
                              background=False)
         assert meta.status == "done", meta.error
         assert meta.n_cases == 120
+
+
+def test_a_job_another_worker_runs_is_not_called_dead_until_it_goes_quiet(tmp_path: Path) -> None:
+    import os
+    import time as _time
+
+    store = RunStore(tmp_path)
+    meta = store.new_run(name="elsewhere", source="upload", created_by="t")
+    meta.status, meta.step = "running", "variants"
+    store.save_meta(meta)
+    manager = RunManager(store)  # this process runs no thread for it
+    assert manager.status(meta.id).status == "running"
+    old = _time.time() - 16 * 60
+    os.utime(store.run_dir(meta.id) / "meta.json", (old, old))
+    gone = manager.status(meta.id)
+    assert gone.status == "failed" and "stopped" in (gone.error or "")
