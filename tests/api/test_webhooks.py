@@ -1,0 +1,313 @@
+"""Outbound webhooks and helpdesk write-back through the real HTTP stack, to a real local HTTP receiver.
+
+The receiver is a threaded `http.server` on loopback standing in for a subscriber and for the Zendesk / Freshdesk
+REST APIs; the service delivers from its durable outbox (api.webhooks) on its worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.settings import Settings
+from api.webhooks import sign
+from tests.api.conftest import start_api
+from tests.routing.tiny_triage import TinyBundle
+
+
+@dataclass
+class Seen:
+    """One request the receiver got."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A local HTTP server that records requests and fails the first `fail_first` of them with 500."""
+
+    fail_first: int = 0
+    delay: float = 0.0
+    seen: list[Seen] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> Receiver:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                if outer.delay:
+                    time.sleep(outer.delay)
+                outer.seen.append(Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+                                       body))
+                code = 500 if len(outer.seen) <= outer.fail_first else 200
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_POST = do_PUT = _any  # noqa: N815 - http.server's handler names
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def wait(self, n: int, timeout: float = 20.0) -> list[Seen]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.seen) < n:
+            time.sleep(0.05)
+        return list(self.seen)
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def _settings(home: Path, **kw: Any) -> Settings:
+    return Settings(home=home, webhook_allow_private=True, webhook_poll_seconds=0.1, webhook_backoff_base_seconds=0.1,
+                    webhook_backoff_cap_seconds=0.5, webhook_lease_seconds=5, **kw)
+
+
+@pytest.fixture()
+def service(tmp_path: Path, tiny_bundle: TinyBundle, receiver: Receiver) -> Iterator[tuple[Any, Any, dict[str, str]]]:
+    # A file database: the worker needs a store that outlives a request (in-memory SQLite starts no worker).
+    settings = _settings(tmp_path / "home", zendesk_url=receiver.url, zendesk_email="bot@example.com",
+                         zendesk_api_token="zd-token-123", zendesk_group_ids={"Billing L2": 901},
+                         freshdesk_url=receiver.url, freshdesk_api_key="fd-key-456")
+    app, client, keys = start_api(settings, bundle_loader=lambda s, e: tiny_bundle)
+    try:
+        yield app, client, keys
+    finally:
+        client.__exit__(None, None, None)
+
+
+def _h(keys: dict[str, str], role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {keys[role]}"}
+
+
+def _deliveries(client: Any, keys: dict[str, str], **params: Any) -> list[dict[str, Any]]:
+    r = client.get("/v1/webhooks/deliveries", params=params, headers=_h(keys, "admin"))
+    assert r.status_code == 200, r.text
+    return list(r.json())
+
+
+def test_decisions_are_signed_retried_and_keep_their_idempotency_key(service: Any, receiver: Receiver) -> None:
+    app, client, keys = service
+    receiver.fail_first = 2  # the subscriber is down for the first two attempts
+    r = client.post("/v1/webhooks", json={"url": receiver.url + "/hook", "kinds": ["decision", "retriage"]},
+                    headers=_h(keys, "admin"))
+    assert r.status_code == 201, r.text
+    secret = r.json()["secret"]
+    listed = client.get("/v1/webhooks", headers=_h(keys, "admin")).json()
+    assert "secret" not in listed[0] and secret not in json.dumps(listed)
+
+    ticket = {"ticket_id": "T-100", "subject": "Refund for a double charge", "body": "I was charged twice."}
+    assert client.post("/v1/tickets/route", json=ticket, headers=_h(keys, "helpdesk")).status_code == 201
+    assert client.post("/v1/tickets/route", json={**ticket, "body": "Charged twice, please refund"},
+                       headers=_h(keys, "helpdesk")).status_code == 201  # a new payload: a re-triage
+    seen = receiver.wait(4)
+    ok = [s for s in seen[2:]]
+    kinds = sorted(s.headers["x-deskpilot-event"] for s in ok)
+    assert kinds == ["decision", "retriage"], [s.headers for s in seen]
+    for s in seen:
+        ts, sig = s.headers["x-deskpilot-timestamp"], s.headers["x-deskpilot-signature"]
+        assert sig == sign(secret, ts, s.body)
+        assert s.headers["idempotency-key"] == s.headers["x-deskpilot-delivery"] == s.json()["id"]
+    # the two failed attempts were retries of these same deliveries, with the same keys
+    keys_seen = [s.headers["idempotency-key"] for s in seen]
+    assert len(set(keys_seen)) == 2 and len(keys_seen) == 4
+    body = next(s for s in ok if s.headers["x-deskpilot-event"] == "decision").json()
+    assert body["data"]["ticket_id"] == "T-100" and body["data"]["result"]["decision"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        log = _deliveries(client, keys, status="delivered")
+        if len(log) == 2:
+            break
+        time.sleep(0.1)
+    assert len(log) == 2
+    assert sum(d["attempts"] for d in log) == 4
+    assert all(a["status_code"] in (500, 200) for d in log for a in d["log"])
+
+
+def test_subscription_input_is_checked(service: Any) -> None:
+    _, client, keys = service
+    bad_kind = client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/x", "kinds": ["everything"]},
+                           headers=_h(keys, "admin"))
+    assert bad_kind.status_code == 422 and "kinds" in bad_kind.json()["detail"]
+    bad_scheme = client.post("/v1/webhooks", json={"url": "file:///etc/passwd", "kinds": ["decision"]},
+                             headers=_h(keys, "admin"))
+    assert bad_scheme.status_code == 422
+    not_admin = client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/x", "kinds": ["decision"]},
+                            headers=_h(keys, "helpdesk"))
+    assert not_admin.status_code == 403
+    assert client.delete("/v1/webhooks/999999", headers=_h(keys, "admin")).status_code == 404
+
+
+def test_private_targets_refused_unless_allowed(tmp_path: Path, tiny_bundle: TinyBundle) -> None:
+    settings = Settings(home=tmp_path / "h2")  # default: no private targets
+    app, client, keys = start_api(settings, bundle_loader=lambda s, e: tiny_bundle)
+    try:
+        r = client.post("/v1/webhooks", json={"url": "http://127.0.0.1:8080/x", "kinds": ["decision"]},
+                        headers=_h(keys, "admin"))
+        assert r.status_code == 422 and "private" in r.json()["detail"]
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_zendesk_ticket_is_routed_and_written_back(service: Any, receiver: Receiver) -> None:
+    _, client, keys = service
+    payload = {"ticket": {"id": 35436, "subject": "Invoice charged twice", "description": "Please refund the "
+               "second charge on my card.", "priority": "high", "via": {"channel": "email"},
+               "requester": {"name": "Anna de Vries", "email": "anna@example.com"}, "tags": ["vip"]}}
+    r = client.post("/v1/inbound/zendesk", json=payload, headers=_h(keys, "helpdesk"))
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["helpdesk"] == "zendesk" and out["external_id"] == "35436" and out["writeback"] is True
+    assert out["decision"]["ticket_id"] == "zendesk-35436"
+    seen = receiver.wait(1)
+    put = seen[0]
+    assert put.method == "PUT" and put.path == "/api/v2/tickets/35436.json"
+    user, _, token = base64.b64decode(put.headers["authorization"].split()[1]).decode().partition(":")
+    assert (user, token) == ("bot@example.com/token", "zd-token-123")
+    ticket = put.json()["ticket"]
+    assert "deskpilot" in ticket["additional_tags"]
+    assert ticket["comment"]["public"] is False and out["decision"]["result"]["decision"] in ticket["comment"]["body"]
+    # the same webhook again (Zendesk retries): the stored decision, and no second write-back
+    again = client.post("/v1/inbound/zendesk", json=payload, headers=_h(keys, "helpdesk"))
+    assert again.status_code == 200
+    time.sleep(0.5)
+    assert len(receiver.seen) == 1
+    # nothing personal is stored in clear: the requester came in as a person field
+    stored = client.get("/v1/tickets/zendesk-35436", headers=_h(keys, "helpdesk")).json()
+    assert "anna@example.com" not in json.dumps(stored) and "Anna de Vries" not in json.dumps(stored)
+
+
+def test_freshdesk_automation_webhook_is_routed_and_written_back(service: Any, receiver: Receiver) -> None:
+    _, client, keys = service
+    payload = {"freshdesk_webhook": {"ticket_id": 77, "ticket_subject": "Cannot log in",
+                                     "ticket_description": "My password reset link expired.",
+                                     "ticket_source": "Portal", "ticket_priority": "Medium"}}
+    r = client.post("/v1/inbound/freshdesk", json=payload, headers=_h(keys, "helpdesk"))
+    assert r.status_code == 201, r.text
+    seen = receiver.wait(2)
+    by_path = {s.path: s for s in seen}
+    assert set(by_path) == {"/api/v2/tickets/77", "/api/v2/tickets/77/notes"}
+    assert by_path["/api/v2/tickets/77"].method == "PUT" and "deskpilot" in by_path["/api/v2/tickets/77"].json()["tags"]
+    note = by_path["/api/v2/tickets/77/notes"].json()
+    assert note["private"] is True and "deskpilot" in note["body"]
+    user = base64.b64decode(seen[0].headers["authorization"].split()[1]).decode().split(":")[0]
+    assert user == "fd-key-456"
+
+
+def test_inbound_needs_a_key_and_json(service: Any) -> None:
+    _, client, keys = service
+    assert client.post("/v1/inbound/zendesk", json={"ticket": {"id": 1, "subject": "x"}}).status_code == 401
+    r = client.post("/v1/inbound/zendesk", content=b"not json", headers={**_h(keys, "helpdesk"),
+                                                                        "Content-Type": "application/json"})
+    assert r.status_code == 422 and "JSON" in r.json()["detail"]
+    r = client.post("/v1/inbound/freshdesk", json={"ticket": {"subject": "no id"}}, headers=_h(keys, "helpdesk"))
+    assert r.status_code == 422 and "id" in r.json()["detail"]
+
+
+def test_zendesk_signature_is_checked_when_a_secret_is_set(tmp_path: Path, tiny_bundle: TinyBundle) -> None:
+    settings = _settings(tmp_path / "h3", zendesk_webhook_secret="whsec")
+    app, client, keys = start_api(settings, bundle_loader=lambda s, e: tiny_bundle)
+    try:
+        body = json.dumps({"ticket": {"id": 5, "subject": "Refund please", "description": "charged twice"}}).encode()
+        h = {**_h(keys, "helpdesk"), "Content-Type": "application/json"}
+        assert client.post("/v1/inbound/zendesk", content=body, headers=h).status_code == 401
+        ts = "2026-12-06T10:00:00Z"
+        sig = base64.b64encode(hmac.new(b"whsec", ts.encode() + body, hashlib.sha256).digest()).decode()
+        ok = client.post("/v1/inbound/zendesk", content=body, headers={
+            **h, "X-Zendesk-Webhook-Signature": sig, "X-Zendesk-Webhook-Signature-Timestamp": ts})
+        assert ok.status_code == 201, ok.text
+    finally:
+        client.__exit__(None, None, None)
+
+
+@pytest.mark.slow
+def test_kill9_with_pending_deliveries_loses_none(tmp_path: Path, sim_small: Any, receiver: Receiver,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL the server while deliveries are pending and failing: after a restart every event arrives, and any
+    repeat carries the same idempotency key."""
+    from bench.durability import ADMIN_KEY, Server, train_registry
+
+    registry = tmp_path / "registry"
+    train_registry(registry, sim=sim_small)
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(registry, home / "registry")
+    for k, v in {"DESKPILOT_WEBHOOK_ALLOW_PRIVATE": "true", "DESKPILOT_WEBHOOK_POLL_SECONDS": "0.1",
+                 "DESKPILOT_WEBHOOK_BACKOFF_BASE_SECONDS": "0.2", "DESKPILOT_WEBHOOK_BACKOFF_CAP_SECONDS": "1",
+                 "DESKPILOT_WEBHOOK_LEASE_SECONDS": "2",
+                 "DESKPILOT_WEBHOOK_MAX_ATTEMPTS": "100000"}.items():  # this test is about kill -9, not giving up
+        monkeypatch.setenv(k, v)
+    receiver.fail_first = 10**6  # down until we say so
+    server = Server(home, None, home / "serve.log")
+    server.start()
+    h = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    try:
+        r = httpx.post(f"{server.url}/v1/webhooks", json={"url": receiver.url + "/hook", "kinds": ["decision"]},
+                       headers=h, timeout=30)
+        assert r.status_code == 201, r.text
+        acked = []
+        for i in range(20):
+            t = {"ticket_id": f"K-{i}", "subject": f"Refund request {i}", "body": "I was charged twice, refund."}
+            rr = httpx.post(f"{server.url}/v1/tickets/route", json=t, headers=h, timeout=30)
+            assert rr.status_code == 201, rr.text
+            acked.append(t["ticket_id"])
+        receiver.wait(5)  # some attempts are failing right now
+        server.kill()
+        receiver.fail_first = 0
+        receiver.seen.clear()
+        server.start()
+        deadline = time.monotonic() + 60
+        got: dict[str, set[str]] = {}
+        while time.monotonic() < deadline:
+            got = {}
+            for s in list(receiver.seen):
+                got.setdefault(s.json()["data"]["ticket_id"], set()).add(s.headers["idempotency-key"])
+            if set(got) >= set(acked):
+                break
+            time.sleep(0.2)
+        assert set(got) >= set(acked), sorted(set(acked) - set(got))
+        assert all(len(keys) == 1 for keys in got.values()), got  # a repeat is the same delivery, same key
+    finally:
+        server.stop()
