@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from api.auth import Principal, set_audit_object
 from api.deps import get_kb_index, get_session, kb_retriever
+from api.limits import heavy
 from api.views.assist import GAP_READERS, _read_for_gaps
 from api.views.kb import READERS, WRITERS
 from api.web.core import NavItem, flash, redirect, render, web_require, web_router
@@ -344,7 +345,8 @@ def _gap_topic(request: Request, topic: str) -> Any:
 
 
 @router.get("/gaps")
-def gaps_page(request: Request, principal: GapReader) -> Response:
+def gaps_page(request: Request, principal: GapReader,
+              _slot: Annotated[None, Depends(heavy("knowledge gaps"))]) -> Response:
     """Topics the knowledge base does not answer, ranked by the support hours they cost, and each article's effect
     on resolution time (the same computation as GET /v1/insights/gaps)."""
     gaps = _compute_gaps(request, refresh=request.query_params.get("refresh") == "1")
