@@ -62,3 +62,15 @@ def test_the_app_refuses_a_second_database(tmp_path):
     settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'b.db'}")
     with pytest.raises(HomeDatabaseMismatch):
         start_api(settings, bundle_loader=lambda s, e: None)
+
+
+def test_a_postgres_database_keeps_its_home_and_a_sqlite_one_is_refused(tmp_path, pg_schema_url):
+    pg = create_engine(pg_schema_url)
+    try:
+        me = bind_home(engine=pg, home=tmp_path)
+        assert "test_" in json.loads((tmp_path / "database.json").read_text())["database"]
+        assert bind_home(engine=pg, home=tmp_path).id == me.id
+    finally:
+        pg.dispose()
+    with pytest.raises(HomeDatabaseMismatch, match="postgresql"):
+        bind_home(engine=_engine(tmp_path / "a.db"), home=tmp_path)
