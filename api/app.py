@@ -348,6 +348,12 @@ def create_app(
         from api.webhooks import start_worker
 
         app.state.webhooks = start_worker(engine, settings)  # the durable outbox's delivery thread
+        from api.live_insight import LiveInsight, LiveScheduler
+
+        app.state.live_insight = LiveInsight(engine, settings)
+        live_schedule = (LiveScheduler(app.state.live_insight, settings.live_insight_seconds).start()
+                         if settings.live_insight_seconds > 0 and engine.url.database not in (None, "", ":memory:")
+                         else None)
         try:
             # Background jobs (retraining) run in this task group; shutting down cancels them and waits for them.
             async with anyio.create_task_group() as tasks:
@@ -362,6 +368,8 @@ def create_app(
         finally:
             if getattr(app.state, "webhooks", None) is not None:
                 app.state.webhooks.close()
+            if live_schedule is not None:
+                live_schedule.close()
             app.state.audit_writer.close()
             heavy_pool.shutdown(wait=False, cancel_futures=True)
             if app.state.kb_index is not None and hasattr(app.state.kb_index, "close"):

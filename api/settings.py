@@ -244,6 +244,10 @@ class Settings(BaseSettings):
     web_secure_cookies: bool = Field(
         default=False, description="Send the web session cookie over HTTPS only (set it when served behind TLS).",
     )
+    live_insight_seconds: float = Field(
+        default=300.0, ge=0, description="How often the service mines its own event store when new events were "
+        "stored (0: only on demand, POST /v1/insights/live/refresh).",
+    )
     # --- outbound webhooks and helpdesk write-back (api.webhooks; docs/WEBHOOKS.md) ---
     webhooks_enabled: bool = Field(
         default=True, description="Run the webhook worker in this process (fan-out and delivery of the outbox).",

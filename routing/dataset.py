@@ -192,3 +192,42 @@ def training_data(
     if "intent" in tickets.columns:
         summary.intent_labels = int(tickets["intent"].notna().sum())
     return TrainingData(log=log, tickets=tickets, team_labels=corrected_teams, summary=summary)
+
+
+class LiveLogReader:
+    """The live log, read incrementally: each `read` fetches only the events stored since the previous one.
+
+    Ticket attributes and agents' corrections are read whole each time (they change in place); the event rows,
+    the bulk of the store, are append-only, so the reader keeps them and asks for rows past the last id it saw.
+    """
+
+    def __init__(self, *, pseudonym_key: str | None = None) -> None:
+        self.pseudonym_key = pseudonym_key
+        self.last_id = 0
+        self._events = pd.DataFrame(columns=["_id", CASE_ID, ACTIVITY, TIMESTAMP, RESOURCE, GROUP, CHANNEL])
+
+    @property
+    def n_events(self) -> int:
+        """Events held so far."""
+        return len(self._events)
+
+    def read(self, session: Session) -> tuple[EventLog | None, int]:
+        """The live log as of now, and how many events were new since the previous read."""
+        ev: Table = TicketEvent.__table__  # type: ignore[attr-defined]
+        stmt = sa_select(ev.c.id, ev.c.case_id, ev.c.activity, ev.c.timestamp, ev.c.resource, ev.c.group,
+                         ev.c.channel).where(ev.c.id > self.last_id).order_by(ev.c.id)
+        rows = session.connection().execute(stmt).all()
+        if rows:
+            new = pd.DataFrame([tuple(r) for r in rows],
+                               columns=["_id", CASE_ID, ACTIVITY, TIMESTAMP, RESOURCE, GROUP, CHANNEL])
+            new[TIMESTAMP] = pd.to_datetime(new[TIMESTAMP], utc=True)  # SQLite returns naive UTC
+            self._events = new if self._events.empty else pd.concat([self._events, new], ignore_index=True)
+            self.last_id = int(new["_id"].max())
+        if self._events.empty:
+            return None, 0
+        events = self._events.sort_values([CASE_ID, TIMESTAMP, "_id"], kind="stable").drop(columns="_id")
+        corrected_intents, _ = _latest_corrections(session)
+        tickets = _store_tickets(session, corrected_intents)
+        if tickets.empty:
+            return None, len(rows)
+        return _live_log(events.reset_index(drop=True), tickets, self.pseudonym_key), len(rows)

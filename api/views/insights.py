@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 
 from api.auth import Principal, require
@@ -46,6 +46,37 @@ def latest(
 ) -> dict[str, Any]:
     """The whole latest report."""
     return _load(settings)
+
+
+@router.get("/live")
+async def live(
+    request: Request,
+    principal: Annotated[Principal, Depends(require(*READERS))],
+) -> dict[str, Any]:
+    """The report mined from the service's own event store (refreshed on a schedule and by POST .../refresh);
+    an empty report until events are stored."""
+    from api.live_insight import empty_report
+
+    live_insight = getattr(request.app.state, "live_insight", None)
+    return live_insight.report() if live_insight is not None else empty_report()
+
+
+@router.post("/live/refresh")
+def refresh_live(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("analyst"))],
+) -> dict[str, Any]:
+    """Mine the live event store now (only the events stored since the last refresh are read) and answer what
+    the refresh did; the report is then at GET /v1/insights/live."""
+    from dataclasses import asdict
+
+    from api.live_insight import LiveInsight
+
+    live_insight = getattr(request.app.state, "live_insight", None)
+    if live_insight is None:
+        live_insight = request.app.state.live_insight = LiveInsight(request.app.state.engine,
+                                                                    request.app.state.settings)
+    return asdict(live_insight.refresh(force=True))
 
 
 @router.get("/sections")
