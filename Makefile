@@ -41,7 +41,7 @@ browser:
 test: lint typecheck pytest
 
 # Each writes bench/results/<name>.json; the README's benchmark tables are then regenerated from those files.
-BENCHES := ingest simulate mining retrieval retrieval_signals predictors_intent misroute loop service overload kb_import
+BENCHES := ingest simulate mining retrieval retrieval_signals predictors_intent misroute loop service overload kb_import live_insight
 PREDICTOR_PARTS := prefix router
 
 bench: $(STAMP)
