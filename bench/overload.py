@@ -113,6 +113,25 @@ async def overload(url: str, key: str, tickets: list[dict[str, Any]], rate: floa
     return out
 
 
+def server_quantile(metrics_text: str, route: str, status: str, q: float) -> float:
+    """Upper bucket bound (ms) below which a fraction `q` of the server's own timings of `route` / `status` fall
+    (from its Prometheus histogram: the time inside the server, without the client's or the network's)."""
+    buckets: list[tuple[float, float]] = []
+    for line in metrics_text.splitlines():
+        if line.startswith("deskpilot_request_duration_seconds_bucket{") and f'route="{route}"' in line \
+                and f'status="{status}"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return float("nan")
+    total = buckets[-1][1]
+    for bound, count in buckets:
+        if count >= q * total:
+            return bound * 1000.0
+    return float("inf")
+
+
 def main() -> None:
     """Run the benchmark and write bench/results/overload.json."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,6 +183,14 @@ def main() -> None:
             res.add(task, data, f"other: {kind}", count)
         res.add(task, data, "/healthz p99 ms", _pct(out.health, 99), goal="< 100 ms")
         res.add(task, data, "/healthz failures", out.health_failed, goal="0")
+        import httpx
+
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+        for status in ("201", "503"):
+            res.add(task, data, f"server-side p99 ms, route {status} (histogram bucket bound)",
+                    server_quantile(text, "/v1/tickets/route", status, 0.99))
+        res.add(task, data, "server-side p99 ms, /healthz (histogram bucket bound)",
+                server_quantile(text, "/healthz", "200", 0.99))
         time.sleep(args.settle_seconds)
         rss_after = rss_mib(proc.pid)
         res.add("server memory", data, "RSS MiB before the load", rss_start)

@@ -472,6 +472,113 @@ def int8_rows(res: Results, args: argparse.Namespace, tickets: list[dict[str, An
             (_pct(lat, 50) - _pct(bare_open, 50)) / _pct(bare_open, 50), goal="< 0.30")
 
 
+async def _trivial_loop(url: str, keys: dict[str, str], ticket_id: str, seconds: float,
+                       rate: float = 4.0) -> dict[str, list[float]]:
+    """Trivial requests at `rate` req/s each, open loop: GET /healthz, GET /v1/tickets/{id}, a route call of a new
+    ticket. Latencies by kind (a failed request counts as the timeout, so a miss cannot hide)."""
+    import httpx
+
+    out: dict[str, list[float]] = {"GET /healthz": [], "GET /v1/tickets/{id}": [], "POST /v1/tickets/route": []}
+    new = iter(_tickets(int(rate * seconds) + 5))
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        t0 = time.perf_counter()
+
+        async def one(kind: str) -> None:
+            s = time.perf_counter()
+            try:
+                if kind == "GET /healthz":
+                    r = await client.get("/healthz")
+                elif kind == "GET /v1/tickets/{id}":
+                    r = await client.get(f"/v1/tickets/{ticket_id}", headers={"Authorization": f"Bearer {keys['agent']}"})
+                else:
+                    r = await client.post("/v1/tickets/route", json=next(new),
+                                          headers={"Authorization": f"Bearer {keys['helpdesk']}"})
+                ok = r.status_code in (200, 201)
+            except httpx.HTTPError:
+                ok = False
+            out[kind].append(time.perf_counter() - s if ok else 30.0)
+
+        tasks = []
+        i = 0
+        while time.perf_counter() - t0 < seconds:
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.extend(asyncio.create_task(one(k)) for k in out)
+            i += 1
+        await asyncio.gather(*tasks)
+    return out
+
+
+async def _heavy_loop(url: str, keys: dict[str, str], routed: list[str], stop: asyncio.Event,
+                      clients: int = 3) -> dict[str, int]:
+    """Heavy requests back-to-back from `clients` clients until `stop`: a published article of the largest size the
+    hub accepts, an import of 500 articles, the knowledge-gap report and assist. Counts answers by kind and status."""
+    import httpx
+
+    from insight.simulate import simulate
+
+    t = simulate(n_cases=600, seed=5).tickets
+    texts = [f"{r.subject}. {r.body}" for r in t.itertuples()]
+    big = " ".join(texts)[:50_000]
+    run = uuid.uuid4().hex[:6]
+    counts: dict[str, int] = {}
+    km = {"Authorization": f"Bearer {keys['knowledge_manager']}"}
+    kinds = ["big article", "import 500", "gaps", "assist"]
+
+    async def worker(w: int) -> None:
+        n = w
+        async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+            while not stop.is_set():
+                kind = kinds[n % len(kinds)]
+                n += 1
+                try:
+                    if kind == "big article":
+                        r = await client.post("/v1/kb/articles", headers=km, json={
+                            "title": f"Long article {run}-{n}", "body": big, "status": "published"})
+                    elif kind == "import 500":
+                        r = await client.post("/v1/kb/import", headers=km, json={"articles": [
+                            {"title": f"Imported {run}-{n}-{i}", "body": texts[i % len(texts)] * 3,
+                             "status": "published"} for i in range(500)]})
+                    elif kind == "gaps":
+                        r = await client.get("/v1/insights/gaps",
+                                             headers={"Authorization": f"Bearer {keys['analyst']}"})
+                    else:
+                        r = await client.get(f"/v1/tickets/{routed[n % len(routed)]}/assist",
+                                             headers={"Authorization": f"Bearer {keys['agent']}"})
+                    key = f"{kind} {r.status_code}"
+                except httpx.HTTPError as exc:
+                    key = f"{kind} {type(exc).__name__}"
+                counts[key] = counts.get(key, 0) + 1
+
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    return counts
+
+
+def heavy_rows(res: Results, url: str, keys: dict[str, str], routed: list[str], data: str, seconds: float) -> None:
+    """p99 of trivial requests alone, then with heavy requests running beside them (the same trivial load)."""
+    print(f"trivial requests alone for {seconds:g} s, then beside heavy ones ...", flush=True)
+    alone = asyncio.run(_trivial_loop(url, keys, routed[0], seconds))
+
+    async def beside() -> tuple[dict[str, list[float]], dict[str, int]]:
+        stop = asyncio.Event()
+        heavy = asyncio.create_task(_heavy_loop(url, keys, routed, stop))
+        await asyncio.sleep(3.0)  # the heavy requests are under way
+        trivial = await _trivial_loop(url, keys, routed[0], seconds)
+        stop.set()
+        return trivial, await heavy
+
+    with_heavy, counts = asyncio.run(beside())
+    for kind in alone:
+        res.add(f"{kind} beside heavy requests", data, "p99 ms", _pct(with_heavy[kind], 99),
+                baseline=_pct(alone[kind], 99), goal="< 200 ms")
+        res.add(f"{kind} beside heavy requests", data, "max ms", 1000 * max(with_heavy[kind], default=float("nan")),
+                goal="< 1000 ms")
+        res.add(f"{kind} alone", data, "p99 ms", _pct(alone[kind], 99))
+    for key, n in sorted(counts.items()):
+        res.add("heavy requests beside", data, f"answers: {key}", n)
+
+
 def _make_key(home: Path, role: str) -> str:
     """A fresh API key of `role` in the SQLite database of `home`."""
     from sqlmodel import Session, SQLModel
@@ -488,6 +595,33 @@ def _make_key(home: Path, role: str) -> str:
     return secret
 
 
+def only_heavy(model: str, args: argparse.Namespace) -> None:
+    """Only the trivial-beside-heavy phases, on a server of their own; rows go to bench/results/service_heavy.json."""
+    HOME.mkdir(parents=True, exist_ok=True)
+    if model == "real":
+        ensure_trained(HOME)
+    label = "production triage" if model == "real" else "tf-idf stand-in"
+    res = Results("service_heavy", extra_env={"model": label, "seconds": args.heavy_seconds,
+                                              "server": "uvicorn, 1 worker, SQLite WAL", "load": os.getloadavg()})
+    keys = {role: _make_key(HOME, role) for role in ("helpdesk", "agent", "knowledge_manager", "analyst")}
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--model", model, "--port", str(port)],
+                            env={**os.environ, "DESKPILOT_HOME": str(HOME)})
+    try:
+        _wait_ready(url, proc)
+        routed = _tickets(40)
+        asyncio.run(_closed_loop(url, keys["helpdesk"], routed, 4, 30.0))  # warm-up, and tickets to read back
+        heavy_rows(res, url, keys, [t["ticket_id"] for t in routed], f"sim tickets, {label}", args.heavy_seconds)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    res.write()
+
+
 def main() -> None:
     """Run the benchmark and write bench/results/service.json."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -502,12 +636,19 @@ def main() -> None:
                     help="requests of the sequential phase (the same tickets are timed through the bare model)")
     ap.add_argument("--no-int8", action="store_true",
                     help="skip the second configuration (models trained and served with int8 embeddings)")
+    ap.add_argument("--heavy-seconds", type=float, default=30.0,
+                    help="length of each trivial-request phase (alone, then beside heavy requests); 0 skips it")
+    ap.add_argument("--only-heavy", action="store_true",
+                    help="only the trivial-beside-heavy phases (writes bench/results/service_heavy.json)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     model = args.model if args.model != "auto" else ("real" if triage_available() else "tfidf")
     if args.serve:
         serve(model, Path(os.environ.get("DESKPILOT_HOME", str(HOME))), args.port)
+        return
+    if args.only_heavy:
+        only_heavy(model, args)
         return
 
     HOME.mkdir(parents=True, exist_ok=True)
@@ -610,6 +751,10 @@ def main() -> None:
             res.add("assist @ 10 req/s", data, "p50 ms", _pct(alat, 50))
             res.add("assist @ 10 req/s", data, "p99 ms", _pct(alat, 99))
             res.add("assist @ 10 req/s", data, "errors", aerr)
+        if args.heavy_seconds > 0:
+            keys = {"helpdesk": key, "agent": agent_key, "knowledge_manager": _make_key(HOME, "knowledge_manager"),
+                    "analyst": _make_key(HOME, "analyst")}
+            heavy_rows(res, url, keys, [t["ticket_id"] for t in open_t], data, args.heavy_seconds)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
