@@ -51,6 +51,11 @@ class DataQualityReport:
     cases_out: int = 0
     fixes: list[QualityFix] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # what the source looks like (insight.eventlog.readers.detect.detect_source) and what reading it better needs
+    source_kind: str = ""
+    suggestions: dict[str, str] = field(default_factory=dict)
+    # input pitfalls a reader of the mined report must know (label rewrites, placeholder activities, ...)
+    notices: list[str] = field(default_factory=list)
 
     def add(self, name: str, rows: int, detail: str = "") -> None:
         """Record a fix (zero counts are kept too, so the report shows each rule ran)."""
@@ -69,6 +74,9 @@ class DataQualityReport:
             "cases_out": self.cases_out,
             "fixes": [{"name": f.name, "rows": f.rows, "detail": f.detail} for f in self.fixes],
             "warnings": list(self.warnings),
+            "source_kind": self.source_kind,
+            "suggestions": dict(self.suggestions),
+            "notices": list(self.notices),
         }
 
 

@@ -5,9 +5,10 @@ Definitions (per case, then averaged over the cases of a group):
 * **throughput**: last event time minus first event time.
 * **handling time (AHT)**: with `start`/`complete` lifecycle pairs, the sum of start -> complete durations.
   With complete timestamps only, no log records when work began, so we use the honest proxy "time between two
-  consecutive events done by the same agent" (resource, else team): work that continued without a handover.
-  It overstates handling when an agent parks a case and misses the work behind a case's first event;
-  `handling_basis` in the result says which definition was used.
+  consecutive events done by the same agent": work that continued without a handover. It overstates handling
+  when an agent parks a case and misses the work behind a case's first event. A status-change log (one agent's
+  events typically more than a shift apart) or a log naming only teams records no work at all: handling time
+  is then "not measurable" (NaN, never a misleading number). `handling_basis` says which definition was used.
 * **wait time**: throughput minus handling time.
 * **transfers**: changes of team between consecutive events that have a team (resource when there is no team).
 * **first contact resolution (FCR)**: the case was never transferred (zero transfers).
@@ -57,6 +58,9 @@ DEFAULT_DIMENSIONS: dict[str, str] = {
     "category": "category",
     "segment": "segment",
 }
+NOT_MEASURABLE = "not measurable"
+# Longest typical gap between one agent's consecutive events that still reads as continued work (a shift).
+MAX_WORK_GAP_S = 8 * 3600
 LINE_SUFFIX = re.compile(r"(?i)(?:^|[\s_\-/])(?:([123])(?:st|nd|rd)|l([123]))(?:\s*line)?$")
 
 
@@ -161,16 +165,24 @@ def case_kpis(
         ok = ~np.isnan(svc)
         handling = np.bincount(enc.case[ok], weights=svc[ok], minlength=nc)
         basis = "lifecycle start->complete"
-    elif actor_col is not None:
+    elif actor_col == resource_column:
         codes = enc.column(actor_col).codes
         p = follows(enc, codes)
         same = (p.src == p.dst) & (p.src >= 0)
         gap = enc.seconds(enc.ts[p.src_event[same] + 1] - enc.ts[p.src_event[same]])
-        handling = np.bincount(enc.case[p.src_event[same]], weights=gap, minlength=nc)
-        basis = f"gaps between consecutive events by the same {actor_col}"
+        # Work events by one agent follow each other within a shift; when the typical gap is longer, the events
+        # are status changes hours or days apart and their gaps are waiting, not handling.
+        if same.any() and float(np.median(gap)) <= MAX_WORK_GAP_S:
+            handling = np.bincount(enc.case[p.src_event[same]], weights=gap, minlength=nc)
+            basis = f"gaps between consecutive events by the same {actor_col}"
+        else:
+            handling = np.full(nc, np.nan)
+            basis = (f"{NOT_MEASURABLE}: no lifecycle start/complete pairs, and consecutive events by the same "
+                     f"agent are typically more than a shift apart (status changes, not work records)")
     else:
         handling = np.full(nc, np.nan)
-        basis = "unknown (no lifecycle pairs, resource or team)"
+        basis = (f"{NOT_MEASURABLE}: no lifecycle start/complete pairs and no per-agent work events"
+                 + (f" (only the team, {actor_col!r}, is recorded)" if actor_col else ""))
     hand_col = team_column if enc.has(team_column) else (resource_column if enc.has(resource_column) else None)
     transfers = changes_per_case(enc, enc.column(hand_col).codes).astype(np.float64) if hand_col else None
 
@@ -308,6 +320,8 @@ def compute_kpis(
         notes.append("support lines unknown (no lines mapping, no 2nd/3rd team suffix): escalation not computed")
     if ck.transfers is None:
         notes.append("no team or resource column: transfers and FCR not computed")
+    if ck.handling_basis.startswith(NOT_MEASURABLE):
+        notes.append(f"handling time (AHT) {ck.handling_basis}; waiting time is not split from it either")
     dims = dict(DEFAULT_DIMENSIONS if dimensions is None else dimensions)
     by_dim: dict[str, list[KpiRow]] = {}
     for name, col in dims.items():

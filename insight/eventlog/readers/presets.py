@@ -73,6 +73,21 @@ PRESETS: dict[str, Preset] = {
         identifier_columns=("caller_id", "opened_by", "sys_created_by", "sys_updated_by", "resolved_by"),
         description="UCI 498 ServiceNow incident log (IBM subset): '?' is missing, day-first dates.",
     ),
+    # Ticket exports are one row per ticket (its latest status), not event logs: mined as a snapshot.
+    "zendesk_export": Preset(
+        mapping={"Id": CASE_ID, "Status": ACTIVITY, "Updated at": TIMESTAMP, "Group": GROUP, "Assignee": RESOURCE,
+                 "Via": CHANNEL},
+        extra_timestamps=("Created at", "Solved at", "Assigned at", "Initially assigned at"),
+        identifier_columns=("Requester", "Requester id", "Requester email", "Submitter"),
+        description="Zendesk ticket CSV export (one row per ticket: latest status, group, assignee, via).",
+    ),
+    "freshdesk_export": Preset(
+        mapping={"Ticket ID": CASE_ID, "Status": ACTIVITY, "Last update time": TIMESTAMP, "Group": GROUP,
+                 "Agent": RESOURCE, "Source": CHANNEL},
+        extra_timestamps=("Created time", "Resolved time", "Closed time"),
+        identifier_columns=("Full name", "Contact ID", "Email"),
+        description="Freshdesk ticket CSV export (one row per ticket: latest status, group, agent, source).",
+    ),
     "tax2017": Preset(
         mapping={"CaseID": CASE_ID, "ActivityID": ACTIVITY, "CompleteTimestamp": TIMESTAMP},
         description="Tax et al. 2017 preprocessed CSVs (integer activity ids).",

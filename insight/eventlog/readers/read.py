@@ -13,7 +13,7 @@ from insight.errors import InvalidEventLog
 from insight.eventlog.cleaning import TimestampPolicy
 from insight.eventlog.readers.columns import drop_canonical_copies, infer_types, resolve_mapping
 from insight.eventlog.readers.csv_file import read_csv
-from insight.eventlog.readers.detect import detect_format
+from insight.eventlog.readers.detect import detect_format, detect_source, review_source
 from insight.eventlog.readers.parquet import read_parquet
 from insight.eventlog.readers.presets import PRESETS, Preset
 from insight.eventlog.readers.raw import RawTable, log_name
@@ -51,9 +51,11 @@ def canonicalize(
     frame = frame.rename(used)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
+        guess = detect_source(list(raw.frame.columns))
+        hint = f"; it looks like a {guess.kind} source: use --preset {guess.preset}" if guess.preset else ""
         raise InvalidEventLog(
             f"missing required column(s) {missing}; the file has {raw.frame.columns} "
-            "(pass a mapping like {'Ticket': 'case_id'} or a preset)",
+            "(pass a mapping like {'Ticket': 'case_id'} or a preset)" + hint,
             file=str(path), column=missing[0],
         )
     if preset and preset.activity_from:
@@ -136,6 +138,7 @@ def read_log(
     drop_canonical_copies(log)
     if pre and pre.drop_cases:
         _drop_known_cases(log, pre)
+    review_source(log, path=p, fmt=fmt, preset=preset)
     return log
 
 
