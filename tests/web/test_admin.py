@@ -125,6 +125,8 @@ def test_retrain_shows_the_gates_verdict_then_rollback(page, web: WebApp) -> Non
         page.goto(web.url("/admin/models"))
         box = page.locator("details", has=page.locator("summary", has_text="router —"))
         box.locator("summary").click()
+        # The challenger never went live when the gate rejected it: roll back to a chosen stored version.
+        box.get_by_label("Roll back to").select_option(index=1)
         box.get_by_label("Reason").fill("web test rollback")
         box.get_by_role("button", name="Roll back router").click()
         page.wait_for_load_state("networkidle")

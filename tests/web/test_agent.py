@@ -49,6 +49,7 @@ def test_claim_and_release_from_the_queue(page, web: WebApp) -> None:
     first.get_by_role("button", name=f"Claim {tid}").click()
     first.get_by_text("Claimed by you").wait_for()  # swapped in place by htmx
     page.get_by_label("Claimed").select_option("mine")
+    page.wait_for_url("**claimed=mine**")  # htmx pushes the filtered URL once the results are swapped in
     page.wait_for_load_state("networkidle")
     assert page.locator("#queue tbody tr td:first-child a").all_inner_texts() == [tid]
     # Someone else sees the claim and cannot take it over.
