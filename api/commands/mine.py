@@ -25,17 +25,17 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def load_journey(path: Path) -> Any:
-    """A declared journey from JSON: {"steps": [...], "optional": [...]} or a simulator truth.json."""
+    """A designed journey from JSON or YAML (docs/JOURNEYS.md), or the journey inside a simulator truth.json."""
     from insight.mining.conformance import IntendedJourney
 
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return IntendedJourney.from_file(path)
     data = _read_json(path, "journey")
     # The simulator's truth.json carries the designed journey as ordered steps with an `optional` flag.
     if isinstance(data, dict) and "deviations" in data and isinstance(data["deviations"], dict):
         data = data["deviations"].get("intended_journey", data)
     if isinstance(data, list):
-        steps = [str(s["activity"]) if isinstance(s, dict) else str(s) for s in data]
-        optional = [str(s["activity"]) for s in data if isinstance(s, dict) and s.get("optional")]
-        return IntendedJourney(steps=steps, optional=optional, source=f"declared journey ({path.name})")
+        data = {"steps": data}
     if isinstance(data, dict):
         j = IntendedJourney.from_dict(data)
         if j.source == "declared":
@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
         mapping: Annotated[Path | None, typer.Option("--mapping", help="JSON file {source column: canonical}.")] = None,
         map_: Annotated[list[str] | None, typer.Option("--map", help="SOURCE=CANONICAL, repeatable.")] = None,
         journey: Annotated[
-            Path | None, typer.Option(help="Intended journey JSON ({'steps': [...], 'optional': [...]}) or truth.json.")
+            Path | None,
+            typer.Option(help="Designed journey, JSON or YAML (docs/JOURNEYS.md): steps, optional, allowed_anywhere."),
         ] = None,
         model: Annotated[Path | None, typer.Option(help="Intended process as a BPMN or PNML file.")] = None,
         lines: Annotated[Path | None, typer.Option(help="JSON {team: support line 1/2/3}.")] = None,

@@ -44,28 +44,77 @@ class IntendedJourney:
             raise InvalidInput("intended journey needs at least one step", field="steps")
         unknown = [s for s in self.optional if s not in self.steps]
         if unknown:
-            raise InvalidInput(f"optional steps {unknown} are not in the journey's steps", field="optional")
+            raise InvalidInput(
+                f"optional steps {unknown} are not in the journey's steps: an optional step needs its place in "
+                "'steps'; mark it there with {step: NAME, optional: true}, or list it under 'allowed_anywhere' "
+                "when it may happen at any point", field="optional")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> IntendedJourney:
-        """Build from {"steps": [...], "optional": [...], "allowed_anywhere": [...]}."""
+        """Build from {"steps": [...], "optional": [...], "allowed_anywhere": [...]} (see docs/JOURNEYS.md).
+
+        A step is a name, or {"step": name, "optional": true} to mark it skippable where it stands (no need to
+        repeat it under "optional"); "optional" may still list step names.
+        """
+        if not isinstance(d, dict):
+            raise InvalidInput("a journey is a mapping with 'steps' (see docs/JOURNEYS.md)", field="journey")
         if "steps" not in d:
             raise InvalidInput("journey definition lacks 'steps'", field="steps")
+        if not isinstance(d["steps"], list):
+            raise InvalidInput("journey 'steps' must be a list of step names", field="steps")
+        steps: list[str] = []
+        optional: list[str] = [str(s) for s in d.get("optional") or []]
+        for k, item in enumerate(d["steps"]):
+            if isinstance(item, dict):
+                name = item.get("step", item.get("activity", item.get("name")))
+                if name is None:
+                    raise InvalidInput(f"journey step {k + 1} has no 'step' name", field=f"steps[{k}]")
+                steps.append(str(name))
+                if item.get("optional") and str(name) not in optional:
+                    optional.append(str(name))
+            else:
+                steps.append(str(item))
         return cls(
-            steps=[str(s) for s in d["steps"]],
-            optional=[str(s) for s in d.get("optional", [])],
-            allowed_anywhere=[str(s) for s in d.get("allowed_anywhere", [])],
-            source=str(d.get("source", "declared")),
+            steps=steps,
+            optional=optional,
+            allowed_anywhere=[str(s) for s in d.get("allowed_anywhere") or []],
+            source=str(d.get("name", d.get("source", "declared"))),
         )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> IntendedJourney:
+        """Read a declared journey from a JSON or YAML file (YAML when the name ends in .yaml / .yml)."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise InvalidInput(f"cannot read journey file {p}: {exc}", field="journey") from exc
+        if p.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:  # pragma: no cover - pyyaml ships with the environment
+                raise InvalidInput(f"journey file {p} is YAML but pyyaml is not installed; use JSON",
+                                   field="journey") from None
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise InvalidInput(f"cannot read journey file {p}: {exc}", field="journey") from exc
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"cannot read journey file {p}: {exc}", field="journey") from exc
+        if isinstance(data, list):
+            data = {"steps": data}
+        j = cls.from_dict(data)
+        if j.source == "declared":
+            j.source = f"declared journey ({p.name})"
+        return j
 
     @classmethod
     def from_json(cls, path: str | Path) -> IntendedJourney:
         """Read a declared journey from a JSON file."""
-        p = Path(path)
-        try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InvalidInput(f"cannot read journey file {p}: {exc}", field="journey") from exc
+        return cls.from_file(path)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -363,3 +412,197 @@ def _pm4py_conformance(
     fit = [float(r.get("trace_fitness", 0.0)) for r in res]
     empty: list[list[str]] = [[] for _ in seqs]
     return fit, empty, [[] for _ in seqs], [[] for _ in seqs], "pm4py_token_replay"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The three journeys of Customer Journey Mining 2.0 side by side: designed, in the data, experienced.
+
+# columns carrying what customers reported (compared lower-case, letters and digits only; substring match)
+SCORE_NAMES = ("csat", "satisfaction", "survey", "nps", "customereffort", "effortscore", "ces", "rating",
+               "feedbackscore")
+# columns naming the customer who contacted support, best first (exact match after normalising)
+CUSTOMER_NAMES = ("customer", "customerid", "requester", "requesterid", "callerid", "caller", "contact",
+                  "contactid", "client", "clientid", "customeremail", "requesteremail", "account", "accountid")
+# columns naming what the contact was about, best first: a repeat contact is about the same thing
+TOPIC_NAMES = ("intent", "contactreason", "reason", "category", "product", "topic", "issue", "issuetype",
+               "tickettype", "type")
+_WORD_SCORES = {"good": 1.0, "bad": 0.0, "satisfied": 1.0, "unsatisfied": 0.0, "dissatisfied": 0.0,
+                "yes": 1.0, "no": 0.0}
+
+
+def _norm_col(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+@dataclass
+class PathExperience:
+    """One path (or the designed journey) with how customers experienced it."""
+
+    activities: list[str]
+    cases: int
+    share: float
+    score_mean: float | None = None
+    score_cases: int = 0
+    repeat_rate: float | None = None
+    repeat_cases: int = 0
+
+
+@dataclass
+class StepExperience:
+    """One step with how customers experienced the cases that went through it."""
+
+    activity: str
+    cases: int
+    score_mean: float | None = None
+    score_cases: int = 0
+    repeat_rate: float | None = None
+
+
+@dataclass
+class JourneyComparison:
+    """Designed journey, the journey in the data and the experienced one (score or repeat contact per path/step)."""
+
+    designed: PathExperience | None
+    designed_source: str | None
+    in_data: PathExperience | None
+    paths: list[PathExperience]
+    steps: list[StepExperience]
+    experience: str  # "score", "repeat_contact" or "none"
+    experience_basis: str
+    finished_cases: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "designed": asdict(self.designed) if self.designed else None,
+            "designed_source": self.designed_source,
+            "in_data": asdict(self.in_data) if self.in_data else None,
+            "paths": [asdict(p) for p in self.paths],
+            "steps": [asdict(s) for s in self.steps],
+            "experience": self.experience,
+            "experience_basis": self.experience_basis,
+            "finished_cases": self.finished_cases,
+        }
+
+
+def find_score_column(df: pd.DataFrame) -> str | None:
+    """A CSAT / survey / effort column, by name, holding numbers (or good/bad words) on some rows."""
+    for col in df.columns:
+        n = _norm_col(col)
+        if any(k in n for k in SCORE_NAMES) and _scores(df[col]).notna().any():
+            return str(col)
+    return None
+
+
+def find_customer_column(df: pd.DataFrame) -> str | None:
+    """The column naming the customer / requester / caller, by name."""
+    normed = {_norm_col(c): str(c) for c in df.columns}
+    return next((normed[n] for n in CUSTOMER_NAMES if n in normed), None)
+
+
+def find_topic_column(df: pd.DataFrame) -> str | None:
+    """The column naming what a contact was about (intent, contact reason, category, product ...), by name."""
+    normed = {_norm_col(c): str(c) for c in df.columns}
+    return next((normed[n] for n in TOPIC_NAMES if n in normed), None)
+
+
+def _scores(col: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(col):
+        return col.astype(float)
+    text = col.astype("string").str.strip().str.lower()
+    num = pd.to_numeric(text, errors="coerce")
+    return num.fillna(text.map(_WORD_SCORES).astype(float))
+
+
+def compare_journeys(
+    log: EventLog,
+    *,
+    enc: EncodedLog | None = None,
+    journey: IntendedJourney | None = None,
+    finished: np.ndarray | None = None,
+    case_fitness: pd.Series | None = None,
+    repeat_days: float = 7.0,
+    min_cases: int = 20,
+    top: int = 10,
+) -> JourneyComparison:
+    """The three journeys side by side, on finished cases: the designed one (cases that follow it exactly), the
+    most frequent path in the data, and the experienced one: mean CSAT / survey / effort score per path and step
+    when the log carries one, else the share of cases whose customer came back within `repeat_days`."""
+    e = enc if enc is not None else encode(log)
+    vcode, seqs, _ = case_variants(e)
+    keep = np.ones(e.n_cases, dtype=bool) if finished is None else np.asarray(finished, dtype=bool)
+    case_ids = np.asarray(e.case_labels, dtype=object)
+    df = log.df
+    per_case_key = df["case_id"].astype(str)
+    score_col = find_score_column(df)
+    cust_col = None if score_col else find_customer_column(df)
+    value = np.full(e.n_cases, np.nan)
+    if score_col is not None:
+        sc = _scores(df[score_col]).groupby(per_case_key, sort=False).mean()
+        value = sc.reindex(pd.Index(case_ids.astype(str))).to_numpy(dtype=float)
+        kind = "score"
+        basis = (f"mean of {score_col!r} per case (customer-reported; {int(np.isfinite(value).sum()):,} cases "
+                 "carry a score)")
+    elif cust_col is not None:
+        topic_col = find_topic_column(df)
+        g = df.groupby(per_case_key, sort=False)
+        who = g[cust_col].first().astype("string")
+        if topic_col is not None:
+            # a business customer opens many unrelated tickets: only a contact about the same thing repeats
+            who = who + "\x1f" + g[topic_col].first().astype("string")
+        t = pd.DataFrame({"cust": who, "start": g["timestamp"].min(), "end": g["timestamp"].max()})
+        t = t.reindex(pd.Index(case_ids.astype(str)))
+        t = t.dropna(subset=["cust"]).sort_values(["cust", "start"])
+        nxt = t.groupby("cust", sort=False)["start"].shift(-1)
+        gap = (nxt - t["end"]).dt.total_seconds()
+        # a case is followed by a repeat contact when its customer comes back about the same thing within the
+        # window after it closed (a case opened while it was still open may be a separate issue of a busy account)
+        rep = (gap >= 0) & (gap <= repeat_days * 86400)
+        last_start = df["timestamp"].max() - pd.Timedelta(days=repeat_days)
+        # too recent to know whether the customer came back, unless they already did
+        rep = rep.astype(float).where((t["end"] <= last_start) | rep)
+        value = rep.reindex(pd.Index(case_ids.astype(str))).to_numpy(dtype=float)
+        kind = "repeat_contact"
+        about = f" about the same {topic_col!r}" if topic_col else ""
+        basis = (f"repeat contact: the same {cust_col!r} opened another case{about} within "
+                 f"{repeat_days:g} days of its close (derived; no CSAT / survey / effort column in the log)")
+    else:
+        kind = "none"
+        basis = ("not measured: the log has no CSAT / survey / effort column and no customer or requester column "
+                 "to derive repeat contacts from")
+    n_fin = int(keep.sum())
+
+    def exp(mask: np.ndarray, acts: list[str]) -> PathExperience:
+        m = mask & keep
+        v = value[m]
+        ok = np.isfinite(v)
+        mean = float(v[ok].mean()) if ok.any() else None
+        out = PathExperience(list(acts), int(m.sum()), int(m.sum()) / max(n_fin, 1))
+        if kind == "score":
+            out.score_mean, out.score_cases = mean, int(ok.sum())
+        elif kind == "repeat_contact":
+            out.repeat_rate, out.repeat_cases = mean, int(v[ok].sum()) if ok.any() else 0
+        return out
+
+    counts = np.bincount(vcode[keep], minlength=len(seqs)) if len(seqs) else np.zeros(0, np.int64)
+    order = [int(v) for v in np.argsort(-counts, kind="stable") if counts[v] >= min_cases][:top]
+    paths = [exp(vcode == v, list(seqs[v])) for v in order]
+    in_data = paths[0] if paths else None
+    designed = None
+    if journey is not None:
+        fits = np.zeros(e.n_cases, dtype=bool)
+        if case_fitness is not None and len(case_fitness) == e.n_cases:
+            fits = (case_fitness.to_numpy(dtype=float) >= 1.0 - 1e-9)
+        designed = exp(fits, list(journey.steps))
+    steps: list[StepExperience] = []
+    codes = e.activity.codes
+    labels = e.activity.labels
+    has = np.zeros((e.n_cases, len(labels)), dtype=bool) if len(labels) <= 200 else None
+    if has is not None and e.n_events:
+        has[e.case, codes] = True
+        for a in np.argsort(-has[keep].sum(axis=0), kind="stable")[:15]:
+            pe = exp(has[:, a], [str(labels[a])])
+            if pe.cases:
+                steps.append(StepExperience(str(labels[a]), pe.cases, pe.score_mean, pe.score_cases, pe.repeat_rate))
+    return JourneyComparison(designed, journey.source if journey else None, in_data, paths, steps, kind, basis,
+                             n_fin)

@@ -23,7 +23,13 @@ from insight.mining._core import encode
 from insight.mining.alerts import AlertConfig, AlertReport, detect_alerts
 from insight.mining.bottlenecks import DEFAULT_WAIT_PATTERN, Bottlenecks, find_bottlenecks
 from insight.mining.censoring import CensoringConfig, Extraction, detect_extraction
-from insight.mining.conformance import ConformanceResult, IntendedJourney, check_conformance
+from insight.mining.conformance import (
+    ConformanceResult,
+    IntendedJourney,
+    JourneyComparison,
+    check_conformance,
+    compare_journeys,
+)
 from insight.mining.handover import HandoverNetwork, team_handover_network
 from insight.mining.kpis import KpiTable, compute_kpis
 from insight.mining.labels import CaseLabels, LabelConfig, case_labels
@@ -45,6 +51,7 @@ STEPS = (
     "labels",
     "misrouting",
     "conformance",
+    "journeys",
     "alerts",
 )
 
@@ -69,6 +76,8 @@ class MineConfig:
     line_mapping: dict[str, int] | None = None
     render_map: bool = True
     censoring: CensoringConfig = field(default_factory=CensoringConfig)
+    # repeat contact: the same customer opens another case within this many days (when no CSAT / survey column)
+    repeat_days: float = 7.0
 
 
 @dataclass
@@ -96,6 +105,7 @@ class InsightReport:
     quality: DataQualityReport | None = None
     timings: dict[str, float] = field(default_factory=dict)
     extraction: Extraction | None = None
+    journeys: JourneyComparison | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of the whole report (per-case tables left out)."""
@@ -118,6 +128,7 @@ class InsightReport:
                 "labels": self.labels.to_dict(),
                 "misrouting": self.misrouting.to_dict(),
                 "conformance": self.conformance.to_dict() if self.conformance else None,
+                "journeys": self.journeys.to_dict() if self.journeys else None,
                 "alerts": self.alerts.to_dict(),
                 "quality": self.quality.to_dict() if self.quality else None,
                 "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
@@ -222,6 +233,13 @@ def mine(
         if cfg.conformance and (cfg.journey is not None or cfg.model_path is not None)
         else None,
     )
+    journeys = step(
+        "journeys",
+        lambda: compare_journeys(
+            log, enc=enc, journey=cfg.journey, finished=ext.finished if len(ext.finished) == enc.n_cases else None,
+            case_fitness=conf.case_fitness if conf is not None else None, repeat_days=cfg.repeat_days,
+        ),
+    )
     alerts = step("alerts", lambda: detect_alerts(log, config=alert_cfg, labels=labels, enc=enc, extraction=ext))
     if progress:
         progress("done", total, total)
@@ -247,6 +265,7 @@ def mine(
         quality=log.quality,
         timings=timings,
         extraction=ext,
+        journeys=journeys,
     )
     report.headlines = headlines(report)
     return report
@@ -319,6 +338,10 @@ def headlines(report: InsightReport) -> list[str]:
     )
     if report.extraction is not None:
         out.extend(f"Extraction: {w}" for w in report.extraction.warnings)
+    if report.quality is not None:
+        out.extend(f"Input: {n}" for n in report.quality.notices[:4])
+    if report.kpis.handling_basis.startswith("not measurable"):
+        out.append(f"Handling time (AHT): {report.kpis.handling_basis}.")
     vt = report.variants
     happy = vt.happy
     if happy is not None:
@@ -381,6 +404,8 @@ def headlines(report: InsightReport) -> list[str]:
             f"Conformance to {c.reference}: {_pct(c.fitting_share)} of cases follow it exactly, "
             f"mean fitness {c.mean_fitness:.2f}{d}{left}."
         )
+    if report.journeys is not None:
+        out.append(_journeys_headline(report.journeys))
     al = report.alerts
     if al.alerts:
         first = al.alerts[0]
@@ -398,3 +423,32 @@ def headlines(report: InsightReport) -> list[str]:
         out.append(f"Alerts: none; {al.tested:,} comparisons of the last window with the baseline found no change "
                    "beyond chance.")
     return out
+
+
+def _experience_text(p: Any, kind: str) -> str:
+    if kind == "score" and p.score_mean is not None:
+        return f"mean score {p.score_mean:.2f} over {p.score_cases:,} cases"
+    if kind == "repeat_contact" and p.repeat_rate is not None:
+        return f"{_pct(p.repeat_rate)} came back within the repeat window"
+    return "experience not measured"
+
+
+def _journeys_headline(j: JourneyComparison) -> str:
+    """Designed, in-the-data and experienced journeys in one sentence."""
+    parts = []
+    if j.designed is not None:
+        parts.append(f"designed ({j.designed_source}): followed exactly by {j.designed.cases:,} finished cases "
+                     f"({_pct(j.designed.share)}), {_experience_text(j.designed, j.experience)}")
+    else:
+        parts.append("designed: none given")
+    if j.in_data is not None:
+        parts.append(f"in the data: {_path(j.in_data.activities)} ({j.in_data.cases:,} finished cases, "
+                     f"{_pct(j.in_data.share)}), {_experience_text(j.in_data, j.experience)}")
+    if j.experience != "none" and len(j.paths) > 1:
+        key = (lambda p: p.score_mean) if j.experience == "score" else (lambda p: p.repeat_rate)
+        rated = [p for p in j.paths if key(p) is not None]
+        if rated:
+            worst = (min if j.experience == "score" else max)(rated, key=key)
+            parts.append(f"worst experienced path: {_path(worst.activities)} ({worst.cases:,} cases, "
+                         f"{_experience_text(worst, j.experience)})")
+    return f"Journeys ({j.experience_basis}): " + "; ".join(parts) + "."
