@@ -42,9 +42,9 @@ def list_queue(*, session: Session, queue_filter: QueueFilter, by: str | None = 
     """Tickets left to people matching the filter, oldest received first, with their claims and the total count."""
     f = queue_filter
     now = utcnow()
-    handled = exists().where(Feedback.ticket_id == Ticket.ticket_id,
-                             Feedback.decision_id == Ticket.current_decision_id)
-    resolved = exists().where(RouterResolution.ticket_id == Ticket.ticket_id)
+    handled = exists().where(col(Feedback.ticket_id) == col(Ticket.ticket_id),
+                             col(Feedback.decision_id) == col(Ticket.current_decision_id))
+    resolved = exists().where(col(RouterResolution.ticket_id) == col(Ticket.ticket_id))
     conds: list[Any] = [col(TriageDecision.decision).in_(list(f.decisions))]
     if f.team:
         conds.append(TriageDecision.team == f.team)
