@@ -85,7 +85,9 @@ class Extraction:
             return (f"Kaplan-Meier over {self.finished_cases:,} finished and {self.open_cases:,} open cases "
                     "(open cases censored at the cut-off)")
         if self.kind == "closed_in_window":
-            return "cases closed inside the extraction window (length-biased: see the extraction warning)"
+            left = f", {self.open_cases:,} unfinished left out" if self.open_cases else ""
+            return (f"{self.finished_cases:,} finished cases closed inside the extraction window{left} "
+                    "(length-biased: see the extraction warning)")
         if self.open_cases:
             return f"{self.finished_cases:,} finished cases ({self.open_cases:,} unfinished left out)"
         return "all cases (all finished)"

@@ -95,7 +95,7 @@ def _norm(name: str) -> str:
 
 
 def detect_source(columns: list[str], *, fmt: str = "csv", lifecycle_values: list[str] | None = None,
-                  trace_attributes: list[str] | None = None) -> SourceGuess:
+                  trace_attributes: list[str] | None = None, creator: str | None = None) -> SourceGuess:
     """The source layout (Disco export, OpenXES with lifecycle, ServiceNow, Zendesk / Freshdesk export, ...) from
     its column names (and, for XES, its lifecycle values), with the preset that reads it."""
     cols = {_norm(c) for c in columns} | {_norm(c) for c in trace_attributes or ()}
@@ -122,9 +122,10 @@ def detect_source(columns: list[str], *, fmt: str = "csv", lifecycle_values: lis
                 f"lifecycle:transition holds the source's own sub-statuses ({', '.join(sub[:4])}), "
                 "not XES transitions: join them onto the activity",
             )
-        if {"variant", "variantindex"} & cols and life <= {"complete"}:
-            return SourceGuess("disco_xes", None, "Disco XES export (variant / variant-index trace attributes, "
-                                                  "lifecycle all 'complete'): read as is")
+        disco = "disco" in (creator or "").lower() or bool({"variant", "variantindex"} & cols)
+        if disco and life <= {"complete"}:
+            return SourceGuess("disco_xes", None, "Disco XES export (creator Fluxicon Disco or variant trace "
+                                                  "attributes, lifecycle all 'complete'): read as is")
         if {"start", "complete"} <= life:
             return SourceGuess("openxes_lifecycle", None, "OpenXES with start/complete lifecycle pairs: read as is")
         return SourceGuess("xes", None, "XES with standard names")
@@ -182,7 +183,9 @@ def review_source(log: EventLog, *, path: Path, fmt: str, preset: str | None) ->
     life = (df[LIFECYCLE].dropna().astype(str).unique().tolist()[:200]
             if LIFECYCLE in df.columns else [])
     cols = source_columns(path, fmt) or [str(c) for c in df.columns]
-    guess = detect_source(cols, fmt=fmt, lifecycle_values=life, trace_attributes=list(log.case_attributes))
+    creator = str(df["creator"].iloc[0]) if "creator" in df.columns and len(df) else None
+    guess = detect_source(cols, fmt=fmt, lifecycle_values=life, trace_attributes=list(log.case_attributes),
+                          creator=creator)
     if report is None:
         return guess
     report.source_kind = guess.kind
