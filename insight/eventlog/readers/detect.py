@@ -68,8 +68,8 @@ STANDARD_TRANSITIONS = frozenset({
     "schedule", "assign", "reassign", "start", "suspend", "resume", "complete", "autoskip", "manualskip",
     "withdraw", "ate_abort", "pi_abort", "abort",
 })
-# activity labels that stand for "no value": a source's filler, not something anyone did
-_PLACEHOLDER = re.compile(r"^\s*(?:-?\d+|\?+|-+|n/?a|null|none|nan|unknown|undefined|tbd|#n/?a)\s*$", re.IGNORECASE)
+# activity labels that stand for "no value" (negative codes, "?", "N/A" ...): a source's filler, not a step
+_PLACEHOLDER = re.compile(r"^\s*(?:-\d+|\?+|-+|n/?a|null|none|nan|unknown|undefined|tbd|#n/?a)\s*$", re.IGNORECASE)
 # columns that name the team / queue a case sits with, best first (compared with columns.norm_name)
 TEAM_NAMES = (
     "group", "team", "queue", "assignmentgroup", "orggroup", "workgroup", "supportgroup", "resolvergroup",
