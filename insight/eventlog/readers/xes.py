@@ -1,9 +1,23 @@
-"""XES sources through pm4py (the one place that reads them), with a mapping on top of pm4py's names."""
+"""XES sources, streamed into the frame pm4py's `read_xes` gives, with a mapping on top of pm4py's names.
+
+lxml's `iterparse` walks the file one trace at a time (each freed once read) and compiled XPath pulls every event
+attribute of a trace out in C, so Python touches traces and events, not attribute elements. Files using XES
+features the stream leaves out (nested or list attributes, typed event attributes, dates pandas cannot read as
+ISO 8601) go through pm4py itself, so the events are always the ones pm4py reads.
+"""
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from lxml import etree
 
 from insight.errors import InvalidEventLog
 from insight.eventlog.readers.presets import Preset
@@ -12,10 +26,10 @@ from insight.eventlog.schema import ACTIVITY, PM4PY_COLUMNS, TIMESTAMP, DataQual
 
 
 def read_xes(path: Path, *, mapping: Mapping[str, str] | None, how: str, preset: Preset | None) -> EventLog:
-    """An XES(.gz) file onto the canonical columns through pm4py, with the mapping applied on top of its names."""
-    from insight.eventlog.pm4py_bridge import from_pm4py, read_xes_frame
+    """An XES(.gz) file onto the canonical columns (pm4py's frame, streamed), with the mapping on top of its names."""
+    from insight.eventlog.pm4py_bridge import from_pm4py
 
-    pm = read_xes_frame(path)
+    pm = read_xes_events(path)
     if pm.empty:
         raise InvalidEventLog("the XES log holds no events", file=str(path))
     report = DataQualityReport(source=str(path), rows_in=len(pm))
@@ -49,3 +63,189 @@ def read_xes(path: Path, *, mapping: Mapping[str, str] | None, how: str, preset:
     report.add("timestamp_missing", 0)
     case_attrs = [c for c in log.case_attributes if c in df.columns]
     return EventLog(df.reset_index(drop=True), name=log.name, case_attributes=case_attrs, quality=report)
+
+
+class _NotFlat(Exception):
+    """The file uses XES features the streaming parser leaves to pm4py (nested or list attributes, odd layouts)."""
+
+
+_ATTRIBUTE_KINDS = frozenset({"string", "date", "int", "float", "boolean", "id", "list", "container"})
+
+
+class _Kinds(dict[Any, str]):
+    """Element tag -> local name ('string', 'event', ...), whatever namespace the file uses; '' for non-tags."""
+
+    def __missing__(self, tag: Any) -> str:
+        kind = tag.rpartition("}")[2] if isinstance(tag, str) else ""
+        self[tag] = kind
+        return kind
+
+
+def _typed(kind: str, value: str | None) -> Any:
+    """An attribute's value as pm4py's importer types it (dates stay strings here and are parsed per column)."""
+    if kind in ("string", "id", "date"):
+        return value
+    if kind == "int":
+        return int(value)  # type: ignore[arg-type]
+    if kind == "float":
+        return float(value)  # type: ignore[arg-type]
+    if kind == "boolean":
+        return str(value).lower() == "true"
+    raise _NotFlat(kind)
+
+
+@dataclass
+class _Columns:
+    """Event attributes as flat key/value lists (one run per event) and trace attributes per trace."""
+
+    keys: list[Any] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+    per_event: list[int] = field(default_factory=list)
+    date_keys: set[str] = field(default_factory=set)
+    traces: list[dict[str, Any]] = field(default_factory=list)
+    trace_events: list[int] = field(default_factory=list)
+    case_dates: set[str] = field(default_factory=set)
+    kinds: _Kinds = field(default_factory=_Kinds)
+
+
+def _read_trace(trace: Any, out: _Columns) -> None:
+    kinds, keys, values, date_keys = out.kinds, out.keys, out.values, out.date_keys
+    events = 0
+    case: dict[str, Any] = {}
+    for child in trace:
+        kind = kinds[child.tag]
+        if kind == "event":
+            n = 0
+            for a in child:
+                k = kinds[a.tag]
+                if len(a):
+                    raise _NotFlat("nested event attribute")
+                if k == "string" or k == "id":
+                    keys.append(a.get("key"))
+                    values.append(a.get("value"))
+                elif k == "date":
+                    key = a.get("key")
+                    keys.append(key)
+                    values.append(a.get("value"))
+                    date_keys.add(key)
+                elif k in _ATTRIBUTE_KINDS:
+                    try:
+                        value = _typed(k, a.get("value"))
+                    except ValueError:  # pm4py leaves out a value its type cannot read
+                        continue
+                    keys.append(a.get("key"))
+                    values.append(value)
+                else:
+                    continue
+                n += 1
+            out.per_event.append(n)
+            events += 1
+        elif kind in _ATTRIBUTE_KINDS:
+            if len(child):
+                raise _NotFlat("nested trace attribute")
+            key = "case:" + str(child.get("key"))
+            try:
+                case[key] = _typed(kind, child.get("value"))
+            except ValueError:
+                continue
+            if kind == "date":
+                out.case_dates.add(key)
+    if events:  # pm4py makes rows from events only: a trace without any adds no columns
+        out.traces.append(case)
+        out.trace_events.append(events)
+
+
+def _stream(path: Path) -> _Columns:
+    """Walk the file trace by trace, freeing each one once read (memory stays bounded by the largest trace)."""
+    out = _Columns()
+    with path.open("rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    try:
+        with opener(path, "rb") as fh:
+            for _, trace in etree.iterparse(fh, events=("end",), tag="{*}trace", huge_tree=True,
+                                            remove_comments=True):
+                _read_trace(trace, out)
+                trace.clear()
+                while trace.getprevious() is not None:
+                    del trace.getparent()[0]
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InvalidEventLog(f"broken gzip file ({exc}); the file may be truncated", file=str(path)) from exc
+    except etree.XMLSyntaxError as exc:
+        raise InvalidEventLog(f"cannot parse XES: XMLSyntaxError: {exc}", file=str(path)) from exc
+    return out
+
+
+def _dates(values: pd.Series, name: str) -> pd.Series:
+    parsed = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+    if bool((parsed.isna() & values.notna()).any()):
+        raise _NotFlat(f"a {name} value pandas does not read as ISO 8601")
+    return parsed.astype("datetime64[us, UTC]")
+
+
+def parse_xes(path: Path) -> pd.DataFrame:
+    """An XES(.gz) file as the frame pm4py's `read_xes` gives (same rows, columns, order, types), streamed.
+
+    Raises `_NotFlat` for files using XES features this parser leaves to pm4py.
+    """
+    cols = _stream(path)
+    n = len(cols.per_event)
+    per_event = np.asarray(cols.per_event, dtype=np.int64)
+    event_of = np.repeat(np.arange(n, dtype=np.int64), per_event)
+    codes, uniques = pd.factorize(pd.Series(cols.keys, dtype=object), sort=False)
+    values = np.asarray(cols.values, dtype=object)
+    del cols.keys, cols.values
+    # pm4py builds one dict per event (its attributes, then the trace's as `case:*`) and lets pandas take the
+    # columns in order of first appearance; the same order comes from (first event, trace-attribute phase, position).
+    event_start = np.concatenate([[0], np.cumsum(per_event)[:-1]]) if n else np.zeros(0, np.int64)
+    order: list[tuple[int, int, int, str]] = []
+    frame: dict[str, Any] = {}
+    if len(uniques):
+        first_pos = np.full(len(uniques), -1, dtype=np.int64)
+        rev = np.arange(len(codes) - 1, -1, -1)
+        first_pos[codes[rev]] = rev
+        for c, key in enumerate(uniques):
+            p = int(first_pos[c])
+            ev = int(event_of[p])
+            order.append((ev, 0, p - int(event_start[ev]), str(key)))
+        sort = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[sort], np.arange(len(uniques) + 1))
+        for c, key in enumerate(uniques):
+            idx = sort[bounds[c]:bounds[c + 1]]
+            rows = event_of[idx]
+            if len(rows) > 1 and bool((np.diff(rows) == 0).any()):
+                raise _NotFlat(f"event attribute {key!r} given twice in one event")
+            col = np.full(n, None, dtype=object)
+            col[rows] = values[idx]
+            frame[str(key)] = col
+    trace_counts = np.asarray(cols.trace_events, dtype=np.int64)
+    trace_first = np.concatenate([[0], np.cumsum(trace_counts)[:-1]]) if len(trace_counts) else trace_counts
+    seen: dict[str, int] = {}
+    for t, case in enumerate(cols.traces):
+        for pos, key in enumerate(case):
+            if key not in seen:
+                seen[key] = t
+                order.append((int(trace_first[t]), 1, pos, key))
+    for key in seen:
+        per_trace = [case.get(key) for case in cols.traces]
+        if key in frame:
+            raise _NotFlat(f"event attribute named like trace attribute {key!r}")
+        frame[key] = np.repeat(np.asarray(per_trace + [None], dtype=object)[:-1], trace_counts)
+    df = pd.DataFrame({key: frame[key] for *_, key in sorted(order)}, index=pd.RangeIndex(n))
+    for key in df.columns:
+        if key in cols.date_keys or key in cols.case_dates:
+            df[key] = _dates(df[key], key)
+        elif df[key].dtype == object:
+            # typed trace attributes: the types pandas infers from the per-event dicts pm4py hands it
+            df[key] = pd.Series(df[key].tolist(), index=df.index)
+    return df
+
+
+def read_xes_events(path: Path) -> pd.DataFrame:
+    """The events of an XES(.gz) file exactly as pm4py's `read_xes` frames them: streamed, or by pm4py itself."""
+    try:
+        return parse_xes(path)
+    except (_NotFlat, ValueError):
+        from insight.eventlog.pm4py_bridge import read_xes_frame
+
+        return read_xes_frame(path)
