@@ -429,7 +429,7 @@ def _experience_text(p: Any, kind: str) -> str:
     if kind == "score" and p.score_mean is not None:
         return f"mean score {p.score_mean:.2f} over {p.score_cases:,} cases"
     if kind == "repeat_contact" and p.repeat_rate is not None:
-        return f"{_pct(p.repeat_rate)} came back within the repeat window"
+        return f"{_pct(p.repeat_rate)} repeat contacts"
     return "experience not measured"
 
 

@@ -193,8 +193,9 @@ def review_source(log: EventLog, *, path: Path, fmt: str, preset: str | None) ->
     if guess.preset and preset is None:
         report.suggestions["preset"] = guess.preset
         if guess.kind != "openxes_substatus_lifecycle":  # _review_lifecycle says it with the figures
+            what = PRESETS[guess.preset].description if guess.preset in PRESETS else ""
             report.notices.append(f"the columns look like the {guess.kind} layout ({guess.reason}): "
-                                  f"read it with --preset {guess.preset}")
+                                  f"read it with --preset {guess.preset}" + (f" ({what})" if what else ""))
     elif guess.preset and preset not in (None, guess.preset):
         report.notices.append(f"preset {preset} was given but the columns look like the {guess.kind} layout: "
                               f"--preset {guess.preset} may fit better")
