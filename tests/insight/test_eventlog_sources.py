@@ -204,9 +204,13 @@ def test_three_journeys_with_a_csat_column() -> None:
     assert step.score_mean == pytest.approx(2.0)
 
 
-def test_three_journeys_repeat_contact_in_mine() -> None:
+def test_three_journeys_repeat_contact_in_mine(tmp_path) -> None:
+    from insight.mining.html import write_html
+
     report = mine(_journey_log(score=False),
                   config=MineConfig(journey=IntendedJourney(steps=["Open", "Work", "Close"]), render_map=False))
+    html = write_html(report, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert 'id="journeys"' in html and "repeat contacts" in html and "Open &gt; Work &gt; Reopen" in html
     j = report.journeys
     assert j.experience == "repeat_contact" and "'customer'" in j.experience_basis
     assert "'category'" in j.experience_basis
