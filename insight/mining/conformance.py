@@ -595,14 +595,24 @@ def compare_journeys(
             fits = (case_fitness.to_numpy(dtype=float) >= 1.0 - 1e-9)
         designed = exp(fits, list(journey.steps))
     steps: list[StepExperience] = []
-    codes = e.activity.codes
-    labels = e.activity.labels
-    has = np.zeros((e.n_cases, len(labels)), dtype=bool) if len(labels) <= 200 else None
-    if has is not None and e.n_events:
-        has[e.case, codes] = True
-        for a in np.argsort(-has[keep].sum(axis=0), kind="stable")[:15]:
-            pe = exp(has[:, a], [str(labels[a])])
-            if pe.cases:
-                steps.append(StepExperience(str(labels[a]), pe.cases, pe.score_mean, pe.score_cases, pe.repeat_rate))
+    n_labels = max(len(e.activity.labels), 1)
+    ok_codes = e.activity.codes >= 0
+    # one (case, activity) pair per case that went through the step, then per-step sums over finished cases
+    pairs = np.unique(e.case[ok_codes].astype(np.int64) * n_labels + e.activity.codes[ok_codes])
+    pc, pa = pairs // n_labels, pairs % n_labels
+    w = keep[pc].astype(float)
+    through = np.bincount(pa, weights=w, minlength=n_labels)
+    fin = np.isfinite(value[pc]) & keep[pc]
+    rated = np.bincount(pa, weights=fin.astype(float), minlength=n_labels)
+    total = np.bincount(pa, weights=np.where(fin, value[pc], 0.0), minlength=n_labels)
+    for a in np.argsort(-through, kind="stable")[:15]:
+        if through[a] <= 0:
+            continue
+        mean = float(total[a] / rated[a]) if rated[a] else None
+        steps.append(StepExperience(
+            str(e.activity.labels[a]), int(through[a]),
+            score_mean=mean if kind == "score" else None, score_cases=int(rated[a]) if kind == "score" else 0,
+            repeat_rate=mean if kind == "repeat_contact" else None,
+        ))
     return JourneyComparison(designed, journey.source if journey else None, in_data, paths, steps, kind, basis,
                              n_fin)

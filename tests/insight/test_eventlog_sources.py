@@ -216,6 +216,8 @@ def test_three_journeys_repeat_contact_in_mine(tmp_path) -> None:
     assert "'category'" in j.experience_basis
     slow = next(p for p in j.paths if "Reopen" in p.activities)
     assert slow.repeat_rate == pytest.approx(1.0) and slow.repeat_cases == 20
+    reopen = next(s for s in j.steps if s.activity == "Reopen")
+    assert (reopen.cases, reopen.repeat_rate) == (20, pytest.approx(1.0))
     assert j.in_data.activities == ["Open", "Work", "Close"]
     # the designed journey is followed exactly by the fast cases and the repeat contacts themselves
     assert j.designed.cases == report.conformance.fitting_cases
