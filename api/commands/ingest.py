@@ -87,6 +87,8 @@ def register(app: typer.Typer) -> None:
         if q is not None:
             for w in q.warnings:
                 console.print(f"[yellow]warning:[/yellow] {w}")
+            for n in q.notices:
+                console.print(f"[cyan]input:[/cyan] {n}")
         if result.case_attributes:
             console.print(f"case attributes: {', '.join(result.case_attributes)}")
         if written is not None:
