@@ -9,6 +9,7 @@ private note with the reasons) by the webhook worker from the durable outbox (ap
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -167,12 +168,41 @@ async def _json_body(request: Request) -> tuple[bytes, Any]:
         raise InvalidInput(f"body is not JSON: {exc}", field="body") from exc
 
 
-def _route(request: Request, helpdesk: str, ticket: TicketIn, session: Session, thresholds: Any, bundle: Any,
-           decide: Any, metrics: Any) -> Response:
+@dataclass
+class RouteDeps:
+    """What routing an inbound ticket needs: the same dependencies as `POST /v1/tickets/route`."""
+
+    request: Request
+    session: Session
+    thresholds: Any
+    bundle: Any
+    decide: Any
+    metrics: Any
+
+
+async def route_deps(
+    request: Request,
+    session: Annotated[Session, Depends(get_session)],
+    principal: Annotated[Principal, Depends(require("helpdesk"))],
+    _slot: Annotated[None, Depends(routing_slot("routing"))],
+    thresholds: Annotated[Any, Depends(get_thresholds)],
+    bundle: Annotated[Any, Depends(get_bundle)],
+    decide: Annotated[Any, Depends(get_decide)],
+    metrics: Annotated[Any, Depends(get_metrics)],
+) -> RouteDeps:
+    """The routing dependencies (key with the helpdesk role, a routing slot, the model) in one object."""
+    return RouteDeps(request, session, thresholds, bundle, decide, metrics)
+
+
+Deps = Annotated[RouteDeps, Depends(route_deps)]
+
+
+def _route(d: RouteDeps, helpdesk: str, ticket: TicketIn) -> Response:
+    request, session, metrics = d.request, d.session, d.metrics
     settings = request.app.state.settings
     set_audit_object(request, ticket.ticket_id)
-    out = service.route(session=session, bundle=bundle, ticket_in=ticket, thresholds=thresholds, decide=decide,
-                        store_raw=settings.store_raw_text,
+    out = service.route(session=session, bundle=d.bundle, ticket_in=ticket, thresholds=d.thresholds,
+                        decide=d.decide, store_raw=settings.store_raw_text,
                         pseudonym_key=settings.pseudonym_key.get_secret_value() or None)
     if not out.replayed:
         metrics.record_decisions([(out.decision.result.decision, out.decision.trigger)])
@@ -186,28 +216,18 @@ def _route(request: Request, helpdesk: str, ticket: TicketIn, session: Session, 
                     media_type="application/json")
 
 
-Routing = Annotated[Principal, Depends(require("helpdesk"))]
-
-
 @router.post("/zendesk", response_model=InboundPublic, status_code=201, responses={
     200: {"model": InboundPublic, "description": "the same ticket and payload again: the stored decision"}},
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "description": "Zendesk ticket (`{\"ticket\": {...}}` or the ticket object)"}}}}})
 async def zendesk(
-    request: Request,
-    session: Annotated[Session, Depends(get_session)],
-    principal: Routing,
-    _slot: Annotated[None, Depends(routing_slot("routing"))],
-    thresholds: Annotated[Any, Depends(get_thresholds)],
-    bundle: Annotated[Any, Depends(get_bundle)],
-    decide: Annotated[Any, Depends(get_decide)],
-    metrics: Annotated[Any, Depends(get_metrics)],
+    deps: Deps,
     x_zendesk_webhook_signature: Annotated[str | None, Header()] = None,
     x_zendesk_webhook_signature_timestamp: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Route a ticket Zendesk just created; the decision is written back when Zendesk write-back is configured."""
-    raw, data = await _json_body(request)
-    secret = request.app.state.settings.zendesk_webhook_secret
+    raw, data = await _json_body(deps.request)
+    secret = deps.request.app.state.settings.zendesk_webhook_secret
     if secret is not None and not (
         x_zendesk_webhook_signature and x_zendesk_webhook_signature_timestamp
         and zendesk_signature_ok(secret.get_secret_value(), x_zendesk_webhook_signature_timestamp, raw,
@@ -215,26 +235,14 @@ async def zendesk(
     ):
         raise HTTPException(401, "X-Zendesk-Webhook-Signature is missing or does not match the webhook secret")
     ticket = zendesk_ticket(data)
-    return await anyio.to_thread.run_sync(_route, request, "zendesk", ticket, session, thresholds, bundle, decide,
-                                          metrics)
+    return await anyio.to_thread.run_sync(_route, deps, "zendesk", ticket)
 
 
 @router.post("/freshdesk", response_model=InboundPublic, status_code=201, responses={
     200: {"model": InboundPublic, "description": "the same ticket and payload again: the stored decision"}},
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "description": "Freshdesk ticket or automation webhook (`{\"freshdesk_webhook\": {...}}`)"}}}}})
-async def freshdesk(
-    request: Request,
-    session: Annotated[Session, Depends(get_session)],
-    principal: Routing,
-    _slot: Annotated[None, Depends(routing_slot("routing"))],
-    thresholds: Annotated[Any, Depends(get_thresholds)],
-    bundle: Annotated[Any, Depends(get_bundle)],
-    decide: Annotated[Any, Depends(get_decide)],
-    metrics: Annotated[Any, Depends(get_metrics)],
-) -> Response:
+async def freshdesk(deps: Deps) -> Response:
     """Route a ticket Freshdesk just created; the decision is written back when Freshdesk write-back is configured."""
-    _, data = await _json_body(request)
-    ticket = freshdesk_ticket(data)
-    return await anyio.to_thread.run_sync(_route, request, "freshdesk", ticket, session, thresholds, bundle,
-                                          decide, metrics)
+    _, data = await _json_body(deps.request)
+    return await anyio.to_thread.run_sync(_route, deps, "freshdesk", freshdesk_ticket(data))
