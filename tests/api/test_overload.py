@@ -93,7 +93,8 @@ def test_heavy_requests_run_in_their_own_bounded_pool_and_trivial_ones_never_wai
                                                                                   tiny_bundle: Any) -> None:
     from api.deps import get_kb_index
 
-    settings = Settings(home=tmp_path, database_url="sqlite://", heavy_threads=1)
+    # A SQLite file (one connection per thread), not the in-memory database that every thread shares.
+    settings = Settings(home=tmp_path, heavy_threads=1)
     app, client, keys = start_api(settings, bundle_loader=lambda s, e: tiny_bundle)
     index = _BlockingIndex()
     app.dependency_overrides[get_kb_index] = lambda: index
