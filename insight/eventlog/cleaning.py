@@ -62,9 +62,9 @@ def load_activity_map(path: str | Path) -> dict[str, str]:
 def _map_distinct(s: pd.Series, fn: Callable[[str], str]) -> pd.Series:
     """Apply a string function once per distinct value (labels repeat a lot) and broadcast back."""
     codes, uniques = pd.factorize(s)
-    mapped = np.asarray([fn(str(u)) for u in uniques] + [None], dtype=object)
-    out = pd.Series(mapped[np.where(codes >= 0, codes, len(uniques))], index=s.index, name=s.name)
-    return out.astype("str")
+    # a take on the mapped distinct values stays in Arrow; no per-row Python string objects
+    mapped = pd.array([fn(str(u)) for u in uniques], dtype="str")
+    return pd.Series(mapped.take(codes, allow_fill=True), index=s.index, name=s.name)
 
 
 def _normalise_label(label: str) -> str:
@@ -82,7 +82,9 @@ def _first_occurrence_mask(df: pd.DataFrame) -> np.ndarray:
         "a": pl.from_pandas(df[ACTIVITY].astype("str")),
         "t": pd.DatetimeIndex(df[TIMESTAMP]).asi8,
     })
-    shared = ~key.select(pl.struct(pl.all()).is_unique()).to_series().to_numpy()
+    # rows whose key hash repeats are the candidates (a hash collision only adds a candidate; the exact
+    # comparison below decides), which is far cheaper than hashing the string key columns as a struct
+    shared = key.hash_rows().is_duplicated().to_numpy()
     keep = np.ones(len(df), dtype=bool)
     if shared.any():
         pos = np.flatnonzero(shared)
