@@ -4,6 +4,10 @@ Every way of reading the 1M-event CSV runs the same number of times (REPEAT), in
 best of those runs, so both sides of every ratio get the same repeats. The pandas and pm4py baselines are measured
 in the same run on the same file; neither cleans anything.
 
+XES: deskpilot's streaming reader (read_log) against pm4py's read_xes (its default variant) on BPIC 2012 and
+BPIC 2014, interleaved with equal repeats (XES_REPEAT), and whether the events are identical to pm4py's on every
+public XES log. CSV: read_log + clean of the 1M-event CSV against a plain pyarrow.csv.read_csv of the same file.
+
 Run: nice -n 5 .venv/bin/python bench/ingest.py   (writes bench/results/ingest.json)
 """
 
@@ -22,6 +26,15 @@ from insight.eventlog import clean, ingest, read_log
 
 N_EVENTS = 1_000_000
 REPEAT = 3  # runs of every reader of the 1M-event CSV (the same for both sides of every ratio)
+XES_REPEAT = 2  # runs of each XES reader per log (the same for both sides)
+XES_SPEED_LOGS = ["bpic2012/BPI_Challenge_2012.xes.gz", "bpic2014/BPIC14_f_incident_activity.xes.gz"]
+XES_IDENTITY_LOGS = [
+    "helpdesk/Helpdesk.xes.gz", "bpic2012/BPI_Challenge_2012.xes.gz",
+    "bpic2013/BPI_Challenge_2013_incidents.xes.gz", "bpic2014/BPIC14_f_incident_activity.xes.gz",
+    "helpdesk/rama2021_split/train_val_Helpdesk.xes.gz", "helpdesk/rama2021_split/test_Helpdesk.xes.gz",
+    "bpic2013/rama2021_split/train_val_bpi_challenge_2013_incidents.xes.gz",
+    "bpic2013/rama2021_split/test_bpi_challenge_2013_incidents.xes.gz",
+]
 SOURCE_NAMES = {"case_id": "Case ID", "activity": "Activity", "timestamp": "Complete Timestamp",
                 "resource": "Resource", "group": "Team", "channel": "Channel"}
 
@@ -71,6 +84,70 @@ def _pandas_pyarrow_baseline(path: Path) -> pd.DataFrame:
     return df
 
 
+def _pyarrow_plain(path: Path) -> object:
+    import pyarrow.csv as pacsv
+
+    return pacsv.read_csv(path)
+
+
+def _pm4py_read_xes(path: Path) -> pd.DataFrame:
+    import pm4py
+    from pm4py.util import constants
+
+    constants.SHOW_PROGRESS_BAR = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pm4py.read_xes(str(path))
+
+
+def _same_events(ours: pd.DataFrame, theirs: pd.DataFrame) -> str:
+    try:
+        pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
+    except AssertionError as exc:
+        return "DIFFERENT: " + " ".join(str(exc).split())[:160]
+    return "identical"
+
+
+def _xes_rows(res: Results) -> None:
+    """deskpilot's XES read vs pm4py's read_xes (equal interleaved repeats) and event identity on every log."""
+    from pm4py.read import get_rustxes_backend_name
+    from pm4py.util import constants
+
+    from insight.eventlog.readers.xes import read_xes_events
+
+    res.extra_env["pm4py_read_xes_variant"] = get_rustxes_backend_name() or constants.DEFAULT_XES_PARSER
+    base = data_dir() / "process_logs"
+    frames: dict[str, pd.DataFrame] = {}
+    for rel in XES_SPEED_LOGS:
+        p = base / rel
+        if not p.is_file():
+            continue
+        timed = best_of_interleaved({"deskpilot": lambda p=p: read_log(p), "pm4py": lambda p=p: _pm4py_read_xes(p)},
+                                    repeat=XES_REPEAT)
+        t_ours, t_pm = timed["deskpilot"][0], timed["pm4py"][0]
+        frames[rel] = timed["pm4py"][1]
+        name = p.name[:28]
+        sec = f"seconds, best of {XES_REPEAT}"
+        res.add("XES read (deskpilot read_log)", name, sec, t_ours, t_pm)
+        res.add("pm4py read_xes", name, sec, t_pm)
+        res.add("XES speed-up vs pm4py read_xes", name, f"ratio of best-of-{XES_REPEAT} times", t_pm / t_ours,
+                goal=">= 5")
+        del timed
+        gc.collect()
+    for rel in XES_IDENTITY_LOGS:
+        p = base / rel
+        if not p.is_file():
+            continue
+        theirs = frames.pop(rel, None)
+        if theirs is None:
+            theirs = _pm4py_read_xes(p)
+        ours = read_xes_events(p)
+        res.add("identical events vs pm4py read_xes", p.name[:28], f"rows {len(ours)}, cols {ours.shape[1]}",
+                _same_events(ours, theirs), goal="identical")
+        del ours, theirs
+        gc.collect()
+
+
 def _pm4py_baseline(path: Path) -> pd.DataFrame:
     import pm4py
 
@@ -115,9 +192,11 @@ def main() -> None:
             "pandas": lambda: _pandas_baseline(path),
             "pyarrow": lambda: _pandas_pyarrow_baseline(path),
             "pm4py": lambda: _pm4py_baseline(path),
+            "pyarrow_plain": lambda: _pyarrow_plain(path),
         }, repeat=REPEAT)
         t_read, t_read_clean, t_full = timed["read"][0], timed["read_clean"][0], timed["full"][0]
         t_pandas, t_pyarrow, t_pm4py = timed["pandas"][0], timed["pyarrow"][0], timed["pm4py"][0]
+        t_plain = timed["pyarrow_plain"][0]
         assert timed["read_clean"][1].n_events <= n
         del timed
         sec = f"seconds, best of {REPEAT}"
@@ -133,6 +212,11 @@ def main() -> None:
         res.add("speed-up vs pandas default", label, ratio, t_pandas / t_read_clean)
         res.add("speed-up vs pandas pyarrow+fmt", label, ratio, t_pyarrow / t_read_clean)
         res.add("speed-up vs pm4py", label, ratio, t_pm4py / t_read_clean)
+        res.add("pyarrow.csv.read_csv (plain)", label, sec, t_plain)
+        res.add("read+clean vs plain pyarrow read", label, f"time ratio, best of {REPEAT}", t_read_clean / t_plain,
+                goal="<= 1.5")
+
+    _xes_rows(res)
 
     base = data_dir() / "process_logs"
     for rel, preset in REAL_LOGS:
