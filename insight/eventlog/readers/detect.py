@@ -166,7 +166,9 @@ def source_columns(path: Path, fmt: str) -> list[str]:
         return [str(n) for n in pq.read_schema(path).names]
     if fmt != "csv":
         return []
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    with path.open("rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
     with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:  # type: ignore[operator]
         line = fh.readline()
     delim = max(",;\t|", key=line.count)
