@@ -190,3 +190,18 @@ def test_bpic2014_no_team_no_work_records(bpic2014):
     assert not bpic2014.misrouting.has_groups
     assert not any(h.startswith(("Avoidable routing", "Worst first team", "Ping-pong")) for h in bpic2014.headlines)
     assert "no per-agent work events" in bpic2014.kpis.handling_basis
+
+
+def test_xes_label_pitfalls_are_named(shared_data):
+    """A preset that rewrites a Disco export's labels, and an OpenXES log read without its sub-statuses."""
+    from insight.eventlog import read_log
+
+    disco = read_log(shared_data / LOGS / "helpdesk" / "Helpdesk.xes.gz", preset="bpic2013_xes")
+    assert "Closed-complete" in disco.activities  # what the preset did ...
+    assert any("appended the lifecycle transition" in n for n in disco.quality.notices)  # ... is said
+    vinst = shared_data / LOGS / "bpic2013" / "BPI_Challenge_2013_incidents.xes.gz"
+    plain = read_log(vinst)
+    assert len(plain.activities) == 4 and plain.quality.suggestions["preset"] == "bpic2013_xes"
+    assert any("13 sub-statuses" in n for n in plain.quality.notices)
+    joined = read_log(vinst, preset="bpic2013_xes")
+    assert len(joined.activities) == 13 and not joined.quality.notices
