@@ -224,3 +224,22 @@ def test_three_journeys_repeat_contact_in_mine(tmp_path) -> None:
     assert j.designed.repeat_rate is not None and j.designed.repeat_rate < slow.repeat_rate
     assert any(h.startswith("Journeys (repeat contact") for h in report.headlines)
     assert report.to_dict()["journeys"]["experience"] == "repeat_contact"
+
+
+def test_zendesk_export_preset_and_its_satisfaction_column(tmp_path) -> None:
+    path = tmp_path / "zendesk.csv"
+    path.write_text(
+        ",".join(ZENDESK) + "\n"
+        "101,Ann,9001,Bob,Billing,Refund,solved,Mail,2024-01-05 10:22,2024-01-06 09:00,2024-01-06 09:00,Good,1,0\n"
+        "102,Carl,9002,Dee,Tech,Login,solved,Web form,2024-01-05 11:00,2024-01-05 12:00,2024-01-05 12:00,Bad,2,1\n"
+        "103,Eve,9003,Dee,Tech,Login,open,Web form,2024-01-05 11:30,2024-01-05 12:30,,Unoffered,1,0\n",
+        encoding="utf-8",
+    )
+    log = read_log(path, preset="zendesk_export")
+    assert log.quality.source_kind == "zendesk_export" and not log.quality.notices
+    assert log.df[["case_id", "activity", "group", "resource", "channel"]].iloc[0].tolist() == [
+        "101", "solved", "Billing", "Bob", "Mail"]
+    j = compare_journeys(log, min_cases=1)
+    assert j.experience == "score" and "'Satisfaction Score'" in j.experience_basis
+    solved = next(p for p in j.paths if p.activities == ["solved"])
+    assert (solved.cases, solved.score_mean, solved.score_cases) == (2, pytest.approx(0.5), 2)
