@@ -12,7 +12,7 @@ import pytest
 from insight.errors import InvalidEventLog
 from insight.eventlog import read_log
 from insight.eventlog.pm4py_bridge import read_xes_frame
-from insight.eventlog.readers.xes import _NotFlat, parse_xes, read_xes_events
+from insight.eventlog.readers.xes import _NotFlat, _NotPlain, _scan, _stream, parse_xes, read_xes_events
 
 # Trace attributes before and after the events, typed attributes (int, float, boolean, id), an int pm4py cannot
 # read, an event missing an attribute, an empty trace, an entity, offsets, 'Z' and a naive date.
@@ -72,6 +72,32 @@ def test_streamed_frame_equals_pm4py(tmp_path: Path, ns: str, gz: bool) -> None:
     assert len(ours) == 3 and "case:only_here" not in ours.columns
     assert ours["concept:name"].iloc[0] == "Open & log"
     assert ours["time:timestamp"].iloc[2] == pd.Timestamp("2020-01-02T04:30:00.123", tz="UTC")
+
+
+def test_scanner_and_lxml_stream_agree_on_escapes_and_whitespace(tmp_path: Path) -> None:
+    """Plain text goes through the scanner; references and whitespace in values read as an XML parser reads them."""
+    odd = MIXED.replace("{ns}", "").replace('value="Close"', 'value="a&#10;b &lt;c&gt; &quot;d&quot;&#x41;\tz\r\ny"')
+    (p := tmp_path / "odd.xes").write_text(odd, encoding="utf-8")
+    scanned, streamed = _scan(p), _stream(p)
+    assert scanned.values == streamed.values and scanned.keys == streamed.keys
+    assert scanned.traces == streamed.traces and scanned.per_event == streamed.per_event
+    pd.testing.assert_frame_equal(parse_xes(p), _pm4py(p), check_exact=True)
+
+
+@pytest.mark.parametrize("change", [
+    ("<event>", "<event><!-- note -->"),  # a comment among the traces
+    ('<string key="org:resource" value="ann"/>', "<string value='ann' key='org:resource'/>"),  # other quoting
+    ("</log>", "</log"),  # not well-formed at the end
+])
+def test_other_layouts_leave_the_scanner(tmp_path: Path, change: tuple[str, str]) -> None:
+    (p := tmp_path / "other.xes").write_text(MIXED.replace("{ns}", "").replace(*change), encoding="utf-8")
+    with pytest.raises(_NotPlain):
+        _scan(p)
+    if change[1] != "</log":
+        pd.testing.assert_frame_equal(parse_xes(p), _pm4py(p), check_exact=True)
+    else:
+        with pytest.raises(InvalidEventLog):
+            read_log(p)
 
 
 def test_nested_attributes_are_left_to_pm4py(tmp_path: Path) -> None:

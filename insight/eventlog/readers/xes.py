@@ -9,6 +9,7 @@ ISO 8601) go through pm4py itself, so the events are always the ones pm4py reads
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -176,6 +177,156 @@ def _stream(path: Path) -> _Columns:
     return out
 
 
+class _NotPlain(Exception):
+    """The text is not the plain layout the scanner reads (the lxml stream reads it instead)."""
+
+
+# The plain layout every public XES export uses: self-closing attributes with key before value in double quotes,
+# <event>/<trace> tags without attributes. Every '<' of the trace section must start one of these tokens, so
+# comments, CDATA, nested attributes or any other layout send the file to the lxml stream.
+_TOKEN = re.compile(
+    r'<(string|date|int|float|boolean|id)\s+key="([^"<&\t\n\r]*)"\s+value="([^"<]*)"\s*/>|<(/?)(event|trace)\s*>'
+)
+_ENTITY = re.compile(r"&(#x[0-9a-fA-F]+|#[0-9]+|lt|gt|amp|quot|apos);")
+_NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
+_CHUNK = 1 << 23  # bytes of decompressed XML scanned at a time
+
+
+def _unescape(value: str) -> str:
+    """An attribute value as an XML parser reports it: whitespace normalised, then references resolved."""
+    if "\r" in value or "\n" in value or "\t" in value:
+        value = value.replace("\r\n", " ").replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    if "&" not in value:
+        return value
+    if _ENTITY.sub("", value).count("&"):
+        raise _NotPlain("a bare '&' in a value")
+
+    def ref(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name.startswith("#x"):
+            return chr(int(name[2:], 16))
+        if name.startswith("#"):
+            return chr(int(name[1:]))
+        return _NAMED[name]
+
+    return _ENTITY.sub(ref, value)
+
+
+class _Scanner:
+    """Trace sections of plain XES text, scanned chunk by chunk with one regular expression."""
+
+    def __init__(self) -> None:
+        self.out = _Columns()
+        self.in_trace = False
+        self.in_event = False
+        self.case: dict[str, Any] = {}
+        self.events = 0
+        self.attrs = 0
+
+    def feed(self, text: str) -> None:
+        n_tokens = 0
+        out = self.out
+        keys, values, date_keys = out.keys, out.values, out.date_keys
+        for kind, key, value, close, tag in _TOKEN.findall(text):
+            n_tokens += 1
+            if kind:
+                if "&" in value or "\n" in value or "\t" in value or "\r" in value:
+                    value = _unescape(value)
+                if self.in_event:
+                    if kind == "string" or kind == "id":
+                        keys.append(key)
+                        values.append(value)
+                    elif kind == "date":
+                        keys.append(key)
+                        values.append(value)
+                        date_keys.add(key)
+                    else:
+                        try:
+                            typed = _typed(kind, value)
+                        except ValueError:  # pm4py leaves out a value its type cannot read
+                            continue
+                        keys.append(key)
+                        values.append(typed)
+                    self.attrs += 1
+                elif self.in_trace:
+                    try:
+                        self.case["case:" + key] = _typed(kind, value)
+                    except ValueError:
+                        continue
+                    if kind == "date":
+                        out.case_dates.add("case:" + key)
+                else:
+                    raise _NotPlain("an attribute between traces")
+            elif tag == "event":
+                if close:
+                    if not self.in_event:
+                        raise _NotPlain("</event> without <event>")
+                    out.per_event.append(self.attrs)
+                    self.events += 1
+                    self.in_event = False
+                else:
+                    if self.in_event or not self.in_trace:
+                        raise _NotPlain("an event outside a trace or inside an event")
+                    self.in_event, self.attrs = True, 0
+            elif close:
+                if not self.in_trace or self.in_event:
+                    raise _NotPlain("</trace> out of place")
+                if self.events:
+                    out.traces.append(self.case)
+                    out.trace_events.append(self.events)
+                self.in_trace = False
+            else:
+                if self.in_trace:
+                    raise _NotPlain("a trace inside a trace")
+                self.in_trace, self.case, self.events = True, {}, 0
+        if n_tokens != text.count("<"):
+            raise _NotPlain("markup the scanner does not read")
+
+
+def _scan(path: Path) -> _Columns:
+    """Plain XES text read in chunks cut after a </trace>; raises _NotPlain for anything else."""
+    with path.open("rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    scanner = _Scanner()
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(_CHUNK)
+            start = head.find(b"<trace")
+            decl = head[: head.find(b"?>")] if head.startswith(b"<?xml") else b""
+            if start < 0 or (b"encoding" in decl and not re.search(rb"encoding=[\"'](?i:utf-?8)[\"']", decl)):
+                raise _NotPlain("no trace in the first chunk, or not UTF-8")
+            if b"<!--" in head[start:] or b"<![CDATA[" in head[start:]:
+                raise _NotPlain("markup inside the traces")
+            buf = head[start:]
+            while True:
+                more = fh.read(_CHUNK)
+                if not more:
+                    break
+                buf += more
+                cut = buf.rfind(b"</trace>")
+                if cut < 0:
+                    continue
+                cut += len(b"</trace>")
+                scanner.feed(buf[:cut].decode("utf-8"))
+                buf = buf[cut:]
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InvalidEventLog(f"broken gzip file ({exc}); the file may be truncated", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise _NotPlain("not UTF-8") from exc
+    last = buf.rfind(b"</trace>")
+    end = last + len(b"</trace>") if last >= 0 else 0
+    if not re.fullmatch(rb"\s*</log\s*>\s*", buf[end:]):
+        raise _NotPlain("the file does not end with </trace> ... </log>")
+    try:
+        scanner.feed(buf[:end].decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _NotPlain("not UTF-8") from exc
+    if scanner.in_trace:
+        raise _NotPlain("an unclosed trace")
+    return scanner.out
+
+
 def _dates(values: pd.Series, name: str) -> pd.Series:
     parsed = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
     if bool((parsed.isna() & values.notna()).any()):
@@ -188,7 +339,10 @@ def parse_xes(path: Path) -> pd.DataFrame:
 
     Raises `_NotFlat` for files using XES features this parser leaves to pm4py.
     """
-    cols = _stream(path)
+    try:
+        cols = _scan(path)
+    except _NotPlain:
+        cols = _stream(path)
     n = len(cols.per_event)
     per_event = np.asarray(cols.per_event, dtype=np.int64)
     event_of = np.repeat(np.arange(n, dtype=np.int64), per_event)
