@@ -1,9 +1,11 @@
 """XES sources, streamed into the frame pm4py's `read_xes` gives, with a mapping on top of pm4py's names.
 
-lxml's `iterparse` walks the file one trace at a time (each freed once read) and compiled XPath pulls every event
-attribute of a trace out in C, so Python touches traces and events, not attribute elements. Files using XES
-features the stream leaves out (nested or list attributes, typed event attributes, dates pandas cannot read as
-ISO 8601) go through pm4py itself, so the events are always the ones pm4py reads.
+Three readers, tried in order, all giving the same events:
+- a scanner for the plain layout the public logs use (OpenXES, Disco): decompressed text in chunks cut after a
+  `</trace>`, one regular expression per chunk; when any '<' starts a token it does not read, the file moves on;
+- lxml's `iterparse`, one trace at a time (each freed once read), for any other well-formed layout;
+- pm4py itself for what neither reads (nested or list attributes, dates pandas cannot read as ISO 8601).
+Event attributes are gathered as flat key/value lists and made into columns once; dates are parsed per column.
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ class _NotPlain(Exception):
 _TOKEN = re.compile(
     r'<(string|date|int|float|boolean|id)\s+key="([^"<&\t\n\r]*)"\s+value="([^"<]*)"\s*/>|<(/?)(event|trace)\s*>'
 )
+_ESCAPED = re.compile(r'value="[^"]*[&\t\n\r]')
 _ENTITY = re.compile(r"&(#x[0-9a-fA-F]+|#[0-9]+|lt|gt|amp|quot|apos);")
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
 _CHUNK = 1 << 23  # bytes of decompressed XML scanned at a time
@@ -221,18 +224,20 @@ class _Scanner:
         self.in_event = False
         self.case: dict[str, Any] = {}
         self.events = 0
-        self.attrs = 0
 
     def feed(self, text: str) -> None:
-        n_tokens = 0
         out = self.out
-        keys, values, date_keys = out.keys, out.values, out.date_keys
-        for kind, key, value, close, tag in _TOKEN.findall(text):
-            n_tokens += 1
+        keys, values, date_keys, per_event = out.keys, out.values, out.date_keys, out.per_event
+        in_event, in_trace, case, events, first = self.in_event, self.in_trace, self.case, self.events, 0
+        tokens = _TOKEN.findall(text)
+        if len(tokens) != text.count("<"):
+            raise _NotPlain("markup the scanner does not read")
+        escapes = _ESCAPED.search(text) is not None  # one pass over the chunk instead of four per value
+        for kind, key, value, close, tag in tokens:
             if kind:
-                if "&" in value or "\n" in value or "\t" in value or "\r" in value:
+                if escapes and ("&" in value or "\n" in value or "\t" in value or "\r" in value):
                     value = _unescape(value)
-                if self.in_event:
+                if in_event:
                     if kind == "string" or kind == "id":
                         keys.append(key)
                         values.append(value)
@@ -247,10 +252,9 @@ class _Scanner:
                             continue
                         keys.append(key)
                         values.append(typed)
-                    self.attrs += 1
-                elif self.in_trace:
+                elif in_trace:
                     try:
-                        self.case["case:" + key] = _typed(kind, value)
+                        case["case:" + key] = _typed(kind, value)
                     except ValueError:
                         continue
                     if kind == "date":
@@ -259,28 +263,27 @@ class _Scanner:
                     raise _NotPlain("an attribute between traces")
             elif tag == "event":
                 if close:
-                    if not self.in_event:
+                    if not in_event:
                         raise _NotPlain("</event> without <event>")
-                    out.per_event.append(self.attrs)
-                    self.events += 1
-                    self.in_event = False
+                    per_event.append(len(keys) - first)
+                    events += 1
+                    in_event = False
                 else:
-                    if self.in_event or not self.in_trace:
+                    if in_event or not in_trace:
                         raise _NotPlain("an event outside a trace or inside an event")
-                    self.in_event, self.attrs = True, 0
+                    in_event, first = True, len(keys)
             elif close:
-                if not self.in_trace or self.in_event:
+                if not in_trace or in_event:
                     raise _NotPlain("</trace> out of place")
-                if self.events:
-                    out.traces.append(self.case)
-                    out.trace_events.append(self.events)
-                self.in_trace = False
+                if events:
+                    out.traces.append(case)
+                    out.trace_events.append(events)
+                in_trace = False
             else:
-                if self.in_trace:
+                if in_trace:
                     raise _NotPlain("a trace inside a trace")
-                self.in_trace, self.case, self.events = True, {}, 0
-        if n_tokens != text.count("<"):
-            raise _NotPlain("markup the scanner does not read")
+                in_trace, case, events = True, {}, 0
+        self.in_event, self.in_trace, self.case, self.events = in_event, in_trace, case, events
 
 
 def _scan(path: Path) -> _Columns:
