@@ -162,13 +162,18 @@ def allowed_methods(request: Request, *, besides: Any = None) -> str:
 
 
 def _fits(param: Any, value: str | None) -> bool:
-    """False when a path parameter takes fixed values (Literal / Enum) and `value` is none of them."""
+    """False when `value` is not a valid value of the path parameter (a fixed value missed, `deliveries` for an
+    integer id): that route does not serve this path."""
     annotation = param.field_info.annotation
     if typing.get_origin(annotation) is typing.Literal:
         return value in {str(v) for v in typing.get_args(annotation)}
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return value in {str(m.value) for m in annotation}
-    return True
+    try:
+        _, errors = param.validate(value, {}, loc=("path", param.name))
+    except Exception:  # a parameter type FastAPI cannot validate alone: count the route in
+        return True
+    return not errors
 
 
 def fixed_value_miss(request: Request, errors: list[Any]) -> str | None:
