@@ -148,7 +148,7 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
     engine = make_engine(settings.db_url)
     _import_tables()
     SQLModel.metadata.create_all(engine)
-    index = open_index(settings=settings, embedder=embedder)
+    index = open_index(settings=settings, embedder=embedder, role="cli")  # never beside a server's writes
     with Session(engine, expire_on_commit=False) as session:
         existing = {a.title for a in list_articles(session=session)}
         new = [(ArticleCreate(title=a.title, body=a.body, tags=list(a.tags), intents=list(a.intents),

@@ -195,6 +195,7 @@ def submit_review(
 ) -> Any:
     """Ask another knowledge manager to publish a draft (it is `in_review` meanwhile) or to accept `changes` to a
     published article (which keeps serving its current content until approved)."""
+    _bounded(request, ("changes.body", body.changes.body if body.changes is not None else None))
     out = review.submit(session=session, article_id=article_id, by=principal.name, note=body.note,
                         changes=body.changes)
     set_audit_object(request, f"{article_id}/review/{out.id}")

@@ -25,6 +25,7 @@ from api.web.core import NavItem, flash, redirect, render, web_require, web_rout
 from assist.gaps import knowledge_gaps
 from insight.errors import InvalidInput
 from knowledge_hub import review, service
+from knowledge_hub.index import check_body_length
 from knowledge_hub.models import ArticleCreate, ArticleStatus, ArticleUpdate
 
 router = web_router(prefix="/knowledge")
@@ -175,6 +176,7 @@ def save_edit(request: Request, article_id: int, session: SessionDep, principal:
               intents: Annotated[str, Form(max_length=2000)] = "",
               note: Annotated[str, Form(max_length=2000)] = "") -> Response:
     """Save a draft as a new version, or propose the change to a published article for review."""
+    check_body_length(body, limit=request.app.state.settings.kb_max_body_chars)
     art = service.get(session=session, article_id=article_id)
     changes = ArticleUpdate(title=title.strip(), body=body, tags=_split(tags), intents=_split(intents))
     set_audit_object(request, article_id)
