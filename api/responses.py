@@ -177,11 +177,10 @@ def _fits(param: Any, value: str | None) -> bool:
 
 
 def fixed_value_miss(request: Request, errors: list[Any]) -> str | None:
-    """The `Allow` value when a request failed only on fixed-value path segments (a Literal / Enum path parameter)
-    and other routes serve this path: `POST /articles/1/versions` hit `POST /articles/{id}/{action}` (action in
-    publish, unpublish, archive) but only `GET /articles/{id}/versions` exists there, which makes it a 405."""
-    if not errors or not all(tuple(e.get("loc", ()))[:1] == ("path",) and e.get("type") in ("literal_error", "enum")
-                             for e in errors):
+    """The `Allow` value when a request failed only on its path parameters and other routes serve this path:
+    `POST /articles/1/versions` hit `POST /articles/{id}/{action}` (action in publish, unpublish, archive) and
+    `DELETE /webhooks/deliveries` hit `DELETE /webhooks/{id}` (an integer), but only GET is served there: a 405."""
+    if not errors or not all(tuple(e.get("loc", ()))[:1] == ("path",) for e in errors):
         return None
     allow = allowed_methods(request, besides=request.scope.get("route"))
     return allow or None
