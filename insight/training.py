@@ -679,7 +679,13 @@ def ticket_texts(tickets: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Tickets in creation order and their text as the intent model reads it ("subject. body")."""
     t = tickets.sort_values("created_at", kind="stable") if "created_at" in tickets.columns else tickets
     cols = [c for c in ROUTER_TEXT if c in t.columns]
-    return t, t[cols].fillna("").astype(str).agg(". ".join, axis=1).tolist()
+    if not cols:
+        return t, [""] * len(t)
+    # Column by column: a row-wise join turns an empty frame into a frame, not a list of texts.
+    text = t[cols[0]].fillna("").astype(str)
+    for c in cols[1:]:
+        text = text + ". " + t[c].fillna("").astype(str)
+    return t, text.tolist()
 
 
 def train_memory(
