@@ -21,8 +21,8 @@ from api.auth import AuditMiddleware, AuditWriter, ensure_key
 from api.deps import TRAIN_HINT, ModelState
 from api.errors import BodySizeLimit, install_error_handlers
 from api.limits import ConcurrencyLimiter, run_heavy_in_own_pool, start_heavy_pool
-from api.responses import install_contract
 from api.metrics import LatencyMiddleware, Metrics
+from api.responses import install_contract
 from api.retrain import RetrainManager, watch_live_models
 from api.settings import Settings, get_settings
 from insight.errors import DeskpilotError, ModelNotReady

@@ -62,8 +62,14 @@ class TicketBase(SQLModel):
 class TicketIn(TicketBase):
     """A new (or updated) ticket as the helpdesk sends it (the family's Create model)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # type: ignore[assignment]  # SQLModel annotates a narrower dict type
+    # The schema states the rule of `_has_text`: a subject or a body with something besides whitespace.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"anyOf": [  # type: ignore[assignment]  # SQLModel annotates a narrower dict type
+        {"required": ["subject"], "properties": {"subject": {"pattern": r"\S"}}},
+        {"required": ["body"], "properties": {"body": {"pattern": r"\S"}}}]})
 
+    custom_fields: dict[str, str] = Field(default_factory=dict, json_schema_extra={
+        "maxProperties": MAX_CUSTOM_FIELDS, "propertyNames": {"maxLength": MAX_CUSTOM_KEY, "pattern": r"\S"},
+        "additionalProperties": {"type": "string", "maxLength": MAX_CUSTOM_VALUE}})
 
     @field_validator("custom_fields")
     @classmethod
