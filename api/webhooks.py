@@ -35,12 +35,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import httpx
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydField
 from sqlalchemy import JSON, Column, DateTime, Engine, Table, Text, UniqueConstraint, func, or_, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -49,7 +50,8 @@ from routing.models import as_utc, utcnow
 
 log = structlog.get_logger(__name__)
 
-EVENT_KINDS: tuple[str, ...] = ("decision", "retriage", "correction", "alert", "model_swap")
+EventKind = Literal["decision", "retriage", "correction", "alert", "model_swap"]
+EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 WRITEBACK_KINDS: tuple[str, ...] = ("writeback",)
 HELPDESKS: tuple[str, ...] = ("zendesk", "freshdesk")
 _SWAP_PATH = re.compile(r"^/v1/models/[^/]+/(rollback|promote)$")
@@ -143,12 +145,16 @@ DELIVERY: Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
 # --- subscriptions ---------------------------------------------------------------------------------------------
 
 
+
+
 class SubscriptionIn(BaseModel):
     """A new subscription."""
 
-    url: str
-    kinds: list[str]
-    description: str | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = PydField(min_length=8, max_length=2048, pattern=r"^https?://[^\s/?#]+")
+    kinds: list[EventKind] = PydField(min_length=1, max_length=len(EVENT_KINDS))
+    description: str | None = PydField(default=None, max_length=256)
 
 
 class SubscriptionPublic(BaseModel):
@@ -199,7 +205,7 @@ def check_url(url: str, *, allow_private: bool) -> str:
 def create_subscription(*, session: Session, sub_in: SubscriptionIn, by: str | None,
                         allow_private: bool) -> SubscriptionCreated:
     """Store a subscription and return it with its new signing secret (the only time the secret is shown)."""
-    kinds = sorted(set(sub_in.kinds))
+    kinds: list[str] = sorted(set(sub_in.kinds))
     bad = [k for k in kinds if k not in EVENT_KINDS]
     if not kinds or bad:
         raise InvalidInput(f"kinds must be a non-empty list of {', '.join(EVENT_KINDS)}; got {bad or kinds}",

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import JSON, Column, DateTime, Text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -36,6 +37,21 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?")
+
+
+def iso_only(value: Any) -> Any:
+    """Dates come as ISO 8601 text (or datetimes): a bare number is refused, not read as seconds since 1970."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError("must be an ISO 8601 date-time such as 2026-12-06T10:00:00Z, not a number")
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        raise ValueError("must be an ISO 8601 date-time such as 2026-12-06T10:00:00Z, not a number")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(iso_only)]
 
 
 def _tz_column(*, nullable: bool = False, index: bool = False) -> Any:
@@ -139,7 +155,7 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     activity: str = Field(min_length=1, max_length=MAX_LABEL)
-    timestamp: datetime | None = None
+    timestamp: IsoDateTime | None = None
     resource: str | None = Field(default=None, max_length=MAX_LABEL)
     group: str | None = Field(default=None, max_length=MAX_LABEL)
     channel: str | None = Field(default=None, max_length=MAX_LABEL)

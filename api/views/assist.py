@@ -43,7 +43,7 @@ class AssistRequest(BaseModel):
     text: str | None = Field(default=None, min_length=1, max_length=MAX_BODY)
     top_k: int = Field(default=3, ge=1, le=10)
     top_n_actions: int = Field(default=3, ge=1, le=10)
-    min_probability: float = Field(default=0.05, ge=0.0, le=1.0)
+    min_probability: float = Field(default=0.05, ge=0.0, le=1.0, strict=True)  # true/false are not numbers
     ranking: Literal["outcome", "likelihood"] = "outcome"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -12,6 +11,7 @@ from api.audit import MAX_PAGE, AuditPage, query_audit
 from api.auth import Principal, require
 from api.deps import get_session
 from api.errors import ERROR_RESPONSES
+from routing.models import IsoDateTime
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=ERROR_RESPONSES)
 
@@ -25,8 +25,8 @@ def list_audit(
     method: Annotated[str | None, Query(max_length=8, description="POST, PUT, PATCH, DELETE, JOB or CLI")] = None,
     path_prefix: Annotated[str | None, Query(max_length=512, description="the path starts with this")] = None,
     status: Annotated[int | None, Query(ge=100, le=599)] = None,
-    since: Annotated[datetime | None, Query(description="at or after (ISO 8601; no zone means UTC)")] = None,
-    until: Annotated[datetime | None, Query(description="before (ISO 8601; no zone means UTC)")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="at or after (ISO 8601; no zone means UTC)")] = None,
+    until: Annotated[IsoDateTime | None, Query(description="before (ISO 8601; no zone means UTC)")] = None,
     object_id: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     cursor: Annotated[str | None, Query(max_length=20, description="`next_cursor` of the previous page")] = None,

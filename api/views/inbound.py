@@ -8,14 +8,12 @@ private note with the reasons) by the webhook worker from the durable outbox (ap
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlmodel import Session
 
 from api.audit import set_audit_object
@@ -26,63 +24,13 @@ from api.limits import routing_slot
 from api.webhooks import zendesk_signature_ok
 from insight.errors import InvalidInput
 from routing import service
-from routing.models import DecisionPublic, TicketIn
+from routing.models import DecisionPublic, IsoDateTime, TicketIn
 
 router = APIRouter(prefix="/v1/inbound", tags=["inbound"], responses=ERROR_RESPONSES)
 
 # Freshdesk's numeric ticket sources (API v2).
 FRESHDESK_SOURCES = {1: "email", 2: "portal", 3: "phone", 7: "chat", 9: "feedback_widget", 10: "outbound_email"}
 FRESHDESK_PRIORITIES = {1: "low", 2: "medium", 3: "high", 4: "urgent"}
-
-
-class _Loose(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class ZendeskTicket(_Loose):
-    """The ticket fields Zendesk sends (ticket object of the API, or a trigger's JSON body)."""
-
-    id: int | str
-    subject: str | None = ""
-    description: str | None = ""
-    priority: str | None = None
-    tags: list[str] | str | None = None
-    via: dict[str, Any] | None = None
-    requester: dict[str, Any] | None = None
-    created_at: datetime | None = None
-
-
-class ZendeskPayload(_Loose):
-    """`{"ticket": {...}}` as Zendesk's ticket API and most trigger bodies put it."""
-
-    ticket: ZendeskTicket
-
-
-class FreshdeskTicket(_Loose):
-    """A Freshdesk ticket (API v2 shape)."""
-
-    id: int | str
-    subject: str | None = ""
-    description_text: str | None = None
-    description: str | None = None
-    source: int | str | None = None
-    priority: int | str | None = None
-    tags: list[str] | None = None
-    requester: dict[str, Any] | None = None
-    created_at: datetime | None = None
-
-
-class FreshdeskWebhook(_Loose):
-    """The placeholders of a Freshdesk automation webhook (`{"freshdesk_webhook": {"ticket_id": ...}}`)."""
-
-    ticket_id: int | str
-    ticket_subject: str | None = ""
-    ticket_description: str | None = ""
-    ticket_source: str | None = None
-    ticket_priority: str | None = None
-    ticket_tags: str | None = None
-    ticket_requester_name: str | None = None
-    ticket_requester_email: str | None = None
 
 
 class InboundPublic(BaseModel):
@@ -107,65 +55,166 @@ def _parse(model: type[BaseModel], data: Any, what: str) -> Any:
         raise InvalidInput(f"{what}: {where or 'body'}: {first.get('msg')}", field=where or "body") from exc
 
 
-def zendesk_ticket(data: Any) -> TicketIn:
-    """A Zendesk payload (`{"ticket": {...}}` or the ticket object itself) as a TicketIn."""
-    raw = data.get("ticket", data) if isinstance(data, dict) else data
-    t = _parse(ZendeskTicket, raw, "zendesk ticket")
-    tags = t.tags if isinstance(t.tags, list) else (t.tags or "").split()
-    custom = {"helpdesk": "zendesk"}
-    if tags:
-        custom["tags"] = " ".join(str(x) for x in tags)[:1000]
-    if t.requester:
+ExternalId = Annotated[int, Field(ge=0, le=2**53)] | Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,100}$")]
+Label = Annotated[str, Field(max_length=100)]
+When = IsoDateTime | None
+
+
+class _Loose(BaseModel):
+    # Vendors send many more fields than deskpilot reads; they are ignored, not refused.
+    model_config = ConfigDict(extra="ignore")
+
+
+def _text_rule(*fields: str) -> dict[str, Any]:
+    """The schema of "at least one of these fields has text" (what `_has_text` checks)."""
+    return {"anyOf": [{"required": [f], "properties": {f: {"pattern": r"\S"}}} for f in fields]}
+
+
+class Person(_Loose):
+    """The requester as the vendors describe people."""
+
+    name: str | None = Field(default=None, max_length=1000)
+    email: str | None = Field(default=None, max_length=1000)
+
+
+class Via(_Loose):
+    """Zendesk's `via`: how the ticket came in."""
+
+    channel: Label | None = None
+
+
+def _require_text(model: BaseModel, fields: tuple[str, str]) -> None:
+    if not any((getattr(model, f) or "").strip() for f in fields):
+        raise ValueError(f"{fields[0]} and {fields[1]} are both empty; a ticket needs text to be routed")
+
+
+class ZendeskTicket(_Loose):
+    """The ticket fields Zendesk sends (the ticket API's object, or a trigger's JSON body)."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_text_rule("subject", "description"))
+
+    id: ExternalId
+    subject: str = Field(default="", max_length=1000)
+    description: str = Field(default="", max_length=100_000)
+    priority: Label | None = None
+    tags: list[Label] = Field(default_factory=list, max_length=50)
+    via: Via | None = None
+    requester: Person | None = None
+    created_at: When = None
+
+    @model_validator(mode="after")
+    def _has_text(self) -> ZendeskTicket:
+        _require_text(self, ("subject", "description"))
+        return self
+
+
+class ZendeskPayload(_Loose):
+    """`{"ticket": {...}}` as Zendesk's ticket API and most trigger bodies put it."""
+
+    ticket: ZendeskTicket
+
+
+class FreshdeskTicket(_Loose):
+    """A Freshdesk ticket (API v2 shape; `source` and `priority` are Freshdesk's numeric codes)."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_text_rule("subject", "description_text"))
+
+    id: ExternalId
+    subject: str = Field(default="", max_length=1000)
+    description_text: str = Field(default="", max_length=100_000)
+    source: int | None = Field(default=None, ge=1, le=99)
+    priority: int | None = Field(default=None, ge=1, le=4)
+    tags: list[Label] = Field(default_factory=list, max_length=50)
+    requester: Person | None = None
+    created_at: When = None
+
+    @model_validator(mode="after")
+    def _has_text(self) -> FreshdeskTicket:
+        _require_text(self, ("subject", "description_text"))
+        return self
+
+
+class FreshdeskPayload(_Loose):
+    """`{"ticket": {...}}`."""
+
+    ticket: FreshdeskTicket
+
+
+class FreshdeskWebhook(_Loose):
+    """The placeholders of a Freshdesk automation webhook."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_text_rule("ticket_subject", "ticket_description"))
+
+    ticket_id: ExternalId
+    ticket_subject: str = Field(default="", max_length=1000)
+    ticket_description: str = Field(default="", max_length=100_000)
+    ticket_source: Label | None = None
+    ticket_priority: Label | None = None
+    ticket_tags: str | None = Field(default=None, max_length=1000)
+    ticket_requester_name: str | None = Field(default=None, max_length=1000)
+    ticket_requester_email: str | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _has_text(self) -> FreshdeskWebhook:
+        _require_text(self, ("ticket_subject", "ticket_description"))
+        return self
+
+
+class FreshdeskHook(_Loose):
+    """`{"freshdesk_webhook": {...}}` as a Freshdesk automation sends it."""
+
+    freshdesk_webhook: FreshdeskWebhook
+
+
+def _person_fields(person: Person | None) -> dict[str, str]:
+    out = {}
+    if person is not None:
         for k in ("name", "email"):
-            if t.requester.get(k):
-                custom[f"requester_{k}"] = str(t.requester[k])[:1000]
+            v = getattr(person, k)
+            if v:
+                out[f"requester_{k}"] = v
+    return out
+
+
+def zendesk_ticket(body: ZendeskPayload | ZendeskTicket) -> TicketIn:
+    """A Zendesk payload (`{"ticket": {...}}` or the ticket object itself) as a TicketIn."""
+    t = body.ticket if isinstance(body, ZendeskPayload) else body
+    custom = {"helpdesk": "zendesk", **_person_fields(t.requester)}
+    if t.tags:
+        custom["tags"] = " ".join(t.tags)[:1000]
     return _parse(TicketIn, {
         "ticket_id": f"zendesk-{t.id}", "subject": _text(t.subject, 1000), "body": _text(t.description, 100_000),
-        "channel": (t.via or {}).get("channel"), "priority": t.priority, "custom_fields": custom,
+        "channel": t.via.channel if t.via else None, "priority": t.priority, "custom_fields": custom,
         "created_at": t.created_at,
     }, "zendesk ticket")
 
 
-def freshdesk_ticket(data: Any) -> TicketIn:
+def freshdesk_ticket(body: FreshdeskHook | FreshdeskPayload | FreshdeskTicket) -> TicketIn:
     """A Freshdesk payload (automation webhook placeholders, `{"ticket": {...}}` or the ticket) as a TicketIn."""
-    if isinstance(data, dict) and "freshdesk_webhook" in data:
-        w = _parse(FreshdeskWebhook, data["freshdesk_webhook"], "freshdesk webhook")
+    if isinstance(body, FreshdeskHook):
+        w = body.freshdesk_webhook
         custom = {"helpdesk": "freshdesk"}
-        if w.ticket_tags:
-            custom["tags"] = w.ticket_tags[:1000]
-        if w.ticket_requester_name:
-            custom["requester_name"] = w.ticket_requester_name[:1000]
-        if w.ticket_requester_email:
-            custom["requester_email"] = w.ticket_requester_email[:1000]
+        for key, value in (("tags", w.ticket_tags), ("requester_name", w.ticket_requester_name),
+                           ("requester_email", w.ticket_requester_email)):
+            if value:
+                custom[key] = value
         return _parse(TicketIn, {
             "ticket_id": f"freshdesk-{w.ticket_id}", "subject": _text(w.ticket_subject, 1000),
-            "body": _text(w.ticket_description, 100_000), "channel": (w.ticket_source or None) and w.ticket_source.lower(),
-            "priority": (w.ticket_priority or None) and w.ticket_priority.lower(), "custom_fields": custom,
+            "body": _text(w.ticket_description, 100_000),
+            "channel": w.ticket_source.lower() if w.ticket_source else None,
+            "priority": w.ticket_priority.lower() if w.ticket_priority else None, "custom_fields": custom,
         }, "freshdesk webhook")
-    raw = data.get("ticket", data) if isinstance(data, dict) else data
-    t = _parse(FreshdeskTicket, raw, "freshdesk ticket")
-    source = FRESHDESK_SOURCES.get(int(t.source)) if str(t.source or "").isdigit() else t.source
-    priority = FRESHDESK_PRIORITIES.get(int(t.priority)) if str(t.priority or "").isdigit() else t.priority
-    custom = {"helpdesk": "freshdesk"}
+    t = body.ticket if isinstance(body, FreshdeskPayload) else body
+    custom = {"helpdesk": "freshdesk", **_person_fields(t.requester)}
     if t.tags:
         custom["tags"] = " ".join(t.tags)[:1000]
-    if t.requester:
-        for k in ("name", "email"):
-            if t.requester.get(k):
-                custom[f"requester_{k}"] = str(t.requester[k])[:1000]
     return _parse(TicketIn, {
         "ticket_id": f"freshdesk-{t.id}", "subject": _text(t.subject, 1000),
-        "body": _text(t.description_text if t.description_text is not None else t.description, 100_000),
-        "channel": source, "priority": priority, "custom_fields": custom, "created_at": t.created_at,
+        "body": _text(t.description_text, 100_000),
+        "channel": FRESHDESK_SOURCES.get(t.source) if t.source is not None else None,
+        "priority": FRESHDESK_PRIORITIES.get(t.priority) if t.priority is not None else None,
+        "custom_fields": custom, "created_at": t.created_at,
     }, "freshdesk ticket")
-
-
-async def _json_body(request: Request) -> tuple[bytes, Any]:
-    raw = await request.body()
-    try:
-        return raw, json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"body is not JSON: {exc}", field="body") from exc
 
 
 @dataclass
@@ -217,16 +266,15 @@ def _route(d: RouteDeps, helpdesk: str, ticket: TicketIn) -> Response:
 
 
 @router.post("/zendesk", response_model=InboundPublic, status_code=201, responses={
-    200: {"model": InboundPublic, "description": "the same ticket and payload again: the stored decision"}},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "description": "Zendesk ticket (`{\"ticket\": {...}}` or the ticket object)"}}}}})
+    200: {"model": InboundPublic, "description": "the same ticket and payload again: the stored decision"}})
 async def zendesk(
+    body: ZendeskPayload | ZendeskTicket,
     deps: Deps,
     x_zendesk_webhook_signature: Annotated[str | None, Header()] = None,
     x_zendesk_webhook_signature_timestamp: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Route a ticket Zendesk just created; the decision is written back when Zendesk write-back is configured."""
-    raw, data = await _json_body(deps.request)
+    raw = await deps.request.body()  # the bytes Zendesk signed (FastAPI has read and kept them)
     secret = deps.request.app.state.settings.zendesk_webhook_secret
     if secret is not None and not (
         x_zendesk_webhook_signature and x_zendesk_webhook_signature_timestamp
@@ -234,15 +282,11 @@ async def zendesk(
                                  x_zendesk_webhook_signature)
     ):
         raise HTTPException(401, "X-Zendesk-Webhook-Signature is missing or does not match the webhook secret")
-    ticket = zendesk_ticket(data)
-    return await anyio.to_thread.run_sync(_route, deps, "zendesk", ticket)
+    return await anyio.to_thread.run_sync(_route, deps, "zendesk", zendesk_ticket(body))
 
 
 @router.post("/freshdesk", response_model=InboundPublic, status_code=201, responses={
-    200: {"model": InboundPublic, "description": "the same ticket and payload again: the stored decision"}},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "description": "Freshdesk ticket or automation webhook (`{\"freshdesk_webhook\": {...}}`)"}}}}})
-async def freshdesk(deps: Deps) -> Response:
+    200: {"model": InboundPublic, "description": "the same ticket and payload again: the stored decision"}})
+async def freshdesk(body: FreshdeskHook | FreshdeskPayload | FreshdeskTicket, deps: Deps) -> Response:
     """Route a ticket Freshdesk just created; the decision is written back when Freshdesk write-back is configured."""
-    _, data = await _json_body(deps.request)
-    return await anyio.to_thread.run_sync(_route, deps, "freshdesk", freshdesk_ticket(data))
+    return await anyio.to_thread.run_sync(_route, deps, "freshdesk", freshdesk_ticket(body))
