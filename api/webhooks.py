@@ -152,7 +152,8 @@ class SubscriptionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = PydField(min_length=8, max_length=2048, pattern=r"^https?://[^\s/?#]+")
+    # an ASCII host name or address (an international name in its xn-- form), an optional port, then anything
+    url: str = PydField(min_length=8, max_length=2048, pattern=r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?([/?#]\S*)?$")
     kinds: list[EventKind] = PydField(min_length=1, max_length=len(EVENT_KINDS))
     description: str | None = PydField(default=None, max_length=256)
 
@@ -185,13 +186,17 @@ def check_url(url: str, *, allow_private: bool) -> str:
     """An http(s) URL with a host; private, loopback and link-local targets only when `allow_private`."""
     if len(url) > 2048:
         raise InvalidInput("url is longer than 2048 characters", field="url")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidInput(f"url is not a valid address: {exc}", field="url") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput("url must be an http:// or https:// address with a host", field="url")
     if not allow_private:
         try:
-            infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-        except OSError as exc:
+            infos = socket.getaddrinfo(parts.hostname, port or 443, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as exc:
             raise InvalidInput(f"url host {parts.hostname!r} does not resolve", field="url") from exc
         for info in infos:
             ip = ipaddress.ip_address(info[4][0])

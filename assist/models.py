@@ -137,9 +137,10 @@ class AssistFeedbackIn(BaseModel):
     kind: SuggestionKind
     suggestion: str = Field(min_length=1, max_length=MAX_LABEL)
     verdict: Verdict
-    article_id: int | None = Field(default=None, ge=1)
-    article_version: int | None = Field(default=None, ge=1)
-    rank: int | None = Field(default=None, ge=1)
+    # bounded like the integer columns that store them (a larger number is a 422, not a database overflow)
+    article_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    article_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    rank: int | None = Field(default=None, ge=1, le=2**31 - 1)
     edited_text: str | None = Field(default=None, max_length=MAX_TEXT)
     comment: str | None = Field(default=None, max_length=4_000)
 

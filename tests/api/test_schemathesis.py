@@ -66,6 +66,19 @@ include-path = "/v1/kb/articles/{article_id}/review"
 checks.positive_data_acceptance.expected-statuses = ["2XX", "401", "403", "404", "409", "422"]
 
 [[operations]]
+include-path = "/v1/webhooks"
+# a target whose host does not resolve, or resolves to a private / local address, is refused unless the install sets
+# DESKPILOT_WEBHOOK_ALLOW_PRIVATE (name resolution and the network are live state)
+checks.positive_data_acceptance.expected-statuses = ["2XX", "401", "403", "404", "409", "422"]
+
+[[operations]]
+include-path = "/v1/kb/search"
+# `intent` and `tag` are query arrays (form style, exploded): `?intent=x` is both the array ["x"] and the single
+# string "x", so a "not an array" value cannot be told apart on the wire
+checks.negative_data_rejection.expected-statuses = ["200", "400", "401", "403", "404", "405", "406", "409", "413",
+                                                    "415", "422", "428", "429", "5XX"]
+
+[[operations]]
 include-path = "/v1/audit"
 # `since` must be before `until`, and `cursor` one that this endpoint gave out
 checks.positive_data_acceptance.expected-statuses = ["2XX", "401", "403", "404", "409", "422"]
