@@ -186,7 +186,7 @@ class FeedbackIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    decision_id: int | None = Field(default=None, ge=1)
+    decision_id: int | None = Field(default=None, ge=1, le=2**63 - 1)  # an id, 64-bit in every database
     corrected_team: str | None = Field(default=None, min_length=1, max_length=MAX_LABEL)
     corrected_intent: str | None = Field(default=None, min_length=1, max_length=MAX_LABEL)
     accepted: list[str] = Field(default_factory=list, max_length=100)
@@ -504,11 +504,11 @@ class QueueFilter(BaseModel):
     decisions: list[QueueDecision] = Field(default_factory=lambda: list(QUEUE_DECISIONS))
     team: str | None = Field(default=None, max_length=MAX_LABEL)  # the suggested team
     intent: str | None = Field(default=None, max_length=MAX_LABEL)
-    max_age_hours: float | None = Field(default=None, gt=0)  # received within this many hours
+    max_age_hours: float | None = Field(default=None, gt=0, le=24 * 366 * 100)  # received within this many hours
     claimed: Literal["any", "unclaimed", "mine"] = "any"
     include_handled: bool = False  # also tickets whose current decision has feedback or that are resolved
     limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=10**9)
 
 
 class QueueItem(BaseModel):
