@@ -59,15 +59,20 @@ class _Lexical:
 
         self.n = len(texts)
         self.model = bm25s.BM25()
+        self.indexed = False
         if texts:
             tokens = bm25s.tokenize(texts, stopwords="en", show_progress=False)
-            self.model.index(tokens, show_progress=False)
+            # Passages with no word at all ("0", only stop words) leave no vocabulary, which bm25s cannot index:
+            # then nothing matches lexically and the dense side decides alone.
+            if tokens.vocab:
+                self.model.index(tokens, show_progress=False)
+                self.indexed = True
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
         import bm25s
 
         out = np.zeros((len(queries), self.n), dtype=np.float32)
-        if not self.n:
+        if not self.n or not self.indexed:
             return out
         toks = bm25s.tokenize(list(queries), stopwords="en", return_ids=False, show_progress=False)
         vocab = self.model.vocab_dict or {}

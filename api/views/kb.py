@@ -267,7 +267,7 @@ def search(
     request: Request,
     index: IndexDep,
     principal: Annotated[Principal, Depends(require(*READERS))],
-    q: Annotated[str, Query(min_length=1, max_length=2000, description="Question or ticket text")],
+    q: Annotated[str, Query(min_length=1, max_length=2000, pattern=r"\S", description="Question or ticket text")],
     k: Annotated[int, Query(ge=1, le=50)] = 5,
     mode: Literal["hybrid", "dense", "lexical"] = "hybrid",
     intent: Annotated[list[str] | None, Query(max_length=20)] = None,
