@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from html import escape
 
 from insight.mining import ProcessMap
+from insight.mining.process_map import layers
 from insight.mining.report import fmt_duration
 
 BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 178, 48, 36, 74, 40
@@ -24,48 +25,11 @@ class Placed:
     y: float
 
 
-def _layers(names: list[str], edges: list[tuple[str, str, int]], starts: dict[str, int]) -> dict[str, int]:
-    """Longest-path layers after removing the back edges a DFS from the busiest start activities finds."""
-    out: dict[str, list[str]] = {n: [] for n in names}
-    for s, t, _ in sorted(edges, key=lambda e: -e[2]):
-        if s in out and t in out and s != t:
-            out[s].append(t)
-    state: dict[str, int] = {}
-    back: set[tuple[str, str]] = set()
-    for root in sorted(starts, key=lambda n: -starts[n]) + names:
-        if root not in out or root in state:
-            continue
-        state[root] = 1
-        stack = [(root, iter(out[root]))]
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                state[node] = 2
-                stack.pop()
-            elif state.get(nxt) == 1:
-                back.add((node, nxt))
-            elif nxt not in state:
-                state[nxt] = 1
-                stack.append((nxt, iter(out[nxt])))
-    layer = dict.fromkeys(names, 0)
-    for _ in range(len(names)):
-        changed = False
-        for s, ts in out.items():
-            for t in ts:
-                if (s, t) not in back and layer[t] < layer[s] + 1:
-                    layer[t] = layer[s] + 1
-                    changed = True
-        if not changed:
-            break
-    return layer
-
-
 def layout(pm: ProcessMap) -> tuple[dict[str, Placed], float, float]:
     """Layered positions of the map's activities (barycentre ordering to cut crossings), and the canvas size."""
     names = [a.name for a in pm.activities]
     edges = [(e.source, e.target, e.count) for e in pm.edges]
-    layer = _layers(names, edges, pm.start_activities)
+    layer = layers(pm)  # the miner's own layering, so the page and report.html agree
     rows: dict[int, list[str]] = {}
     for n in names:  # names come busiest first: the first sweep starts from frequency order
         rows.setdefault(layer[n], []).append(n)

@@ -316,7 +316,7 @@ def render_svg(pm: ProcessMap, *, label: str = "count", engine: str = "auto") ->
     return _builtin_svg(pm, label=label)
 
 
-def _layers(pm: ProcessMap) -> dict[str, int]:
+def layers(pm: ProcessMap) -> dict[str, int]:
     """Longest-path layering on the map with back edges (found by DFS from the start activities) removed."""
     names = [a.name for a in pm.activities]
     out_edges: dict[str, list[str]] = {n: [] for n in names}
@@ -356,7 +356,7 @@ def _layers(pm: ProcessMap) -> dict[str, int]:
 
 
 def _builtin_svg(pm: ProcessMap, *, label: str) -> str:
-    layer = _layers(pm)
+    layer = layers(pm)
     by_layer: dict[int, list[str]] = {}
     for a in pm.activities:
         by_layer.setdefault(layer[a.name], []).append(a.name)
