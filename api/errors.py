@@ -188,27 +188,32 @@ class _TooLarge(Exception):
 
 # A JSON "\u0000" escape not itself escaped (an even number of backslashes before it, kept as group 1).
 _JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+# What a NUL becomes: U+FFFD, the Unicode replacement character, one character for one, so a text is exactly as
+# long after the door as the caller sent it and every length rule of the schema judges what was sent.
+REPLACEMENT = "\ufffd"
+_URL_REPLACEMENT = b"%EF%BF%BD"
 
 
-def strip_nul_json(raw: bytes) -> bytes:
-    """JSON text without its `\\u0000` escapes (every other escape is left as it is); a raw NUL byte stays, since
-    it makes the text invalid JSON (422) wherever it is."""
-    return _JSON_NUL.sub(rb"\1", raw)
+def replace_nul_json(raw: bytes) -> bytes:
+    """JSON text with each `\\u0000` escape written as `\\ufffd` (the same number of bytes; every other escape is
+    left as it is); a raw NUL byte stays, since it makes the text invalid JSON (422) wherever it is."""
+    return _JSON_NUL.sub(rb"\1\\ufffd", raw)
 
 
-def _strip_nul_url(raw: bytes) -> bytes:
+def _replace_nul_url(raw: bytes) -> bytes:
     # "%00" is always an escaped NUL: a literal "%" is sent as "%25".
-    return raw.replace(b"%00", b"").replace(b"\x00", b"")
+    return raw.replace(b"%00", _URL_REPLACEMENT).replace(b"\x00", _URL_REPLACEMENT)
 
 
 class BodySizeLimit:
     """ASGI middleware refusing request bodies above `max_bytes` with 413, whether or not Content-Length is sent,
-    and removing NUL characters from the path, the query and text bodies.
+    and replacing NUL characters in the path, the query and text bodies by U+FFFD.
 
     The body is read (at most `max_bytes` + one chunk) before the app sees it, so an oversize request never reaches
-    a route and can never leave a half-written record. NUL is removed at the door because PostgreSQL cannot store
-    it in a text column: the same request is then stored the same way on every database, and a request that any
-    other character makes valid is not refused for one the schema cannot express.
+    a route and can never leave a half-written record. NUL is replaced at the door because PostgreSQL cannot store
+    it in a text column: the same request is then stored the same way on every database, a request that any other
+    character makes valid is not refused for one the schema cannot express, and, since one character stands for
+    one, a text over a length limit is refused as sent (removing the NUL would let it through one short).
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int, upload_paths: tuple[str, ...] = (),
@@ -234,9 +239,9 @@ class BodySizeLimit:
         if scope["type"] == "http":
             path, query = str(scope.get("path", "")), scope.get("query_string", b"")
             if "\x00" in path or b"%00" in query or b"\x00" in query:
-                scope = {**scope, "path": path.replace("\x00", ""), "query_string": _strip_nul_url(query)}
+                scope = {**scope, "path": path.replace("\x00", REPLACEMENT), "query_string": _replace_nul_url(query)}
                 if "raw_path" in scope:
-                    scope["raw_path"] = _strip_nul_url(scope["raw_path"])
+                    scope["raw_path"] = _replace_nul_url(scope["raw_path"])
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
@@ -270,15 +275,15 @@ class BodySizeLimit:
         ctype = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"").lower()
         clean = body
         if not ctype or b"json" in ctype:
-            clean = strip_nul_json(body)
+            clean = replace_nul_json(body)
         elif b"urlencoded" in ctype:
-            clean = _strip_nul_url(body)
+            clean = _replace_nul_url(body)
         elif ctype.startswith(b"text/"):
-            clean = body.replace(b"\x00", b"")
-        if clean is not body and len(clean) != len(body):
-            body = clean
-            scope = {**scope, "headers": [(k, str(len(body)).encode() if k == b"content-length" else v)
+            clean = body.replace(b"\x00", REPLACEMENT.encode())
+        if len(clean) != len(body):
+            scope = {**scope, "headers": [(k, str(len(clean)).encode() if k == b"content-length" else v)
                                           for k, v in scope.get("headers", ())]}
+        body = clean
         replayed = False
 
         async def replay() -> Message:
