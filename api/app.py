@@ -25,7 +25,7 @@ from api.metrics import LatencyMiddleware, Metrics
 from api.responses import install_contract
 from api.retrain import RetrainManager, watch_live_models
 from api.settings import Settings, get_settings
-from insight.errors import DeskpilotError, ModelNotReady
+from core.errors import DeskpilotError, ModelNotReady
 from routing.models import utcnow
 
 log = structlog.get_logger(__name__)
@@ -285,7 +285,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from insight.embedding import Embedder
+        from core.embedding import Embedder
         from insight.eventlog.privacy import name_model
 
         if settings.database_url is None or settings.chroma_url is None:

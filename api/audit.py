@@ -33,7 +33,7 @@ from sqlmodel import Field, Session, SQLModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.asgi import ResponseStatus
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from routing.models import as_utc, utcnow
 
 log = structlog.get_logger(__name__)

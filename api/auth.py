@@ -23,7 +23,7 @@ from api.audit import AuditWriter as AuditWriter
 from api.audit import insert_audit as insert_audit
 from api.audit import set_audit_object as set_audit_object
 from api.audit import write_audit as write_audit
-from insight.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from routing.models import as_utc, utcnow
 
 log = structlog.get_logger(__name__)

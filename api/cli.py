@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from api.commands import fail
 from api.logging import configure_logging
 from api.settings import get_settings
-from insight.errors import DeskpilotError
+from core.errors import DeskpilotError
 
 app = typer.Typer(help="deskpilot: mine support event logs, learn from them, route and assist tickets.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)

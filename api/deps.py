@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from api.audit import request_session
 from api.settings import Settings
-from insight.errors import DeskpilotError, IndexUnavailable, ModelNotReady
+from core.errors import DeskpilotError, IndexUnavailable, ModelNotReady
 from routing.models import DecisionThresholds
 
 if TYPE_CHECKING:  # the model stack loads with the first bundle, not with this module

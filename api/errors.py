@@ -17,7 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from insight.errors import DeskpilotError
+from core.errors import DeskpilotError
 
 log = structlog.get_logger(__name__)
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from insight.errors import DeskpilotError, InvalidEventLog, InvalidInput, NotFound
+from core.errors import DeskpilotError, InvalidEventLog, InvalidInput, NotFound
 from insight.eventlog import (
     ACTIVITY,
     CANONICAL_COLUMNS,

@@ -34,9 +34,9 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from api.auth import AuditLog, write_audit
 from api.settings import Settings
+from core.errors import Conflict, DeskpilotError, InvalidInput, NotFound
 from flows import retrain as flows_retrain
 from flows.retrain import RETRAIN_TASKS, TASK_STEP_OUTCOMES
-from insight.errors import Conflict, DeskpilotError, InvalidInput, NotFound
 from routing.models import utcnow
 
 log = structlog.get_logger(__name__)

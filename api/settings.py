@@ -324,7 +324,7 @@ class Settings(BaseSettings):
 
     @property
     def embedder_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of insight.embedding.Embedder besides the model folder (backend, threads, cache,
+        """Keyword arguments of core.embedding.Embedder besides the model folder (backend, threads, cache,
         quantization, token budget)."""
         return {"backend": self.embedding_backend, "threads": self.embedding_threads, "cache_dir": self.embedding_cache,
                 "quantize": self.embedding_quantize, "token_budget": self.embedding_token_budget}

@@ -45,7 +45,7 @@ from pydantic import Field as PydField
 from sqlalchemy import JSON, Column, DateTime, Engine, Table, Text, UniqueConstraint, func, or_, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from insight.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from routing.models import as_utc, utcnow
 
 log = structlog.get_logger(__name__)

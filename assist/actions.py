@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.exceptions import NotFittedError
 
 from assist.models import NextBestAction
-from insight.errors import InvalidEventLog, InvalidInput
+from core.errors import InvalidEventLog, InvalidInput
 from insight.eventlog.schema import ACTIVITY, CASE_ID, TIMESTAMP
 from insight.models.prefix_features import END
 
@@ -344,7 +344,7 @@ def train_step_outcomes(*, log: Any, registry: Any = None, promote: bool = True,
 
 def load_step_outcomes(registry: Any) -> tuple[StepOutcomes, str] | None:
     """The live `step_outcomes` table and its version, or None when the registry has none (errors are raised)."""
-    from insight.errors import ModelArtifactError
+    from core.errors import ModelArtifactError
     from insight.models.registry import ModelRegistry
 
     reg = registry if isinstance(registry, ModelRegistry) else ModelRegistry(registry)

@@ -26,7 +26,7 @@ import pandas as pd
 from assist.draft import DEFAULT_DRAFT_THRESHOLD
 from assist.models import ArticleUsage, GapExample, GapReport, GapTopic
 from assist.service import KnowledgeCatalog
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import CASE_ID, TIMESTAMP
 
 _HOUR = 3600.0

@@ -30,7 +30,7 @@ from assist.models import (
     NextBestAction,
     PassageRef,
 )
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import ACTIVITY
 from knowledge_hub.models import Article, ArticleStatus, SearchHit
 

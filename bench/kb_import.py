@@ -34,7 +34,7 @@ from _common import REPO, Results, data_dir  # noqa: E402
 from retrieval import stackfaq  # noqa: E402
 
 from api.settings import Settings  # noqa: E402
-from insight.embedding import Embedder  # noqa: E402
+from core.embedding import Embedder  # noqa: E402
 from knowledge_hub.importexport import import_path, read_json  # noqa: E402
 from knowledge_hub.index import KnowledgeIndex, embedded_text  # noqa: E402
 

@@ -37,7 +37,7 @@ MAX_RISK = 0.3
 
 def _run(res: Results, name: str, *, log: Any, tickets: Any, features: list[str] | None,
          router_params: dict[str, Any] | None) -> None:
-    from insight.errors import InvalidInput
+    from core.errors import InvalidInput
     from insight.models.misroute import MisrouteModel, probability_scores
     from insight.training import misroute_proxy, router_table
 

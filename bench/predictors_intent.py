@@ -8,7 +8,7 @@ at the same in-scope flag budget, and deskpilot's classifier with the max-probab
 once, at the end. Embeddings are cached per text in memory and in /tmp (never in the repository); the throughput
 row uses a fresh, uncached embedder.
 
-The embedder is the production default, the ONNX backend (insight/embedding.py): training and test embeddings come
+The embedder is the production default, the ONNX backend (core/embedding/): training and test embeddings come
 from it, and the rows compare it with the torch backend in the same process (throughput on 1500 tickets, latency of
 one ticket and of a batch of 64, and how many test predictions change when the torch embedder is attached instead).
 """
@@ -281,7 +281,7 @@ def _int8_rows(res: Results, model, embedder, C: float, w: float, tr_x: list[str
                te_x: list[str], te_y: np.ndarray, float_pred: np.ndarray, seed: int, lr_acc: float) -> None:
     """The int8 embedder (DESKPILOT_EMBEDDING_QUANTIZE=int8): a model trained on its vectors with the float run's
     CV-chosen hyper-parameters; accuracy, changed predictions and throughput interleaved with the float model."""
-    from insight.embedding import Embedder
+    from core.embedding import Embedder
     from insight.models.intent import IntentClassifier
 
     int8 = Embedder(embedder.model_path, backend="onnx", quantize="int8", batch_size=embedder.batch_size,
@@ -307,7 +307,7 @@ def _int8_rows(res: Results, model, embedder, C: float, w: float, tr_x: list[str
 def _compare_backends(res: Results, model, onnx_embedder, torch_embedder, te_x: list[str], te_y: np.ndarray,
                       onnx_pred: np.ndarray) -> None:
     """Same process, same model: the torch embedder's throughput, latency and predictions next to the ONNX one's."""
-    from insight.embedding import Embedder
+    from core.embedding import Embedder
 
     batch, one, b64 = te_x[:1500], te_x[1500:1600], te_x[:64]
     d = "banking77 test"
@@ -406,7 +406,7 @@ def run_simulator(res: Results, embedder, seed: int = 7, cases: int = 3000) -> N
 def run(res: Results) -> None:
     """Add the intent rows (HINT3 v2, Banking77 closed set and with held-out intents, simulator) to `res`."""
     from api.settings import bundled_model_path
-    from insight.embedding import Embedder
+    from core.embedding import Embedder
 
     t0 = time.perf_counter()
     embedder = Embedder(bundled_model_path(), batch_size=64, backend="onnx")

@@ -41,7 +41,7 @@ from sqlalchemy.pool import StaticPool  # noqa: E402
 from sqlmodel import Session, SQLModel, create_engine  # noqa: E402
 
 from api.settings import bundled_model_path  # noqa: E402
-from insight.embedding import Embedder  # noqa: E402
+from core.embedding import Embedder  # noqa: E402
 from knowledge_hub import service  # noqa: E402
 from knowledge_hub.index import KnowledgeIndex  # noqa: E402
 from knowledge_hub.models import ArticleCreate, ArticleStatus  # noqa: E402

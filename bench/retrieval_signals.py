@@ -31,7 +31,7 @@ from _common import Results, data_dir  # noqa: E402
 from retrieval import banking77, evaluate, hint3, stackfaq  # noqa: E402
 
 from api.settings import bundled_model_path  # noqa: E402
-from insight.embedding import Embedder  # noqa: E402
+from core.embedding import Embedder  # noqa: E402
 from knowledge_hub.index import chunk_markdown  # noqa: E402
 from knowledge_hub.retrieval import _Lexical, normalise_lexical  # noqa: E402
 

@@ -128,7 +128,7 @@ def ensure_trained(home: Path, quantize: str = "none") -> None:
     when what is stored was trained by other code (the registry refuses such artifacts)."""
     import shutil
 
-    from insight.errors import ModelArtifactError
+    from core.errors import ModelArtifactError
     from insight.models.registry import ModelRegistry
 
     reg = ModelRegistry(home / "registry")
@@ -164,7 +164,7 @@ def load_engine(model: str, home: Path, quantize: str = "none") -> tuple[Any, An
     import routing.triage as triage
     from api.app import limit_blas_threads
     from api.settings import Settings
-    from insight.embedding import Embedder
+    from core.embedding import Embedder
 
     settings = Settings(home=home, embedding_quantize=quantize)
     limit_blas_threads(settings.blas_threads)  # the server process's setting, so bare and served compare

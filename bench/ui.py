@@ -141,7 +141,7 @@ def build_demo_home(home: Path, cases: int) -> None:
     from api.commands.demo import run_pipeline
     from api.settings import Settings
     from api.web.accounts import create_user
-    from insight.errors import Conflict
+    from core.errors import Conflict
 
     settings = Settings(home=home)
     if not (home / "registry").is_dir():
@@ -306,7 +306,7 @@ def build_analyst_home(home: Path, cases: int) -> Seed:
     from api.insight_runs import RunManager, RunStore
     from api.settings import Settings
     from api.web.accounts import create_user
-    from insight.errors import Conflict
+    from core.errors import Conflict
 
     settings = Settings(home=home)
     engine = make_engine(settings.db_url)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from insight.errors import DeskpilotError, InvalidInput
+from core.errors import DeskpilotError, InvalidInput
 from routing.models import utcnow
 
 # The registry's task names (insight.training's TASK_*, assist.actions.TASK_STEP_OUTCOMES), spelt out so that
@@ -306,7 +306,7 @@ def train_and_gate(payload: dict[str, Any]) -> dict[str, Any]:
     rule = gate.GateRule(**payload["gate"])
     embedder = None
     if payload["embedding_model"]:
-        from insight.embedding import Embedder
+        from core.embedding import Embedder
 
         embedder = Embedder(payload["embedding_model"], **payload.get("embedder_kwargs", {}))
     t0 = time.perf_counter()

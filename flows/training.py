@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from assist.actions import TASK_STEP_OUTCOMES, train_step_outcomes
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import GROUP, EventLog
 from insight.models.registry import ModelRegistry
 from insight.training import (

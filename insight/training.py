@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import ACTIVITY, CASE_ID, GROUP, TIMESTAMP, EventLog
 from insight.models.next_activity import NextActivityPredictor
 from insight.models.registry import ArtifactMetadata, ArtifactRef, ModelRegistry, data_hash

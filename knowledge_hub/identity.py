@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import Column, Engine, MetaData, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from insight.errors import Conflict
+from core.errors import Conflict
 
 RECORD = "database.json"
 _meta = MetaData()

@@ -15,7 +15,7 @@ import frontmatter
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from knowledge_hub import service
 from knowledge_hub.models import Article, ArticleCreate, ArticleStatus
 from knowledge_hub.service import ArticleIndex

@@ -1,6 +1,6 @@
 """The vector index of published articles in chromadb, plus Markdown chunking.
 
-Embeddings are always computed here with `insight.embedding.Embedder` and passed to chroma explicitly: chroma's
+Embeddings are always computed here with `core.embedding.Embedder` and passed to chroma explicitly: chroma's
 default embedding function would download a model at run time.
 """
 
@@ -19,14 +19,14 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from insight.errors import IndexUnavailable, InvalidInput
+from core.errors import IndexUnavailable, InvalidInput
 from knowledge_hub.models import Passage
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
 
 
 class TextEncoder(Protocol):
-    """What the index needs from an embedder (insight.embedding.Embedder satisfies it)."""
+    """What the index needs from an embedder (core.embedding.Embedder satisfies it)."""
 
     @property
     def name(self) -> str: ...

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from insight.errors import IndexUnavailable
+from core.errors import IndexUnavailable
 
 ROLES = ("server", "cli")
 

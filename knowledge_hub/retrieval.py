@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from knowledge_hub.index import IndexSnapshot, KnowledgeIndex
 from knowledge_hub.models import SearchHit
 

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import JSON
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from insight.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from knowledge_hub import service
 from knowledge_hub.models import Article, ArticleStatus, ArticleUpdate, utcnow
 

@@ -14,7 +14,7 @@ from typing import Protocol
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
-from insight.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound
 from knowledge_hub.models import (
     Article,
     ArticleCreate,

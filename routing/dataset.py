@@ -26,7 +26,7 @@ from sqlalchemy import Table
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog import apply_privacy, clean, redact_series
 from insight.eventlog.schema import (
     ACTIVITY,

@@ -14,7 +14,7 @@ from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from insight.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound
 from routing.models import (
     ClaimPublic,
     Feedback,

@@ -12,7 +12,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from insight.errors import Conflict, InvalidInput, ModelNotReady, NotFound
+from core.errors import Conflict, InvalidInput, ModelNotReady, NotFound
 from routing.live_memory import record_resolution, sync_router_memory
 from routing.models import (
     DecisionPublic,

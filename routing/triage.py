@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from insight.errors import ModelArtifactError, ModelNotReady
+from core.errors import ModelArtifactError, ModelNotReady
 from insight.eventlog.schema import ACTIVITY, CASE_ID, CHANNEL, TIMESTAMP
 from insight.models.registry import ModelRegistry
 from routing.live_memory import ReadWriteLock

@@ -35,7 +35,7 @@ def shared_data() -> Path:
 def embedder():
     """The bundled all-MiniLM-L6-v2 embedder (loaded once per test session)."""
     from api.settings import bundled_model_path
-    from insight.embedding import Embedder
+    from core.embedding import Embedder
 
     return Embedder(bundled_model_path())
 

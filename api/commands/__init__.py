@@ -13,7 +13,7 @@ from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 
-from insight.errors import DeskpilotError
+from core.errors import DeskpilotError
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -10,7 +10,7 @@ import typer
 
 from api.commands import fail
 from api.settings import get_settings
-from insight.errors import DeskpilotError, InvalidInput
+from core.errors import DeskpilotError, InvalidInput
 
 
 def _when(value: str | None, field: str) -> datetime | None:

@@ -78,8 +78,8 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
 
     from api.app import _import_tables, make_engine
     from api.commands.mine import load_journey
+    from core.embedding import Embedder
     from flows.training import train_and_store
-    from insight.embedding import Embedder
     from insight.eventlog import ingest, write_log
     from insight.eventlog.privacy import redact_series
     from insight.mining import mine

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from api.commands import boundary
 from api.settings import get_settings
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 
 
 def _parse_mapping(mapping_file: Path | None, pairs: list[str] | None) -> dict[str, str]:

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from api.commands import boundary
 from api.settings import Settings, get_settings
-from insight.errors import DeskpilotError, IndexUnavailable, InvalidInput
+from core.errors import DeskpilotError, IndexUnavailable, InvalidInput
 
 kb_app = typer.Typer(help="Knowledge hub: articles in SQL, the chroma index, hybrid search.", no_args_is_help=True)
 console = Console()
@@ -122,7 +122,7 @@ class Hub:
 @contextmanager
 def _hub(settings: Settings) -> Iterator[Hub]:
     """Open the index for this command, or connect to the server that holds it; let go afterwards."""
-    from insight.embedding import Embedder
+    from core.embedding import Embedder
     from knowledge_hub.index import open_index
     from knowledge_hub.ownership import IndexBusy, server_url, wait_and_acquire
 

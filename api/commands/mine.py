@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from api.commands import boundary
 from api.settings import get_settings
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 
 
 def _read_json(path: Path, what: str) -> Any:

@@ -35,7 +35,7 @@ def _who(by: str | None) -> str:
 
 
 def _check_task(reg: Any, task: str) -> None:
-    from insight.errors import NotFound
+    from core.errors import NotFound
 
     if task not in reg.tasks():
         raise NotFound(f"no task {task!r} in the registry {reg.root}; tasks: {', '.join(reg.tasks()) or 'none'}")
@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
 
         from api.app import _import_tables, make_engine
         from api.retrain import RETRAIN_TASKS, RetrainManager, RetrainOptions, run_job_sync
-        from insight.errors import InvalidInput
+        from core.errors import InvalidInput
 
         settings = get_settings()
         chosen = tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else RETRAIN_TASKS

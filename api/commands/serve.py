@@ -46,7 +46,7 @@ def _preflight(settings: Any, workers: int) -> None:
     """Refuse, in one line, what the app would refuse at start-up: several processes on one embedded index, and a
     home whose index belongs to another database."""
     from api.app import make_engine
-    from insight.errors import InvalidInput
+    from core.errors import InvalidInput
     from knowledge_hub.identity import bind_home
 
     if workers > 1 and not settings.chroma_url:

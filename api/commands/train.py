@@ -14,7 +14,7 @@ from rich.table import Table
 
 from api.commands import boundary
 from api.settings import get_settings
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 
 train_app = typer.Typer(help="Train models into the registry and report honest, time-ordered test metrics.",
                         invoke_without_command=True, no_args_is_help=False)
@@ -110,7 +110,7 @@ def train_all_cmd(
         tk = pd.read_csv(tickets) if tickets is not None else None
     embedder = None
     if not no_embeddings:
-        from insight.embedding import Embedder
+        from core.embedding import Embedder
 
         embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
     report = train_and_store(log=ev, tickets=tk, registry=_registry(registry, no_save), embedder=embedder,
@@ -201,7 +201,7 @@ def train_intent_cmd(
     vt, vl = _read_intent_csv(validation, "validation") if validation is not None else (None, None)
     embedder = None
     if not no_embeddings:
-        from insight.embedding import Embedder
+        from core.embedding import Embedder
 
         embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
     with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

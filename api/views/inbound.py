@@ -22,7 +22,7 @@ from api.deps import get_bundle, get_decide, get_metrics, get_session, get_thres
 from api.errors import ERROR_RESPONSES
 from api.limits import routing_slot
 from api.webhooks import zendesk_signature_ok
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from routing import service
 from routing.models import DecisionPublic, IsoDateTime, TicketIn
 

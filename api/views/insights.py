@@ -13,7 +13,7 @@ from api.auth import Principal, require
 from api.deps import get_settings
 from api.errors import ERROR_RESPONSES
 from api.settings import Settings
-from insight.errors import ModelArtifactError, NotFound
+from core.errors import ModelArtifactError, NotFound
 
 router = APIRouter(prefix="/v1/insights", tags=["insights"], responses=ERROR_RESPONSES)
 

@@ -26,7 +26,7 @@ from api.retrain import (
     run_job,
 )
 from api.settings import Settings
-from insight.errors import Conflict, DeskpilotError, NotFound
+from core.errors import Conflict, DeskpilotError, NotFound
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
 

@@ -19,7 +19,7 @@ from sqlalchemy import Column, DateTime
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from api.auth import ROLES, Principal
-from insight.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from routing.models import as_utc, utcnow
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")

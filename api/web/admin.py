@@ -26,7 +26,7 @@ from api.views import health as health_views
 from api.views import models as model_views
 from api.web import accounts
 from api.web.core import NavItem, flash, redirect, render, web_require, web_router
-from insight.errors import DeskpilotError, InvalidInput
+from core.errors import DeskpilotError, InvalidInput
 
 router = web_router(prefix="/admin")
 ADMIN: tuple[str, ...] = ()  # `require()`: admin only

@@ -20,7 +20,7 @@ from api.views.tickets import FEEDBACK, READERS
 from api.web.core import NavItem, flash, redirect, render, web_require, web_router
 from assist import service as assist_service
 from assist.models import AssistFeedbackIn
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from routing import queue as queue_service
 from routing import service
 from routing.models import MAX_ID, MAX_LABEL, FeedbackIn, QueueFilter, TicketPublic

@@ -29,7 +29,7 @@ from api.settings import Settings
 from api.views.insights import READERS
 from api.web.analyst_map import process_map_svg, timeline_svg, trend_svg
 from api.web.core import NavItem, redirect, render, web_require, web_router
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.mining.report import fmt_duration
 
 router = web_router(prefix="/analyst")

@@ -33,7 +33,7 @@ from api.auth import Principal, _check_role
 from api.errors import Overloaded, status_for, validation_detail
 from api.settings import Settings, install_secret
 from api.web.accounts import UserPublic, session_user
-from insight.errors import DeskpilotError
+from core.errors import DeskpilotError
 from routing.models import utcnow
 
 log = structlog.get_logger(__name__)

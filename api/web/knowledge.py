@@ -23,7 +23,7 @@ from api.views.assist import GAP_READERS, _read_for_gaps
 from api.views.kb import READERS, WRITERS
 from api.web.core import NavItem, flash, redirect, render, web_require, web_router
 from assist.gaps import knowledge_gaps
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from knowledge_hub import review, service
 from knowledge_hub.index import check_body_length
 from knowledge_hub.models import ArticleCreate, ArticleStatus, ArticleUpdate
@@ -328,7 +328,7 @@ def _compute_gaps(request: Request, *, refresh: bool = False) -> _Gaps:
         return cached
     index = request.app.state.kb_index
     if index is None:
-        from insight.errors import IndexUnavailable
+        from core.errors import IndexUnavailable
 
         raise IndexUnavailable(f"the knowledge-base index is not available: {request.app.state.kb_index_error}")
     log, frame, catalog, used = _read_for_gaps(request.app.state.engine)

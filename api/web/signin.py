@@ -23,7 +23,7 @@ from api.web.core import (
     web_router,
     web_session,
 )
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 
 router = web_router()
 NAV: list = []

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from insight.errors import InvalidEventLog
+from core.errors import InvalidEventLog
 from insight.eventlog.schema import (
     ACTIVITY,
     CANONICAL_COLUMNS,

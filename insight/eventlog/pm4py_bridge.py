@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from insight.errors import InvalidEventLog
+from core.errors import InvalidEventLog
 from insight.eventlog.schema import (
     ACTIVITY,
     CANONICAL_COLUMNS,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from insight.errors import InvalidEventLog
+from core.errors import InvalidEventLog
 
 CASE_ID = "case_id"
 ACTIVITY = "activity"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.readers import PARQUET_META_KEY
 from insight.eventlog.schema import EventLog
 

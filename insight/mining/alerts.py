@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import EventLog
 from insight.mining._core import EncodedLog, encode
 from insight.mining.censoring import Extraction, detect_extraction

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import ACTIVITY, GROUP, LIFECYCLE, EventLog
 from insight.mining._core import (
     EncodedLog,

@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import CHANNEL, GROUP, RESOURCE, EventLog
 from insight.mining._core import (
     EncodedLog,

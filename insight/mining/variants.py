@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import GROUP, RESOURCE, EventLog
 from insight.mining._core import (
     EncodedLog,

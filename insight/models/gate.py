@@ -88,9 +88,8 @@ def task_verdict(task: str, metrics: Mapping[str, dict[str, Any]]) -> str:
 
 def router_correct(model: Any, table: pd.DataFrame, *, at: Any) -> np.ndarray:
     """Per row of a router table: did the model name the resolving team (memory as of `at`)?"""
-    if hasattr(model, "cat_"):
-        cols = [*model.cat_, *getattr(model, "num_", []), *([model.text] if model.text else [])]
-        X = table.reindex(columns=list(dict.fromkeys([*cols, *table.columns])))
+    if hasattr(model, "feature_columns"):
+        X = table.reindex(columns=list(dict.fromkeys([*model.feature_columns(), *table.columns])))
     else:
         X = table
     if len(X) == 0:

@@ -69,7 +69,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 
-from insight.errors import InvalidInput, ModelArtifactError, ModelNotReady
+from core.errors import InvalidInput, ModelArtifactError, ModelNotReady
 
 OUT_OF_SCOPE = "out_of_scope"
 # Raw out-of-scope scores (higher = more in scope); ties in the choice go to the earlier name.
@@ -86,7 +86,7 @@ _EMBED_CHUNK = 512
 
 
 class TextEmbedder(Protocol):
-    """What the classifier needs from an embedder (insight.embedding.Embedder fits)."""
+    """What the classifier needs from an embedder (core.embedding.Embedder fits)."""
 
     @property
     def name(self) -> str: ...

@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from insight.errors import InvalidInput, ModelArtifactError
+from core.errors import InvalidInput, ModelArtifactError
 
 
 @dataclass

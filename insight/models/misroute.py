@@ -29,7 +29,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.models.values import key_values, texts_of, ticket_tfidf
 
 MISSING = "__missing__"

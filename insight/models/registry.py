@@ -22,7 +22,7 @@ from typing import Any
 
 import joblib
 
-from insight.errors import InvalidInput, ModelArtifactError, ModelNotReady, NotFound
+from core.errors import InvalidInput, ModelArtifactError, ModelNotReady, NotFound
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"

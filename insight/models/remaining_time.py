@@ -9,7 +9,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.models._lgbm import PrefixBoostingModel, predict_threads
 from insight.models.prefix_features import PrefixMatrix, PrefixSet
 

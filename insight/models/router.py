@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder
 from sklearn.utils.validation import check_is_fitted
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.models.team_history import TeamHistory, fit_stack, stack_scores
 from insight.models.values import key_values, number_value, text_value, texts_of, ticket_tfidf
 
@@ -39,7 +39,7 @@ STRATEGIES = (*RULES, MODEL, MODEL_RULE, MODEL_HISTORY, MODEL_HISTORY_RULE)
 _AUTO = "auto"
 
 
-class TeamRule:
+class TeamRule(BaseEstimator):
     """A trivial routing rule fitted on past cases, with probabilities from its conditional frequencies.
 
     * ``majority``: the most frequent resolving team; probabilities = the teams' shares.
@@ -49,14 +49,14 @@ class TeamRule:
       probabilities = (count + m x share) / (cases + m), the shares for a first team never seen.
     """
 
-    def __init__(self, kind: str, *, smoothing: float = 1.0) -> None:
-        if kind not in RULES:
-            raise InvalidInput(f"unknown routing rule {kind!r}; known: {list(RULES)}", field="kind")
+    def __init__(self, kind: str = RULE_MAJORITY_GIVEN_FIRST, *, smoothing: float = 1.0) -> None:
         self.kind = kind
         self.smoothing = smoothing
 
     def fit(self, first: Any, y: Any) -> TeamRule:
         """Learn from past first teams (None = unknown; ignored by ``majority``) and resolving teams."""
+        if self.kind not in RULES:
+            raise InvalidInput(f"unknown routing rule {self.kind!r}; known: {list(RULES)}", field="kind")
         y_arr = np.asarray(pd.Series(y, dtype=object).astype(str), dtype=object)
         if len(y_arr) == 0:
             raise InvalidInput("a routing rule needs at least one past case")
@@ -83,6 +83,7 @@ class TeamRule:
 
     def proba(self, first: Any, n: int | None = None) -> np.ndarray:
         """Probability of each team (columns in ``classes_`` order) per row."""
+        check_is_fitted(self, "share_")
         n = len(first) if n is None else n
         P = np.tile(self.share_, (n, 1))
         if self.kind == RULE_MAJORITY:
@@ -104,6 +105,7 @@ class TeamRule:
 
     def predict(self, first: Any, n: int | None = None) -> np.ndarray:
         """The rule's team per row (``first_team``: the first team itself, even one that never resolved a case)."""
+        check_is_fitted(self, "share_")
         n = len(first) if n is None else n
         pred = np.asarray(self.classes_[np.argmax(self.proba(first, n), axis=1)], dtype=object)
         if self.kind == RULE_FIRST_TEAM:
@@ -114,6 +116,7 @@ class TeamRule:
     def evidence(self, first: Any, classes: np.ndarray) -> np.ndarray:
         """(rows x classes x 2) evidence for stacking: log-lift of the rule's probability over the shares, and
         whether the first team is the class. Classes the rule never saw get no lift."""
+        check_is_fitted(self, "share_")
         first_keys = _as_keys(first, None)
         n = len(first_keys)
         F = np.zeros((n, len(classes), 2))
@@ -347,11 +350,16 @@ class TeamRouter(BaseEstimator):
         self._onehot_cache = (self.onehot_, index)
         return index
 
+    def feature_columns(self) -> list[str]:
+        """The input columns the fitted router reads: categorical, numeric, then the text column."""
+        check_is_fitted(self, "cat_")
+        return [*self.cat_, *self.num_, *([self.text] if self.text else [])]
+
     def _design_rows(self, rows: Sequence[Mapping[str, Any]]) -> sparse.csr_matrix:
         """The design matrix of records (column -> value; absent = missing), equal to _design of their frame."""
         index = self._onehot_index()
         if index is None:
-            cols = [*self.cat_, *self.num_, *([self.text] if self.text else [])]
+            cols = self.feature_columns()
             return self._design(pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols))
         maps, unseen, width = index
         indptr = [0]

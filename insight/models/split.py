@@ -11,7 +11,7 @@ from typing import Any, overload
 
 import pandas as pd
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import CASE_ID, TIMESTAMP, EventLog
 
 

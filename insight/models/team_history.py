@@ -25,7 +25,7 @@ from scipy.optimize import minimize
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.models.values import key_values
 
 _DAY_NS = 86400 * 1_000_000_000

@@ -13,7 +13,7 @@ import pandas as pd
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 
 
 def text_value(value: Any) -> str | None:

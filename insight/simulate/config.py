@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 
 CHANNELS: tuple[str, ...] = ("phone", "chat", "email", "portal")
 SEGMENTS: tuple[str, ...] = ("consumer", "smb", "enterprise")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import (
     ACTIVITY,
     CASE_ID,

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from api.audit import AuditLog, audited_session, query_audit
 from api.settings import Settings
-from insight.errors import Conflict
+from core.errors import Conflict
 from routing.models import Ticket
 from tests.api.conftest import Api, new_id, run_cli, start_api
 

@@ -8,7 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 from api.commands import boundary
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 
 
 def _app() -> typer.Typer:

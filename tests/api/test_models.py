@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from api.settings import Settings
-from insight.errors import ModelArtifactError, ModelNotReady
+from core.errors import ModelArtifactError, ModelNotReady
 from tests.api.conftest import Api, new_id, start_api
 from tests.routing.tiny_triage import train_tiny_bundle
 

@@ -72,7 +72,7 @@ class _BlockingIndex:
             raise AttributeError(name)
 
         def use(*args: Any, **kwargs: Any) -> Any:
-            from insight.errors import IndexUnavailable
+            from core.errors import IndexUnavailable
 
             with self._lock:
                 self.threads.append(threading.current_thread().name)

@@ -19,7 +19,7 @@ from assist.draft import CLOSING, GREETING
 from assist.gaps import knowledge_gaps
 from assist.models import AssistFeedback, AssistFeedbackIn
 from assist.service import AssistModels, articles_used, assist, list_feedback, load_catalog, record_feedback
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.models import NextActivityPredictor, RemainingTimePredictor
 from insight.simulate.knowledge import knowledge_base
 from knowledge_hub import service as kb

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import EventLog
 from insight.mining.alerts import AlertConfig, detect_alerts
 from insight.mining.conformance import IntendedJourney, align_to_path, check_conformance

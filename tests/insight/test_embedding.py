@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from insight.embedding import INT8_MIN_COSINE, ONNX_TOLERANCE, Embedder
-from insight.errors import InvalidInput, ModelArtifactError
+from core.embedding import INT8_MIN_COSINE, ONNX_TOLERANCE, Embedder
+from core.errors import InvalidInput, ModelArtifactError
 from insight.models.intent import IntentClassifier
 
 EDGE_TEXTS = [

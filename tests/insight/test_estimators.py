@@ -18,7 +18,7 @@ from insight.models.next_activity import BigramBaseline, NextActivityPredictor
 from insight.models.ngram import NGramBackoff
 from insight.models.prefix_features import PrefixEncoder
 from insight.models.remaining_time import RemainingTimePredictor
-from insight.models.router import TeamRouter
+from insight.models.router import TeamRouter, TeamRule
 from insight.models.team_history import TeamHistory
 
 _EVENTS = pd.DataFrame({CASE_ID: ["a", "a"], ACTIVITY: ["open", "close"],
@@ -33,6 +33,8 @@ CASES: list[tuple[BaseEstimator, Callable[[Any], Any]]] = [
      lambda m: m.predict(_EVENTS)),
     (TeamRouter(categorical=["channel"], text="text", C_grid=(0.5, 2.0), history=True, strategy="model"),
      lambda m: m.predict(_TICKETS)),
+    (TeamRule("first_team", smoothing=2.0), lambda m: m.predict(["IT"])),
+    (TeamRouter(categorical=["channel"], text="text"), lambda m: m.feature_columns()),
     (TeamHistory(["channel"], tau_days=7.0),
      lambda m: m.features(_TICKETS, np.array(["X"]), np.array([1.0]))),
     (MisrouteModel(categorical=["channel"], text="text", C=2.0, calibration="platt"),
@@ -82,3 +84,11 @@ def test_team_history_fit_starts_over_and_observe_adds() -> None:
     mem.fit(rows.iloc[:1], ["Y"], ["2024-01-05"])
     assert len(mem) == 1 and list(mem.team_) == ["Y"]
     assert len(TeamHistory(["site"])) == 0
+
+
+def test_an_unknown_routing_rule_is_refused_when_fitted_naming_the_known_ones() -> None:
+    from core.errors import InvalidInput
+
+    rule = TeamRule("coin_flip")  # the contract: __init__ only stores
+    with pytest.raises(InvalidInput, match="unknown routing rule 'coin_flip'.*majority"):
+        rule.fit(["IT"], ["IT"])

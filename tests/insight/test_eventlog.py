@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from insight.errors import InvalidEventLog
+from core.errors import InvalidEventLog
 from insight.eventlog import (
     ACTIVITY,
     CASE_ID,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from api.commands.mine import load_journey
-from insight.errors import InvalidEventLog, InvalidInput
+from core.errors import InvalidEventLog, InvalidInput
 from insight.eventlog import read_log
 from insight.eventlog.readers.detect import detect_source, is_placeholder_activity
 from insight.eventlog.schema import EventLog

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from insight.errors import InvalidInput, ModelArtifactError, ModelNotReady
+from core.errors import InvalidInput, ModelArtifactError, ModelNotReady
 from insight.models.intent import OOS_SCORES, IntentClassifier, IntentPrediction
 
 FOREIGN = [

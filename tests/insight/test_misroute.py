@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.models.misroute import MisrouteModel, probability_scores
 from insight.simulate import simulate
 from insight.training import router_table, train_misroute

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import EventLog
 from insight.models.next_activity import BigramBaseline, NextActivityPredictor
 from insight.models.prefix_features import PrefixEncoder, feature_matrix, trace_attribute_problem

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from insight.errors import InvalidEventLog, InvalidInput
+from core.errors import InvalidEventLog, InvalidInput
 from insight.models.prefix_features import PrefixEncoder, PrefixSet, feature_matrix
 from insight.models.remaining_time import RemainingTimePredictor
 

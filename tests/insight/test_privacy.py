@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog import RESOURCE, TIMESTAMP, EventLog, pseudonymize, redact_series, redact_text
 from insight.eventlog.privacy import apply_privacy, iban_ok, is_person_field, luhn_ok, person_columns
 

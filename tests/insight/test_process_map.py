@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import EventLog
 from insight.mining import discover_process_map, encode, handover_network, team_handover_network
 from insight.mining._core import case_variant_ids, group_stats

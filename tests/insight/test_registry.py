@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from insight.errors import InvalidInput, ModelArtifactError, ModelNotReady, NotFound
+from core.errors import InvalidInput, ModelArtifactError, ModelNotReady, NotFound
 from insight.models.ngram import NGramBackoff
 from insight.models.registry import (
     HISTORY_FILE,
@@ -119,7 +119,7 @@ def test_artifact_from_other_model_code_is_refused(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from insight.errors import ModelArtifactError
+    from core.errors import ModelArtifactError
     from insight.models.memory import TicketMemory
     from insight.models.registry import ArtifactMetadata, ModelRegistry
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import EventLog
 from insight.models.router import RULES, TeamRouter, TeamRule, rule_accuracies
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import EventLog
 from insight.simulate import GroundTruth, SimConfig, allowed_transitions, simulate, simulate_events
 from insight.simulate.config import INTENTS, TEAM_NAMES

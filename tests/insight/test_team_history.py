@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import EventLog
 from insight.mining.labels import case_labels
 from insight.models.router import TeamRouter

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from insight.eventlog.schema import EventLog
 from insight.mining import CostModel, compute_kpis, encode, find_bottlenecks, mine_variants, support_line
 from tests.insight.test_process_map import PLANTED, T0, make_log

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from insight.errors import InvalidEventLog
+from core.errors import InvalidEventLog
 from insight.eventlog import read_log
 from insight.eventlog.pm4py_bridge import read_xes_frame
 from insight.eventlog.readers.xes import _NotFlat, _NotPlain, _scan, _stream, parse_xes, read_xes_events

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
-from insight.errors import IndexUnavailable, InvalidInput, NotFound
+from core.errors import IndexUnavailable, InvalidInput, NotFound
 from knowledge_hub import consistency, importexport, service
 from knowledge_hub.index import KnowledgeIndex, chunk_markdown
 from knowledge_hub.models import Article, ArticleCreate, ArticleStatus, ArticleUpdate, ArticleVersion

@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
-from insight.errors import InvalidInput
+from core.errors import InvalidInput
 from knowledge_hub.index import ArticleDoc, KnowledgeIndex
 from knowledge_hub.retrieval import (
     DEFAULT_LEXICAL_WEIGHT,

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
-from insight.errors import Conflict, InvalidInput
+from core.errors import Conflict, InvalidInput
 from knowledge_hub import review, service
 from knowledge_hub.index import KnowledgeIndex
 from knowledge_hub.models import Article, ArticleCreate, ArticleStatus, ArticleUpdate, ArticleVersion

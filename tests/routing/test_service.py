@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session, func, select
 
-from insight.errors import InvalidInput, ModelNotReady, NotFound
+from core.errors import InvalidInput, ModelNotReady, NotFound
 from routing import service
 from routing.models import (
     DecisionThresholds,

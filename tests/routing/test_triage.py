@@ -16,8 +16,8 @@ from sqlmodel import Session
 from api.app import create_app
 from api.auth import create_key
 from api.settings import Settings
+from core.errors import ModelNotReady
 from flows.training import train_all
-from insight.errors import ModelNotReady
 from insight.training import split_log
 from routing.models import DecisionThresholds, TicketIn
 from routing.triage import FIRST_ACTIVITY, decide, decide_batch, load_bundle

@@ -13,7 +13,7 @@ from sqlmodel import Session, SQLModel, create_engine
 from sqlmodel.pool import StaticPool
 
 from api.web import accounts
-from insight.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from tests.api.conftest import Api, run_cli, start_api
 
 LOCK = timedelta(minutes=15)

@@ -22,7 +22,7 @@ from api.insight_runs import (
     trend,
     upload_reader,
 )
-from insight.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from insight.eventlog import EventLog, write_log
 from insight.mining import case_kpis, discover_process_map, encode, mine_variants
 from insight.simulate import simulate

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from insight.errors import InvalidEventLog
+from core.errors import InvalidEventLog
 from insight.eventlog.schema import (
     ACTIVITY,
     CANONICAL_COLUMNS,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from insight.errors import InvalidEventLog
+from core.errors import InvalidEventLog
 from insight.eventlog.readers.raw import RawTable
 from insight.eventlog.schema import DataQualityReport
 

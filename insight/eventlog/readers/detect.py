@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from insight.errors import InvalidEventLog
+from core.errors import InvalidEventLog
 from insight.eventlog.schema import ACTIVITY, CASE_ID, GROUP, LIFECYCLE, RESOURCE, TIMESTAMP, EventLog
 
 LogFormat = Literal["csv", "xes", "parquet"]

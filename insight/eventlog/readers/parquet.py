@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from insight.errors import InvalidEventLog
+from core.errors import InvalidEventLog
 from insight.eventlog.readers.raw import RawTable
 from insight.eventlog.schema import DataQualityReport
 

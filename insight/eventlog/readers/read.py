@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from insight.errors import InvalidEventLog
+from core.errors import InvalidEventLog
 from insight.eventlog.cleaning import TimestampPolicy
 from insight.eventlog.readers.columns import drop_canonical_copies, infer_types, resolve_mapping
 from insight.eventlog.readers.csv_file import read_csv

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import polars as pl
 
-from insight.errors import InvalidEventLog
+from core.errors import InvalidEventLog
 from insight.eventlog.schema import DataQualityReport
 
 # Timestamp formats tried in order (polars/chrono syntax). Day-first and month-first slashed dates are

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from lxml import etree
 
-from insight.errors import InvalidEventLog
+from core.errors import InvalidEventLog
 from insight.eventlog.readers.presets import Preset
 from insight.eventlog.readers.raw import log_name
 from insight.eventlog.schema import ACTIVITY, PM4PY_COLUMNS, TIMESTAMP, DataQualityReport, EventLog

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from insight.errors import InvalidEventLog, InvalidInput
+from core.errors import InvalidEventLog, InvalidInput
 from insight.eventlog.schema import ACTIVITY, CASE_ID, TIMESTAMP
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from insight.errors import ModelArtifactError
+from core.errors import ModelArtifactError
 
 # Largest |onnx - torch| accepted on any probe value: well above the export's real difference, which is the size of
 # torch's own difference between embedding a text alone and inside a padded batch (docs/PERFORMANCE.md).

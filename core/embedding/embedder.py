@@ -11,19 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from insight.embedding.batching import DEFAULT_TOKEN_BUDGET, encode_in_runs
-from insight.embedding.int8 import INT8_RECIPE_VERSION, quantize_int8
-from insight.embedding.onnx_export import export_onnx
-from insight.embedding.onnx_runtime import (
+from core.embedding.batching import DEFAULT_TOKEN_BUDGET, encode_in_runs
+from core.embedding.int8 import INT8_RECIPE_VERSION, quantize_int8
+from core.embedding.onnx_export import export_onnx
+from core.embedding.onnx_runtime import (
     cached_onnx_path,
     check_onnx_architecture,
     load_tokenizer,
     open_session,
     text_settings,
 )
-from insight.embedding.probes import PROBE_TEXTS, check_probes, reference_embeddings
-from insight.embedding.torch_backend import load_sentence_transformer
-from insight.errors import InvalidInput, ModelArtifactError
+from core.embedding.probes import PROBE_TEXTS, check_probes, reference_embeddings
+from core.embedding.torch_backend import load_sentence_transformer
+from core.errors import InvalidInput, ModelArtifactError
 
 EMBEDDING_BACKENDS: tuple[str, ...] = ("torch", "onnx")
 EMBEDDING_QUANTIZATIONS: tuple[str, ...] = ("none", "int8")
@@ -38,7 +38,7 @@ def default_cache_dir() -> Path:
 class Embedder:
     """Loads a sentence-transformers model from a folder on disk and encodes text to unit vectors.
 
-    `backend` is "torch" or "onnx" (see the `insight.embedding` docstring); `threads` caps the CPU threads of inference (None:
+    `backend` is "torch" or "onnx" (see the `core.embedding` docstring); `threads` caps the CPU threads of inference (None:
     the library default; for torch it is `torch.set_num_threads`, which is process-wide); `cache_dir` is where the
     ONNX export is kept (default `default_cache_dir()`); `quantize` is "none" or "int8" (onnx only, see the package
     docstring); `token_budget` caps the tokens of one ONNX run (rows x padded width), `batch_size` its rows. Float

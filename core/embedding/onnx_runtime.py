@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from insight.embedding.int8 import INT8_RECIPE_VERSION
-from insight.embedding.onnx_export import ONNX_EXPORT_VERSION, ONNX_OPSET
-from insight.errors import ModelArtifactError
+from core.embedding.int8 import INT8_RECIPE_VERSION
+from core.embedding.onnx_export import ONNX_EXPORT_VERSION, ONNX_OPSET
+from core.errors import ModelArtifactError
 
 
 def check_onnx_architecture(model_path: Path) -> None:

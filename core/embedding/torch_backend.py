@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from insight.errors import ModelArtifactError
+from core.errors import ModelArtifactError
 
 
 def load_sentence_transformer(model_path: Path, *, device: str, threads: int | None) -> Any:

@@ -26,16 +26,16 @@ Where each part lives: `embedder.py` (the `Embedder`), `torch_backend.py`, `onnx
 against torch) and `batching.py` (runs sized by tokens).
 """
 
-from insight.embedding.batching import DEFAULT_TOKEN_BUDGET
-from insight.embedding.embedder import (
+from core.embedding.batching import DEFAULT_TOKEN_BUDGET
+from core.embedding.embedder import (
            EMBEDDING_BACKENDS,
            EMBEDDING_QUANTIZATIONS,
            Embedder,
            default_cache_dir,
 )
-from insight.embedding.int8 import INT8_RECIPE_VERSION
-from insight.embedding.onnx_export import ONNX_EXPORT_VERSION, ONNX_OPSET
-from insight.embedding.probes import INT8_MIN_COSINE, ONNX_TOLERANCE, PROBE_TEXTS
+from core.embedding.int8 import INT8_RECIPE_VERSION
+from core.embedding.onnx_export import ONNX_EXPORT_VERSION, ONNX_OPSET
+from core.embedding.probes import INT8_MIN_COSINE, ONNX_TOLERANCE, PROBE_TEXTS
 
 __all__ = ["DEFAULT_TOKEN_BUDGET", "EMBEDDING_BACKENDS", "EMBEDDING_QUANTIZATIONS", "INT8_MIN_COSINE",
            "INT8_RECIPE_VERSION", "ONNX_EXPORT_VERSION", "ONNX_OPSET", "ONNX_TOLERANCE", "PROBE_TEXTS", "Embedder",

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from insight.embedding.onnx_export import write_atomic
-from insight.embedding.probes import META_KEY
-from insight.errors import ModelArtifactError
+from core.embedding.onnx_export import write_atomic
+from core.embedding.probes import META_KEY
+from core.errors import ModelArtifactError
 
 # Bump when the int8 recipe (which nodes, per-channel, weight type) changes: cached files and fingerprints carry it.
 INT8_RECIPE_VERSION = 1

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from insight.embedding.batching import ONNX_OUTPUT, feeds
-from insight.embedding.probes import META_KEY, PROBE_TEXTS
-from insight.errors import ModelArtifactError
+from core.embedding.batching import ONNX_OUTPUT, feeds
+from core.embedding.probes import META_KEY, PROBE_TEXTS
+from core.errors import ModelArtifactError
 
 # Bump when the export recipe (graph, opset, inputs) changes: cached files are keyed by it.
 ONNX_EXPORT_VERSION = 1
