@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     data: Path = Field(default=Path("../shared/data"), description="Public data sets for benchmarks and real-data tests.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite file in `home`.")
     chroma_url: str | None = Field(default=None, description="http://host:port of a chroma server; default embedded.")
+    registry: Path | None = Field(
+        default=None, description="Model registry folder; default HOME/registry. Replicas on several hosts point it "
+        "at one folder on shared storage (docs/DEPLOYMENT.md).",
+    )
     embedding_model: Path | None = Field(default=None, description="Sentence-transformers model folder; default bundled.")
     embedding_backend: Literal["torch", "onnx"] = Field(
         default="onnx",
@@ -314,8 +318,8 @@ class Settings(BaseSettings):
 
     @property
     def registry_path(self) -> Path:
-        """Model registry folder."""
-        return self.home / "registry"
+        """Model registry folder (`registry`, default HOME/registry)."""
+        return self.registry or self.home / "registry"
 
     @property
     def embedding_model_path(self) -> Path:
