@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         description="Tokens per onnx embedding run (rows x padded width; texts are sorted by length first). Runs of "
         "this size stay in the CPU caches, so they embed more texts per second than fixed-row runs, most for long texts.",
     )
+    kb_embedding_model: Path | None = Field(
+        default=None,
+        description="Sentence-transformers model folder of the knowledge hub (search, assist's articles and drafts); "
+        "default all-mpnet-base-v2 as set-up assembles it (`make`, or `python -m core.embedding.fetch`) in "
+        "~/.cache/deskpilot/models. Routing keeps `embedding_model`. Backend, threads, cache and quantization are "
+        "the embedding_* settings. A change re-embeds the index at the next start (or POST /v1/kb/reindex).",
+    )
     pseudonym_key: SecretStr = Field(
         default=SecretStr(""),
         description="HMAC key for pseudonymizing customer and agent identifiers; unset: a random key generated "
@@ -325,6 +332,15 @@ class Settings(BaseSettings):
     def embedding_model_path(self) -> Path:
         """Effective embedding model folder."""
         return self.embedding_model or bundled_model_path()
+
+    @property
+    def kb_embedding_model_path(self) -> Path:
+        """Effective embedding model folder of the knowledge hub."""
+        if self.kb_embedding_model is not None:
+            return self.kb_embedding_model
+        from core.embedding.fetch import default_kb_model_path
+
+        return default_kb_model_path()
 
     @property
     def embedder_kwargs(self) -> dict[str, Any]:
