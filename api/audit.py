@@ -4,8 +4,13 @@ Every write an API client is told succeeded has its audit row stored before the 
 
 - a write made through the request's session (`api.deps.get_session` hands out an `AuditedSession`) stores the row
   in the same transaction as the write (a `before_commit` hook), so the two are committed or lost together;
-- a refusal (401, 403, 404, 409, 422, 413, 503, ...) or a write that committed nothing through that session gets its
+- a refusal (401, 403, 404, 409, 422, 413, ...) or a write that committed nothing through that session gets its
   row from `AuditMiddleware` in its own transaction, awaited before the response start is sent;
+- a request shed under overload (503 `overloaded` from api.limits, or a client that left while it waited) is the
+  exception: its row is queued on the writer and stored by its next group commit (milliseconds later), not awaited,
+  so a refusal costs the event loop no database round trip. A kill -9 can thereby lose the rows of requests shed in
+  the last moments before it; none of them wrote anything. While more than `AuditWriter.max_unawaited` rows are
+  queued, a shed request waits for its row like any other refusal (the queue stays bounded);
 - when the answer differs from what the committed row assumed (status, object id) the row is corrected, also
   before the response starts.
 
@@ -242,9 +247,11 @@ class AuditWriter:
     for more rows (`linger_seconds` 0); a failed batch is retried row by row, so one bad row never drops another.
     """
 
-    def __init__(self, engine: Engine, *, max_batch: int = 500, linger_seconds: float = 0.0) -> None:
+    def __init__(self, engine: Engine, *, max_batch: int = 500, linger_seconds: float = 0.0,
+                 max_unawaited: int = 10_000) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.max_unawaited = max_unawaited
         self.linger_seconds = linger_seconds
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._pending = 0
@@ -291,6 +298,19 @@ class AuditWriter:
         self._put(op)  # stored at once (done called) if the writer closed in the meantime
         # shield: a cancelled request (client gone) still gets its row; it just stops waiting for it.
         return await asyncio.shield(fut)
+
+    @property
+    def pending(self) -> int:
+        """Rows and corrections queued and not yet stored (or failed)."""
+        return self._pending
+
+    async def queue(self, row: dict[str, Any]) -> None:
+        """Queue one row without waiting for it (a shed request's row); waits like `write` when the queue holds more
+        than `max_unawaited`, so a writer that falls behind slows refusals down instead of growing memory."""
+        if self._pending >= self.max_unawaited:
+            await self.write(row)
+        else:
+            self.submit(row)
 
     async def write(self, row: dict[str, Any]) -> bool:
         """Store one row and wait until it is committed (False if it could not be stored; that is logged)."""
@@ -386,7 +406,8 @@ class AuditMiddleware:
 
     A write committed through the request's session carried its row in its own transaction; this middleware only
     corrects that row when the answer differs (status, object id). Anything else (refusals, errors, writes that
-    committed nothing through the request's session) gets its row here, awaited before the response start is sent.
+    committed nothing through the request's session) gets its row here, awaited before the response start is sent;
+    a request shed under overload has its row queued instead (module docstring).
     """
 
     def __init__(self, app: ASGIApp, *, get_writer: Callable[[], AuditWriter | None]) -> None:
@@ -400,7 +421,10 @@ class AuditMiddleware:
         state = scope.get("state") or {}
         committed = state.get("audit_row")
         if committed is None:
-            await writer.write(_request_row(scope, status))
+            if state.get("shed"):  # refused under overload: queued, stored by the writer's next commit
+                await writer.queue(_request_row(scope, status))
+            else:
+                await writer.write(_request_row(scope, status))
             return
         row_id, stored_status, stored_object = committed
         object_id = _object_id(state, scope.get("path_params") or {})

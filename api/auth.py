@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import anyio
 import structlog
 from fastapi import HTTPException, Request
 from sqlalchemy import Column, DateTime, Engine, Table, bindparam
@@ -156,8 +157,9 @@ _KEY_BY_HASH = sa_select(_KEYS.c.key_hash, _KEYS.c.name, _KEYS.c.role, _KEYS.c.r
 def _lookup_principal(engine: Engine, secret: str) -> Principal | None:
     """The principal of a valid, unrevoked key, asked of the database on every request.
 
-    No per-process cache: a revoked key stops working at once in every worker and on every host. A Core select by
-    the indexed hash (no ORM object) keeps this cheap.
+    No per-process cache: a revoked key stops working at once in every worker and on every host (replicas share
+    only the database, so a cache would need a signal every host sees at once, which is this very read). A Core
+    select by the indexed hash (no ORM object) keeps this cheap; `require` runs it on a worker thread.
     """
     h = hash_key(secret)
     with engine.connect() as conn:
@@ -179,7 +181,9 @@ def require(*roles: str) -> Any:
         if not secret:
             raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
                                 headers={"WWW-Authenticate": "Bearer"})
-        principal = _lookup_principal(request.app.state.engine, secret)
+        # On a worker thread, not the event loop: a blocking database call there stalls every other request (and,
+        # while other threads compute, waits for the GIL each time the driver releases it).
+        principal = await anyio.to_thread.run_sync(_lookup_principal, request.app.state.engine, secret)
         if principal is None:
             raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
         request.state.principal = principal

@@ -1,6 +1,11 @@
 """Load shedding for heavy endpoints: a bounded number compute at once, a bounded number wait briefly, the rest
 get 503 with Retry-After at once (cheap to refuse, and they never pile up on threads or database connections);
-and the heavy requests' own thread pool, so a trivial request never waits for a thread behind them."""
+and the heavy requests' own thread pool, so a trivial request never waits for a thread behind them.
+
+A shedding dependency is resolved before every other dependency of its route (`shed_first`): a refusal is decided
+from in-memory counters alone, before the API key is checked or a database session is opened, so an overload
+costs the event loop next to nothing per refused request. Its audit row is queued, not awaited (api.audit).
+"""
 
 from __future__ import annotations
 
@@ -93,6 +98,7 @@ def _limited(what: str, limiter_attr: str, settings_hint: str) -> Callable[[Requ
     async def _dep(request: Request) -> AsyncIterator[None]:
         limiter: ConcurrencyLimiter = getattr(request.app.state, limiter_attr)
         if not await limiter.acquire():
+            request.state.shed = True  # api.audit queues this refusal's row instead of awaiting it
             metrics: Any = request.app.state.metrics
             metrics.shed.labels(endpoint=what).inc()
             wait = limiter.retry_after()
@@ -105,6 +111,7 @@ def _limited(what: str, limiter_attr: str, settings_hint: str) -> Callable[[Requ
         try:
             # A client that gave up while waiting gets no work done for it.
             if await request.is_disconnected():
+                request.state.shed = True
                 raise ClientGone(what)
             yield
         finally:
@@ -186,6 +193,21 @@ def _declared_routes(routes: Any) -> Any:
             yield from _declared_routes(included.routes)
         elif isinstance(route, APIRoute):
             yield route
+
+
+def shed_first(routes: Any) -> list[str]:
+    """Resolve every route's shedding dependency (routing slot, heavy slot) before its other dependencies (call
+    before the first request): under overload the refusal then costs no key lookup, no session, no thread. A
+    request refused this way has not been authenticated: its 503 and its audit row name no caller. The routes
+    changed."""
+    changed: list[str] = []
+    for route in _declared_routes(routes):
+        deps = route.dependant.dependencies
+        first = [d for d in deps if getattr(d.call, "sheds", None)]
+        if first and deps[: len(first)] != first:
+            route.dependant.dependencies = first + [d for d in deps if not getattr(d.call, "sheds", None)]
+            changed.append(f"{','.join(sorted(route.methods or ()))} {route.path}")
+    return changed
 
 
 def run_heavy_in_own_pool(routes: Any) -> list[str]:
