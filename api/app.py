@@ -20,7 +20,7 @@ from sqlmodel import Session, SQLModel, create_engine
 from api.auth import AuditMiddleware, AuditWriter, ensure_key
 from api.deps import TRAIN_HINT, ModelState
 from api.errors import BodySizeLimit, install_error_handlers
-from api.limits import ConcurrencyLimiter, run_heavy_in_own_pool, start_heavy_pool
+from api.limits import ConcurrencyLimiter, run_heavy_in_own_pool, shed_first, start_heavy_pool
 from api.metrics import LatencyMiddleware, Metrics
 from api.responses import install_contract
 from api.retrain import RetrainManager, watch_live_models
@@ -217,7 +217,7 @@ async def _open_kb_index_when_free(app: FastAPI, opener: Callable[[Settings, Any
     while app.state.kb_index is None:
         await anyio.sleep(1.0)
         try:
-            index = await anyio.to_thread.run_sync(opener, app.state.settings, app.state.embedder)
+            index = await anyio.to_thread.run_sync(opener, app.state.settings, app.state.kb_embedder)
             if index is not None:
                 await anyio.to_thread.run_sync(_repair_kb_index, app.state.engine, index)
         except Exception as exc:  # still held, or chroma failing: say why, try again
@@ -278,8 +278,12 @@ def create_app(
     decide_batch: Any = None,
     open_kb_index: Callable[[Settings, Any], Any] | None = None,
     embedder: Any = None,
+    kb_embedder: Any = None,
 ) -> FastAPI:
-    """Build the app; nothing heavy happens until the lifespan starts (engine, tables, index, models)."""
+    """Build the app; nothing heavy happens until the lifespan starts (engine, tables, index, models).
+
+    `embedder` serves routing; `kb_embedder` the knowledge hub (default: `settings.kb_embedding_model_path`, the
+    routing embedder itself when that is the same folder); `open_kb_index(settings, kb_embedder)` opens the index."""
     settings = settings or get_settings()
     metrics = Metrics()
 
@@ -317,9 +321,13 @@ def create_app(
         else:
             app.state.decide, app.state.decide_batch = decide, decide_batch
         app.state.kb_index, app.state.kb_index_error, app.state.kb_retriever = None, None, None
+        app.state.kb_embedder = kb_embedder
         try:
+            if app.state.kb_embedder is None:  # the knowledge hub's own model (knowledge_hub.index.kb_embedder)
+                app.state.kb_embedder = importlib.import_module("knowledge_hub.index").kb_embedder(
+                    settings, shared=app.state.embedder)
             opener = open_kb_index or _open_kb_index
-            app.state.kb_index = await anyio.to_thread.run_sync(opener, settings, app.state.embedder)
+            app.state.kb_index = await anyio.to_thread.run_sync(opener, settings, app.state.kb_embedder)
             if app.state.kb_index is not None:
                 await anyio.to_thread.run_sync(_repair_kb_index, engine, app.state.kb_index)
         except (ImportError, AttributeError) as exc:
@@ -401,6 +409,7 @@ def create_app(
 
     mount_web_app(app)  # the web pages (api/web): same process, port and services; not in the OpenAPI schema
     run_heavy_in_own_pool(app.routes)  # assist, gaps and index writes compute on threads of their own
+    shed_first(app.routes)  # under overload a refusal is decided before the key lookup or any database work
     # Added last = outermost: latency covers everything, the audit sees refusals, the size check runs first.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, upload_paths=("/analyst/upload",),
                        upload_max_bytes=settings.web_upload_max_bytes)
