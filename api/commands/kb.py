@@ -122,14 +122,13 @@ class Hub:
 @contextmanager
 def _hub(settings: Settings) -> Iterator[Hub]:
     """Open the index for this command, or connect to the server that holds it; let go afterwards."""
-    from core.embedding import Embedder
-    from knowledge_hub.index import open_index
+    from knowledge_hub.index import kb_embedder, open_index
     from knowledge_hub.ownership import IndexBusy, server_url, wait_and_acquire
 
     engine = _engine(settings)
     hub = Hub(engine=engine)
     try:
-        embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
+        embedder = kb_embedder(settings)
         if settings.chroma_url:  # a chroma server is shared safely by every process
             hub.index = open_index(settings=settings, embedder=embedder)
         else:
