@@ -12,7 +12,17 @@ import pytest
 from core.errors import InvalidEventLog
 from insight.eventlog import read_log
 from insight.eventlog.pm4py_bridge import read_xes_frame
-from insight.eventlog.readers.xes import _NotFlat, _NotPlain, _scan, _stream, parse_xes, read_xes_events
+from insight.eventlog.readers.xes import (
+    _NotFlat,
+    _NotPlain,
+    _scan,
+    _stream,
+    _vdates,
+    _vframe,
+    _vscan,
+    parse_xes,
+    read_xes_events,
+)
 
 # Trace attributes before and after the events, typed attributes (int, float, boolean, id), an int pm4py cannot
 # read, an event missing an attribute, an empty trace, an entity, offsets, 'Z' and a naive date.
@@ -133,7 +143,7 @@ def test_public_logs_identical_to_pm4py(shared_data: Path, rel: str, monkeypatch
     from insight.eventlog.readers import xes
 
     p = shared_data / "process_logs" / rel
-    pd.testing.assert_frame_equal(parse_xes(p), read_xes_frame(p), check_exact=True)
+    pd.testing.assert_frame_equal(_vframe(_vscan(p)), read_xes_frame(p), check_exact=True)  # the fast path
     log = read_log(p)
     monkeypatch.setattr(xes, "read_xes_events", read_xes_frame)
     before = read_log(p)
@@ -141,3 +151,52 @@ def test_public_logs_identical_to_pm4py(shared_data: Path, rel: str, monkeypatch
     assert log.case_attributes == before.case_attributes
     assert log.quality is not None and before.quality is not None
     assert [(f.name, f.rows) for f in log.quality.fixes] == [(f.name, f.rows) for f in before.quality.fixes]
+
+
+@pytest.mark.parametrize("ns", ["http://www.xes-standard.org/", ""])
+def test_vector_scanner_gives_pm4py_frame(tmp_path: Path, ns: str) -> None:
+    """The canonical layout is read by the numpy/Arrow scanner itself (not a fallback), with pm4py's frame."""
+    text = MIXED.replace(' xmlns="{ns}"', f' xmlns="{ns}"' if ns else "")
+    (p := tmp_path / "mixed.xes").write_text(text, encoding="utf-8")
+    pd.testing.assert_frame_equal(_vframe(_vscan(p)), _pm4py(p), check_exact=True)
+
+
+@pytest.mark.parametrize("change", [
+    ('<string key="org:resource"', '<string  key="org:resource"'),  # two spaces
+    ("<event>", "<event >"),  # a space in a bare tag
+    ('value="ann"/>', 'value="ann" />'),  # a space before '/>'
+    ('value="Close"', 'value="a > b"'),  # '>' in a value
+    ('<trace>\n  <string key="concept:name" value="T1"/>', '<trace>\n  <string key="concept:name" value="T1"></string>'),
+])
+def test_vector_scanner_leaves_other_spellings(tmp_path: Path, change: tuple[str, str]) -> None:
+    text = MIXED.replace("{ns}", "")
+    assert change[0] in text
+    (p := tmp_path / "other.xes").write_text(text.replace(*change), encoding="utf-8")
+    with pytest.raises(_NotPlain):
+        _vscan(p)
+    pd.testing.assert_frame_equal(parse_xes(p), _pm4py(p), check_exact=True)
+
+
+DATES = [
+    "2011-10-01T00:38:44.546+02:00", "2011-10-01T00:38:44+02:00", "2020-02-29T23:59:59Z", "2020-02-29T23:59:59.5Z",
+    "2013-09-27T16:03:13-03:30", "1999-12-31T23:00:00", "2012-07-30T07:55:06.000+00:00", "2012-07-30T07:55:06.123456Z",
+    "2012-07-30T07:55:06.12345+01:00", "1970-01-01T00:00:00.000+01:00", "2026-03-01T00:00:00.1-14:00",
+]
+
+
+@pytest.mark.parametrize("extra", [[], ["2012-07-30T07:55:06.1234567Z"], ["2012-07-30 07:55:06"], [None]])
+def test_vector_dates_match_pandas(extra: list[str | None]) -> None:
+    import pyarrow as pa
+
+    values = DATES + extra
+    ours = _vdates(pa.array(values, pa.string()), "t")
+    theirs = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601", utc=True).astype("datetime64[us, UTC]")
+    pd.testing.assert_series_equal(ours, theirs, check_exact=True)
+
+
+@pytest.mark.parametrize("bad", ["2019-02-29T10:00:00Z", "2019-13-01T10:00:00Z", "2019-01-01T24:00:00Z", "soon"])
+def test_vector_dates_refuse_what_pandas_refuses(bad: str) -> None:
+    import pyarrow as pa
+
+    with pytest.raises(_NotFlat):
+        _vdates(pa.array([*DATES, bad], pa.string()), "t")
