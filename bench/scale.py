@@ -1,0 +1,184 @@
+"""Mining at scale: simulated events mined on a local Dask cluster (2 workers) vs one process, same parts.
+
+The log comes from deskpilot's simulator in batches of 1M events (each batch its own seed and case-id prefix, as
+several regions of one help desk), streamed into case-partitioned Parquet parts of 1M events by
+`write_partitioned` (memory: one batch and one part). Both sides then start from the same parts on disk and run
+the same miners (extraction, process map with performance, variants, bottlenecks, handovers, KPIs, case labels):
+
+- single process: `mine_single` (read every part, encode, mine) in a fresh child process;
+- cluster: `mine_partitioned` on a LocalCluster of WORKERS worker processes (one thread each), driven by a fresh
+  child process; the cluster's start-up (processes, imports) is timed apart (a real cluster is already running).
+
+Each side runs REPEAT times in its own child process (same repeats both sides); the time is the best run. Peak
+memory is ru_maxrss of each process (the workers report theirs), and the two results are compared field by
+field (every miner's JSON form, the per-case label table). DESKPILOT_BENCH_SCALE_EVENTS sets the size.
+
+Run: nice -n 5 .venv/bin/python bench/scale.py   (writes bench/results/scale.json)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import Results  # noqa: I001  (bench scripts import their sibling)
+
+N_EVENTS = int(os.environ.get("DESKPILOT_BENCH_SCALE_EVENTS", "10000000"))
+BATCH = 1_000_000  # events simulated at a time
+PART = 1_000_000  # events per Parquet part
+WORKERS = 2
+REPEAT = 1  # runs of each side (the same for both sides of the ratio)
+
+
+def _rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def generate(out: Path, n_events: int) -> dict[str, Any]:
+    """Simulated batches streamed into case-partitioned Parquet parts."""
+    from insight.eventlog.schema import CASE_ID
+    from insight.eventlog.writers import write_partitioned
+    from insight.simulate import simulate_events
+
+    counts = {"events": 0, "cases": 0}
+
+    def batches() -> Any:
+        b = 0
+        while counts["events"] < n_events:
+            df = simulate_events(n_events=min(BATCH, n_events - counts["events"]), seed=1000 + b).log.df
+            df[CASE_ID] = f"R{b:03d}-" + df[CASE_ID].astype(str)
+            counts["events"] += len(df)
+            counts["cases"] += int(df[CASE_ID].nunique())
+            b += 1
+            yield df
+
+    t = time.perf_counter()
+    parts = write_partitioned(batches(), out, events_per_part=PART, name=f"simulated {n_events:,}")
+    return {**counts, "parts": len(parts), "seconds": time.perf_counter() - t, "rss_gib": _rss_gib()}
+
+
+def _digest(result: Any) -> dict[str, Any]:
+    from insight.mining.report import _jsonable
+
+    miners = {k: _jsonable(getattr(result, k).to_dict()) if getattr(result, k) is not None else None
+              for k in ("extraction", "process_map", "variants", "bottlenecks", "handovers", "kpis")}
+    return {"miners": json.dumps(miners, sort_keys=False), "labels": result.labels.df,
+            "segments": result.labels.segments, "lines": result.labels.lines,
+            "n_cases": result.n_cases, "n_events": result.n_events, "timings": result.timings,
+            "variants": result.variants.n_variants}
+
+
+def child_single(parts: Path, out: Path) -> None:
+    from insight.mining.distributed import mine_single
+
+    best, result = float("inf"), None
+    for _ in range(REPEAT):
+        t = time.perf_counter()
+        result = mine_single(parts)
+        best = min(best, time.perf_counter() - t)
+    with out.open("wb") as fh:
+        pickle.dump({"seconds": best, "rss_gib": _rss_gib(), **_digest(result)}, fh)
+
+
+def _warm() -> None:
+    import insight.mining.distributed  # noqa: F401
+
+
+def child_dask(parts: Path, out: Path) -> None:
+    from insight.mining.distributed import connect, mine_partitioned
+
+    t = time.perf_counter()
+    client = connect(workers=WORKERS)
+    client.wait_for_workers(WORKERS)
+    client.run(_warm)  # the workers import deskpilot's miners once, as a running cluster has
+    startup = time.perf_counter() - t
+    best, result = float("inf"), None
+    for _ in range(REPEAT):
+        t = time.perf_counter()
+        result = mine_partitioned(parts, client)
+        best = min(best, time.perf_counter() - t)
+    workers = client.run(_rss_gib)
+    cluster = client.cluster
+    client.close()
+    cluster.close()
+    with out.open("wb") as fh:
+        pickle.dump({"seconds": best, "startup": startup, "rss_gib": _rss_gib(),
+                     "worker_rss_gib": sorted(workers.values()), **_digest(result)}, fh)
+
+
+def _child(*args: str) -> None:
+    out = subprocess.run([sys.executable, __file__, *args], text=True, capture_output=True)
+    if out.returncode != 0:
+        raise SystemExit(f"child {args[0]} failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> str:
+    import numpy as np
+    import pandas as pd
+
+    if a["miners"] != b["miners"]:
+        return "DIFFERENT miners"
+    try:
+        pd.testing.assert_frame_equal(a["labels"], b["labels"], check_exact=True)
+        if a["segments"] is not None or b["segments"] is not None:
+            pd.testing.assert_frame_equal(a["segments"], b["segments"], check_exact=True)
+    except AssertionError as exc:
+        return "DIFFERENT labels: " + " ".join(str(exc).split())[:120]
+    if a["lines"] != b["lines"] or not np.array_equal([a["n_cases"], a["n_events"]], [b["n_cases"], b["n_events"]]):
+        return "DIFFERENT lines or counts"
+    return "equal"
+
+
+def main() -> None:
+    """Generate, mine both ways in child processes, compare, write bench/results/scale.json."""
+    res = Results("scale")
+    res.extra_env.update({"workers": WORKERS, "threads_per_worker": 1, "part_events": PART, "repeat": REPEAT,
+                          "generator": "insight.simulate, 1M-event batches"})
+    with tempfile.TemporaryDirectory(prefix="deskpilot-scale-") as tmp:
+        parts = Path(tmp) / "parts"
+        _child("--generate", str(parts), str(N_EVENTS))
+        gen = json.loads((parts / "_generate.json").read_text())
+        label = f"{gen['events']:,} events, {gen['cases']:,} cases"
+        print(f"generated {label} in {gen['parts']} parts ({gen['seconds']:.0f} s)", flush=True)
+        _child("--single", str(parts), str(Path(tmp) / "single.pkl"))
+        _child("--dask", str(parts), str(Path(tmp) / "dask.pkl"))
+        single = pickle.loads((Path(tmp) / "single.pkl").read_bytes())
+        dask = pickle.loads((Path(tmp) / "dask.pkl").read_bytes())
+    sec = f"seconds, best of {REPEAT}"
+    res.add("generate + write parts (streamed)", label, "seconds", gen["seconds"])
+    res.add("generate + write parts (streamed)", label, "peak RSS GiB", gen["rss_gib"])
+    res.add("mine, single process", label, sec, single["seconds"])
+    res.add("mine, Dask 2 workers", label, sec, dask["seconds"], single["seconds"])
+    res.add("Dask / single-process time", label, f"ratio of best-of-{REPEAT} times",
+            dask["seconds"] / single["seconds"], goal="<= 1.5")
+    res.add("Dask cluster start-up", label, "seconds", dask["startup"])
+    res.add("peak RSS, single process", label, "GiB", single["rss_gib"])
+    res.add("peak RSS per Dask worker", label, "GiB (max of workers)", max(dask["worker_rss_gib"]), goal="< 4")
+    res.add("peak RSS, Dask client", label, "GiB", dask["rss_gib"])
+    res.add("results Dask vs single process", label, f"{single['variants']:,} variants", _same(single, dask),
+            goal="equal")
+    res.extra_env["timings_single_s"] = {k: round(v, 3) for k, v in single["timings"].items()}
+    res.extra_env["timings_dask_s"] = {k: round(v, 3) for k, v in dask["timings"].items()}
+    res.extra_env["worker_rss_gib"] = [round(x, 3) for x in dask["worker_rss_gib"]]
+    res.write()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--generate":
+        target = Path(sys.argv[2])
+        info = generate(target, int(sys.argv[3]))
+        (target / "_generate.json").write_text(json.dumps(info))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--single":
+        child_single(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--dask":
+        child_dask(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        main()

@@ -1,0 +1,111 @@
+"""Mining on a Dask cluster over case-partitioned Parquet gives exactly what the single-process miners give."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import InvalidInput
+from insight.eventlog import ingest
+from insight.eventlog.schema import CASE_ID, EventLog
+from insight.eventlog.writers import write_partitioned
+from insight.mining.distributed import DistributedResult, connect, mine_partitioned, mine_single, part_paths
+from insight.mining.report import InsightReport, MineConfig, _jsonable, mine
+from insight.simulate import simulate_events
+
+MINERS = ("extraction", "process_map", "variants", "bottlenecks", "handovers", "kpis")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    c = connect(workers=2, processes=False)
+    yield c
+    cluster = c.cluster
+    c.close()
+    cluster.close()
+
+
+def _assert_same(dist: DistributedResult, single: InsightReport | DistributedResult) -> None:
+    assert (dist.n_cases, dist.n_events) == (single.n_cases, single.n_events)
+    for name in MINERS:
+        ours, theirs = getattr(dist, name), getattr(single, name)
+        assert (ours is None) == (theirs is None), name
+        if ours is not None:
+            # through the report's JSON form (NaN -> None), so every field and its order is compared exactly
+            assert json.dumps(_jsonable(ours.to_dict())) == json.dumps(_jsonable(theirs.to_dict())), name
+    pd.testing.assert_frame_equal(dist.labels.df, single.labels.df, check_exact=True)
+    assert dist.labels.lines == single.labels.lines
+    if single.labels.segments is not None:
+        assert dist.labels.segments is not None
+        pd.testing.assert_frame_equal(dist.labels.segments, single.labels.segments, check_exact=True)
+        assert np.array_equal(dist.labels.resolve_pos, single.labels.resolve_pos)  # type: ignore[arg-type]
+
+
+def _check(log: EventLog, tmp: Path, client: Any, parts: int) -> DistributedResult:
+    written = write_partitioned(log, tmp, events_per_part=max(1, log.n_events // parts))
+    assert len(written) >= min(parts, 2)
+    # every case in exactly one part
+    ids = [set(pd.read_parquet(p, columns=[CASE_ID])[CASE_ID]) for p in written]
+    assert sum(len(s) for s in ids) == len(set().union(*ids))
+    dist = mine_partitioned(tmp, client)
+    _assert_same(dist, mine(log, config=MineConfig(conformance=False, render_map=False)))
+    return dist
+
+
+def test_simulated_log_equals_single_process(tmp_path: Path, client: Any) -> None:
+    log = simulate_events(n_events=30_000, seed=3).log
+    # shuffled rows: the writer groups cases itself, the single-process encoder sorts
+    shuffled = EventLog(log.df.sample(frac=1.0, random_state=1).reset_index(drop=True), name=log.name,
+                        case_attributes=log.case_attributes)
+    dist = _check(shuffled, tmp_path, client, parts=4)
+    assert dist.n_parts >= 4 and dist.handovers is not None and dist.process_map.edges
+    # the one-process reference over the same parts (what bench/scale.py times against)
+    _assert_same(dist, mine_single(tmp_path))
+
+
+def test_streamed_frames_cut_at_case_boundaries(tmp_path: Path) -> None:
+    df = simulate_events(n_events=5_000, seed=5).log.df
+    frames = [df.iloc[i:i + 777] for i in range(0, len(df), 777)]  # cases run across frame edges
+    written = write_partitioned(iter(frames), tmp_path, events_per_part=1_000, name="sim")
+    back = pd.concat([pd.read_parquet(p) for p in written], ignore_index=True)
+    pd.testing.assert_frame_equal(back, df.reset_index(drop=True), check_exact=True)
+    firsts = [pd.read_parquet(p, columns=[CASE_ID])[CASE_ID] for p in written]
+    for a, b in zip(firsts, firsts[1:], strict=False):
+        assert a.iloc[-1] != b.iloc[0]
+    paths, meta = part_paths(tmp_path)
+    assert paths == written and meta["name"] == "sim"
+
+
+def test_not_a_partitioned_log_is_refused(tmp_path: Path, client: Any) -> None:
+    with pytest.raises(InvalidInput, match="not a partitioned log"):
+        mine_partitioned(tmp_path, client)
+    with pytest.raises(InvalidInput, match="--workers"):
+        connect()
+
+
+PUBLIC = [
+    ("helpdesk/Helpdesk.xes.gz", None),
+    ("helpdesk/helpdesk_finale_attributes.csv.gz", "helpdesk_csv"),
+    ("helpdesk/tax2017_helpdesk.csv", "tax2017"),
+    ("bpic2013/BPI_Challenge_2013_incidents.xes.gz", "bpic2013_xes"),
+    ("bpic2013/VINST_incidents_ibm_with_support_level.csv.gz", "bpic2013_vinst"),
+    ("bpic2012/BPI_Challenge_2012.xes.gz", None),
+    ("bpic2012/tax2017_bpi_12_w.csv", "tax2017"),
+    ("bpic2014/BPIC14_f_incident_activity.xes.gz", None),
+    ("servicenow_uci498/incident_event_log_ibm_subset.csv.gz", "servicenow"),
+]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.parametrize(("rel", "preset"), PUBLIC)
+def test_public_log_equals_single_process(shared_data: Path, tmp_path: Path, client: Any, rel: str,
+                                          preset: str | None) -> None:
+    log = ingest(shared_data / "process_logs" / rel, preset=preset, pseudonym_key="test-key")
+    _check(log, tmp_path, client, parts=3)
