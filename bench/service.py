@@ -740,6 +740,11 @@ def main() -> None:
             # assist needs the production intent model (predict_with_oos), next-activity model and ticket memory
             res.add("assist", data, "not measured", "needs the production models (run without --model tfidf)")
         else:
+            from api.settings import Settings
+
+            # The knowledge hub embeds with its own model (DESKPILOT_KB_EMBEDDING_MODEL, default all-mpnet-base-v2):
+            # assist's articles and drafts are searched with it, routing stays on the bundled MiniLM.
+            res.add("assist: knowledge-hub model", data, "model", Settings(home=HOME).kb_embedding_model_path.name)
             print("assist: one agent client, sequential, then 10 req/s ...", flush=True)
             routed = [t["ticket_id"] for t in open_t]
             alat, aerr, _ = asyncio.run(_assist_loop(url, agent_key, routed[:60], 0.0))
@@ -749,7 +754,7 @@ def main() -> None:
             alat, aerr, awall = asyncio.run(_assist_loop(url, agent_key, routed[60:60 + int(10 * args.seconds)], 10.0))
             res.add("assist @ 10 req/s", data, "achieved req/s", len(alat) / awall)
             res.add("assist @ 10 req/s", data, "p50 ms", _pct(alat, 50))
-            res.add("assist @ 10 req/s", data, "p99 ms", _pct(alat, 99))
+            res.add("assist @ 10 req/s", data, "p99 ms", _pct(alat, 99), goal="< 150 ms @ 10 req/s")
             res.add("assist @ 10 req/s", data, "errors", aerr)
         if args.heavy_seconds > 0:
             keys = {"helpdesk": key, "agent": agent_key, "knowledge_manager": _make_key(HOME, "knowledge_manager"),
