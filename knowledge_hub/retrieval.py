@@ -14,8 +14,15 @@ so when BM25 is unsure, or its candidates are not the dense candidates, the quer
 A fixed weight (the previous behaviour) is `HybridRetriever(adaptive=False, lexical_weight=0.15)`. The fused score stays
 on the cosine scale (a convex mix of a cosine and a [0, 1] score), so thresholds on it (assist drafts) keep meaning.
 
-No knob was tuned on StackFAQ's queries: w_max was chosen on Banking77-as-FAQ and the three HINT3 train sets as FAQs;
-see bench/retrieval.py.
+No knob was tuned on StackFAQ's queries: w_max was chosen on Banking77-as-FAQ and the three HINT3 train sets as FAQs,
+for each sentence model (`lexical_weight_for`); see bench/retrieval.py.
+
+Results are grouped per article (`search_articles`): an article is ranked by its best passage and returned once, with
+its best passages. The score below which nothing is good enough to quote (`abstain_threshold`, `calibration()`) is
+calibrated per hub, on queries the hub itself holds out: each article's title is asked with that article left out,
+which is exactly a question whose article does not exist; the threshold is the lowest score that at most
+`1 - target` of those questions reach (hubs too small to say fall back to `DEFAULT_ABSTAIN_THRESHOLD`). It needs no
+encoding (the titles' vectors are in the index) and is recomputed when the index changes.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numpy as np
 
 from core.errors import InvalidInput
 from knowledge_hub.index import IndexSnapshot, KnowledgeIndex
-from knowledge_hub.models import SearchHit
+from knowledge_hub.models import Passage, SearchHit
 
 Mode = Literal["hybrid", "dense", "lexical"]
 
@@ -38,7 +45,22 @@ FIXED_LEXICAL_WEIGHT = 0.15
 # Adaptive fusion: w_max with the best worst-case gain over the better single part on Banking77-as-FAQ and the three
 # HINT3 sets (grid .1 .15 .2 .3 .4 .5 .6; bench/retrieval.py re-derives it each run). StackFAQ was not used.
 DEFAULT_LEXICAL_WEIGHT = 0.4
+# w_max of other sentence models (by model folder name), chosen the same way for each (bench/retrieval.py).
+MODEL_LEXICAL_WEIGHTS: dict[str, float] = {"all-mpnet-base-v2": 0.4}
 AGREEMENT_K = 5
+# Abstain calibration: the share of left-out-article questions a quote may still be drawn for is at most 1 - target;
+# fewer left-out questions than MIN_CALIBRATION_QUERIES cannot say where that is, and the fixed threshold is used.
+DEFAULT_ABSTAIN_TARGET = 0.95
+DEFAULT_ABSTAIN_THRESHOLD = 0.40
+MIN_CALIBRATION_QUERIES = 8
+MAX_CALIBRATION_QUERIES = 2000
+
+
+def lexical_weight_for(embedder: object) -> float:
+    """The adaptive w_max chosen for this embedder's model (DEFAULT_LEXICAL_WEIGHT for models not tuned)."""
+    path = getattr(embedder, "model_path", None)
+    name = getattr(path, "name", None) if path is not None else None
+    return MODEL_LEXICAL_WEIGHTS.get(str(name), DEFAULT_LEXICAL_WEIGHT) if name else DEFAULT_LEXICAL_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,92 @@ class Filters:
     intents: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     article_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ArticleHit:
+    """One retrieved article: ranked by its best passage, with its best passages (best first)."""
+
+    passages: tuple[SearchHit, ...]
+    rank: int
+
+    @property
+    def best(self) -> SearchHit:
+        """The article's best passage."""
+        return self.passages[0]
+
+    @property
+    def article_id(self) -> int:
+        """Id of the article."""
+        return self.best.article_id
+
+    @property
+    def version(self) -> int:
+        """Version the passages were indexed from."""
+        return self.best.version
+
+    @property
+    def title(self) -> str:
+        """Title of the article."""
+        return self.best.title
+
+    @property
+    def score(self) -> float:
+        """The article's score: its best passage's fused score."""
+        return self.best.score
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The abstain threshold of one hub (index revision) and what it was chosen on.
+
+    `false_answer_rate` is the share of the held-out questions (title of an article left out) at or above the
+    threshold; `calibrated` is False when the hub was too small and `threshold` is the fixed default.
+    """
+
+    threshold: float
+    target: float
+    queries: int
+    false_answer_rate: float | None
+    calibrated: bool
+    revision: int
+
+
+def choose_threshold(negatives: np.ndarray, *, target: float) -> float:
+    """Lowest score that at most a share `1 - target` of `negatives` (best scores of questions with no right
+    article) reach: with n questions, the (floor((1 - target) * n) + 1)-th highest, nudged just above it."""
+    if not 0.0 < target < 1.0:
+        raise InvalidInput(f"abstain target must be in (0, 1), got {target}", field="target")
+    neg = np.sort(np.asarray(negatives, dtype=np.float64)[np.isfinite(negatives)])[::-1]
+    if neg.size == 0:
+        raise InvalidInput("no held-out questions to calibrate on", field="negatives")
+    allowed = int(np.floor((1.0 - target) * neg.size + 1e-9))
+    if allowed >= neg.size:
+        return float(neg[-1])
+    return float(np.nextafter(np.float32(neg[allowed]), np.float32(np.inf)))
+
+
+def group_passages(order: np.ndarray, scores: np.ndarray, passages: Sequence[Passage], *, dense: np.ndarray,
+                   lexical: np.ndarray, k: int, per_article: int,
+                   min_score: float | None = None) -> list[ArticleHit]:
+    """Walk passages best first (`order`), keep the first `k` articles and up to `per_article` passages of each."""
+    groups: dict[int, list[SearchHit]] = {}
+    for j in order:
+        sc = float(scores[j])
+        if not np.isfinite(sc) or (min_score is not None and sc < min_score):
+            break
+        aid = passages[int(j)].article_id
+        got = groups.get(aid)
+        if got is None:
+            if len(groups) >= k:
+                if all(len(g) >= per_article for g in groups.values()):
+                    break
+                continue
+            got = groups[aid] = []
+        if len(got) < per_article:
+            got.append(SearchHit(passage=passages[int(j)], score=sc, dense_score=float(dense[j]),
+                                 lexical_score=float(lexical[j]), rank=len(got) + 1))
+    return [ArticleHit(passages=tuple(g), rank=r) for r, g in enumerate(groups.values(), start=1)]
 
 
 class _Lexical:
@@ -142,7 +250,7 @@ class HybridRetriever:
     def __init__(self, *, index: KnowledgeIndex, lexical_weight: float | None = None, adaptive: bool = True,
                  use_title_field: bool = True, agreement_k: int = AGREEMENT_K) -> None:
         if lexical_weight is None:
-            lexical_weight = DEFAULT_LEXICAL_WEIGHT if adaptive else FIXED_LEXICAL_WEIGHT
+            lexical_weight = lexical_weight_for(index.embedder) if adaptive else FIXED_LEXICAL_WEIGHT
         if not 0.0 <= lexical_weight <= 1.0:
             raise InvalidInput(f"lexical_weight must be in [0, 1], got {lexical_weight}", field="lexical_weight")
         if agreement_k < 1:
@@ -155,6 +263,7 @@ class HybridRetriever:
         self._lock = threading.Lock()
         self._lex_for: IndexSnapshot | None = None
         self._lex: _Lexical | None = None
+        self._calibrations: dict[float, tuple[IndexSnapshot, Calibration]] = {}
 
     def _state(self) -> tuple[IndexSnapshot, _Lexical]:
         snap = self.index.snapshot()
@@ -212,6 +321,82 @@ class HybridRetriever:
         article_of = np.fromiter((p.article_id for p in snap.passages), dtype=np.int64, count=len(snap.passages))
         return adaptive_weights(dense, lexical_norm, article_of=article_of, max_weight=self.lexical_weight,
                                 mask=mask, k=self.agreement_k)
+
+    def search_articles(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        passages: int = 3,
+        mode: Mode = "hybrid",
+        intents: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        article_ids: Sequence[int] = (),
+        status: str | None = "published",
+        min_score: float | None = None,
+    ) -> list[ArticleHit]:
+        """Top-k articles for a query, each once, ranked by its best passage, with up to `passages` best passages."""
+        if not query.strip():
+            raise InvalidInput("query is empty", field="query")
+        if k < 1:
+            raise InvalidInput(f"k must be >= 1, got {k}", field="k")
+        if passages < 1:
+            raise InvalidInput(f"passages must be >= 1, got {passages}", field="passages")
+        filters = Filters(status=status, intents=tuple(intents), tags=tuple(tags), article_ids=tuple(article_ids))
+        snap, fused, dense, lexn = self.score_matrix([query], mode=mode, filters=filters)
+        row = fused[0]
+        return group_passages(np.argsort(-row, kind="stable"), row, snap.passages, dense=dense[0], lexical=lexn[0],
+                              k=k, per_article=passages, min_score=min_score)
+
+    @property
+    def abstain_threshold(self) -> float:
+        """This hub's abstain threshold at the index's current revision, for the default target (assist's drafts
+        abstain below it; `calibration()` says what it was chosen on)."""
+        return self.calibration().threshold
+
+    def calibration(self, *, target: float = DEFAULT_ABSTAIN_TARGET) -> Calibration:
+        """This hub's abstain threshold at the index's current revision and what it was chosen on (module
+        docstring); cached until the index changes."""
+        snap, lex = self._state()
+        with self._lock:
+            cached = self._calibrations.get(target)
+            if cached is not None and cached[0] is snap:
+                return cached[1]
+        cal = self._calibrate(snap, lex, target=target)
+        with self._lock:
+            self._calibrations[target] = (snap, cal)
+        return cal
+
+    def _calibrate(self, snap: IndexSnapshot, lex: _Lexical, *, target: float) -> Calibration:
+        article_of = np.fromiter((p.article_id for p in snap.passages), dtype=np.int64, count=len(snap.passages))
+        first: dict[int, int] = {}
+        for j, p in enumerate(snap.passages):
+            first.setdefault(p.article_id, j)
+        aids = sorted(first)
+        if len(aids) > MAX_CALIBRATION_QUERIES:  # a fixed, spread-out sample of a large hub
+            aids = [aids[i] for i in np.linspace(0, len(aids) - 1, MAX_CALIBRATION_QUERIES).astype(int)]
+        if len(aids) < max(MIN_CALIBRATION_QUERIES, 2):
+            return Calibration(threshold=DEFAULT_ABSTAIN_THRESHOLD, target=target, queries=len(aids),
+                               false_answer_rate=None, calibrated=False, revision=snap.revision)
+        titles = [snap.passages[first[a]].title for a in aids]
+        # A title's vector is stored with each of its passages: the questions need no encoding.
+        q = snap.title_vectors[[first[a] for a in aids]]
+        dense = q @ snap.passage_vectors.T
+        if self.use_title_field:
+            dense = np.maximum(dense, q @ snap.title_vectors.T)
+        raw = lex.scores(titles)
+        best = np.empty(len(aids), dtype=np.float64)
+        for i, aid in enumerate(aids):
+            keep = article_of != aid  # the question's own article is left out: no right answer exists
+            lexn = normalise_lexical(raw[i:i + 1], keep[None, :])
+            d = dense[i:i + 1]
+            w = self.query_weights(snap, d, lexn, keep[None, :])
+            fused = fuse(d, lexn, lexical_weight=w)[0]
+            best[i] = float(fused[keep].max()) if keep.any() else -np.inf
+        threshold = choose_threshold(best, target=target)
+        return Calibration(threshold=threshold, target=target, queries=len(aids),
+                           false_answer_rate=float((best >= threshold).mean()), calibrated=True,
+                           revision=snap.revision)
 
     def search(
         self,

@@ -343,11 +343,11 @@ def search_cmd(
                                     lexical_score=r["lexical_score"], article_id=r["article_id"],
                                     version=r["version"], title=r["title"], text=r["text"]) for r in rows]
         else:
-            found = HybridRetriever(index=hub.index).search(query, k=k, intents=intent or (), tags=tag or (),
-                                                            mode=mode)  # type: ignore[arg-type]
-            hits = [SimpleNamespace(rank=h.rank, score=h.score, dense_score=h.dense_score,
-                                    lexical_score=h.lexical_score, article_id=h.article_id, version=h.version,
-                                    title=h.title, text=h.passage.text) for h in found]
+            found = HybridRetriever(index=hub.index).search_articles(  # each article once, as the API answers
+                query, k=k, intents=intent or (), tags=tag or (), mode=mode)  # type: ignore[arg-type]
+            hits = [SimpleNamespace(rank=a.rank, score=a.score, dense_score=a.best.dense_score,
+                                    lexical_score=a.best.lexical_score, article_id=a.article_id, version=a.version,
+                                    title=a.title, text=a.best.passage.text) for a in found]
     table = Table("#", "score", "dense", "lex", "article", "v", "title", "passage")
     for h in hits:
         text = h.text.replace("\n", " ")

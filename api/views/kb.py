@@ -59,8 +59,19 @@ class ImportPublic(BaseModel):
     index_stale: list[int]
 
 
+class PassagePublic(BaseModel):
+    """One passage of a retrieved article."""
+
+    heading: str
+    text: str
+    score: float
+    dense_score: float
+    lexical_score: float
+
+
 class HitPublic(BaseModel):
-    """One retrieved passage."""
+    """One retrieved article (each article once), ranked by its best passage; `heading`, `text` and the scores are
+    that passage's, `passages` its best passages, best first."""
 
     article_id: int
     version: int
@@ -71,6 +82,7 @@ class HitPublic(BaseModel):
     dense_score: float
     lexical_score: float
     rank: int
+    passages: list[PassagePublic]
 
 
 class ConsistencyPublic(BaseModel):
@@ -268,18 +280,24 @@ def search(
     index: IndexDep,
     principal: Annotated[Principal, Depends(require(*READERS))],
     q: Annotated[str, Query(min_length=1, max_length=2000, pattern=r"\S", description="Question or ticket text")],
-    k: Annotated[int, Query(ge=1, le=50)] = 5,
+    k: Annotated[int, Query(ge=1, le=50, description="How many articles")] = 5,
+    passages: Annotated[int, Query(ge=1, le=10, description="Best passages per article")] = 3,
     mode: Literal["hybrid", "dense", "lexical"] = "hybrid",
     intent: Annotated[list[str] | None, Query(max_length=20)] = None,
     tag: Annotated[list[str] | None, Query(max_length=20)] = None,
 ) -> list[HitPublic]:
-    """Hybrid (dense + BM25) search over published articles, filtered by intent / tag."""
-    hits = kb_retriever(request, index).search(q, k=k, mode=mode, intents=intent or (), tags=tag or ())
+    """Hybrid (dense + BM25) search over published articles, filtered by intent / tag: each article once, ranked by
+    its best passage, with its best passages."""
+    found = kb_retriever(request, index).search_articles(q, k=k, passages=passages, mode=mode, intents=intent or (),
+                                                          tags=tag or ())
     return [
-        HitPublic(article_id=h.article_id, version=h.version, title=h.title, heading=h.passage.heading,
-                  text=h.passage.text, score=h.score, dense_score=h.dense_score, lexical_score=h.lexical_score,
-                  rank=h.rank)
-        for h in hits
+        HitPublic(article_id=a.article_id, version=a.version, title=a.title, heading=a.best.passage.heading,
+                  text=a.best.passage.text, score=a.score, dense_score=a.best.dense_score,
+                  lexical_score=a.best.lexical_score, rank=a.rank,
+                  passages=[PassagePublic(heading=h.passage.heading, text=h.passage.text, score=h.score,
+                                          dense_score=h.dense_score, lexical_score=h.lexical_score)
+                            for h in a.passages])
+        for a in found
     ]
 
 
