@@ -7,8 +7,8 @@ Every write an API client is told succeeded has its audit row stored before the 
 - a refusal (401, 403, 404, 409, 422, 413, ...) or a write that committed nothing through that session gets its
   row from `AuditMiddleware` in its own transaction, awaited before the response start is sent;
 - a request shed under overload (503 `overloaded` from api.limits, or a client that left while it waited) is the
-  exception: its row is queued on the writer and stored by its next group commit (milliseconds later), not awaited,
-  so a refusal costs the event loop no database round trip. A kill -9 can thereby lose the rows of requests shed in
+  exception: its row is queued on the writer and stored by its next group commit (within `lazy_linger_seconds`,
+  0.1 s, plus the commit), not awaited, so a refusal costs the event loop no database round trip. A kill -9 can thereby lose the rows of requests shed in
   the last moments before it; none of them wrote anything. While more than `AuditWriter.max_unawaited` rows are
   queued, a shed request waits for its row like any other refusal (the queue stays bounded);
 - when the answer differs from what the committed row assumed (status, object id) the row is corrected, also
@@ -237,6 +237,7 @@ class _Op:
     row: dict[str, Any] | None = None  # an insert
     fix: dict[str, Any] | None = None  # or a correction of a committed row: row_id, new_status, new_object_id
     done: Callable[[bool], None] | None = None
+    lazy: bool = False  # nobody waits for it (a shed request's row): the writer may gather more before committing
 
 
 class AuditWriter:
@@ -248,10 +249,14 @@ class AuditWriter:
     """
 
     def __init__(self, engine: Engine, *, max_batch: int = 500, linger_seconds: float = 0.0,
-                 max_unawaited: int = 10_000) -> None:
+                 max_unawaited: int = 10_000, lazy_linger_seconds: float = 0.1) -> None:
         self.engine = engine
         self.max_batch = max_batch
         self.max_unawaited = max_unawaited
+        # A batch of rows nobody waits for waits this long for more (one commit for a burst of refusals, not one
+        # per refusal: under overload the writer would otherwise compete with the routing threads for the database
+        # and the CPU); a row somebody waits for ends the wait.
+        self.lazy_linger_seconds = lazy_linger_seconds
         self.linger_seconds = linger_seconds
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._pending = 0
@@ -310,7 +315,7 @@ class AuditWriter:
         if self._pending >= self.max_unawaited:
             await self.write(row)
         else:
-            self.submit(row)
+            self._put(_Op(row={"at": utcnow(), **row}, lazy=True))
 
     async def write(self, row: dict[str, Any]) -> bool:
         """Store one row and wait until it is committed (False if it could not be stored; that is logged)."""
@@ -345,10 +350,12 @@ class AuditWriter:
             else:
                 ops.append(first)
             until = None
+            all_lazy = bool(ops) and ops[0].lazy
             while len(ops) < self.max_batch and not stop:
+                linger = self.linger_seconds or (self.lazy_linger_seconds if all_lazy else 0.0)
                 try:
-                    if self.linger_seconds > 0:
-                        until = until or (time.monotonic() + self.linger_seconds)
+                    if linger > 0:
+                        until = until or (time.monotonic() + linger)
                         nxt = self._queue.get(timeout=max(0.0, until - time.monotonic()))
                     else:
                         nxt = self._queue.get_nowait()
@@ -358,6 +365,7 @@ class AuditWriter:
                     stop = True
                     continue
                 ops.append(nxt)
+                all_lazy = all_lazy and nxt.lazy
             if ops:
                 self._store(ops)
                 with self._done:

@@ -15,26 +15,38 @@ import functools
 import inspect
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from anyio.lowlevel import RunVar
 from fastapi import Request
 from fastapi.routing import APIRoute
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import ClientGone, Overloaded
+from api.errors import ClientGone, Overloaded, error_response
 
-# Weight of the newest request in the running mean of service time (used for Retry-After).
+# Weight of the newest request in the running mean of service time (used for admission and Retry-After).
 _EWMA = 0.2
+# A caller admitted to the queue is refused after all only when it has waited this many times the wait bound.
+_WAIT_CAP = 3.0
 
 
 class ConcurrencyLimiter:
-    """At most `capacity` holders; up to `max_waiting` callers wait up to `max_wait_seconds` for a slot.
+    """At most `capacity` holders; a caller that would wait for a slot is admitted to the queue only when, at the
+    measured service rate, it should get one within `max_wait_seconds` (and fewer than `max_waiting` wait); every
+    other caller is refused at once.
+
+    Admission is the decision: a caller admitted to the queue is served, even when the estimate was short and it
+    waits longer; only past `_WAIT_CAP` times the bound (a stuck computation) is it refused after all. So a refusal is
+    always immediate, and under overload the answered requests wait about the bound at most.
 
     Used from the event loop only (FastAPI resolves async dependencies there), so the counters need no lock.
     """
@@ -56,21 +68,33 @@ class ConcurrencyLimiter:
             self._sem = anyio.Semaphore(self.capacity)
         return self._sem
 
+    def expected_wait(self) -> float:
+        """Seconds the next caller would wait for a slot at the measured service rate (0 when one is free)."""
+        if self.in_use < self.capacity and self.waiting == 0:
+            return 0.0
+        return (self.waiting + 1) * self.mean_seconds / self.capacity
+
+    def would_refuse(self) -> bool:
+        """True when `acquire()` called now would refuse (no free slot, and the queue is full or too slow)."""
+        if self.in_use < self.capacity and self.waiting == 0:
+            return False
+        if self.waiting >= self.max_waiting or self.max_wait_seconds <= 0:
+            return True
+        return self.expected_wait() > self.max_wait_seconds
+
     async def acquire(self) -> bool:
         """Take a slot (waiting within the bounds); False when the caller should be refused."""
         sem = self._semaphore()
         try:
             sem.acquire_nowait()
         except anyio.WouldBlock:
-            if self.waiting >= self.max_waiting or self.max_wait_seconds <= 0:
-                return False
             # A caller that would not get a slot within the wait bound at the measured service rate is refused now:
             # under overload a refusal costs nothing, instead of holding the caller for the whole wait first.
-            if (self.waiting + 1) * self.mean_seconds / self.capacity > self.max_wait_seconds:
+            if self.would_refuse():
                 return False
             self.waiting += 1
             try:
-                with anyio.move_on_after(self.max_wait_seconds) as scope:
+                with anyio.move_on_after(self.max_wait_seconds * _WAIT_CAP) as scope:
                     await sem.acquire()
                 if scope.cancelled_caught:
                     return False
@@ -91,6 +115,16 @@ class ConcurrencyLimiter:
         ahead = self.waiting + self.in_use
         return max(1, min(60, math.ceil(self.mean_seconds * (ahead + 1) / self.capacity)))
 
+    def refusal(self, what: str, settings_hint: str) -> Overloaded:
+        """The 503 answer for a caller refused now."""
+        wait = self.retry_after()
+        return Overloaded(f"{what} is at capacity ({self.capacity} computing, {self.waiting} waiting); "
+                          f"retry after {wait} s ({settings_hint})", retry_after=wait)
+
+
+_ROUTE_HINT = "route_max_concurrency / route_max_wait_seconds"
+_HEAVY_HINT = "heavy_max_concurrency / heavy_max_waiting"
+
 
 def _limited(what: str, limiter_attr: str, settings_hint: str) -> Callable[[Request], AsyncIterator[None]]:
     """Dependency holding one slot of `app.state.<limiter_attr>` for the request (503 + Retry-After if full)."""
@@ -101,12 +135,7 @@ def _limited(what: str, limiter_attr: str, settings_hint: str) -> Callable[[Requ
             request.state.shed = True  # api.audit queues this refusal's row instead of awaiting it
             metrics: Any = request.app.state.metrics
             metrics.shed.labels(endpoint=what).inc()
-            wait = limiter.retry_after()
-            raise Overloaded(
-                f"{what} is at capacity ({limiter.capacity} computing, {limiter.waiting} waiting); "
-                f"retry after {wait} s ({settings_hint})",
-                retry_after=wait,
-            )
+            raise limiter.refusal(what, settings_hint)
         start = time.perf_counter()
         try:
             # A client that gave up while waiting gets no work done for it.
@@ -119,18 +148,19 @@ def _limited(what: str, limiter_attr: str, settings_hint: str) -> Callable[[Requ
 
     _dep.sheds = what  # type: ignore[attr-defined]  # api.responses documents 503 / 499 for routes using it
     _dep.limiter_attr = limiter_attr  # type: ignore[attr-defined]
+    _dep.settings_hint = settings_hint  # type: ignore[attr-defined]
     return _dep
 
 
 def heavy(what: str) -> Callable[[Request], AsyncIterator[None]]:
     """Dependency holding one slot of the heavy-endpoint limiter (assist, gaps) for the request."""
-    return _limited(what, "heavy_limiter", "heavy_max_concurrency / heavy_max_waiting")
+    return _limited(what, "heavy_limiter", _HEAVY_HINT)
 
 
 def routing_slot(what: str) -> Callable[[Request], AsyncIterator[None]]:
     """Dependency holding one slot of the routing limiter (route, batch, events): a queue bounded by wait time, so an
     overload is answered 503 + Retry-After instead of piling up requests whose clients have given up."""
-    return _limited(what, "route_limiter", "route_max_concurrency / route_max_wait_seconds")
+    return _limited(what, "route_limiter", _ROUTE_HINT)
 
 
 # ---------------------------------------------------------------- the heavy requests' own thread pool
@@ -193,6 +223,71 @@ def _declared_routes(routes: Any) -> Any:
             yield from _declared_routes(included.routes)
         elif isinstance(route, APIRoute):
             yield route
+
+
+@dataclass(frozen=True)
+class _ShedRoute:
+    regex: re.Pattern[str]
+    methods: frozenset[str]
+    route: APIRoute
+    limiter_attr: str
+    what: str
+    hint: str
+
+
+class ShedEarly:
+    """ASGI middleware: a request for a route that sheds is refused (503 + Retry-After) before routing, before its
+    body is read and before its key is checked, whenever its limiter would refuse it now.
+
+    Under overload most requests are refused; here a refusal costs one regex match and a short JSON answer on the
+    event loop instead of the whole route (matching ~100 routes, body, dependencies, exception handlers), so the
+    loop keeps up with the arrival rate and the answered requests and the probes are not delayed behind refusals.
+    The route dependency still takes the slot (and may still refuse) for every request let through. Place it inside
+    the audit middleware: the refusal gets its (queued) audit row, naming the route and no caller.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._table: list[_ShedRoute] | None = None
+
+    def _routes(self, app: Any) -> list[_ShedRoute]:
+        # Built on the first request, when every router is mounted.
+        if self._table is None:
+            from api.responses import api_routes, dependencies
+
+            table = []
+            for _, path, route in api_routes(app.routes):
+                for dep in dependencies(route.dependant):
+                    what = getattr(dep.call, "sheds", None)
+                    if what:
+                        table.append(_ShedRoute(compile_path(path)[0], frozenset(route.methods or ()), route,
+                                                dep.call.limiter_attr, what, dep.call.settings_hint))
+                        break
+            self._table = table
+        return self._table
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("app") is not None:
+            method, path = scope.get("method", ""), scope.get("path", "")
+            for entry in self._routes(scope["app"]):
+                if method not in entry.methods:
+                    continue
+                match = entry.regex.match(path)
+                if match is None:
+                    continue
+                state = scope["app"].state
+                limiter: ConcurrencyLimiter | None = getattr(state, entry.limiter_attr, None)
+                if limiter is not None and limiter.would_refuse():
+                    scope["route"], scope["path_params"] = entry.route, match.groupdict()  # metrics, audit row
+                    scope.setdefault("state", {})["shed"] = True
+                    state.metrics.shed.labels(endpoint=entry.what).inc()
+                    refusal = limiter.refusal(entry.what, entry.hint)
+                    response = error_response(503, refusal.detail, refusal.code,
+                                              headers={"Retry-After": str(refusal.retry_after)})
+                    await response(scope, receive, send)
+                    return
+                break
+        await self.app(scope, receive, send)
 
 
 def shed_first(routes: Any) -> list[str]:

@@ -17,8 +17,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.asgi import ResponseStatus
 
-# Latency buckets around the routing goal (p99 < 50 ms) so the histogram can answer it.
-_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Latency buckets around the routing goal (p99 < 50 ms) and the overload goals (refusals < 100 ms, trivial requests
+# < 200 ms, answers < 1 s) so the histogram can answer them.
+_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
 
 
 class Metrics:

@@ -48,6 +48,7 @@ class Outcome:
     """What the open-loop phase saw."""
 
     ok: list[float] = field(default_factory=list)  # latencies of answered (2xx) requests, s
+    send_lag: list[float] = field(default_factory=list)  # how late the load generator sent each request, s
     shed: list[float] = field(default_factory=list)  # latencies of 503 answers, s
     other: dict[str, int] = field(default_factory=dict)  # other statuses / client errors, by kind
     health: list[float] = field(default_factory=list)  # /healthz latencies, s
@@ -142,6 +143,7 @@ async def overload(url: str, key: str, tickets: list[dict[str, Any]], rate: floa
             await asyncio.sleep(0.1)
 
     async def one(i: int, due: float) -> None:
+        out.send_lag.append(time.perf_counter() - due)  # the generator's own delay (a busy machine), in every latency
         body = json.dumps(tickets[i]).encode()
         try:
             status = await client.request("POST", "/v1/tickets/route", auth, body)
@@ -175,16 +177,22 @@ async def overload(url: str, key: str, tickets: list[dict[str, Any]], rate: floa
     return out
 
 
-def server_quantile(metrics_text: str, route: str, status: str, q: float) -> float:
-    """Upper bucket bound (ms) below which a fraction `q` of the server's own timings of `route` / `status` fall
-    (from its Prometheus histogram: the time inside the server, without the client's or the network's)."""
-    buckets: list[tuple[float, float]] = []
+def _buckets(metrics_text: str, route: str, status: str) -> dict[float, float]:
+    out: dict[float, float] = {}
     for line in metrics_text.splitlines():
         if line.startswith("deskpilot_request_duration_seconds_bucket{") and f'route="{route}"' in line \
                 and f'status="{status}"' in line:
             le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
-    buckets.sort()
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def server_quantile(metrics_text: str, route: str, status: str, q: float, before: str = "") -> float:
+    """Upper bucket bound (ms) below which a fraction `q` of the server's own timings of `route` / `status` fall
+    (from its Prometheus histogram: the time inside the server, without the client's or the network's); with
+    `before` (an earlier scrape), only the requests served in between."""
+    now, then = _buckets(metrics_text, route, status), _buckets(before, route, status)
+    buckets = sorted((bound, count - then.get(bound, 0.0)) for bound, count in now.items())
     if not buckets or buckets[-1][1] == 0:
         return float("nan")
     total = buckets[-1][1]
@@ -231,7 +239,11 @@ def main() -> None:
         res.add("sustainable rate (closed loop)", data, "errors", err)
         rate = args.factor * sustainable
         print(f"overload: {rate:.1f} req/s ({args.factor:g}x) for {args.seconds:g} s ...", flush=True)
+        import httpx
+
+        before = httpx.get(f"{url}/metrics", timeout=30).text
         out = asyncio.run(overload(url, key, _tickets(int(rate * args.seconds) + 10), rate, args.seconds, proc.pid))
+        text = httpx.get(f"{url}/metrics", timeout=30).text
         task = f"route @ {args.factor:g}x sustainable, open loop, {args.seconds:g} s"
         res.add(task, data, "offered req/s", rate)
         res.add(task, data, "answered req/s", len(out.ok) / out.wall, baseline=sustainable,
@@ -245,14 +257,12 @@ def main() -> None:
             res.add(task, data, f"other: {kind}", count)
         res.add(task, data, "/healthz p99 ms", _pct(out.health, 99), goal="< 100 ms")
         res.add(task, data, "/healthz failures", out.health_failed, goal="0")
-        import httpx
-
-        text = httpx.get(f"{url}/metrics", timeout=30).text
+        res.add(task, data, "load generator send lag p99 ms", _pct(out.send_lag, 99))
         for status in ("201", "503"):
             res.add(task, data, f"server-side p99 ms, route {status} (histogram bucket bound)",
-                    server_quantile(text, "/v1/tickets/route", status, 0.99))
+                    server_quantile(text, "/v1/tickets/route", status, 0.99, before))
         res.add(task, data, "server-side p99 ms, /healthz (histogram bucket bound)",
-                server_quantile(text, "/healthz", "200", 0.99))
+                server_quantile(text, "/healthz", "200", 0.99, before))
         time.sleep(args.settle_seconds)
         rss_after = rss_mib(proc.pid)
         res.add("server memory", data, "RSS MiB before the load", rss_start)
