@@ -20,7 +20,7 @@ from sqlmodel import Session, SQLModel, create_engine
 from api.auth import AuditMiddleware, AuditWriter, ensure_key
 from api.deps import TRAIN_HINT, ModelState
 from api.errors import BodySizeLimit, install_error_handlers
-from api.limits import ConcurrencyLimiter, run_heavy_in_own_pool, shed_first, start_heavy_pool
+from api.limits import ConcurrencyLimiter, ShedEarly, run_heavy_in_own_pool, shed_first, start_heavy_pool
 from api.metrics import LatencyMiddleware, Metrics
 from api.responses import install_contract
 from api.retrain import RetrainManager, watch_live_models
@@ -410,9 +410,11 @@ def create_app(
     mount_web_app(app)  # the web pages (api/web): same process, port and services; not in the OpenAPI schema
     run_heavy_in_own_pool(app.routes)  # assist, gaps and index writes compute on threads of their own
     shed_first(app.routes)  # under overload a refusal is decided before the key lookup or any database work
-    # Added last = outermost: latency covers everything, the audit sees refusals, the size check runs first.
+    # Added last = outermost: latency covers everything, the audit sees refusals, overload is refused before the
+    # body is read, the size check runs first on what is let through.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, upload_paths=("/analyst/upload",),
                        upload_max_bytes=settings.web_upload_max_bytes)
+    app.add_middleware(ShedEarly)
     app.add_middleware(AuditMiddleware, get_writer=lambda: app.state.audit_writer)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     return app
