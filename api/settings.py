@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +57,14 @@ def install_secret(home: Path, filename: str, setting: str, what: str) -> str:
             return key
         time.sleep(0.02)  # created but not written yet by the other process
     raise ValueError(f"the {what} file {path} is empty; delete it or set {setting}")
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 2
 
 
 class Settings(BaseSettings):
@@ -177,11 +186,16 @@ class Settings(BaseSettings):
         "the CPU is short, trivial requests are scheduled first.",
     )
     # --- load shedding for routing (route, batch, events): bounded concurrency and wait, then 503 + Retry-After ---
-    route_max_concurrency: int = Field(default=8, ge=1, description="Routing requests computed at the same time.")
+    route_max_concurrency: int = Field(
+        default_factory=lambda: max(2, _cores()), ge=1, description="Routing requests computed at the same time "
+        "(default: the CPU cores this process may use, at least 2). Routing is CPU work that mostly holds the GIL: "
+        "more at once only makes each one, and the event loop answering everything else, wait longer.",
+    )
     route_max_waiting: int = Field(default=256, ge=0, description="Routing requests allowed to wait for a slot.")
     route_max_wait_seconds: float = Field(
-        default=1.0, ge=0, description="Longest a routing request waits for a slot before it gets 503 with "
-        "Retry-After (the queue is bounded by wait time: an answer later than this is worth less than a retry).",
+        default=0.3, ge=0, description="Longest a routing request is expected to wait for a slot: one that would "
+        "wait longer at the measured service rate gets 503 with Retry-After at once (the queue is bounded by wait "
+        "time: an answer later than this is worth less than a retry); one let in is served.",
     )
     # --- retraining from the service's own data (POST /v1/models/retrain) ---
     retrain_history_log: Path | None = Field(
