@@ -154,7 +154,9 @@ def _arrays(part: _Part, remap: dict[str, np.ndarray]) -> dict[str, Any]:
     enc = part.enc
 
     def glob(c: Codes, m: np.ndarray) -> np.ndarray:
-        return np.r_[m, -1].astype(np.int32)[c.codes]  # local code -1 (missing) picks the trailing -1
+        # int16 on the wire when the global codes fit (most columns): half the bytes to send
+        small = len(m) == 0 or int(m.max()) < np.iinfo(np.int16).max
+        return np.r_[m, -1].astype(np.int16 if small else np.int32)[c.codes]  # code -1 picks the trailing -1
 
     return {
         "case_len": enc.case_len.astype(np.int64),
@@ -200,8 +202,13 @@ def _global_encoding(arrays: Sequence[dict[str, Any]], glabels: dict[str, np.nda
     ts = np.concatenate([a["ts"] for a in arrays]).astype(np.int64)
 
     def codes_of(col: str) -> np.ndarray:
-        return np.concatenate([a["codes"][col] if col in a["codes"] else np.full(len(a["ts"]), -1, np.int32)
-                               for a in arrays])
+        out = np.empty(len(ts), dtype=np.int32)  # the encoder's dtype, whatever each part sent
+        at = 0
+        for a in arrays:
+            n = len(a["ts"])
+            out[at:at + n] = a["codes"].get(col, -1)
+            at += n
+        return out
 
     enc = EncodedLog(
         case=case,
@@ -286,8 +293,9 @@ def mine_partitioned(source: str | Path, client: Any, *, config: DistributedConf
         lines = support_lines(teams[usable], mapping=labels_cfg.line_mapping)
     part_cfg = LabelConfig(**{**labels_cfg.__dict__, "line_mapping": lines}) if lines else labels_cfg
     arrays_f = client.map(_arrays, parts, remaps)
-    labels_f = client.map(_labels, parts, config=part_cfg)
     arrays = client.gather(arrays_f)
+    # the labels run on the workers while the client mines the combined encoding
+    labels_f = client.map(_labels, parts, config=part_cfg)
     timings["global codes (workers)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     unit = units.pop() if units else "us"
