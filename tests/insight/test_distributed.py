@@ -109,3 +109,31 @@ def test_public_log_equals_single_process(shared_data: Path, tmp_path: Path, cli
                                           preset: str | None) -> None:
     log = ingest(shared_data / "process_logs" / rel, preset=preset, pseudonym_key="test-key")
     _check(log, tmp_path, client, parts=3)
+
+
+def test_mine_command_on_a_scheduler(tmp_path: Path, client: Any) -> None:
+    """`deskpilot mine LOG --scheduler ADDRESS` ingests, partitions and mines on that cluster."""
+    import typer
+    from typer.testing import CliRunner
+
+    from api.commands import mine as mine_cmd
+    from insight.eventlog import write_log
+
+    log_path = write_log(simulate_events(n_events=8_000, seed=9).log, tmp_path / "events.parquet")
+    app = typer.Typer()
+    mine_cmd.register(app)
+
+    @app.command("noop")
+    def _noop() -> None:  # a second command keeps typer in sub-command mode
+        """Nothing."""
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["mine", str(log_path), "--out", str(out), "--no-privacy", "--part-events", "3000",
+                                   "--scheduler", client.scheduler.address])
+    assert res.exit_code == 0, res.output
+    assert "mined on the cluster" in res.output
+    data = json.loads((out / "insight.json").read_text())
+    reference = mine_single(out / "parts").to_dict()
+    assert data["n_parts"] >= 2
+    for key in ("process_map", "variants", "handovers", "kpis", "labels"):
+        assert data[key] == reference[key], key
