@@ -200,3 +200,11 @@ def test_vector_dates_refuse_what_pandas_refuses(bad: str) -> None:
 
     with pytest.raises(_NotFlat):
         _vdates(pa.array([*DATES, bad], pa.string()), "t")
+
+
+def test_vector_scanner_reads_a_log_without_attributes(tmp_path: Path) -> None:
+    (p := tmp_path / "bare.xes").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<log>\n<trace>\n<event>\n</event>\n</trace>\n</log>\n', encoding="utf-8")
+    ours = _vframe(_vscan(p))
+    assert ours.shape == (1, 0)
+    pd.testing.assert_frame_equal(ours, _pm4py(p), check_exact=True)

@@ -430,7 +430,8 @@ def _vchunk(buf: bytes) -> _VChunk:
     offsets = np.stack([q0 + 1, q1, q2 + 1, q3], axis=1).ravel()
     if len(buf) >= 2**31:
         raise _NotPlain("a chunk too large for 32-bit offsets")
-    strings = pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(buf))
+    strings = (pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(buf))
+               if len(att) else pa.array([], pa.string()))
     ev, tr = np.flatnonzero(in_event), np.flatnonzero(~in_event)
     out = _VChunk(
         e_keys=strings.take(pa.array(4 * ev)), e_vals=strings.take(pa.array(4 * ev + 2)), e_kind=kind[ev],
@@ -665,6 +666,8 @@ def _vframe(chunks: list[_VChunk]) -> pd.DataFrame:
         else:
             frame[key] = np.repeat(np.asarray(per_trace + [None], dtype=object)[:-1], counts)
     df = pd.DataFrame({key: frame[key] for *_, key in sorted(order)}, index=pd.RangeIndex(n))
+    if not len(df.columns):  # events without attributes: pandas labels the empty columns as pm4py's frame does
+        df.columns = pd.Index([], dtype=object)
     for key in df.columns:
         if key in parsed:
             continue
