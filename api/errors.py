@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError as DBDataError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -119,6 +120,19 @@ def validation_detail(errors: list[Any]) -> str:
     return "; ".join(out)
 
 
+_OUT_OF_RANGE = ("a number in the request is out of range: ids, offsets and counts are stored as 64-bit integers "
+                 f"(at most {2**63 - 1})")
+
+
+def _out_of_db_range(exc: BaseException) -> bool:
+    """Did the database driver refuse a number too large for an integer column (SQLite's OverflowError,
+    PostgreSQL's numeric_value_out_of_range)? Any other overflow stays a 500: it is a bug, not bad input."""
+    if isinstance(exc, OverflowError):
+        return "too large to convert to SQLite INTEGER" in str(exc)
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) == "22003" or getattr(orig, "pgcode", None) == "22003"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every failure into `{"detail", "code"}`."""
 
@@ -173,6 +187,18 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("db_pool_exhausted", path=request.url.path, error=str(exc).split(" (Background")[0])
         return error_response(503, "the database connection pool is exhausted; retry shortly (db_pool_size / "
                               "db_max_overflow)", "overloaded", headers={"Retry-After": "1"})
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        if _out_of_db_range(exc):
+            return error_response(422, _OUT_OF_RANGE, "invalid_input")
+        return await _unexpected(request, exc)
+
+    @app.exception_handler(DBDataError)
+    async def _db_data(request: Request, exc: DBDataError) -> JSONResponse:
+        if _out_of_db_range(exc):
+            return error_response(422, _OUT_OF_RANGE, "invalid_input")
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

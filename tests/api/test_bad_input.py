@@ -123,3 +123,10 @@ def test_peeking_for_a_disconnect_does_not_take_the_body_away() -> None:
 
     anyio.run(main)
     assert seen == {"disconnected": False, "body": b'{"ticket": {"id": 1}}'}
+
+
+def test_a_number_past_64_bits_in_a_query_is_a_422_not_a_500(api: Api) -> None:
+    """Schemathesis's finding: `article_id` past 64 bits reached SQLite and overflowed."""
+    r = api.client.get(f"/v1/kb/reviews?article_id={2**64 + 5}", headers=api.h("admin"))
+    assert r.status_code == 422 and r.json()["code"] == "invalid_input", r.text
+    assert "64-bit" in r.json()["detail"]
