@@ -62,6 +62,11 @@ class CachingEmbedder:
         """Fingerprint of the wrapped model."""
         return str(self.inner.fingerprint)
 
+    def clear(self) -> None:
+        """Forget every cached vector (the next encode of a text runs the model again)."""
+        with self._lock:
+            self._cache.clear()
+
     def encode(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray:
         """Encode, reusing vectors of texts seen recently."""
         with self._lock:
