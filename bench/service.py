@@ -599,7 +599,11 @@ def only_heavy(model: str, args: argparse.Namespace) -> None:
     """Only the trivial-beside-heavy phases, on a server of their own; rows go to bench/results/service_heavy.json."""
     HOME.mkdir(parents=True, exist_ok=True)
     if model == "real":
-        ensure_trained(HOME)
+        # In a child process: the pipeline holds the knowledge-base index (one writer) for as long as its process
+        # lives, and the server must open it, or the article writes beside the trivial requests answer 503 at once.
+        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+                        "from bench.service import ensure_trained; ensure_trained(Path(sys.argv[2]))",
+                        str(Path(__file__).resolve().parents[1]), str(HOME)], check=True)
     label = "production triage" if model == "real" else "tf-idf stand-in"
     res = Results("service_heavy", extra_env={"model": label, "seconds": args.heavy_seconds,
                                               "server": "uvicorn, 1 worker, SQLite WAL", "load": os.getloadavg()})
