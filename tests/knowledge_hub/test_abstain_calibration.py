@@ -10,6 +10,7 @@ from insight.simulate import simulate
 from insight.simulate.knowledge import knowledge_base
 from knowledge_hub.index import ArticleDoc, KnowledgeIndex
 from knowledge_hub.retrieval import (
+    DEFAULT_ABSTAIN_TARGET,
     DEFAULT_ABSTAIN_THRESHOLD,
     HybridRetriever,
     article_max,
@@ -44,11 +45,11 @@ def test_calibrated_on_the_hub_and_cached_per_revision(sim_hub):
     retr, arts = sim_hub
     cal = retr.calibration()
     assert retr.abstain_threshold == cal.threshold
-    assert cal.calibrated and cal.queries == len(arts) and cal.target == 0.95
+    assert cal.calibrated and cal.queries == len(arts) and cal.target == DEFAULT_ABSTAIN_TARGET
     assert cal.false_answer_rate is not None and cal.false_answer_rate <= 1 - cal.target
     assert cal.threshold != DEFAULT_ABSTAIN_THRESHOLD
     assert retr.calibration() is cal  # same revision: not recomputed
-    looser = retr.calibration(target=0.8)
+    looser = retr.calibration(target=0.4)
     assert looser.threshold <= cal.threshold
 
 
