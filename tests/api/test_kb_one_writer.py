@@ -48,7 +48,9 @@ def _articles(n: int) -> list[dict[str, object]]:
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DESKPILOT_")}
     env.update({"DESKPILOT_HOME": str(home), "DESKPILOT_LOG_LEVEL": "WARNING", "DESKPILOT_BOOTSTRAP_ADMIN_KEY": ADMIN,
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"})
+                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False",
+                # the bundled MiniLM for the hub too (tests/conftest.py): this test is about one writer, not the model
+                "DESKPILOT_KB_EMBEDDING_MODEL": os.environ["DESKPILOT_KB_EMBEDDING_MODEL"]})
     return env
 
 
