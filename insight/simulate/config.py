@@ -111,6 +111,72 @@ PUSH_TARGET: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class AgentStep:
+    """A step an agent may take after work starts, and its planted effect on the rest of the case.
+
+    `hours_factor` multiplies every wait from the step to the resolution (except the approval wait);
+    `reopen_factor` multiplies the chance of a rework loop; `article_step` is the index of the article's agent step
+    the label names (None: the article does not describe it).
+    """
+
+    activity: str
+    share: float  # of the intent's cases
+    hours_factor: float = 1.0
+    reopen_factor: float = 1.0
+    article_step: int | None = None
+
+
+def _steps(*specs: tuple[str, float, float, float, int | None]) -> tuple[AgentStep, ...]:
+    return tuple(AgentStep(a, s, h, r, i) for a, s, h, r, i in specs)
+
+
+# Per intent: (label, share, hours factor, reopen factor, article step index). One step per intent has the
+# largest planted benefit; one is a pure distractor (no effect); their positions differ between intents.
+AGENT_STEPS: dict[str, tuple[AgentStep, ...]] = {
+    "billing dispute": _steps(("Open billing history", 0.5, 0.85, 1.0, 0), ("Compare charge with plan price", 0.4,
+                              0.45, 0.35, 1), ("Explain usage charges", 0.5, 1.0, 1.0, 3)),
+    "refund request": _steps(("Check refund window", 0.4, 0.5, 0.3, 0), ("Issue refund to original payment", 0.5,
+                             0.85, 1.0, 2), ("Share refund date", 0.5, 1.0, 1.0, None)),
+    "password reset": _steps(("Confirm identity", 0.5, 1.0, 1.0, 0), ("Send fresh reset link", 0.4, 0.45, 0.4, 1),
+                             ("Check spam folder", 0.5, 0.85, 1.0, 2)),
+    "login issue": _steps(("Unlock account", 0.5, 0.85, 1.0, 0), ("Re-sync two-factor device", 0.4, 0.5, 0.35, 1),
+                          ("Check browser cookies", 0.5, 1.0, 1.0, None)),
+    "delivery delay": _steps(("Look up tracking", 0.5, 1.0, 1.0, 0), ("Share tracking link", 0.5, 0.85, 1.0, 1),
+                             ("Open carrier trace", 0.4, 0.45, 0.4, 2)),
+    "damaged item": _steps(("Ask for photos", 0.5, 0.85, 1.0, 0), ("Create replacement order", 0.4, 0.5, 0.3, 1),
+                           ("Log carrier claim", 0.5, 1.0, 1.0, 2)),
+    "plan upgrade": _steps(("Confirm target plan", 0.5, 1.0, 1.0, 0), ("Apply upgrade in console", 0.4, 0.45, 0.4,
+                           1), ("Explain proration", 0.5, 0.85, 1.0, 2)),
+    "cancel subscription": _steps(("Record churn reason", 0.5, 1.0, 1.0, 0), ("Schedule cancellation", 0.4, 0.5,
+                                  0.35, 1), ("Confirm cancellation in writing", 0.5, 0.85, 1.0, None)),
+    "api error": _steps(("Ask for request id", 0.4, 0.45, 0.35, 0), ("Check API key status", 0.5, 0.85, 1.0, 1),
+                        ("Explain rate limits", 0.5, 1.0, 1.0, None)),
+    "data export": _steps(("Check export permissions", 0.5, 1.0, 1.0, None), ("Run export in batches", 0.4, 0.5,
+                          0.4, None), ("Send export link", 0.5, 0.85, 1.0, None)),
+    "invoice copy": _steps(("Find invoice", 0.5, 0.85, 1.0, 0), ("Email invoice PDF", 0.4, 0.45, 0.4, 1),
+                           ("Verify billing contact", 0.5, 1.0, 1.0, None)),
+    "address change": _steps(("Verify identity", 0.5, 1.0, 1.0, 0), ("Update address", 0.4, 0.5, 0.35, 1),
+                             ("Request carrier redirect", 0.5, 0.85, 1.0, 2)),
+    "outage report": _steps(("Check status page", 0.5, 0.85, 1.0, 0), ("Link to open incident", 0.4, 0.45, 0.4, 1),
+                            ("Share status page link", 0.5, 1.0, 1.0, None)),
+    "security concern": _steps(("Sign out all sessions", 0.4, 0.5, 0.3, 0), ("Review recent logins", 0.5, 0.85, 1.0,
+                               1), ("Enable two-factor", 0.5, 1.0, 1.0, None)),
+    "order status": _steps(("Look up fulfilment status", 0.5, 1.0, 1.0, 0), ("Share expected ship date", 0.4, 0.5,
+                           0.4, 1), ("Check order confirmation", 0.5, 0.85, 1.0, None)),
+}
+
+
+def planted_benefit(step: AgentStep) -> float:
+    """Share of the post-work time a step saves, rework included (for ordering steps by planted benefit)."""
+    return 1.0 - step.hours_factor * (0.5 + 0.5 * step.reopen_factor)
+
+
+def best_step(intent: str) -> str:
+    """The intent's step with the largest planted benefit."""
+    return max(AGENT_STEPS[intent], key=planted_benefit).activity
+
+
 @dataclass
 class SimConfig:
     """Rates and sizes of the planted patterns (shares are of all cases unless the name says otherwise)."""
@@ -152,6 +218,10 @@ class SimConfig:
     vague_share: float = 0.04
     family_share: float = 0.35  # tickets opening with wording shared by a family of related intents
     case_prefix: str = "C"
+    # planted agent steps (AGENT_STEPS) with known effects on resolution time and reopening; off keeps a seed's log
+    agent_steps: bool = False
+    # ticket fields an agent sees next to the text (customer_name, order_id), for drafts filled from the ticket
+    ticket_fields: bool = False
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first share outside [0, 1] or an unknown team/intent."""

@@ -27,6 +27,7 @@ from insight.eventlog.schema import (
     EventLog,
 )
 from insight.simulate.config import (
+    AGENT_STEPS,
     CHANNELS,
     INTENTS,
     L1,
@@ -40,8 +41,10 @@ from insight.simulate.config import (
     TEAM_NAMES,
     TEAMS,
     SimConfig,
+    best_step,
+    planted_benefit,
 )
-from insight.simulate.text import N_DRAWS, render_tickets
+from insight.simulate.text import N_DRAWS, render_tickets, ticket_fields
 from insight.simulate.truth import (
     DeviationTruth,
     DriftTruth,
@@ -52,6 +55,7 @@ from insight.simulate.truth import (
     PushToFrontTruth,
     ReworkTruth,
     SlowStepTruth,
+    StepEffectTruth,
 )
 
 # The slot template: (activity, block). Slots of one optional block happen together or not at all
@@ -164,6 +168,40 @@ def _business_hours(rng: np.random.Generator, arrival_min: np.ndarray, wait_min:
             t = np.where(mask[:, s] & ~open_now & (team[:, s] != i_l1), moved, t)
         out[:, s] = t
     return out - arrival_min[:, None]
+
+
+@dataclass
+class _AgentSteps:
+    """Which planted agent steps each case took, and their combined effect factors."""
+
+    names: tuple[str, ...]  # every step label, intent by intent, in article order
+    taken: np.ndarray  # (n, len(names)) bool
+    position: np.ndarray  # (n, len(names)) order of the step among the case's steps
+    per_case: np.ndarray  # (n,) steps taken
+    hours_factor: np.ndarray  # (n,) product of the taken steps' hours factors
+    reopen_factor: np.ndarray  # (n,) product of the taken steps' reopen factors
+    keep_rework_u: np.ndarray  # (n,) uniform: a rework loop survives when below reopen_factor
+
+
+def _draw_agent_steps(rng: np.random.Generator, intent: np.ndarray, eligible: np.ndarray) -> _AgentSteps:
+    """Each eligible case takes each of its intent's planted steps independently with the step's share."""
+    n = len(intent)
+    names: list[str] = []
+    owner: list[int] = []
+    specs = []
+    for i, spec in enumerate(INTENTS):
+        for st in AGENT_STEPS.get(spec.name, ()):
+            names.append(st.activity)
+            owner.append(i)
+            specs.append(st)
+    u = rng.random((n, len(names)))
+    share = np.array([st.share for st in specs])
+    taken = eligible[:, None] & (intent[:, None] == np.array(owner)[None, :]) & (u < share[None, :])
+    position = np.cumsum(taken, axis=1) - 1
+    hf = np.where(taken, np.array([st.hours_factor for st in specs])[None, :], 1.0).prod(axis=1)
+    rf = np.where(taken, np.array([st.reopen_factor for st in specs])[None, :], 1.0).prod(axis=1)
+    return _AgentSteps(names=tuple(names), taken=taken, position=position, per_case=taken.sum(axis=1),
+                       hours_factor=hf, reopen_factor=rf, keep_rework_u=rng.random(n))
 
 
 def _choice_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
@@ -281,6 +319,13 @@ def simulate(
     rework = ~push & ~close_early & (rng.random(n) < cfg.rework_share * kg_mult)
     rework2 = rework & (rng.random(n) < cfg.second_loop_share)
     wait = ~push & (rng.random(n) < np.minimum(cfg.wait_customer_share * kg_mult, 1.0))
+    # Planted agent steps come from a generator of their own, so every other draw of the seed stays the same.
+    # Every case reaches "Work started", so every case may take its intent's steps: who takes one is chance alone.
+    steps = _draw_agent_steps(np.random.default_rng([int(seed), 0x57E9]), intent, np.ones(n, dtype=bool)) \
+        if cfg.agent_steps else None
+    if steps is not None:
+        rework = rework & (steps.keep_rework_u < steps.reopen_factor)
+        rework2 = rework2 & rework
     ch_portal, ch_chat = CHANNELS.index("portal"), CHANNELS.index("chat")
     self_service = (channel == ch_portal) & (rng.random(n) < cfg.self_service_share)
     last_week = arrival_min >= (weeks - 1) * 7 * 1440.0
@@ -329,6 +374,10 @@ def simulate(
         wait_min[:, s] *= pf
     for s in WORK_SLOTS:
         wait_min[kg, s] *= cfg.knowledge_gap_factor
+    if steps is not None:
+        for s in WORK_SLOTS:
+            if s > S_WORK:
+                wait_min[:, s] *= steps.hours_factor
     approval_wait = np.exp(np.log(cfg.approval_median_hours * 60.0) + cfg.approval_sigma * rng.standard_normal(n))
     wait_min[:, S_APPGR] = approval_wait
     n_push = int(push.sum())
@@ -372,12 +421,42 @@ def simulate(
     ev_channel = np.where(transfer[rows] & (cols >= S_WORK), transfer_to[rows], channel[rows])
     ev_channel = np.where(cols == S_SELF, ch_portal, ev_channel)
     team_names = np.array(TEAM_NAMES, dtype=object)
+    ev_act = SLOT_ACTIVITY_CODE[cols].astype(np.int32)
+    activity_names: tuple[str, ...] = ACTIVITY_NAMES
+    if steps is not None:
+        # Step events sit right after "Work started", in the article's order, by the agent who started the work.
+        activity_names = ACTIVITY_NAMES + steps.names
+        at_work = np.flatnonzero(cols == S_WORK)
+        later = offset_min[rows[at_work]]  # (m, slots)
+        nxt = np.where(mask[rows[at_work]] & (np.arange(N_SLOTS)[None, :] > S_WORK), later, np.inf).min(axis=1)
+        gap = np.minimum(nxt - offset_min[rows[at_work], S_WORK], 60.0)
+        add_rows, add_ts, add_act, add_src = [], [], [], []
+        for j in range(len(steps.names)):
+            took = steps.taken[rows[at_work], j]
+            src = at_work[took]
+            frac = (steps.position[rows[src], j] + 1.0) / (steps.per_case[rows[src]] + 1.0) * 0.5
+            t = arrival_min[rows[src]] + offset_min[rows[src], S_WORK] + frac * gap[took]
+            add_rows.append(rows[src])
+            add_ts.append(np.round(t * 60.0).astype(np.int64))
+            add_act.append(np.full(len(src), len(ACTIVITY_NAMES) + j, dtype=np.int32))
+            add_src.append(src)
+        src_all = np.concatenate(add_src)
+        rows = np.concatenate([rows, *add_rows])
+        ts_sec = np.concatenate([ts_sec, *add_ts])
+        ev_act = np.concatenate([ev_act, *add_act])
+        agent = np.concatenate([agent, agent[src_all]])
+        ev_team = np.concatenate([ev_team, ev_team[src_all]])
+        ev_channel = np.concatenate([ev_channel, ev_channel[src_all]])
+        order = np.lexsort((np.arange(len(rows)), ts_sec, rows))
+        rows, ts_sec, ev_act = rows[order], ts_sec[order], ev_act[order]
+        agent, ev_team, ev_channel = agent[order], ev_team[order], ev_channel[order]
+        ts = _utc(ts_sec, t0)
 
     intent_names = np.array([i.name for i in INTENTS], dtype=object)
     df = pd.DataFrame(
         {
             CASE_ID: _str_codes(rows, case_names),
-            ACTIVITY: _str_codes(SLOT_ACTIVITY_CODE[cols], ACTIVITY_NAMES),
+            ACTIVITY: _str_codes(ev_act, activity_names),
             TIMESTAMP: ts,
             RESOURCE: _str_codes(agent, agent_names),
             GROUP: _str_codes(ev_team, TEAM_NAMES),
@@ -398,11 +477,12 @@ def simulate(
     cue = np.where(ambiguous, confuser_intent, -1)
     if cfg.ticket_text:
         # Drawn last, so switching text off leaves the event log of a seed unchanged.
+        draws = rng.random((n, N_DRAWS))
         subjects, bodies, has_typo, has_pii, vague = render_tickets(
             intents=intent_names[intent].tolist(),
             cue_intents=[intent_names[c] if c >= 0 else None for c in cue],
             products=[PRODUCTS[p] for p in product],
-            draws=rng.random((n, N_DRAWS)),
+            draws=draws,
             typo_share=cfg.typo_share,
             pii_share=cfg.pii_share,
             vague_share=cfg.vague_share,
@@ -426,6 +506,10 @@ def simulate(
             "resolving_team": _str_codes(resolve_team, TEAM_NAMES),
         }
     )
+    if cfg.ticket_fields and cfg.ticket_text:
+        customer, orders = ticket_fields(draws, subjects, bodies)
+        tickets["customer_name"] = _str(np.array(customer, dtype=object))
+        tickets["order_id"] = _str(np.array(orders, dtype=object))
 
     # --- per-case truth table ---
     deviation = np.full(n, "", dtype=object)
@@ -466,7 +550,39 @@ def simulate(
         channel=channel, transfer=transfer, team_offset=team_offset, team_size=team_size,
         agent_names=agent_names, n_teams=n_teams, first_assigned=team[:, S_ASSIGN],
     )
+    if steps is not None:
+        truth.agent_steps = _step_truth(steps, names=case_names, intent=intent, throughput_h=throughput_h,
+                                        rework=rework)
+        cases["agent_steps"] = ["; ".join(np.array(steps.names, dtype=object)[row].tolist()) for row in steps.taken]
     return Simulation(log=log, tickets=tickets, truth=truth, cases=cases)
+
+
+def _step_truth(steps: _AgentSteps, *, names: np.ndarray, intent: np.ndarray, throughput_h: np.ndarray,
+                rework: np.ndarray) -> StepEffectTruth:
+    """The planted steps per intent with their factors, and what this log measured for each."""
+    per_intent: dict[str, list[dict[str, object]]] = {}
+    j = 0
+    for i, spec in enumerate(INTENTS):
+        rows = []
+        for st in AGENT_STEPS.get(spec.name, ()):
+            took = steps.taken[:, j]
+            mine = intent == i
+            rest = mine & ~took
+            rows.append({
+                "activity": st.activity, "share": st.share, "hours_factor": st.hours_factor,
+                "reopen_factor": st.reopen_factor, "planted_benefit": round(planted_benefit(st), 4),
+                "article_step": st.article_step, "cases": int(took.sum()),
+                "mean_hours_with": float(throughput_h[took].mean()) if took.any() else None,
+                "mean_hours_without": float(throughput_h[rest].mean()) if rest.any() else None,
+                "rework_rate_with": float(rework[took].mean()) if took.any() else None,
+                "rework_rate_without": float(rework[rest].mean()) if rest.any() else None,
+            })
+            j += 1
+        if rows:
+            per_intent[spec.name] = rows
+    return StepEffectTruth(decision_point="Work started", steps=per_intent,
+                           best={k: best_step(k) for k in per_intent},
+                           cases={a: names[steps.taken[:, k]].tolist() for k, a in enumerate(steps.names)})
 
 
 def _share(flag: np.ndarray, of: np.ndarray | None = None) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from insight.simulate.config import INTENTS, SimConfig
+from insight.simulate.config import AGENT_STEPS, INTENTS, SimConfig
 
 
 @dataclass(frozen=True)
@@ -197,20 +197,30 @@ _GENERAL: tuple[ArticleSpec, ...] = (
 )
 
 
-def _intent_article(intent: str) -> ArticleSpec:
+def _intent_article(intent: str, *, agent_steps: bool = False) -> ArticleSpec:
     title, answer, steps, tags = _CONTENT[intent]
+    labels: dict[int, str] = {}
+    if agent_steps:
+        # The planted steps the log records are named after the article's steps (in the article's order).
+        labels = {st.article_step: st.activity for st in AGENT_STEPS.get(intent, ()) if st.article_step is not None}
+    lines = [f"{i}. {labels[i - 1]}: {s}" if i - 1 in labels else f"{i}. {s}" for i, s in enumerate(steps, 1)]
     body = (
         f"## Applies to\nTickets about: {intent}.\n\n"
-        f"## Steps for agents\n" + "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1)) + "\n\n"
+        f"## Steps for agents\n" + "\n".join(lines) + "\n\n"
         f"## Answer for the customer\n{answer}\n"
     )
-    activities = ("Solution proposed",) + (("Approval requested",) if "approval" in tags else ())
+    activities = tuple(labels[i] for i in sorted(labels)) + ("Solution proposed",) + (
+        ("Approval requested",) if "approval" in tags else ())
     return ArticleSpec(title=title, body=body, intents=(intent,), tags=tags, activities=activities)
 
 
 def knowledge_base(config: SimConfig | None = None) -> list[ArticleSpec]:
-    """Articles of the simulated help centre: one per intent except the configured knowledge-gap intent."""
+    """Articles of the simulated help centre: one per intent except the configured knowledge-gap intent.
+
+    With `config.agent_steps` each article names the planted agent steps it describes (in its step list and its
+    activities), as a help centre written alongside the log would.
+    """
     cfg = config or SimConfig()
-    out = [_intent_article(spec.name) for spec in INTENTS
+    out = [_intent_article(spec.name, agent_steps=cfg.agent_steps) for spec in INTENTS
            if spec.name != cfg.knowledge_gap_intent and spec.name in _CONTENT]
     return out + list(_GENERAL)

@@ -322,6 +322,20 @@ def _pick(options: list[str], u: float) -> str:
     return options[int(u * len(options))]
 
 
+def ticket_fields(draws: np.ndarray, subjects: list[str], bodies: list[str]) -> tuple[list[str], list[str | None]]:
+    """The customer's name and the order number a helpdesk form would hold, from the draws that wrote the text.
+
+    The name is the one a signature uses (first and last); the order number only when the ticket mentions it.
+    """
+    names: list[str] = []
+    orders: list[str | None] = []
+    for u, subject, body in zip(np.asarray(draws, dtype=float).tolist(), subjects, bodies, strict=True):
+        names.append(f"{_pick(FIRST, u[7]).title()} {_pick(LAST, u[8]).title()}")
+        order = f"#{int(u[2] * 900000) + 100000}"
+        orders.append(order if order in subject or order in body else None)
+    return names, orders
+
+
 def render_tickets(
     *,
     intents: list[str],

@@ -95,6 +95,16 @@ class DriftTruth:
 
 
 @dataclass
+class StepEffectTruth:
+    """Planted agent steps (SimConfig.agent_steps): per intent their effect factors and the best one."""
+
+    decision_point: str  # the steps happen right after this activity
+    steps: dict[str, list[dict[str, Any]]]  # intent -> steps in article order (factors, planted_benefit, figures)
+    best: dict[str, str]  # intent -> the step with the largest planted benefit
+    cases: dict[str, list[str]]  # step -> cases that took it
+
+
+@dataclass
 class GroundTruth:
     """Everything planted in a simulated log (JSON-ready via to_dict)."""
 
@@ -115,6 +125,7 @@ class GroundTruth:
     knowledge_gap: KnowledgeGapTruth
     drift: DriftTruth
     channel_transfers: list[str] = field(default_factory=list)
+    agent_steps: StepEffectTruth | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (lists, dicts, str, int, float only)."""
@@ -136,4 +147,6 @@ class GroundTruth:
         kwargs = dict(data)
         for name, kind in parts.items():
             kwargs[name] = kind(**data[name])
+        if data.get("agent_steps") is not None:
+            kwargs["agent_steps"] = StepEffectTruth(**data["agent_steps"])
         return cls(**kwargs)
