@@ -1,4 +1,7 @@
-"""Next-best actions: candidate next steps from the next-activity model, ranked by their expected outcome.
+"""Forecast next events: candidate next steps from the next-activity model, ranked by their expected outcome.
+
+These are the ticket's likely next *events* (process states included), shown with the timeline; the actions an
+agent is advised to take are ranked by their mined effect in `assist.effects`.
 
 For an open ticket (its events so far) the next-activity model gives the likely next steps. Each plausible
 candidate (probability >= `min_probability`, at most `max_candidates` of them) is appended to the prefix and the
@@ -21,6 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import NotFittedError
 
+from assist.effects import ActionEffects
 from assist.models import NextBestAction
 from core.errors import InvalidEventLog, InvalidInput
 from insight.eventlog.schema import ACTIVITY, CASE_ID, TIMESTAMP
@@ -88,9 +92,10 @@ class StepStat:
 class StepOutcomes:
     """Mined from a log: for each (last activity, next activity), how often, how long the wait, how long after."""
 
-    def __init__(self, *, sla_hours: float | None = None, min_support: int = 5) -> None:
+    def __init__(self, *, sla_hours: float | None = None, min_support: int = 5, effects: bool = True) -> None:
         self.sla_hours = sla_hours
         self.min_support = min_support
+        self.effects = effects
 
     def fit(self, log: Any) -> StepOutcomes:
         """Count every transition of every case with its wait and the hours left after it."""
@@ -124,6 +129,8 @@ class StepOutcomes:
         self.table_ = agg
         # Hours left from each state whatever comes next: the "no particular choice" expectation.
         self.state_hours_ = (t["wait"] + t["after"]).groupby(t["state"]).mean().to_dict()
+        # The agent actions and their mined effects ride along in the same artifact (assist.effects).
+        self.effects_ = ActionEffects().fit(log) if self.effects else None
         return self
 
     def _check(self) -> None:
@@ -329,6 +336,7 @@ def train_step_outcomes(*, log: Any, registry: Any = None, promote: bool = True,
         "n_states": int(table.index.get_level_values(0).nunique()), "n_transitions": len(table),
         "n_supported_transitions": int((table["cases"] >= model.min_support).sum()),
         "sla_hours": model.sla_hours_,
+        "n_agent_actions": len(model.effects_.actions_) if model.effects_ is not None else 0,
     }
     if registry is None:
         return TrainedModel(task=TASK_STEP_OUTCOMES, metrics=metrics, model=model)

@@ -17,7 +17,7 @@ are compared with the unused tickets of the same topics (topic-weighted means): 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -81,8 +81,14 @@ def knowledge_gaps(
     min_use: int = 5,
     n_examples: int = 3,
     seed: int = 7,
+    feedback: Sequence[Any] = (),
 ) -> GapReport:
-    """Topics ranked by the support hours the knowledge base cannot answer; unused and unhelpful articles."""
+    """Topics ranked by the support hours the knowledge base cannot answer; unused and unhelpful articles.
+
+    `feedback` (stored assist feedback rows) counts too: a sampled ticket whose suggested article or draft an agent
+    rejected is not covered, and the replies agents wrote instead of a draft are listed per topic as material for
+    the missing article.
+    """
     if sample_per_topic < 1 or top_k < 1:
         raise InvalidInput("sample_per_topic and top_k must be >= 1", field="sample_per_topic")
     hours = case_hours(log)
@@ -133,7 +139,23 @@ def knowledge_gaps(
                 if a in topk:
                     topk[a] += 1
 
+    rejected_on: set[str] = set()
+    rejected_by_topic: dict[str, int] = {}
+    answers: dict[str, list[str]] = {}
+    for f in feedback:
+        cid = str(f.ticket_id)
+        if cid not in frame.index or f.kind not in ("article", "draft"):
+            continue
+        topic_f = str(frame.at[cid, "topic"])
+        if f.verdict == "rejected":
+            rejected_on.add(cid)
+            rejected_by_topic[topic_f] = rejected_by_topic.get(topic_f, 0) + 1
+        if f.kind == "draft" and f.verdict == "edited" and (f.edited_text or "").strip():
+            answers.setdefault(topic_f, []).append(str(f.edited_text).strip()[:1000])
+
     def covered(cid: str, topic: str) -> bool:
+        if cid in rejected_on:  # an agent said the suggestion did not answer this ticket
+            return False
         a = best_art.get(cid)
         if a is None or best_score.get(cid, 0.0) < threshold:
             return False
@@ -165,10 +187,13 @@ def knowledge_gaps(
                f"cases take {ratio:.1f}x as long as the rest; {cov:.0%} of {len(sampled)} sampled tickets find an "
                f"applicable article scoring >= {threshold:.2f} (mean best score {mean_top:.2f}); "
                f"{n_art} published article(s) tagged with this topic.")
+        if rejected_by_topic.get(t):
+            why += f" Agents rejected the suggested article or draft {rejected_by_topic[t]} time(s)."
         out.append(GapTopic(rank=0, topic=t, cases=len(grp), volume_share=len(grp) / n_cases,
                             hours_share=hours_share, mean_hours=mean_h, cost_ratio=ratio, coverage=cov,
                             mean_top_score=mean_top, articles_for_topic=n_art, gap_score=gap, why=why,
-                            examples=examples))
+                            examples=examples, rejected_suggestions=rejected_by_topic.get(t, 0),
+                            agent_answers=answers.get(t, [])[:n_examples]))
     out.sort(key=lambda g: (-g.gap_score, g.topic))
     for r, g in enumerate(out, start=1):
         g.rank = r

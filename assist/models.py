@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Column, DateTime, Text
+from sqlalchemy import Column, DateTime, Text, UniqueConstraint
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 SuggestionKind = Literal["action", "article", "draft"]
 Verdict = Literal["accepted", "edited", "rejected"]
-ActionSource = Literal["model", "log", "knowledge"]
+ActionSource = Literal["model", "log", "knowledge", "effect"]
 
 MAX_TEXT = 20_000
 MAX_LABEL = 256
@@ -55,11 +55,27 @@ class ArticleSupport(BaseModel):
 
 
 class NextBestAction(BaseModel):
-    """A candidate next step, its likelihood, its expected effect on the outcome and why it is suggested."""
+    """A step: an agent action ranked by its mined effect (`actions`), a guideline step, or a forecast next event.
+
+    Agent actions carry the mined effect among similar tickets (`hours_change`, `reopen_change`, each with an
+    interval, and the tickets on each side); forecast next events carry the next-activity model's probability and the
+    remaining-time expectation after them.
+    """
 
     rank: int
     activity: str
     source: ActionSource
+    sources: list[str] = Field(default_factory=list)  # where an agent action was drawn from: "guideline", "log"
+    decision_point: str | None = None  # the state the effect is measured from
+    similar_group: str | None = None  # which tickets count as similar (their intent, or "__all__")
+    n_with: int | None = None  # similar tickets that took the action after the decision point
+    n_without: int | None = None
+    hours_change: float | None = None  # mean hours to resolution, with - without (negative = sooner)
+    hours_interval: list[float] | None = None  # [low, high] at `interval_level`
+    reopen_change: float | None = None  # reopen rate, with - without (negative = fewer reopenings)
+    reopen_interval: list[float] | None = None
+    interval_level: float | None = None
+    feedback: dict[str, int] = Field(default_factory=dict)  # agents' verdicts on this action so far
     probability: float | None = None  # next-activity model (source "model") or share of similar cases ("log")
     expected_remaining_hours: float | None = None  # until the case ends, when this step is taken now
     expected_change_hours: float | None = None  # vs the expectation without choosing a step (negative = faster)
@@ -73,8 +89,19 @@ class NextBestAction(BaseModel):
 # ---------------------------------------------------------------- grounded draft
 
 
+class DraftPart(BaseModel):
+    """One piece of a draft and where it comes from: the template's own text, a ticket field, or the article."""
+
+    text: str
+    source: Literal["template", "ticket", "article"]
+    field: str | None = None  # ticket field name, or the article part ("answer", "steps")
+
+
 class DraftReply(BaseModel):
-    """A reply built only from one article's content (plus a fixed greeting and closing), or why there is none."""
+    """A reply built from a template, the ticket's own fields and one article's verbatim text, or why there is none.
+
+    `text` is exactly the concatenation of `parts`, each traceable to its source.
+    """
 
     grounded: bool
     text: str
@@ -86,6 +113,9 @@ class DraftReply(BaseModel):
     threshold: float
     quoted: list[str] = Field(default_factory=list)  # the exact article snippets the body is made of
     reason: str = ""
+    parts: list[DraftPart] = Field(default_factory=list)
+    template_id: int | None = None  # the stored template used (None: the built-in default)
+    template_scope: str | None = None  # "intent/channel" the template was written for ("*" = any)
 
 
 class AssistResult(BaseModel):
@@ -99,8 +129,10 @@ class AssistResult(BaseModel):
     expected_remaining_hours: float | None = None  # now, before any suggested step
     sla_breach_probability: float | None = None
     end_probability: float | None = None  # next-activity model's probability the case ends now
-    actions: list[NextBestAction] = Field(default_factory=list)
+    actions: list[NextBestAction] = Field(default_factory=list)  # agent actions with enough evidence, best first
+    next_steps: list[NextBestAction] = Field(default_factory=list)  # forecast next events (timeline, not advice)
     guideline_steps: list[NextBestAction] = Field(default_factory=list)  # the best article's listed steps not done yet
+    evidence_rule: dict[str, float] = Field(default_factory=dict)  # what an action needs to be shown
     knowledge: list[ArticleSupport] = Field(default_factory=list)
     draft: DraftReply
     notes: list[str] = Field(default_factory=list)
@@ -171,6 +203,55 @@ class AssistFeedbackPublic(BaseModel):
                    edited_text=row.edited_text, comment=row.comment, by=row.by, created_at=at)
 
 
+# ---------------------------------------------------------------- draft templates (admin-editable)
+
+MAX_TEMPLATE = 4_000
+ANY = "*"
+
+
+class DraftTemplate(SQLModel, table=True):
+    """A reply template for one intent and channel ("*" = any); edits bump the version and are audited."""
+
+    __tablename__ = "assist_draft_template"
+    __table_args__ = (UniqueConstraint("intent", "channel", name="uq_draft_template_scope"),)
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    intent: str = SQLField(max_length=MAX_LABEL, index=True)
+    channel: str = SQLField(max_length=MAX_LABEL)
+    text: str = SQLField(sa_column=Column(Text, nullable=False))
+    version: int = 1
+    updated_by: str | None = SQLField(default=None, max_length=128)
+    updated_at: datetime = SQLField(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class DraftTemplateIn(BaseModel):
+    """The template text: lines of plain text and {placeholders}; `a || b` on one line = the first that can fill."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_TEMPLATE)
+
+
+class DraftTemplatePublic(BaseModel):
+    """A stored draft template."""
+
+    id: int
+    intent: str
+    channel: str
+    text: str
+    version: int
+    updated_by: str | None
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: DraftTemplate) -> DraftTemplatePublic:
+        """Build from a stored row (time zone restored as UTC)."""
+        assert row.id is not None
+        at = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+        return cls(id=row.id, intent=row.intent, channel=row.channel, text=row.text, version=row.version,
+                   updated_by=row.updated_by, updated_at=at)
+
+
 # ---------------------------------------------------------------- knowledge gaps
 
 
@@ -201,6 +282,8 @@ class GapTopic(BaseModel):
     gap_score: float  # hours_share x (1 - coverage)
     why: str
     examples: list[GapExample] = Field(default_factory=list)
+    rejected_suggestions: int = 0  # articles / drafts agents rejected on this topic's tickets
+    agent_answers: list[str] = Field(default_factory=list)  # replies agents wrote instead (material for an article)
 
 
 class ArticleUsage(BaseModel):

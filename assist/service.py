@@ -1,13 +1,18 @@
-"""Assist service: for an open ticket, next-best actions, supporting knowledge, a grounded draft; agent feedback.
+"""Assist service: for an open ticket, agent actions ranked by mined effect, supporting knowledge, guideline steps, a
+templated grounded draft and the forecast next events; agent feedback; draft templates.
 
-Everything heavy is passed in (models, the retriever, a catalog of published articles read from SQL), so the same
-function serves the HTTP API, the CLI, tests and benchmarks. Retrieval goes through the live index on every call:
-an article edited, unpublished or restored is what the very next call sees.
+Everything heavy is passed in (models, the mined action effects, the retriever, a catalog of published articles read
+from SQL), so the same function serves the HTTP API, the CLI, tests and benchmarks. Retrieval goes through the live
+index on every call: an article edited, unpublished or restored is what the very next call sees.
 
-The retriever is knowledge_hub's `HybridRetriever` (anything with its `score_matrix(queries)`): the ticket's text and
-one query per suggested action are scored in one batched pass (one embedding call), then filtered by intent or by
-the articles listing an action. Articles tagged with the ticket's intent are preferred when one of them clears the
-draft threshold; otherwise all published articles compete.
+* Actions (`assist.effects`): the matching article's guideline steps and the actions agents took on similar tickets
+  (same intent), not yet done on this ticket, ranked by their mined effect on hours to resolution (then reopening),
+  each with its support and interval, shown only when the evidence meets the `EvidenceRule`. Process states
+  (milestones, hand-overs, system and customer events) are never actions; they stay in the forecast `next_steps`.
+* Knowledge: articles tagged with the ticket's intent first (above `intent_draft_threshold`), else the whole hub
+  (above the hub's calibrated abstain threshold); the draft fills the admin's template for the intent and channel.
+* Feedback: actions and articles agents rejected more often than they used rank last; a rejected article is not
+  drafted from; the gap report counts rejections and lists agents' own replies.
 """
 
 from __future__ import annotations
@@ -20,17 +25,30 @@ import numpy as np
 from sqlmodel import Session, col, select
 
 from assist.actions import TASK_STEP_OUTCOMES, Ranking, StepOutcomes, events_frame, rank_actions
-from assist.draft import DEFAULT_DRAFT_THRESHOLD, build_draft
+from assist.draft import (
+    DEFAULT_DRAFT_THRESHOLD,
+    DEFAULT_INTENT_DRAFT_THRESHOLD,
+    DEFAULT_TEMPLATE,
+    build_draft,
+    check_template,
+    question_of,
+)
+from assist.effects import ActionEffects, EvidenceRule, rank_by_effect
 from assist.models import (
+    ANY,
     ArticleSupport,
     AssistFeedback,
     AssistFeedbackIn,
     AssistFeedbackPublic,
     AssistResult,
+    DraftTemplate,
+    DraftTemplateIn,
+    DraftTemplatePublic,
     NextBestAction,
     PassageRef,
+    utcnow,
 )
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
 from insight.eventlog.schema import ACTIVITY
 from knowledge_hub.models import Article, ArticleStatus, SearchHit
 
@@ -44,6 +62,7 @@ class AssistModels:
     remaining_time: Any = None
     outcomes: StepOutcomes | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    effects: ActionEffects | None = None  # else the step outcomes' mined effects (`outcomes.effects_`)
 
     @classmethod
     def from_bundle(cls, bundle: Any, *, outcomes: StepOutcomes | None = None,
@@ -167,6 +186,70 @@ def _guideline_steps(support: ArticleSupport | None, catalog: KnowledgeCatalog |
     return steps
 
 
+@dataclass
+class FeedbackStats:
+    """Agents' verdicts so far: per action, per article, and per (intent, article); used to demote suggestions.
+
+    A suggestion is demoted when agents rejected it at least `min_rejections` times and more often than they used it
+    (accepted or edited); demoted actions rank after the others, demoted articles after the other articles and are
+    not drafted from.
+    """
+
+    actions: dict[str, dict[str, int]] = field(default_factory=dict)
+    articles: dict[int, dict[str, int]] = field(default_factory=dict)
+    min_rejections: int = 3
+
+    @staticmethod
+    def _demoted(c: dict[str, int], n: int) -> bool:
+        used = c.get("accepted", 0) + c.get("edited", 0)
+        return c.get("rejected", 0) >= n and c.get("rejected", 0) > used
+
+    def demoted_actions(self) -> set[str]:
+        """Actions (lower-case) agents mostly rejected."""
+        return {a for a, c in self.actions.items() if self._demoted(c, self.min_rejections)}
+
+    def demoted_articles(self) -> set[int]:
+        """Articles agents mostly rejected (as articles or drafts)."""
+        return {a for a, c in self.articles.items() if self._demoted(c, self.min_rejections)}
+
+
+def feedback_stats(*, session: Session, min_rejections: int = 3) -> FeedbackStats:
+    """Count the stored verdicts per action and per article."""
+    out = FeedbackStats(min_rejections=min_rejections)
+    for r in session.exec(select(AssistFeedback)).all():
+        if r.kind == "action":
+            c = out.actions.setdefault(r.suggestion.strip().lower(), {})
+            c[r.verdict] = c.get(r.verdict, 0) + 1
+        if r.kind in ("article", "draft") and r.article_id is not None:
+            c = out.articles.setdefault(int(r.article_id), {})
+            c[r.verdict] = c.get(r.verdict, 0) + 1
+    return out
+
+
+def _fmt_hours(h: float) -> str:
+    return f"{h / 24:.1f} days" if abs(h) >= 48 else f"{h:.1f} h"
+
+
+def _effect_action(rank: int, r: Any, level: float, fb: dict[str, int], demoted: bool) -> NextBestAction:
+    e = r.effect
+    who = "all tickets" if e.group == "__all__" else f"'{e.group}' tickets"
+    faster = "sooner" if e.hours_change < 0 else "later"
+    why = (f"Among {who} that reached '{e.decision_point}', the {e.n_with} that took this step resolved "
+           f"{_fmt_hours(abs(e.hours_change))} {faster} on average than the {e.n_without} that did not "
+           f"({level:.0%} interval {e.hours_ci[0]:+.1f} to {e.hours_ci[1]:+.1f} h) and were reopened "
+           f"{e.reopen_with:.0%} vs {e.reopen_without:.0%} of the time.")
+    if "guideline" in r.sources:
+        why += " The matching article lists it as a step."
+    if demoted:
+        why += f" Agents rejected it {fb.get('rejected', 0)} times: ranked last."
+    return NextBestAction(
+        rank=rank, activity=r.activity, source="effect", sources=list(r.sources), decision_point=e.decision_point,
+        similar_group=e.group, n_with=e.n_with, n_without=e.n_without, hours_change=e.hours_change,
+        hours_interval=[e.hours_ci[0], e.hours_ci[1]], reopen_change=e.reopen_change,
+        reopen_interval=[e.reopen_ci[0], e.reopen_ci[1]], interval_level=level, feedback=dict(fb),
+        expected_change_hours=e.hours_change, similar_cases=e.n_with, why=why)
+
+
 def assist(
     *,
     ticket_text: str,
@@ -180,19 +263,40 @@ def assist(
     top_n_actions: int = 3,
     min_probability: float = 0.05,
     ranking: Ranking = "outcome",
-    draft_threshold: float = DEFAULT_DRAFT_THRESHOLD,
+    draft_threshold: float | None = None,
+    intent_draft_threshold: float = DEFAULT_INTENT_DRAFT_THRESHOLD,
+    evidence: EvidenceRule | None = None,
+    feedback: FeedbackStats | None = None,
+    template: DraftTemplatePublic | None = None,
+    ticket_fields: Mapping[str, Any] | None = None,
 ) -> AssistResult:
-    """Next-best actions, supporting articles (for the ticket and each action) and a grounded draft for one ticket."""
+    """Agent actions ranked by mined effect, supporting articles, guideline steps, a templated grounded draft and
+    the forecast next events, for one ticket.
+
+    `ticket_fields` are what the helpdesk form holds (customer_name, order_id, product, subject, body); the draft
+    quotes them. `draft_threshold` None takes the retriever's calibrated `abstain_threshold` when it has one; it
+    applies when the whole hub is searched. When the ticket's intent has tagged articles, one of them is drafted
+    from if it scores at least `intent_draft_threshold` (the intent says what the ticket is about).
+    """
     text = (ticket_text or "").strip()
     if not text:
         raise InvalidInput("ticket_text is empty: assist needs the customer's words", field="ticket_text")
     if top_k < 1:
         raise InvalidInput(f"top_k must be >= 1, got {top_k}", field="top_k")
+    if draft_threshold is None:
+        calibrated = getattr(retriever, "abstain_threshold", None)
+        if callable(calibrated):
+            calibrated = calibrated()
+        draft_threshold = float(calibrated) if isinstance(calibrated, (int, float)) else DEFAULT_DRAFT_THRESHOLD
     models = models or AssistModels()
+    rule = evidence or EvidenceRule()
+    fb = feedback or FeedbackStats()
     attrs = dict(case_attributes or {})
     notes: list[str] = []
     result = AssistResult(ticket_id=ticket_id, draft=build_draft(hits=[], threshold=draft_threshold),
-                          model_versions=dict(models.versions))
+                          model_versions=dict(models.versions),
+                          evidence_rule={"min_support": float(rule.min_support),
+                                         "require_interval": float(rule.require_interval)})
 
     # --- intent: the model's answer, else what the caller already knows
     intent = attrs.get("intent")
@@ -205,64 +309,171 @@ def assist(
             notes.append(f"the intent model finds this ticket out of scope (best guess {pred.label!r})")
     result.intent = None if intent is None else str(intent)
 
-    # --- next-best actions from the ticket's events so far
+    # --- forecast of the next events (the timeline's likely next states; not advice)
     prefix = None
     if events is not None:
         prefix = events_frame(events, case_id=ticket_id, case_attributes={**attrs, **(
             {"intent": result.intent} if result.intent else {})})
         result.prefix = prefix[ACTIVITY].astype(str).tolist()
-        if models.next_activity is None and models.outcomes is None:
-            notes.append("no next-activity model is loaded: only guideline steps are suggested")
-        else:
-            actions, ctx = rank_actions(
+        if models.next_activity is not None or models.outcomes is not None:
+            steps, ctx = rank_actions(
                 prefix=prefix, next_activity_model=models.next_activity, remaining_time_model=models.remaining_time,
                 outcomes=models.outcomes, top_n=top_n_actions, min_probability=min_probability, ranking=ranking)
-            result.actions = actions
+            result.next_steps = steps
             result.expected_remaining_hours = ctx.expected_remaining_hours
             result.sla_breach_probability = ctx.sla_breach_probability
             result.end_probability = ctx.end_probability
 
+    effects = models.effects
+    if effects is None and models.outcomes is not None:
+        effects = getattr(models.outcomes, "effects_", None)
+
+    guideline: list[str] = []
     if retriever is None:
         notes.append("no knowledge index: no articles and no draft")
-        result.notes = notes
-        return result
+    else:
+        _knowledge(result, text=text, retriever=retriever, catalog=catalog, top_k=top_k, threshold=draft_threshold,
+                   intent_threshold=intent_draft_threshold,
+                   demoted_articles=fb.demoted_articles(), notes=notes, template=template,
+                   fields=_draft_fields(ticket_fields, attrs))
+        if result.guideline_steps:
+            guideline = [g.activity for g in result.guideline_steps]
 
-    # --- supporting knowledge for the ticket: articles for its intent first, the whole hub when they do not fit
+    # --- agent actions: guideline steps and what agents did on similar tickets, ranked by their mined effect
+    if effects is None:
+        notes.append("no mined action effects are loaded: no action can be ranked by its effect")
+    else:
+        demoted = fb.demoted_actions()
+        ranked = rank_by_effect(effects=effects, group=result.intent, guideline=guideline, done=result.prefix,
+                                rule=rule, demoted=demoted)
+        result.actions = [
+            _effect_action(i, r, effects.level, fb.actions.get(r.activity.strip().lower(), {}),
+                           r.activity.strip().lower() in demoted)
+            for i, r in enumerate(ranked[:top_n_actions], start=1)]
+        for a in result.actions:
+            a.knowledge = [k for k in result.knowledge
+                           if a.activity.strip().lower() in {x.strip().lower() for x in k.steps}][:1]
+        if not result.actions:
+            notes.append(f"no agent action has enough evidence yet (each side needs {rule.min_support} similar "
+                         "tickets and an interval that excludes no effect)")
+    result.notes = notes
+    return result
+
+
+def _draft_fields(ticket_fields: Mapping[str, Any] | None, attrs: Mapping[str, Any]) -> dict[str, str | None]:
+    f = {k: (None if v is None else str(v)) for k, v in (ticket_fields or {}).items()}
+    out: dict[str, str | None] = {
+        "customer_name": f.get("customer_name") or f.get("name"),
+        "order_id": f.get("order_id") or f.get("order"),
+        "product": f.get("product") or (str(attrs["product"]) if attrs.get("product") else None),
+        "subject": f.get("subject"),
+        "question": question_of(f.get("subject") or "", f.get("body") or ""),
+    }
+    return out
+
+
+def _knowledge(result: AssistResult, *, text: str, retriever: Any, catalog: KnowledgeCatalog | None, top_k: int,
+               threshold: float, intent_threshold: float, demoted_articles: set[int], notes: list[str],
+               template: DraftTemplatePublic | None, fields: dict[str, str | None]) -> None:
+    """Supporting articles for the ticket (its intent's first), the draft, guideline steps, per-step knowledge."""
     k = max(top_k * 4, 8)
-    action_ids = {a.activity: catalog.for_activity(a.activity) for a in result.actions} if catalog else {}
-    asked = [a for a in result.actions if action_ids.get(a.activity)]
-    scored = _Scored(retriever, [text] + [f"{a.activity}. {text}" for a in asked])
+    scored = _Scored(retriever, [text])
     hits: list[Any] = []
     if result.intent and catalog is not None and catalog.for_topic(result.intent):
         hits = scored.hits(0, k=k, intents=[result.intent])
-        if hits and hits[0].score < draft_threshold:
+        if hits and hits[0].score < intent_threshold:
             notes.append(f"articles tagged {result.intent!r} match weakly (best {hits[0].score:.2f}); searched all")
             hits = []
+        elif hits:
+            threshold = intent_threshold
     if not hits:
         hits = scored.hits(0, k=k)
+    if demoted_articles and hits:
+        # Articles agents mostly rejected go after the others (stable: retrieval order otherwise).
+        kept = [h for h in hits if h.article_id not in demoted_articles]
+        if kept and kept[0].article_id != hits[0].article_id:
+            notes.append(f"article {hits[0].article_id} was rejected by agents more often than used; ranked after "
+                         "the others")
+        hits = kept + [h for h in hits if h.article_id in demoted_articles]
     result.knowledge = group_hits(hits, top_k=top_k, catalog=catalog)
+    if hits and hits[0].article_id in demoted_articles:
+        # Only articles agents keep rejecting are left: list them, but draft nothing from them.
+        notes.append(f"article {hits[0].article_id} was rejected by agents more often than used; no draft from it")
+        result.draft = build_draft(hits=[], threshold=threshold)
+        result.draft.reason = "the only matching articles were rejected by agents more often than used"
+        return
     best = result.knowledge[0] if result.knowledge else None
-    snapshot = scored.snapshot
     body = None
     if hits and catalog is not None:
         entry = catalog.entries.get(hits[0].article_id)
         body = entry.body if entry is not None and entry.version == hits[0].version else None
-    result.draft = build_draft(hits=hits, snapshot=snapshot, threshold=draft_threshold, article_body=body)
-
-    # --- knowledge for each action: articles that list the activity, ranked for this ticket's text
+    tpl = template.text if template is not None else DEFAULT_TEMPLATE
+    result.draft = build_draft(hits=hits, snapshot=scored.snapshot, threshold=threshold, article_body=body,
+                               template=tpl, fields=fields, template_id=template.id if template else None,
+                               template_scope=f"{template.intent}/{template.channel}" if template else None)
     if catalog is not None:
-        for row, a in enumerate(asked, start=1):
-            a.knowledge = group_hits(scored.hits(row, k=k, article_ids=action_ids[a.activity]), top_k=top_k,
-                                     catalog=catalog)
         done = {d.strip().lower() for d in result.prefix}
         for sup in result.knowledge:
             entry = catalog.entries.get(sup.article_id)
             if entry is not None:
                 sup.steps = [s for s in entry.activities if s.strip().lower() not in done]
-        if best is not None and best.score >= draft_threshold:
+        if best is not None and best.score >= threshold:
             result.guideline_steps = _guideline_steps(best, catalog, result.prefix)
-    result.notes = notes
-    return result
+    # Each guideline step gets the passages of the articles that list it, ranked for this ticket's text.
+    for g in result.guideline_steps:
+        ids = catalog.for_activity(g.activity) if catalog is not None else []
+        g.knowledge = [s for s in result.knowledge if s.article_id in ids][:1]
+
+
+# ---------------------------------------------------------------- draft templates
+
+
+def _scope(value: str | None) -> str:
+    v = (value or ANY).strip()
+    return v or ANY
+
+
+def get_template(*, session: Session, intent: str | None, channel: str | None) -> DraftTemplatePublic | None:
+    """The most specific stored template: (intent, channel), (intent, *), (*, channel), (*, *); None = built-in."""
+    i, c = _scope(intent), _scope(channel)
+    for key in ((i, c), (i, ANY), (ANY, c), (ANY, ANY)):
+        row = session.exec(select(DraftTemplate).where(DraftTemplate.intent == key[0],
+                                                       DraftTemplate.channel == key[1])).first()
+        if row is not None:
+            return DraftTemplatePublic.from_row(row)
+    return None
+
+
+def list_templates(*, session: Session) -> list[DraftTemplatePublic]:
+    """Every stored template, by intent and channel."""
+    rows = session.exec(select(DraftTemplate).order_by(col(DraftTemplate.intent), col(DraftTemplate.channel)))
+    return [DraftTemplatePublic.from_row(r) for r in rows.all()]
+
+
+def put_template(*, session: Session, intent: str, channel: str, template_in: DraftTemplateIn,
+                 by: str | None = None) -> DraftTemplatePublic:
+    """Create or replace the template of one intent and channel ("*" = any); a replacement bumps the version."""
+    check_template(template_in.text)
+    i, c = _scope(intent), _scope(channel)
+    row = session.exec(select(DraftTemplate).where(DraftTemplate.intent == i, DraftTemplate.channel == c)).first()
+    if row is None:
+        row = DraftTemplate(intent=i, channel=c, text=template_in.text, updated_by=by)
+    else:
+        row.text, row.version, row.updated_by, row.updated_at = template_in.text, row.version + 1, by, utcnow()
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return DraftTemplatePublic.from_row(row)
+
+
+def delete_template(*, session: Session, intent: str, channel: str) -> None:
+    """Remove one stored template (drafts fall back to a wider one, then the built-in)."""
+    row = session.exec(select(DraftTemplate).where(DraftTemplate.intent == _scope(intent),
+                                                   DraftTemplate.channel == _scope(channel))).first()
+    if row is None:
+        raise NotFound(f"no draft template for intent {intent!r} and channel {channel!r}")
+    session.delete(row)
+    session.commit()
 
 
 def record_feedback(

@@ -141,7 +141,7 @@ def test_assist_actions_carry_the_mined_step_outcomes_after_a_reload(assist_api,
     state = events["activity"].iloc[-1]
 
     before = api.client.get(f"/v1/tickets/{cid}/assist", headers=api.h("agent")).json()
-    assert before["actions"] and all(a["similar_cases"] is None for a in before["actions"])
+    assert before["next_steps"] and all(a["similar_cases"] is None for a in before["next_steps"])
     assert any("without the mined step outcomes" in n for n in before["notes"])
     assert "step_outcomes" not in before["model_versions"]
 
@@ -156,7 +156,7 @@ def test_assist_actions_carry_the_mined_step_outcomes_after_a_reload(assist_api,
         assert not any("step outcomes" in n for n in after["notes"])
         table = trained.model
         checked = 0
-        for a in after["actions"]:
+        for a in after["next_steps"]:
             stat = table.lookup(state, a["activity"])
             if stat is None:
                 assert a["similar_cases"] is None
@@ -167,7 +167,7 @@ def test_assist_actions_carry_the_mined_step_outcomes_after_a_reload(assist_api,
             assert a["expected_remaining_hours"] is not None and a["expected_change_hours"] is not None
             assert f"{stat.cases} past cases took this step here" in a["why"]
         assert checked >= 1
-        hours = [a["expected_remaining_hours"] for a in after["actions"]]
+        hours = [a["expected_remaining_hours"] for a in after["next_steps"]]
         assert hours == sorted(hours)  # ranked by expected outcome
         models = api.client.get("/v1/models", headers=api.h("analyst")).json()
         assert models["step_outcomes"] is None and models["serving"]["step_outcomes"] == trained.version
@@ -215,3 +215,32 @@ def test_gaps_on_a_fresh_home_is_an_empty_report(tmp_path, sim_small, embedder):
         assert body["topics"] == [] and body["cases"] == 0 and body["tickets_sampled"] == 0
     finally:
         client.__exit__(None, None, None)
+
+
+def test_draft_templates_over_http_are_admin_edited_audited_and_used(assist_api):
+    api, case_of = assist_api
+    cid = case_of["refund request"]
+    text = "Dear customer,\nabout {product}:\n{answer}\nThe billing team"
+    path = "/v1/assist/templates/refund%20request/*"
+    assert api.client.put(path, headers=api.h("agent"), json={"text": text}).status_code == 403
+    bad = api.client.put(path, headers=api.h("admin"), json={"text": "Hi {nmae},\n{answer}"})
+    assert bad.status_code == 422 and "{nmae}" in bad.json()["detail"]
+    assert api.client.put(path, headers=api.h("admin"), json={"text": text, "x": 1}).status_code == 422
+    r = api.client.put(path, headers=api.h("admin"), json={"text": text})
+    assert r.status_code == 200 and r.json()["version"] == 1 and r.json()["intent"] == "refund request"
+    got = api.client.get("/v1/assist/templates/refund%20request/email", headers=api.h("agent"))
+    assert got.status_code == 200 and got.json()["text"] == text and got.json()["channel"] == "*"
+    assert api.client.get("/v1/assist/templates/password%20reset/chat", headers=api.h("agent")).status_code == 404
+    # the ticket's draft now uses it, with the ticket's product field
+    body = api.client.get(f"/v1/tickets/{cid}/assist", headers=api.h("agent")).json()
+    d = body["draft"]
+    assert d["grounded"] and d["template_scope"] == "refund request/*" and d["text"].startswith("Dear customer,")
+    assert d["text"].endswith("The billing team") and any(p["field"] == "product" for p in d["parts"])
+    audit = api.client.get("/v1/audit", headers=api.h("admin"),
+                           params={"path_prefix": "/v1/assist/templates", "status": 200}).json()
+    rows = audit["items"] if isinstance(audit, dict) else audit
+    assert any(a["object_id"] == "assist/templates/refund request/*" and a["method"] == "PUT" for a in rows)
+    assert api.client.delete(path, headers=api.h("admin")).status_code == 204
+    assert api.client.delete(path, headers=api.h("admin")).status_code == 404
+    listed = api.client.get("/v1/assist/templates", headers=api.h("knowledge_manager"))
+    assert listed.status_code == 200 and listed.json() == []

@@ -15,7 +15,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
 from assist.actions import StepOutcomes, events_frame, rank_actions
-from assist.draft import CLOSING, GREETING
+from assist.draft import DEFAULT_TEMPLATE
 from assist.gaps import knowledge_gaps
 from assist.models import AssistFeedback, AssistFeedbackIn
 from assist.service import AssistModels, articles_used, assist, list_feedback, load_catalog, record_feedback
@@ -76,11 +76,16 @@ def _ticket(sim, intent: str, *, n_events: int = 4, skip: int = 0):
     return t["case_id"], f"{t['subject']}. {t['body']}", ev, attrs
 
 
+def _fields(sim, cid: str) -> dict:
+    t = sim.tickets.set_index("case_id").loc[cid]
+    return {"subject": t["subject"], "body": t["body"], "product": t["product"]}
+
+
 def _run(hub, sim, intent, models=None, **kw):
     session, _, retriever, _ = hub
     cid, text, ev, attrs = _ticket(sim, intent, **kw)
     return assist(ticket_text=text, events=ev, case_attributes=attrs, ticket_id=cid, models=models,
-                  retriever=retriever, catalog=load_catalog(session=session))
+                  retriever=retriever, catalog=load_catalog(session=session), ticket_fields=_fields(sim, cid))
 
 
 # ---------------------------------------------------------------- next-best actions
@@ -124,21 +129,25 @@ def test_assist_on_a_simulated_ticket(hub, models, sim_small):
     cid, _, ev, _ = _ticket(sim_small, "refund request", n_events=4)
     out = _run(hub, sim_small, "refund request", models=models, n_events=4)
     assert out.ticket_id == cid and out.prefix == ev["activity"].tolist() and len(out.prefix) == 4
-    assert 1 <= len(out.actions) <= 3 and [a.rank for a in out.actions] == list(range(1, len(out.actions) + 1))
-    hours = [a.expected_remaining_hours for a in out.actions]
+    # The forecast of the next events (timeline) keeps the models' ranking by expected outcome.
+    steps = out.next_steps
+    assert 1 <= len(steps) <= 3 and [a.rank for a in steps] == list(range(1, len(steps) + 1))
+    hours = [a.expected_remaining_hours for a in steps]
     assert hours == sorted(hours)
-    for a in out.actions:
+    for a in steps:
         assert a.source == "model" and 0 < a.probability <= 1 and a.why and a.sla_breach_probability is not None
+    # Agent actions: never a process state, each with its mined support and interval.
+    for a in out.actions:
+        assert a.source == "effect" and a.activity not in ("Triage", "Assign to team", "Reassign", "Work started")
+        assert min(a.n_with, a.n_without) >= out.evidence_rule["min_support"] and a.hours_interval
     # supporting knowledge: the refund article first, passages carry article id, version and scores
     top = out.knowledge[0]
     assert top.article_id == ids["Processing a refund request"] and top.version == 1
     assert top.passages and all(p.article_id == top.article_id and p.score <= top.score for p in top.passages)
-    # each action that an article lists gets that article's passages
-    for a in out.actions:
-        if a.activity == "Approval requested":
-            assert ids["Processing a refund request"] in {k.article_id for k in a.knowledge}
-        if a.activity == "Wait for customer":
-            assert a.knowledge[0].article_id == ids["Waiting for the customer: follow-up policy"]
+    # each guideline step of the best article gets that article's passages
+    assert [g.activity for g in out.guideline_steps] == ["Solution proposed", "Approval requested"]
+    for g in out.guideline_steps:
+        assert ids["Processing a refund request"] in {k.article_id for k in g.knowledge}
     assert out.draft.grounded and out.draft.article_id == top.article_id and out.draft.article_version == 1
     assert out.draft.section == "Answer for the customer" and "supervisor's approval" in out.draft.text
 
@@ -146,12 +155,19 @@ def test_assist_on_a_simulated_ticket(hub, models, sim_small):
 # ---------------------------------------------------------------- grounded draft
 
 
-def _quoted_only(draft, body: str) -> None:
-    assert draft.text.startswith(GREETING + "\n\n") and draft.text.endswith("\n\n" + CLOSING)
-    middle = draft.text[len(GREETING) + 2: -(len(CLOSING) + 2)]
-    assert middle == "\n\n".join(draft.quoted)
-    for q in draft.quoted:
-        assert q and q in body, f"draft quotes text that is not in the article: {q!r}"
+def _quoted_only(draft, body: str, template: str = DEFAULT_TEMPLATE, fields: dict | None = None) -> None:
+    """Every part of the draft is template text, a ticket field or the article's own text."""
+    assert draft.text == "".join(p.text for p in draft.parts)
+    for p in draft.parts:
+        if p.source == "article":
+            assert p.text in body, f"draft quotes text that is not in the article: {p.text!r}"
+        elif p.source == "template":
+            assert p.text in template or p.text.strip() == "", p.text
+        elif p.field == "question":  # the customer's own words
+            assert fields is not None and (p.text in fields["body"] or p.text == fields["subject"]), p
+        else:
+            assert fields is not None and p.text == fields[p.field], p
+    assert draft.quoted and all(q in body for q in draft.quoted)
 
 
 @pytest.mark.parametrize("intent", ["password reset", "api error", "damaged item", "cancel subscription"])
@@ -161,7 +177,8 @@ def test_draft_quotes_only_article_content(hub, sim_small, intent):
     assert out.draft.grounded, out.draft.reason
     art = session.get(Article, out.draft.article_id)
     assert art is not None and out.draft.article_version == art.version
-    _quoted_only(out.draft, art.body)
+    _quoted_only(out.draft, art.body, fields=_fields(sim_small, out.ticket_id))
+    assert {p.field for p in out.draft.parts if p.source == "ticket"} >= {"product", "question"}
 
 
 def test_no_draft_when_nothing_matches(hub, sim_small):
