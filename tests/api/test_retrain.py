@@ -99,8 +99,8 @@ def test_cold_service_retrains_from_its_store_and_swaps_in(cold_api):
     assert a.status_code == 200, a.text
     body = a.json()
     assert body["model_versions"]["step_outcomes"] == trained["step_outcomes"]["version"]
-    assert body["actions"] and any(x["similar_cases"] for x in body["actions"])
-    assert all(x["expected_remaining_hours"] is not None for x in body["actions"])
+    assert body["next_steps"] and any(x["similar_cases"] for x in body["next_steps"])
+    assert all(x["expected_remaining_hours"] is not None for x in body["next_steps"])
 
     # Both the request and the swap it caused are in the audit log.
     assert api.app.state.audit_writer.flush()  # rows are written in the background
