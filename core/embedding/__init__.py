@@ -10,9 +10,9 @@ Two backends compute the same function (mean-pooled, L2-normalised transformer o
 
 Optionally (`quantize="int8"`, onnx only) the export's weight matrices are quantized to int8 per output channel, with
 activations quantized per batch at run time (onnxruntime dynamic quantization, VNNI on x86): higher throughput than
-float for vectors close to, but not equal to, the float ones. Since the activation scale is set per run, a text's int8
-vector depends a little on the texts run with it, which float vectors do not (docs/PERFORMANCE.md, "Embedding", has
-the figures). It is another embedding function, so it has its own fingerprint: a model trained on float embeddings
+float for vectors close to, but not equal to, the float ones. Since the activation scale is set per run, each text is
+run alone: a text run beside others would take their scale, and its vector would depend on the batch
+(docs/PERFORMANCE.md, "Embedding", has the figures). It is another embedding function, so it has its own fingerprint: a model trained on float embeddings
 refuses to load with the int8 embedder and vice versa.
 
 The exported file is cached in `cache_dir` under a key made of the model fingerprint, the weight files' size and

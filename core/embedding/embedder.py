@@ -42,8 +42,8 @@ class Embedder:
     the library default; for torch it is `torch.set_num_threads`, which is process-wide); `cache_dir` is where the
     ONNX export is kept (default `default_cache_dir()`); `quantize` is "none" or "int8" (onnx only, see the package
     docstring); `token_budget` caps the tokens of one ONNX run (rows x padded width), `batch_size` its rows. Float
-    vectors do not depend on how texts are batched (within 1e-6); int8 ones do slightly, since activations are
-    quantized per run.
+    vectors do not depend on how texts are batched (within 1e-6); int8 runs one text per run (activations are
+    quantized per run), so its vectors do not depend on the batch at all.
     """
 
     def __init__(
@@ -185,7 +185,10 @@ class Embedder:
     def _encode_onnx(self, texts: list[str]) -> np.ndarray:
         if self._lowercase:
             texts = [t.lower() for t in texts]
-        return encode_in_runs(self._session, self._tokenizer.encode_batch(texts), batch_size=self.batch_size,
+        # int8 runs one text at a time: activations are quantized with one scale per run, so a text run beside
+        # others would take their scale, and its vector (and every answer built on it) would depend on the batch.
+        rows = 1 if self.quantize != "none" else self.batch_size
+        return encode_in_runs(self._session, self._tokenizer.encode_batch(texts), batch_size=rows,
                               token_budget=self.token_budget)
 
     # ---- encoding ----

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from sqlmodel import Session
 
+from api.settings import bundled_model_path
+from core.embedding import Embedder
 from flows.training import train_all
 from insight.training import split_log
 from routing.models import DecisionThresholds, TicketIn, TriageResult
@@ -37,7 +39,14 @@ CREATED = datetime(2026, 3, 2, 10, 30, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, sim_small: Any, embedder: Any) -> Any:
+def onnx_embedder() -> Embedder:
+    """The service's embedder: the bundled MiniLM on the ONNX backend (the default setting), float."""
+    return Embedder(bundled_model_path(), backend="onnx")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory, sim_small: Any, onnx_embedder: Embedder) -> Any:
+    embedder = onnx_embedder
     home: Path = tmp_path_factory.mktemp("batch-composition")
     train, _ = split_log(sim_small.log, test_fraction=0.2)
     ids = set(train.df["case_id"].astype(str))
@@ -132,3 +141,15 @@ def test_embeddings_do_not_depend_on_the_batch(bundle: Any, tickets: list[Ticket
         confidence = min(r.intent_confidence, r.team_confidence)
         margins += [abs(confidence - THRESHOLDS.auto_route_confidence), abs(confidence - THRESHOLDS.suggest_confidence)]
     assert min(margins) > 100 * worst
+
+
+def test_int8_vectors_are_the_same_in_any_batch(tickets: list[TicketIn]) -> None:
+    # int8 quantizes activations with one scale per run; each text runs alone, so its vector is exactly the same
+    # whatever else is in the batch (run in runs of many texts, they differed by up to ~0.03).
+    int8 = Embedder(bundled_model_path(), backend="onnx", quantize="int8")
+    texts = [intent_text(t) for t in tickets[:30]]
+    long_texts = [intent_text(_long_ticket(i)) for i in range(3)]
+    alone = np.vstack([int8.encode([x]) for x in texts])
+    assert np.array_equal(int8.encode(texts), alone)
+    assert np.array_equal(np.vstack([int8.encode([x, *long_texts])[0] for x in texts[:10]]), alone[:10])
+    assert np.array_equal(int8.encode(texts[::-1])[::-1], alone)
