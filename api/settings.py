@@ -99,8 +99,8 @@ class Settings(BaseSettings):
     embedding_quantize: Literal["none", "int8"] = Field(
         default="none",
         description="'int8' runs the onnx embedding with int8 weights (dynamic quantization): more throughput than "
-        "float for slightly different vectors that depend a little on the texts batched together (activations are "
-        "quantized per run). "
+        "float for slightly different vectors; activations are quantized per run, so each text runs alone and its "
+        "vector does not depend on the texts batched with it. "
         "Models must be trained with the same setting; a model trained on float embeddings refuses to load. "
         "Needs embedding_backend 'onnx'.",
     )
