@@ -17,6 +17,7 @@ batches and bare batches of the same tickets.
 
     nice -n 5 .venv/bin/python bench/service.py            # defaults: 50 req/s for 20 s, 8 saturating clients
     .venv/bin/python bench/service.py --rate 50 --seconds 30 --model tfidf
+    nice -n 5 .venv/bin/python bench/service.py --only-batch   # batch rows only: bench/results/service_batch.json
 """
 
 from __future__ import annotations
@@ -626,6 +627,87 @@ def only_heavy(model: str, args: argparse.Namespace) -> None:
     res.write()
 
 
+def _composition(bundle: Any, decide_batch: Any, tickets: list[Any], size: int) -> tuple[int, float]:
+    """(decisions that differ, largest confidence difference) between each ticket triaged alone and in batches of
+    `size`, with the embedding cache emptied before every call (so every vector is computed in that batch)."""
+    from routing.models import DecisionThresholds
+
+    th = DecisionThresholds()
+
+    def run(batch: list[Any]) -> list[Any]:
+        bundle.embedder.clear()
+        return list(decide_batch(bundle=bundle, tickets=batch, thresholds=th))
+
+    alone = [run([t])[0] for t in tickets]
+    batched = [r for i in range(0, len(tickets), size) for r in run(tickets[i:i + size])]
+    changed = sum((a.decision, a.intent, a.team) != (b.decision, b.intent, b.team) for a, b in zip(alone, batched, strict=True))
+    diff = max(max(abs(a.intent_confidence - b.intent_confidence), abs(a.team_confidence - b.team_confidence))
+               for a, b in zip(alone, batched, strict=True))
+    return changed, diff
+
+
+def batch_rows(res: Results, args: argparse.Namespace, home: Path, quantize: str, tickets: list[dict[str, Any]],
+               composition: list[dict[str, Any]]) -> None:
+    """Batch routing of the production triage in `home`: the same tickets through the bare `decide_batch` (in this
+    process) and through the API (a server process), in batches of --batch-size; then each of the `composition`
+    tickets alone and in batches, to count answers that change with the batch."""
+    from routing.models import DecisionThresholds, TicketIn
+
+    data = "sim tickets, production triage" + (", int8 embeddings" if quantize == "int8" else "")
+    print(f"{data}: bare batches ...", flush=True)
+    bundle, _, decide_batch = load_engine("real", home, quantize=quantize)
+    th = DecisionThresholds()
+    decide_batch(bundle=bundle, tickets=[TicketIn(**t) for t in composition[:args.batch_size]], thresholds=th)
+    tbatch = [TicketIn(**t) for t in tickets]
+    s = time.perf_counter()
+    for i in range(0, len(tbatch), args.batch_size):
+        decide_batch(bundle=bundle, tickets=tbatch[i:i + args.batch_size], thresholds=th)
+    bare_rate = len(tbatch) / (time.perf_counter() - s)
+    changed, diff = _composition(bundle, decide_batch, [TicketIn(**t) for t in composition], args.batch_size)
+    del bundle
+    key = _make_key(home, "helpdesk")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DESKPILOT_HOME": str(home), "DESKPILOT_EMBEDDING_QUANTIZE": quantize}
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--model", "real", "--port", str(port)], env=env)
+    try:
+        _wait_ready(url, proc)
+        _batches(url, key, composition[:args.batch_size], args.batch_size)  # warm-up: connection, lazy loads
+        print(f"{data}: served batches ...", flush=True)
+        done, wall, errors = _batches(url, key, tickets, args.batch_size)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    res.add(f"route batch of {args.batch_size}", data, "tickets/s", done / wall, baseline=bare_rate,
+            goal=">= 300 tickets/s")
+    res.add(f"route batch of {args.batch_size}", data, "errors", errors)
+    res.add("bare model, batched", data, "tickets/s", bare_rate)
+    res.add(f"alone vs in batches of {args.batch_size} ({len(composition)} tickets)", data, "answers changed",
+            changed, goal="<= 0")
+    res.add(f"alone vs in batches of {args.batch_size} ({len(composition)} tickets)", data,
+            "largest confidence difference", diff)
+
+
+def only_batch(args: argparse.Namespace) -> None:
+    """Only batch routing (float, then int8 unless --no-int8), each bare and served, and whether answers change
+    with the batch; rows go to bench/results/service_batch.json."""
+    HOME.mkdir(parents=True, exist_ok=True)
+    ensure_trained(HOME)
+    res = Results("service_batch", extra_env={"model": "production triage", "batch size": args.batch_size,
+                                              "server": "uvicorn, 1 worker, SQLite WAL"})
+    tickets = _tickets(args.batch_tickets + 200)
+    batch_rows(res, args, HOME, "none", tickets[200:], tickets[:200])
+    if not args.no_int8:
+        HOME_INT8.mkdir(parents=True, exist_ok=True)
+        ensure_trained(HOME_INT8, quantize="int8")
+        tickets = _tickets(args.batch_tickets + 200)
+        batch_rows(res, args, HOME_INT8, "int8", tickets[200:], tickets[:200])
+    res.write()
+
+
 def main() -> None:
     """Run the benchmark and write bench/results/service.json."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -644,6 +726,9 @@ def main() -> None:
                     help="length of each trivial-request phase (alone, then beside heavy requests); 0 skips it")
     ap.add_argument("--only-heavy", action="store_true",
                     help="only the trivial-beside-heavy phases (writes bench/results/service_heavy.json)")
+    ap.add_argument("--only-batch", action="store_true",
+                    help="only batch routing, bare and served, float and int8, and answers alone vs in batches "
+                    "(writes bench/results/service_batch.json)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -653,6 +738,9 @@ def main() -> None:
         return
     if args.only_heavy:
         only_heavy(model, args)
+        return
+    if args.only_batch:
+        only_batch(args)
         return
 
     HOME.mkdir(parents=True, exist_ok=True)
