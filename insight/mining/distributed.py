@@ -292,25 +292,26 @@ def mine_partitioned(source: str | Path, client: Any, *, config: DistributedConf
             usable &= ~_match_codes(np.arange(len(teams)), teams, labels_cfg.consult_group_pattern)
         lines = support_lines(teams[usable], mapping=labels_cfg.line_mapping)
     part_cfg = LabelConfig(**{**labels_cfg.__dict__, "line_mapping": lines}) if lines else labels_cfg
-    arrays_f = client.map(_arrays, parts, remaps)
-    arrays = client.gather(arrays_f)
-    # the labels run on the workers while the client mines the combined encoding
+    arrays_f = client.map(_arrays, parts, remaps, priority=1)
+    # the labels run on the workers while the arrays travel and the client combines them; they are in before the
+    # client's miners start, so the workers' and the client's heavy steps do not compete for the same cores
     labels_f = client.map(_labels, parts, config=part_cfg)
+    arrays = client.gather(arrays_f)
     timings["global codes (workers)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     unit = units.pop() if units else "us"
     enc = _global_encoding(arrays, glabels, unit)
     del arrays, arrays_f
     timings["combine (client)"] = time.perf_counter() - t0
-
-    mined = _run_miners(enc, cfg, timings)
     t0 = time.perf_counter()
     label_parts = client.gather(labels_f)
+    client.cancel(parts)
+    timings["labels (workers)"] = time.perf_counter() - t0
+
+    mined = _run_miners(enc, cfg, timings)
     case_base = np.r_[0, np.cumsum([d["n_cases"] for d in dicts])[:-1]]
     event_base = np.r_[0, np.cumsum([d["n_events"] for d in dicts])[:-1]]
     labels = _global_labels(label_parts, lines if GROUP in glabels else None, case_base, event_base)
-    timings["labels (workers)"] = time.perf_counter() - t0
-    client.cancel(parts)
     return DistributedResult(name=name, n_parts=len(paths), n_cases=enc.n_cases, n_events=enc.n_events,
                              labels=labels, timings=timings, **mined)
 
