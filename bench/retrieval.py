@@ -30,7 +30,9 @@ It would ship only with a positive worst-case gain there.
 Every baseline in the baseline column (dense, lexical, RRF, the better part) is measured in the same run on the same
 queries. Figures from the BERT-FAQ paper are rows of their own whose metric says "published".
 DESKPILOT_BENCH_ONLY=tuning runs the tuning sets only (StackFAQ untouched), to fix the weights before the one
-StackFAQ run.
+StackFAQ run. DESKPILOT_BENCH_ONLY=stackfaq DESKPILOT_BENCH_MODELS=mpnet is the short run for a busy machine: StackFAQ
+only, with the product's w_max for that model (chosen on the tuning sets earlier), no reranker, 20 latency queries;
+it writes bench/results/retrieval_stackfaq.json instead.
 
 Run: nice -n 5 .venv/bin/python bench/retrieval.py   (writes bench/results/retrieval.json)
 """
@@ -74,6 +76,7 @@ NEW = "hybrid adaptive (product)"
 RERANK_TOP = 20
 RERANK_MIX = (0.25, 0.5, 0.75)
 CE_QUERIES = 200
+LATENCY_QUERIES = 60
 CE = "cross-encoder rerank top 20"
 
 
@@ -241,7 +244,7 @@ def run_set(name: str, docs, queries, relevant, embedder, res: Results, *, max_w
         for mode in ("dense", "lexical", "hybrid"):
             retr.search(queries[0], k=5, mode=mode)  # type: ignore[arg-type]
             times = []
-            for q in queries[:60]:
+            for q in queries[:LATENCY_QUERIES]:
                 t0 = time.perf_counter()
                 retr.search(q, k=5, mode=mode)  # type: ignore[arg-type]
                 times.append(time.perf_counter() - t0)
@@ -330,11 +333,24 @@ def main() -> None:
     # for single-query encoding here (docs/PERFORMANCE.md, "Retrieval"). DESKPILOT_TORCH_THREADS overrides.
     threads = int(os.environ.get("DESKPILOT_TORCH_THREADS", "1"))
     torch.set_num_threads(threads)
-    only_tuning = os.environ.get("DESKPILOT_BENCH_ONLY") == "tuning"
+    global LATENCY_QUERIES
+    only = os.environ.get("DESKPILOT_BENCH_ONLY")
+    only_tuning = only == "tuning"
     root = data_dir()
     # The product's backend (onnx; the same vectors as torch within 1e-5, checked at load), one thread.
-    models = {"MiniLM": Embedder(bundled_model_path(), backend="onnx", threads=threads),
-              "mpnet": Embedder(default_kb_model_path(), backend="onnx", threads=threads)}
+    paths = {"MiniLM": bundled_model_path(), "mpnet": default_kb_model_path()}
+    wanted = os.environ.get("DESKPILOT_BENCH_MODELS", ",".join(paths)).split(",")
+    models = {k: Embedder(p, backend="onnx", threads=threads) for k, p in paths.items() if k in wanted}
+    if only == "stackfaq":
+        LATENCY_QUERIES = 20
+        short = Results("retrieval_stackfaq", extra_env={"embedding_models": {k: e.name for k, e in models.items()},
+                                                         "top_k_list": TOP, "torch_threads": threads})
+        for label, embedder in models.items():
+            print(f"StackFAQ [{label}] (evaluation; nothing tuned on it)", flush=True)
+            goals = {(NEW, "NDCG@3"): ">= 0.98", (NEW, "MAP"): ">= 0.97"} if label == "mpnet" else None
+            run_set(f"stackfaq [{label}]", *stackfaq(root), embedder, short, goals=goals)
+        short.write()
+        return
     ce = CrossEncoder.packaged()
     res = Results("retrieval", extra_env={"embedding_models": {k: e.name for k, e in models.items()},
                                           "top_k_list": TOP, "torch_threads": threads,
