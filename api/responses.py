@@ -107,7 +107,7 @@ def state_stripped_whitespace(app: FastAPI, components: dict[str, Any]) -> None:
         for param in route.dependant.body_params:
             _models(param.field_info.annotation, models)
     for name, model in models.items():
-        if not model.model_config.get("str_strip_whitespace"):
+        if "_strip_text" not in model.__pydantic_decorators__.field_validators:
             continue
         for key in (name, f"{name}-Input"):
             for prop in components.get(key, {}).get("properties", {}).values():

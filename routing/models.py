@@ -9,7 +9,15 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import JSON, Column, DateTime, Text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -61,6 +69,24 @@ def _tz_column(*, nullable: bool = False, index: bool = False) -> Any:
 # ---------------------------------------------------------------- requests (validated at the edge)
 
 
+def strip_text(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A request's texts with surrounding whitespace removed, AFTER every constraint judged the text as sent (so
+    a text over `max_length` is refused even when it is mostly spaces, as the schema says); a field that needs
+    text (`min_length`) and held only whitespace is refused. Use as `_strip_text = field_validator("*")(strip_text)`
+    on a request model; `api.responses` then states the `\\S` rule in the schema."""
+    if isinstance(value, str):
+        out = value.strip()
+        field = cls.model_fields.get(info.field_name or "")
+        need = next((m.min_length for m in (field.metadata if field else ()) if getattr(m, "min_length", None)), 0)
+        if len(out) < need:
+            raise ValueError("must contain something besides whitespace")
+        return out
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value]
+    return value
+
+
+
 class TicketBase(SQLModel):
     """A ticket's fields as the helpdesk sends them, written once: the request (`TicketIn`, validated), the table
     (`Ticket`) and the response (`TicketPublic`) inherit them. `ticket_id` is the helpdesk's own id."""
@@ -79,7 +105,7 @@ class TicketIn(TicketBase):
     """A new (or updated) ticket as the helpdesk sends it (the family's Create model)."""
 
     # The schema states the rule of `_has_text`: a subject or a body with something besides whitespace.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"anyOf": [  # type: ignore[assignment]  # SQLModel annotates a narrower dict type
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [  # type: ignore[assignment]  # SQLModel annotates a narrower dict type
         {"required": ["subject"], "properties": {"subject": {"pattern": r"\S"}}},
         {"required": ["body"], "properties": {"body": {"pattern": r"\S"}}}]})
 
@@ -87,17 +113,23 @@ class TicketIn(TicketBase):
         "maxProperties": MAX_CUSTOM_FIELDS, "propertyNames": {"maxLength": MAX_CUSTOM_KEY, "pattern": r"\S"},
         "additionalProperties": {"type": "string", "maxLength": MAX_CUSTOM_VALUE}})
 
+    _strip_text = field_validator("*")(strip_text)
+
     @field_validator("custom_fields")
     @classmethod
     def _bounded_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        """Lengths judged as sent (the schema's rules), then names and values stripped like every text."""
         if len(value) > MAX_CUSTOM_FIELDS:
             raise ValueError(f"at most {MAX_CUSTOM_FIELDS} custom fields, got {len(value)}")
+        out: dict[str, str] = {}
         for key, val in value.items():
-            if not key or len(key) > MAX_CUSTOM_KEY:
-                raise ValueError(f"custom field name {key[:80]!r} must be 1..{MAX_CUSTOM_KEY} characters")
+            if not key.strip() or len(key) > MAX_CUSTOM_KEY:
+                raise ValueError(f"custom field name {key[:80]!r} must be 1..{MAX_CUSTOM_KEY} characters with "
+                                 "something besides whitespace")
             if len(val) > MAX_CUSTOM_VALUE:
                 raise ValueError(f"custom field {key!r} is longer than {MAX_CUSTOM_VALUE} characters")
-        return value
+            out[key.strip()] = val.strip()
+        return out
 
     @field_validator("created_at")
     @classmethod
@@ -152,7 +184,8 @@ AuthorType = Literal["customer", "agent", "system"]
 class EventIn(BaseModel):
     """One thing that happened on a ticket (assignment, message, status change) as the helpdesk streams it."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
+    _strip_text = field_validator("*")(strip_text)
 
     activity: str = Field(min_length=1, max_length=MAX_LABEL)
     timestamp: IsoDateTime | None = None
@@ -184,7 +217,8 @@ class EventIn(BaseModel):
 class FeedbackIn(BaseModel):
     """What an agent corrected or did with the suggestions."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
+    _strip_text = field_validator("*")(strip_text)
 
     decision_id: int | None = Field(default=None, ge=1, le=2**63 - 1)  # an id, 64-bit in every database
     corrected_team: str | None = Field(default=None, min_length=1, max_length=MAX_LABEL)

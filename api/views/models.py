@@ -27,6 +27,7 @@ from api.retrain import (
 )
 from api.settings import Settings
 from core.errors import Conflict, DeskpilotError, NotFound
+from routing.models import strip_text
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
 
@@ -257,7 +258,8 @@ async def models_health(
 class LabelIn(BaseModel):
     """A team or intent to accept in feedback before a live model knows it."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
+    _strip_text = field_validator("*")(strip_text)
 
     kind: Literal["team", "intent"]
     name: str = Field(min_length=1, max_length=128)

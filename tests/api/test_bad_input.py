@@ -130,3 +130,22 @@ def test_a_number_past_64_bits_in_a_query_is_a_422_not_a_500(api: Api) -> None:
     r = api.client.get(f"/v1/kb/reviews?article_id={2**64 + 5}", headers=api.h("admin"))
     assert r.status_code == 422 and r.json()["code"] == "invalid_input", r.text
     assert "64-bit" in r.json()["detail"]
+
+
+def test_length_limits_judge_the_text_as_sent_before_whitespace_is_trimmed(api: Api) -> None:
+    """Schemathesis's finding: a body over its limit by leading spaces was trimmed under the limit and stored."""
+    from routing.models import MAX_BODY, MAX_CUSTOM_VALUE
+
+    over = {"ticket_id": new_id(), "subject": "s", "body": "    " + "b" * (MAX_BODY - 3)}
+    r = api.client.post("/v1/tickets/route/batch", headers=api.h("helpdesk"), json={"tickets": [over]})
+    assert r.status_code == 422 and "body" in r.json()["detail"], r.text
+    value = {"ticket_id": new_id(), "subject": "s", "custom_fields": {"order": " " + "7" * MAX_CUSTOM_VALUE}}
+    assert api.client.post("/v1/tickets/route", headers=api.h("helpdesk"), json=value).status_code == 422
+    ok = {"ticket_id": new_id(), "subject": "  printer broken  ", "custom_fields": {" order ": " A-17 "}}
+    r = api.client.post("/v1/tickets/route", headers=api.h("helpdesk"), json=ok)
+    assert r.status_code == 201, r.text
+    stored = api.client.get(f"/v1/tickets/{ok['ticket_id']}", headers=api.h("agent")).json()
+    assert stored["subject"] == "printer broken" and stored["custom_fields"] == {"order": "A-17"}
+    blank = api.client.post("/v1/tickets/route", headers=api.h("helpdesk"),
+                            json={"ticket_id": "   ", "subject": "s"})
+    assert blank.status_code == 422 and "ticket_id" in blank.json()["detail"], blank.text
