@@ -14,7 +14,8 @@ part, parts in the order of the cases' first appearance. The work splits where t
   bottlenecks, handovers, KPIs) run on that encoding, so medians and percentiles are exact (not sketches) and every
   float is summed in the same order as in one process.
 
-The client holds ~30 bytes per event (codes and times), the workers hold the pandas frames. What is not here:
+The client holds ~50 bytes per event (int32 codes of the coded columns, int64 case and time), the workers hold
+the pandas frames. What is not here:
 misrouting, conformance, journeys and alerts, which read the full frame (`mine` runs them in one process).
 """
 
