@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -179,6 +180,7 @@ class IndexSnapshot:
     passages: list[Passage]
     passage_vectors: np.ndarray  # (n, d) unit vectors of "title + passage"
     title_vectors: np.ndarray  # (n, d) unit vector of each passage's article title
+    write_token: str = ""  # the token of the write this snapshot follows (see KnowledgeIndex._bump_revision)
 
 
 class KnowledgeIndex:
@@ -252,8 +254,12 @@ class KnowledgeIndex:
         return passages, titles
 
     def _bump_revision(self, col: Any) -> None:
+        # chroma has no atomic increment: two writers (replicas on one chroma server) may both read n and write
+        # n + 1. The counter is then one short, but each write also leaves a token of its own, and readers reload
+        # when the token changes, so no write can hide behind another's bump.
         meta = dict(col.metadata or {})
         meta["revision"] = int(meta.get("revision", 0)) + 1
+        meta["write_token"] = secrets.token_hex(8)
         meta["embedding_model"] = meta.get("embedding_model", self.embedder.name)
         col.modify(metadata=meta)
         self._snapshot = None
@@ -430,7 +436,8 @@ class KnowledgeIndex:
         with self._lock:
             col, titles = self._collections()
             rev = int((col.metadata or {}).get("revision", 0))
-            if self._snapshot is not None and self._snapshot.revision == rev:
+            token = str((col.metadata or {}).get("write_token", ""))
+            if self._snapshot is not None and (self._snapshot.revision, self._snapshot.write_token) == (rev, token):
                 return self._snapshot
             got = col.get(include=["embeddings", "documents", "metadatas"])
             tgot = titles.get(include=["embeddings"])
@@ -456,6 +463,7 @@ class KnowledgeIndex:
                 title_rows.append(title_by_article.get(aid, passage_vecs[i]))
             self._snapshot = IndexSnapshot(
                 revision=rev,
+                write_token=token,
                 passages=passages,
                 passage_vectors=passage_vecs if passage_vecs is not None else np.zeros((0, dim), np.float32),
                 title_vectors=np.vstack(title_rows) if title_rows else np.zeros((0, dim), np.float32),
