@@ -136,6 +136,6 @@ def kb_retriever(request: Request, index: Any) -> Any:
     if retriever is None or retriever.index is not index:
         from knowledge_hub.retrieval import HybridRetriever
 
-        retriever = HybridRetriever(index=index)
+        retriever = HybridRetriever(index=index, calibrate_abstain=state.settings.kb_calibrated_abstain)
         state.kb_retriever = retriever
     return retriever

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from starlette.routing import compile_path
 
 from api.errors import ErrorBody
+from routing.models import TEXT_PATTERN
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 _WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -97,11 +98,12 @@ def _needs_text(schema: dict[str, Any]) -> None:
     for option in [schema, *schema.get("anyOf", ())]:
         if (option.get("type") == "string" and option.get("minLength", 0) >= 1
                 and not {"pattern", "enum", "format", "const"} & option.keys()):
-            option["pattern"] = r"\S"
+            option["pattern"] = TEXT_PATTERN
 
 
 def state_stripped_whitespace(app: FastAPI, components: dict[str, Any]) -> None:
-    """A request model that strips whitespace refuses "  " where it needs one character: say so (`pattern: \\S`)."""
+    """A request model that strips whitespace refuses "  " where it needs one character: say so (the pattern
+    `routing.models.TEXT_PATTERN`)."""
     models: dict[str, type[BaseModel]] = {}
     for _, _, route in api_routes(app.routes):
         for param in route.dependant.body_params:

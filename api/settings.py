@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         "~/.cache/deskpilot/models. Routing keeps `embedding_model`. Backend, threads, cache and quantization are "
         "the embedding_* settings. A change re-embeds the index at the next start (or POST /v1/kb/reindex).",
     )
+    kb_calibrated_abstain: bool = Field(
+        default=False,
+        description="Drafts abstain below a threshold calibrated on this hub (its article titles asked with their own "
+        "article left out) instead of the fixed default. Suits hubs of distinct articles; on a hub of near-duplicate "
+        "articles the left-out titles match a sibling closely and the threshold abstains on in-domain requests.",
+    )
     pseudonym_key: SecretStr = Field(
         default=SecretStr(""),
         description="HMAC key for pseudonymizing customer and agent identifiers; unset: a random key generated "

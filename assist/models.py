@@ -229,7 +229,8 @@ class DraftTemplateIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=MAX_TEMPLATE)
+    # The schema states one rule of assist.draft.check_template: a line must quote the article.
+    text: str = Field(min_length=1, max_length=MAX_TEMPLATE, pattern=r"\{(answer|steps)\}")
 
 
 class DraftTemplatePublic(BaseModel):

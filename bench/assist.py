@@ -146,7 +146,7 @@ def _hub(sim_config: Any, tmp: Path) -> tuple[Any, Any, Any]:
     for spec in knowledge_base(sim_config):
         kb.create(session=session, index=index, author="sim",
                   article_in=ArticleCreate(**spec.to_dict(), status=ArticleStatus.published))
-    return session, index, HybridRetriever(index=index)
+    return session, index, HybridRetriever(index=index, calibrate_abstain=True)  # the configuration measured
 
 
 def evaluate(res: Results, rule: Any, level: float, floor: float) -> dict[str, Any]:

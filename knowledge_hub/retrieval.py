@@ -251,7 +251,7 @@ class HybridRetriever:
     """Searches a KnowledgeIndex; rebuilds its BM25 side whenever the index revision changes."""
 
     def __init__(self, *, index: KnowledgeIndex, lexical_weight: float | None = None, adaptive: bool = True,
-                 use_title_field: bool = True, agreement_k: int = AGREEMENT_K) -> None:
+                 use_title_field: bool = True, agreement_k: int = AGREEMENT_K, calibrate_abstain: bool = False) -> None:
         if lexical_weight is None:
             lexical_weight = lexical_weight_for(index.embedder) if adaptive else FIXED_LEXICAL_WEIGHT
         if not 0.0 <= lexical_weight <= 1.0:
@@ -263,6 +263,9 @@ class HybridRetriever:
         self.adaptive = adaptive
         self.use_title_field = use_title_field
         self.agreement_k = agreement_k
+        # Off by default: on a hub of near-duplicate articles (ABCD's guidelines) left-out titles still match a
+        # sibling closely, and the threshold they give abstains on in-domain customer requests.
+        self.calibrate_abstain = calibrate_abstain
         self._lock = threading.Lock()
         self._lex_for: IndexSnapshot | None = None
         self._lex: _Lexical | None = None
@@ -353,9 +356,9 @@ class HybridRetriever:
 
     @property
     def abstain_threshold(self) -> float:
-        """This hub's abstain threshold at the index's current revision, for the default target (assist's drafts
-        abstain below it; `calibration()` says what it was chosen on)."""
-        return self.calibration().threshold
+        """The score assist's drafts abstain below: this hub's calibrated threshold at the index's current revision
+        when `calibrate_abstain` is on (`calibration()` says what it was chosen on), else the fixed default."""
+        return self.calibration().threshold if self.calibrate_abstain else DEFAULT_ABSTAIN_THRESHOLD
 
     def calibration(self, *, target: float = DEFAULT_ABSTAIN_TARGET) -> Calibration:
         """This hub's abstain threshold at the index's current revision and what it was chosen on (module

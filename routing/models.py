@@ -69,6 +69,18 @@ def _tz_column(*, nullable: bool = False, index: bool = False) -> Any:
 # ---------------------------------------------------------------- requests (validated at the edge)
 
 
+# "Has text": a character that is whitespace for neither Python's str.strip() nor the schema's regex dialect
+# (ECMA-262, where U+FEFF is whitespace but U+001C..U+001F and U+0085 are not). The same set in the Rust regex
+# pydantic validates patterns with, so the schema and the server agree on every character.
+TEXT_PATTERN = r"[^\s\x1c-\x1f\x85\ufeff]"
+_TEXT = re.compile(TEXT_PATTERN)
+
+
+def has_text(value: str | None) -> bool:
+    """Does `value` hold a character that is not whitespace (the rule `TEXT_PATTERN` states in the schema)?"""
+    return bool(value) and _TEXT.search(value or "") is not None
+
+
 def strip_text(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
     """A request's texts with surrounding whitespace removed, AFTER every constraint judged the text as sent (so
     a text over `max_length` is refused even when it is mostly spaces, as the schema says); a field that needs
@@ -78,7 +90,7 @@ def strip_text(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
         out = value.strip()
         field = cls.model_fields.get(info.field_name or "")
         need = next((m.min_length for m in (field.metadata if field else ()) if getattr(m, "min_length", None)), 0)
-        if len(out) < need:
+        if len(out) < need or (need and not has_text(out)):
             raise ValueError("must contain something besides whitespace")
         return out
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -106,11 +118,11 @@ class TicketIn(TicketBase):
 
     # The schema states the rule of `_has_text`: a subject or a body with something besides whitespace.
     model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [  # type: ignore[assignment]  # SQLModel annotates a narrower dict type
-        {"required": ["subject"], "properties": {"subject": {"pattern": r"\S"}}},
-        {"required": ["body"], "properties": {"body": {"pattern": r"\S"}}}]})
+        {"required": ["subject"], "properties": {"subject": {"pattern": TEXT_PATTERN}}},
+        {"required": ["body"], "properties": {"body": {"pattern": TEXT_PATTERN}}}]})
 
     custom_fields: dict[str, str] = Field(default_factory=dict, json_schema_extra={
-        "maxProperties": MAX_CUSTOM_FIELDS, "propertyNames": {"maxLength": MAX_CUSTOM_KEY, "pattern": r"\S"},
+        "maxProperties": MAX_CUSTOM_FIELDS, "propertyNames": {"maxLength": MAX_CUSTOM_KEY, "pattern": TEXT_PATTERN},
         "additionalProperties": {"type": "string", "maxLength": MAX_CUSTOM_VALUE}})
 
     _strip_text = field_validator("*")(strip_text)
@@ -123,7 +135,7 @@ class TicketIn(TicketBase):
             raise ValueError(f"at most {MAX_CUSTOM_FIELDS} custom fields, got {len(value)}")
         out: dict[str, str] = {}
         for key, val in value.items():
-            if not key.strip() or len(key) > MAX_CUSTOM_KEY:
+            if not has_text(key) or len(key) > MAX_CUSTOM_KEY:
                 raise ValueError(f"custom field name {key[:80]!r} must be 1..{MAX_CUSTOM_KEY} characters with "
                                  "something besides whitespace")
             if len(val) > MAX_CUSTOM_VALUE:
@@ -138,7 +150,7 @@ class TicketIn(TicketBase):
 
     @model_validator(mode="after")
     def _has_text(self) -> TicketIn:
-        if not self.subject and not self.body:
+        if not has_text(self.subject) and not has_text(self.body):
             raise ValueError("subject and body are both empty; a ticket needs text to be routed")
         return self
 

@@ -24,7 +24,7 @@ from api.limits import routing_slot
 from api.webhooks import zendesk_signature_ok
 from core.errors import InvalidInput
 from routing import service
-from routing.models import DecisionPublic, IsoDateTime, TicketIn
+from routing.models import TEXT_PATTERN, DecisionPublic, IsoDateTime, TicketIn, has_text
 
 router = APIRouter(prefix="/v1/inbound", tags=["inbound"], responses=ERROR_RESPONSES)
 
@@ -67,7 +67,7 @@ class _Loose(BaseModel):
 
 def _text_rule(*fields: str) -> dict[str, Any]:
     """The schema of "at least one of these fields has text" (what `_has_text` checks)."""
-    return {"anyOf": [{"required": [f], "properties": {f: {"pattern": r"\S"}}} for f in fields]}
+    return {"anyOf": [{"required": [f], "properties": {f: {"pattern": TEXT_PATTERN}}} for f in fields]}
 
 
 class Person(_Loose):
@@ -84,7 +84,7 @@ class Via(_Loose):
 
 
 def _require_text(model: BaseModel, fields: tuple[str, str]) -> None:
-    if not any((getattr(model, f) or "").strip() for f in fields):
+    if not any(has_text(getattr(model, f)) for f in fields):
         raise ValueError(f"{fields[0]} and {fields[1]} are both empty; a ticket needs text to be routed")
 
 

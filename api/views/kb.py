@@ -20,6 +20,7 @@ from knowledge_hub.models import (
     ArticleUpdate,
     ArticleVersionPublic,
 )
+from routing.models import TEXT_PATTERN
 
 router = APIRouter(prefix="/v1/kb", tags=["knowledge hub"], responses=ERROR_RESPONSES)
 
@@ -279,7 +280,8 @@ def search(
     request: Request,
     index: IndexDep,
     principal: Annotated[Principal, Depends(require(*READERS))],
-    q: Annotated[str, Query(min_length=1, max_length=2000, pattern=r"\S", description="Question or ticket text")],
+    q: Annotated[str, Query(min_length=1, max_length=2000, pattern=TEXT_PATTERN,
+                            description="Question or ticket text")],
     k: Annotated[int, Query(ge=1, le=50, description="How many articles")] = 5,
     passages: Annotated[int, Query(ge=1, le=10, description="Best passages per article")] = 3,
     mode: Literal["hybrid", "dense", "lexical"] = "hybrid",

@@ -93,6 +93,11 @@ checks.negative_data_rejection.expected-statuses = ["200", "201", "400", "401", 
                                                     "413", "415", "422", "428", "429", "5XX"]
 
 [[operations]]
+include-path = "/v1/assist/templates/{intent}/{channel}"
+# a template's {placeholders} are the ticket and article fields assist.draft knows (the 422 names them)
+checks.positive_data_acceptance.expected-statuses = ["2XX", "401", "403", "404", "409", "422"]
+
+[[operations]]
 include-path = "/v1/audit"
 # `since` must be before `until`, and `cursor` one that this endpoint gave out
 checks.positive_data_acceptance.expected-statuses = ["2XX", "401", "403", "404", "409", "422"]

@@ -55,7 +55,7 @@ def hub(tmp_path_factory, embedder):
     for spec in knowledge_base(CFG):
         kb.create(session=session, index=index, author="sim",
                   article_in=ArticleCreate(**spec.to_dict(), status=ArticleStatus.published))
-    yield session, HybridRetriever(index=index)
+    yield session, HybridRetriever(index=index, calibrate_abstain=True)  # a hub of distinct articles
     session.close()
     engine.dispose()
 

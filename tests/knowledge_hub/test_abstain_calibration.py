@@ -38,7 +38,7 @@ def sim_hub(tmp_path_factory, embedder):
     arts = knowledge_base()
     index.upsert_articles([ArticleDoc(i + 1, 1, a.title, a.body, list(a.intents), list(a.tags))
                            for i, a in enumerate(arts)])
-    return HybridRetriever(index=index), arts
+    return HybridRetriever(index=index, calibrate_abstain=True), arts
 
 
 def test_calibrated_on_the_hub_and_cached_per_revision(sim_hub):
@@ -86,7 +86,7 @@ def test_small_hub_falls_back_and_a_change_recalibrates(tmp_path, embedder):
     index = KnowledgeIndex(embedder=embedder, path=tmp_path / "chroma")
     arts = knowledge_base()
     index.upsert_articles([ArticleDoc(i + 1, 1, a.title, a.body, [], []) for i, a in enumerate(arts[:3])])
-    retr = HybridRetriever(index=index)
+    retr = HybridRetriever(index=index, calibrate_abstain=True)
     small = retr.calibration()
     assert not small.calibrated and small.threshold == DEFAULT_ABSTAIN_THRESHOLD and small.false_answer_rate is None
     index.upsert_articles([ArticleDoc(i + 1, 1, a.title, a.body, [], []) for i, a in enumerate(arts[3:], start=3)])
