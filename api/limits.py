@@ -59,7 +59,10 @@ class ConcurrencyLimiter:
         self.max_wait_seconds = max_wait_seconds
         self.in_use = 0
         self.waiting = 0
-        self.mean_seconds = 0.5  # prior until the first request finishes
+        # The service-time estimate: set by the first request that finishes (no prior: a guess would refuse a
+        # fresh service's first burst, or admit a slow one's), then a moving average.
+        self.mean_seconds = 0.0
+        self.measured = False
         self._sem: anyio.Semaphore | None = None
 
     def _semaphore(self) -> anyio.Semaphore:
@@ -80,7 +83,8 @@ class ConcurrencyLimiter:
             return False
         if self.waiting >= self.max_waiting or self.max_wait_seconds <= 0:
             return True
-        return self.expected_wait() > self.max_wait_seconds
+        # Before any measurement the queue is bounded by the wait cap in acquire() alone.
+        return self.measured and self.expected_wait() > self.max_wait_seconds
 
     async def acquire(self) -> bool:
         """Take a slot (waiting within the bounds); False when the caller should be refused."""
@@ -107,13 +111,17 @@ class ConcurrencyLimiter:
         """Give a slot back; `seconds` (how long it was held) updates the service-time estimate."""
         self.in_use -= 1
         if seconds is not None:
-            self.mean_seconds += _EWMA * (seconds - self.mean_seconds)
+            if self.measured:
+                self.mean_seconds += _EWMA * (seconds - self.mean_seconds)
+            else:
+                self.mean_seconds, self.measured = seconds, True
         self._semaphore().release()
 
     def retry_after(self) -> int:
         """Seconds after which a retry has a fair chance: the queue ahead drained at the measured service rate."""
         ahead = self.waiting + self.in_use
-        return max(1, min(60, math.ceil(self.mean_seconds * (ahead + 1) / self.capacity)))
+        mean = self.mean_seconds if self.measured else self.max_wait_seconds
+        return max(1, min(60, math.ceil(mean * (ahead + 1) / self.capacity)))
 
     def refusal(self, what: str, settings_hint: str) -> Overloaded:
         """The 503 answer for a caller refused now."""

@@ -96,7 +96,7 @@ def test_overload_is_refused_before_the_key_lookup_and_its_row_is_queued(tmp_pat
 def test_a_caller_let_into_the_queue_is_served_and_one_that_would_wait_too_long_is_refused_at_once() -> None:
     async def scenario() -> tuple[bool, float, bool, float, bool]:
         limiter = ConcurrencyLimiter(capacity=1, max_waiting=4, max_wait_seconds=0.2)
-        limiter.mean_seconds = 0.01  # the estimate says a slot frees up at once ...
+        limiter.mean_seconds, limiter.measured = 0.01, True  # the estimate says a slot frees up at once ...
         assert await limiter.acquire()
 
         async def holder() -> None:
@@ -151,3 +151,24 @@ def test_shed_rows_share_a_commit_and_an_awaited_row_ends_the_wait(tmp_path: Pat
         return took
 
     assert asyncio.run(scenario()) < 2.0
+
+
+def test_a_fresh_service_admits_a_small_burst_before_it_has_measured_anything() -> None:
+    """CI caught it: a 0.5 s prior made a fresh service refuse the 4th of 4 clients on 2 slots."""
+    async def scenario() -> list[bool]:
+        limiter = ConcurrencyLimiter(capacity=2, max_waiting=8, max_wait_seconds=0.3)
+        got = [await limiter.acquire(), await limiter.acquire()]
+        assert limiter.would_refuse() is False  # nothing measured yet: only the wait cap bounds the queue
+
+        async def finish() -> None:
+            await asyncio.sleep(0.05)
+            limiter.release(0.05)
+            await asyncio.sleep(0.05)
+            limiter.release(0.05)
+
+        task = asyncio.create_task(finish())
+        got += await asyncio.gather(limiter.acquire(), limiter.acquire())
+        await task
+        return got
+
+    assert asyncio.run(scenario()) == [True, True, True, True]
