@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.asgi import ResponseStatus
 from core.errors import InvalidInput
+from core.ids import storable_id
 from routing.models import as_utc, utcnow
 
 log = structlog.get_logger(__name__)
@@ -547,7 +548,7 @@ def query_audit(
     if until is not None:
         q = q.where(AUDIT.c.at < until)
     if cursor is not None and cursor != "":
-        if not cursor.isdigit() or not 0 < int(cursor) < 2**63:
+        if not cursor.isdigit() or not storable_id(int(cursor)):
             raise InvalidInput("cursor is not one this endpoint gave out (use next_cursor of the previous page)",
                                field="cursor")
         q = q.where(AUDIT.c.id < int(cursor))

@@ -9,21 +9,29 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Request
+from fastapi import Path, Query, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api.audit import request_session
 from api.settings import Settings
 from core.errors import DeskpilotError, IndexUnavailable, ModelNotReady
-from routing.models import DecisionThresholds
+from core.ids import MAX_DB_INT
+from routing.models import MAX_ID, DecisionThresholds
 
 if TYPE_CHECKING:  # the model stack loads with the first bundle, not with this module
     from assist.actions import StepOutcomes
     from routing.service import DecideBatchFn, DecideFn
     from routing.triage import ModelBundle
+
+# Path and query parameters the routes share: a row id, version or offset is bounded by what the database stores, and
+# the schema says so (a larger number is a 422 naming the bound, not a lookup that overflows).
+RowId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
+RowIdQuery = Annotated[int | None, Query(ge=1, le=MAX_DB_INT)]
+Offset = Annotated[int, Query(ge=0, le=MAX_DB_INT, description="rows to skip")]
+TicketId = Annotated[str, Path(min_length=1, max_length=MAX_ID, description="The helpdesk's ticket id")]
 
 TRAIN_HINT = "run `deskpilot train` (or `deskpilot demo`), then POST /v1/models/reload or restart the service"
 

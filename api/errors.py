@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import DeskpilotError
+from core.ids import MAX_DB_INT
 
 log = structlog.get_logger(__name__)
 
@@ -121,7 +122,7 @@ def validation_detail(errors: list[Any]) -> str:
 
 
 _OUT_OF_RANGE = ("a number in the request is out of range: ids, offsets and counts are stored as 64-bit integers "
-                 f"(at most {2**63 - 1})")
+                 f"(at most {MAX_DB_INT})")
 
 
 def _out_of_db_range(exc: BaseException) -> bool:

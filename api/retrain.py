@@ -393,6 +393,9 @@ async def run_job(app: Any, job: RetrainJob, reload: Any) -> None:
         payload = await anyio.to_thread.run_sync(make_payload, settings, engine, data, job.options)
         await stage("training and gating")
         result = await _train_in_child(payload)
+        # What this worker serves before the promotion: the registry watcher may follow the new pointers before
+        # this job's own reload below, so `old` from that reload can already be the new set.
+        serving_before = dict(app.state.models.versions)
         promoted = await anyio.to_thread.run_sync(apply_result, settings, job, result)
         if job.options.evaluate_only:
             outcome = "evaluated"
@@ -401,8 +404,8 @@ async def run_job(app: Any, job: RetrainJob, reload: Any) -> None:
         else:
             if promoted:
                 await stage("loading the new models")
-                old, new = await reload(app)
-                job.previous, job.serving, job.swapped = dict(old.versions), dict(new.versions), new.ready
+                _, new = await reload(app)
+                job.previous, job.serving, job.swapped = serving_before, dict(new.versions), new.ready
                 if not new.ready:
                     raise new.error or DeskpilotError("the new models did not load")
             job.status, job.stage = "succeeded", "done" if promoted else "done (nothing new to promote)"

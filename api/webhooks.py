@@ -46,6 +46,8 @@ from sqlalchemy import JSON, Column, DateTime, Engine, Table, Text, UniqueConstr
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from core.errors import InvalidInput, NotFound
+from core.ids import storable_id
+from core.jsonbody import JsonBody
 from routing.models import as_utc, utcnow
 
 log = structlog.get_logger(__name__)
@@ -147,7 +149,7 @@ DELIVERY: Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
 
 
 
-class SubscriptionIn(BaseModel):
+class SubscriptionIn(JsonBody):
     """A new subscription."""
 
     model_config = ConfigDict(extra="forbid")
@@ -233,7 +235,7 @@ def list_subscriptions(*, session: Session) -> list[SubscriptionPublic]:
 
 def delete_subscription(*, session: Session, subscription_id: int) -> None:
     """Stop a subscription: pending deliveries to it are given up, the log stays."""
-    row = session.get(WebhookSubscription, subscription_id) if 0 < subscription_id < 2**63 else None
+    row = session.get(WebhookSubscription, subscription_id) if storable_id(subscription_id) else None
     if row is None:
         raise NotFound(f"webhook subscription {subscription_id} does not exist")
     session.delete(row)
@@ -311,7 +313,7 @@ def list_deliveries(*, session: Session, status: str | None = None, kind: str | 
 
 def redeliver(*, session: Session, delivery_id: int) -> None:
     """Send a delivery again (same idempotency key), whatever its state."""
-    row = session.get(WebhookDelivery, delivery_id) if 0 < delivery_id < 2**63 else None
+    row = session.get(WebhookDelivery, delivery_id) if storable_id(delivery_id) else None
     if row is None:
         raise NotFound(f"webhook delivery {delivery_id} does not exist")
     row.status, row.next_attempt_at, row.lease_until = "pending", utcnow(), None

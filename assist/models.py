@@ -10,6 +10,9 @@ from sqlalchemy import Column, DateTime, Text, UniqueConstraint
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from core.ids import MAX_DB_INT
+from core.jsonbody import JsonBody
+
 SuggestionKind = Literal["action", "article", "draft"]
 Verdict = Literal["accepted", "edited", "rejected"]
 ActionSource = Literal["model", "log", "knowledge", "effect"]
@@ -161,7 +164,7 @@ class AssistFeedback(SQLModel, table=True):
     created_at: datetime = SQLField(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
-class AssistFeedbackIn(BaseModel):
+class AssistFeedbackIn(JsonBody):
     """Accept / edit / reject one suggestion; an edit carries the text the agent sent instead."""
 
     model_config = ConfigDict(extra="forbid")
@@ -170,7 +173,7 @@ class AssistFeedbackIn(BaseModel):
     suggestion: str = Field(min_length=1, max_length=MAX_LABEL)
     verdict: Verdict
     # bounded like the integer columns that store them (a larger number is a 422, not a database overflow)
-    article_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    article_id: int | None = Field(default=None, ge=1, le=MAX_DB_INT)
     article_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     rank: int | None = Field(default=None, ge=1, le=2**31 - 1)
     edited_text: str | None = Field(default=None, max_length=MAX_TEXT)
@@ -224,7 +227,7 @@ class DraftTemplate(SQLModel, table=True):
     updated_at: datetime = SQLField(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
-class DraftTemplateIn(BaseModel):
+class DraftTemplateIn(JsonBody):
     """The template text: lines of plain text and {placeholders}; `a || b` on one line = the first that can fill."""
 
     model_config = ConfigDict(extra="forbid")

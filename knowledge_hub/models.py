@@ -9,6 +9,8 @@ from enum import StrEnum
 from sqlalchemy import JSON, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from core.jsonbody import JsonBody
+
 
 def utcnow() -> datetime:
     """Timezone-aware current UTC time (stored as naive UTC by SQLite, aware by PostgreSQL)."""
@@ -64,13 +66,13 @@ class ArticleVersion(ArticleBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class ArticleCreate(ArticleBase):
+class ArticleCreate(ArticleBase, JsonBody):
     """Input for creating an article (drafts by default)."""
 
     status: ArticleStatus = ArticleStatus.draft
 
 
-class ArticleUpdate(SQLModel):
+class ArticleUpdate(SQLModel, JsonBody):
     """Partial update: only the fields that are set change."""
 
     title: str | None = Field(default=None, min_length=1, max_length=500)

@@ -22,6 +22,7 @@ from sqlalchemy import JSON
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from core.errors import Conflict, InvalidInput, NotFound
+from core.ids import storable_id
 from knowledge_hub import service
 from knowledge_hub.models import Article, ArticleStatus, ArticleUpdate, utcnow
 
@@ -102,7 +103,7 @@ def upgrade_schema(engine: Any) -> None:
 
 def get_review(*, session: Session, review_id: int) -> ArticleReview:
     """The review with this id, or NotFound."""
-    review = session.get(ArticleReview, review_id) if 0 < review_id < 2**63 else None
+    review = session.get(ArticleReview, review_id) if storable_id(review_id) else None
     if review is None:
         raise NotFound(f"review {review_id} not found", review_id=review_id)
     return review

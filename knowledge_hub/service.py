@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound
+from core.ids import storable_id
 from knowledge_hub.models import (
     Article,
     ArticleCreate,
@@ -73,12 +74,11 @@ def sync_article(*, session: Session, index: ArticleIndex, article: Article) -> 
 
 
 # Ids are 64-bit integers in every database; a larger number names no article (and would overflow the driver).
-_MAX_ID = 2**63 - 1
 
 
 def get(*, session: Session, article_id: int) -> Article:
     """The article with this id, or NotFound."""
-    article = session.get(Article, article_id) if 0 < article_id <= _MAX_ID else None
+    article = session.get(Article, article_id) if storable_id(article_id) else None
     if article is None:
         raise NotFound(f"article {article_id} not found", article_id=article_id)
     return article
@@ -248,7 +248,7 @@ def restore_version(
                        article_id=article_id)
     old = session.exec(
         select(ArticleVersion).where(ArticleVersion.article_id == article_id, ArticleVersion.version == version)
-    ).first() if 0 < version <= _MAX_ID else None
+    ).first() if storable_id(version) else None
     if old is None:
         raise NotFound(f"article {article_id} has no version {version}", article_id=article_id, version=version)
     article.title, article.body = old.title, old.body

@@ -22,6 +22,9 @@ from sqlalchemy import JSON, Column, DateTime, Text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from core.ids import MAX_DB_INT
+from core.jsonbody import JsonBody
+
 Decision = Literal["auto_route", "suggest", "triage"]
 DECISIONS: tuple[str, ...] = ("auto_route", "suggest", "triage")
 
@@ -113,7 +116,7 @@ class TicketBase(SQLModel):
     created_at: datetime | None = SQLField(default=None, sa_column=_tz_column(nullable=True))
 
 
-class TicketIn(TicketBase):
+class TicketIn(TicketBase, JsonBody):
     """A new (or updated) ticket as the helpdesk sends it (the family's Create model)."""
 
     # The schema states the rule of `_has_text`: a subject or a body with something besides whitespace.
@@ -165,7 +168,7 @@ class TicketIn(TicketBase):
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class TicketBatchIn(BaseModel):
+class TicketBatchIn(JsonBody):
     """Many tickets in one call (routed in one transaction)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -193,7 +196,7 @@ class DecisionThresholds(BaseModel):
 AuthorType = Literal["customer", "agent", "system"]
 
 
-class EventIn(BaseModel):
+class EventIn(JsonBody):
     """One thing that happened on a ticket (assignment, message, status change) as the helpdesk streams it."""
 
     model_config = ConfigDict(extra="forbid")
@@ -226,13 +229,13 @@ class EventIn(BaseModel):
         return self.author_type == "customer" and bool(self.message)
 
 
-class FeedbackIn(BaseModel):
+class FeedbackIn(JsonBody):
     """What an agent corrected or did with the suggestions."""
 
     model_config = ConfigDict(extra="forbid")
     _strip_text = field_validator("*")(strip_text)
 
-    decision_id: int | None = Field(default=None, ge=1, le=2**63 - 1)  # an id, 64-bit in every database
+    decision_id: int | None = Field(default=None, ge=1, le=MAX_DB_INT)
     corrected_team: str | None = Field(default=None, min_length=1, max_length=MAX_LABEL)
     corrected_intent: str | None = Field(default=None, min_length=1, max_length=MAX_LABEL)
     accepted: list[str] = Field(default_factory=list, max_length=100)

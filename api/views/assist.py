@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from api.auth import Principal, require, set_audit_object
-from api.deps import ModelState, get_kb_index, get_session, kb_retriever
+from api.deps import ModelState, TicketId, get_kb_index, get_session, kb_retriever
 from api.errors import ERROR_RESPONSES, ErrorBody
 from api.limits import heavy
 from api.settings import Settings
@@ -28,10 +28,11 @@ from assist.models import (
     DraftTemplatePublic,
     GapReport,
 )
+from core.jsonbody import JsonBody
 from insight.eventlog.privacy import pseudonym_prefix, pseudonymize
 from insight.eventlog.schema import RESOURCE
 from routing import service as routing_service
-from routing.models import MAX_BODY, MAX_ID, Ticket, TicketEvent, TicketPublic, as_utc
+from routing.models import MAX_BODY, Ticket, TicketEvent, TicketPublic, as_utc
 from routing.redaction import redact_fields
 
 router = APIRouter(tags=["assist"], responses=ERROR_RESPONSES)
@@ -41,12 +42,11 @@ GAP_READERS = ("analyst", "knowledge_manager")
 TEMPLATE_READERS = ("agent", "knowledge_manager")
 FIRST_ACTIVITY = "Ticket created"
 
-TicketId = Annotated[str, Path(min_length=1, max_length=MAX_ID, description="The helpdesk's ticket id")]
 SessionDep = Annotated[Session, Depends(get_session)]
 Scope = Annotated[str, Path(min_length=1, max_length=MAX_LABEL, description='An intent or channel; "*" = any')]
 
 
-class AssistRequest(BaseModel):
+class AssistRequest(JsonBody):
     """Options for one assist call; `text` replaces the stored ticket text (e.g. a draft of the latest message)."""
 
     model_config = ConfigDict(extra="forbid")

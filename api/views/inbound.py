@@ -23,6 +23,7 @@ from api.errors import ERROR_RESPONSES
 from api.limits import routing_slot
 from api.webhooks import zendesk_signature_ok
 from core.errors import InvalidInput
+from core.jsonbody import JsonBody
 from routing import service
 from routing.models import TEXT_PATTERN, DecisionPublic, IsoDateTime, TicketIn, has_text
 
@@ -60,7 +61,7 @@ Label = Annotated[str, Field(max_length=100)]
 When = IsoDateTime | None
 
 
-class _Loose(BaseModel):
+class _Loose(JsonBody):
     # Vendors send many more fields than deskpilot reads; they are ignored, not refused.
     model_config = ConfigDict(extra="ignore")
 

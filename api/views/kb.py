@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from api.auth import Principal, require, set_audit_object
-from api.deps import get_kb_index, get_session, kb_retriever
+from api.deps import Offset, RowId, RowIdQuery, get_kb_index, get_session, kb_retriever
 from api.errors import ERROR_RESPONSES
+from core.jsonbody import JsonBody
 from knowledge_hub import review, service
 from knowledge_hub.index import check_body_length
 from knowledge_hub.models import (
@@ -38,7 +39,7 @@ class ImportArticle(ArticleCreate):
                                description="Author recorded on the article; default the caller's key name.")
 
 
-class ImportIn(BaseModel):
+class ImportIn(JsonBody):
     """Articles to import in one call: all are validated before any is stored."""
 
     model_config = ConfigDict(extra="forbid")
@@ -110,7 +111,7 @@ def list_articles(
     status: ArticleStatus | None = None,
     intent: Annotated[str | None, Query(max_length=128)] = None,
     tag: Annotated[str | None, Query(max_length=128)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Any:
     """Articles, optionally filtered by status, intent or tag."""
@@ -134,7 +135,7 @@ def create_article(
 
 @router.get("/articles/{article_id}", response_model=ArticlePublic)
 def get_article(
-    article_id: int, session: SessionDep, principal: Annotated[Principal, Depends(require(*READERS))]
+    article_id: RowId, session: SessionDep, principal: Annotated[Principal, Depends(require(*READERS))]
 ) -> Any:
     """One article."""
     return service.get(session=session, article_id=article_id)
@@ -142,13 +143,13 @@ def get_article(
 
 @router.patch("/articles/{article_id}", response_model=ArticlePublic)
 def update_article(
-    article_id: int,
+    article_id: RowId,
     article: ArticleUpdate,
     request: Request,
     session: SessionDep,
     index: IndexDep,
     principal: Annotated[Principal, Depends(require(*WRITERS))],
-    expected_version: Annotated[int | None, Query(ge=1, description="409 if the article moved on")] = None,
+    expected_version: Annotated[RowIdQuery, Query(description="409 if the article moved on")] = None,
 ) -> Any:
     """Edit an article (kept as a new version; a published article is re-indexed at once)."""
     _bounded(request, ("body", article.body))
@@ -158,7 +159,7 @@ def update_article(
 
 @router.delete("/articles/{article_id}", status_code=204, response_class=Response)
 def delete_article(
-    article_id: int, session: SessionDep, index: IndexDep,
+    article_id: RowId, session: SessionDep, index: IndexDep,
     principal: Annotated[Principal, Depends(require(*WRITERS))],
 ) -> Response:
     """Delete an article and its versions (and its passages from the index)."""
@@ -168,7 +169,7 @@ def delete_article(
 
 @router.get("/articles/{article_id}/versions", response_model=list[ArticleVersionPublic])
 def list_versions(
-    article_id: int, session: SessionDep, principal: Annotated[Principal, Depends(require(*READERS))]
+    article_id: RowId, session: SessionDep, principal: Annotated[Principal, Depends(require(*READERS))]
 ) -> Any:
     """Every stored version, oldest first."""
     return service.list_versions(session=session, article_id=article_id)
@@ -176,7 +177,7 @@ def list_versions(
 
 @router.post("/articles/{article_id}/versions/{version}/restore", response_model=ArticlePublic)
 def restore_version(
-    article_id: int, version: int, session: SessionDep, index: IndexDep,
+    article_id: RowId, version: RowId, session: SessionDep, index: IndexDep,
     principal: Annotated[Principal, Depends(require(*WRITERS))],
 ) -> Any:
     """Make an old version current again (as a new version)."""
@@ -184,7 +185,7 @@ def restore_version(
                                    author=principal.name)
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(JsonBody):
     """Submit an article for review: a draft as it is, or `changes` proposed to a published article."""
 
     model_config = ConfigDict(extra="forbid")
@@ -193,7 +194,7 @@ class ReviewIn(BaseModel):
     changes: ArticleUpdate | None = None
 
 
-class DecisionIn(BaseModel):
+class DecisionIn(JsonBody):
     """A reviewer's decision; a rejection needs a comment saying what has to change."""
 
     model_config = ConfigDict(extra="forbid")
@@ -203,7 +204,7 @@ class DecisionIn(BaseModel):
 
 @router.post("/articles/{article_id}/review", response_model=review.ReviewPublic, status_code=201)
 def submit_review(
-    article_id: int, body: ReviewIn, request: Request, session: SessionDep,
+    article_id: RowId, body: ReviewIn, request: Request, session: SessionDep,
     principal: Annotated[Principal, Depends(require(*WRITERS))],
 ) -> Any:
     """Ask another knowledge manager to publish a draft (it is `in_review` meanwhile) or to accept `changes` to a
@@ -219,7 +220,7 @@ def submit_review(
 def list_reviews(
     session: SessionDep, principal: Annotated[Principal, Depends(require(*WRITERS))],
     state: review.ReviewState | None = review.ReviewState.pending,
-    article_id: Annotated[int | None, Query(ge=1)] = None,
+    article_id: RowIdQuery = None,
 ) -> Any:
     """Reviews, newest first (pending ones by default)."""
     return review.list_reviews(session=session, state=state, article_id=article_id)
@@ -227,7 +228,7 @@ def list_reviews(
 
 @router.post("/reviews/{review_id}/{decision}", response_model=ArticlePublic | review.ReviewPublic)
 def decide_review(
-    review_id: int, decision: Literal["approve", "reject", "withdraw"], body: DecisionIn, request: Request,
+    review_id: RowId, decision: Literal["approve", "reject", "withdraw"], body: DecisionIn, request: Request,
     session: SessionDep, index: IndexDep, principal: Annotated[Principal, Depends(require(*WRITERS))],
 ) -> Any:
     """Approve (publish / apply the change; not by its author), reject with a comment, or withdraw (the submitter).
@@ -246,7 +247,7 @@ def decide_review(
 
 @router.post("/articles/{article_id}/{action}", response_model=ArticlePublic)
 def change_status(
-    article_id: int,
+    article_id: RowId,
     action: Literal["publish", "unpublish", "archive"],
     session: SessionDep,
     index: IndexDep,

@@ -27,6 +27,7 @@ from api.retrain import (
 )
 from api.settings import Settings
 from core.errors import Conflict, DeskpilotError, NotFound
+from core.jsonbody import JsonBody
 from routing.models import strip_text
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
@@ -57,7 +58,7 @@ class ModelsPublic(BaseModel):
     step_outcomes: str | None = None  # why assist ranks actions without the mined step outcomes (None when loaded)
 
 
-class RetrainRequest(BaseModel):
+class RetrainRequest(JsonBody):
     """What to retrain (default: every model) and how."""
 
     model_config = ConfigDict(extra="forbid")
@@ -255,7 +256,7 @@ async def models_health(
 # ---------------------------------------------------------------- labels feedback may name
 
 
-class LabelIn(BaseModel):
+class LabelIn(JsonBody):
     """A team or intent to accept in feedback before a live model knows it."""
 
     model_config = ConfigDict(extra="forbid")
@@ -338,7 +339,7 @@ class VersionsPublic(BaseModel):
     history: list[dict[str, Any]]
 
 
-class RollbackIn(BaseModel):
+class RollbackIn(JsonBody):
     """Where to roll back to (default: the version live before the current one) and why."""
 
     model_config = ConfigDict(extra="forbid")
@@ -347,7 +348,7 @@ class RollbackIn(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
-class PromoteIn(BaseModel):
+class PromoteIn(JsonBody):
     """A version to make live over the gate (an admin's explicit choice) and why."""
 
     model_config = ConfigDict(extra="forbid")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, TypeAdapter
 from sqlmodel import Session
 
 from api.auth import Principal, require, set_audit_object
 from api.deps import (
+    TicketId,
     get_bundle,
     get_decide,
     get_decide_batch,
@@ -22,7 +23,6 @@ from api.errors import ERROR_RESPONSES
 from api.limits import routing_slot
 from routing import service
 from routing.models import (
-    MAX_ID,
     BatchRoutePublic,
     DecisionPublic,
     DecisionThresholds,
@@ -38,7 +38,6 @@ from routing.models import (
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"], responses=ERROR_RESPONSES)
 
-TicketId = Annotated[str, Path(min_length=1, max_length=MAX_ID, description="The helpdesk's ticket id")]
 SessionDep = Annotated[Session, Depends(get_session)]
 ThresholdsDep = Annotated[DecisionThresholds, Depends(get_thresholds)]
 

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
 
 from api import webhooks
 from api.audit import set_audit_object
 from api.auth import Principal, require
-from api.deps import get_session
+from api.deps import RowId, RowIdQuery, get_session
 from api.errors import ERROR_RESPONSES
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
 SessionDep = Annotated[Session, Depends(get_session)]
 Admin = Annotated[Principal, Depends(require())]
-Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+Id = RowId
 
 
 def _wake(request: Request) -> None:
@@ -55,7 +55,7 @@ def list_deliveries(
     principal: Admin,
     status: Annotated[Literal["pending", "delivered", "failed"] | None, Query()] = None,
     kind: Annotated[str | None, Query(max_length=32)] = None,
-    subscription_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    subscription_id: RowIdQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[webhooks.DeliveryPublic]:
     """The delivery log, newest first, each delivery with its attempts."""

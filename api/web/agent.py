@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Form, Path, Query, Request, Response
+from fastapi import Depends, Form, Query, Request, Response
 from sqlmodel import Session
 
 from api.auth import Principal, set_audit_object
-from api.deps import get_session
+from api.deps import TicketId, get_session
 from api.limits import heavy
 from api.views.assist import AGENTS, AssistRequest, _assist
 from api.views.tickets import FEEDBACK, READERS
@@ -23,14 +23,13 @@ from assist.models import AssistFeedbackIn
 from core.errors import InvalidInput
 from routing import queue as queue_service
 from routing import service
-from routing.models import MAX_ID, MAX_LABEL, FeedbackIn, QueueFilter, TicketPublic
+from routing.models import MAX_LABEL, FeedbackIn, QueueFilter, TicketPublic
 
 router = web_router(prefix="/agent")
 NAV = [NavItem("Triage queue", "/agent/queue", READERS, "Agent")]
 HOME = {"agent": "/agent/queue", "helpdesk": "/agent/queue"}
 
 SessionDep = Annotated[Session, Depends(get_session)]
-TicketId = Annotated[str, Path(min_length=1, max_length=MAX_ID)]
 AGES = {"4h": 4.0, "24h": 24.0, "7d": 168.0, "30d": 720.0}
 AGE_LABELS = [("all", "Any age"), ("4h", "Last 4 hours"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"),
               ("30d", "Last 30 days")]

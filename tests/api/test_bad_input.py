@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
 from sqlmodel import Session, SQLModel, select
 
 from api.app import make_engine
@@ -126,10 +127,77 @@ def test_peeking_for_a_disconnect_does_not_take_the_body_away() -> None:
 
 
 def test_a_number_past_64_bits_in_a_query_is_a_422_not_a_500(api: Api) -> None:
-    """Schemathesis's finding: `article_id` past 64 bits reached SQLite and overflowed."""
+    """Schemathesis's findings: `article_id` past 64 bits reached SQLite and overflowed; then the 422 for it
+    contradicted a schema that set no maximum. The bound is the schema's and the answer names the parameter."""
     r = api.client.get(f"/v1/kb/reviews?article_id={2**64 + 5}", headers=api.h("admin"))
     assert r.status_code == 422 and r.json()["code"] == "invalid_input", r.text
-    assert "64-bit" in r.json()["detail"]
+    assert "article_id" in r.json()["detail"] and str(2**63 - 1) in r.json()["detail"], r.text
+    for path in (f"/v1/kb/articles/{2**63}", f"/v1/kb/articles?offset={2**63}"):
+        r = api.client.get(path, headers=api.h("admin"))
+        assert r.status_code == 422, (path, r.text)
+    assert api.client.get(f"/v1/kb/articles/{2**63 - 1}", headers=api.h("admin")).status_code == 404
+
+
+def test_every_integer_parameter_states_its_64_bit_bound(api: Api) -> None:
+    """A number the schema allows must never overflow the database: every integer path or query parameter has a
+    maximum no larger than a 64-bit row id."""
+    spec = api.client.get("/openapi.json").json()
+    unbounded = []
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for param in op.get("parameters", []):
+                schema = param.get("schema", {})
+                for kind in schema.get("anyOf", [schema]):
+                    if kind.get("type") == "integer" and not kind.get("maximum", 2**64) <= 2**63 - 1:
+                        unbounded.append(f"{method.upper()} {path} {param['name']}")
+    assert not unbounded, unbounded
+
+
+def test_every_request_body_refuses_values_of_another_json_type(api: Api) -> None:
+    """pydantic's lax mode reads `1` as true, `"5"` as 5 and a bare number as a date; the schema calls each of them
+    invalid. Every JSON request body of the API is a JsonBody, which refuses them."""
+    from core.jsonbody import JsonBody
+
+    spec = api.client.get("/openapi.json").json()
+    refs: set[str] = set()
+    for ops in spec["paths"].values():
+        for op in ops.values():
+            for content in op.get("requestBody", {}).get("content", {}).values():
+                schema = content["schema"]
+                for part in schema.get("anyOf", [schema]):
+                    if "$ref" in part:
+                        refs.add(part["$ref"].rsplit("/", 1)[1])
+    models: dict[str, list[type]] = {}
+    todo: list[type] = [BaseModel]
+    while todo:  # every pydantic model loaded, by the name the schema gives it
+        kind = todo.pop()
+        todo.extend(kind.__subclasses__())
+        models.setdefault(kind.__name__, []).append(kind)
+    assert refs and refs <= set(models), refs - set(models)
+    assert [name for name in sorted(refs) if not all(issubclass(k, JsonBody) for k in models[name])] == []
+
+    h = api.h("helpdesk")
+    cases = [
+        ("/v1/tickets/route", {"ticket_id": new_id(), "subject": "where is my order", "created_at": 1.5}, "created_at"),
+        ("/v1/tickets/route", {"ticket_id": new_id(), "subject": "where is my order", "created_at": "1700000000"},
+         "created_at"),
+        ("/v1/tickets/route/batch", {"tickets": [{"ticket_id": new_id(), "subject": "s", "created_at": 0}]},
+         "created_at"),
+    ]
+    for path, body, field in cases:
+        r = api.client.post(path, headers=h, json=body)
+        assert r.status_code == 422 and field in r.json()["detail"], (path, body, r.text)
+    tid = new_id()
+    routed = api.client.post("/v1/tickets/route", headers=h, json={"ticket_id": tid, "subject": "printer broken",
+                                                                   "created_at": "2026-12-06T10:00:00Z"})
+    assert routed.status_code == 201, routed.text
+    decision = routed.json()["decision_id"]
+    for bad in (str(decision), True):
+        r = api.client.post(f"/v1/tickets/{tid}/feedback", headers=api.h("agent"),
+                            json={"decision_id": bad, "corrected_team": "Billing L2"})
+        assert r.status_code == 422 and "decision_id" in r.json()["detail"], (bad, r.text)
+    r = api.client.post("/v1/models/retrain", headers=api.h("admin"), json={"force": 1, "reason": "x"})
+    assert r.status_code == 422 and "force" in r.json()["detail"], r.text
 
 
 def test_length_limits_judge_the_text_as_sent_before_whitespace_is_trimmed(api: Api) -> None:
