@@ -1,5 +1,5 @@
-"""Admin pages: users, API keys, model versions with retrain / rollback and the gate's verdict, the audit log,
-read-only settings and service health.
+"""Admin pages: users, API keys, model versions with retrain / rollback and the gate's verdict, draft-reply
+templates with a preview, the audit log, read-only settings and service health.
 
 Each page calls what the JSON route calls — often the route function itself (api.views.models, api.views.health),
 so checks, audit object ids and swaps are the same code; users and keys use their service modules
@@ -10,23 +10,31 @@ analysts may read like GET /v1/models and GET /v1/models/health.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, get_args
+from urllib.parse import urlencode
 
 from fastapi import Depends, Form, Path, Query, Request, Response
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.engine import make_url
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from api.audit import MAX_PAGE, query_audit
 from api.auth import ROLES, Principal, create_key, list_keys, revoke_key, set_audit_object
 from api.deps import get_session
+from api.errors import status_for, validation_detail
 from api.settings import Settings
 from api.views import health as health_views
 from api.views import models as model_views
 from api.web import accounts
 from api.web.core import NavItem, flash, redirect, render, web_require, web_router
+from assist import draft as assist_draft
+from assist import service as assist_service
+from assist.models import ANY, MAX_LABEL, MAX_TEMPLATE, DraftReply, DraftTemplateIn, DraftTemplatePublic
 from core.errors import DeskpilotError, InvalidInput
+from knowledge_hub.models import Passage, SearchHit
+from routing.models import Ticket
 
 router = web_router(prefix="/admin")
 ADMIN: tuple[str, ...] = ()  # `require()`: admin only
@@ -35,6 +43,7 @@ NAV = [
     NavItem("Users", "/admin/users", ADMIN, "Admin"),
     NavItem("API keys", "/admin/keys", ADMIN, "Admin"),
     NavItem("Models", "/admin/models", MODEL_READERS, "Admin"),
+    NavItem("Draft templates", "/admin/templates", ADMIN, "Admin"),
     NavItem("Audit log", "/admin/audit", ADMIN, "Admin"),
     NavItem("Settings", "/admin/settings", ADMIN, "Admin"),
     NavItem("Health", "/admin/health", MODEL_READERS, "Admin"),
@@ -202,6 +211,142 @@ async def rollback(
     out = await model_views.rollback(task=task, request=request, settings=settings, principal=principal, body=body)
     flash(request, f"{task}: {out.previous} → {out.live} is live.", "success")
     return redirect(request, "/admin/models")
+
+
+# ---------------------------------------------------------------- draft-reply templates
+
+# A browser sends each line break of a textarea as CR LF: the form may carry up to twice the template's limit
+# before the line breaks are normalised and the API's own limit applies.
+FORM_TEMPLATE_MAX = 2 * MAX_TEMPLATE
+# The preview's sample: one article with a customer-facing section and numbered steps, and two tickets, one with
+# every field a template can quote and one with none, so the `a || b` alternatives show both ways.
+SAMPLE_TITLE = "Refund a duplicate charge"
+SAMPLE_ANSWER = ("We found the second payment for your order and refunded it. The money is back on your card "
+                 "within a few working days.")
+SAMPLE_STEPS = ("Find both payments in the billing console", "Refund the later payment",
+                "Add the refund reference to the ticket")
+SAMPLE_BODY = ("## Steps\n\n" + "".join(f"{i}. {s}\n" for i, s in enumerate(SAMPLE_STEPS, 1))
+               + f"\n## Reply to the customer\n\n{SAMPLE_ANSWER}\n")
+SAMPLE_PASSAGES = [
+    Passage(article_id=0, version=1, title=SAMPLE_TITLE, section=0, heading="Steps",
+            text="\n".join(f"{i}. {s}" for i, s in enumerate(SAMPLE_STEPS, 1))),
+    Passage(article_id=0, version=1, title=SAMPLE_TITLE, section=1, heading="Reply to the customer",
+            text=SAMPLE_ANSWER),
+]
+SAMPLE_TICKETS: list[tuple[str, dict[str, str]]] = [
+    ("A ticket with every field", {
+        "subject": "Charged twice for my order",
+        "body": "Hello, I was charged twice for order A-10432. Can you refund the second payment please?",
+        "customer_name": "Alex Morgan", "order_id": "A-10432", "product": "Premium plan"}),
+    ("A ticket without name, order or product", {
+        "subject": "Charged twice", "body": "There are two payments on my card statement. Why was I charged twice?"}),
+]
+
+
+@dataclass
+class _Snapshot:
+    """What `build_draft` reads from an index snapshot: the article's indexed passages."""
+
+    passages: list[Passage]
+
+
+def _template_preview(text: str) -> list[tuple[str, dict[str, str], DraftReply]]:
+    """The template filled for each sample ticket by assist's own draft code, the sample article as the best hit."""
+    hit = SearchHit(passage=SAMPLE_PASSAGES[1], score=1.0, dense_score=1.0, lexical_score=1.0, rank=1)
+    return [(label, ticket, assist_draft.build_draft(
+        hits=[hit], snapshot=_Snapshot(SAMPLE_PASSAGES), article_body=SAMPLE_BODY, template=text,
+        fields=assist_service._draft_fields(ticket, {}))) for label, ticket in SAMPLE_TICKETS]
+
+
+def _checked_template(intent: str, channel: str, text: str) -> DraftTemplateIn:
+    """The PUT body the API would build, or the reason it would refuse: intent and channel are required like the
+    API's path parameters, the service's own rule (`check_template`, whose messages name the problem) runs before
+    the body model's, and `put_template` runs it again."""
+    for name, value in (("intent", intent), ("channel", channel)):
+        if not value.strip():  # the service reads a blank as "any": a template for every ticket is asked for by name
+            raise InvalidInput(f"{name} is required: a name, or {ANY} for any", field=name)
+    assist_draft.check_template(text)
+    return DraftTemplateIn(text=text)
+
+
+def _problem(exc: DeskpilotError | ValidationError) -> str:
+    return exc.message if isinstance(exc, DeskpilotError) else validation_detail(list(exc.errors()))
+
+
+def _templates_page(request: Request, session: Session, *, form: dict[str, str], status_code: int = 200,
+                    error: str | None = None, preview: list[Any] | None = None) -> Response:
+    rows = assist_service.list_templates(session=session)
+    scope = (assist_service._scope(form["intent"]), assist_service._scope(form["channel"]))
+    current: DraftTemplatePublic | None = next((t for t in rows if (t.intent, t.channel) == scope), None)
+    seen = session.exec(select(Ticket.current_intent, Ticket.channel).distinct()).all()
+    return render(request, "admin/templates.html", {
+        "rows": rows, "form": form, "current": current, "error": error, "preview": preview,
+        "intents": sorted({i for i, _ in seen if i}), "channels": sorted({c for _, c in seen if c}),
+        "default_template": assist_draft.DEFAULT_TEMPLATE, "max_template": MAX_TEMPLATE, "any": ANY,
+        "ticket_fields": assist_draft.TICKET_FIELDS, "article_fields": assist_draft.ARTICLE_FIELDS,
+        "sample_title": SAMPLE_TITLE, "sample_body": SAMPLE_BODY,
+    }, status_code=status_code, title="Draft templates")
+
+
+TemplateScope = Annotated[str, Form(max_length=MAX_LABEL)]
+TemplateText = Annotated[str, Form(max_length=FORM_TEMPLATE_MAX)]
+
+
+@router.get("/templates")
+def templates_page(request: Request, session: SessionDep, principal: AdminDep,
+                   intent: Annotated[str, Query(max_length=MAX_LABEL)] = "",
+                   channel: Annotated[str, Query(max_length=MAX_LABEL)] = "") -> Response:
+    """Every stored draft template and a form to create or replace one; `?intent=&channel=` opens a stored one
+    (else the form starts from the built-in default)."""
+    form = {"intent": intent.strip() or ANY, "channel": channel.strip() or ANY, "text": ""}
+    stored = next((t for t in assist_service.list_templates(session=session)
+                   if (t.intent, t.channel) == (form["intent"], form["channel"])), None)
+    form["text"] = stored.text if stored is not None else assist_draft.DEFAULT_TEMPLATE
+    return _templates_page(request, session, form=form)
+
+
+@router.post("/templates")
+def save_template(request: Request, session: SessionDep, principal: AdminDep, intent: TemplateScope = "",
+                  channel: TemplateScope = "", text: TemplateText = "") -> Response:
+    """Create or replace the template of one intent and channel with the body model and service call of
+    PUT /v1/assist/templates/{intent}/{channel}: the same checks, version and audit object."""
+    form = {"intent": intent, "channel": channel, "text": text.replace("\r\n", "\n")}
+    set_audit_object(request, f"assist/templates/{intent.strip() or ANY}/{channel.strip() or ANY}")
+    try:
+        body = _checked_template(intent, channel, form["text"])
+        out = assist_service.put_template(session=session, intent=intent, channel=channel, template_in=body,
+                                          by=principal.name)
+    except (DeskpilotError, ValidationError) as exc:
+        status = status_for(exc) if isinstance(exc, DeskpilotError) else 422
+        return _templates_page(request, session, form=form, status_code=status, error=_problem(exc))
+    set_audit_object(request, f"assist/templates/{out.intent}/{out.channel}")
+    flash(request, f"Draft template {out.intent} / {out.channel} saved as version {out.version}.", "success")
+    return redirect(request, "/admin/templates?" + urlencode({"intent": out.intent, "channel": out.channel}))
+
+
+@router.post("/templates/preview")
+def preview_template(request: Request, session: SessionDep, principal: AdminDep, intent: TemplateScope = "",
+                     channel: TemplateScope = "", text: TemplateText = "") -> Response:
+    """The form's template filled for the sample tickets by assist's draft code; nothing is stored."""
+    form = {"intent": intent, "channel": channel, "text": text.replace("\r\n", "\n")}
+    try:
+        _checked_template(intent or ANY, channel or ANY, form["text"])
+    except (DeskpilotError, ValidationError) as exc:
+        return _templates_page(request, session, form=form, status_code=422, error=_problem(exc))
+    return _templates_page(request, session, form=form, preview=_template_preview(form["text"]))
+
+
+@router.post("/templates/delete")
+def delete_template(request: Request, session: SessionDep, principal: AdminDep,
+                    intent: Annotated[str, Form(min_length=1, max_length=MAX_LABEL)],
+                    channel: Annotated[str, Form(min_length=1, max_length=MAX_LABEL)]) -> Response:
+    """Remove a stored template (DELETE /v1/assist/templates/{intent}/{channel}): drafts fall back to a wider one,
+    then the built-in default."""
+    set_audit_object(request, f"assist/templates/{intent}/{channel}")
+    assist_service.delete_template(session=session, intent=intent, channel=channel)
+    flash(request, f"Draft template {intent} / {channel} removed; its drafts now use the next wider template or "
+                   "the built-in default.", "success")
+    return redirect(request, "/admin/templates")
 
 
 # ---------------------------------------------------------------- audit log
