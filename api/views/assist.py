@@ -32,7 +32,7 @@ from core.jsonbody import JsonBody
 from insight.eventlog.privacy import pseudonym_prefix, pseudonymize
 from insight.eventlog.schema import RESOURCE
 from routing import service as routing_service
-from routing.models import MAX_BODY, Ticket, TicketEvent, TicketPublic, as_utc
+from routing.models import MAX_BODY, TEXT_PATTERN, Ticket, TicketEvent, TicketPublic, as_utc
 from routing.redaction import redact_fields
 
 router = APIRouter(tags=["assist"], responses=ERROR_RESPONSES)
@@ -43,7 +43,9 @@ TEMPLATE_READERS = ("agent", "knowledge_manager")
 FIRST_ACTIVITY = "Ticket created"
 
 SessionDep = Annotated[Session, Depends(get_session)]
-Scope = Annotated[str, Path(min_length=1, max_length=MAX_LABEL, description='An intent or channel; "*" = any')]
+# A blank scope is refused, not read as "*": one stray space must not make a template for every intent.
+Scope = Annotated[str, Path(min_length=1, max_length=MAX_LABEL, pattern=TEXT_PATTERN,
+                            description='An intent or channel; "*" = any')]
 
 
 class AssistRequest(JsonBody):

@@ -226,6 +226,9 @@ def test_draft_templates_over_http_are_admin_edited_audited_and_used(assist_api)
     bad = api.client.put(path, headers=api.h("admin"), json={"text": "Hi {nmae},\n{answer}"})
     assert bad.status_code == 422 and "{nmae}" in bad.json()["detail"]
     assert api.client.put(path, headers=api.h("admin"), json={"text": text, "x": 1}).status_code == 422
+    # a blank scope is refused, not read as "*" (a template for every intent)
+    blank = api.client.put("/v1/assist/templates/%20/chat", headers=api.h("admin"), json={"text": text})
+    assert blank.status_code == 422 and "intent" in blank.json()["detail"], blank.text
     r = api.client.put(path, headers=api.h("admin"), json={"text": text})
     assert r.status_code == 200 and r.json()["version"] == 1 and r.json()["intent"] == "refund request"
     got = api.client.get("/v1/assist/templates/refund%20request/email", headers=api.h("agent"))
