@@ -150,9 +150,13 @@ def document_error_responses(app: FastAPI) -> None:
 
 def allowed_methods(request: Request, *, besides: Any = None) -> str:
     """Every method some route serves at this request's path (for the `Allow` header of a 405); `besides`: a route
-    left out (one whose fixed-value path segment refused this path)."""
+    left out (one whose fixed-value path segment refused this path).
+
+    OpenAPI's matching rule: a concrete path is matched before a templated one, so where a route's path has no
+    parameters and is this path (`/v1/tickets/route`), only such routes count, not `/v1/tickets/{ticket_id}`."""
     path = request.scope.get("path", "")
     methods: set[str] = set()
+    concrete: set[str] = set()
     for _, template, route in api_routes(request.app.router.routes):
         if route is besides or not route.methods:
             continue
@@ -160,7 +164,9 @@ def allowed_methods(request: Request, *, besides: Any = None) -> str:
         if match is not None and all(_fits(param, match.groupdict().get(param.name))
                                      for param in route.dependant.path_params):
             methods |= set(route.methods)
-    return ", ".join(sorted(methods))
+            if "{" not in template:
+                concrete |= set(route.methods)
+    return ", ".join(sorted(concrete or methods))
 
 
 def _fits(param: Any, value: str | None) -> bool:

@@ -147,4 +147,4 @@ def test_nul_in_a_path_id_on_postgres_is_a_clear_404_not_a_500(pg_api: Api) -> N
 
 def test_a_number_past_64_bits_in_a_query_is_a_422_on_postgres(pg_api: Api) -> None:
     r = pg_api.client.get(f"/v1/kb/reviews?article_id={2**64 + 5}", headers=pg_api.h("admin"))
-    assert r.status_code == 422 and "64-bit" in r.json()["detail"], r.text
+    assert r.status_code == 422 and "article_id" in r.json()["detail"], r.text
