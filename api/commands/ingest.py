@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 from api.commands import boundary
 from api.settings import get_settings
 from core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from insight.eventlog.schema import DataQualityReport
 
 
 def _parse_mapping(mapping_file: Path | None, pairs: list[str] | None) -> dict[str, str]:
@@ -34,6 +37,44 @@ def _parse_mapping(mapping_file: Path | None, pairs: list[str] | None) -> dict[s
     return out
 
 
+def _quality_table(console: Console, title: str, q: DataQualityReport | None, detail: str) -> None:
+    table = Table(title=title)
+    table.add_column("fix")
+    table.add_column("rows", justify="right")
+    table.add_column("detail", overflow="fold")
+    if q is not None:
+        table.add_row("rows in", str(q.rows_in), "")
+        for fix in q.fixes:
+            table.add_row(fix.name, str(fix.rows), fix.detail)
+        table.add_row("rows out", str(q.rows_out), detail)
+    console.print(table)
+    if q is not None:
+        for w in q.warnings:
+            console.print(f"[yellow]warning:[/yellow] {w}")
+        for n in q.notices:
+            console.print(f"[cyan]input:[/cyan] {n}")
+
+
+def _ingest_partitioned(console: Console, log: Path, out: Path | None, *, part_events: int, chunk_mb: int,
+                        bucket_mb: int, **options: Any) -> None:
+    """`ingest --partitioned`: the CSV streamed through case buckets into Parquet parts under OUT."""
+    from insight.eventlog.stream import ingest_partitioned
+
+    if out is None:
+        raise InvalidInput("--partitioned needs --out FOLDER for the Parquet parts", field="out")
+    if out.suffix.lower() in (".parquet", ".pq", ".csv", ".gz"):
+        raise InvalidInput(f"--partitioned writes a folder of parts; --out {out} names a file", field="out")
+    res = ingest_partitioned(log, out, events_per_part=part_events, chunk_bytes=chunk_mb << 20,
+                             bucket_bytes=bucket_mb << 20, **options)
+    q = res.quality
+    _quality_table(console, f"data quality: {log.name}", q,
+                   f"{q.cases_out} cases, {len(res.activities)} activities")
+    if res.case_attributes:
+        console.print(f"case attributes: {', '.join(res.case_attributes)}")
+    console.print(f"wrote {len(res.parts)} part(s) to {res.out_dir} "
+                  f"({res.chunks} chunk(s) through {res.buckets} case bucket(s))")
+
+
 def register(app: typer.Typer) -> None:
     """Add the `ingest` command to the CLI."""
 
@@ -51,6 +92,13 @@ def register(app: typer.Typer) -> None:
         dayfirst: Annotated[bool, typer.Option("--dayfirst", help="Read ambiguous dates day-first.")] = False,
         keep_duplicates: Annotated[bool, typer.Option("--keep-duplicates", help="Keep exact duplicates.")] = False,
         no_privacy: Annotated[bool, typer.Option("--no-privacy", help="Skip redaction and pseudonymization.")] = False,
+        partitioned: Annotated[bool, typer.Option(
+            "--partitioned", help="Stream a CSV in bounded memory into case-partitioned Parquet parts under the "
+                                  "--out folder (for `mine --workers/--scheduler`).")] = False,
+        part_events: Annotated[int, typer.Option(help="Events per Parquet part with --partitioned.", min=1)] = 1_000_000,
+        chunk_mb: Annotated[int, typer.Option(help="CSV block read at a time with --partitioned (MiB).", min=1)] = 64,
+        bucket_mb: Annotated[int, typer.Option(
+            help="CSV size per case bucket with --partitioned (MiB); one bucket is held in memory.", min=1)] = 256,
     ) -> None:
         """Ingest an event log and print what cleaning and privacy did to it."""
         from insight.eventlog import ingest, write_log
@@ -60,6 +108,14 @@ def register(app: typer.Typer) -> None:
             raise InvalidInput(f"--timestamp-policy must be drop, impute or error, got {timestamp_policy!r}",
                                field="timestamp_policy")
         settings = get_settings()
+        if partitioned:
+            _ingest_partitioned(console, log, out, mapping=_parse_mapping(mapping, map_) or None, preset=preset,
+                                source_tz=source_tz, dayfirst=True if dayfirst else None, activity_map=activity_map,
+                                timestamp_policy=timestamp_policy, drop_duplicates=not keep_duplicates,
+                                pseudonym_key=None if no_privacy else settings.pseudonym_key.get_secret_value(),
+                                privacy=not no_privacy, part_events=part_events, chunk_mb=chunk_mb,
+                                bucket_mb=bucket_mb)
+            return
         result = ingest(
             log,
             mapping=_parse_mapping(mapping, map_) or None,
@@ -74,21 +130,8 @@ def register(app: typer.Typer) -> None:
         )
         written = write_log(result, out) if out is not None else None
         q = result.quality
-        table = Table(title=f"data quality: {log.name}")
-        table.add_column("fix")
-        table.add_column("rows", justify="right")
-        table.add_column("detail", overflow="fold")
-        if q is not None:
-            table.add_row("rows in", str(q.rows_in), "")
-            for fix in q.fixes:
-                table.add_row(fix.name, str(fix.rows), fix.detail)
-            table.add_row("rows out", str(q.rows_out), f"{q.cases_out} cases, {len(result.activities)} activities")
-        console.print(table)
-        if q is not None:
-            for w in q.warnings:
-                console.print(f"[yellow]warning:[/yellow] {w}")
-            for n in q.notices:
-                console.print(f"[cyan]input:[/cyan] {n}")
+        _quality_table(console, f"data quality: {log.name}", q,
+                       f"{q.cases_out if q else 0} cases, {len(result.activities)} activities")
         if result.case_attributes:
             console.print(f"case attributes: {', '.join(result.case_attributes)}")
         if written is not None:
