@@ -13,7 +13,8 @@ A helpdesk export is sorted by time, not by case, so the log goes through two st
    bucket in memory) and written through `write_partitioned` with its manifest, so the parts hold the events in
    the order the in-memory `ingest` gives (case, time, file position) and the miners see the same log.
 
-Memory holds one chunk (stage 1), one bucket (stage 2) or one batch per bucket (the merge), never the file. The steps that read the whole file
+Memory holds one chunk (stage 1), one bucket (stage 2) or one batch per bucket plus the part being written
+(the merge), never the file. The steps that read the whole file
 in `ingest` are handled so the result is the same:
 
 - timestamp format: inferred (same candidates, same ranking) on the first chunk holding a value, then fixed for
@@ -94,8 +95,8 @@ from insight.eventlog.schema import (
 )
 from insight.eventlog.writers import PARTS_MANIFEST, write_partitioned
 
-DEFAULT_CHUNK_BYTES = 64 << 20
-DEFAULT_BUCKET_BYTES = 256 << 20
+DEFAULT_CHUNK_BYTES = 16 << 20
+DEFAULT_BUCKET_BYTES = 64 << 20
 # how much larger than its gzip file a CSV is taken to be when choosing the number of buckets
 _GZIP_RATIO = 5
 # bucket files open at once during stage 1
@@ -340,7 +341,8 @@ def _chunks(path: Path, *, enc: str, sep: str, names: list[str], nas: Sequence[s
 
     reader = pacsv.open_csv(
         _open_bytes(path),
-        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=chunk_bytes, encoding=enc),
+        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=chunk_bytes, encoding=enc,
+                                       use_threads=True),
         parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types={n: pa.string() for n in names}, null_values=[*nas, ""], strings_can_be_null=True,
@@ -656,7 +658,7 @@ def _run(
     cand: dict[str, str] = {}
     act_counts: Counter[str] = Counter()
     junk_cases: dict[str, set[str]] = {}
-    first_log: EventLog | None = None
+    first_review: DataQualityReport | None = None
     n_known = n_no_case = n_no_act = n_activity_from = 0
     nat_first: int | None = None
     nat_count = 0
@@ -689,8 +691,8 @@ def _run(
                 copies[c] = bool(frame[c].eq_missing(frame[cand[c]]).all())
         row_no = pl.Series("_row", np.arange(row0 + 1, row0 + 1 + frame.height, dtype=np.int64))
         row0 += frame.height
-        if first_log is None:
-            first_log = EventLog(frame.to_pandas(), name=name, quality=DataQualityReport(source=str(p), rows_in=0))
+        if first_review is None:
+            first_review = _review_first(frame, name, p, preset)
         if pre and pre.drop_cases:
             known = frame[CASE_ID].is_in(list(pre.drop_cases))
             n_known += int(known.sum())
@@ -721,7 +723,7 @@ def _run(
     report.rows_in = row0
     if row0 == 0:
         raise InvalidEventLog("the log has a header but no events", file=str(p))
-    assert first_log is not None
+    assert first_review is not None
     if n_activity_from:
         joined = [c for c in (pre.activity_from if pre else ()) if c in final]
         report.add("activity_from_columns", n_activity_from, "activity = " + "-".join(joined))
@@ -736,7 +738,7 @@ def _run(
         report.add("redundant_columns_dropped", 0, f"{dropped} repeat canonical columns")
     if pre and pre.drop_cases:
         report.add("known_incomplete_case_dropped", n_known, f"cases {list(pre.drop_cases)}: {pre.drop_cases_reason}")
-    _review(first_log, report, p, preset, act_counts, junk_cases)
+    _review(first_review, report, act_counts, junk_cases)
 
     # stage 2a: clean and protect each bucket, spill it back cleaned
     cleaned = _Spill(staging / "_clean", n_buckets)
@@ -831,12 +833,17 @@ def _fix_relabel(report: DataQualityReport, parts: list[DataQualityReport], amap
     report.add("activity_relabelled", changed, detail)
 
 
-def _review(first: EventLog, report: DataQualityReport, p: Path, preset: str | None,
-            act_counts: Counter[str], junk_cases: dict[str, set[str]]) -> None:
-    """`review_source` on the first chunk, with placeholder activities counted over the whole file."""
+def _review_first(frame: pl.DataFrame, name: str, p: Path, preset: str | None) -> DataQualityReport:
+    """`review_source` on the first chunk (only its report is kept, not the chunk)."""
+    first = EventLog(frame.to_pandas(), name=name, quality=DataQualityReport(source=str(p), rows_in=0))
     review_source(first, path=p, fmt="csv", preset=preset)
-    q = first.quality
-    assert q is not None
+    assert first.quality is not None
+    return first.quality
+
+
+def _review(q: DataQualityReport, report: DataQualityReport, act_counts: Counter[str],
+            junk_cases: dict[str, set[str]]) -> None:
+    """The first chunk's source review, with placeholder activities counted over the whole file."""
     report.source_kind = q.source_kind
     report.suggestions.update(q.suggestions)
     for f in q.fixes:
