@@ -69,6 +69,10 @@ def key_values(rows: pd.DataFrame | Sequence[Mapping[str, Any]], keys: Sequence[
     return [[text_value(r.get(k)) for r in rows] for k in keys]
 
 
+# The one term of a ticket vectorizer fitted on texts with no shared word (a 3-gram: never matched by 1-2 grams).
+NO_SHARED_WORDS = "no shared words"
+
+
 def ticket_tfidf(texts: list[str], *, fitted: TfidfVectorizer | None,
                  max_features: int) -> tuple[TfidfVectorizer, sparse.csr_matrix]:
     """TF-IDF of ticket texts (word 1-2 grams, sublinear): with `fitted`, its transform; else a new vectorizer fitted
@@ -76,4 +80,10 @@ def ticket_tfidf(texts: list[str], *, fitted: TfidfVectorizer | None,
     if fitted is not None:
         return fitted, fitted.transform(texts)
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=max_features)
-    return vectorizer, vectorizer.fit_transform(texts)
+    try:
+        return vectorizer, vectorizer.fit_transform(texts)
+    except ValueError:
+        # No word is shared by two tickets (or there is no word at all): the text teaches nothing, so it becomes
+        # one column that is always zero and the model learns from its other inputs instead of failing to train.
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, vocabulary=[NO_SHARED_WORDS])
+        return vectorizer, vectorizer.fit_transform(texts)

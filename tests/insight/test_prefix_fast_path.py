@@ -153,3 +153,27 @@ def test_an_absent_attribute_column_reads_as_missing_on_every_path(messy):
         _assert_same(expected, enc.transform(lacking, method=method))
     m = enc.encode_events(lacking.to_dict("records"))
     assert np.array_equal(m.values, feature_matrix(expected.X), equal_nan=True)
+
+
+def test_attribute_names_that_clean_to_the_same_name_keep_features_of_their_own(messy):
+    """Schemathesis's finding: custom fields "a b" and "a_b" (and names of non-ASCII letters) both became `case_a_b`;
+    the pandas path kept one column twice, the Python path one column once, and the served remaining-time model
+    refused every ticket (LightGBM: 105 features, trained on 95)."""
+    df = messy.copy()
+    df["a b"] = df["segment"]
+    df["a_b"] = df["priority"]
+    df["ümlaut"], df["ßeta"] = df["product"], df["intent"]
+    attrs = ["a b", "a_b", "ümlaut", "ßeta", "n_items"]
+    enc = PrefixEncoder(case_attributes=attrs).fit(df)
+    assert len(set(enc.feature_names_)) == len(enc.feature_names_)
+    assert len({enc.stems_[c] for c in attrs}) == len(attrs)
+    for part in _case_slices(df, 12, seed=9):
+        fast = enc.transform(part, method="python")
+        _assert_same(enc.transform(part, method="pandas"), fast)
+        assert list(fast.X.columns) == enc.feature_names_
+        m = enc.encode_events(part.to_dict("records"))
+        assert np.array_equal(m.values, feature_matrix(fast.X), equal_nan=True)
+    # a model trained on the big (pandas) path predicts the one-event tickets of the small one
+    model = RemainingTimePredictor(case_attributes=attrs, n_estimators=20).fit(df)
+    first = df.groupby("case_id", sort=False).head(1).head(5).to_dict("records")
+    assert model.predict(model.prefix_matrix(first)).shape == (5,)

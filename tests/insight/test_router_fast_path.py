@@ -62,3 +62,20 @@ def test_records_give_the_frames_design_and_ranking(table, pairs, numeric):
     for i in (0, 12, 33, 41):
         one = {c: v for c, v in records[i].items() if v is not None}
         assert router.rank([one]) == router.rank(frame.iloc[[i]])
+
+
+def test_texts_with_no_shared_word_train_a_router_on_its_other_inputs(table):
+    """Schemathesis's finding: a retrain over fuzzed tickets (every word in one ticket only) failed with
+    scikit-learn's "After pruning, no terms remain"; the text becomes one always-zero column instead."""
+    table, cats, text = table
+    cols = cats + [text]
+    train = table.iloc[:-120].copy()
+    train[text] = [f"w{i}x unique{i}y" for i in range(len(train))]  # no word in two tickets
+    router = TeamRouter(categorical=cats, text=text, C=3.0, seed=3).fit(train[cols], train["resolving_team"])
+    assert list(router.tfidf_.get_feature_names_out()) == ["no shared words"]
+    frame = _probe_rows(table, cols)
+    assert router._design(frame).shape == router._design_rows(frame.to_dict("records")).shape
+    assert router._design(frame).shape[1] == len(router.onehot_.get_feature_names_out()) + 1
+    teams, _ = router.rank(frame, k=3)
+    assert len(teams) == len(frame) and all(len(t) == 3 for t in teams)
+    assert len(router.predict(table[cols].tail(120))) == 120

@@ -19,6 +19,21 @@ def safe_name(col: str) -> str:
     return _UNSAFE.sub("_", str(col))
 
 
+def unique_safe_names(cols: list[str]) -> dict[str, str]:
+    """Each source column's feature-name stem: `safe_name`, with a counter where two columns would share one
+    ("a b" and "a_b"), so every column keeps features of its own and both encoding paths agree on the width."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for col in cols:
+        base = name = safe_name(col)
+        n = 2
+        while name in used:
+            name, n = f"{base}_{n}", n + 1
+        out[col] = name
+        used.add(name)
+    return out
+
+
 # Relative timing and calendar columns; `timing=False` leaves them out (they drift when a process speeds up/slows).
 TIMING_COLUMNS = ("elapsed_h", "since_last_h", "prev_gap_h", "weekday", "hour", "start_hour", "start_weekday")
 
@@ -106,4 +121,5 @@ class EncoderState:
     event_attributes_: list[str]
     categories_: dict[str, list[str]]
     numeric_: list[str]
+    stems_: dict[str, str]  # source column -> its unique feature-name stem (unique_safe_names)
     feature_names_: list[str]

@@ -20,7 +20,7 @@ from insight.models.prefix_features.data import (
     PrefixMatrix,
     PrefixSet,
     feature_matrix,
-    safe_name,
+    unique_safe_names,
 )
 from insight.models.prefix_features.leakage import check_prefix_columns, event_frame, trace_attribute_problem
 from insight.models.prefix_features.pandas_path import PandasEncoding
@@ -94,6 +94,7 @@ class PrefixEncoder(SmallInputEncoding, PandasEncoding, BaseEstimator):
                 continue
             vc = s.dropna().astype(str).value_counts()
             self.categories_[col] = sorted(vc.index[: self.max_categories].tolist()) + ["__other__"]
+        self.stems_ = unique_safe_names([*self.event_attributes_, *self.case_attributes_])
         self.feature_names_ = list(self._empty_columns())
         return self
 
@@ -110,9 +111,10 @@ class PrefixEncoder(SmallInputEncoding, PandasEncoding, BaseEstimator):
         cols.append("n_repeats_last")
         cols += [f"cnt_{i}" for i in range(len(self.bag_activities_))]
         for col in self.event_attributes_:
-            cols += [f"last_{safe_name(col)}", f"first_{safe_name(col)}", f"nchg_{safe_name(col)}"]
+            stem = self.stems_[col]
+            cols += [f"last_{stem}", f"first_{stem}", f"nchg_{stem}"]
         for col in self.case_attributes_:
-            cols.append(f"case_{safe_name(col)}")
+            cols.append(f"case_{self.stems_[col]}")
         return cols
 
     def transform(

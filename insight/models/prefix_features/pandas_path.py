@@ -14,7 +14,6 @@ from insight.models.prefix_features.data import (
     SECONDS_PER_HOUR,
     EncoderState,
     PrefixSet,
-    safe_name,
 )
 
 
@@ -78,17 +77,17 @@ class PandasEncoding(EncoderState):
             cats = self.categories_[col]
             s = df[col]
             filled = s.groupby(case, sort=False).ffill()
-            out[f"last_{safe_name(col)}"] = self._cat(filled, cats).array
-            out[f"first_{safe_name(col)}"] = self._cat(_first_so_far(s, case), cats).array
+            out[f"last_{self.stems_[col]}"] = self._cat(filled, cats).array
+            out[f"first_{self.stems_[col]}"] = self._cat(_first_so_far(s, case), cats).array
             sv = filled.astype("string").fillna("")
             changed = (sv != sv.groupby(case, sort=False).shift(1).fillna(sv)).astype(np.int16)
-            out[f"nchg_{safe_name(col)}"] = changed.groupby(case, sort=False).cumsum().to_numpy()
+            out[f"nchg_{self.stems_[col]}"] = changed.groupby(case, sort=False).cumsum().to_numpy()
         for col in self.case_attributes_:
             first = _first_so_far(df[col], case)
             if col in self.numeric_:
-                out[f"case_{safe_name(col)}"] = pd.to_numeric(first, errors="coerce").to_numpy(dtype=float)
+                out[f"case_{self.stems_[col]}"] = pd.to_numeric(first, errors="coerce").to_numpy(dtype=float)
             else:
-                out[f"case_{safe_name(col)}"] = self._cat(first, self.categories_[col]).array
+                out[f"case_{self.stems_[col]}"] = self._cat(first, self.categories_[col]).array
         X = pd.DataFrame(out)[self.feature_names_]
         nxt = acts.groupby(case, sort=False).shift(-1).fillna(END).to_numpy(dtype=object)
         remaining = (tend - ts).dt.total_seconds().to_numpy() / SECONDS_PER_HOUR

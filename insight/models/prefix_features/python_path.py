@@ -23,7 +23,6 @@ from insight.models.prefix_features.data import (
     EncoderState,
     PrefixMatrix,
     PrefixSet,
-    safe_name,
 )
 from insight.models.values import number_value, plain_str, text_value
 
@@ -211,7 +210,7 @@ class SmallInputEncoding(EncoderState):
                     last[r] = -1 if current is None else index.get(current, other)
                     first[r] = first_code
                     changes[r] = n_changes
-            safe = safe_name(col)
+            safe = self.stems_[col]
             cols[f"last_{safe}"], cols[f"first_{safe}"], cols[f"nchg_{safe}"] = last, first, changes
             categories[f"last_{safe}"] = categories[f"first_{safe}"] = cats
 
@@ -225,7 +224,7 @@ class SmallInputEncoding(EncoderState):
                     if known is None and text_value(values[r]) is not None:
                         known = values[r]
                     firsts[r] = known
-            name = f"case_{safe_name(col)}"
+            name = f"case_{self.stems_[col]}"
             if col in self.numeric_:
                 cols[name] = np.asarray([number_value(v) for v in firsts], dtype=np.float64)
             else:
