@@ -25,8 +25,8 @@ from api.metrics import LatencyMiddleware, Metrics
 from api.responses import install_contract
 from api.retrain import RetrainManager, watch_live_models
 from api.settings import Settings, get_settings
-from core.errors import DeskpilotError, ModelNotReady
-from routing.models import utcnow
+from core.errors import DeskpilotError, ModelArtifactError, ModelNotReady
+from routing.models import DecisionThresholds, TicketIn, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -169,8 +169,19 @@ def load_step_outcomes(settings: Settings) -> tuple[Any, dict[str, str], str | N
     return table, {TASK_STEP_OUTCOMES: version}, None
 
 
-def load_models(settings: Settings, embedder: Any, loader: BundleLoader) -> ModelState:
-    """Load the triage bundle and the step outcomes; never raises for domain errors: the state records why."""
+def probe_ticket() -> TicketIn:
+    """The ticket a freshly loaded model set must triage before it serves: every field the models read, filled."""
+    return TicketIn(ticket_id="deskpilot-load-probe", subject="Load check", body="A ticket routed once when models load.",
+                    channel="email", segment="probe", priority="normal", custom_fields={"probe field": "probe value"},
+                    created_at=utcnow())
+
+
+def load_models(settings: Settings, embedder: Any, loader: BundleLoader, decide: Any = None) -> ModelState:
+    """Load the triage bundle and the step outcomes; never raises for domain errors: the state records why.
+
+    With `decide`, the loaded bundle must triage `probe_ticket()` first: models that load but cannot predict
+    together (a registry mixing versions whose inputs disagree) are refused here, so a reload keeps the old ones
+    serving and a start answers 503 naming the error, instead of every ticket answering 500."""
     outcomes, outcome_version, outcomes_error = load_step_outcomes(settings)
     extra = {"outcomes": outcomes, "outcomes_error": outcomes_error}
     try:
@@ -181,8 +192,17 @@ def load_models(settings: Settings, embedder: Any, loader: BundleLoader) -> Mode
     if bundle is None:
         return ModelState(bundle=None, error=ModelNotReady("the model loader returned nothing"),
                           versions=outcome_version, **extra)
-    return ModelState(bundle=bundle, versions={**bundle_versions(bundle), **outcome_version}, loaded_at=utcnow(),
-                      **extra)
+    versions = {**bundle_versions(bundle), **outcome_version}
+    if decide is not None:
+        try:
+            decide(bundle=bundle, ticket=probe_ticket(), thresholds=DecisionThresholds())
+        except Exception as exc:  # any failure here would be every request's 500: refuse the set, say why
+            error = ModelArtifactError(f"the models {versions} loaded but failed to triage a test ticket "
+                                       f"({type(exc).__name__}: {str(exc)[:300]}); retrain, or roll back the task "
+                                       "that changed last")
+            log.error("models_failed_probe", versions=versions, error=f"{type(exc).__name__}: {exc}")
+            return ModelState(bundle=None, error=error, versions=outcome_version, **extra)
+    return ModelState(bundle=bundle, versions=versions, loaded_at=utcnow(), **extra)
 
 
 def _open_kb_index(settings: Settings, embedder: Any) -> Any:
@@ -244,7 +264,7 @@ async def reload_models(app: FastAPI) -> tuple[ModelState, ModelState]:
     async with app.state.reload_lock:
         old: ModelState = app.state.models
         new = await anyio.to_thread.run_sync(
-            load_models, app.state.settings, app.state.embedder, app.state.bundle_loader
+            load_models, app.state.settings, app.state.embedder, app.state.bundle_loader, app.state.decide
         )
         if new.ready:
             await anyio.to_thread.run_sync(prime_router_memory, app.state.engine, new.bundle)
@@ -339,7 +359,7 @@ def create_app(
         kb_index_busy = app.state.kb_index is None and "IndexBusy" in str(app.state.kb_index_error)
         app.state.bundle_loader = bundle_loader or default_bundle_loader
         app.state.models = await anyio.to_thread.run_sync(
-            load_models, settings, app.state.embedder, app.state.bundle_loader
+            load_models, settings, app.state.embedder, app.state.bundle_loader, app.state.decide
         )
         if app.state.models.ready:
             await anyio.to_thread.run_sync(prime_router_memory, engine, app.state.models.bundle)

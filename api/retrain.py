@@ -370,6 +370,22 @@ def apply_result(settings: Settings, job: RetrainJob, result: dict[str, Any]) ->
     return bool(job.promoted)
 
 
+def _undo_promotions(settings: Settings, job: RetrainJob) -> None:
+    """Point every task this job promoted back at the version live before it (the new set failed to load)."""
+    from insight.models.registry import ModelRegistry
+
+    reg = ModelRegistry(settings.registry_path)
+    for task, version in job.promoted.items():
+        try:
+            reg.rollback(task, who=job.requested_by, why=f"job {job.id}: {task}/{version} failed to load with the "
+                         "live models; rolled back")
+        except DeskpilotError as exc:  # nothing earlier to go back to: the job's error says what failed
+            log.warning("retrain_undo_failed", job=job.id, task=task, error=exc.message)
+    job.skipped.update({t: f"promoted, then rolled back: the new set failed to load (version {v} stays in the "
+                           "registry)" for t, v in job.promoted.items()})
+    job.promoted = {}
+
+
 async def run_job(app: Any, job: RetrainJob, reload: Any) -> None:
     """Read, train (child process), gate, promote, swap in (via `reload(app)`), audit; the job records it all."""
     settings: Settings = app.state.settings
@@ -407,6 +423,9 @@ async def run_job(app: Any, job: RetrainJob, reload: Any) -> None:
                 _, new = await reload(app)
                 job.previous, job.serving, job.swapped = serving_before, dict(new.versions), new.ready
                 if not new.ready:
+                    # The old models still serve here; the registry points back at them too, so a restart or
+                    # another worker following the registry does not pick up a set that cannot serve.
+                    await anyio.to_thread.run_sync(_undo_promotions, settings, job)
                     raise new.error or DeskpilotError("the new models did not load")
             job.status, job.stage = "succeeded", "done" if promoted else "done (nothing new to promote)"
             outcome = "swapped" if promoted else "kept"

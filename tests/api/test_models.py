@@ -12,7 +12,7 @@ import pytest
 from api.settings import Settings
 from core.errors import ModelArtifactError, ModelNotReady
 from tests.api.conftest import Api, new_id, start_api
-from tests.routing.tiny_triage import train_tiny_bundle
+from tests.routing.tiny_triage import TinyBundle, train_tiny_bundle
 
 
 class Holder:
@@ -113,6 +113,22 @@ def test_lifecycle_untrained_then_reload_then_hot_swap(api_cold: Api, holder: Ho
     bad = api.client.post("/v1/models/reload", headers=api.h("admin"))
     assert bad.status_code == 500 and bad.json()["code"] == "model_artifact_error"
     assert "scikit-learn" in bad.json()["detail"] and "tiny-2" in bad.json()["detail"]
+    ok = api.client.post("/v1/tickets/route", json={"ticket_id": new_id(), "subject": "invoice wrong"},
+                         headers=api.h("helpdesk"))
+    assert ok.status_code == 201 and ok.json()["result"]["model_versions"]["intent"] == "tiny-2"
+
+    # 5. models that load but cannot triage (inputs that disagree across versions): refused at load, the old
+    # ones keep serving, the answer names the failure instead of every ticket answering 500
+    class CannotPredict:
+        classes_ = ["x"]
+
+        def predict_proba(self, texts: list[str]) -> Any:
+            raise ValueError("The number of features in data (105) is not the same as it was in training data (95)")
+
+    holder.value = TinyBundle(intent_model=CannotPredict(), versions={"intent": "tiny-3"})
+    bad = api.client.post("/v1/models/reload", headers=api.h("admin"))
+    assert bad.status_code == 500 and bad.json()["code"] == "model_artifact_error", bad.text
+    assert "failed to triage a test ticket" in bad.json()["detail"] and "number of features" in bad.json()["detail"]
     ok = api.client.post("/v1/tickets/route", json={"ticket_id": new_id(), "subject": "invoice wrong"},
                          headers=api.h("helpdesk"))
     assert ok.status_code == 201 and ok.json()["result"]["model_versions"]["intent"] == "tiny-2"

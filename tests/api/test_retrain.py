@@ -155,3 +155,24 @@ def test_retrain_swaps_while_clients_keep_routing(cold_api):
     assert before["intent"] in versions and new in versions
     first_new = versions.index(new)
     assert versions[first_new:].count(before["intent"]) <= 2  # only requests already in flight at the swap
+
+
+def test_a_promoted_set_that_fails_to_load_is_rolled_back_in_the_registry(tmp_path):
+    """When the models a job promoted fail to load together (api.app.load_models' test ticket), the worker keeps
+    the old ones and the registry points back at them, so a restart or another replica does not pick them up."""
+    from api.retrain import RetrainJob, RetrainOptions, _undo_promotions
+    from insight.models.registry import ModelRegistry
+
+    settings = Settings(home=tmp_path)
+    reg = ModelRegistry(settings.registry_path)
+    reg.save({"w": 1}, task="remaining_time", version="v1", promote=True)
+    reg.save({"w": 2}, task="remaining_time", version="v2", promote=True)
+    reg.save({"w": 1}, task="intent", version="v1", promote=True)
+    job = RetrainJob(id="j1", options=RetrainOptions(), requested_by="admin")
+    job.promoted = {"remaining_time": "v2"}
+    _undo_promotions(settings, job)
+    assert reg.live_version("remaining_time") == "v1" and reg.live_version("intent") == "v1"
+    assert job.promoted == {} and "rolled back" in job.skipped["remaining_time"]
+    last = reg.history("remaining_time")[-1]
+    assert last["action"] == "rollback" and "j1" in last["why"] and last["version"] == "v1"
+    assert (settings.registry_path / "remaining_time" / "v2").is_dir()  # kept for a look, not live
