@@ -118,9 +118,10 @@ class Settings(BaseSettings):
     )
     kb_calibrated_abstain: bool = Field(
         default=False,
-        description="Drafts abstain below a threshold calibrated on this hub (its article titles asked with their own "
-        "article left out) instead of the fixed default. Suits hubs of distinct articles; on a hub of near-duplicate "
-        "articles the left-out titles match a sibling closely and the threshold abstains on in-domain requests.",
+        description="Drafts abstain below a threshold calibrated on this hub (each article's title asked with that "
+        "article, the articles sharing one of its intents and those of the same title left out) instead of the fixed "
+        "default. Where articles of different intents answer each other's titles closely, the threshold can still "
+        "abstain on loosely worded in-domain requests.",
     )
     pseudonym_key: SecretStr = Field(
         default=SecretStr(""),

@@ -130,7 +130,7 @@ def _hub(sim_config: Any, tmp: Path) -> tuple[Any, Any, Any]:
     from sqlalchemy.pool import StaticPool
     from sqlmodel import Session, SQLModel, create_engine
 
-    from api.settings import bundled_model_path
+    from api.settings import Settings, bundled_model_path
     from core.embedding import Embedder
     from insight.simulate.knowledge import knowledge_base
     from knowledge_hub import service as kb
@@ -146,7 +146,8 @@ def _hub(sim_config: Any, tmp: Path) -> tuple[Any, Any, Any]:
     for spec in knowledge_base(sim_config):
         kb.create(session=session, index=index, author="sim",
                   article_in=ArticleCreate(**spec.to_dict(), status=ArticleStatus.published))
-    return session, index, HybridRetriever(index=index, calibrate_abstain=True)  # the configuration measured
+    # What the product ships: the setting's value (DESKPILOT_KB_CALIBRATED_ABSTAIN), not a flag forced on.
+    return session, index, HybridRetriever(index=index, calibrate_abstain=Settings().kb_calibrated_abstain)
 
 
 def evaluate(res: Results, rule: Any, level: float, floor: float) -> dict[str, Any]:

@@ -20,9 +20,12 @@ for each sentence model (`lexical_weight_for`); see bench/retrieval.py.
 Results are grouped per article (`search_articles`): an article is ranked by its best passage and returned once, with
 its best passages. The score below which nothing is good enough to quote (`abstain_threshold`, `calibration()`) is
 calibrated per hub, on queries the hub itself holds out: each article's title is asked with that article left out,
-which is exactly a question whose article does not exist; the threshold is the lowest score that at most
-`1 - target` of those questions reach (hubs too small to say fall back to `DEFAULT_ABSTAIN_THRESHOLD`). It needs no
-encoding (the titles' vectors are in the index) and is recomputed when the index changes.
+and with it every article that answers the same question (`held_out_articles`: those sharing one of its intents, and
+those with the same title), which is exactly a question whose article does not exist; the threshold is the lowest
+score that at most `1 - target` of those questions reach (hubs too small to say fall back to
+`DEFAULT_ABSTAIN_THRESHOLD`). Leaving out the article alone is not enough on a hub of near-duplicates: its sibling
+for the same intent answers the title almost as well, and such questions drove the threshold up to sibling-match
+scores. It needs no encoding (the titles' vectors are in the index) and is recomputed when the index changes.
 """
 
 from __future__ import annotations
@@ -113,8 +116,9 @@ class ArticleHit:
 class Calibration:
     """The abstain threshold of one hub (index revision) and what it was chosen on.
 
-    `false_answer_rate` is the share of the held-out questions (title of an article left out) at or above the
-    threshold; `calibrated` is False when the hub was too small and `threshold` is the fixed default.
+    `queries` is how many held-out questions were asked (titles with their article and its siblings left out, when
+    some article was left to answer); `false_answer_rate` is the share of them at or above the threshold;
+    `calibrated` is False when there were too few and `threshold` is the fixed default.
     """
 
     threshold: float
@@ -137,6 +141,31 @@ def choose_threshold(negatives: np.ndarray, *, target: float) -> float:
     if allowed >= neg.size:
         return float(neg[-1])
     return float(np.nextafter(np.float32(neg[allowed]), np.float32(np.inf)))
+
+
+def held_out_articles(passages: Sequence[Passage], article_ids: Sequence[int]) -> list[frozenset[int]]:
+    """For each article in `article_ids`, the articles left out when its title is asked as a question that has no
+    article: itself, every article that shares one of its intents (a sibling written for the same kind of request
+    answers the question, so leaving only the article itself out would not make a question without an article), and
+    every article with the same title text (case and spacing aside), which also covers copies without intents."""
+    intents: dict[int, set[str]] = {}
+    title_key: dict[int, str] = {}
+    for p in passages:
+        intents.setdefault(p.article_id, set()).update(p.intents)
+        title_key.setdefault(p.article_id, " ".join(p.title.casefold().split()))
+    by_intent: dict[str, set[int]] = {}
+    by_title: dict[str, set[int]] = {}
+    for aid, its in intents.items():
+        for it in its:
+            by_intent.setdefault(it, set()).add(aid)
+        by_title.setdefault(title_key[aid], set()).add(aid)
+    out = []
+    for aid in article_ids:
+        group = {aid} | by_title[title_key[aid]]
+        for it in intents[aid]:
+            group |= by_intent[it]
+        out.append(frozenset(group))
+    return out
 
 
 def group_passages(order: np.ndarray, scores: np.ndarray, passages: Sequence[Passage], *, dense: np.ndarray,
@@ -263,8 +292,8 @@ class HybridRetriever:
         self.adaptive = adaptive
         self.use_title_field = use_title_field
         self.agreement_k = agreement_k
-        # Off by default: on a hub of near-duplicate articles (ABCD's guidelines) left-out titles still match a
-        # sibling closely, and the threshold they give abstains on in-domain customer requests.
+        # Off by default: where articles of different intents answer each other's titles closely (ABCD's guidelines,
+        # whose flows overlap), the calibrated threshold can still abstain on loosely worded in-domain requests.
         self.calibrate_abstain = calibrate_abstain
         self._lock = threading.Lock()
         self._lex_for: IndexSnapshot | None = None
@@ -384,6 +413,13 @@ class HybridRetriever:
         if len(aids) < max(MIN_CALIBRATION_QUERIES, 2):
             return Calibration(threshold=DEFAULT_ABSTAIN_THRESHOLD, target=target, queries=len(aids),
                                false_answer_rate=None, calibrated=False, revision=snap.revision)
+        left_out = held_out_articles(snap.passages, aids)
+        # A question is asked only when some article is left to answer it wrongly.
+        asked = [i for i, out in enumerate(left_out) if not np.isin(article_of, list(out)).all()]
+        if len(asked) < max(MIN_CALIBRATION_QUERIES, 2):
+            return Calibration(threshold=DEFAULT_ABSTAIN_THRESHOLD, target=target, queries=len(asked),
+                               false_answer_rate=None, calibrated=False, revision=snap.revision)
+        aids, left_out = [aids[i] for i in asked], [left_out[i] for i in asked]
         titles = [snap.passages[first[a]].title for a in aids]
         # A title's vector is stored with each of its passages: the questions need no encoding.
         q = snap.title_vectors[[first[a] for a in aids]]
@@ -392,13 +428,13 @@ class HybridRetriever:
             dense = np.maximum(dense, q @ snap.title_vectors.T)
         raw = lex.scores(titles)
         best = np.empty(len(aids), dtype=np.float64)
-        for i, aid in enumerate(aids):
-            keep = article_of != aid  # the question's own article is left out: no right answer exists
+        for i, out in enumerate(left_out):
+            keep = ~np.isin(article_of, list(out))  # no article answers the question: no right answer exists
             lexn = normalise_lexical(raw[i:i + 1], keep[None, :])
             d = dense[i:i + 1]
             w = self.query_weights(snap, d, lexn, keep[None, :])
             fused = fuse(d, lexn, lexical_weight=w)[0]
-            best[i] = float(fused[keep].max()) if keep.any() else -np.inf
+            best[i] = float(fused[keep].max())
         threshold = choose_threshold(best, target=target)
         return Calibration(threshold=threshold, target=target, queries=len(aids),
                            false_answer_rate=float((best >= threshold).mean()), calibrated=True,
