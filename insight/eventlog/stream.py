@@ -334,6 +334,11 @@ def _dialect(path: Path, delimiter: str | None, warnings: list[str]) -> tuple[st
     return enc, sep, names
 
 
+# pyarrow's streaming reader queues blocks read ahead in the background (several dozen of them), so blocks stay
+# small and are gathered into chunks here: the read-ahead then holds a bounded few MiB, not a large part of the file
+_BLOCK_BYTES = 1 << 20
+
+
 def _chunks(path: Path, *, enc: str, sep: str, names: list[str], nas: Sequence[str],
             chunk_bytes: int) -> Iterator[pl.DataFrame]:
     import pyarrow as pa
@@ -341,8 +346,8 @@ def _chunks(path: Path, *, enc: str, sep: str, names: list[str], nas: Sequence[s
 
     reader = pacsv.open_csv(
         _open_bytes(path),
-        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=chunk_bytes, encoding=enc,
-                                       use_threads=True),
+        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=min(chunk_bytes, _BLOCK_BYTES),
+                                       encoding=enc, use_threads=True),
         parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types={n: pa.string() for n in names}, null_values=[*nas, ""], strings_can_be_null=True,
@@ -350,19 +355,34 @@ def _chunks(path: Path, *, enc: str, sep: str, names: list[str], nas: Sequence[s
         ),
     )
     rows = 0
+    held: list[Any] = []
+    size = 0
+
+    def flush() -> pl.DataFrame:
+        frame = pl.from_arrow(pa.Table.from_batches(held).combine_chunks())
+        assert isinstance(frame, pl.DataFrame)
+        held.clear()
+        return frame
+
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
-            return
+            break
         except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
             msg = str(exc).splitlines()[0]
             raise InvalidEventLog(f"cannot parse CSV (delimiter {sep!r}, {len(names)} header columns) after data "
-                                  f"row {rows}: {msg}", file=str(path), row=rows + 1) from exc
-        frame = pl.from_arrow(pa.Table.from_batches([batch]))
-        assert isinstance(frame, pl.DataFrame)
-        rows += frame.height
-        yield frame
+                                  f"row {rows + sum(b.num_rows for b in held)}: {msg}", file=str(path),
+                                  row=rows + sum(b.num_rows for b in held) + 1) from exc
+        held.append(batch)
+        size += batch.nbytes
+        if size >= chunk_bytes:
+            frame = flush()
+            rows += frame.height
+            size = 0
+            yield frame
+    if held:
+        yield flush()
 
 
 # ---- the two stages -----------------------------------------------------------------------------------------
@@ -440,7 +460,7 @@ class _Spill:
 
         if not self.rows[b]:
             return
-        with pa.memory_map(str(self.path(b))) as src:
+        with pa.OSFile(str(self.path(b))) as src:  # read, not mapped: mapped pages would stay resident
             for batch in pa.ipc.open_stream(src):
                 out = pl.from_arrow(pa.Table.from_batches([batch]))
                 assert isinstance(out, pl.DataFrame)
@@ -452,7 +472,7 @@ class _Spill:
 
         if not self.rows[b]:
             return None
-        with pa.memory_map(str(self.path(b))) as src:
+        with pa.OSFile(str(self.path(b))) as src:  # read, not mapped: mapped pages would stay resident
             table = pa.ipc.open_stream(src).read_all()
         self.path(b).unlink()
         out = pl.from_arrow(table)

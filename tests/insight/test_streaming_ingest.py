@@ -188,3 +188,27 @@ def test_cli_partitioned_ingest_then_mine(tmp_path: Path, monkeypatch: pytest.Mo
     assert code == 2 and "'Ticket'" in err and not (tmp_path / "p2").exists()
     code, _, err = run_cli(["ingest", str(HELPDESK), "--partitioned"], monkeypatch, capfd, env=env)
     assert code == 2 and "--out" in err
+
+
+def _small_csv(sep: str) -> str:
+    rows = [sep.join(["Ticket ID", "Status", "Changed At", "Agent", "Note"])]
+    for i in range(3000):
+        note = '""' if i % 11 == 0 else ('"multi\nline, müller"' if i % 17 == 0 else f"Zoë {i % 4}")
+        rows.append(sep.join([f"T{i % 250}", f"step {i % 6}", f"{1 + i % 28:02d}/03/2024 {i % 24:02d}:00",
+                              "" if i % 13 == 0 else f"agent{i % 9}", note]))
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize(("encoding", "sep"), [("utf-8-sig", ";"), ("utf-16", ","), ("cp1252", "\t"),
+                                               ("utf-8", "|")])
+def test_encodings_dialects_and_quoted_fields_stream_like_memory(encoding: str, sep: str, tmp_path: Path) -> None:
+    src = tmp_path / "export.csv"
+    src.write_bytes(_small_csv(sep).encode(encoding))
+    mapping = {"Ticket ID": "case_id", "Status": "activity", "Changed At": "timestamp", "Agent": "resource"}
+    mem = ingest(src, mapping=mapping, dayfirst=True, pseudonym_key=KEY)
+    res = ingest_partitioned(src, tmp_path / "parts", mapping=mapping, dayfirst=True, pseudonym_key=KEY,
+                             chunk_bytes=4 << 10, buckets=3, events_per_part=500)
+    assert res.chunks >= 10
+    ours = _assert_same_events(mem, res, tmp_path)
+    assert ours["Note"].isna().sum() == mem.df["Note"].isna().sum() > 0
+    assert (ours["Note"] == "multi\nline, müller").sum() > 0
