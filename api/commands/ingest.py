@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
         part_events: Annotated[int, typer.Option(help="Events per Parquet part with --partitioned.", min=1)] = 1_000_000,
         chunk_mb: Annotated[int, typer.Option(help="CSV block read at a time with --partitioned (MiB).", min=1)] = 16,
         bucket_mb: Annotated[int, typer.Option(
-            help="CSV size per case bucket with --partitioned (MiB); one bucket is held in memory.", min=1)] = 64,
+            help="CSV size per case bucket with --partitioned (MiB); one bucket is held in memory.", min=1)] = 32,
     ) -> None:
         """Ingest an event log and print what cleaning and privacy did to it."""
         from insight.eventlog import ingest, write_log

@@ -96,7 +96,7 @@ from insight.eventlog.schema import (
 from insight.eventlog.writers import PARTS_MANIFEST, write_partitioned
 
 DEFAULT_CHUNK_BYTES = 16 << 20
-DEFAULT_BUCKET_BYTES = 64 << 20
+DEFAULT_BUCKET_BYTES = 32 << 20
 # how much larger than its gzip file a CSV is taken to be when choosing the number of buckets
 _GZIP_RATIO = 5
 # bucket files open at once during stage 1
@@ -480,7 +480,8 @@ class _Spill:
         return out
 
 
-_MERGE_ROWS = 65_536
+# rows the merge holds over all buckets together (each bucket's spill is written in batches of its share)
+_MERGE_ROWS = 262_144
 
 
 def _merge_by_case(spill: _Spill, n: int, dtypes: Mapping[str, Any]) -> Iterator[pd.DataFrame]:
@@ -809,7 +810,7 @@ def _run(
         for c, t in done.schema.items():
             if t != pl.Null:
                 dtypes.setdefault(c, t)
-        cleaned.add(done, np.full(len(log.df), b, dtype=np.int64), batch_rows=_MERGE_ROWS)
+        cleaned.add(done, np.full(len(log.df), b, dtype=np.int64), batch_rows=max(1024, _MERGE_ROWS // n_buckets))
         cleaned.close()  # one bucket at a time: the writer is not needed again
     if rows_out == 0:
         raise InvalidEventLog("no events left after cleaning (see the quality report)", file=str(p))
