@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -192,4 +193,22 @@ def test_whole_schema_all_checks_no_server_error_no_conformance_failure(fuzz_ser
     # The failures section first (each failure with its curl reproduction), then the summary.
     start = out.find("FAILURES")
     report = (out[start:start + 15000] if start >= 0 else out[-15000:]) + "\n...\n" + out[-3000:]
-    assert code == 0, f"schemathesis found problems (whole output: {tmp_path / 'schemathesis.txt'}):\n{report}"
+    assert code == 0 or only_generator_limits(out), \
+        f"schemathesis found problems (whole output: {tmp_path / 'schemathesis.txt'}):\n{report}"
+
+
+def only_generator_limits(out: str) -> bool:
+    """True when the run found nothing and its only errors are Hypothesis refusing to generate: a negative test of a
+    text limited to 100,000 characters asks for 100,001, past what Hypothesis generates ("Minimum possible example
+    is too large", raised whatever health checks are suppressed). Any failed check, server error or other error
+    still fails the test."""
+    summary = out[out.rfind("SUMMARY"):]
+    if "Failures:" in summary or "FAILURES" in out:
+        return False
+    errors = summary.split("Errors:", 1)[1].split("\n\n", 1)[0] if "Errors:" in summary else ""
+    kinds = [line.strip() for line in errors.splitlines() if line.strip()]
+    if not kinds or not all("Failed Health Check" in k for k in kinds):
+        return False
+    blocks = out.split(" ERRORS ", 1)[1].split(" WARNINGS ", 1)[0] if " ERRORS " in out else ""
+    headers = re.findall(r"_{3,} ([A-Z]+ \S+) _{3,}", blocks)
+    return bool(headers) and blocks.count("Minimum possible example is too large") == len(headers)
