@@ -107,7 +107,8 @@ def register(app: typer.Typer) -> None:
     @app.command("mine")
     @boundary
     def mine_cmd(
-        log: Annotated[Path, typer.Argument(help="CSV(.gz), XES(.gz) or Parquet event log.")],
+        log: Annotated[Path, typer.Argument(help="CSV(.gz), XES(.gz) or Parquet event log, or a folder written by "
+                                            "`ingest --partitioned`.")],
         out: Annotated[Path, typer.Option("--out", help="Folder for insight.json and report.html.")],
         preset: Annotated[str | None, typer.Option(help="Known log layout, e.g. servicenow, bpic2013_vinst.")] = None,
         mapping: Annotated[Path | None, typer.Option("--mapping", help="JSON file {source column: canonical}.")] = None,
@@ -142,6 +143,7 @@ def register(app: typer.Typer) -> None:
         from api.commands.ingest import _parse_mapping
         from insight.eventlog import ingest
         from insight.mining.alerts import AlertConfig
+        from insight.mining.distributed import MANIFEST, read_partitioned
         from insight.mining.html import write_html
         from insight.mining.labels import LabelConfig
         from insight.mining.report import STEPS, MineConfig, mine
@@ -168,14 +170,18 @@ def register(app: typer.Typer) -> None:
             transient=False,
         ) as bar:
             task = bar.add_task("reading log", total=len(STEPS) + 1)
-            elog = ingest(
-                log,
-                mapping=_parse_mapping(mapping, map_) or None,
-                preset=preset,
-                dayfirst=True if dayfirst else None,
-                pseudonym_key=None if no_privacy else settings.pseudonym_key.get_secret_value(),
-                privacy=not no_privacy,
-            )
+            if log.is_dir() and (log / MANIFEST).is_file():
+                # A folder `ingest --partitioned` wrote: its events are already cleaned (and redacted).
+                elog = read_partitioned(log)
+            else:
+                elog = ingest(
+                    log,
+                    mapping=_parse_mapping(mapping, map_) or None,
+                    preset=preset,
+                    dayfirst=True if dayfirst else None,
+                    pseudonym_key=None if no_privacy else settings.pseudonym_key.get_secret_value(),
+                    privacy=not no_privacy,
+                )
             bar.update(task, advance=1)
 
             def progress(step: str, done: int, total: int) -> None:

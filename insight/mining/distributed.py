@@ -339,17 +339,24 @@ def _run_miners(enc: EncodedLog, cfg: DistributedConfig, timings: dict[str, floa
     }
 
 
-def mine_single(source: str | Path, *, config: DistributedConfig | None = None) -> DistributedResult:
-    """The same miners on the same partitioned log in this one process (the reference `mine_partitioned` equals)."""
+def read_partitioned(source: str | Path) -> EventLog:
+    """A partitioned log (a folder with `_parts.json`) as one in-memory EventLog, its events in manifest order."""
     import pyarrow.parquet as pq
 
-    cfg = config or DistributedConfig()
     paths, meta = part_paths(source)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     df = pd.concat([pq.read_table(p).to_pandas() for p in paths], ignore_index=True)
     name = str(meta.get("name", Path(source).name))
-    log = EventLog(df, name=name, case_attributes=[c for c in meta.get("case_attributes", []) if c in df.columns])
+    return EventLog(df, name=name, case_attributes=[c for c in meta.get("case_attributes", []) if c in df.columns])
+
+
+def mine_single(source: str | Path, *, config: DistributedConfig | None = None) -> DistributedResult:
+    """The same miners on the same partitioned log in this one process (the reference `mine_partitioned` equals)."""
+    cfg = config or DistributedConfig()
+    paths, _ = part_paths(source)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    log = read_partitioned(source)
+    name = log.name
     timings["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     enc = encode(log)

@@ -183,6 +183,12 @@ def test_cli_partitioned_ingest_then_mine(tmp_path: Path, monkeypatch: pytest.Mo
     meta = json.loads((out / "_parts.json").read_text(encoding="utf-8"))
     assert len(meta["parts"]) >= 4 and meta["name"] == "helpdesk_finale_attributes"
     assert mine_single(out).n_events == 21_221
+    # the folder mines in one process too (the full report: misrouting, conformance, alerts)
+    code, stdout, err = run_cli(["mine", str(out), "--out", str(tmp_path / "insight")], monkeypatch, capfd, env=env)
+    assert code == 0, err
+    report = json.loads((tmp_path / "insight" / "insight.json").read_text(encoding="utf-8"))
+    assert (report["name"], report["n_cases"], report["n_events"]) == ("helpdesk_finale_attributes", 4580, 21_221)
+    assert report["misrouting"] and report["conformance"]
     code, _, err = run_cli(["ingest", str(HELPDESK), "--out", str(tmp_path / "p2"), "--partitioned",
                             "--map", "Ticket=case_id"], monkeypatch, capfd, env=env)
     assert code == 2 and "'Ticket'" in err and not (tmp_path / "p2").exists()
