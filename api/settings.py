@@ -117,11 +117,12 @@ class Settings(BaseSettings):
         "the embedding_* settings. A change re-embeds the index at the next start (or POST /v1/kb/reindex).",
     )
     kb_calibrated_abstain: bool = Field(
-        default=False,
-        description="Drafts abstain below a threshold calibrated on this hub (each article's title asked with that "
-        "article, the articles sharing one of its intents and those of the same title left out) instead of the fixed "
-        "default. Where articles of different intents answer each other's titles closely, the threshold can still "
-        "abstain on loosely worded in-domain requests.",
+        default=True,
+        description="Drafts abstain below a threshold calibrated on this hub and its embedding model (each article's "
+        "title asked with that article, the articles sharing one of its intents and those of the same title left out) "
+        "instead of the fixed default, which suits neither every model nor every hub. Where articles of different "
+        "intents answer each other's titles closely, the threshold can still abstain on loosely worded in-domain "
+        "requests; false keeps the fixed default.",
     )
     pseudonym_key: SecretStr = Field(
         default=SecretStr(""),
