@@ -196,7 +196,9 @@ def load_models(settings: Settings, embedder: Any, loader: BundleLoader, decide:
     if decide is not None:
         try:
             decide(bundle=bundle, ticket=probe_ticket(), thresholds=DecisionThresholds())
-        except Exception as exc:  # any failure here would be every request's 500: refuse the set, say why
+        except DeskpilotError:
+            pass  # a set that does not route (no intent or team model) answers that itself, with its own status
+        except Exception as exc:  # any other failure here would be every request's 500: refuse the set, say why
             error = ModelArtifactError(f"the models {versions} loaded but failed to triage a test ticket "
                                        f"({type(exc).__name__}: {str(exc)[:300]}); retrain, or roll back the task "
                                        "that changed last")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -15,25 +14,19 @@ from insight.models import NextActivityPredictor, RemainingTimePredictor
 from insight.simulate.knowledge import knowledge_base
 from knowledge_hub.index import open_index
 from routing.models import Ticket, TicketEvent
+from routing.triage import ModelBundle
 from tests.api.conftest import Api, start_api
 
 TINY = {"n_estimators": 25, "num_leaves": 15, "validation_fraction": 0.0, "min_child_samples": 10, "num_threads": 1}
 INTENTS = ("refund request", "password reset", "data export")
 
 
-@dataclass
-class Bundle:
-    """The fields of routing's ModelBundle that assist reads."""
-
-    next_activity: Any
-    remaining_time: Any
-    intent: Any = None
-    versions: dict[str, str] = field(default_factory=lambda: {"next_activity": "t1", "remaining_time": "t1"})
-
-
-def tiny_bundle(sim: Any) -> Bundle:
-    """Small but real next-activity and remaining-time models fitted on a simulated log."""
-    return Bundle(NextActivityPredictor(**TINY).fit(sim.log), RemainingTimePredictor(**TINY).fit(sim.log))
+def tiny_bundle(sim: Any) -> ModelBundle:
+    """Routing's bundle with small but real next-activity and remaining-time models fitted on a simulated log (what
+    assist reads); no intent or team model, so triage answers with the risks alone."""
+    return ModelBundle(next_activity=NextActivityPredictor(**TINY).fit(sim.log),
+                       remaining_time=RemainingTimePredictor(**TINY).fit(sim.log),
+                       versions={"next_activity": "t1", "remaining_time": "t1"})
 
 
 def start_assist_api(settings: Settings, sim: Any, embedder: Any, bundle: Any) -> tuple[Api, dict[str, str]]:
@@ -41,7 +34,7 @@ def start_assist_api(settings: Settings, sim: Any, embedder: Any, bundle: Any) -
 
     Returns the API and, per intent, the id of one stored ticket (the caller closes `api.client`).
     """
-    app, client, keys = start_api(settings, bundle_loader=lambda s, e: bundle,
+    app, client, keys = start_api(settings, bundle_loader=lambda s, e: bundle, decide=None,
                                   open_kb_index=lambda s, e: open_index(settings=s, embedder=e), embedder=embedder)
     api = Api(app=app, client=client, keys=keys)
     titles = {"Processing a refund request", "Helping a customer reset their password"}
@@ -205,7 +198,7 @@ def test_assist_inputs_pseudonymize_agents_like_an_ingested_log() -> None:
 def test_gaps_on_a_fresh_home_is_an_empty_report(tmp_path, sim_small, embedder):
     """No tickets and no events yet: 200 with no topics, not a 422."""
     settings = Settings(home=tmp_path / "home", database_url="sqlite://")
-    app, client, keys = start_api(settings, bundle_loader=lambda s, e: tiny_bundle(sim_small),
+    app, client, keys = start_api(settings, bundle_loader=lambda s, e: tiny_bundle(sim_small), decide=None,
                                   open_kb_index=lambda s, e: open_index(settings=s, embedder=e), embedder=embedder)
     try:
         api = Api(app=app, client=client, keys=keys)
