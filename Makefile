@@ -54,7 +54,8 @@ browser:
 test: lint typecheck pytest
 
 # Each writes bench/results/<name>.json; the README's benchmark tables are then regenerated from those files.
-BENCHES := ingest simulate mining retrieval retrieval_signals predictors_intent misroute loop service overload kb_import live_insight
+BENCHES := ingest ingest_stream simulate mining scale retrieval retrieval_signals predictors_intent misroute loop assist \
+  service overload kb_import live_insight privacy durability ui
 PREDICTOR_PARTS := prefix router
 
 bench: $(STAMP) $(KB_MODEL_STAMP)
