@@ -27,7 +27,7 @@ from insight.models.next_activity import NextActivityPredictor
 from insight.models.registry import ArtifactMetadata, ArtifactRef, ModelRegistry, data_hash
 from insight.models.remaining_time import RemainingTimePredictor
 from insight.models.router import TeamRouter, routing_impact
-from insight.models.split import split_log
+from insight.models.split import sample_case_ids, sample_cases_by_window, split_log
 
 TASK_INTENT = "intent"
 TASK_ROUTER = "router"
@@ -94,6 +94,28 @@ def _prefix_params(params: dict[str, Any] | None, case_features: list[str] | Non
     return out
 
 
+def _sampled(log: EventLog, *, sample_fraction: float | None, max_train_cases: int | None, window: str,
+             seed: int) -> tuple[EventLog, dict[str, Any] | None]:
+    """The log itself when no sample is asked for; else its cases sampled per start window, and what was done."""
+    if sample_fraction is None and max_train_cases is None:
+        return log, None
+    sample = sample_cases_by_window(log, fraction=sample_fraction, max_cases=max_train_cases, window=window,
+                                    seed=seed)
+    return sample, {"sample_fraction": sample_fraction, "max_train_cases": max_train_cases, "sample_window": window,
+                    "sample_seed": seed, "n_cases_before_sample": log.n_cases, "n_cases_sampled": sample.n_cases}
+
+
+def _sampled_refit(train: EventLog, test: EventLog, sample: dict[str, Any] | None, seed: int) -> EventLog:
+    """Every train (before any sample) + test case for the refit, sampled by the same rule as the training part
+    when a sample was asked for."""
+    fitted = _all_cases(train, test)
+    if sample is None:
+        return fitted
+    out, _ = _sampled(fitted, sample_fraction=sample["sample_fraction"], max_train_cases=sample["max_train_cases"],
+                      window=sample["sample_window"], seed=seed)
+    return out
+
+
 def _refit_extra(train: EventLog, test: EventLog, test_log_given: bool, test_fraction: float, refit: bool,
                  n_refit: int | None) -> dict[str, Any]:
     evaluated = (f"test log {test.name}" if test_log_given
@@ -105,23 +127,32 @@ def _refit_extra(train: EventLog, test: EventLog, test_log_given: bool, test_fra
 def train_next_activity(
     *, log: EventLog, test_log: EventLog | None = None, registry: ModelRegistry | None = None, seed: int = 7,
     test_fraction: float = 0.2, promote: bool = True, params: dict[str, Any] | None = None,
-    case_features: list[str] | None = None, refit: bool = True,
+    case_features: list[str] | None = None, refit: bool = True, sample_fraction: float | None = None,
+    max_train_cases: int | None = None, sample_window: str = "7D",
 ) -> TrainedModel:
     """Train the next-activity model on the past, score every prefix of the future against bigram / majority /
     n-gram baselines, then (unless `refit=False`) refit on train + test with the validated number of rounds.
 
     `case_features`: trace-level columns known when a case is created (none by default); a column that names
     the whole trace (variant, case id, event count) is refused with InvalidInput.
+    `sample_fraction` or `max_train_cases` (default: neither, every case): fit on whole cases sampled per
+    `sample_window` of case start from the training part only (`insight.models.split.sample_cases_by_window`,
+    seeded by `seed`); every test case is still scored, and the refit uses train + test sampled by the same rule.
     """
     train, test = (log, test_log) if test_log is not None else split_log(log, test_fraction=test_fraction)
+    full_train = train
+    train, sample = _sampled(train, sample_fraction=sample_fraction, max_train_cases=max_train_cases,
+                             window=sample_window, seed=seed)
     model = NextActivityPredictor(seed=seed, **_prefix_params(params, case_features)).fit(train)
     metrics = model.evaluate(train, test).to_dict()
     metrics["validation_accuracy"] = getattr(model, "validation_accuracy_", None)
     fitted = train
     if refit:
-        fitted = _all_cases(train, test)
+        fitted = _sampled_refit(full_train, test, sample, seed)
         model.refit(fitted)
     extra = _refit_extra(train, test, test_log is not None, test_fraction, refit, fitted.n_cases if refit else None)
+    if sample is not None:
+        extra["train_sample"] = sample
     extra.update(boosting_rounds=int(model.n_iter_), case_features=list(model.encoder_.case_attributes_),
                  event_attributes=list(model.encoder_.event_attributes_))
     ref = _save(registry, model, task=TASK_NEXT_ACTIVITY, metrics=metrics, features=model.feature_names_,
@@ -134,20 +165,26 @@ def train_remaining_time(
     *, log: EventLog, test_log: EventLog | None = None, registry: ModelRegistry | None = None, seed: int = 7,
     test_fraction: float = 0.2, sla_hours: float | None = None, promote: bool = True,
     params: dict[str, Any] | None = None, case_features: list[str] | None = None, refit: bool = True,
+    sample_fraction: float | None = None, max_train_cases: int | None = None, sample_window: str = "7D",
 ) -> TrainedModel:
     """Train remaining-time + SLA-breach models on the past; MAE on every future prefix vs the per-prefix-length
     median (and mean) of training prefixes; then (unless `refit=False`) refit on train + test.
 
-    `case_features` as for `train_next_activity`.
+    `case_features`, `sample_fraction`, `max_train_cases` and `sample_window` as for `train_next_activity`.
     """
     train, test = (log, test_log) if test_log is not None else split_log(log, test_fraction=test_fraction)
+    full_train = train
+    train, sample = _sampled(train, sample_fraction=sample_fraction, max_train_cases=max_train_cases,
+                             window=sample_window, seed=seed)
     model = RemainingTimePredictor(seed=seed, sla_hours=sla_hours, **_prefix_params(params, case_features)).fit(train)
     metrics = model.evaluate(test).to_dict()
     fitted = train
     if refit:
-        fitted = _all_cases(train, test)
+        fitted = _sampled_refit(full_train, test, sample, seed)
         model.refit(fitted)
     extra = _refit_extra(train, test, test_log is not None, test_fraction, refit, fitted.n_cases if refit else None)
+    if sample is not None:
+        extra["train_sample"] = sample
     extra.update(sla_hours=model.sla_hours_, boosting_rounds=int(model.n_iter_),
                  breach_boosting_rounds=int(model.breach_n_iter_),
                  case_features=list(model.encoder_.case_attributes_),
@@ -273,7 +310,8 @@ def train_router(
     *, log: EventLog, tickets: pd.DataFrame | None = None, features: list[str] | None = None,
     registry: ModelRegistry | None = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
     params: dict[str, Any] | None = None, team_labels: Mapping[str, str] | None = None,
-    live_memory: bool = True, refit: bool | None = None,
+    live_memory: bool = True, refit: bool | None = None, sample_fraction: float | None = None,
+    max_train_cases: int | None = None, sample_window: str = "7D",
 ) -> TrainedModel:
     """Train the resolving-team router on the oldest cases; score the newest against the trivial rules.
 
@@ -291,6 +329,10 @@ def train_router(
     `memory` names the headline. Then, unless `refit=False` (default: refit
     when saving), the deployed router is refitted on every labelled case with the selected configuration, its
     memory holding every resolution; metadata `extra` records what was evaluated and that it was refitted.
+
+    `sample_fraction` / `max_train_cases` / `sample_window` as for `train_next_activity`: the router learns from
+    labelled cases sampled per creation window of the training part (every test case is scored; the refit uses
+    every labelled case sampled by the same rule).
     """
     from insight.mining.misrouting import analyze_misrouting
     from insight.models.router import RULES, rule_predictions
@@ -300,6 +342,14 @@ def train_router(
     if n_test >= len(table):
         raise InvalidInput(f"too few labelled cases ({len(table)}) to train and test a router")
     train, test = table.iloc[:-n_test], table.iloc[-n_test:]
+    sample: dict[str, Any] | None = None
+    if sample_fraction is not None or max_train_cases is not None:
+        keep = sample_case_ids(train["created_at"], fraction=sample_fraction, max_cases=max_train_cases,
+                               window=sample_window, seed=seed)
+        sample = {"sample_fraction": sample_fraction, "max_train_cases": max_train_cases,
+                  "sample_window": sample_window, "sample_seed": seed, "n_cases_before_sample": len(train),
+                  "n_cases_sampled": len(keep)}
+        train = train.loc[keep]
     cols = cats + ([text_col] if text_col else [])
     p = dict(params or {})
     p.setdefault("first_team", _first_team_feature(train, cats))
@@ -412,6 +462,9 @@ def train_router(
         fixed = {**p, "C": model.C_, "pair_features": model.pairs_, "strategy": model.strategy_,
                  "first_team": model.first_team_}
         deployed = TeamRouter(categorical=cats, text=text_col, seed=seed, **fixed)
+        if sample is not None:
+            table = table.loc[sample_case_ids(table["created_at"], fraction=sample_fraction,
+                                              max_cases=max_train_cases, window=sample_window, seed=seed)]
         all_times = {"created_at": table["created_at"], "resolved_at": table["resolved_at"]} if history else {}
         deployed.fit(table[cols], table["resolving_team"], **all_times)
         fitted = table
@@ -423,6 +476,8 @@ def train_router(
         "n_cases_evaluated_train": len(train), "n_cases_evaluated_test": len(test),
         "refit_on_all_data": do_refit, "n_cases_refit": len(table) if do_refit else None,
     }
+    if sample is not None:
+        extra["train_sample"] = sample
     ref = _save(registry, deployed, task=TASK_ROUTER, metrics=metrics, features=cols,
                 classes=[str(c) for c in deployed.classes_], train_df=fitted[["resolving_team"]],
                 window=[str(fitted["created_at"].min()), str(fitted["created_at"].max())],

@@ -3,12 +3,17 @@
 One rule for every split (train / test in training, fit / validation inside the prefix models): cases are ordered
 by their first event (ties keep the log's order) and the newest `fraction` of them, at least one, go to the
 second part.
+
+Training on logs too large to fit in memory: `sample_cases_by_window` keeps whole cases, a share of the cases
+that start in each time window (so trends and seasonality keep their weight), chosen by a seeded hash of the case
+id; the trainers apply it to the training part only, after the time split.
 """
 
 from __future__ import annotations
 
 from typing import Any, overload
 
+import numpy as np
 import pandas as pd
 
 from core.errors import InvalidInput
@@ -56,4 +61,116 @@ def split_log(log: EventLog | pd.DataFrame, *, test_fraction: float = 0.2,
     return old_df, new_df
 
 
-__all__ = ["split_log", "time_ordered_case_split"]
+def _sample_size(n: int, fraction: float | None, max_cases: int | None) -> int:
+    """How many of `n` cases the sample keeps, after checking the arguments."""
+    if (fraction is None) == (max_cases is None):
+        raise InvalidInput("give exactly one of fraction and max_cases for a case sample",
+                           field="fraction" if fraction is None else "max_cases")
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
+                or not np.isfinite(fraction) or not 0 < fraction <= 1:
+            raise InvalidInput(f"sample fraction must be a number in (0, 1], got {fraction!r}", field="fraction")
+        return min(n, max(1, int(round(n * float(fraction))))) if n else 0
+    if isinstance(max_cases, bool) or not isinstance(max_cases, (int, np.integer)) or max_cases < 1:
+        raise InvalidInput(f"max_cases must be a positive integer, got {max_cases!r}", field="max_cases")
+    return min(n, int(max_cases))
+
+
+def _window_length(window: str | pd.Timedelta) -> pd.Timedelta:
+    try:
+        length = pd.Timedelta(window)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"sample window must be a fixed duration such as '7D' or '1D', got {window!r}",
+                           field="window") from exc
+    if pd.isna(length) or length <= pd.Timedelta(0):
+        raise InvalidInput(f"sample window must be a positive duration, got {window!r}", field="window")
+    return length
+
+
+def case_sample_keys(case_ids: pd.Index | pd.Series | list[str], *, seed: int) -> np.ndarray:
+    """One pseudo-random uint64 per case id, a keyed hash of the id: the same case gets the same key for a seed
+    whatever else is in the log, so samples are deterministic and a smaller fraction is a subset of a larger one."""
+    ids = np.asarray([str(c) for c in case_ids], dtype=object)
+    return np.asarray(pd.util.hash_array(ids, hash_key=f"{int(seed) % 10**16:016d}", categorize=False),
+                      dtype=np.uint64)
+
+
+def sample_case_ids(starts: pd.Series, *, fraction: float | None = None, max_cases: int | None = None,
+                    window: str | pd.Timedelta | None = "7D", seed: int = 7) -> pd.Index:
+    """Ids of the sampled cases, from `starts` (case id -> start time, one row per case).
+
+    The cases are binned by the `window` (counted from the first start) in which they start; each window keeps
+    its share of the sample (largest-remainder rounding, so the total is exact), and within a window the cases
+    with the smallest `case_sample_keys` are kept. `window=None` is a plain uniform sample of the cases (no
+    strata). Returned in the order of `starts`.
+    """
+    starts = starts[~starts.index.duplicated(keep="first")]
+    k = _sample_size(len(starts), fraction, max_cases)
+    if k >= len(starts):
+        return pd.Index(starts.index)
+    keys = case_sample_keys(starts.index, seed=seed)
+    if window is None:
+        bins = np.zeros(len(starts), dtype=np.int64)
+    else:
+        length = _window_length(window)
+        t = pd.to_datetime(starts)
+        if t.isna().any():
+            raise InvalidInput(f"{int(t.isna().sum())} case(s) have no start time; a sample by window needs one",
+                               field="window")
+        bins = ((t - t.min()) // length).to_numpy(dtype=np.int64)
+    uniq, inverse, counts = np.unique(bins, return_inverse=True, return_counts=True)
+    quota = counts * (k / len(starts))
+    take = np.floor(quota).astype(np.int64)
+    # Largest remainders get the cases left over (ties: the earlier window), so the sizes add up to k.
+    left = k - int(take.sum())
+    if left > 0:
+        order = np.lexsort((np.arange(len(uniq)), -(quota - take)))
+        take[order[:left]] += 1
+    # Rank of each case's key within its window; keep the ranks below the window's quota.
+    order = np.lexsort((keys, inverse))
+    rank = np.empty(len(order), dtype=np.int64)
+    first_of_bin = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank[order] = np.arange(len(order)) - np.repeat(first_of_bin, counts)
+    keep = rank < take[inverse]
+    return pd.Index(starts.index[keep])
+
+
+def case_starts(log: Any) -> pd.Series:
+    """Case id (as str) -> first timestamp, in the order cases first appear in the log."""
+    df = log.df if hasattr(log, "df") else log
+    return df.groupby(df[CASE_ID].astype(str), sort=False)[TIMESTAMP].min()
+
+
+@overload
+def sample_cases_by_window(log: EventLog, *, fraction: float | None = ..., max_cases: int | None = ...,
+                           window: str | pd.Timedelta | None = ..., seed: int = ...) -> EventLog:
+    ...
+
+
+@overload
+def sample_cases_by_window(log: pd.DataFrame, *, fraction: float | None = ..., max_cases: int | None = ...,
+                           window: str | pd.Timedelta | None = ..., seed: int = ...) -> pd.DataFrame:
+    ...
+
+
+def sample_cases_by_window(log: EventLog | pd.DataFrame, *, fraction: float | None = None,
+                           max_cases: int | None = None, window: str | pd.Timedelta | None = "7D",
+                           seed: int = 7) -> EventLog | pd.DataFrame:
+    """Whole cases sampled per start window (see `sample_case_ids`): every event of a kept case, none of the
+    others, in the log's row order; same type back (an EventLog keeps its case attributes, its name says
+    `[sample]`). Give `fraction` in (0, 1] or `max_cases`; a sample as large as the log is the log itself.
+    """
+    starts = case_starts(log)
+    ids = sample_case_ids(starts, fraction=fraction, max_cases=max_cases, window=window, seed=seed)
+    if len(ids) == len(starts):
+        return log
+    df = log.df if isinstance(log, EventLog) else log
+    mask = df[CASE_ID].astype(str).isin(set(ids)).to_numpy()
+    out = df.loc[mask].reset_index(drop=True)
+    if isinstance(log, EventLog):
+        return EventLog(out, name=f"{log.name}[sample]", case_attributes=list(log.case_attributes))
+    return out
+
+
+__all__ = ["case_sample_keys", "case_starts", "sample_case_ids", "sample_cases_by_window", "split_log",
+           "time_ordered_case_split"]
