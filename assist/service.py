@@ -10,7 +10,9 @@ index on every call: an article edited, unpublished or restored is what the very
   each with its support and interval, shown only when the evidence meets the `EvidenceRule`. Process states
   (milestones, hand-overs, system and customer events) are never actions; they stay in the forecast `next_steps`.
 * Knowledge: articles tagged with the ticket's intent first (above `intent_draft_threshold`), else the whole hub
-  (above the hub's calibrated abstain threshold); the draft fills the admin's template for the intent and channel.
+  (above the hub's calibrated abstain threshold); the draft fills the admin's template for the intent and channel,
+  and quotes only an article tagged with the ticket's intent or with none (one tagged for other intents is shown,
+  never quoted: for an intent without an article that is a knowledge gap, not an answer).
 * Feedback: actions and articles agents rejected more often than they used rank last; a rejected article is not
   drafted from; the gap report counts rejections and lists agents' own replies.
 """
@@ -269,6 +271,7 @@ def assist(
     feedback: FeedbackStats | None = None,
     template: DraftTemplatePublic | None = None,
     ticket_fields: Mapping[str, Any] | None = None,
+    text_is_the_tickets: bool = True,
 ) -> AssistResult:
     """Agent actions ranked by mined effect, supporting articles, guideline steps, a templated grounded draft and
     the forecast next events, for one ticket.
@@ -277,6 +280,9 @@ def assist(
     quotes them. `draft_threshold` None takes the retriever's calibrated `abstain_threshold` when it has one; it
     applies when the whole hub is searched. When the ticket's intent has tagged articles, one of them is drafted
     from if it scores at least `intent_draft_threshold` (the intent says what the ticket is about).
+    `text_is_the_tickets=False` (an agent's own text instead of the ticket's): an intent from `case_attributes`
+    describes the ticket, not this text, so the knowledge and the draft are chosen by the text alone (the intent
+    model's in-scope answer for it, else no intent).
     """
     text = (ticket_text or "").strip()
     if not text:
@@ -300,11 +306,12 @@ def assist(
 
     # --- intent: the model's answer, else what the caller already knows
     intent = attrs.get("intent")
+    text_intent = intent if text_is_the_tickets else None  # the intent the knowledge and the draft are chosen by
     if models.intent is not None:
         pred = models.intent.predict_with_oos([text], top_k=3)[0]
         result.intent_confidence, result.intent_out_of_scope = float(pred.confidence), bool(pred.out_of_scope)
         if not pred.out_of_scope:
-            intent = pred.label
+            intent = text_intent = pred.label
         else:
             notes.append(f"the intent model finds this ticket out of scope (best guess {pred.label!r})")
     result.intent = None if intent is None else str(intent)
@@ -332,7 +339,8 @@ def assist(
     if retriever is None:
         notes.append("no knowledge index: no articles and no draft")
     else:
-        _knowledge(result, text=text, retriever=retriever, catalog=catalog, top_k=top_k, threshold=draft_threshold,
+        _knowledge(result, text=text, intent=None if text_intent is None else str(text_intent), retriever=retriever,
+                   catalog=catalog, top_k=top_k, threshold=draft_threshold,
                    intent_threshold=intent_draft_threshold,
                    demoted_articles=fb.demoted_articles(), notes=notes, template=template,
                    fields=_draft_fields(ticket_fields, attrs))
@@ -360,6 +368,15 @@ def assist(
     return result
 
 
+def _may_answer(catalog: KnowledgeCatalog | None, article_id: int, intent: str | None) -> bool:
+    """Whether an article may be quoted for a ticket of `intent`: tagged with it, or tagged with no intent (or the
+    ticket's intent or the article's tags are unknown)."""
+    if not intent or catalog is None:
+        return True
+    entry = catalog.entries.get(article_id)
+    return entry is None or not entry.intents or intent in entry.intents
+
+
 def _draft_fields(ticket_fields: Mapping[str, Any] | None, attrs: Mapping[str, Any]) -> dict[str, str | None]:
     f = {k: (None if v is None else str(v)) for k, v in (ticket_fields or {}).items()}
     out: dict[str, str | None] = {
@@ -372,17 +389,17 @@ def _draft_fields(ticket_fields: Mapping[str, Any] | None, attrs: Mapping[str, A
     return out
 
 
-def _knowledge(result: AssistResult, *, text: str, retriever: Any, catalog: KnowledgeCatalog | None, top_k: int,
+def _knowledge(result: AssistResult, *, text: str, intent: str | None, retriever: Any, catalog: KnowledgeCatalog | None, top_k: int,
                threshold: float, intent_threshold: float, demoted_articles: set[int], notes: list[str],
                template: DraftTemplatePublic | None, fields: dict[str, str | None]) -> None:
     """Supporting articles for the ticket (its intent's first), the draft, guideline steps, per-step knowledge."""
     k = max(top_k * 4, 8)
     scored = _Scored(retriever, [text])
     hits: list[Any] = []
-    if result.intent and catalog is not None and catalog.for_topic(result.intent):
-        hits = scored.hits(0, k=k, intents=[result.intent])
+    if intent and catalog is not None and catalog.for_topic(intent):
+        hits = scored.hits(0, k=k, intents=[intent])
         if hits and hits[0].score < intent_threshold:
-            notes.append(f"articles tagged {result.intent!r} match weakly (best {hits[0].score:.2f}); searched all")
+            notes.append(f"articles tagged {intent!r} match weakly (best {hits[0].score:.2f}); searched all")
             hits = []
         elif hits:
             threshold = intent_threshold
@@ -403,14 +420,29 @@ def _knowledge(result: AssistResult, *, text: str, retriever: Any, catalog: Know
         result.draft.reason = "the only matching articles were rejected by agents more often than used"
         return
     best = result.knowledge[0] if result.knowledge else None
+    # The draft quotes only an article that may answer this ticket's intent: one tagged with it, or one with no
+    # intent tags. An article its knowledge manager tagged for other intents answers those; quoting it for a ticket
+    # of an intent the hub has no article for is the off-topic answer of a knowledge gap. The agent still sees it
+    # among the supporting articles.
+    draft_hits = [h for h in hits if _may_answer(catalog, h.article_id, intent)]
+    gap_note = None
+    if hits and not draft_hits:
+        gap_note = (f"no published article is tagged for intent {intent!r}; the best matches are tagged for "
+                    "other intents, so nothing is drafted (a knowledge gap)")
+    elif hits and draft_hits[0] is not hits[0]:
+        notes.append(f"article {hits[0].article_id} matches best but is tagged for other intents than "
+                     f"{intent!r}; the draft quotes article {draft_hits[0].article_id}")
     body = None
-    if hits and catalog is not None:
-        entry = catalog.entries.get(hits[0].article_id)
-        body = entry.body if entry is not None and entry.version == hits[0].version else None
+    if draft_hits and catalog is not None:
+        entry = catalog.entries.get(draft_hits[0].article_id)
+        body = entry.body if entry is not None and entry.version == draft_hits[0].version else None
     tpl = template.text if template is not None else DEFAULT_TEMPLATE
-    result.draft = build_draft(hits=hits, snapshot=scored.snapshot, threshold=threshold, article_body=body,
+    result.draft = build_draft(hits=draft_hits, snapshot=scored.snapshot, threshold=threshold, article_body=body,
                                template=tpl, fields=fields, template_id=template.id if template else None,
                                template_scope=f"{template.intent}/{template.channel}" if template else None)
+    if gap_note is not None:
+        notes.append(gap_note)
+        result.draft.reason, result.draft.score = gap_note, float(hits[0].score)  # the best match, not quoted
     if catalog is not None:
         done = {d.strip().lower() for d in result.prefix}
         for sup in result.knowledge:

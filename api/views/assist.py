@@ -53,7 +53,7 @@ class AssistRequest(JsonBody):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = Field(default=None, min_length=1, max_length=MAX_BODY)
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_BODY, pattern=TEXT_PATTERN)
     top_k: int = Field(default=3, ge=1, le=10)
     top_n_actions: int = Field(default=3, ge=1, le=10)
     min_probability: float = Field(default=0.05, ge=0.0, le=1.0, strict=True)  # true/false are not numbers
@@ -128,7 +128,7 @@ def _assist(request: Request, ticket_id: str, opts: AssistRequest) -> AssistResu
                                                 outcomes_version=state.versions.get(TASK_STEP_OUTCOMES)),
         retriever=retriever, catalog=stored.catalog, top_k=opts.top_k, top_n_actions=opts.top_n_actions,
         min_probability=opts.min_probability, ranking=opts.ranking, feedback=stored.feedback,
-        template=stored.template, ticket_fields=_ticket_fields(ticket),
+        template=stored.template, ticket_fields=_ticket_fields(ticket), text_is_the_tickets=not opts.text,
     )
     if state.outcomes is None and state.outcomes_error and result.next_steps:
         result.notes.append(f"next steps are ranked without the mined step outcomes ({state.outcomes_error})")

@@ -184,7 +184,9 @@ def test_draft_quotes_only_article_content(hub, sim_small, intent):
 def test_no_draft_when_nothing_matches(hub, sim_small):
     out = _run(hub, sim_small, sim_small.truth.knowledge_gap.intent)
     assert not out.draft.grounded and out.draft.article_id is None and out.draft.quoted == []
-    assert "No published article matches" in out.draft.text and out.draft.score < out.draft.threshold
+    assert "No published article matches" in out.draft.text
+    # below the threshold, or (the gap intent has no article) the best match is another intent's
+    assert out.draft.score < out.draft.threshold or "tagged for other intents" in out.draft.reason
     out = assist(ticket_text="zxqv blorf wibble", retriever=hub[2], catalog=load_catalog(session=hub[0]))
     assert not out.draft.grounded
 

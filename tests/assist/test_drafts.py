@@ -191,6 +191,35 @@ def test_drafts_abstain_without_an_on_topic_article(hub, sim):
     assert grounded <= 1, grounded  # the hub's calibrated threshold keeps off-topic articles out
 
 
+def test_a_ticket_of_an_intent_without_article_is_not_drafted_from_another_intents_article(hub, sim):
+    """The ticket's intent has no article; an article tagged for another intent matches its words closely. However
+    low the threshold, the draft does not quote it (the agent still sees it); an untagged article may be quoted."""
+    session, retriever = hub
+    catalog = load_catalog(session=session)
+    gap = sim.truth.knowledge_gap.intent
+    assert not catalog.for_topic(gap)
+    other = next(e for e in catalog.entries.values() if e.intents and gap not in e.intents)
+    out = assist(ticket_text=other.title, case_attributes={"intent": gap}, retriever=retriever, catalog=catalog,
+                 draft_threshold=0.0)
+    assert out.knowledge and out.knowledge[0].article_id == other.article_id  # shown to the agent
+    assert not out.draft.grounded and "tagged for other intents" in (out.draft.reason or "")
+    assert any("knowledge gap" in n for n in out.notes)
+    # the same words with no intent known: any article may answer
+    free = assist(ticket_text=other.title, retriever=retriever, catalog=catalog, draft_threshold=0.0)
+    assert free.draft.grounded and free.draft.article_id == other.article_id
+    # an article with no intent tags may be quoted for the gap intent
+    untagged = kb.create(session=session, index=retriever.index, author="km", article_in=ArticleCreate(
+        title=other.title + " (all topics)", body="Every request of this kind is handled the same way.",
+        status=ArticleStatus.published))
+    try:
+        catalog = load_catalog(session=session)
+        out = assist(ticket_text=other.title, case_attributes={"intent": gap}, retriever=retriever, catalog=catalog,
+                     draft_threshold=0.0)
+        assert out.draft.grounded and out.draft.article_id == untagged.id
+    finally:
+        kb.delete(session=session, index=retriever.index, article_id=untagged.id)
+
+
 def test_rejections_demote_an_article_and_an_action(hub, sim):
     session, retriever = hub
     catalog = load_catalog(session=session)
