@@ -48,9 +48,10 @@ FIXED_LEXICAL_WEIGHT = 0.15
 # Adaptive fusion: w_max with the best worst-case gain over the better single part on Banking77-as-FAQ and the three
 # HINT3 sets (grid .1 .15 .2 .3 .4 .5 .6; bench/retrieval.py re-derives it each run). StackFAQ was not used.
 DEFAULT_LEXICAL_WEIGHT = 0.4
-# w_max of other sentence models (by model folder name), once chosen the same way for each (bench/retrieval.py
-# re-derives it per model); a model without an entry uses DEFAULT_LEXICAL_WEIGHT. all-mpnet-base-v2 has none yet.
-MODEL_LEXICAL_WEIGHTS: dict[str, float] = {}
+# w_max of other sentence models (by model folder name), chosen the same way for each on the tuning sets only
+# (bench/retrieval.py re-derives it per model; docs/PERFORMANCE.md, "Retrieval"); a model without an entry uses
+# DEFAULT_LEXICAL_WEIGHT. The stronger model needs less of BM25's help.
+MODEL_LEXICAL_WEIGHTS: dict[str, float] = {"all-mpnet-base-v2": 0.2}
 AGREEMENT_K = 5
 # Abstain calibration: at least a share `target` of the left-out-article questions score below the threshold. Titles
 # are crisper questions than tickets (they score higher against a neighbour article), so the target that best serves
