@@ -75,11 +75,7 @@ from insight.eventlog.readers.detect import (
 )
 from insight.eventlog.readers.presets import PRESETS, Preset
 from insight.eventlog.readers.raw import log_name
-from insight.eventlog.readers.timestamps import (
-    _DAYFIRST_FORMATS,
-    _MONTHFIRST_FORMATS,
-    _candidate_formats,
-)
+from insight.eventlog.readers.timestamps import choose_format, parse_mixed, ranked_formats, timestamp_text
 from insight.eventlog.schema import (
     ACTIVITY,
     CANONICAL_COLUMNS,
@@ -137,60 +133,25 @@ class _TsColumn:
     naive: bool = False
 
 
-def _prepare(values: pl.Series) -> pl.Series:
-    s = values.cast(pl.String).str.strip_chars()
-    if s.str.ends_with("Z").any():
-        s = s.str.replace(r"Z$", "+00:00")
-    return s
-
-
 def _choose_format(tc: _TsColumn, s: pl.Series, dayfirst: bool | None, report: DataQualityReport) -> None:
-    """The format `parse_timestamps` would pick, from this chunk's values (same sample, ranking and tie rules)."""
-    nonnull = s.drop_nulls()
-    step = max(1, nonnull.len() // 20_000)
-    sample = pl.concat([nonnull.head(20_000), nonnull.gather_every(step)]).unique().head(5000)
-    fmts, ambiguous = _candidate_formats(sample)
-    col = tc.column
-    if ambiguous:
-        day = [f for f in fmts if f in _DAYFIRST_FORMATS]
-        month = [f for f in fmts if f in _MONTHFIRST_FORMATS]
-        rest = [f for f in fmts if f not in day and f not in month]
-        if dayfirst is None:
-            report.warnings.append(
-                f"column {col!r}: day/month order is ambiguous in the sample; assumed month-first "
-                "(pass dayfirst=True for day-first)"
-            )
-        fmts = (day + month if dayfirst else month + day) + rest
-    elif dayfirst is False and fmts and fmts[0] in _DAYFIRST_FORMATS:
-        report.warnings.append(f"column {col!r}: values only fit day-first dates; read day-first")
-    best: pl.Series | None = None
-    for fmt in fmts:
-        cand = s.str.to_datetime(fmt, strict=False, time_unit="us")
-        if best is None or cand.null_count() < best.null_count():
-            best = cand
-            tc.fmt = fmt
-            report.add(f"{tc.fix_prefix}_format", 0, f"column {col!r}: {fmt}")
-        if best.null_count() == s.null_count():
-            break
+    """The format `parse_timestamps` would pick, from this chunk's values (the same sample, ranking and ties)."""
+    fmts = ranked_formats(s.drop_nulls(), column=tc.column, dayfirst=dayfirst, report=report)
+    tc.fmt, best = choose_format(s, fmts, column=tc.column, report=report, fix_prefix=tc.fix_prefix)
     if best is None:
         tc.fallback = True
-        report.add(f"{tc.fix_prefix}_format", 0, f"column {col!r}: mixed formats (pandas fallback)")
+        report.add(f"{tc.fix_prefix}_format", 0, f"column {tc.column!r}: mixed formats (pandas fallback)")
     tc.chosen = True
 
 
 def _parse_chunk(tc: _TsColumn, values: pl.Series, *, row0: int, source_tz: str, dayfirst: bool | None,
                  report: DataQualityReport) -> pl.Series:
-    s = _prepare(values)
+    s = timestamp_text(values)
     if not tc.chosen and s.drop_nulls().len():
         _choose_format(tc, s, dayfirst, report)
     if not tc.chosen:
         parsed = pl.Series(tc.column, [None] * s.len(), dtype=pl.Datetime("us"))
     elif tc.fallback:
-        uniq = s.drop_nulls().unique()
-        conv = pd.to_datetime(pd.Series(uniq.to_list(), dtype=object), errors="coerce", format="mixed",
-                              dayfirst=bool(dayfirst), utc=True).astype("datetime64[us, UTC]")
-        table = pl.DataFrame({"raw": uniq, "parsed": pl.from_pandas(conv)})
-        parsed = pl.DataFrame({"raw": s}).join(table, on="raw", how="left", maintain_order="left")["parsed"]
+        parsed = parse_mixed(s, dayfirst=dayfirst)
     else:
         assert tc.fmt is not None
         parsed = s.str.to_datetime(tc.fmt, strict=False, time_unit="us")

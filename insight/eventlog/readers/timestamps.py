@@ -43,6 +43,60 @@ def _candidate_formats(sample: pl.Series) -> tuple[list[str], bool]:
     return ranked[:4], ambiguous
 
 
+def timestamp_text(values: pl.Series) -> pl.Series:
+    """Timestamp values as stripped text, a trailing Z spelled +00:00 (what the formats are tried on)."""
+    s = values.cast(pl.String).str.strip_chars()
+    if s.str.ends_with("Z").any():
+        s = s.str.replace(r"Z$", "+00:00")
+    return s
+
+
+def ranked_formats(nonnull: pl.Series, *, column: str, dayfirst: bool | None,
+                   report: DataQualityReport) -> list[str]:
+    """The formats to try, best first, from a sample of the non-null values (distinct values from the head plus an
+    even spread, so late format changes show up); warns when day / month order is ambiguous."""
+    step = max(1, nonnull.len() // 20_000)
+    sample = pl.concat([nonnull.head(20_000), nonnull.gather_every(step)]).unique().head(5000)
+    fmts, ambiguous = _candidate_formats(sample)
+    if ambiguous:
+        day = [f for f in fmts if f in _DAYFIRST_FORMATS]
+        month = [f for f in fmts if f in _MONTHFIRST_FORMATS]
+        rest = [f for f in fmts if f not in day and f not in month]
+        if dayfirst is None:
+            report.warnings.append(
+                f"column {column!r}: day/month order is ambiguous in the sample; assumed month-first "
+                "(pass dayfirst=True for day-first)"
+            )
+        fmts = (day + month if dayfirst else month + day) + rest
+    elif dayfirst is False and fmts and fmts[0] in _DAYFIRST_FORMATS:
+        report.warnings.append(f"column {column!r}: values only fit day-first dates; read day-first")
+    return fmts
+
+
+def choose_format(s: pl.Series, fmts: list[str], *, column: str, report: DataQualityReport,
+                  fix_prefix: str) -> tuple[str | None, pl.Series | None]:
+    """The format among `fmts` that parses the most of `s`, and `s` parsed with it; (None, None) if none parses."""
+    best: pl.Series | None = None
+    chosen: str | None = None
+    for fmt in fmts:
+        cand = s.str.to_datetime(fmt, strict=False, time_unit="us")
+        if best is None or cand.null_count() < best.null_count():
+            best, chosen = cand, fmt
+            report.add(f"{fix_prefix}_format", 0, f"column {column!r}: {fmt}")
+        if best.null_count() == s.null_count():
+            break
+    return chosen, best
+
+
+def parse_mixed(s: pl.Series, *, dayfirst: bool | None) -> pl.Series:
+    """The last resort: pandas' mixed-format parser, over the distinct values only."""
+    uniq = s.drop_nulls().unique()
+    conv = pd.to_datetime(pd.Series(uniq.to_list(), dtype=object), errors="coerce", format="mixed",
+                          dayfirst=bool(dayfirst), utc=True).astype("datetime64[us, UTC]")
+    table = pl.DataFrame({"raw": uniq, "parsed": pl.from_pandas(conv)})
+    return pl.DataFrame({"raw": s}).join(table, on="raw", how="left", maintain_order="left")["parsed"]
+
+
 def parse_timestamps(
     values: pl.Series, *, column: str, path: Path, source_tz: str, dayfirst: bool | None,
     report: DataQualityReport, fix_prefix: str = "timestamp",
@@ -57,43 +111,14 @@ def parse_timestamps(
     else:
         parsed = None
     if parsed is None:
-        s = values.str.strip_chars()
-        if s.str.ends_with("Z").any():
-            s = s.str.replace(r"Z$", "+00:00")
+        s = timestamp_text(values)
         nonnull = s.drop_nulls()
         if nonnull.len() == 0:
             raise InvalidEventLog("timestamp column holds no values", file=str(path), column=column)
-        # distinct values from the head plus an even spread over the file, so late format changes show up
-        step = max(1, nonnull.len() // 20_000)
-        sample = pl.concat([nonnull.head(20_000), nonnull.gather_every(step)]).unique().head(5000)
-        fmts, ambiguous = _candidate_formats(sample)
-        if ambiguous:
-            day = [f for f in fmts if f in _DAYFIRST_FORMATS]
-            month = [f for f in fmts if f in _MONTHFIRST_FORMATS]
-            rest = [f for f in fmts if f not in day and f not in month]
-            if dayfirst is None:
-                report.warnings.append(
-                    f"column {column!r}: day/month order is ambiguous in the sample; assumed month-first "
-                    "(pass dayfirst=True for day-first)"
-                )
-            fmts = (day + month if dayfirst else month + day) + rest
-        elif dayfirst is False and fmts and fmts[0] in _DAYFIRST_FORMATS:
-            report.warnings.append(f"column {column!r}: values only fit day-first dates; read day-first")
-        best: pl.Series | None = None
-        for fmt in fmts:
-            cand = s.str.to_datetime(fmt, strict=False, time_unit="us")
-            if best is None or cand.null_count() < best.null_count():
-                best = cand
-                report.add(f"{fix_prefix}_format", 0, f"column {column!r}: {fmt}")
-            if best.null_count() == s.null_count():
-                break
+        _, best = choose_format(s, ranked_formats(nonnull, column=column, dayfirst=dayfirst, report=report),
+                                  column=column, report=report, fix_prefix=fix_prefix)
         if best is None:
-            # last resort: pandas' mixed-format parser over distinct values only
-            uniq = nonnull.unique()
-            conv = pd.to_datetime(pd.Series(uniq.to_list(), dtype=object), errors="coerce", format="mixed",
-                                  dayfirst=bool(dayfirst), utc=True).astype("datetime64[us, UTC]")
-            table = pl.DataFrame({"raw": uniq, "parsed": pl.from_pandas(conv)})
-            best = pl.DataFrame({"raw": s}).join(table, on="raw", how="left", maintain_order="left")["parsed"]
+            best = parse_mixed(s, dayfirst=dayfirst)
             report.add(f"{fix_prefix}_format", 0, f"column {column!r}: mixed formats (pandas fallback)")
         parsed = best
     missing = values.null_count()
