@@ -50,7 +50,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -73,8 +72,9 @@ from insight.eventlog.readers.detect import (
     is_placeholder_activity,
     review_source,
 )
-from insight.eventlog.readers.presets import PRESETS, Preset
+from insight.eventlog.readers.presets import Preset
 from insight.eventlog.readers.raw import log_name
+from insight.eventlog.readers.read import read_options
 from insight.eventlog.readers.timestamps import choose_format, parse_mixed, ranked_formats, timestamp_text
 from insight.eventlog.schema import (
     ACTIVITY,
@@ -555,24 +555,8 @@ def ingest_partitioned(
         raise InvalidInput("events_per_part must be >= 1", field="events_per_part")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidInput(f"output folder {out} exists and is not empty; choose a new folder", field="out")
-    pre: Preset | None = None
-    if preset is not None:
-        if preset not in PRESETS:
-            raise InvalidEventLog(f"unknown preset {preset!r}; known: {sorted(PRESETS)}", file=str(p))
-        pre = PRESETS[preset]
-    how = f"preset {preset}" if pre else "given"
-    if pre and not mapping:
-        mapping = pre.mapping or None
-        if not pre.mapping:
-            how = f"preset {preset} (pm4py names)"
-    tz = source_tz or (pre.source_tz if pre else "UTC")
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidEventLog(f"unknown source time zone {tz!r} (use an IANA name like 'Europe/Rome')",
-                              file=str(p)) from None
-    dayf = dayfirst if dayfirst is not None else (pre.dayfirst if pre else None)
-    nas = tuple(na_values) if na_values is not None else (pre.na_values if pre else ())
+    pre, mapping, how, tz, dayf, nas = read_options(p, preset=preset, mapping=mapping, source_tz=source_tz,
+                                                    dayfirst=dayfirst, na_values=na_values)
     amap = load_activity_map(activity_map) if isinstance(activity_map, (str, Path)) else activity_map
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -86,23 +86,12 @@ def canonicalize(
     return frame, report
 
 
-def read_log(
-    path: str | Path,
-    *,
-    mapping: Mapping[str, str] | None = None,
-    preset: str | None = None,
-    source_tz: str | None = None,
-    dayfirst: bool | None = None,
-    na_values: Sequence[str] | None = None,
-    delimiter: str | None = None,
-    timestamp_policy: TimestampPolicy = "drop",
-) -> EventLog:
-    """Read a CSV(.gz) / XES(.gz) / Parquet log into canonical columns with a quality report (no cleaning yet).
-
-    Row order and duplicates are as in the file; `clean` fixes those. Timestamps are tz-aware UTC, with NaT
-    where a value was missing or unparseable (counted in `log.quality`).
-    """
-    p = Path(path)
+def read_options(
+    p: Path, *, preset: str | None, mapping: Mapping[str, str] | None, source_tz: str | None, dayfirst: bool | None,
+    na_values: Sequence[str] | None,
+) -> tuple[Preset | None, Mapping[str, str] | None, str, str, bool | None, tuple[str, ...]]:
+    """What a preset fills in when the caller left it open: (preset, mapping, how the mapping was chosen, source
+    time zone, day-first, missing-value markers); an unknown preset or time zone is an error naming the file."""
     pre: Preset | None = None
     if preset is not None:
         if preset not in PRESETS:
@@ -121,6 +110,28 @@ def read_log(
                               file=str(p)) from None
     dayf = dayfirst if dayfirst is not None else (pre.dayfirst if pre else None)
     nas = tuple(na_values) if na_values is not None else (pre.na_values if pre else ())
+    return pre, mapping, how, tz, dayf, nas
+
+
+def read_log(
+    path: str | Path,
+    *,
+    mapping: Mapping[str, str] | None = None,
+    preset: str | None = None,
+    source_tz: str | None = None,
+    dayfirst: bool | None = None,
+    na_values: Sequence[str] | None = None,
+    delimiter: str | None = None,
+    timestamp_policy: TimestampPolicy = "drop",
+) -> EventLog:
+    """Read a CSV(.gz) / XES(.gz) / Parquet log into canonical columns with a quality report (no cleaning yet).
+
+    Row order and duplicates are as in the file; `clean` fixes those. Timestamps are tz-aware UTC, with NaT
+    where a value was missing or unparseable (counted in `log.quality`).
+    """
+    p = Path(path)
+    pre, mapping, how, tz, dayf, nas = read_options(p, preset=preset, mapping=mapping, source_tz=source_tz,
+                                                    dayfirst=dayfirst, na_values=na_values)
     fmt = detect_format(p)
     if fmt == "xes":
         log = read_xes(p, mapping=mapping, how=how, preset=pre)
