@@ -54,7 +54,7 @@ browser:
 test: lint typecheck pytest
 
 # Each writes bench/results/<name>.json; the README's benchmark tables are then regenerated from those files.
-BENCHES := ingest ingest_stream simulate mining scale retrieval retrieval_signals predictors_intent misroute loop assist \
+BENCHES := ingest ingest_stream simulate mining scale train_scale retrieval retrieval_signals predictors_intent misroute loop assist \
   service overload kb_import live_insight privacy durability ui
 PREDICTOR_PARTS := prefix router
 
