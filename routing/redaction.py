@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from insight.eventlog.privacy import is_person_field, pseudonym_prefix, pseudonymize_value, redact_text
+from insight.eventlog.privacy import (
+    is_person_field,
+    pseudonym_prefix,
+    pseudonymize_value,
+    redact_text,
+    redact_texts,
+)
 from insight.eventlog.schema import RESOURCE
 from routing.models import EventIn, FeedbackIn, TicketIn
 
@@ -55,6 +61,25 @@ def redact_ticket(ticket: TicketIn, *, pseudonym_key: str | None = None) -> Tick
     if fields != ticket.custom_fields:
         update["custom_fields"] = fields
     return ticket.model_copy(update=update) if update else ticket
+
+
+def redact_tickets(tickets: list[TicketIn], *, pseudonym_key: str | None = None) -> list[TicketIn]:
+    """`redact_ticket` of each ticket, the subjects and bodies of all of them redacted in one batch (the name model
+    reads a batch several times faster than one text at a time)."""
+    texts = [getattr(t, name) for t in tickets for name in ("subject", "body")]
+    clean = iter(redact_texts(texts))
+    out: list[TicketIn] = []
+    for ticket in tickets:
+        update: dict[str, Any] = {}
+        for name in ("subject", "body"):
+            text = next(clean)
+            if text != getattr(ticket, name):
+                update[name] = text
+        fields = {k: _redact_value(v, pseudonym_key, k) for k, v in ticket.custom_fields.items()}
+        if fields != ticket.custom_fields:
+            update["custom_fields"] = fields
+        out.append(ticket.model_copy(update=update) if update else ticket)
+    return out
 
 
 def redact_event(event: EventIn, *, pseudonym_key: str | None = None) -> EventIn:

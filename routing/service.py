@@ -33,7 +33,7 @@ from routing.models import (
     utcnow,
 )
 from routing.queries import DECISION, RETRIAGE, SET_CURRENT, STORED, TICKET
-from routing.redaction import redact_event, redact_feedback, redact_ticket
+from routing.redaction import redact_event, redact_feedback, redact_tickets
 
 if TYPE_CHECKING:  # the triage module loads the model stack; the service needs only its types
     from routing.triage import ModelBundle
@@ -252,7 +252,7 @@ def route_batch(
     Texts are redacted and person fields pseudonymized with `pseudonym_key` before triage and storage
     (routing.redaction) unless `store_raw`."""
     if not store_raw:
-        tickets = [redact_ticket(t, pseudonym_key=pseudonym_key) for t in tickets]
+        tickets = redact_tickets(tickets, pseudonym_key=pseudonym_key)
     ids = [t.ticket_id for t in tickets]
     if len(set(ids)) != len(ids):
         raise InvalidInput("tickets: the same ticket_id appears twice in one batch", field="tickets")

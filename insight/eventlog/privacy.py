@@ -338,6 +338,11 @@ def redact_text(text: str) -> str:
     return _redact_many([text])[0][0]
 
 
+def redact_texts(texts: Sequence[str]) -> list[str]:
+    """`redact_text` of each text, the name model reading them in batches (a batch of tickets at once)."""
+    return _redact_many(texts)[0] if texts else []
+
+
 @dataclass
 class RedactionCounts:
     """How many values were changed and how many items of each kind were replaced."""
