@@ -102,7 +102,7 @@ class Settings(BaseSettings):
         "float for slightly different vectors; activations are quantized per run, so each text runs alone and its "
         "vector does not depend on the texts batched with it. "
         "Models must be trained with the same setting; a model trained on float embeddings refuses to load. "
-        "Needs embedding_backend 'onnx'.",
+        "Needs embedding_backend 'onnx'. Routing's embedder only: the knowledge hub's own model runs in float.",
     )
     embedding_token_budget: int = Field(
         default=512, ge=1,

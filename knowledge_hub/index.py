@@ -499,7 +499,9 @@ def kb_embedder(settings: Any, *, shared: Any = None) -> Any:
             f"the knowledge hub's embedding model folder {path} holds no sentence-transformers model; run "
             "`make kb-model` (or `python -m core.embedding.fetch`) to assemble all-mpnet-base-v2 there, or set "
             "DESKPILOT_KB_EMBEDDING_MODEL to a model folder", path=str(path))
-    return Embedder(path, **settings.embedder_kwargs)
+    # The hub's own model runs in float: int8 (embedding_quantize) is routing's throughput setting, and the hub's
+    # stronger model does not keep its vectors under int8 (the embedder's probe refuses it).
+    return Embedder(path, **{**settings.embedder_kwargs, "quantize": "none"})
 
 
 def open_index(*, settings: Any, embedder: TextEncoder, role: str | None = None) -> KnowledgeIndex:

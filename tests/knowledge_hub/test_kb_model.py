@@ -43,6 +43,12 @@ def test_kb_embedder_shares_the_routing_model_or_names_the_setup_step(tmp_path, 
     with pytest.raises(ModelArtifactError, match="make kb-model"):
         kb_embedder(missing, shared=embedder)
     assert Settings(home=tmp_path, kb_embedding_model=None).kb_embedding_model_path == default_kb_model_path()
+    # int8 is routing's setting: the hub's own model stays float (int8 mpnet fails the embedder's probe, and a
+    # hub whose writes all fail was what an int8 routing set-up used to get)
+    own = Settings(home=tmp_path, kb_embedding_model=MPNET, embedding_backend="onnx", embedding_quantize="int8")
+    if (MPNET / MANIFEST).is_file():
+        kb = kb_embedder(own, shared=embedder)
+        assert kb is not embedder and kb.quantize == "none" and own.embedder_kwargs["quantize"] == "int8"
 
 
 MPNET = default_kb_model_path()
