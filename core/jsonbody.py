@@ -9,6 +9,7 @@ and refuses the coercions across types, with a message that names the expected t
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 import typing
@@ -64,6 +65,19 @@ def wrong_json_type(kind: type, value: Any) -> str | None:
     return None
 
 
+@functools.cache
+def _checked_fields(model: type[BaseModel]) -> tuple[tuple[str, str, type, bool], ...]:
+    """(name, input key, scalar type, is a list) of each of a model's fields with one scalar JSON type (once per
+    class: the validator runs on every request body)."""
+    out = []
+    for name, field in model.model_fields.items():
+        key = field.validation_alias if isinstance(field.validation_alias, str) else (field.alias or name)
+        kind, many = _scalar(field.annotation)
+        if kind is not None:
+            out.append((name, key, kind, many))
+    return tuple(out)
+
+
 class JsonBody(BaseModel):
     """Mix into a request model: each scalar field's value must arrive with the JSON type the schema states."""
 
@@ -73,12 +87,8 @@ class JsonBody(BaseModel):
         if not isinstance(data, dict):
             return data
         problems: list[str] = []
-        for name, field in cls.model_fields.items():
-            key = field.validation_alias if isinstance(field.validation_alias, str) else (field.alias or name)
+        for name, key, kind, many in _checked_fields(cls):
             if key not in data and name not in data:
-                continue
-            kind, many = _scalar(field.annotation)
-            if kind is None:
                 continue
             value = data[key] if key in data else data[name]
             values = value if many and isinstance(value, list) else [value]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,6 @@ from insight.mining.report import InsightReport, MineConfig, _jsonable, mine
 from insight.simulate import simulate_events
 
 MINERS = ("extraction", "process_map", "variants", "bottlenecks", "handovers", "kpis")
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    c = connect(workers=2, processes=False)
-    yield c
-    cluster = c.cluster
-    c.close()
-    cluster.close()
 
 
 def _assert_same(dist: DistributedResult, single: InsightReport | DistributedResult) -> None:

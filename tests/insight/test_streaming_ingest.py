@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from core.errors import InvalidEventLog, InvalidInput
 from insight.eventlog import ingest, write_log
 from insight.eventlog.schema import CASE_ID, TIMESTAMP, EventLog
 from insight.eventlog.stream import StreamResult, ingest_partitioned
-from insight.mining.distributed import connect, mine_partitioned, mine_single, part_paths
+from insight.mining.distributed import mine_partitioned, mine_single, part_paths
 from insight.mining.report import MineConfig, mine
 from insight.simulate import simulate_events
 from tests.api.conftest import run_cli
@@ -28,15 +27,6 @@ KEY = "streaming-test-key"
 NOT_SUMMED = {"rows_reordered"}
 
 pytestmark = pytest.mark.skipif(not HELPDESK.is_file(), reason="shared data sets not present")
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    c = connect(workers=2, processes=False)
-    yield c
-    cluster = c.cluster
-    c.close()
-    cluster.close()
 
 
 def _parts_frame(paths: list[Path]) -> pd.DataFrame:
