@@ -10,8 +10,8 @@ Two routes:
 * **process model** (BPMN or PNML file): pm4py alignments per variant when the log has few variants (they give
   the skipped / inserted steps), else pm4py token replay (fitness only).
 
-With no journey given, `journey_from_log` uses the most frequent variant as the reference "happy path" and says
-so in the result.
+Conformance is only ever measured against a journey someone designed (or a model file): the most frequent path
+is what happens, not what should happen, so `check_conformance` refuses to run without one.
 """
 
 from __future__ import annotations
@@ -195,16 +195,6 @@ def case_variants(enc: EncodedLog) -> tuple[np.ndarray, list[tuple[str, ...]], n
     return vcode.astype(np.int64), seqs, counts
 
 
-def journey_from_log(log: EventLog, *, enc: EncodedLog | None = None) -> IntendedJourney:
-    """The most frequent variant as a reference path (used when no designed journey is given)."""
-    e = enc if enc is not None else encode(log)
-    _, seqs, counts = case_variants(e)
-    if not seqs:
-        raise InvalidInput("cannot derive a journey from an empty log", field="log")
-    top = seqs[int(np.argmax(counts))]
-    return IntendedJourney(steps=list(top), source="most frequent variant")
-
-
 def align_to_path(
     trace: tuple[str, ...] | list[str], journey: IntendedJourney
 ) -> tuple[float, list[str], list[str], list[str]]:
@@ -281,6 +271,11 @@ def check_conformance(
 
     `finished` (a per-case mask in encoded order) limits the check to finished cases; the others get no fitness.
     """
+    if journey is None and model_path is None:
+        raise InvalidInput(
+            "conformance needs a designed journey (journey=IntendedJourney(...), or `deskpilot mine --journey FILE`; "
+            "see docs/JOURNEYS.md) or a process model file (model_path=BPMN or PNML); the most frequent path is not "
+            "a norm to check cases against", field="journey")
     e = enc if enc is not None else encode(log)
     vcode, seqs, counts = case_variants(e)
     case_ids = np.asarray(e.case_labels, dtype=object)
@@ -297,7 +292,8 @@ def check_conformance(
         reference = Path(model_path).name
         journey_used = None
     else:
-        journey_used = journey if journey is not None else journey_from_log(log, enc=e)
+        assert journey is not None  # checked above
+        journey_used = journey
         reference = journey_used.source
         method = "declared_path"
         fit, skipped, inserted, reordered = [], [], [], []

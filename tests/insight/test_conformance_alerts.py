@@ -67,11 +67,12 @@ def test_sim_deviation_cases_recovered(sim) -> None:
     assert res.n_variants < res.n_cases / 5
 
 
-def test_default_reference_is_most_frequent_variant(sim) -> None:
-    res = check_conformance(sim.log)
-    assert res.reference == "most frequent variant"
-    top = max(res.variants, key=lambda v: v.cases)
-    assert top.fitness == 1.0
+def test_no_designed_journey_is_refused(sim) -> None:
+    """The most frequent path is not a norm: without a designed journey or a model there is nothing to check."""
+    with pytest.raises(InvalidInput, match="designed journey") as err:
+        check_conformance(sim.log)
+    assert err.value.context["field"] == "journey"
+    assert "model_path" in str(err.value) and "docs/JOURNEYS.md" in str(err.value)
 
 
 def test_pm4py_model_route(tmp_path, sim) -> None:
