@@ -47,6 +47,7 @@ def load_journey(path: Path) -> Any:
 def _mine_on_cluster(
     log: Path, out: Path, *, scheduler: str | None, workers: int | None, part_events: int, preset: str | None,
     mapping: Path | None, map_: list[str] | None, lines: Path | None, dayfirst: bool, no_privacy: bool,
+    cost_model: Any,
 ) -> None:
     """Process map, variants, bottlenecks, handovers, KPIs and labels on a Dask cluster (insight/mining/distributed).
 
@@ -63,7 +64,7 @@ def _mine_on_cluster(
     console = Console()
     t0 = time.perf_counter()
     line_map = {str(k): int(v) for k, v in _read_json(lines, "lines").items()} if lines else None
-    cfg = DistributedConfig(labels=LabelConfig(line_mapping=line_map), line_mapping=line_map)
+    cfg = DistributedConfig(labels=LabelConfig(line_mapping=line_map), line_mapping=line_map, cost_model=cost_model)
     source = log
     if not (log.is_dir() and (log / MANIFEST).is_file()):
         settings = get_settings()
@@ -133,12 +134,32 @@ def register(app: typer.Typer) -> None:
         part_events: Annotated[
             int, typer.Option(help="Events per Parquet part when a file is partitioned for the cluster.", min=1)
         ] = 1_000_000,
+        hour_cost: Annotated[float | None, typer.Option(
+            help="Cost of one hour of a case's throughput time [default: the cost model's].", min=0)] = None,
+        handoff_cost: Annotated[float | None, typer.Option(
+            help="Cost of one handoff, the owning team or agent changing [default: the cost model's].", min=0)] = None,
+        touch_cost: Annotated[float | None, typer.Option(
+            help="Cost of one event, a touch [default: the cost model's].", min=0)] = None,
+        time_basis: Annotated[str | None, typer.Option(
+            help="A variant's typical case time for its cost: median or mean [default: the cost model's].")] = None,
+        min_support: Annotated[int | None, typer.Option(
+            help="Cases a variant needs to be ranked among the costly paths [default: the cost model's].",
+            min=1)] = None,
     ) -> None:
-        """Mine a log: process map, costly paths, misrouting, bottlenecks, KPIs, conformance, alerts."""
+        """Mine a log: process map, costly paths, misrouting, bottlenecks, KPIs, conformance, alerts.
+
+        Costs (docs: the README's configuration): time, handoffs and touches are priced by default; the options
+        override one price each.
+        """
+        from insight.mining.variants import CostModel
+
+        given: dict[str, Any] = {"hour_cost": hour_cost, "handoff_cost": handoff_cost, "touch_cost": touch_cost,
+                 "time_basis": time_basis, "min_support": min_support}
+        costs = CostModel(**{k: v for k, v in given.items() if v is not None})
         if scheduler or workers:
             _mine_on_cluster(log, out, scheduler=scheduler, workers=workers, part_events=part_events,
                              preset=preset, mapping=mapping, map_=map_, lines=lines, dayfirst=dayfirst,
-                             no_privacy=no_privacy)
+                             no_privacy=no_privacy, cost_model=costs)
             return
         from api.commands.ingest import _parse_mapping
         from insight.eventlog import ingest
@@ -154,6 +175,7 @@ def register(app: typer.Typer) -> None:
         line_map = {str(k): int(v) for k, v in _read_json(lines, "lines").items()} if lines else None
         labels = LabelConfig(line_mapping=line_map)
         cfg = MineConfig(
+            cost_model=costs,
             labels=labels,
             alerts=AlertConfig(window=window, baseline_windows=baseline_windows, labels=labels),
             journey=load_journey(journey) if journey else None,
