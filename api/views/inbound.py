@@ -9,7 +9,7 @@ private note with the reasons) by the webhook worker from the durable outbox (ap
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
@@ -21,11 +21,20 @@ from api.auth import Principal, require
 from api.deps import get_bundle, get_decide, get_metrics, get_session, get_thresholds
 from api.errors import ERROR_RESPONSES
 from api.limits import routing_slot
+from api.metrics import Metrics
 from api.webhooks import zendesk_signature_ok
 from core.errors import InvalidInput
 from core.jsonbody import JsonBody
 from routing import service
-from routing.models import TEXT_PATTERN, DecisionPublic, IsoDateTime, TicketIn, has_text
+from routing.models import TEXT_PATTERN, DecisionPublic, DecisionThresholds, IsoDateTime, TicketIn, has_text
+from routing.service import DecideFn
+
+if TYPE_CHECKING:
+    from routing.triage import ModelBundle
+else:
+    # FastAPI reads the annotations of `route_deps` when the app is built; the triage module (and the model stack it
+    # imports) loads with the model, not with the routes, so at run time the name only has to resolve.
+    ModelBundle = Any
 
 router = APIRouter(prefix="/v1/inbound", tags=["inbound"], responses=ERROR_RESPONSES)
 
@@ -89,10 +98,32 @@ def _require_text(model: BaseModel, fields: tuple[str, str]) -> None:
         raise ValueError(f"{fields[0]} and {fields[1]} are both empty; a ticket needs text to be routed")
 
 
+ZENDESK_TICKET_CREATED = "zen:event-type:ticket.created"
+_ZENDESK_EVENT_PREFIX = "zen:event-type:"
+
+
+def _not_an_event() -> dict[str, Any]:
+    """The schema of `_refuse_events`: not a Zendesk event envelope."""
+    return {"not": {"required": ["type", "detail"],
+                    "properties": {"type": {"type": "string", "pattern": "^zen:event-type:"}}}}
+
+
 class ZendeskTicket(_Loose):
     """The ticket fields Zendesk sends (the ticket API's object, or a trigger's JSON body)."""
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra=_text_rule("subject", "description"))
+    model_config = ConfigDict(extra="ignore", json_schema_extra={**_text_rule("subject", "description"),
+                                                                 **_not_an_event()})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_events(cls, data: Any) -> Any:
+        # An event envelope also has an `id` (the event's) and a `subject` ("zen:ticket:<id>"): read as a ticket it
+        # would route the wrong ticket id with a meaningless text, so any event type but ticket creation is refused.
+        if isinstance(data, dict) and "detail" in data and str(data.get("type", "")).startswith(
+                _ZENDESK_EVENT_PREFIX):
+            raise ValueError(f"Zendesk event {str(data['type'])[:100]!r} is not routed; only "
+                             f"{ZENDESK_TICKET_CREATED!r} is")
+        return data
 
     id: ExternalId
     subject: str = Field(default="", max_length=1000)
@@ -113,6 +144,41 @@ class ZendeskPayload(_Loose):
     """`{"ticket": {...}}` as Zendesk's ticket API and most trigger bodies put it."""
 
     ticket: ZendeskTicket
+
+
+class ZendeskEventDetail(_Loose):
+    """The ticket in a Zendesk event's `detail` (ids come as strings; people only as ids, which are not read)."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_text_rule("subject", "description"))
+
+    id: ExternalId
+    subject: str = Field(default="", max_length=1000)
+    description: str = Field(default="", max_length=100_000)
+    priority: Label | None = None
+    tags: list[Label] = Field(default_factory=list, max_length=50)
+    via: Via | None = None
+    created_at: When = None
+
+    @model_validator(mode="after")
+    def _has_text(self) -> ZendeskEventDetail:
+        _require_text(self, ("subject", "description"))
+        return self
+
+
+class ZendeskEvent(_Loose):
+    """A webhook subscribed to Zendesk's `zen:event-type:ticket.created` event: the shared event envelope
+    (`type`, `account_id`, `id`, `time`, `zendesk_event_version`, `subject` = "zen:ticket:<id>") with the ticket in
+    `detail` and the event's own fields in `event`."""
+
+    type: Literal["zen:event-type:ticket.created"] = Field(
+        description="only ticket creation is routed; subscribe the webhook to this event type alone")
+    id: str | None = Field(default=None, max_length=200, description="Zendesk's id of the event")
+    account_id: int | None = None
+    time: When = None
+    zendesk_event_version: str | None = Field(default=None, max_length=50)
+    subject: str | None = Field(default=None, max_length=200, description='"zen:ticket:<ticket id>"')
+    detail: ZendeskEventDetail
+    event: dict[str, Any] = Field(default_factory=dict)
 
 
 class FreshdeskTicket(_Loose):
@@ -177,10 +243,10 @@ def _person_fields(person: Person | None) -> dict[str, str]:
     return out
 
 
-def zendesk_ticket(body: ZendeskPayload | ZendeskTicket) -> TicketIn:
-    """A Zendesk payload (`{"ticket": {...}}` or the ticket object itself) as a TicketIn."""
-    t = body.ticket if isinstance(body, ZendeskPayload) else body
-    custom = {"helpdesk": "zendesk", **_person_fields(t.requester)}
+def zendesk_ticket(body: ZendeskEvent | ZendeskPayload | ZendeskTicket) -> TicketIn:
+    """A Zendesk payload (a `ticket.created` event, `{"ticket": {...}}` or the ticket object itself) as a TicketIn."""
+    t = body.detail if isinstance(body, ZendeskEvent) else body.ticket if isinstance(body, ZendeskPayload) else body
+    custom = {"helpdesk": "zendesk", **_person_fields(getattr(t, "requester", None))}
     if t.tags:
         custom["tags"] = " ".join(t.tags)[:1000]
     return _parse(TicketIn, {
@@ -224,10 +290,10 @@ class RouteDeps:
 
     request: Request
     session: Session
-    thresholds: Any
-    bundle: Any
-    decide: Any
-    metrics: Any
+    thresholds: DecisionThresholds
+    bundle: ModelBundle
+    decide: DecideFn
+    metrics: Metrics
 
 
 async def route_deps(
@@ -235,10 +301,10 @@ async def route_deps(
     session: Annotated[Session, Depends(get_session)],
     principal: Annotated[Principal, Depends(require("helpdesk"))],
     _slot: Annotated[None, Depends(routing_slot("routing"))],
-    thresholds: Annotated[Any, Depends(get_thresholds)],
-    bundle: Annotated[Any, Depends(get_bundle)],
-    decide: Annotated[Any, Depends(get_decide)],
-    metrics: Annotated[Any, Depends(get_metrics)],
+    thresholds: Annotated[DecisionThresholds, Depends(get_thresholds)],
+    bundle: Annotated[ModelBundle, Depends(get_bundle)],
+    decide: Annotated[DecideFn, Depends(get_decide)],
+    metrics: Annotated[Metrics, Depends(get_metrics)],
 ) -> RouteDeps:
     """The routing dependencies (key with the helpdesk role, a routing slot, the model) in one object."""
     return RouteDeps(request, session, thresholds, bundle, decide, metrics)
@@ -269,7 +335,7 @@ def _route(d: RouteDeps, helpdesk: str, ticket: TicketIn) -> Response:
 @router.post("/zendesk", response_model=InboundPublic, status_code=201, responses={
     200: {"model": InboundPublic, "description": "the same ticket and payload again: the stored decision"}})
 async def zendesk(
-    body: ZendeskPayload | ZendeskTicket,
+    body: ZendeskEvent | ZendeskPayload | ZendeskTicket,
     deps: Deps,
     x_zendesk_webhook_signature: Annotated[str | None, Header()] = None,
     x_zendesk_webhook_signature_timestamp: Annotated[str | None, Header()] = None,

@@ -13,7 +13,7 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,12 +43,20 @@ class Seen:
 
 @dataclass
 class Receiver:
-    """A local HTTP server that records requests and fails the first `fail_first` of them with 500."""
+    """A local HTTP server that records requests and fails the first `fail_first` of them with 500.
+
+    A request is answered after `delay` seconds (or what `delay_for` says for it); `in_flight` counts the requests
+    received in full and not answered yet. A request counts as seen once its wait is over, whether or not the
+    sender is still there to read the answer (a receiver acts on what it got).
+    """
 
     fail_first: int = 0
     delay: float = 0.0
+    delay_for: Callable[[Seen], float] | None = None
     seen: list[Seen] = field(default_factory=list)
+    in_flight: int = 0
     server: ThreadingHTTPServer | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def url(self) -> str:
@@ -62,15 +70,23 @@ class Receiver:
             def _any(self) -> None:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n)
-                if outer.delay:
-                    time.sleep(outer.delay)
-                outer.seen.append(Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
-                                       body))
-                code = 500 if len(outer.seen) <= outer.fail_first else 200
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
+                got = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                with outer.lock:
+                    outer.in_flight += 1
+                wait = outer.delay_for(got) if outer.delay_for is not None else outer.delay
+                if wait:
+                    time.sleep(wait)
+                with outer.lock:
+                    outer.seen.append(got)
+                    outer.in_flight -= 1
+                    code = 500 if len(outer.seen) <= outer.fail_first else 200
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+                except OSError:
+                    pass  # the sender is gone (killed): what it sent was still received
 
             do_POST = do_PUT = _any  # noqa: N815 - http.server's handler names
 
@@ -217,6 +233,58 @@ def test_zendesk_ticket_is_routed_and_written_back(service: Any, receiver: Recei
     # nothing personal is stored in clear: the requester came in as a person field
     stored = client.get("/v1/tickets/zendesk-35436", headers=_h(keys, "helpdesk")).json()
     assert "anna@example.com" not in json.dumps(stored) and "Anna de Vries" not in json.dumps(stored)
+
+
+def _zendesk_event(event_type: str, ticket_id: str) -> dict[str, Any]:
+    """A Zendesk event-subscription webhook body as Zendesk documents it (developer.zendesk.com, webhooks, ticket
+    events): the event envelope with the ticket in `detail` (its id a string) and the event's own fields in `event`."""
+    return {
+        "type": event_type, "account_id": 12514403, "id": "2b24ef10-19d4-4740-93cf-8f98ec4776c0",
+        "time": "2026-12-06T10:00:00Z", "zendesk_event_version": "2022-11-06", "subject": f"zen:ticket:{ticket_id}",
+        "detail": {"actor_id": "20978392", "assignee_id": None, "brand_id": "123", "created_at": "2026-12-06T10:00:00Z",
+                   "description": "Please refund the second charge on my card.", "external_id": None,
+                   "form_id": "6876543", "group_id": None, "id": ticket_id, "is_public": True,
+                   "organization_id": None, "priority": "high", "requester_id": "20978392", "status": "NEW",
+                   "subject": "Invoice charged twice", "submitter_id": "20978392", "tags": ["vip"],
+                   "type": "QUESTION", "updated_at": "2026-12-06T10:00:00Z", "via": {"channel": "web_form"}},
+        "event": {"meta": {"sequence": {"id": "CE4A698AF24F35B3208649C6951E000E", "position": 1, "total": 1}}},
+    }
+
+
+def test_zendesk_event_subscription_webhook_is_routed_and_written_back(service: Any, receiver: Receiver) -> None:
+    _, client, keys = service
+    r = client.post("/v1/inbound/zendesk", json=_zendesk_event("zen:event-type:ticket.created", "35437"),
+                    headers=_h(keys, "helpdesk"))
+    assert r.status_code == 201, r.text
+    out = r.json()
+    # the ticket's id from `detail`, not the event's id nor its "zen:ticket:..." subject
+    assert out["external_id"] == "35437" and out["decision"]["ticket_id"] == "zendesk-35437"
+    stored = client.get("/v1/tickets/zendesk-35437", headers=_h(keys, "helpdesk")).json()
+    assert stored["subject"] == "Invoice charged twice" and stored["channel"] == "web_form"
+    assert stored["priority"] == "high" and "refund" in stored["body"] and "vip" in stored["custom_fields"]["tags"]
+    put = receiver.wait(1)[0]
+    assert put.method == "PUT" and put.path == "/api/v2/tickets/35437.json"
+    assert put.json()["ticket"]["comment"]["public"] is False
+    # the same ticket in the trigger shape is the same ticket with the same payload: the stored decision
+    d = _zendesk_event("zen:event-type:ticket.created", "35437")["detail"]
+    trigger = {"ticket": {"id": 35437, "subject": d["subject"], "description": d["description"],
+                          "priority": d["priority"], "tags": d["tags"], "via": d["via"],
+                          "created_at": d["created_at"]}}
+    again = client.post("/v1/inbound/zendesk", json=trigger, headers=_h(keys, "helpdesk"))
+    assert again.status_code == 200, again.text
+    assert again.json()["decision"]["decision_id"] == out["decision"]["decision_id"]
+    assert again.json()["decision"]["replayed"] is True
+
+
+def test_zendesk_events_other_than_ticket_created_are_refused(service: Any) -> None:
+    _, client, keys = service
+    r = client.post("/v1/inbound/zendesk", json=_zendesk_event("zen:event-type:ticket.status_changed", "35438"),
+                    headers=_h(keys, "helpdesk"))
+    assert r.status_code == 422 and "zen:event-type:ticket.created" in r.json()["detail"], r.text
+    # nothing was routed under the ticket's id, nor under the event's
+    assert client.get("/v1/tickets/zendesk-35438", headers=_h(keys, "helpdesk")).status_code == 404
+    event_id = _zendesk_event("x", "1")["id"]
+    assert client.get(f"/v1/tickets/zendesk-{event_id}", headers=_h(keys, "helpdesk")).status_code == 404
 
 
 def test_freshdesk_automation_webhook_is_routed_and_written_back(service: Any, receiver: Receiver) -> None:
