@@ -4,8 +4,9 @@ What the store knows, and what it is used for:
 
 * **events** (`ticket_event`) are the live log: process models (next activity, remaining time), the mined team
   labels of the router and the step outcomes learn from them, with the ticket's attributes on every row.
-* **ticket texts** (`ticket`) are the router's and the ticket memory's inputs; their text is redacted of PII the
-  way `deskpilot demo` redacts tickets before any model sees them.
+* **ticket texts** (`ticket`) are the router's and the ticket memory's inputs; their text is redacted of PII by
+  `redact_ticket_texts`, the one rule every ticket table meets before any model sees it (`deskpilot train --tickets`
+  and the demo apply it through `flows.training.prepare_tickets`).
 * **intent labels** come from agents only: the latest `corrected_intent` of a ticket's feedback (or the intent a
   historical ticket table carries). The intent the model itself predicted is not a label: training on it would
   only teach the model its own mistakes.
@@ -28,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from core.errors import InvalidInput
 from insight.eventlog import apply_privacy, clean, redact_series
+from insight.eventlog.privacy import RedactionCounts
 from insight.eventlog.schema import (
     ACTIVITY,
     CANONICAL_COLUMNS,
@@ -43,6 +45,23 @@ from routing.models import Feedback, Ticket, TicketEvent
 TEXT_COLUMNS = ("subject", "body")
 # Ticket columns written from the store; custom fields with these names are left out rather than overwrite them.
 _RESERVED = frozenset({*CANONICAL_COLUMNS, "created_at", "subject", "body", "segment", "priority", "intent"})
+
+
+def redact_ticket_texts(tickets: pd.DataFrame) -> tuple[pd.DataFrame, RedactionCounts]:
+    """A copy of a ticket table with PII redacted from its free text (`TEXT_COLUMNS`), and what was replaced.
+
+    Every ticket table bound for training passes here: the store's (`training_data`), `deskpilot train --tickets`
+    and the demo's (`flows.training.prepare_tickets`). The service redacts a new ticket's text with the same rules at
+    the door (routing.redaction), so the models read text redacted the way they were trained on it.
+    """
+    out = tickets.copy()
+    total = RedactionCounts()
+    for column in TEXT_COLUMNS:
+        if column in out.columns:
+            out[column], counts = redact_series(out[column].fillna("").astype(str))
+            total.values_changed += counts.values_changed
+            total.items.update(counts.items)
+    return out, total
 
 
 @dataclass
@@ -185,10 +204,8 @@ def training_data(
 
     if tickets.empty:
         return TrainingData(log=log, tickets=None, team_labels=corrected_teams, summary=summary)
-    for column in TEXT_COLUMNS:
-        if column in tickets.columns:
-            tickets[column], counts = redact_series(tickets[column].fillna("").astype(str))
-            summary.redacted_values += counts.values_changed
+    tickets, redacted = redact_ticket_texts(tickets)
+    summary.redacted_values += redacted.values_changed
     if "intent" in tickets.columns:
         summary.intent_labels = int(tickets["intent"].notna().sum())
     return TrainingData(log=log, tickets=tickets, team_labels=corrected_teams, summary=summary)

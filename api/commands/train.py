@@ -108,6 +108,7 @@ def train_all_cmd(
     else:
         ev = _read_log(log, preset, mapping, map_)
         tk = pd.read_csv(tickets) if tickets is not None else None
+    # train_and_store redacts the tickets' text (flows.training.prepare_tickets) before any model or file sees it.
     embedder = None
     if not no_embeddings:
         from core.embedding import Embedder
@@ -336,10 +337,11 @@ def train_router_cmd(
     given the first team, majority), choose on validation, report the test split, refit on all cases and save."""
     import pandas as pd
 
+    from flows.training import prepare_tickets
     from insight.training import train_router
 
     ev = _read_log(log, preset, mapping, map_)
-    tk = pd.read_csv(tickets) if tickets is not None else None
+    tk = prepare_tickets(pd.read_csv(tickets)).table if tickets is not None else None
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
     m = train_router(log=ev, tickets=tk, features=feats, registry=_registry(registry, no_save),
                      seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction,
