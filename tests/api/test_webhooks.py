@@ -330,6 +330,134 @@ def test_zendesk_signature_is_checked_when_a_secret_is_set(tmp_path: Path, tiny_
         client.__exit__(None, None, None)
 
 
+def _wait_until(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return predicate()
+
+
+def _subscribe(client: Any, keys: dict[str, str], url: str, kinds: list[str]) -> tuple[int, str]:
+    r = client.post("/v1/webhooks", json={"url": url, "kinds": kinds}, headers=_h(keys, "admin"))
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"]), str(r.json()["secret"])
+
+
+def _kinds_logged(client: Any, keys: dict[str, str], subscription_id: int) -> list[str]:
+    return sorted(d["kind"] for d in _deliveries(client, keys, subscription_id=subscription_id))
+
+
+def _vendor_case(client: Any, keys: dict[str, str], i: int, t0: Any) -> None:
+    from datetime import timedelta
+
+    tid = f"V-{i}"
+    r = client.post("/v1/tickets/route", json={"ticket_id": tid, "subject": f"Refund {i}", "body": "charged twice"},
+                    headers=_h(keys, "helpdesk"))
+    assert r.status_code == 201, r.text
+    for act, group, h in (("Ticket created", "L1", 0), ("Assign to team", "Billing", 1),
+                          ("Escalate to vendor", "Vendor", 3), ("Resolved", "Billing", 8), ("Closed", "Billing", 9)):
+        ev = {"activity": act, "group": group, "timestamp": (t0 + timedelta(hours=h)).isoformat()}
+        assert client.post(f"/v1/tickets/{tid}/events", json=ev, headers=_h(keys, "helpdesk")).status_code == 201
+
+
+def test_live_alerts_reach_alert_subscribers_only_once(tmp_path: Path, tiny_bundle: TinyBundle,
+                                                       receiver: Receiver) -> None:
+    """Mining the live store (joined with the history) raises alerts; `alert` subscribers get each once, signed, and
+    a `decision` subscriber gets none of them (nor the alert subscriber a decision)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.api.test_live_insight import _history_csv
+
+    end = datetime(2026, 11, 30, 9, tzinfo=UTC)
+    history = tmp_path / "history.csv"
+    _history_csv(history, 160, end)  # a quiet baseline: the eight weeks before the recent window
+    settings = _settings(tmp_path / "home", retrain_history_log=history, live_insight_seconds=0)
+    app, client, keys = start_api(settings, bundle_loader=lambda s, e: tiny_bundle)
+    try:
+        alert_sub, alert_secret = _subscribe(client, keys, receiver.url + "/alerts", ["alert"])
+        decision_sub, _ = _subscribe(client, keys, receiver.url + "/decisions", ["decision"])
+        for i in range(25):  # the recent week: every case now takes a step the baseline never showed
+            _vendor_case(client, keys, i, end - timedelta(days=6) + timedelta(hours=5 * i))
+        res = client.post("/v1/insights/live/refresh", headers=_h(keys, "analyst"))
+        assert res.status_code == 200, res.text
+        published = res.json()["alerts_published"]
+        assert published >= 1 and res.json()["history_cases"] == 160
+
+        def at(path: str) -> list[Seen]:
+            return [s for s in list(receiver.seen) if s.path == path]
+
+        assert _wait_until(lambda: len(at("/alerts")) >= published and len(at("/decisions")) >= 25)
+        alerts = at("/alerts")
+        assert len(alerts) == published
+        for s in alerts:
+            assert s.headers["x-deskpilot-event"] == "alert"
+            assert s.headers["x-deskpilot-signature"] == sign(alert_secret, s.headers["x-deskpilot-timestamp"], s.body)
+            assert s.json()["data"]["severity"] in ("medium", "high")
+        assert any(s.json()["data"]["kind"] == "new_activity" and "Escalate to vendor" in s.json()["data"]["title"]
+                   for s in alerts)
+        assert {s.headers["x-deskpilot-event"] for s in at("/decisions")} == {"decision"}
+        # mined again (same window): the alerts are already stored, nothing is announced twice
+        again = client.post("/v1/insights/live/refresh", headers=_h(keys, "analyst"))
+        assert again.status_code == 200 and again.json()["alerts_published"] == 0
+        # a later decision reaching its subscriber means the fan-out has read everything stored before it
+        _vendor_case(client, keys, 99, end - timedelta(days=1))
+        assert _wait_until(lambda: len(at("/decisions")) == 26)
+        assert len(at("/alerts")) == published
+        assert _kinds_logged(client, keys, alert_sub) == ["alert"] * published
+        assert _kinds_logged(client, keys, decision_sub) == ["decision"] * 26
+    finally:
+        client.__exit__(None, None, None)
+
+
+@pytest.mark.slow
+def test_model_swaps_reach_model_swap_subscribers_only(tmp_path: Path, sim_small: Any,
+                                                       receiver: Receiver) -> None:
+    """A forced promotion and a rollback through the API are announced as `model_swap`, signed, to the
+    subscription that asked for them, and not to a `decision` subscriber (which gets the decision only)."""
+    from flows.training import train_all
+    from insight.models.registry import ModelRegistry
+
+    home = tmp_path / "home"
+    reg = ModelRegistry(home / "registry")
+    tickets = sim_small.tickets.iloc[:300]
+    first = train_all(log=sim_small.log.filter_cases(tickets["case_id"]), tickets=tickets, registry=reg,
+                      embedder=None, tasks=("intent",)).models[0]
+    v1 = first.version
+    v2 = reg.save(first.model, task="intent", metadata=reg.read_metadata("intent", v1).to_dict()).version
+    app, client, keys = start_api(_settings(home), bundle_loader=None, decide=None)  # the registry's live models
+    try:
+        swap_sub, swap_secret = _subscribe(client, keys, receiver.url + "/swaps", ["model_swap"])
+        decision_sub, _ = _subscribe(client, keys, receiver.url + "/decisions", ["decision"])
+        r = client.post("/v1/tickets/route", json={"ticket_id": "S-1", "subject": "Refund", "body": "charged twice"},
+                        headers=_h(keys, "helpdesk"))
+        assert r.status_code == 201, r.text
+        r = client.post("/v1/models/intent/promote", json={"version": v2, "reason": "swap test"},
+                        headers=_h(keys, "admin"))
+        assert r.status_code == 200, r.text
+        r = client.post("/v1/models/intent/rollback", json={"reason": "back"}, headers=_h(keys, "admin"))
+        assert r.status_code == 200 and r.json()["live"] == v1, r.text
+        assert _wait_until(lambda: len(receiver.seen) >= 3)
+        time.sleep(0.5)  # room for a wrong extra delivery to show up
+        by_path: dict[str, list[Seen]] = {}
+        for s in receiver.seen:
+            by_path.setdefault(s.path, []).append(s)
+        assert sorted(by_path) == ["/decisions", "/swaps"] and len(by_path["/decisions"]) == 1
+        swaps = sorted(by_path["/swaps"], key=lambda s: s.json()["data"]["at"])
+        assert [s.headers["x-deskpilot-event"] for s in swaps] == ["model_swap", "model_swap"]
+        assert [(s.json()["data"]["action"], s.json()["data"]["object"]) for s in swaps] == [
+            ("/v1/models/intent/promote", f"intent:{v1}->{v2}"), ("/v1/models/intent/rollback", f"intent:{v2}->{v1}")]
+        for s in swaps:
+            assert s.headers["x-deskpilot-signature"] == sign(swap_secret, s.headers["x-deskpilot-timestamp"], s.body)
+        assert by_path["/decisions"][0].json()["data"]["ticket_id"] == "S-1"
+        assert _kinds_logged(client, keys, swap_sub) == ["model_swap", "model_swap"]
+        assert _kinds_logged(client, keys, decision_sub) == ["decision"]
+    finally:
+        client.__exit__(None, None, None)
+
+
 @pytest.mark.slow
 def test_kill9_with_pending_deliveries_loses_none(tmp_path: Path, sim_small: Any, receiver: Receiver,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
