@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from api.commands import fail
+from api.commands import boundary
 from api.settings import get_settings
-from core.errors import DeskpilotError, InvalidInput
+from core.errors import InvalidInput
 
 
 def _when(value: str | None, field: str) -> datetime | None:
@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
     """Add the `audit` command to the CLI."""
 
     @app.command("audit")
+    @boundary
     def audit(
         who: Annotated[str | None, typer.Option("--who", help="API key name (or cli:<user>, a job's requester).")]
         = None,
@@ -49,22 +50,19 @@ def register(app: typer.Typer) -> None:
         from api.audit import AUDIT, query_audit
 
         settings = get_settings()
+        since_at, until_at = _when(since, "since"), _when(until, "until")
+        db_file = settings.home / "deskpilot.db"
+        if settings.database_url is None and not db_file.exists():
+            raise InvalidInput(f"no database at {db_file}; nothing has been audited yet", field="home")
+        engine = make_engine(settings.db_url)
         try:
-            since_at, until_at = _when(since, "since"), _when(until, "until")
-            db_file = settings.home / "deskpilot.db"
-            if settings.database_url is None and not db_file.exists():
-                raise InvalidInput(f"no database at {db_file}; nothing has been audited yet", field="home")
-            engine = make_engine(settings.db_url)
-            try:
-                AUDIT.create(engine, checkfirst=True)  # a home only the kb commands used has none yet
-                with Session(engine) as session:
-                    page = query_audit(session=session, who=who, role=role, method=method, path_prefix=path_prefix,
-                                       status=status, since=since_at, until=until_at, object_id=object_id,
-                                       limit=limit, cursor=cursor)
-            finally:
-                engine.dispose()
-        except DeskpilotError as exc:
-            fail(exc)
+            AUDIT.create(engine, checkfirst=True)  # a home only the kb commands used has none yet
+            with Session(engine) as session:
+                page = query_audit(session=session, who=who, role=role, method=method, path_prefix=path_prefix,
+                                   status=status, since=since_at, until=until_at, object_id=object_id,
+                                   limit=limit, cursor=cursor)
+        finally:
+            engine.dispose()
         if as_json:
             typer.echo(json.dumps(page.model_dump(mode="json")))
             return

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.commands import boundary
 from api.commands.keys import _session
 
 
@@ -30,6 +31,7 @@ def register(app: typer.Typer) -> None:
     stdin_opt = typer.Option(False, "--password-stdin", help="Read the password from the first line of stdin.")
 
     @users.command("add")
+    @boundary
     def add(
         username: str = typer.Argument(..., help="Sign-in name (letters, digits, . _ @ -)."),
         role: str = typer.Option(..., "--role", help="One of: " + ", ".join(ROLES) + "."),
@@ -44,6 +46,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"created user {user.username!r} with role {user.role}")
 
     @users.command("list")
+    @boundary
     def list_() -> None:
         """List users (never their password hashes)."""
         from api.web.accounts import list_users
@@ -57,6 +60,7 @@ def register(app: typer.Typer) -> None:
         Console().print(table)
 
     @users.command("disable")
+    @boundary
     def disable(username: str = typer.Argument(..., help="The user to disable.")) -> None:
         """Disable a user: they cannot sign in, and their open sessions end at once."""
         from api.web.accounts import set_disabled
@@ -66,6 +70,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"disabled {username!r}")
 
     @users.command("enable")
+    @boundary
     def enable(username: str = typer.Argument(..., help="The user to enable again.")) -> None:
         """Enable a disabled user."""
         from api.web.accounts import set_disabled
@@ -75,6 +80,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"enabled {username!r}")
 
     @users.command("passwd")
+    @boundary
     def passwd(username: str = typer.Argument(..., help="The user whose password to set."),
                password_stdin: bool = stdin_opt) -> None:
         """Set a new password (ends the user's sessions and lifts a lock-out)."""
@@ -86,6 +92,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"password of {username!r} changed")
 
     @users.command("set-role")
+    @boundary
     def set_role(username: str = typer.Argument(..., help="The user."),
                  role: str = typer.Argument(..., help="One of: " + ", ".join(ROLES) + ".")) -> None:
         """Change a user's role (their sessions end; the new role applies from the next sign-in)."""
