@@ -331,7 +331,10 @@ def _run_miners(enc: EncodedLog, cfg: DistributedConfig, timings: dict[str, floa
         "extraction": ext,
         "process_map": step("process map", lambda: discover_process_map(
             enc=enc, activity_coverage=cfg.map_activity_coverage, edge_threshold=cfg.map_edge_threshold)),
-        "variants": step("variants", lambda: mine_variants(enc=enc, cost_model=cfg.cost_model)),
+        # as in `mine`: path times, costs and the happy path on finished cases
+        "variants": step("variants", lambda: mine_variants(
+            enc=enc, cost_model=cfg.cost_model,
+            finished=ext.finished if ext.open_cases and len(ext.finished) == enc.n_cases else None)),
         "bottlenecks": step("bottlenecks", lambda: find_bottlenecks(enc=enc, wait_pattern=cfg.wait_pattern)),
         "handovers": step("handovers", lambda: team_handover_network(enc=enc) if enc.has(GROUP) else None),
         "kpis": step("KPIs", lambda: compute_kpis(enc=enc, dimensions=cfg.kpi_dimensions, lines=cfg.line_mapping,

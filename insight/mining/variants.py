@@ -7,6 +7,11 @@ minutes of `hour_cost`, because re-reading a case and acting on it is work whate
 The **happy path** is the most frequent variant. Costly paths are ranked by their *excess* cost over it: the
 extra per-case cost times the cases that took the path, among variants with at least `min_support` cases (so
 one odd case does not top the list).
+
+On an extract with unfinished cases (`finished` mask), a path's times, its cost and the happy path come from its
+finished cases only: an open case's duration is a lower bound and its path a prefix of one not yet known. Every
+case still counts in `cases` and `share`, so each case keeps its variant; `duration_basis` says which basis the
+times use.
 """
 
 from __future__ import annotations
@@ -70,8 +75,14 @@ class Variant:
     cost: float
     example_case: str
     cost_per_case: float = 0.0
-    excess_cost: float = 0.0  # (cost per case - the happy path's) x cases
+    excess_cost: float = 0.0  # (cost per case - the happy path's) x finished cases
     happy_path: bool = False
+    # Cases of the path that reached an end: the ones its times and cost are measured on.
+    finished_cases: int = -1
+
+    def __post_init__(self) -> None:
+        if self.finished_cases < 0:
+            self.finished_cases = self.cases
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -89,15 +100,18 @@ class VariantTable:
     cost_model: CostModel
     handoff_column: str | None
     total_cost: float
+    # Which cases the times, costs and the happy path are measured on (all cases, or the finished ones).
+    duration_basis: str = "all cases"
+    unfinished_cases: int = 0
 
     @property
     def happy(self) -> Variant | None:
-        """The happy path: the most frequent variant."""
+        """The happy path: the variant most finished cases followed."""
         return next((v for v in self.variants if v.happy_path), None)
 
     def costly(self, n: int = 10) -> list[Variant]:
         """The n paths with the largest excess cost over the happy path, among well-supported variants."""
-        ok = [v for v in self.variants if not v.happy_path and v.cases >= self.cost_model.min_support
+        ok = [v for v in self.variants if not v.happy_path and v.finished_cases >= self.cost_model.min_support
               and v.excess_cost > 0]
         return sorted(ok, key=lambda v: (-v.excess_cost, -v.cases))[:n]
 
@@ -123,6 +137,8 @@ class VariantTable:
             "n_variants": self.n_variants,
             "handoff_column": self.handoff_column,
             "total_cost": self.total_cost,
+            "duration_basis": self.duration_basis,
+            "unfinished_cases": self.unfinished_cases,
             "cost_model": asdict(self.cost_model),
             "happy_path": self.happy.to_dict() if self.happy else None,
             "costly_paths": [v.to_dict() for v in self.costly(limit or 50)],
@@ -147,6 +163,7 @@ def mine_variants(
     enc: EncodedLog | None = None,
     cost_model: CostModel | None = None,
     handoff_column: str | None = None,
+    finished: np.ndarray | None = None,
 ) -> VariantTable:
     """Variants with case count, share, median/p90 throughput, handoffs, rework and cost, high cost first.
 
@@ -154,6 +171,7 @@ def mine_variants(
     `group` column, else `resource`); rework counts events repeating an activity already seen in the case.
     Cost = cases x typical time (hours) x hour_cost + handoffs x handoff_cost + events x touch_cost; each
     variant also carries its cost per case and its excess over the happy path (see the module docstring).
+    `finished` (one flag per case, in encoded order) measures times, costs and the happy path on finished cases.
     """
     enc = ensure_encoded(log, enc)
     cm = cost_model or CostModel()
@@ -161,20 +179,34 @@ def mine_variants(
     vid, first_case = case_variant_ids(enc)
     nv = len(first_case)
     n_cases = enc.n_cases
-    stats = group_stats(vid, case_durations_raw(enc), scale=enc.units_per_second)  # groups come out sorted 0..nv-1, all present
-    cases = stats.count
-    ev = np.bincount(vid, weights=enc.case_len, minlength=nv)
-    hand = (
-        np.bincount(vid, weights=changes_per_case(enc, enc.column(hcol).codes), minlength=nv)
-        if hcol
-        else np.zeros(nv)
-    )
+    fin = np.ones(n_cases, dtype=bool) if finished is None else np.asarray(finished, dtype=bool)
+    if len(fin) != n_cases:
+        raise InvalidInput("finished mask must have one entry per case", field="finished")
+    all_fin = bool(fin.all())
+    cases = np.bincount(vid, minlength=nv).astype(np.int64)
+    dur = case_durations_raw(enc)
+    if all_fin:
+        stats = group_stats(vid, dur, scale=enc.units_per_second)  # groups come out sorted 0..nv-1, all present
+        med, p90, mean = stats.median, stats.p90, stats.mean
+    else:
+        # Only the groups with a finished case come out: spread them back, NaN for paths with none.
+        stats = group_stats(vid[fin], dur[fin], scale=enc.units_per_second)
+        med, p90, mean = (np.full(nv, np.nan) for _ in range(3))
+        med[stats.group], p90[stats.group], mean[stats.group] = stats.median, stats.p90, stats.mean
+    fcases = np.bincount(vid[fin], minlength=nv).astype(np.int64)
+    ev_case = enc.case_len.astype(float)
+    hand_case = changes_per_case(enc, enc.column(hcol).codes).astype(float) if hcol else np.zeros(n_cases)
+    ev = np.bincount(vid, weights=ev_case, minlength=nv)
+    hand = np.bincount(vid, weights=hand_case, minlength=nv)
     rework = np.bincount(vid, weights=repeats_per_case(enc), minlength=nv)
-    t = stats.median if cm.time_basis == "median" else stats.mean
-    cost = cases * t / 3600.0 * cm.hour_cost + hand * cm.handoff_cost + ev * cm.touch_cost
-    per_case = cost / np.maximum(cases, 1)
-    happy = int(np.lexsort((np.arange(nv), -cases))[0]) if nv else -1
-    excess = (per_case - per_case[happy]) * cases if nv else np.zeros(0)
+    # Cost of the finished cases of each path (all cases when every case finished).
+    ev_f = ev if all_fin else np.bincount(vid[fin], weights=ev_case[fin], minlength=nv)
+    hand_f = hand if all_fin else np.bincount(vid[fin], weights=hand_case[fin], minlength=nv)
+    t = np.nan_to_num(med if cm.time_basis == "median" else mean)
+    cost = fcases * t / 3600.0 * cm.hour_cost + hand_f * cm.handoff_cost + ev_f * cm.touch_cost
+    per_case = np.where(fcases > 0, cost / np.maximum(fcases, 1), np.nan)
+    happy = int(np.lexsort((np.arange(nv), -cases, -fcases))[0]) if nv and fcases.any() else -1
+    excess = np.nan_to_num((per_case - per_case[happy]) * fcases) if happy >= 0 else np.zeros(nv)
     order = np.lexsort((-cases, -cost))
     codes = enc.activity.codes
     labels = np.array([str(x) for x in enc.activity.labels], dtype=object)
@@ -184,7 +216,8 @@ def mine_variants(
     ends = enc.case_start[first_case[o] + 1].tolist()
     cases_l = cases[o].tolist()
     share_l = (cases[o] / max(1, n_cases)).tolist()
-    med_l, p90_l, mean_l = stats.median[o].tolist(), stats.p90[o].tolist(), stats.mean[o].tolist()
+    med_l, p90_l, mean_l = med[o].tolist(), p90[o].tolist(), mean[o].tolist()
+    fcases_l = fcases[o].tolist()
     ev_l = (ev[o] / cases[o]).tolist()
     hand_l = (hand[o] / cases[o]).tolist()
     rew_l = (rework[o] / cases[o]).tolist()
@@ -216,15 +249,23 @@ def mine_variants(
             cost_per_case=per_case_l[i],
             excess_cost=excess_l[i],
             happy_path=happy_l[i],
+            finished_cases=fcases_l[i],
         )
         for i in range(nv)
     ]
+    n_open = int(n_cases - fin.sum())
+    basis = "all cases" if finished is None else (
+        f"all {n_cases:,} cases (all finished)" if not n_open else
+        f"{n_cases - n_open:,} finished cases ({n_open:,} unfinished cases left out of times and costs: their "
+        "durations are only lower bounds)")
     return VariantTable(
         variants=out,
         n_cases=n_cases,
         cost_model=cm,
         handoff_column=hcol,
         total_cost=float(cost.sum()),
+        duration_basis=basis,
+        unfinished_cases=n_open,
     )
 
 
