@@ -10,8 +10,9 @@ days); the baseline is the `baseline_windows` windows before it (e.g. the 8 week
   least `min_share_delta` higher;
 * **KPI regression**: median throughput time, events per case, rework rate, reassignment share, overall and per
   team / intent, worse by at least `kpi_ratio` (relative) in the recent window;
-* **misrouting spike**: misrouted share overall and per first team up by `misrouting_delta` (absolute) and by
-  `misrouting_ratio` (relative).
+* **misrouting spike**: the share of avoidable transfers (misroutes, ping-pong, needless push-to-front; see
+  `insight.mining.misrouting`, escalations that resolved are not counted) overall and per first team up by
+  `misrouting_delta` (absolute) and by `misrouting_ratio` (relative).
 
 Every comparison needs `min_cases` cases on each side (`min_new_cases` for something the baseline never showed)
 and a one-sided test (two-proportion z-test for
@@ -19,8 +20,9 @@ shares and rates, Mann-Whitney U for times and counts). Because many segments an
 p-values are adjusted together with Benjamini-Hochberg and only candidates under the false-discovery rate `fdr`
 are raised. Each alert reports its effect size (Cohen's h for shares, Cliff's delta for times and counts) and
 its business impact: the recent cases (or case-hours) in excess of the baseline. Severity grows with both: high
-needs a large effect touching at least `high_impact_share` of the window, medium a small effect touching
-`medium_impact_share`; the rest is low. Unfinished cases are left out of time and path comparisons, and when the
+needs a large effect touching at least `high_impact_share` of the window and twice `min_cases` cases, medium a
+small effect touching `medium_impact_share` and at least `min_cases` cases; the rest (a new step in a handful of
+cases, however striking) is low. Unfinished cases are left out of time and path comparisons, and when the
 extraction biases the recent window (mostly open cases, or a window after the extract stopped taking new cases)
 every comparison of the two windows (not a brand-new step) is graded low with the reason: the windows then hold
 different kinds of cases.
@@ -41,6 +43,7 @@ from insight.mining._core import EncodedLog, encode
 from insight.mining.censoring import Extraction, detect_extraction
 from insight.mining.conformance import case_variants
 from insight.mining.labels import CaseLabels, LabelConfig, case_labels
+from insight.mining.misrouting import MisroutingConfig, MisroutingResult, analyze_misrouting
 
 
 @dataclass
@@ -155,7 +158,7 @@ def _severity(a: Alert, cfg: AlertConfig) -> str:
     eff = abs(a.effect_size)
     if a.impact_share >= cfg.high_impact_share and eff >= large and a.cases >= 2 * cfg.min_cases:
         return "high"
-    if a.impact_share >= cfg.medium_impact_share and eff >= small:
+    if a.impact_share >= cfg.medium_impact_share and eff >= small and a.cases >= cfg.min_cases:
         return "medium"
     return "low"
 
@@ -167,8 +170,12 @@ def detect_alerts(
     labels: CaseLabels | None = None,
     enc: EncodedLog | None = None,
     extraction: Extraction | None = None,
+    misrouting: MisroutingResult | None = None,
 ) -> AlertReport:
-    """Compare the last window with the baseline windows before it; flag new/spiking variants and regressions."""
+    """Compare the last window with the baseline windows before it; flag new/spiking variants and regressions.
+
+    `misrouting` (the same log's analysis) tells which transfers were avoidable; it is run here when not given.
+    """
     cfg = config or AlertConfig()
     try:
         window = pd.Timedelta(cfg.window)
@@ -281,7 +288,7 @@ def detect_alerts(
         "throughput_h": cases["throughput_s"].to_numpy(dtype=float) / 3600.0,
         "events": cases["n_events"].to_numpy(dtype=float),
         "reassigned": (cases["reassignments"].to_numpy() > 0).astype(float),
-        "misrouted": cases["misrouted"].fillna(False).to_numpy(dtype=bool).astype(float),
+        "avoidable": _avoidable_flags(log, cl, e, misrouting, cfg),
         "rework": _rework_flags(e),
     }
     segs: dict[str, tuple[np.ndarray, np.ndarray]] = {
@@ -347,15 +354,16 @@ def detect_alerts(
                                    subject, rv, bv, ratio, "x", n_seg, examples(r), pv, pv, eff, measure,
                                    max(impact, 0.0), unit, max(share, 0.0), bias), t))
             if cl.has_groups:
-                xr = kpi["misrouted"][r]
-                xb = kpi["misrouted"][b]
+                xr = kpi["avoidable"][r]
+                xb = kpi["avoidable"][b]
                 rv, bv = float(xr.mean()), float(xb.mean())
                 pv = _prop_p(int(xr.sum()), len(xr), int(xb.sum()), len(xb))
                 t = tested(pv)
                 if rv - bv >= cfg.misrouting_delta and rv >= bv * cfg.misrouting_ratio:
-                    mis = r & (kpi["misrouted"] > 0)
+                    mis = r & (kpi["avoidable"] > 0)
                     excess = (rv - bv) * len(xr)
-                    cand.append((Alert("misrouting_spike", "low", f"misrouted share up: {bv:.1%} -> {rv:.1%}",
+                    cand.append((Alert("misrouting_spike", "low",
+                                       f"avoidable transfers up: {bv:.1%} -> {rv:.1%} of cases",
                                        subject, rv, bv, rv - bv, "share points", int(mis.sum()), examples(mis),
                                        pv, pv, _cohen_h(rv, bv), "cohen_h", excess, "cases",
                                        excess / max(m_r, 1), bias), t))
@@ -430,6 +438,20 @@ def _mann_whitney(recent: np.ndarray, base: np.ndarray) -> tuple[float, float]:
 
 def _normal_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def _avoidable_flags(
+    log: EventLog, cl: CaseLabels, e: EncodedLog, mis: MisroutingResult | None, cfg: AlertConfig
+) -> np.ndarray:
+    """1.0 for cases whose transfer routing could have avoided (misroute, ping-pong, needless push-to-front)."""
+    if not cl.has_groups:
+        return np.zeros(len(cl.df))
+    if mis is None:
+        mis = analyze_misrouting(log, config=MisroutingConfig(labels=cfg.labels), labels=cl, enc=e)
+    if "avoidable" not in mis.cases:
+        return np.zeros(len(cl.df))
+    flags = mis.cases["avoidable"].reindex(cl.df.index).fillna(False)
+    return flags.to_numpy(dtype=bool).astype(float)
 
 
 def _rework_flags(e: EncodedLog) -> np.ndarray:

@@ -16,6 +16,10 @@ The routing and prediction models (insight.models) train on these, so the defini
   is a **transfer**.
 * **misrouted**: the case was transferred at least once, or the resolving team differs from the first team
   without an escalation explaining it. (Logs without escalate steps, such as BPIC 2013: misrouted = reassigned.)
+  This is the training label of the misroute model (insight.models.misroute, insight.training) and keeps that
+  meaning. It is not what a report calls avoidable: reports, the web findings and the misrouting alert use the
+  transfer taxonomy of insight.mining.misrouting (per case `transfer_kind` / `avoidable`), where an escalation
+  to a line that resolved the case is justified, not misrouted.
 * **outcome**: ``reopened`` (a reopen activity), else ``escalated`` (an escalate activity, or the case reached a
   higher support line than it started in), else ``resolved`` (a resolve or close activity), else ``open``.
 * **per prefix** (every prefix of every case): the next activity, with an explicit end-of-case class

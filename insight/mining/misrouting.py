@@ -18,10 +18,14 @@ Definitions (all on the team sequence of a case up to its resolving event; see i
   a support line in logs that have no escalate steps, to a team that resolved it), ``misroute`` (the first team did not resolve it and nothing above
   explains why), ``other_transfer`` (reassigned but resolved by its first team). Misroutes, ping-pong and
   push-to-front are *avoidable*: headlines lead with them and the hours they cost.
+* **avoidable** (per case, and per first team as `avoidable_out`): the case's transfer kind is one routing could
+  have avoided. This, not `misrouted` (the label the misroute model trains on, which counts every transfer when a
+  log has no escalate steps), is what reports, the web findings and the misrouting alert lead with.
 * **extra time** of a misrouted case: its throughput time minus the median throughput of cases of the same kind
   (the first of `kind_columns` the log has, e.g. intent / category / product) that were routed right first time;
   kinds with fewer than `min_baseline_cases` such cases fall back to the same resolving team, then to all
-  right-first-time cases.
+  right-first-time cases. With a `finished` mask, unfinished cases get no extra time and are not in any baseline
+  (their durations are only lower bounds); `duration_basis` says so.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.errors import InvalidInput
 from insight.eventlog.schema import CASE_ID, CHANNEL, GROUP, EventLog
 from insight.mining._core import EncodedLog, encode
 from insight.mining.labels import CaseLabels, LabelConfig, case_labels
@@ -67,6 +72,11 @@ class TeamMisrouting:
     pushed_cases: int
     extra_hours_mean: float | None
     extra_hours_total: float
+    # Of the cases it received first, those whose transfer routing could have avoided, and their extra hours
+    # against similar cases that stayed with their first team.
+    avoidable_out: int = 0
+    avoidable_out_share: float = 0.0
+    avoidable_hours: float = 0.0
 
 
 @dataclass
@@ -82,6 +92,8 @@ class TeamPairMisrouting:
     extra_hours_median: float | None
     extra_hours_total: float
     example_cases: list[str] = field(default_factory=list)
+    # Of `cases`, those whose transfer routing could have avoided (the others are escalations and the like).
+    avoidable_cases: int = 0
 
 
 @dataclass
@@ -173,6 +185,10 @@ class MisroutingResult:
     cases: pd.DataFrame
     labels: CaseLabels | None = None
     taxonomy: list[TransferKind] = field(default_factory=list)
+    # Which cases the extra hours are measured on (all cases, or the finished ones).
+    duration_basis: str = "all cases"
+    # The first team whose avoidable transfers cost the most hours (then the most cases), among all teams.
+    worst_first_team: TeamMisrouting | None = None
 
     @property
     def avoidable(self) -> list[TransferKind]:
@@ -183,6 +199,16 @@ class MisroutingResult:
     def avoidable_cases(self) -> int:
         """Reassigned cases routing could have avoided (misroutes, ping-pong, needless push-to-front)."""
         return sum(t.cases for t in self.avoidable)
+
+    @property
+    def avoidable_share(self) -> float:
+        """Share of all cases whose transfer routing could have avoided."""
+        return self.avoidable_cases / self.n_cases if self.n_cases else 0.0
+
+    @property
+    def avoidable_hours(self) -> float:
+        """Extra case-hours of the avoidable transfers (negative: faster than cases that stayed)."""
+        return float(sum(t.extra_hours_total for t in self.avoidable))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the per-case table is left out; top lists only)."""
@@ -207,6 +233,10 @@ class MisroutingResult:
             "channel_transfers": [asdict(c) for c in self.channel_transfers],
             "taxonomy": [_clean(asdict(t)) for t in self.taxonomy],
             "avoidable_cases": self.avoidable_cases,
+            "avoidable_share": _r(self.avoidable_share),
+            "avoidable_hours": _r(self.avoidable_hours),
+            "duration_basis": self.duration_basis,
+            "worst_first_team": _clean(asdict(self.worst_first_team)) if self.worst_first_team else None,
         }
 
 
@@ -234,13 +264,17 @@ def _kind_column(log: EventLog, cfg: MisroutingConfig) -> str | None:
 
 
 def _extra_seconds(
-    cases: pd.DataFrame, kind: pd.Series | None, cfg: MisroutingConfig, *, baseline: np.ndarray | None = None
+    cases: pd.DataFrame, kind: pd.Series | None, cfg: MisroutingConfig, *, baseline: np.ndarray | None = None,
+    finished: np.ndarray | None = None,
 ) -> np.ndarray:
     """Throughput minus the median of right-first-time cases of the same kind (fallbacks in module doc).
 
-    `baseline` replaces "right first time" (not misrouted) by another mask of reference cases.
+    `baseline` replaces "right first time" (not misrouted) by another mask of reference cases; unfinished cases
+    (`finished` False) are no reference and get no extra time.
     """
     rft = (cases["misrouted"].fillna(True).to_numpy() == False) if baseline is None else baseline  # noqa: E712
+    if finished is not None:
+        rft = rft & finished
     thr = cases["throughput_s"].to_numpy(dtype=float)
     base = np.full(len(cases), np.nan)
     global_med = float(np.median(thr[rft])) if rft.any() else np.nan
@@ -258,6 +292,8 @@ def _extra_seconds(
     base[np.isnan(base)] = global_med
     extra = thr - base
     extra[rft] = np.nan
+    if finished is not None:
+        extra[~finished] = np.nan
     return extra
 
 
@@ -288,13 +324,24 @@ def analyze_misrouting(
     config: MisroutingConfig | None = None,
     labels: CaseLabels | None = None,
     enc: EncodedLog | None = None,
+    finished: np.ndarray | None = None,
 ) -> MisroutingResult:
-    """Reassignments, ping-pong, push-to-front and channel transfers per case, team and team pair."""
+    """Reassignments, ping-pong, push-to-front and channel transfers per case, team and team pair.
+
+    `finished` (one flag per case, in encoded order) measures extra time on finished cases only.
+    """
     cfg = config or MisroutingConfig()
     enc = enc if enc is not None else encode(log)
     cl = labels if labels is not None else case_labels(log, config=cfg.labels, enc=enc)
     cases = cl.df.copy()
     n = len(cases)
+    fin = None if finished is None else np.asarray(finished, dtype=bool)
+    if fin is not None and len(fin) != n:
+        raise InvalidInput("finished mask must have one entry per case", field="finished")
+    n_open = 0 if fin is None else int((~fin).sum())
+    basis = "all cases" if not n_open else (
+        f"{n - n_open:,} finished cases ({n_open:,} unfinished cases counted by kind but not timed: their "
+        "durations are only lower bounds)")
     kind_col = _kind_column(log, cfg)
     channel_transfers = _channel_transfers(log, cfg)
     if not cl.has_groups or cl.segments is None or n == 0:
@@ -303,7 +350,7 @@ def analyze_misrouting(
             misrouted_cases=0, misrouted_share=0.0, wrong_first_team_cases=0, wrong_first_team_share=0.0,
             ping_pong_cases=0, ping_pong_share=0.0,
             extra_hours_mean=None, extra_hours_total=0.0, teams=[], pairs=[], ping_pong_pairs=[],
-            push_to_front=None, channel_transfers=channel_transfers, cases=cases, labels=cl,
+            push_to_front=None, channel_transfers=channel_transfers, cases=cases, labels=cl, duration_basis=basis,
         )
     seg = cl.segments
     counted = seg[seg["counted"]]
@@ -313,7 +360,7 @@ def analyze_misrouting(
         cases["kind"] = kind.to_numpy()
     misrouted = cases["misrouted"].fillna(False).to_numpy(dtype=bool)
     reassigned = cases["reassignments"].to_numpy() > 0
-    extra = _extra_seconds(cases, kind, cfg)
+    extra = _extra_seconds(cases, kind, cfg, finished=fin)
     cases["extra_s"] = extra
 
     pp = _ping_pong(counted)
@@ -330,17 +377,28 @@ def analyze_misrouting(
     push = _push_to_front(log, cl, counted, cases, cfg, enc)
     ids = cases.index.to_numpy()
 
-    # Per team.
-    teams: list[TeamMisrouting] = []
     first = cases["first_team"].astype("string")
     resolving = cases["resolving_team"].astype("string")
+    wrong_first = misrouted & (first.fillna("").to_numpy(dtype=object) != resolving.fillna("").to_numpy(dtype=object))
+    cases["wrong_first_team"] = wrong_first
+    # Each kind is costed against cases that never changed team (escalations are not a norm to compare with).
+    extra_vs_stayed = _extra_seconds(cases, kind, cfg, baseline=~reassigned, finished=fin)
+    taxonomy = _taxonomy(cases, cl, seg, enc, reassigned, wrong_first, extra_vs_stayed, cfg)
+    avoidable_kinds = [k for k, (av, _) in TRANSFER_KINDS.items() if av]
+    avoid = pd.Series(cases["transfer_kind"]).isin(avoidable_kinds).to_numpy(dtype=bool)
+    cases["avoidable"] = avoid
+
+    # Per team.
+    teams: list[TeamMisrouting] = []
     in_counts = counted[counted["seq"] > 0]["team"].value_counts()
     pp_long = pd.concat([pp["team_a"], pp["team_b"]]).value_counts() if len(pp) else pd.Series(dtype=int)
     pushed_by_team = (
         first[cases["pushed"].to_numpy(dtype=bool)].value_counts() if "pushed" in cases else pd.Series(dtype=int)
     )
-    frame = pd.DataFrame({"first": first.to_numpy(), "mis": misrouted, "extra": extra})
-    by_first = frame.groupby("first", dropna=True).agg(cases=("mis", "size"), mis=("mis", "sum"))
+    frame = pd.DataFrame({"first": first.to_numpy(), "mis": misrouted, "extra": extra, "av": avoid,
+                          "xav": np.where(avoid, np.nan_to_num(extra_vs_stayed), 0.0)})
+    by_first = frame.groupby("first", dropna=True).agg(cases=("mis", "size"), mis=("mis", "sum"),
+                                                       av=("av", "sum"), xav=("xav", "sum"))
     extra_by_first = frame[frame["mis"]].groupby("first", dropna=True)["extra"].agg(["mean", "sum"])
     resolved_counts = resolving.value_counts()
     lines = cl.lines or {}
@@ -361,8 +419,13 @@ def analyze_misrouting(
                 pushed_cases=int(pushed_by_team.get(t, 0)),
                 extra_hours_mean=_hours(mean_x),
                 extra_hours_total=float(np.nan_to_num(sum_x)) / 3600.0,
+                avoidable_out=int(row["av"]),
+                avoidable_out_share=float(row["av"]) / max(int(row["cases"]), 1),
+                avoidable_hours=float(row["xav"]) / 3600.0,
             )
         )
+    worst = max((t for t in teams if t.avoidable_out), key=lambda t: (t.avoidable_hours, t.avoidable_out, t.team),
+                default=None)
     teams.sort(key=lambda t: (-t.misrouted_out, -t.extra_hours_total, t.team))
 
     # Per (first team -> resolving team) pair of misrouted cases, plus direct transfers A -> B.
@@ -371,14 +434,16 @@ def analyze_misrouting(
     tr = pd.DataFrame({"a": counted["team"].to_numpy(), "b": nxt.to_numpy(), "same": same_case.to_numpy()})
     tr_counts = tr[tr["same"]].groupby(["a", "b"]).size()
     pf = pd.DataFrame(
-        {"a": first.to_numpy(), "b": resolving.to_numpy(), "x": extra, "pp": ping, "id": ids, "mis": misrouted}
+        {"a": first.to_numpy(), "b": resolving.to_numpy(), "x": extra, "pp": ping, "id": ids, "mis": misrouted,
+         "av": avoid}
     )
     pf = pf[pf["mis"] & pf["a"].notna() & pf["b"].notna() & (pf["a"] != pf["b"])]
     pairs: list[TeamPairMisrouting] = []
     if len(pf):
         pf = pf.assign(a=pf["a"].astype(object), b=pf["b"].astype(object), x=pf["x"].astype(float))
         agg = pf.groupby(["a", "b"], sort=False).agg(
-            cases=("id", "size"), pp=("pp", "sum"), xmean=("x", "mean"), xmed=("x", "median"), xsum=("x", "sum")
+            cases=("id", "size"), pp=("pp", "sum"), xmean=("x", "mean"), xmed=("x", "median"), xsum=("x", "sum"),
+            av=("av", "sum"),
         )
         agg = agg.reset_index().sort_values(["cases", "xsum", "a", "b"], ascending=[False, False, True, True])
         agg = agg.head(max(cfg.top_n, 0) * 4)
@@ -401,6 +466,7 @@ def analyze_misrouting(
                     extra_hours_median=_hours(r.xmed),
                     extra_hours_total=float(np.nan_to_num(r.xsum)) / 3600.0,
                     example_cases=ex.get((r.a, r.b), []),
+                    avoidable_cases=int(r.av),
                 )
             )
 
@@ -419,11 +485,6 @@ def analyze_misrouting(
         pp_pairs.sort(key=lambda p: (-p.cases, p.team_a, p.team_b))
 
     x_mis = extra[misrouted & np.isfinite(extra)]
-    wrong_first = misrouted & (first.fillna("").to_numpy(dtype=object) != resolving.fillna("").to_numpy(dtype=object))
-    cases["wrong_first_team"] = wrong_first
-    # Each kind is costed against cases that never changed team (escalations are not a norm to compare with).
-    extra_vs_stayed = _extra_seconds(cases, kind, cfg, baseline=~reassigned)
-    taxonomy = _taxonomy(cases, cl, seg, enc, reassigned, wrong_first, extra_vs_stayed, cfg)
     return MisroutingResult(
         n_cases=n,
         has_groups=True,
@@ -438,7 +499,7 @@ def analyze_misrouting(
         ping_pong_share=float(ping.mean()),
         extra_hours_mean=_hours(x_mis.mean()) if len(x_mis) else None,
         extra_hours_total=float(x_mis.sum()) / 3600.0,
-        teams=teams[: max(cfg.top_n, 0) * 4],
+        teams=_top_teams(teams, cfg.top_n),
         pairs=pairs[: max(cfg.top_n, 0) * 4],
         ping_pong_pairs=pp_pairs[: cfg.top_n],
         push_to_front=push,
@@ -446,7 +507,19 @@ def analyze_misrouting(
         cases=cases,
         labels=cl,
         taxonomy=taxonomy,
+        duration_basis=basis,
+        worst_first_team=worst,
     )
+
+
+def _top_teams(teams: list[TeamMisrouting], top_n: int) -> list[TeamMisrouting]:
+    """The teams that pass most cases on, plus those whose avoidable transfers cost most, in the first order."""
+    keep = teams[: max(top_n, 0) * 4]
+    names = {t.team for t in keep}
+    by_avoidable = sorted((t for t in teams if t.avoidable_out), key=lambda t: (-t.avoidable_hours, t.team))
+    extra = [t for t in by_avoidable[: max(top_n, 0)] if t.team not in names]
+    rank = {t.team: i for i, t in enumerate(teams)}
+    return sorted(keep + extra, key=lambda t: rank[t.team])
 
 
 def _taxonomy(
