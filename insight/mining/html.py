@@ -88,18 +88,22 @@ def render_html(report: InsightReport) -> str:
     trend_cases = _trend_svg([float(r.cases) for r in trend], trend_labels)
     # windows the extraction biases (mostly open cases, or only older cases) are left off the time line
     trend_time = _trend_svg([math.nan if r.biased else r.throughput_median_s / 3600.0 for r in trend], trend_labels)
-    variants = report.variants.top(10, by="cost")
-    max_cost = max((v.cost for v in variants), default=1.0) or 1.0
+    # Paths ranked by excess cost over the happy path, among those with enough finished cases (as the headline).
+    variants = report.variants.costly(10)
+    max_excess = max((v.excess_cost for v in variants), default=1.0) or 1.0
     m = report.misrouting
-    teams_by_extra = sorted(m.teams, key=lambda t: -t.extra_hours_total)[:12]
+    teams_by_avoidable = sorted((t for t in m.teams if t.avoidable_out),
+                                key=lambda t: (-t.avoidable_hours, -t.avoidable_out, t.team))[:12]
     ctx = {
         "r": report,
+        "vt": report.variants,
+        "happy": report.variants.happy,
         "variants": variants,
-        "max_cost": max_cost,
+        "max_excess": max_excess,
         "total_cost": report.variants.total_cost or 1.0,
         "m": m,
-        "teams_by_extra": teams_by_extra,
-        "max_team_extra": max((t.extra_hours_total for t in teams_by_extra), default=1.0) or 1.0,
+        "teams_by_avoidable": teams_by_avoidable,
+        "max_team_avoidable": max((t.avoidable_hours for t in teams_by_avoidable), default=1.0) or 1.0,
         "pairs": m.pairs[:12],
         "pp_pairs": m.ping_pong_pairs[:10],
         "b": report.bottlenecks,

@@ -213,7 +213,9 @@ def mine(
         t0 = time.perf_counter()
         svg = render_svg(pm, label=cfg.map_label)
         timings["process map render"] = time.perf_counter() - t0
-    variants = step("variants", lambda: mine_variants(enc=enc, cost_model=cfg.cost_model))
+    # Times of unfinished cases are lower bounds: paths, their costs and the happy path use finished cases.
+    finished = ext.finished if ext.open_cases and len(ext.finished) == enc.n_cases else None
+    variants = step("variants", lambda: mine_variants(enc=enc, cost_model=cfg.cost_model, finished=finished))
     bottlenecks = step("bottlenecks", lambda: find_bottlenecks(enc=enc, wait_pattern=cfg.wait_pattern))
     handovers = step("handovers", lambda: team_handover_network(enc=enc) if log.has(GROUP) else None)
     kpis = step(
@@ -224,11 +226,12 @@ def mine(
         ),
     )
     labels = step("labels", lambda: case_labels(log, config=labels_cfg, enc=enc))
-    mis = step("misrouting", lambda: analyze_misrouting(log, config=mis_cfg, labels=labels, enc=enc))
+    mis = step("misrouting", lambda: analyze_misrouting(log, config=mis_cfg, labels=labels, enc=enc,
+                                                        finished=finished))
     conf = step(
         "conformance",
         lambda: check_conformance(log, journey=cfg.journey, model_path=cfg.model_path, enc=enc,
-                                  finished=ext.finished if ext.open_cases else None)
+                                  finished=finished)
         # Only a journey someone designed is a reference: the most frequent path is not a norm.
         if cfg.conformance and (cfg.journey is not None or cfg.model_path is not None)
         else None,
@@ -240,7 +243,8 @@ def mine(
             case_fitness=conf.case_fitness if conf is not None else None, repeat_days=cfg.repeat_days,
         ),
     )
-    alerts = step("alerts", lambda: detect_alerts(log, config=alert_cfg, labels=labels, enc=enc, extraction=ext))
+    alerts = step("alerts", lambda: detect_alerts(log, config=alert_cfg, labels=labels, enc=enc, extraction=ext,
+                                                  misrouting=mis))
     if progress:
         progress("done", total, total)
     start, end = (log.time_window() if log.n_events else (None, None))
@@ -307,9 +311,10 @@ def _routing_headlines(report: InsightReport) -> list[str]:
         parts = ", ".join(f"{t.cases:,} {t.kind.replace('_', '-')} ({t.meaning})" for t in avoidable)
         hours = sum(t.extra_hours_total for t in avoidable)
         examples = [c for t in avoidable for c in t.example_cases[:1]]
+        basis = f", timed on {m.duration_basis.split(' (')[0]}" if m.duration_basis != "all cases" else ""
         out.append(
             f"Avoidable routing: {m.avoidable_cases:,} cases ({_pct(m.avoidable_cases / n)}): {parts}; together "
-            f"{_hours_text(hours)} than similar cases that stayed with their first team "
+            f"{_hours_text(hours)} than similar cases that stayed with their first team{basis} "
             f"(costliest: {', '.join(examples)})."
         )
     else:
@@ -345,16 +350,16 @@ def headlines(report: InsightReport) -> list[str]:
     vt = report.variants
     happy = vt.happy
     if happy is not None:
-        out.append(
-            f"Happy path ({happy.cases:,} cases, {_pct(happy.share)}, median {fmt_duration(happy.median_s)}): "
-            f"{_path(happy.activities)}"
-        )
+        med_h = (f"median {fmt_duration(happy.median_s)} over its {happy.finished_cases:,} finished cases"
+                 if vt.unfinished_cases else f"median {fmt_duration(happy.median_s)}")
+        out.append(f"Happy path ({happy.cases:,} cases, {_pct(happy.share)}, {med_h}): {_path(happy.activities)}")
         costly = vt.costly(1)
         if costly:
             top = costly[0]
             share = top.excess_cost / vt.total_cost if vt.total_cost else 0.0
+            fin = f" ({top.finished_cases:,} finished)" if top.finished_cases != top.cases else ""
             out.append(
-                f"Costliest path beside it ({top.cases:,} cases, median {fmt_duration(top.median_s)}, "
+                f"Costliest path beside it ({top.cases:,} cases{fin}, median {fmt_duration(top.median_s)}, "
                 f"{top.handoffs_per_case:.1f} handoffs per case): each case costs "
                 f"{top.cost_per_case - happy.cost_per_case:,.1f} cost units more than the happy path, "
                 f"{_pct(share)} of all cost in excess; {_path(top.activities)} (e.g. case {top.example_case})."
@@ -366,11 +371,14 @@ def headlines(report: InsightReport) -> list[str]:
     m = report.misrouting
     if m.has_groups:
         out.extend(_routing_headlines(report))
-        worst = max(m.teams, key=lambda t: t.extra_hours_total, default=None) if m.teams else None
-        if worst is not None and worst.misrouted_out:
+        worst = m.worst_first_team
+        if worst is not None:
             out.append(
-                f"Worst first team: {worst.team} passed on {worst.misrouted_out:,} of {worst.first_team_cases:,} "
-                f"cases ({_pct(worst.misrouted_out_share)}), {worst.extra_hours_total:,.0f} extra case-hours."
+                f"Worst first team: {worst.team}, {worst.avoidable_out:,} avoidable transfers of its "
+                f"{worst.first_team_cases:,} cases ({_pct(worst.avoidable_out_share)}), "
+                f"{_hours_text(worst.avoidable_hours)} than similar cases that stayed "
+                f"({worst.team} passed on {worst.misrouted_out:,} of {worst.first_team_cases:,} in all, "
+                "escalations included)."
             )
         if m.ping_pong_cases:
             pp = m.ping_pong_pairs[0] if m.ping_pong_pairs else None

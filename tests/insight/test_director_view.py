@@ -87,6 +87,23 @@ def _acceptable(report: InsightReport) -> None:
     # 5. the happy path is named, and conformance is never against the most frequent variant
     assert any(h.startswith("Happy path (") for h in report.headlines)
     assert report.conformance is None or report.conformance.reference != "most frequent variant"
+    # 5b. paths, their costs and routing hours are measured on finished cases, and say so
+    vt = report.variants
+    if ext.open_cases:
+        assert vt.unfinished_cases == ext.open_cases and "finished cases" in vt.duration_basis
+        assert "over its" in _headline(report, "Happy path (")
+        if report.misrouting.has_groups:
+            assert "finished cases" in report.misrouting.duration_basis
+    assert vt.happy.finished_cases == max(v.finished_cases for v in vt.variants)
+    assert all(v.finished_cases >= vt.cost_model.min_support and v.excess_cost > 0 for v in vt.costly(10))
+    # 5c. the HTML leads routing with what is avoidable, costly paths with their excess over the happy path
+    from insight.mining.html import render_html
+
+    html = render_html(report)
+    assert "misrouted cases (" not in html and "Cost = cases" not in html
+    assert "<b>happy path</b>" in html
+    if report.misrouting.has_groups:
+        assert 'id="transfer-kinds"' in html
     # 6. the three journeys are there, and say where the experience figure comes from
     j = report.journeys
     assert j is not None and j.in_data is not None and j.experience_basis
@@ -155,7 +172,17 @@ def test_bpic2013_extraction_artefacts_are_low_or_explained(bpic2013):
     assert "justified escalation" in _headline(bpic2013, "Not avoidable by routing:")
     mis = bpic2013.misrouting
     assert mis.avoidable_cases < mis.reassigned_cases
-    assert "G96 passed on 1,051 of 1,863" in _headline(bpic2013, "Worst first team:")
+    # the worst first team is ranked on its avoidable transfers, not on every transfer it passed on
+    worst = _headline(bpic2013, "Worst first team:")
+    team = mis.worst_first_team
+    assert team is not None and team.team == "G96" and 0 < team.avoidable_out < team.misrouted_out
+    own = mis.cases[(mis.cases["first_team"] == "G96")]
+    assert team.avoidable_out == int(own["avoidable"].sum())
+    assert worst.startswith(f"Worst first team: G96, {team.avoidable_out:,} avoidable transfers of its 1,863 cases")
+    assert "G96 passed on 1,051 of 1,863" in worst
+    # every avoidable case hour is from a finished case
+    timed = mis.cases[mis.cases["avoidable"] & mis.cases["extra_s"].notna()]
+    assert set(timed.index) <= set(bpic2013.labels.df.index[bpic2013.extraction.finished])
     # the CSV already joins Status and Sub Status: no lifecycle warning, no preset suggestion
     assert not bpic2013.quality.notices
 
