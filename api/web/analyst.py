@@ -41,8 +41,8 @@ NAV = [
 HOME = {"analyst": "/analyst"}
 Reader = Annotated[Principal, Depends(web_require(*READERS))]
 Writer = Annotated[Principal, Depends(web_require(*WRITERS))]
-SORTS = {"cost": "cost", "cases": "cases", "median": "median_s", "p90": "p90_s", "events": "events_per_case",
-         "handoffs": "handoffs_per_case", "rework": "rework_per_case"}
+SORTS = {"excess": "excess_cost", "cost": "cost", "cases": "cases", "median": "median_s", "p90": "p90_s",
+         "events": "events_per_case", "handoffs": "handoffs_per_case", "rework": "rework_per_case"}
 PAGE = 50
 
 
@@ -226,10 +226,11 @@ def map_page(request: Request, run_id: str, principal: Reader) -> Response:
 
 @router.get("/runs/{run_id}/variants")
 def variants_page(request: Request, run_id: str, principal: Reader) -> Response:
-    """Every variant of the filtered cases, sortable by cost, frequency, time, events, handoffs and rework."""
+    """Every variant of the filtered cases, sortable by excess cost (the default), cost, frequency, time, events,
+    handoffs and rework."""
     run = manager(request).data(run_id)
     f = CaseFilter.parse(request.query_params)
-    sort = request.query_params.get("sort", "cost")
+    sort = request.query_params.get("sort", "excess")
     if sort not in SORTS:
         raise InvalidInput(f"sort must be one of {', '.join(SORTS)}", field="sort")
     order = request.query_params.get("order", "desc")
@@ -237,7 +238,15 @@ def variants_page(request: Request, run_id: str, principal: Reader) -> Response:
         raise InvalidInput("order must be 'asc' or 'desc'", field="order")
     page = _int(request, "page", 1, 1, 100_000)
     vt = run.variant_table(f)
-    rows = sorted(vt.variants, key=lambda v: (getattr(v, SORTS[sort]), -v.rank), reverse=order == "desc")
+    if sort == "excess":
+        # The happy path (the reference) first, then the paths with enough cases to rank by their excess cost over
+        # it, then the rest: a one-case outlier never tops the list.
+        sign = -1.0 if order == "desc" else 1.0
+        ms = vt.cost_model.min_support
+        rows = sorted(vt.variants, key=lambda v: (0 if v.happy_path else 1 if v.finished_cases >= ms else 2,
+                                                  sign * v.excess_cost, v.rank))
+    else:
+        rows = sorted(vt.variants, key=lambda v: (getattr(v, SORTS[sort]), -v.rank), reverse=order == "desc")
     start = (page - 1) * PAGE
     ctx = _ctx(run, f, request)
     ctx.update(vt=vt, rows=rows[start:start + PAGE], sort=sort, order=order, page=page,
@@ -285,11 +294,29 @@ def findings_page(request: Request, run_id: str, principal: Reader) -> Response:
     """Misrouting, bottlenecks, conformance and alerts of the whole run, each linked to its cases."""
     run = manager(request).data(run_id)
     r = run.report
+    m = r.get("misrouting") or {}
     return render(request, "analyst/findings.html", {
-        "run": run, "meta": run.meta, "r": r, "m": r.get("misrouting") or {}, "b": r.get("bottlenecks") or {},
+        "run": run, "meta": run.meta, "r": r, "m": m, "mis": _avoidable(m), "b": r.get("bottlenecks") or {},
         "c": r.get("conformance"), "al": r.get("alerts") or {}, "dur": fmt_duration,
         "base": f"/analyst/runs/{run_id}", "enc": urlencode,
     }, title=f"Findings · {run.meta.name}")
+
+
+def _avoidable(m: dict[str, Any]) -> dict[str, Any]:
+    """What the findings lead with: avoidable transfers by kind, and the first teams they cost most hours."""
+    kinds = [t for t in m.get("taxonomy") or [] if isinstance(t, dict)]
+    avoid = [t for t in kinds if t.get("avoidable") and t.get("cases")]
+    n = m.get("n_cases") or 0
+    cases = sum(int(t["cases"]) for t in avoid)
+    teams = [t for t in m.get("teams") or [] if t.get("avoidable_out")]
+    teams.sort(key=lambda t: (-(t.get("avoidable_hours") or 0.0), -t["avoidable_out"], str(t.get("team"))))
+    return {
+        "taxonomy": kinds,
+        "avoidable_cases": cases,
+        "avoidable_share": cases / n if n else 0.0,
+        "avoidable_hours": float(sum(t.get("extra_hours_total") or 0.0 for t in avoid)),
+        "teams": teams[:12],
+    }
 
 
 # ------------------------------------------------------------------------------------------------ compare

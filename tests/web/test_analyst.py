@@ -147,6 +147,16 @@ def test_variant_explorer_sorts_by_each_column(page, web: WebApp, run_id: str) -
     sign_in(page, web, "analyst")
     page.goto(web.url(f"/analyst/runs/{run_id}/variants"))
     table = page.locator("#variants-table")
+    # default: the happy path, then the paths with enough cases ranked by excess cost over it, then the rest
+    kinds = table.locator("tbody tr").evaluate_all("rows => rows.map(r => r.className)")
+    assert kinds[0] == "happy" and "happy path" in table.locator("tbody tr").first.inner_text()
+    ranked = [i for i, k in enumerate(kinds) if k == "ranked"]
+    assert ranked == list(range(1, len(ranked) + 1)) and len(ranked) > 5
+    excess = [float(x.split()[0].replace(",", "")) for x in
+              table.locator("tbody tr.ranked td:nth-child(4)").all_inner_texts()]
+    assert excess == sorted(excess, reverse=True) and excess[0] > 0
+    table.get_by_role("link", name="Cost", exact=True).click()
+    page.wait_for_function("document.querySelector('#variants-table th[aria-sort]').textContent.includes('Cost')")
     costs = [float(x.replace(",", "")) for x in table.locator("tbody td:nth-child(3)").all_inner_texts()]
     assert costs == sorted(costs, reverse=True) and len(costs) > 5
     table.get_by_role("link", name="Cases", exact=True).click()
@@ -173,6 +183,20 @@ def test_findings_drill_down_to_cases(page, web: WebApp, run_id: str) -> None:
         assert page.get_by_role("heading", name=heading, exact=True).is_visible()
     check_page_accessible(page)
     screenshot(page, "analyst-findings")
+    # the headline is what routing could have avoided; every transfer is shown by kind, escalations apart
+    section = page.locator("section[aria-labelledby='mis-h']")
+    assert "had an avoidable transfer" in section.locator("p strong").first.inner_text()
+    assert "did not stay with their first team" not in section.inner_text()
+    kinds = page.locator("#transfer-kinds tbody tr")
+    rows = {r.split("\t")[0]: r for r in kinds.evaluate_all("rs => rs.map(r => r.innerText)")}
+    assert "misroute" in rows and rows["misroute"].split("\t")[5] == "yes"
+    example = page.locator("#transfer-kinds tbody tr").first.locator("td").last.locator("a").first
+    case_id = example.inner_text()
+    example.click()
+    page.wait_for_load_state("networkidle")
+    assert page.get_by_role("heading", name=f"Case {case_id}").is_visible()
+    page.go_back()
+    page.wait_for_load_state("networkidle")
     link = page.locator("#pairs-table tbody a").first
     n = _num(link.inner_text())
     link.click()
