@@ -7,7 +7,7 @@ import importlib
 import pkgutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import structlog
@@ -28,9 +28,14 @@ from api.settings import Settings, get_settings
 from core.errors import DeskpilotError, ModelArtifactError, ModelNotReady
 from routing.models import DecisionThresholds, TicketIn, utcnow
 
+if TYPE_CHECKING:  # the triage module loads the model stack; it is imported when models load, not with the app
+    from routing.service import DecideBatchFn, DecideFn
+    from routing.triage import ModelBundle
+
 log = structlog.get_logger(__name__)
 
-BundleLoader = Callable[[Settings, Any], Any]
+# (settings, routing embedder) -> the live models; raises a DeskpilotError (ModelNotReady ...) when there are none.
+BundleLoader = Callable[[Settings, Any], "ModelBundle | None"]
 
 API_DESCRIPTION = """deskpilot routes new support tickets (intent, team, risks, a decision and its reasons), keeps the
 live event log, re-triages when a customer message changes the intent, records agent feedback, assists agents (next-best
@@ -77,23 +82,25 @@ def _import_tables() -> None:
         importlib.import_module("knowledge_hub.models")
 
 
-def default_bundle_loader(settings: Settings, embedder: Any) -> Any:
+def default_bundle_loader(settings: Settings, embedder: Any) -> ModelBundle:
     """`routing.triage.load_bundle(registry_path, embedder)`; ModelNotReady when triage is not installed."""
     try:
         triage = importlib.import_module("routing.triage")
     except ImportError as exc:
         raise ModelNotReady(f"routing.triage is not installed ({exc})") from exc
-    bundle = triage.load_bundle(settings.registry_path, embedder)
+    bundle: ModelBundle = triage.load_bundle(settings.registry_path, embedder)
     bundle.memory_refresh_seconds = settings.router_memory_refresh_seconds
     return bundle
 
 
-def prime_router_memory(engine: Engine, bundle: Any) -> None:
+def prime_router_memory(engine: Engine, bundle: ModelBundle | None) -> None:
     """Apply the stored live resolutions to a freshly loaded bundle's router (nothing for other bundles).
 
     A model swap thereby rebuilds the memory: the new model's fitted memory plus the resolutions stored after its
     training window (routing.live_memory). A database error leaves the fitted memory; routing retries later.
     """
+    if bundle is None:
+        return
     try:
         from routing.live_memory import sync_router_memory
     except ImportError:
@@ -128,11 +135,11 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def _missing_decide(**_: Any) -> Any:
+def _missing_decide(*, bundle: ModelBundle, ticket: TicketIn, thresholds: DecisionThresholds) -> NoReturn:
     raise ModelNotReady("routing.triage is not installed; nothing can be routed; run `deskpilot train`")
 
 
-def _resolve_decide() -> tuple[Any, Any]:
+def _resolve_decide() -> tuple[DecideFn, DecideBatchFn | None]:
     try:
         triage = importlib.import_module("routing.triage")
     except ImportError:
@@ -140,17 +147,11 @@ def _resolve_decide() -> tuple[Any, Any]:
     return triage.decide, getattr(triage, "decide_batch", None)
 
 
-def bundle_versions(bundle: Any) -> dict[str, str]:
-    """Model versions a bundle reports (`versions` or `model_versions` attribute / key)."""
+def bundle_versions(bundle: ModelBundle | None) -> dict[str, str]:
+    """Model versions a bundle reports ({task: version}; none without a bundle)."""
     if bundle is None:
         return {}
-    for name in ("versions", "model_versions"):
-        value = getattr(bundle, name, None)
-        if value is None and isinstance(bundle, dict):
-            value = bundle.get(name)
-        if isinstance(value, dict):
-            return {str(k): str(v) for k, v in value.items()}
-    return {}
+    return {str(k): str(v) for k, v in bundle.versions.items()}
 
 
 def load_step_outcomes(settings: Settings) -> tuple[Any, dict[str, str], str | None]:
@@ -176,7 +177,8 @@ def probe_ticket() -> TicketIn:
                     created_at=utcnow())
 
 
-def load_models(settings: Settings, embedder: Any, loader: BundleLoader, decide: Any = None) -> ModelState:
+def load_models(settings: Settings, embedder: Any, loader: BundleLoader, decide: DecideFn | None = None
+                ) -> ModelState:
     """Load the triage bundle and the step outcomes; never raises for domain errors: the state records why.
 
     With `decide`, the loaded bundle must triage `probe_ticket()` first: models that load but cannot predict
@@ -296,8 +298,8 @@ def create_app(
     settings: Settings | None = None,
     *,
     bundle_loader: BundleLoader | None = None,
-    decide: Any = None,
-    decide_batch: Any = None,
+    decide: DecideFn | None = None,
+    decide_batch: DecideBatchFn | None = None,
     open_kb_index: Callable[[Settings, Any], Any] | None = None,
     embedder: Any = None,
     kb_embedder: Any = None,

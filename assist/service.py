@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sqlmodel import Session, col, select
@@ -55,6 +55,23 @@ from insight.eventlog.schema import ACTIVITY
 from knowledge_hub.models import Article, ArticleStatus, SearchHit
 
 
+class BundleModels(Protocol):
+    """What assist takes from routing's `ModelBundle` (assist may not import routing): three models and their
+    versions. A model the bundle lacks is None."""
+
+    @property
+    def intent(self) -> object: ...
+
+    @property
+    def next_activity(self) -> object: ...
+
+    @property
+    def remaining_time(self) -> object: ...
+
+    @property
+    def versions(self) -> Mapping[str, str]: ...
+
+
 @dataclass
 class AssistModels:
     """The models assist uses; any may be None (assist then does what it can without it)."""
@@ -67,7 +84,7 @@ class AssistModels:
     effects: ActionEffects | None = None  # else the step outcomes' mined effects (`outcomes.effects_`)
 
     @classmethod
-    def from_bundle(cls, bundle: Any, *, outcomes: StepOutcomes | None = None,
+    def from_bundle(cls, bundle: BundleModels | None, *, outcomes: StepOutcomes | None = None,
                     outcomes_version: str | None = None) -> AssistModels:
         """Take intent / next-activity / remaining-time from a routing ModelBundle (or anything with those names)."""
         own = {TASK_STEP_OUTCOMES: outcomes_version} if outcomes is not None and outcomes_version else {}

@@ -19,14 +19,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import structlog
-from sqlalchemy import Engine, Table, bindparam, or_, select
+from sqlalchemy import Connection, Engine, Table, bindparam, or_, select
 from sqlmodel import Session
 
 from routing.models import EventIn, RouterResolution, Ticket, as_utc, utcnow
+
+if TYPE_CHECKING:  # routing.triage imports this module (its ReadWriteLock); the bundle is only a type here
+    from routing.triage import ModelBundle
 
 log = structlog.get_logger(__name__)
 
@@ -119,7 +122,7 @@ def record_resolution(session: Session, *, ticket: Ticket, event_in: EventIn, ev
     return row
 
 
-def has_memory(bundle: Any) -> bool:
+def has_memory(bundle: ModelBundle) -> bool:
     """True for a triage bundle whose router keeps a memory of resolutions (fitted with history)."""
     router = getattr(bundle, "router", None)
     return router is not None and bool(getattr(router, "history", False)) and hasattr(bundle, "memory_lock")
@@ -130,7 +133,7 @@ _NEW_ROWS = select(RESOLUTION.c.id, RESOLUTION.c.team, RESOLUTION.c.attributes, 
 ).order_by(RESOLUTION.c.id)
 
 
-def sync_router_memory(conn: Any, bundle: Any, *, force: bool = False) -> int:
+def sync_router_memory(conn: Connection | Session | Engine, bundle: ModelBundle, *, force: bool = False) -> int:
     """Apply stored resolutions this process has not seen to the bundle's router; returns how many were applied.
 
     `conn`: an SQLAlchemy Connection, Session or Engine. Without `force`, at most one check per
@@ -147,7 +150,7 @@ def sync_router_memory(conn: Any, bundle: Any, *, force: bool = False) -> int:
         return _apply_new_rows(conn, bundle, time.monotonic())
 
 
-def _apply_new_rows(conn: Any, bundle: Any, now: float) -> int:
+def _apply_new_rows(conn: Connection | Session | Engine, bundle: ModelBundle, now: float) -> int:
     bundle.memory_checked = now
     gaps = [i for i, seen in bundle.memory_gaps.items() if now - seen < GAP_RETRY_SECONDS]
     bundle.memory_gaps = {i: bundle.memory_gaps[i] for i in gaps}
