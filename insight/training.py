@@ -14,7 +14,7 @@ metadata records both what was evaluated (`metrics`, `extra.evaluated_on`) and t
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,15 @@ from insight.models.next_activity import NextActivityPredictor
 from insight.models.registry import ArtifactMetadata, ArtifactRef, ModelRegistry, data_hash
 from insight.models.remaining_time import RemainingTimePredictor
 from insight.models.router import TeamRouter, routing_impact
-from insight.models.split import sample_case_ids, sample_cases_by_window, split_log
+from insight.models.split import (
+    case_starts,
+    cut_newest,
+    sample_case_ids,
+    sample_cases_by_window,
+    split_log,
+    split_newest,
+    validation_count,
+)
 
 TASK_INTENT = "intent"
 TASK_ROUTER = "router"
@@ -124,6 +132,36 @@ def _refit_extra(train: EventLog, test: EventLog, test_log_given: bool, test_fra
             "n_cases_evaluated_test": test.n_cases, "n_cases_refit": n_refit}
 
 
+def _train_prefix_model(
+    task: str, model: Any, *, log: EventLog, test_log: EventLog | None, registry: ModelRegistry | None, seed: int,
+    test_fraction: float, promote: bool, refit: bool, sample_fraction: float | None, max_train_cases: int | None,
+    sample_window: str, score: Callable[[Any, EventLog, EventLog], dict[str, Any]],
+    describe: Callable[[Any], tuple[list[str], dict[str, Any]]],
+) -> TrainedModel:
+    """The prefix models' training flow: split by case start (or the given test log), sample the training part,
+    fit, `score(model, train, test)`, refit on train + test, save with `describe(model)` -> (classes, extra)."""
+    train, test = (log, test_log) if test_log is not None else split_log(log, test_fraction=test_fraction)
+    full_train = train
+    train, sample = _sampled(train, sample_fraction=sample_fraction, max_train_cases=max_train_cases,
+                             window=sample_window, seed=seed)
+    model.fit(train)
+    metrics = score(model, train, test)
+    fitted = train
+    if refit:
+        fitted = _sampled_refit(full_train, test, sample, seed)
+        model.refit(fitted)
+    extra = _refit_extra(train, test, test_log is not None, test_fraction, refit, fitted.n_cases if refit else None)
+    if sample is not None:
+        extra["train_sample"] = sample
+    classes, details = describe(model)
+    extra.update(details, case_features=list(model.encoder_.case_attributes_),
+                 event_attributes=list(model.encoder_.event_attributes_))
+    ref = _save(registry, model, task=task, metrics=metrics, features=model.feature_names_, classes=classes,
+                train_df=fitted.df[[CASE_ID, TIMESTAMP]], window=_window(fitted), hyper=model.get_params(),
+                promote=promote, extra=extra)
+    return _trained(task, metrics, ref, model)
+
+
 def train_next_activity(
     *, log: EventLog, test_log: EventLog | None = None, registry: ModelRegistry | None = None, seed: int = 7,
     test_fraction: float = 0.2, promote: bool = True, params: dict[str, Any] | None = None,
@@ -139,26 +177,19 @@ def train_next_activity(
     `sample_window` of case start from the training part only (`insight.models.split.sample_cases_by_window`,
     seeded by `seed`); every test case is still scored, and the refit uses train + test sampled by the same rule.
     """
-    train, test = (log, test_log) if test_log is not None else split_log(log, test_fraction=test_fraction)
-    full_train = train
-    train, sample = _sampled(train, sample_fraction=sample_fraction, max_train_cases=max_train_cases,
-                             window=sample_window, seed=seed)
-    model = NextActivityPredictor(seed=seed, **_prefix_params(params, case_features)).fit(train)
-    metrics = model.evaluate(train, test).to_dict()
-    metrics["validation_accuracy"] = getattr(model, "validation_accuracy_", None)
-    fitted = train
-    if refit:
-        fitted = _sampled_refit(full_train, test, sample, seed)
-        model.refit(fitted)
-    extra = _refit_extra(train, test, test_log is not None, test_fraction, refit, fitted.n_cases if refit else None)
-    if sample is not None:
-        extra["train_sample"] = sample
-    extra.update(boosting_rounds=int(model.n_iter_), case_features=list(model.encoder_.case_attributes_),
-                 event_attributes=list(model.encoder_.event_attributes_))
-    ref = _save(registry, model, task=TASK_NEXT_ACTIVITY, metrics=metrics, features=model.feature_names_,
-                classes=[str(c) for c in model.classes_], train_df=fitted.df[[CASE_ID, TIMESTAMP]],
-                window=_window(fitted), hyper=model.get_params(), promote=promote, extra=extra)
-    return _trained(TASK_NEXT_ACTIVITY, metrics, ref, model)
+    def score(model: NextActivityPredictor, train: EventLog, test: EventLog) -> dict[str, Any]:
+        metrics = model.evaluate(train, test).to_dict()
+        metrics["validation_accuracy"] = getattr(model, "validation_accuracy_", None)
+        return metrics
+
+    def describe(model: NextActivityPredictor) -> tuple[list[str], dict[str, Any]]:
+        return [str(c) for c in model.classes_], {"boosting_rounds": int(model.n_iter_)}
+
+    return _train_prefix_model(
+        TASK_NEXT_ACTIVITY, NextActivityPredictor(seed=seed, **_prefix_params(params, case_features)), log=log,
+        test_log=test_log, registry=registry, seed=seed, test_fraction=test_fraction, promote=promote, refit=refit,
+        sample_fraction=sample_fraction, max_train_cases=max_train_cases, sample_window=sample_window, score=score,
+        describe=describe)
 
 
 def train_remaining_time(
@@ -172,27 +203,16 @@ def train_remaining_time(
 
     `case_features`, `sample_fraction`, `max_train_cases` and `sample_window` as for `train_next_activity`.
     """
-    train, test = (log, test_log) if test_log is not None else split_log(log, test_fraction=test_fraction)
-    full_train = train
-    train, sample = _sampled(train, sample_fraction=sample_fraction, max_train_cases=max_train_cases,
-                             window=sample_window, seed=seed)
-    model = RemainingTimePredictor(seed=seed, sla_hours=sla_hours, **_prefix_params(params, case_features)).fit(train)
-    metrics = model.evaluate(test).to_dict()
-    fitted = train
-    if refit:
-        fitted = _sampled_refit(full_train, test, sample, seed)
-        model.refit(fitted)
-    extra = _refit_extra(train, test, test_log is not None, test_fraction, refit, fitted.n_cases if refit else None)
-    if sample is not None:
-        extra["train_sample"] = sample
-    extra.update(sla_hours=model.sla_hours_, boosting_rounds=int(model.n_iter_),
-                 breach_boosting_rounds=int(model.breach_n_iter_),
-                 case_features=list(model.encoder_.case_attributes_),
-                 event_attributes=list(model.encoder_.event_attributes_))
-    ref = _save(registry, model, task=TASK_REMAINING_TIME, metrics=metrics, features=model.feature_names_,
-                classes=[], train_df=fitted.df[[CASE_ID, TIMESTAMP]], window=_window(fitted),
-                hyper=model.get_params(), promote=promote, extra=extra)
-    return _trained(TASK_REMAINING_TIME, metrics, ref, model)
+    def describe(model: RemainingTimePredictor) -> tuple[list[str], dict[str, Any]]:
+        return [], {"sla_hours": model.sla_hours_, "boosting_rounds": int(model.n_iter_),
+                    "breach_boosting_rounds": int(model.breach_n_iter_)}
+
+    model = RemainingTimePredictor(seed=seed, sla_hours=sla_hours, **_prefix_params(params, case_features))
+    return _train_prefix_model(
+        TASK_REMAINING_TIME, model, log=log, test_log=test_log, registry=registry, seed=seed,
+        test_fraction=test_fraction, promote=promote, refit=refit, sample_fraction=sample_fraction,
+        max_train_cases=max_train_cases, sample_window=sample_window,
+        score=lambda m, _train, test: m.evaluate(test).to_dict(), describe=describe)
 
 
 def creation_frame(log: EventLog, columns: list[str]) -> pd.DataFrame:
@@ -277,8 +297,7 @@ def router_table(
         keep = cats + ([text_col] if text_col else []) + (["created_at"] if "created_at" in t.columns else [])
         table = t[keep].join(lab, how="inner")
         if "created_at" not in table.columns:
-            starts = log.df.groupby(log.df[CASE_ID].astype(str))[TIMESTAMP].min()
-            table["created_at"] = starts.reindex(table.index).to_numpy()
+            table["created_at"] = case_starts(log).reindex(table.index).to_numpy()
     else:
         if not features:
             raise InvalidInput("router on a log needs --features: the case attributes known at creation")
@@ -338,10 +357,8 @@ def train_router(
     from insight.models.router import RULES, rule_predictions
 
     table, cats, text_col = router_table(log=log, tickets=tickets, features=features, team_labels=team_labels)
-    n_test = max(1, int(round(len(table) * test_fraction)))
-    if n_test >= len(table):
-        raise InvalidInput(f"too few labelled cases ({len(table)}) to train and test a router")
-    train, test = table.iloc[:-n_test], table.iloc[-n_test:]
+    train, test = split_newest(table, test_fraction,
+                               too_few=f"too few labelled cases ({len(table)}) to train and test a router")
     sample: dict[str, Any] | None = None
     if sample_fraction is not None or max_train_cases is not None:
         keep = sample_case_ids(train["created_at"], fraction=sample_fraction, max_cases=max_train_cases,
@@ -387,10 +404,11 @@ def train_router(
         metrics[f"baseline_{kind}_accuracy"] = float(np.mean(preds[kind] == y_arr)) if len(y_arr) else 0.0
         metrics[f"baseline_{kind}_accuracy_reassigned"] = (
             float(np.mean(preds[kind][reassigned] == y_arr[reassigned])) if reassigned.any() else 0.0)
-    n_val = int(len(train) * model.validation_fraction)
+    # The rules scored on the router's own validation slice.
+    n_val = validation_count(len(train), model.validation_fraction)
     val_rules: dict[str, float] = {}
     if n_val >= 1 and n_val < len(train):
-        fit_part, val_part = train.iloc[:-n_val], train.iloc[-n_val:]
+        fit_part, val_part = cut_newest(train, n_val)
         vy = val_part["resolving_team"].astype(str).to_numpy(dtype=object)
         vp = rule_predictions(fit_part["first_team"], fit_part["resolving_team"], val_part["first_team"])
         val_rules = {kind: float(np.mean(vp[kind] == vy)) for kind in RULES}
@@ -519,10 +537,8 @@ def train_misroute(
 
     table, cats, text_col = router_table(log=log, tickets=tickets, features=features, team_labels=team_labels)
     table = table[table["misrouted"].notna()]
-    n_test = max(1, int(round(len(table) * test_fraction)))
-    if n_test >= len(table):
-        raise InvalidInput(f"too few labelled cases ({len(table)}) to train and test a misroute model")
-    train, test = table.iloc[:-n_test], table.iloc[-n_test:]
+    train, test = split_newest(table, test_fraction,
+                               too_few=f"too few labelled cases ({len(table)}) to train and test a misroute model")
     cols = cats + ([text_col] if text_col else [])
     y_train = train["misrouted"].astype(bool).to_numpy()
     y_test = test["misrouted"].astype(bool).to_numpy()
@@ -546,7 +562,7 @@ def train_misroute(
                 train_df=fitted_on[["misrouted"]].astype(bool), hyper=deployed.get_params(), promote=promote,
                 window=[str(fitted_on["created_at"].min()), str(fitted_on["created_at"].max())],
                 extra={"label": "misrouted", "text_column": text_col, "categorical": cats,
-                       "evaluated_on": f"newest {n_test} of {len(table)} cases by creation time",
+                       "evaluated_on": f"newest {len(test)} of {len(table)} cases by creation time",
                        "refit_on_all_data": bool(refit), "n_cases_evaluated_train": len(train),
                        "n_cases_refit": len(fitted_on) if refit else None})
     return _trained(TASK_MISROUTE, metrics, ref, deployed)

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from insight.eventlog.schema import CASE_ID, EventLog
+from insight.eventlog.schema import EventLog
+from insight.models.split import case_starts
 
 PASS, FAIL, TOO_FEW = "pass", "fail", "too_few_cases"
 OOS_LABELS = frozenset({"oos", "out_of_scope"})
@@ -167,7 +168,7 @@ def split_by_time(log: EventLog | None, tickets: pd.DataFrame | None, *, after: 
     for the gate; the challenger learns from everything before the cut-off. Returns (cut-off, n new cases); the
     cut-off is None when no case is new.
     """
-    starts = case_starts(log, tickets)
+    starts = case_starts(log, tickets).dropna()
     if after is not None:
         starts = starts[starts > after]
     n_new = len(starts)
@@ -177,25 +178,7 @@ def split_by_time(log: EventLog | None, tickets: pd.DataFrame | None, *, after: 
     return starts.sort_values(kind="stable").iloc[-k], n_new
 
 
-def case_starts(log: EventLog | None, tickets: pd.DataFrame | None) -> pd.Series:
-    """Creation time per case: the ticket's created_at, else the case's first event."""
-    parts: list[pd.Series] = []
-    if tickets is not None and "created_at" in tickets.columns and len(tickets):
-        t = pd.Series(pd.to_datetime(tickets["created_at"], utc=True).to_numpy(),
-                      index=tickets[CASE_ID].astype(str))
-        parts.append(t[~t.index.duplicated(keep="last")])
-    if log is not None:
-        from insight.eventlog.schema import TIMESTAMP
-
-        s = log.df.groupby(log.df[CASE_ID].astype(str))[TIMESTAMP].min()
-        if parts:
-            s = s[~s.index.isin(parts[0].index)]
-        parts.append(s)
-    if not parts:
-        return pd.Series(dtype="datetime64[ns, UTC]")
-    out = pd.concat(parts)
-    return out[out.notna()]
-
-
+# `case_starts` lives in insight.models.split; it is listed here as well because the retrain flow reads the
+# evaluation cases' creation times through the gate.
 __all__ = ["FAIL", "PASS", "PRIMARY", "TOO_FEW", "GateRule", "case_starts", "compare_intent", "compare_next_activity",
            "compare_router", "paired_check", "split_by_time", "task_verdict"]

@@ -30,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from core.errors import InvalidInput
+from insight.models.split import cut_newest, validation_count
 from insight.models.values import key_values, texts_of, ticket_tfidf
 
 MISSING = "__missing__"
@@ -189,14 +190,14 @@ class MisrouteModel(BaseEstimator):
         missing = [c for c in self.cat_ if c not in X.columns]
         if missing:
             raise InvalidInput(f"misroute input lacks column(s) {missing}; has {list(X.columns)}")
-        n_cal = int(len(X) * self.calibration_fraction)
-        y_fit, y_cal = yy[: len(yy) - n_cal], yy[len(yy) - n_cal:]
+        n_cal = validation_count(len(X), self.calibration_fraction)
+        y_fit, y_cal = cut_newest(yy, n_cal)
         if n_cal < 50 or y_cal.sum() < 5 or (1 - y_cal).sum() < 5 or len(np.unique(y_fit)) < 2:
             raise InvalidInput(
                 f"misroute: too few cases to fit and calibrate ({len(X)} cases, {int(yy.sum())} misrouted; the newest "
                 f"{n_cal} calibrate and need at least 5 of each kind)")
         X = X.reset_index(drop=True)
-        fit_X, cal_X = X.iloc[: len(X) - n_cal], X.iloc[len(X) - n_cal:]
+        fit_X, cal_X = cut_newest(X, n_cal)
         self._fit_encoder(fit_X)
         A = self._design(fit_X, fit=True)
         B = self._design(cal_X)

@@ -18,6 +18,7 @@ from sklearn.preprocessing import OneHotEncoder
 from sklearn.utils.validation import check_is_fitted
 
 from core.errors import InvalidInput
+from insight.models.split import cut_newest, validation_count
 from insight.models.team_history import TeamHistory, fit_stack, stack_scores
 from insight.models.values import key_values, number_value, text_value, texts_of, ticket_tfidf
 
@@ -459,15 +460,15 @@ class TeamRouter(BaseEstimator):
         # C and (when pair_features is None) the attribute pairs are chosen on the newest training rows only.
         c_grid = list(self.C_grid) if self.C is None else [self.C]
         pair_grid = [True, False] if self.pair_features is None else [bool(self.pair_features)]
-        n_val = int(len(X) * self.validation_fraction)
+        n_val = validation_count(len(X), self.validation_fraction)
         best = (c_grid[len(c_grid) // 2], pair_grid[0])
         fixed = self.strategy
         needs_lr = fixed is None or fixed not in RULES
         stacked_wanted = [s for s in candidates if "+" in s and (fixed is None or s == fixed)]
         weights: dict[str, np.ndarray] = {}
         if n_val >= 20 and (fixed is None or (needs_lr and (len(c_grid) * len(pair_grid) > 1 or stacked_wanted))):
-            fit_X, val_X = X.iloc[:-n_val], X.iloc[-n_val:]
-            fit_y, val_y = y_arr[:-n_val], y_arr[-n_val:]
+            fit_X, val_X = cut_newest(X, n_val)
+            fit_y, val_y = cut_newest(y_arr, n_val)
             first_fit, first_val = self._first_values(fit_X), self._first_values(val_X)
             if fixed is None:
                 for kind in (s for s in candidates if s in RULES):

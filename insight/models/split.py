@@ -1,8 +1,14 @@
 """Time-ordered splits of an event log by case start: the oldest cases learn, the newest validate or test.
 
-One rule for every split (train / test in training, fit / validation inside the prefix models): cases are ordered
-by their first event (ties keep the log's order) and the newest `fraction` of them, at least one, go to the
-second part.
+The one home of "split cases by start time":
+
+* `case_starts`: when each case started (its first event; a ticket's `created_at` where a ticket table is given);
+* `newest_count` / `split_newest`: the newest `fraction` of time-ordered cases, rounded, at least one, never
+  all of them: the test part of every trainer and the validation cases of the prefix models
+  (`time_ordered_case_split` / `split_log` cut an event log by it);
+* `validation_count` / `cut_newest`: the validation rows carved from training rows already in creation order
+  (the router's and the misroute model's hyper-parameter and calibration slices), rounded down, so a slice too
+  small to validate is empty and the caller skips validation or refuses.
 
 Training on logs too large to fit in memory: `sample_cases_by_window` keeps whole cases, a share of the cases
 that start in each time window (so trends and seasonality keep their weight), chosen by a seeded hash of the case
@@ -11,7 +17,7 @@ id; the trainers apply it to the training part only, after the time split.
 
 from __future__ import annotations
 
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import pandas as pd
@@ -20,18 +26,72 @@ from core.errors import InvalidInput
 from insight.eventlog.schema import CASE_ID, TIMESTAMP, EventLog
 
 
+def case_starts(log: Any, tickets: pd.DataFrame | None = None) -> pd.Series:
+    """Case id (as str) -> when the case started: its first event, in the order cases first appear in the log.
+
+    `log` is an EventLog, a plain event frame or None (no cases). With `tickets` (a table with the case id and
+    `created_at`), a ticket's creation time stands for its case's start (the last row of a repeated ticket wins)
+    and comes first, followed by the log's cases that have no ticket; a case whose creation time is unknown is
+    then left out.
+    """
+    if tickets is None and log is not None:
+        df = log.df if hasattr(log, "df") else log
+        return df.groupby(df[CASE_ID].astype(str), sort=False)[TIMESTAMP].min()
+    parts: list[pd.Series] = []
+    if tickets is not None and "created_at" in tickets.columns and len(tickets):
+        t = pd.Series(pd.to_datetime(tickets["created_at"], utc=True).to_numpy(), index=tickets[CASE_ID].astype(str))
+        parts.append(t[~t.index.duplicated(keep="last")])
+    if log is not None:
+        s = case_starts(log)
+        if parts:
+            s = s[~s.index.isin(parts[0].index)]
+        parts.append(s)
+    if not parts:
+        return pd.Series(dtype="datetime64[ns, UTC]")
+    out = pd.concat(parts)
+    return out[out.notna()]
+
+
+def newest_count(n: int, fraction: float, *, too_few: str) -> int:
+    """How many of `n` time-ordered cases the newest `fraction` is: rounded, at least one; InvalidInput(`too_few`)
+    when that would leave nothing before it."""
+    k = max(1, int(round(n * fraction)))
+    if k >= n:
+        raise InvalidInput(too_few)
+    return k
+
+
+def validation_count(n: int, fraction: float) -> int:
+    """How many of `n` training rows in creation order the newest `fraction` validates: rounded down (zero when
+    there are too few to validate)."""
+    return int(n * fraction)
+
+
+_Rows = TypeVar("_Rows", pd.DataFrame, pd.Series, np.ndarray, list)
+
+
+def cut_newest(rows: _Rows, k: int) -> tuple[_Rows, _Rows]:
+    """Rows in time order cut before the newest `k`: (the older rows, the newest k); frames and series by position."""
+    at = len(rows) - k
+    if isinstance(rows, (pd.DataFrame, pd.Series)):
+        return rows.iloc[:at], rows.iloc[at:]
+    return rows[:at], rows[at:]
+
+
+def split_newest(table: pd.DataFrame, fraction: float, *, too_few: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A table with one row per case in creation order cut by `newest_count`: (older rows, newest rows)."""
+    return cut_newest(table, newest_count(len(table), fraction, too_few=too_few))
+
+
 def time_ordered_case_split(log: Any, *, test_fraction: float = 0.2) -> tuple[list[str], list[str]]:
     """Case ids (as str) split by case start time: the oldest (1 - test_fraction) first, the newest second."""
     if not 0 < test_fraction < 1:
         raise InvalidInput(f"test_fraction must be in (0, 1), got {test_fraction}", field="test_fraction")
-    df = log.df if hasattr(log, "df") else log
-    starts = df.groupby(df[CASE_ID].astype(str), sort=False)[TIMESTAMP].min().sort_values(kind="stable")
-    n_test = max(1, int(round(len(starts) * test_fraction)))
-    if n_test >= len(starts):
-        raise InvalidInput(f"log {getattr(log, 'name', '')} has too few cases ({len(starts)}) for a time-ordered "
-                           f"split keeping the newest {test_fraction:.0%}")
-    ids = starts.index.tolist()
-    return ids[:-n_test], ids[-n_test:]
+    ids = case_starts(log).sort_values(kind="stable").index.tolist()
+    n_test = newest_count(len(ids), test_fraction,
+                          too_few=f"log {getattr(log, 'name', '')} has too few cases ({len(ids)}) for a time-ordered "
+                                  f"split keeping the newest {test_fraction:.0%}")
+    return cut_newest(ids, n_test)
 
 
 @overload
@@ -135,12 +195,6 @@ def sample_case_ids(starts: pd.Series, *, fraction: float | None = None, max_cas
     return pd.Index(starts.index[keep])
 
 
-def case_starts(log: Any) -> pd.Series:
-    """Case id (as str) -> first timestamp, in the order cases first appear in the log."""
-    df = log.df if hasattr(log, "df") else log
-    return df.groupby(df[CASE_ID].astype(str), sort=False)[TIMESTAMP].min()
-
-
 @overload
 def sample_cases_by_window(log: EventLog, *, fraction: float | None = ..., max_cases: int | None = ...,
                            window: str | pd.Timedelta | None = ..., seed: int = ...) -> EventLog:
@@ -172,5 +226,5 @@ def sample_cases_by_window(log: EventLog | pd.DataFrame, *, fraction: float | No
     return out
 
 
-__all__ = ["case_sample_keys", "case_starts", "sample_case_ids", "sample_cases_by_window", "split_log",
-           "time_ordered_case_split"]
+__all__ = ["case_sample_keys", "case_starts", "cut_newest", "newest_count", "sample_case_ids",
+           "sample_cases_by_window", "split_log", "split_newest", "time_ordered_case_split", "validation_count"]
