@@ -73,67 +73,42 @@ def _quality_table(quality: Any) -> Table:
 
 
 def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]:
-    """Simulate, ingest, mine, train and load the knowledge base into `settings.home`; returns what it made."""
+    """Simulate, ingest, mine, train and load the knowledge base into `settings.home` (the steps of `flows.demo`,
+    each one's result printed); returns what it made."""
     from sqlmodel import Session, SQLModel
 
     from api.app import _import_tables, make_engine
     from api.commands.mine import load_journey
     from core.embedding import Embedder
-    from flows.training import train_and_store
-    from insight.eventlog import ingest, write_log
-    from insight.eventlog.privacy import redact_series
-    from insight.mining import mine
-    from insight.mining.html import write_html
-    from insight.mining.report import MineConfig
-    from insight.simulate import simulate
-    from insight.simulate.knowledge import knowledge_base
+    from flows import demo as flow
     from knowledge_hub.index import kb_embedder, open_index
-    from knowledge_hub.models import ArticleCreate, ArticleStatus
-    from knowledge_hub.service import bulk_create, list_articles
 
     home = settings.home
     home.mkdir(parents=True, exist_ok=True)
-    key = settings.pseudonym_key.get_secret_value()
+    sim_dir, out_dir = home / "sim", home / "insights"
 
     t0 = _step(f"1/5 simulate a contact center ({cases:,} tickets, seed {seed})")
-    sim = simulate(n_cases=cases, seed=seed)
-    sim_dir = home / "sim"
-    sim_dir.mkdir(exist_ok=True)
-    write_log(sim.log, sim_dir / "events.csv")
-    sim.tickets.to_csv(sim_dir / "tickets.csv", index=False)
-    (sim_dir / "truth.json").write_text(json.dumps(sim.truth.to_dict(), indent=1))
+    sim = flow.simulate_center(sim_dir, cases=cases, seed=seed)
     console.print(f"{sim.log.n_events:,} events, {sim.log.n_cases:,} cases, {len(sim.log.activities)} activities "
                   f"-> {sim_dir}")
     _done(t0)
 
     t0 = _step("2/5 ingest: clean, redact PII, pseudonymize agents")
-    log = ingest(sim_dir / "events.csv", pseudonym_key=key)
+    log, tickets = flow.ingest_center(sim_dir, sim, pseudonym_key=settings.pseudonym_key.get_secret_value())
     console.print(_quality_table(log.quality))
-    tickets = sim.tickets.copy()
-    found: dict[str, int] = {}
-    for col in ("subject", "body"):
-        tickets[col], counts = redact_series(tickets[col].fillna(""))
-        for kind, n in counts.items.items():
-            found[kind] = found.get(kind, 0) + n
     console.print("ticket text redacted before any model sees it: "
-                  + ", ".join(f"{n:,} {kind}" for kind, n in sorted(found.items())))
+                  + ", ".join(f"{n:,} {kind}" for kind, n in sorted(tickets.redacted.items.items())))
     _done(t0)
 
     t0 = _step("3/5 mine: process map, costly variants, misrouting, bottlenecks, KPIs, conformance, alerts")
-    report = mine(log, config=MineConfig(journey=load_journey(sim_dir / "truth.json")))
-    out_dir = home / "insights"
-    out_dir.mkdir(exist_ok=True)
-    report.write_json(out_dir / "insight.json")
-    write_html(report, out_dir / "report.html")
+    report = flow.mine_center(log, journey=load_journey(sim_dir / flow.TRUTH_FILE), out_dir=out_dir)
     console.print(Panel("\n".join(f"- {h}" for h in report.headlines), title="headline findings", expand=False))
-    console.print(f"report: {out_dir / 'report.html'}")
+    console.print(f"report: {out_dir / flow.REPORT_HTML}")
     _done(t0)
 
     t0 = _step("4/5 train: intent, resolving-team router, next activity, remaining time / SLA risk")
     embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
-    # What the models learned from goes with them: a retrain adds the live data to this history.
-    training = train_and_store(log=log, tickets=tickets, registry=settings.registry_path, embedder=embedder,
-                               seed=seed, source=f"demo simulator (seed {seed})")
+    training = flow.train_center(log, tickets, registry=settings.registry_path, embedder=embedder, seed=seed)
     table = Table(title="models (tested on the newest 20% of cases)")
     table.add_column("task")
     table.add_column("version")
@@ -151,16 +126,11 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
     # The knowledge hub's own model (DESKPILOT_KB_EMBEDDING_MODEL); never beside a server's writes.
     index = open_index(settings=settings, embedder=kb_embedder(settings, shared=embedder), role="cli")
     with Session(engine, expire_on_commit=False) as session:
-        existing = {a.title for a in list_articles(session=session)}
-        new = [(ArticleCreate(title=a.title, body=a.body, tags=list(a.tags), intents=list(a.intents),
-                              activities=list(a.activities), status=ArticleStatus.published), "demo")
-               for a in knowledge_base() if a.title not in existing]
-        if new:
-            bulk_create(session=session, index=index, articles_in=new)
-        console.print(f"{len(new)} articles imported ({len(existing)} were already there); "
-                      f"the planted knowledge gap has no article on purpose")
+        imported, existing = flow.load_help_centre(session=session, index=index)
+    console.print(f"{imported} articles imported ({existing} were already there); "
+                  f"the planted knowledge gap has no article on purpose")
     _done(t0)
-    return {"report": out_dir / "report.html", "training": training.to_dict(), "tickets": len(tickets)}
+    return {"report": out_dir / flow.REPORT_HTML, "training": training.to_dict(), "tickets": len(tickets.table)}
 
 
 def _serve_in_thread(host: str, port: int) -> tuple[Any, threading.Thread]:
