@@ -1,5 +1,6 @@
-"""The LightGBM prefix-model skeleton: shared settings (explicit hyper-parameters, 2 threads, deterministic), the
-encoder of case prefixes, the validation carve-out and early-stopped boosting that every prefix model repeats."""
+"""The LightGBM prefix-model skeleton: shared settings (explicit hyper-parameters, `num_threads` threads,
+deterministic), the encoder of case prefixes, the validation carve-out and early-stopped boosting that every prefix
+model repeats."""
 
 from __future__ import annotations
 

@@ -68,9 +68,10 @@ class NextActivityPredictor(PrefixBoostingModel):
     """Predicts the next activity (or end of case) after each event of a case (a scikit-learn estimator).
 
     `time_trend` adds the case start as days since the training log began: trees then put future cases in the
-    newest regime seen in training, which held on validation (the newest 15 % of training cases) on drifting
-    logs (see docs/PERFORMANCE.md). `refit_full` then retrains on every training case with the early-stopped
-    number of rounds; `refit(log)` does the same on any log (train + test once the test has been scored).
+    newest regime seen in training, which held on validation (the newest `validation_fraction` of training
+    cases) on drifting logs (see docs/PERFORMANCE.md). `refit_full` then retrains on every training case with
+    the early-stopped number of rounds; `refit(log)` does the same on any log (train + test once the test has
+    been scored).
     `case_attributes` are trace-level columns declared known when a case is created (none by default).
     """
 

@@ -75,7 +75,7 @@ class RemainingTimePredictor(PrefixBoostingModel):
     def _train(self, params: dict[str, Any], fit: PrefixSet, y_fit: np.ndarray, val: PrefixSet | None,
                y_val: np.ndarray | None, full: PrefixSet, y_full: np.ndarray) -> tuple[lgb.Booster, int]:
         if val is not None and y_val is not None and len(val):
-            # The early-stopped booster is kept: refitting on all rows would double training time on 2 cores.
+            # The early-stopped booster is kept: refitting on all rows would train the model a second time.
             return self._boost(params, fit.X, y_fit, (val.X, y_val))
         return self._boost(params, full.X, y_full)
 
