@@ -422,6 +422,10 @@ CUSTOMER_NAMES = ("customer", "customerid", "requester", "requesterid", "calleri
 # columns naming what the contact was about, best first: a repeat contact is about the same thing
 TOPIC_NAMES = ("intent", "contactreason", "reason", "category", "product", "topic", "issue", "issuetype",
                "tickettype", "type")
+# columns carrying the customer's own words, best first (compared like SCORE_NAMES): sentiment is derived from them
+# when the log has no score column
+TEXT_NAMES = ("customercomment", "customermessage", "feedbacktext", "comment", "message", "body", "description",
+              "feedback", "remark", "text")
 _WORD_SCORES = {"good": 1.0, "bad": 0.0, "satisfied": 1.0, "unsatisfied": 0.0, "dissatisfied": 0.0,
                 "yes": 1.0, "no": 0.0}
 
@@ -441,6 +445,8 @@ class PathExperience:
     score_cases: int = 0
     repeat_rate: float | None = None
     repeat_cases: int = 0
+    sentiment_mean: float | None = None  # mean compound sentiment of the cases' texts, -1 (negative) .. +1
+    sentiment_cases: int = 0
 
 
 @dataclass
@@ -452,6 +458,8 @@ class StepExperience:
     score_mean: float | None = None
     score_cases: int = 0
     repeat_rate: float | None = None
+    sentiment_mean: float | None = None
+    sentiment_cases: int = 0
 
 
 @dataclass
@@ -463,7 +471,7 @@ class JourneyComparison:
     in_data: PathExperience | None
     paths: list[PathExperience]
     steps: list[StepExperience]
-    experience: str  # "score", "repeat_contact" or "none"
+    experience: str  # "score", "sentiment", "repeat_contact" or "none"
     experience_basis: str
     finished_cases: int
 
@@ -488,6 +496,39 @@ def find_score_column(df: pd.DataFrame) -> str | None:
         if any(k in n for k in SCORE_NAMES) and _scores(df[col]).notna().any():
             return str(col)
     return None
+
+
+def find_text_column(df: pd.DataFrame) -> str | None:
+    """A column of customer-written text (comment / message / body / description ...), by name, holding words."""
+    def rank(col: Any) -> int:
+        n = _norm_col(col)
+        return next((i for i, k in enumerate(TEXT_NAMES) if k in n), len(TEXT_NAMES))
+
+    for col in sorted((str(c) for c in df.columns if rank(c) < len(TEXT_NAMES)), key=rank):
+        values = df[col]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+            continue
+        text = values.dropna().astype("string").str.strip()
+        text = text[text != ""].head(2000)
+        # words, not codes: most filled values have a space and are not numbers
+        if len(text) and text.str.contains(r"[A-Za-z]\S*\s+\S", regex=True).mean() >= 0.5:
+            return col
+    return None
+
+
+def text_sentiment(texts: pd.Series) -> pd.Series:
+    """VADER's compound sentiment (-1 most negative .. +1 most positive) of each text; NaN for empty ones.
+
+    VADER is a lexicon and rules shipped inside the `vaderSentiment` package: nothing is downloaded when it runs.
+    Each distinct text is scored once."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    clean = texts.astype("string").str.strip().str.slice(0, 5000)
+    clean = clean.where(clean != "")
+    uniq = clean.dropna().unique()
+    analyzer = SentimentIntensityAnalyzer()
+    scores = {t: float(analyzer.polarity_scores(str(t))["compound"]) for t in uniq}
+    return clean.map(scores).astype(float)
 
 
 def find_customer_column(df: pd.DataFrame) -> str | None:
@@ -523,7 +564,9 @@ def compare_journeys(
 ) -> JourneyComparison:
     """The three journeys side by side, on finished cases: the designed one (cases that follow it exactly), the
     most frequent path in the data, and the experienced one: mean CSAT / survey / effort score per path and step
-    when the log carries one, else the share of cases whose customer came back within `repeat_days`."""
+    when the log carries one; else the mean sentiment of the customers' own words (a comment / message / body /
+    description column, scored with VADER), derived from text; else the share of cases whose customer came back
+    within `repeat_days`."""
     e = enc if enc is not None else encode(log)
     vcode, seqs, _ = case_variants(e)
     keep = np.ones(e.n_cases, dtype=bool) if finished is None else np.asarray(finished, dtype=bool)
@@ -531,7 +574,8 @@ def compare_journeys(
     df = log.df
     per_case_key = df["case_id"].astype(str)
     score_col = find_score_column(df)
-    cust_col = None if score_col else find_customer_column(df)
+    text_col = None if score_col else find_text_column(df)
+    cust_col = None if score_col or text_col else find_customer_column(df)
     value = np.full(e.n_cases, np.nan)
     if score_col is not None:
         sc = _scores(df[score_col]).groupby(per_case_key, sort=False).mean()
@@ -539,6 +583,17 @@ def compare_journeys(
         kind = "score"
         basis = (f"mean of {score_col!r} per case (customer-reported; {int(np.isfinite(value).sum()):,} cases "
                  "carry a score)")
+    elif text_col is not None:
+        # one score per distinct text of a case (a description repeated on every event counts once)
+        pairs = pd.DataFrame({"case": per_case_key, "text": df[text_col].astype("string").str.strip()})
+        pairs = pairs.dropna().drop_duplicates()
+        pairs["s"] = text_sentiment(pairs["text"]).to_numpy()
+        sc = pairs.dropna(subset=["s"]).groupby("case", sort=False)["s"].mean()
+        value = sc.reindex(pd.Index(case_ids.astype(str))).to_numpy(dtype=float)
+        kind = "sentiment"
+        basis = (f"sentiment derived from the text in {text_col!r}: mean VADER compound score per case, from -1 "
+                 f"(negative) to +1 (positive) ({int(np.isfinite(value).sum()):,} cases carry text; derived, not "
+                 "customer-reported: no CSAT / survey / effort column in the log)")
     elif cust_col is not None:
         topic_col = find_topic_column(df)
         g = df.groupby(per_case_key, sort=False)
@@ -576,6 +631,8 @@ def compare_journeys(
         out = PathExperience(list(acts), int(m.sum()), int(m.sum()) / max(n_fin, 1))
         if kind == "score":
             out.score_mean, out.score_cases = mean, int(ok.sum())
+        elif kind == "sentiment":
+            out.sentiment_mean, out.sentiment_cases = mean, int(ok.sum())
         elif kind == "repeat_contact":
             out.repeat_rate, out.repeat_cases = mean, int(v[ok].sum()) if ok.any() else 0
         return out
@@ -609,6 +666,8 @@ def compare_journeys(
             str(e.activity.labels[a]), int(through[a]),
             score_mean=mean if kind == "score" else None, score_cases=int(rated[a]) if kind == "score" else 0,
             repeat_rate=mean if kind == "repeat_contact" else None,
+            sentiment_mean=mean if kind == "sentiment" else None,
+            sentiment_cases=int(rated[a]) if kind == "sentiment" else 0,
         ))
     return JourneyComparison(designed, journey.source if journey else None, in_data, paths, steps, kind, basis,
                              n_fin)

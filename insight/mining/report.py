@@ -438,6 +438,8 @@ def _experience_text(p: Any, kind: str) -> str:
         return f"mean score {p.score_mean:.2f} over {p.score_cases:,} cases"
     if kind == "repeat_contact" and p.repeat_rate is not None:
         return f"{_pct(p.repeat_rate)} repeat contacts"
+    if kind == "sentiment" and p.sentiment_mean is not None:
+        return f"mean sentiment {p.sentiment_mean:+.2f} (derived from text) over {p.sentiment_cases:,} cases"
     return "experience not measured"
 
 
@@ -453,10 +455,11 @@ def _journeys_headline(j: JourneyComparison) -> str:
         parts.append(f"in the data: {_path(j.in_data.activities)} ({j.in_data.cases:,} finished cases, "
                      f"{_pct(j.in_data.share)}), {_experience_text(j.in_data, j.experience)}")
     if j.experience != "none" and len(j.paths) > 1:
-        key = (lambda p: p.score_mean) if j.experience == "score" else (lambda p: p.repeat_rate)
-        rated = [p for p in j.paths if key(p) is not None]
+        attr = {"score": "score_mean", "sentiment": "sentiment_mean"}.get(j.experience, "repeat_rate")
+        rated = [p for p in j.paths if getattr(p, attr) is not None]
         if rated:
-            worst = (min if j.experience == "score" else max)(rated, key=key)
+            # a low score or sentiment is worst; a high repeat-contact rate is
+            worst = (max if attr == "repeat_rate" else min)(rated, key=lambda p: getattr(p, attr))
             parts.append(f"worst experienced path: {_path(worst.activities)} ({worst.cases:,} cases, "
                          f"{_experience_text(worst, j.experience)})")
     return f"Journeys ({j.experience_basis}): " + "; ".join(parts) + "."

@@ -226,6 +226,73 @@ def test_three_journeys_repeat_contact_in_mine(tmp_path) -> None:
     assert report.to_dict()["journeys"]["experience"] == "repeat_contact"
 
 
+ANGRY = ["This is the third time I write, nobody helps me and I am furious.",
+         "Terrible service, the problem is back again. Awful and useless.",
+         "Still broken!! I am very angry and disappointed with your support."]
+HAPPY = ["Thanks a lot, that was quick and very helpful!",
+         "Great support, problem solved. I am happy, thank you.",
+         "Wonderful, it works perfectly now. Thanks for the excellent help."]
+
+
+def _text_journey_log(*, csat: bool = False) -> EventLog:
+    """Every third case is reopened and its customer writes angry comments; the others' customers write thanks."""
+    rows = []
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    for c in range(60):
+        slow = c % 3 == 0
+        acts = ["Open", "Work", "Reopen", "Work", "Close"] if slow else ["Open", "Work", "Close"]
+        start = t0 + pd.Timedelta(days=c)
+        for k, a in enumerate(acts):
+            row = {"case_id": f"c{c:02d}", "activity": a, "timestamp": start + pd.Timedelta(hours=k),
+                   "Customer comment": None}
+            if a in ("Reopen", "Close"):  # the customer writes when reopening and when the case closes
+                row["Customer comment"] = (ANGRY if slow else HAPPY)[c % 3 if not slow else (c // 3) % 3]
+            if csat:
+                row["CSAT"] = (1.0 if slow else 4.0) if a == "Close" else None
+            rows.append(row)
+    return EventLog(pd.DataFrame(rows), name="text journeys")
+
+
+def test_three_journeys_sentiment_derived_from_customer_text(tmp_path) -> None:
+    from insight.mining.html import write_html
+
+    report = mine(_text_journey_log(),
+                  config=MineConfig(journey=IntendedJourney(steps=["Open", "Work", "Close"]), render_map=False))
+    j = report.journeys
+    assert j.experience == "sentiment"
+    assert "derived from the text in 'Customer comment'" in j.experience_basis and "60 cases carry text" in \
+        j.experience_basis
+    slow = next(p for p in j.paths if "Reopen" in p.activities)
+    fast = j.in_data
+    assert fast.activities == ["Open", "Work", "Close"] and (fast.cases, slow.cases) == (40, 20)
+    assert (fast.sentiment_cases, slow.sentiment_cases) == (40, 20)
+    assert slow.sentiment_mean < -0.3 < 0.3 < fast.sentiment_mean
+    assert fast.score_mean is None and fast.repeat_rate is None
+    steps = {s.activity: s for s in j.steps}
+    assert steps["Reopen"].sentiment_mean == pytest.approx(slow.sentiment_mean)
+    assert steps["Reopen"].sentiment_mean < steps["Work"].sentiment_mean < fast.sentiment_mean
+    # the designed journey is followed by the happy cases: it is experienced better than the reopened path
+    assert j.designed.sentiment_mean == pytest.approx(fast.sentiment_mean)
+    head = next(h for h in report.headlines if h.startswith("Journeys (sentiment derived from the text"))
+    assert "worst experienced path: Open > Work > Reopen > Work > Close" in head and "(derived from text)" in head
+    html = write_html(report, tmp_path / "report.html").read_text(encoding="utf-8")
+    section = html[html.index('id="journeys"'):html.index('id="alerts"')]
+    assert section.count("mean sentiment (derived from text)") == 2
+    assert f"{slow.sentiment_mean:,.2f} (20)" in section
+    assert report.to_dict()["journeys"]["paths"][1]["sentiment_mean"] == pytest.approx(slow.sentiment_mean)
+
+
+def test_a_csat_column_wins_over_text_and_codes_are_not_text() -> None:
+    j = compare_journeys(_text_journey_log(csat=True), min_cases=5)
+    assert j.experience == "score" and "'CSAT'" in j.experience_basis
+    slow = next(p for p in j.paths if "Reopen" in p.activities)
+    assert slow.score_mean == pytest.approx(1.0) and slow.sentiment_mean is None
+    # a column named like text but holding codes is not read as the customer's words
+    log = _text_journey_log()
+    log.df["Customer comment"] = log.df["Customer comment"].map(lambda t: None if t is None else "E42")
+    assert compare_journeys(log, min_cases=5).experience == "none"
+
+
 def test_zendesk_export_preset_and_its_satisfaction_column(tmp_path) -> None:
     path = tmp_path / "zendesk.csv"
     path.write_text(
