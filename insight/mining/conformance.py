@@ -616,11 +616,13 @@ def compare_journeys(
         kind = "repeat_contact"
         about = f" about the same {topic_col!r}" if topic_col else ""
         basis = (f"repeat contact: the same {cust_col!r} opened another case{about} within "
-                 f"{repeat_days:g} days of its close (derived; no CSAT / survey / effort column in the log)")
+                 f"{repeat_days:g} days of its close (derived; no CSAT / survey / effort column and no customer "
+                 "text in the log)")
     else:
         kind = "none"
-        basis = ("not measured: the log has no CSAT / survey / effort column and no customer or requester column "
-                 "to derive repeat contacts from")
+        basis = ("not measured: the log has no CSAT / survey / effort column, no customer text (comment, message, "
+                 "description ...) to derive sentiment from, and no customer or requester column to derive repeat "
+                 "contacts from")
     n_fin = int(keep.sum())
 
     def exp(mask: np.ndarray, acts: list[str]) -> PathExperience:
