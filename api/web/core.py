@@ -217,24 +217,31 @@ def current_user(request: Request) -> UserPublic | None:
     return user
 
 
+@dataclass(frozen=True)
+class WebRequire:
+    """The page dependency `web_require` returns: `roles` are the roles it lets in besides admin (empty: admin
+    only), readable by anything that lists the pages and who may open them."""
+
+    roles: tuple[str, ...]
+
+    async def __call__(self, request: Request) -> Principal:
+        """The signed-in principal, if their role is allowed."""
+        user = current_user(request)
+        if user is None:
+            raise SignInRequired()
+        principal = Principal(name=user.username, role=user.role)
+        if not principal.allowed(self.roles):
+            who = f"{', '.join(self.roles)} or admin" if self.roles else "admin only"
+            raise HTTPException(403, f"your role ({user.role}) may not open this page (allowed: {who})")
+        return principal
+
+
 def web_require(*roles: str) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
     """Dependency for pages: a signed-in user of one of `roles` (admin always passes), exactly like
     `api.auth.require` for keys; not signed in -> the sign-in page, wrong role -> the 403 page."""
     for r in roles:
         _check_role(r)
-    allowed = tuple(roles)
-
-    async def _dep(request: Request) -> Principal:
-        user = current_user(request)
-        if user is None:
-            raise SignInRequired()
-        principal = Principal(name=user.username, role=user.role)
-        if not principal.allowed(allowed):
-            who = f"{', '.join(allowed)} or admin" if allowed else "admin only"
-            raise HTTPException(403, f"your role ({user.role}) may not open this page (allowed: {who})")
-        return principal
-
-    return _dep
+    return WebRequire(tuple(roles))
 
 
 def _csrf_ok(request: Request, sent: str | None) -> bool:
