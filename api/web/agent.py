@@ -7,6 +7,9 @@ Roles are the JSON routes' own: reading a ticket is `api.views.tickets.READERS`,
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Form, Query, Request, Response
@@ -15,11 +18,11 @@ from sqlmodel import Session
 from api.auth import Principal, set_audit_object
 from api.deps import TicketId, get_session
 from api.limits import heavy
-from api.views.assist import AGENTS, AssistRequest, _assist
+from api.views.assist import AGENTS, AssistRequest, _assist, _read_for_assist
 from api.views.tickets import FEEDBACK, READERS
 from api.web.core import NavItem, flash, redirect, render, web_require, web_router
 from assist import service as assist_service
-from assist.models import AssistFeedbackIn
+from assist.models import AssistFeedbackIn, AssistResult
 from core.errors import InvalidInput
 from routing import queue as queue_service
 from routing import service
@@ -31,6 +34,7 @@ HOME = {"agent": "/agent/queue", "helpdesk": "/agent/queue"}
 
 SessionDep = Annotated[Session, Depends(get_session)]
 AGES = {"4h": 4.0, "24h": 24.0, "7d": 168.0, "30d": 720.0}
+ASSIST_CACHE_TICKETS = 512  # tickets whose suggestions the panel keeps (least recently opened dropped first)
 AGE_LABELS = [("all", "Any age"), ("4h", "Last 4 hours"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"),
               ("30d", "Last 30 days")]
 
@@ -174,6 +178,59 @@ def ticket_page(
     }, title=f"Ticket {ticket_id}")
 
 
+class _AssistCache:
+    """The panel's assist results, kept per ticket and keyed by everything assist reads: the stored ticket (text,
+    events, decisions, feedback), the loaded model set, the knowledge index snapshot, the published catalog, agents'
+    verdicts so far and the draft template. Any change is a new key, so a cached result is exactly what assist would
+    compute now; re-opening a ticket (or coming back to it) skips the embedding and the models."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, tuple[str, Any, Any, AssistResult]] = OrderedDict()
+
+    @staticmethod
+    def key(request: Request, ticket_id: str) -> tuple[str, Any, Any]:
+        """(digest of the stored inputs, model state, index snapshot); the last two compared by identity."""
+        state = request.app.state.models
+        index = request.app.state.kb_index
+        stored = _read_for_assist(request.app.state.engine, ticket_id, index is not None)
+        snapshot = index.snapshot() if index is not None else None
+        catalog = stored.catalog.entries if stored.catalog is not None else None
+        parts = [stored.ticket.model_dump_json(), repr(catalog), repr(stored.feedback),
+                 stored.template.model_dump_json() if stored.template is not None else ""]
+        digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+        return digest, state, snapshot
+
+    def get(self, request: Request, ticket_id: str) -> AssistResult:
+        """The cached result when nothing it depends on changed, else a fresh one (then kept)."""
+        digest, state, snapshot = self.key(request, ticket_id)
+        with self._lock:
+            hit = self._items.get(ticket_id)
+            if hit is not None and hit[0] == digest and hit[1] is state and hit[2] is snapshot:
+                self._items.move_to_end(ticket_id)
+                return hit[3]
+        result = _assist(request, ticket_id, AssistRequest())
+        with self._lock:
+            self._items[ticket_id] = (digest, state, snapshot, result)  # read only: pages only render it
+            self._items.move_to_end(ticket_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return result
+
+
+_CACHE_LOCK = threading.Lock()
+
+
+def _assist_cache(request: Request) -> _AssistCache:
+    state = request.app.state
+    with _CACHE_LOCK:
+        cache = getattr(state, "web_assist_cache", None)
+        if cache is None:
+            cache = state.web_assist_cache = _AssistCache(ASSIST_CACHE_TICKETS)
+    return cache  # type: ignore[no-any-return]
+
+
 @router.get("/tickets/{ticket_id}/assist")
 def assist_panel(
     ticket_id: TicketId,
@@ -181,8 +238,9 @@ def assist_panel(
     principal: Annotated[Principal, Depends(web_require(*AGENTS))],
     _slot: Annotated[None, Depends(heavy("assist"))],
 ) -> Response:
-    """Next-best actions with their supporting passages, the articles and the draft reply (GET /v1/.../assist)."""
-    result = _assist(request, ticket_id, AssistRequest())
+    """Next-best actions with their supporting passages, the articles and the draft reply (GET /v1/.../assist);
+    computed once per state of the ticket, the models and the knowledge hub (`_AssistCache`)."""
+    result = _assist_cache(request).get(request, ticket_id)
     fragment = bool(request.headers.get("hx-request"))
     return render(request, "agent/assist.html", {"a": result, "ticket_id": ticket_id, "fragment": fragment},
                   title=f"Suggestions for {ticket_id}")

@@ -3,6 +3,8 @@ suggestions, rate them, send the reply back, set team and intent in one action; 
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from sqlmodel import col, select
 
@@ -69,9 +71,12 @@ def test_claim_and_release_from_the_queue(page, web: WebApp) -> None:
 def test_ticket_page_shows_decision_reasons_similar_tickets_and_timeline(page, web: WebApp) -> None:
     from routing.service import get_ticket
 
-    tid = _left_to_people(web)[-1]
     with web.session() as s:
-        t = get_ticket(session=s, ticket_id=tid)
+        tickets = [get_ticket(session=s, ticket_id=tid) for tid in reversed(_left_to_people(web))]
+    with_similar = [t for t in tickets if t.current_decision and t.current_decision.result.similar]
+    assert with_similar, "no seeded ticket left to people has similar tickets"
+    t = with_similar[0]
+    tid = t.ticket_id
     sign_in(page, web, "agent")
     page.goto(web.url(f"/agent/tickets/{tid}"))
     assert page.get_by_role("heading", name=f"Ticket {tid}").is_visible()
@@ -80,8 +85,13 @@ def test_ticket_page_shows_decision_reasons_similar_tickets_and_timeline(page, w
     assert decision.locator(f".badge-{r.decision}").first.inner_text() == r.decision
     for reason in r.reasons:
         assert reason in decision.inner_text()
-    if r.similar:
-        assert r.similar[0].ticket_id in decision.inner_text()
+    assert decision.get_by_role("heading", name="Similar tickets").is_visible()
+    rows = decision.locator("table tbody tr")
+    assert rows.count() == len(r.similar)
+    for row, sim in zip(rows.all(), r.similar, strict=True):
+        cells = row.locator("td").all_inner_texts()
+        assert cells[0].splitlines()[0] == sim.ticket_id and cells[1] == f"{sim.similarity:.2f}"
+        assert cells[2] == (sim.intent or "—") and cells[3] == (sim.team or "—")
     timeline = page.locator("ol.timeline > li")
     assert timeline.count() == len(t.events) + 1  # the routing decision + every event
     page.wait_for_selector("#assist h3:has-text('Next-best actions')")
@@ -101,31 +111,86 @@ def test_retriage_shows_on_the_timeline(page, web: WebApp) -> None:
         "heading", name="Router's decision")).inner_text()
 
 
-def test_thumbs_and_sending_the_edited_reply_are_recorded_as_assist_feedback(page, web: WebApp) -> None:
+def _ticket_with_a_grounded_draft(web: WebApp) -> tuple[str, dict[str, Any]]:
+    """A ticket left to people whose suggestions (GET /v1/tickets/{id}/assist) hold ranked actions, articles with
+    passages and a grounded draft; the tickets other tests triage are left out."""
+    left = _left_to_people(web)
+    for tid in [left[0], *left[3:]]:
+        a = httpx.get(web.url(f"/v1/tickets/{tid}/assist"), headers=web.h("agent"), timeout=120).json()
+        if a["draft"]["grounded"] and a["actions"] and a["knowledge"] and a["knowledge"][0]["passages"]:
+            return tid, a
+    raise AssertionError("no seeded ticket left to people gets actions, passages and a grounded draft")
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_suggestions_show_the_assist_results_passages_and_draft(page, web: WebApp) -> None:
+    tid, expected = _ticket_with_a_grounded_draft(web)
+    sign_in(page, web, "agent")
+    page.goto(web.url(f"/agent/tickets/{tid}"))
+    page.wait_for_selector("#assist h3:has-text('Next-best actions')")
+    panel = page.locator("#assist")
+    actions = panel.locator("ol.plain > li > strong").all_inner_texts()
+    assert actions[: len(expected["actions"])] == [a["activity"] for a in expected["actions"]]
+    # Supporting articles, each with its best passages, as the API ranks them.
+    articles = panel.locator("h3:has-text('Supporting articles') + ul.plain > li")
+    assert articles.count() == len(expected["knowledge"])
+    for li, k in zip(articles.all(), expected["knowledge"], strict=True):
+        assert li.locator("strong").first.inner_text() == k["title"]
+        shown = li.locator("blockquote.passage").all_inner_texts()
+        assert len(shown) == min(2, len(k["passages"]))
+        for text, p in zip(shown, k["passages"], strict=False):
+            assert _words(p["text"][:500]) in _words(text)
+            if p["heading"]:
+                assert _words(text).startswith(_words(p["heading"]))
+    assert page.get_by_label("Reply (edit before sending)").input_value() == expected["draft"]["text"]
+    assert expected["draft"]["article_title"] in panel.locator(".draft .help").inner_text()
+
+
+def test_the_suggestions_open_as_their_own_page(page, web: WebApp) -> None:
+    tid, expected = _ticket_with_a_grounded_draft(web)
+    sign_in(page, web, "agent")
+    # The ticket page links to them until the panel has loaded in place (and for a browser without scripts).
+    html = page.request.get(web.url(f"/agent/tickets/{tid}")).text()
+    assert f'<a href="/agent/tickets/{tid}/assist">Open the suggestions</a>' in html
+    page.goto(web.url(f"/agent/tickets/{tid}/assist"))
+    assert page.get_by_role("heading", name="Suggestions").is_visible()
+    assert page.get_by_role("link", name=f"← Ticket {tid}").is_visible()
+    assert page.get_by_label("Reply (edit before sending)").input_value() == expected["draft"]["text"]
+    check_page_accessible(page)
+    screenshot(page, "agent-assist")
+
+
+def test_thumbs_copy_and_sending_the_edited_reply_are_recorded_as_assist_feedback(page, web: WebApp) -> None:
     from assist.models import AssistFeedback
 
-    tid = _left_to_people(web)[0]
+    tid, expected = _ticket_with_a_grounded_draft(web)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     sign_in(page, web, "agent")
     page.goto(web.url(f"/agent/tickets/{tid}"))
     page.wait_for_selector("#assist h3:has-text('Next-best actions')")
     actions = page.locator("#assist ol.plain > li")
-    assert actions.count() >= 1
     activity = actions.first.locator("strong").first.inner_text()
+    assert activity == expected["actions"][0]["activity"]
     actions.first.get_by_role("button", name=f"Helpful: {activity}", exact=True).click()
     actions.first.get_by_text("Marked helpful.").wait_for()
-    sent = None
-    if page.locator("#draft-text").count():
-        page.get_by_label("Reply (edit before sending)").fill("Hello, we refunded the second payment. Regards")
-        page.get_by_role("button", name="Send reply back to the helpdesk").click()
-        page.get_by_text("Reply sent back with your edits.").wait_for()
-        sent = "Hello, we refunded the second payment. Regards"
+    sent = "Hello, we refunded the second payment. Regards"
+    page.get_by_label("Reply (edit before sending)").fill(sent)
+    page.get_by_role("button", name="Copy reply").click()
+    page.locator(".copy-note", has_text="Copied.").wait_for()
+    assert page.evaluate("() => navigator.clipboard.readText()") == sent  # the edited text, not the draft
+    page.get_by_role("button", name="Send reply back to the helpdesk").click()
+    page.get_by_text("Reply sent back with your edits.").wait_for()
     with web.session() as s:
         rows = s.exec(select(AssistFeedback).where(AssistFeedback.ticket_id == tid)
                       .order_by(col(AssistFeedback.id))).all()
     assert any(r.kind == "action" and r.suggestion == activity and r.verdict == "accepted" and r.by == "agent1"
                for r in rows)
-    if sent:
-        assert any(r.kind == "draft" and r.verdict == "edited" and r.edited_text == sent for r in rows)
+    drafts = [r for r in rows if r.kind == "draft"]
+    assert [(r.verdict, r.edited_text, r.article_id, r.by) for r in drafts] == [
+        ("edited", sent, expected["draft"]["article_id"], "agent1")]
 
 
 def test_set_team_and_intent_in_one_action_is_the_feedback_and_leaves_the_queue(page, web: WebApp) -> None:
@@ -185,3 +250,37 @@ def test_queue_is_usable_at_tablet_width(page, web: WebApp) -> None:
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 768 + 1, f"the page scrolls sideways at 768 px ({width} px wide)"
     check_page_accessible(page)
+
+
+def test_the_panel_is_computed_again_when_the_ticket_changes(web: WebApp) -> None:
+    """The panel keeps each ticket's suggestions, but a new event on the ticket is seen at once (a step taken is
+    no longer suggested), exactly as the JSON API's assist sees it."""
+    import re
+    from datetime import datetime, timedelta
+
+    left = _left_to_people(web)
+    grounded, _ = _ticket_with_a_grounded_draft(web)
+    tid, api = "", {}
+    for t in reversed(left[3:]):
+        api = httpx.get(web.url(f"/v1/tickets/{t}/assist"), headers=web.h("agent"), timeout=120).json()
+        if t != grounded and api["actions"]:
+            tid = t
+            break
+    assert tid, "no seeded ticket left to people has a ranked action"
+    shown = re.compile(r"<li><strong>([^<]+)</strong>\s*<span class=\"muted\">· [+-]")
+    with httpx.Client(base_url=web.base_url, timeout=120) as c:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1)  # type: ignore[union-attr]
+        c.post("/login", data={"username": "agent1", "password": web.users["agent"].password, "csrf_token": token})
+        first, again = c.get(f"/agent/tickets/{tid}/assist"), c.get(f"/agent/tickets/{tid}/assist")
+        assert first.status_code == again.status_code == 200
+        before = shown.findall(first.text)
+        assert before == [a["activity"] for a in api["actions"]] == shown.findall(again.text)
+        taken = before[0]
+        last = httpx.get(web.url(f"/v1/tickets/{tid}"), headers=web.h("agent")).json()["events"][-1]["timestamp"]
+        at = (datetime.fromisoformat(last.replace("Z", "+00:00")) + timedelta(minutes=5)).isoformat()
+        r = httpx.post(web.url(f"/v1/tickets/{tid}/events"), headers=web.h("helpdesk"),
+                       json={"activity": taken, "timestamp": at})
+        assert r.status_code == 201, r.text
+        after = shown.findall(c.get(f"/agent/tickets/{tid}/assist").text)
+    api_after = httpx.get(web.url(f"/v1/tickets/{tid}/assist"), headers=web.h("agent"), timeout=120).json()
+    assert taken not in after and after == [a["activity"] for a in api_after["actions"]]
