@@ -50,6 +50,7 @@ from insight.eventlog import (
     read_log,
 )
 from insight.mining import (
+    CostModel,
     EncodedLog,
     ProcessMap,
     VariantTable,
@@ -376,6 +377,9 @@ def case_frame(report: Any, enc: EncodedLog) -> tuple[pl.DataFrame, dict[str, li
     mis = report.misrouting.cases.reindex(ids) if report.misrouting.has_groups else None
     for name in ("first_team", "resolving_team", "teams"):
         cols[name] = lab[name].astype(object).where(lab[name].notna(), None).to_numpy() if name in lab else None
+    ext = getattr(report, "extraction", None)
+    if ext is not None and len(ext.finished) == len(ids):
+        cols["finished"] = np.asarray(ext.finished, dtype=bool)  # reached an end activity (the report's basis)
     if mis is not None:
         cols["misrouted"] = mis["misrouted"].fillna(False).astype(bool).to_numpy()
         cols["ping_pong"] = mis["ping_pong"].fillna(False).astype(bool).to_numpy() if "ping_pong" in mis else False
@@ -708,12 +712,46 @@ class RunData:
         return self.cache.get(("map", f.key(), cov), lambda: discover_process_map(
             enc=self.encoded(f), activity_coverage=cov, edge_threshold=0.0))
 
+    def finished(self) -> np.ndarray | None:
+        """Per case (encoding order), whether it reached an end activity; None when every case did.
+
+        Read from the per-case frame; a run saved before the frame kept it is re-derived from the report's end
+        activities (the same rule as `detect_extraction`)."""
+        def make() -> np.ndarray | None:
+            if "finished" in self.cases.columns:
+                fin = self.cases["finished"].to_numpy().astype(bool)
+            else:
+                ext = self.report.get("extraction") or {}
+                ends = set(ext.get("end_activities") or [])
+                if not ext.get("open_cases") or not ends:
+                    return None
+                last = self.enc.activity.codes[self.enc.case_start[1:] - 1]
+                is_end = np.array([str(a) in ends for a in self.enc.activity.labels] + [False], dtype=bool)
+                fin = is_end[last]
+            return None if fin.all() else fin
+        result: np.ndarray | None = self.cache.get(("finished",), make)
+        return result
+
+    def cost_model(self) -> CostModel:
+        """The cost model the run was mined with (the report's), so the explorer prices paths as the report does."""
+        stored = (self.report.get("variants") or {}).get("cost_model")
+        if not isinstance(stored, dict):
+            return CostModel()
+        known = {k: v for k, v in stored.items() if k in CostModel.__dataclass_fields__}
+        return CostModel(**known)
+
     def variant_table(self, f: CaseFilter) -> VariantTable:
-        """Every variant of the filtered cases with cost (the run's cost model), high cost first."""
+        """Every variant of the filtered cases with cost (the run's cost model), high cost first.
+
+        On a log with unfinished cases, times, costs and the happy path use the finished cases, as the report's
+        table does (an open case's duration is only a lower bound)."""
         f = self.canonical(f)
 
         def make() -> VariantTable:
-            return mine_variants(enc=self.encoded(f))
+            fin = self.finished()
+            if fin is not None and not f.empty:
+                fin = fin[self.mask(f)]
+            return mine_variants(enc=self.encoded(f), cost_model=self.cost_model(), finished=fin)
         if f.empty and self.variants is not None:
             return self.variants
         vt: VariantTable = self.cache.get(("variants", f.key()), make)

@@ -62,6 +62,15 @@ def run_id(browser, web: WebApp) -> str:
         context.close()
 
 
+def _run(web: WebApp, run_id: str):  # type: ignore[no-untyped-def]
+    """The app's own loaded run (its report and per-case frame), as the pages get it."""
+    from types import SimpleNamespace
+
+    from api.web.analyst import manager
+
+    return manager(SimpleNamespace(app=web.app)).data(run_id)  # type: ignore[arg-type]
+
+
 def test_overview_shows_kpis_on_a_continuous_time_axis(page, web: WebApp, run_id: str) -> None:
     sign_in(page, web, "analyst")
     page.goto(web.url(f"/analyst/runs/{run_id}"))
@@ -174,6 +183,51 @@ def test_variant_explorer_sorts_by_each_column(page, web: WebApp, run_id: str) -
     top.locator("td:nth-child(2) a").click()
     page.wait_for_load_state("networkidle")
     assert f"{n:,} cases" in page.locator("main").inner_text()
+
+
+def test_variant_explorer_times_a_snapshot_as_the_report_does(page, web: WebApp, tmp_path) -> None:
+    """A log cut like a snapshot (the newest cases have no end activity yet), uploaded and mined through the pages:
+    the explorer's times, happy path and ranks are the report's, measured on finished cases."""
+    from insight.eventlog import write_log
+    from insight.mining.report import fmt_duration
+    from tests.web.test_analyst_data import snapshot_log
+
+    write_log(snapshot_log(), tmp_path / "snapshot.csv")
+    sign_in(page, web, "analyst")
+    page.get_by_label("Log file (CSV, CSV.gz, XES, XES.gz or Parquet)").set_input_files(str(tmp_path / "snapshot.csv"))
+    page.get_by_role("button", name="Upload and preview").click()
+    page.wait_for_load_state("networkidle")
+    page.get_by_label("Name of the run").fill("snapshot extract")
+    page.get_by_role("button", name="Mine this log").click()
+    page.wait_for_url(re.compile(r"/analyst/runs/[a-z0-9]+$"))
+    page.get_by_role("link", name="Process map").wait_for(timeout=180_000)
+    rid = page.url.rsplit("/", 1)[1]
+    report = _run(web, rid).report
+    assert report["extraction"]["open_cases"] == 200
+    stored = {v["rank"]: v for v in report["variants"]["variants"]}
+    page.goto(web.url(f"/analyst/runs/{rid}/variants"))
+    section = page.locator("#variants")
+    assert "300 finished cases (200 unfinished cases left out" in section.locator("p").first.inner_text()
+    rows = section.locator("#variants-table tbody tr")
+    cells = rows.evaluate_all("rs => rs.map(r => [...r.cells].map(c => c.innerText))")
+    assert len(cells) == min(50, report["variants"]["n_variants"])
+    happy = report["variants"]["happy_path"]
+    assert cells[0][0] == str(happy["rank"]) and cells[0][3] == "happy path"
+    assert cells[0][-1] == " → ".join(happy["activities"]) and happy["activities"][-1] == "Closed"
+    checked = open_paths = 0
+    for c in cells:
+        v = stored.get(int(c[0]))
+        if v is None:
+            continue
+        assert c[-1] == " → ".join(v["activities"])
+        assert _num(c[1].split("(")[0]) == v["cases"]
+        assert c[4] == fmt_duration(v["median_s"]) and c[5] == fmt_duration(v["p90_s"])
+        checked += 1
+        open_paths += v["finished_cases"] == 0
+    # the open prefixes are shown without a time (theirs is only a lower bound), as in the report
+    assert checked >= 20 and open_paths > 0
+    assert sum(1 for c in cells if c[4] == "n/a") >= open_paths
+    check_page_accessible(page)
 
 
 def test_findings_drill_down_to_cases(page, web: WebApp, run_id: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from api.insight_runs import (
     CaseFilter,
+    RunData,
     RunManager,
     RunStore,
     edge_threshold_for,
@@ -257,3 +258,74 @@ def test_a_job_another_worker_runs_is_not_called_dead_until_it_goes_quiet(tmp_pa
     os.utime(store.run_dir(meta.id) / "meta.json", (old, old))
     gone = manager.status(meta.id)
     assert gone.status == "failed" and "stopped" in (gone.error or "")
+
+
+def snapshot_log(n_cases: int = 500, seed: int = 11, open_share: float = 0.4) -> EventLog:
+    """A simulated log cut like a snapshot: the newest cases stop after their first three events (no end activity),
+    so the most frequent path is an open prefix whose recorded time is only a lower bound."""
+    df = simulate(n_cases=n_cases, seed=seed).log.df
+    first = df.groupby("case_id")["timestamp"].min().sort_values()
+    newest = set(first.index[int(len(first) * (1 - open_share)):])
+    pos = df.groupby("case_id").cumcount()
+    return EventLog(df[~df["case_id"].isin(newest) | (pos < 3)].reset_index(drop=True), name="snapshot")
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory):
+    """The snapshot log uploaded as CSV and mined by the run manager, as the analyst pages do."""
+    d = tmp_path_factory.mktemp("snapshot")
+    log = snapshot_log()
+    write_log(log, d / "snapshot.csv")
+    store = RunStore(d / "home")
+    up = store.save_upload("snapshot.csv", (d / "snapshot.csv").read_bytes())
+    prev = preview_upload(up)
+    manager = RunManager(store)
+    meta = manager.start(store.new_run(name="snapshot", source="upload", created_by="tester", mapping=prev.mapping),
+                         upload_reader(up, prev.mapping, pseudonym_key=KEY), background=False)
+    assert meta.status == "done", meta.error
+    return manager.data(meta.id)
+
+
+def _times(vt) -> list[tuple]:
+    return [(v.rank, v.activities, v.cases, v.finished_cases, None if np.isnan(v.median_s) else round(v.median_s, 3),
+             round(v.cost, 6), v.happy_path) for v in vt.variants]
+
+
+def test_the_variant_explorer_times_finished_cases_as_the_report_does(snapshot) -> None:
+    run = snapshot
+    ext = run.report["extraction"]
+    assert ext["kind"] == "open_at_cutoff" and ext["open_cases"] == 200
+    fin = run.finished()
+    assert fin is not None and int((~fin).sum()) == 200
+    vt = run.variant_table(CaseFilter())
+    assert vt.unfinished_cases == 200 and "finished cases" in vt.duration_basis
+    stored = {v["rank"]: v for v in run.report["variants"]["variants"]}
+    for v in vt.variants[: len(stored)]:
+        s = stored[v.rank]
+        assert (tuple(s["activities"]), s["cases"], s["happy_path"]) == (v.activities, v.cases, v.happy_path)
+        assert (s["median_s"] is None) == bool(np.isnan(v.median_s))
+        if s["median_s"] is not None:
+            assert s["median_s"] == pytest.approx(v.median_s)
+    # Counted as if finished, the open prefix would be the happy path with a few minutes' time.
+    raw = mine_variants(enc=run.enc)
+    assert vt.happy.activities[-1] == "Closed" and raw.happy.activities[-1] != "Closed"
+    prefix = next(v for v in vt.variants if v.activities == raw.happy.activities)
+    assert prefix.finished_cases == 0 and np.isnan(prefix.median_s) and not np.isnan(raw.happy.median_s)
+    # A drill-down by rank lists the cases of the variant the explorer shows under that rank.
+    assert run.frame(CaseFilter(variant=(vt.happy.rank,))).height == vt.happy.cases
+    # A run saved before the per-case frame kept the flag gets it back from the report's end activities.
+    older = RunData(run.dir, run.meta)
+    older.cases = older.cases.drop("finished")
+    assert np.array_equal(older.finished(), fin)
+
+
+def test_a_filtered_explorer_times_the_filtered_finished_cases(snapshot) -> None:
+    run = snapshot
+    f = CaseFilter(channel=("email",))
+    mask = run.mask(f)
+    fin = run.finished()
+    assert 0 < mask.sum() < run.enc.n_cases and (~fin[mask]).sum() > 0
+    ref = encode(EventLog(run.enc.df, name="run").filter_cases(run.enc.case_labels[mask]))
+    assert _times(run.variant_table(f)) == _times(mine_variants(enc=ref, finished=fin[mask]))
+    assert _times(run.variant_table(f)) != _times(mine_variants(enc=ref))
+
