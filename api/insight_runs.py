@@ -381,7 +381,14 @@ def case_frame(report: Any, enc: EncodedLog) -> tuple[pl.DataFrame, dict[str, li
     if ext is not None and len(ext.finished) == len(ids):
         cols["finished"] = np.asarray(ext.finished, dtype=bool)  # reached an end activity (the report's basis)
     if mis is not None:
+        # `misrouted` is the misroute model's training label (every transfer); `avoidable` is what routing could
+        # have avoided (misroute, ping-pong, needless push-to-front): the figure the pages show.
         cols["misrouted"] = mis["misrouted"].fillna(False).astype(bool).to_numpy()
+        if "avoidable" in mis:
+            cols["avoidable"] = mis["avoidable"].fillna(False).astype(bool).to_numpy()
+        if "transfer_kind" in mis:
+            kind = mis["transfer_kind"]
+            cols["transfer_kind"] = kind.astype(object).where(kind.notna(), None).to_numpy()
         cols["ping_pong"] = mis["ping_pong"].fillna(False).astype(bool).to_numpy() if "ping_pong" in mis else False
         for c in ("ping_pong_a", "ping_pong_b"):
             cols[c] = mis[c].astype(object).where(mis[c].notna(), None).to_numpy() if c in mis else None
@@ -531,7 +538,8 @@ class Kpis:
     handling_mean_s: float | None
     fcr_rate: float | None
     rework_rate: float | None
-    misrouted_rate: float | None
+    # share of cases with an avoidable transfer (misroute, ping-pong, needless push-to-front), not every transfer
+    avoidable_rate: float | None
     events_per_case: float | None
 
 
@@ -542,7 +550,7 @@ class TrendPoint:
     start: date
     cases: int
     throughput_median_s: float | None
-    misrouted_rate: float | None
+    avoidable_rate: float | None  # share of the window's cases with an avoidable transfer
 
 
 @dataclass
@@ -833,7 +841,8 @@ class RunData:
 
     def cases_for(self, f: CaseFilter, *, kind: str, a: str = "", b: str = "", offset: int = 0, limit: int = 50,
                   sort: str = "duration") -> CasePage:
-        """Cases behind a map edge / activity / variant / misrouting pair / ping-pong pair / team / example list."""
+        """Cases behind a map edge / activity / variant / misrouting pair / ping-pong pair / team / avoidable transfer /
+        example list."""
         frame = self.frame(f)
         if kind == "all":
             return self._page("All cases in the filter", frame, offset=offset, limit=limit, sort=sort)
@@ -882,6 +891,12 @@ class RunData:
                 raise NotFound("this log has no teams")
             sel = frame.filter((pl.col("first_team") == a) & pl.col("misrouted"))
             return self._page(f"Cases {a} received first and passed on", sel, offset=offset, limit=limit, sort=sort)
+        if kind == "avoidable":
+            if "avoidable" not in frame.columns:
+                raise NotFound("this run has no transfer kinds (mined before they were told apart, or no teams)")
+            sel = frame.filter(pl.col("avoidable"))
+            return self._page("Cases with an avoidable transfer (misroute, ping-pong or needless push to a higher "
+                              "line)", sel, offset=offset, limit=limit, sort=sort)
         if kind == "unfit":
             if "fitness" not in frame.columns:
                 raise NotFound("this run has no conformance result")
@@ -979,12 +994,12 @@ def summarize(frame: pl.DataFrame) -> Kpis:
         pl.col("rework").cast(pl.Float64).mean().alias("rework"),
         pl.col("n_events").mean().alias("epc"),
     ]
-    if "misrouted" in frame.columns:
-        aggs.append(pl.col("misrouted").cast(pl.Float64).mean().alias("mis"))
+    if "avoidable" in frame.columns:
+        aggs.append(pl.col("avoidable").cast(pl.Float64).mean().alias("avoid"))
     r = frame.select(aggs).row(0, named=True)
     return Kpis(cases=n, events=int(r["events"]), throughput_median_s=_f(r["tmed"]), throughput_p90_s=_f(r["tp90"]),
                 throughput_mean_s=_f(r["tmean"]), handling_mean_s=_f(r["aht"]), fcr_rate=_f(r["fcr"]),
-                rework_rate=_f(r["rework"]), misrouted_rate=_f(r.get("mis")), events_per_case=_f(r["epc"]))
+                rework_rate=_f(r["rework"]), avoidable_rate=_f(r.get("avoid")), events_per_case=_f(r["epc"]))
 
 
 _WINDOWS = {"day": "1d", "week": "1w", "month": "1mo"}
@@ -998,10 +1013,10 @@ def trend(frame: pl.DataFrame, *, window: str = "week") -> list[TrendPoint]:
         return []
     every = _WINDOWS[window]
     w = frame.select(pl.col("start").dt.replace_time_zone(None).dt.cast_time_unit("us").dt.truncate(every).alias("w"),
-                     "throughput_s", *(["misrouted"] if "misrouted" in frame.columns else []))
+                     "throughput_s", *(["avoidable"] if "avoidable" in frame.columns else []))
     agg = [pl.len().alias("cases"), pl.col("throughput_s").median().alias("tmed")]
-    if "misrouted" in w.columns:
-        agg.append(pl.col("misrouted").cast(pl.Float64).mean().alias("mis"))
+    if "avoidable" in w.columns:
+        agg.append(pl.col("avoidable").cast(pl.Float64).mean().alias("avoid"))
     g = w.group_by("w").agg(agg)
     lo, hi = g["w"].min(), g["w"].max()
     axis = pl.DataFrame({"w": pl.datetime_range(lo, hi, every, eager=True)})  # type: ignore[arg-type]
@@ -1009,7 +1024,7 @@ def trend(frame: pl.DataFrame, *, window: str = "week") -> list[TrendPoint]:
     out = []
     for r in full.iter_rows(named=True):
         out.append(TrendPoint(start=r["w"].date(), cases=int(r["cases"] or 0), throughput_median_s=_f(r["tmed"]),
-                              misrouted_rate=_f(r.get("mis"))))
+                              avoidable_rate=_f(r.get("avoid"))))
     return out
 
 

@@ -5,8 +5,10 @@ role checks. Asserts what a person sees."""
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import httpx
+import polars as pl
 import pytest
 
 from tests.web.conftest import WebApp, check_page_accessible, screenshot, sign_in
@@ -79,11 +81,23 @@ def test_overview_shows_kpis_on_a_continuous_time_axis(page, web: WebApp, run_id
     page.get_by_text("The figures as a table").click()
     weeks = page.locator("details table tbody tr")
     starts = [weeks.nth(i).locator("td").first.inner_text() for i in range(weeks.count())]
-    from datetime import date
-
     days = [date.fromisoformat(s) for s in starts]
     assert all((b - a).days == 7 for a, b in zip(days, days[1:], strict=False)), "a week is missing on the axis"
     assert sum(_num(weeks.nth(i).locator("td").nth(1).inner_text()) for i in range(weeks.count())) == 300
+    # Transfers read as what routing could have avoided, not every transfer (escalations that resolved the case
+    # are not counted), on the tile and per week.
+    m = _run(web, run_id).report["misrouting"]
+    tile = page.locator(".kpis div", has_text="Avoidable transfers").locator("dd")
+    assert tile.inner_text() == f"{100 * m['avoidable_cases'] / m['n_cases']:.1f} %"
+    assert m["avoidable_cases"] < m["reassigned_cases"]
+    assert page.locator(".kpis dt", has_text="Misrouted").count() == 0
+    assert page.locator("details table thead th").last.text_content() == "Avoidable transfers"
+    tile.locator("a").click()
+    page.wait_for_load_state("networkidle")
+    assert page.get_by_role("heading", name=re.compile(r"^Cases with an avoidable transfer")).is_visible()
+    assert f"{m['avoidable_cases']:,} cases" in page.locator("main").inner_text()
+    page.go_back()
+    page.wait_for_load_state("networkidle")
     check_page_accessible(page)
     screenshot(page, "analyst-overview")
 
@@ -265,6 +279,11 @@ def test_compare_two_periods(page, web: WebApp, run_id: str) -> None:
     table = page.locator("#compare-kpis")
     row = table.locator("tr", has_text="Cases").first.locator("td").all_inner_texts()
     assert _num(row[0]) + _num(row[1]) == 300
+    assert table.locator("th", has_text="Misrouted").count() == 0
+    avoid = table.locator("tr", has_text="Avoidable transfers").first.locator("td").all_inner_texts()
+    frame = _run(web, run_id).cases
+    early = frame.filter(pl.col("start").dt.date() <= date(2026, 2, 15))
+    assert avoid[0] == f"{100 * early['avoidable'].mean():.1f} %"
     check_page_accessible(page)
     screenshot(page, "analyst-compare")
 

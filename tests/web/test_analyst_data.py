@@ -329,3 +329,25 @@ def test_a_filtered_explorer_times_the_filtered_finished_cases(snapshot) -> None
     assert _times(run.variant_table(f)) == _times(mine_variants(enc=ref, finished=fin[mask]))
     assert _times(run.variant_table(f)) != _times(mine_variants(enc=ref))
 
+
+def test_kpis_and_trend_count_avoidable_transfers_not_every_transfer(mined) -> None:
+    _, _, _, _, _, run = mined
+    m = run.report["misrouting"]
+    k = summarize(run.cases)
+    assert k.avoidable_rate == pytest.approx(m["avoidable_cases"] / m["n_cases"])
+    escalations = next(t["cases"] for t in m["taxonomy"] if t["kind"] == "justified_escalation")
+    assert escalations > 0 and k.avoidable_rate < m["reassigned_cases"] / m["n_cases"]
+    # the misroute model's training label is kept beside it, unchanged
+    assert int(run.cases["misrouted"].sum()) == m["misrouted_cases"]
+    assert (run.cases["avoidable"] != run.cases["misrouted"]).any()
+    # filters keep working: the share is over the filtered cases, and the drill-down lists exactly those
+    f = CaseFilter(channel=("email",))
+    frame = run.frame(f)
+    assert run.kpis(f).avoidable_rate == pytest.approx(frame["avoidable"].mean())
+    page = run.cases_for(f, kind="avoidable", limit=10_000)
+    assert page.total == int(frame["avoidable"].sum()) > 0
+    kinds = dict(zip(frame["case_id"].to_list(), frame["transfer_kind"].to_list(), strict=True))
+    assert {kinds[r.case_id] for r in page.rows} <= {"misroute", "ping_pong", "push_to_front"}
+    weeks = run.trend(CaseFilter(), "week")
+    total = sum((p.avoidable_rate or 0.0) * p.cases for p in weeks)
+    assert total == pytest.approx(m["avoidable_cases"])
