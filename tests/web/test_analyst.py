@@ -53,12 +53,15 @@ def run_id(browser, web: WebApp) -> str:
         page.wait_for_load_state("networkidle")
         page.get_by_label("Name of the run").fill("seeded demo log")
         page.get_by_role("button", name="Mine this log").click()
-        # Progress is visible while the job runs, then the browser lands on the run.
+        # The browser lands on the run once mined (the progress page of a running job is
+        # test_mining_progress_is_shown_while_the_job_runs); the finished job's progress reads done.
         page.wait_for_url(re.compile(r"/analyst/runs/[a-z0-9]+$"))
         page.get_by_role("heading", name="seeded demo log").wait_for(timeout=180_000)
         page.get_by_role("link", name="Process map").wait_for(timeout=180_000)
         rid = page.url.rsplit("/", 1)[1]
         assert page.get_by_text("Headline findings (whole run)").is_visible()
+        done = page.request.get(web.url(f"/analyst/runs/{rid}/progress")).text()
+        assert "100 % · done" in done and 'value="100"' in done and "Open the run" in done
         return rid
     finally:
         context.close()
@@ -306,6 +309,46 @@ def test_mine_the_live_event_store(page, web: WebApp) -> None:
     page.get_by_role("link", name="Process map").click()
     page.wait_for_load_state("networkidle")
     assert page.locator("svg.pmap a.node[data-activity='Ticket created']").count() == 1
+
+
+def test_mining_progress_is_shown_while_the_job_runs(page, web: WebApp) -> None:
+    """A real mining job held at its first step (its reader waits): the progress page shows the step and polls;
+    once the job goes on, the page turns into the mined run by itself."""
+    import threading
+    from types import SimpleNamespace
+
+    from api.insight_runs import upload_reader
+    from api.web.analyst import manager
+
+    m = manager(SimpleNamespace(app=web.app))  # type: ignore[arg-type]  # the app's run manager, as a page gets it
+    up = m.store.save_upload("held.csv", (web.settings.home / "sim" / "events.csv").read_bytes())
+    read = upload_reader(up, {}, pseudonym_key=web.settings.pseudonym_key.get_secret_value() or None)
+    go = threading.Event()
+
+    def held_read():  # type: ignore[no-untyped-def]
+        assert go.wait(300), "the test never let the job go on"
+        return read()
+
+    meta = m.store.new_run(name="held mining job", source="upload held.csv", created_by="analyst1")
+    m.start(meta, held_read)
+    try:
+        sign_in(page, web, "analyst")
+        page.goto(web.url(f"/analyst/runs/{meta.id}"))
+        assert page.get_by_role("heading", name="Mining held mining job").is_visible()
+        status = page.locator("#progress [role=status]").inner_text()
+        assert re.fullmatch(r"0 % · reading log \(0/\d+\)", status), status
+        bar = page.get_by_label("Mining held mining job:")
+        assert bar.evaluate("el => [el.tagName, el.value, el.max]") == ["PROGRESS", 0, 100]
+        assert page.locator("#progress[hx-trigger='every 1s']").count() == 1  # it polls
+        page.wait_for_timeout(1500)  # a poll came back: still running, still shown
+        assert "reading log" in page.locator("#progress [role=status]").inner_text()
+        check_page_accessible(page)
+        screenshot(page, "analyst-progress")
+    finally:
+        go.set()
+    page.get_by_text("Headline findings (whole run)").wait_for(timeout=180_000)
+    assert page.get_by_role("heading", name="held mining job").is_visible()
+    assert page.url.endswith(f"/analyst/runs/{meta.id}")
 
 
 def test_roles_match_the_insight_api(page, web: WebApp, run_id: str) -> None:

@@ -36,6 +36,8 @@ def test_draft_review_publish_change_diff_restore(browser, web: WebApp) -> None:
         assert a.get_by_role("heading", name=title).is_visible()
         assert a.locator("#article-status").inner_text() == "draft"
         assert a.evaluate("window.pwned") is None
+        check_page_accessible(a)
+        screenshot(a, "knowledge-article")
         article_url = a.url
         a.get_by_role("button", name="Submit for review").click()
         a.wait_for_load_state("networkidle")
@@ -48,6 +50,9 @@ def test_draft_review_publish_change_diff_restore(browser, web: WebApp) -> None:
 
         sign_in(b, web, reviewer)
         b.goto(web.url("/knowledge/reviews"))
+        assert b.get_by_role("heading", name="Reviews", exact=True).is_visible()
+        check_page_accessible(b)
+        screenshot(b, "knowledge-reviews")
         b.locator("#pending-reviews tr", has_text=title).get_by_role("link").click()
         b.wait_for_load_state("networkidle")
         assert "+# " + title in b.locator("#diff").inner_text()

@@ -114,6 +114,8 @@ def test_an_unknown_address_shows_the_404_page_and_the_api_keeps_json(page, web:
     resp = page.goto(web.url("/no/such/page"))
     assert resp is not None and resp.status == 404
     assert page.get_by_role("heading", name="Not found").is_visible()
+    check_page_accessible(page)
+    screenshot(page, "error-404")
     r = httpx.get(web.url("/v1/no-such-route"), headers={"Accept": "text/html"})
     assert r.status_code == 404 and r.json()["code"] == "not_found"
 
@@ -133,6 +135,7 @@ def test_change_own_password(page, web: WebApp) -> None:
     sign_in(page, web, cred)
     page.goto(web.url("/account"))
     check_page_accessible(page)
+    screenshot(page, "account")
     page.get_by_label("Current password").fill(cred.password)
     page.get_by_label("New password").fill("a-brand-new-password")
     page.get_by_role("button", name="Change password").click()
