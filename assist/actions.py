@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from assist.effects import ActionEffects
 from assist.models import NextBestAction
@@ -89,7 +90,7 @@ class StepStat:
         return self.mean_wait_hours + self.mean_after_hours
 
 
-class StepOutcomes:
+class StepOutcomes(BaseEstimator):
     """Mined from a log: for each (last activity, next activity), how often, how long the wait, how long after."""
 
     def __init__(self, *, sla_hours: float | None = None, min_support: int = 5, effects: bool = True) -> None:
@@ -134,8 +135,7 @@ class StepOutcomes:
         return self
 
     def _check(self) -> None:
-        if not hasattr(self, "table_"):
-            raise NotFittedError("StepOutcomes is not fitted; call fit(log) first")
+        check_is_fitted(self, "table_", msg="%(name)s is not fitted; call fit(log) first")
 
     def lookup(self, state: str, activity: str) -> StepStat | None:
         """Statistics of one transition, or None when the log never showed it."""

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from core.errors import InvalidEventLog, InvalidInput
 from insight.eventlog.schema import ACTIVITY, CASE_ID, GROUP, RESOURCE, TIMESTAMP
@@ -94,7 +95,7 @@ class _ActivityProfile:
     handover_share: float | None
 
 
-class ActionEffects:
+class ActionEffects(BaseEstimator):
     """Mined from a log: which activities are agent actions, and each action's effect per group of tickets."""
 
     def __init__(self, *, group_column: str = "intent", min_case_share: float = 0.005, max_case_share: float = 0.9,
@@ -103,7 +104,7 @@ class ActionEffects:
         self.group_column = group_column
         self.min_case_share = min_case_share
         self.max_case_share = max_case_share
-        self.process_states = tuple(process_states)
+        self.process_states = process_states
         self.reopen_pattern = reopen_pattern
         self.level = level
         self.n_boot = n_boot
@@ -203,8 +204,7 @@ class ActionEffects:
     # ------------------------------------------------------------------ use
 
     def _check(self) -> None:
-        if not hasattr(self, "table_"):
-            raise NotFittedError("ActionEffects is not fitted; call fit(log) first")
+        check_is_fitted(self, "table_", msg="%(name)s is not fitted; call fit(log) first")
 
     def is_action(self, activity: str) -> bool:
         """True when the log shows `activity` as an agent action (not a process state)."""

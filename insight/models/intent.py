@@ -65,9 +65,11 @@ import numpy as np
 from scipy.sparse import csr_matrix, hstack
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.covariance import LedoitWolf
+from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
+from sklearn.utils.validation import check_is_fitted
 
 from core.errors import InvalidInput, ModelArtifactError, ModelNotReady
 
@@ -683,8 +685,12 @@ class IntentClassifier(ClassifierMixin, BaseEstimator):
     # ---- inference ----
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "classes_"):
-            raise ModelNotReady("IntentClassifier is not fitted; call fit(texts, labels) or train the intent model")
+        # scikit-learn's check, reported as the domain error the service maps to "model not ready".
+        try:
+            check_is_fitted(self, "classes_",
+                            msg="%(name)s is not fitted; call fit(texts, labels) or train the intent model")
+        except NotFittedError as exc:
+            raise ModelNotReady(str(exc)) from exc
 
     def _score_with_emb(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
         self._check_fitted()
