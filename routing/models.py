@@ -115,6 +115,20 @@ class TicketBase(SQLModel):
     custom_fields: dict[str, str] = SQLField(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime | None = SQLField(default=None, sa_column=_tz_column(nullable=True))
 
+    def ticket_fields(self, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """This ticket's `TicketBase` fields by name but those in `exclude`, to build another member of the family
+        or a row from it (custom fields as a fresh dict, `created_at` in UTC: SQLite drops the zone)."""
+        out = {name: getattr(self, name) for name in TICKET_FIELDS if name not in exclude}
+        if "custom_fields" in out:
+            out["custom_fields"] = dict(self.custom_fields or {})
+        if "created_at" in out:
+            out["created_at"] = as_utc(self.created_at)
+        return out
+
+
+# The fields every ticket model shares, in declaration order (the request, the table and the response).
+TICKET_FIELDS: tuple[str, ...] = tuple(TicketBase.model_fields)
+
 
 class TicketIn(TicketBase, JsonBody):
     """A new (or updated) ticket as the helpdesk sends it (the family's Create model)."""
@@ -333,11 +347,7 @@ class Ticket(TicketBase, table=True):
 
     def to_ticket_in(self) -> TicketIn:
         """The stored payload as a TicketIn again (for re-triage)."""
-        return TicketIn(
-            ticket_id=self.ticket_id, subject=self.subject, body=self.body, channel=self.channel,
-            segment=self.segment, priority=self.priority, custom_fields=dict(self.custom_fields or {}),
-            created_at=as_utc(self.created_at),
-        )
+        return TicketIn(**self.ticket_fields())
 
 
 class TriageDecision(SQLModel, table=True):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import Table, bindparam, select, update
 
-from routing.models import Ticket, TriageDecision
+from routing.models import TICKET_FIELDS, Ticket, TriageDecision
 
 TICKET: Table = Ticket.__table__  # type: ignore[attr-defined]
 DECISION: Table = TriageDecision.__table__  # type: ignore[attr-defined]
@@ -26,13 +26,12 @@ STORED = (
 SET_CURRENT = (
     update(TICKET).where(TICKET.c.ticket_id == bindparam("tid")).values(current_decision_id=bindparam("did"))
 )
-# A changed payload of ticket `tid`: the new fields, hash and current decision.
+# A changed payload of ticket `tid`: the new ticket fields (each bound by its own name), hash and current decision.
 RETRIAGE = (
     update(TICKET).where(TICKET.c.ticket_id == bindparam("tid")).values(
-        subject=bindparam("subject"), body=bindparam("body"), channel=bindparam("channel"),
-        segment=bindparam("segment"), priority=bindparam("priority"), custom_fields=bindparam("custom_fields"),
-        created_at=bindparam("created_at"), payload_hash=bindparam("payload_hash"),
-        current_intent=bindparam("current_intent"), current_team=bindparam("current_team"),
-        current_decision_id=bindparam("did"), updated_at=bindparam("updated_at"),
+        **{name: bindparam(name) for name in TICKET_FIELDS if name != "ticket_id"},
+        payload_hash=bindparam("payload_hash"), current_intent=bindparam("current_intent"),
+        current_team=bindparam("current_team"), current_decision_id=bindparam("did"),
+        updated_at=bindparam("updated_at"),
     )
 )

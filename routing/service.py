@@ -186,9 +186,7 @@ def _write_decisions(
     now = utcnow()
     new_tickets = [
         {
-            "ticket_id": t.ticket_id, "subject": t.subject, "body": t.body, "channel": t.channel,
-            "segment": t.segment, "priority": t.priority, "custom_fields": dict(t.custom_fields),
-            "created_at": t.created_at, "payload_hash": hashes[i], "current_intent": results[i].intent,
+            **t.ticket_fields(), "payload_hash": hashes[i], "current_intent": results[i].intent,
             "current_team": results[i].team, "current_decision_id": None, "assigned_group": None,
             "received_at": now, "updated_at": now,
         }
@@ -217,10 +215,9 @@ def _write_decisions(
     # Same id, new payload: re-triage in place (the history stays in triage_decision).
     retriaged = [
         {
-            "tid": t.ticket_id, "subject": t.subject, "body": t.body, "channel": t.channel, "segment": t.segment,
-            "priority": t.priority, "custom_fields": dict(t.custom_fields), "created_at": t.created_at,
-            "payload_hash": hashes[i], "current_intent": results[i].intent, "current_team": results[i].team,
-            "did": did, "updated_at": now,
+            # The id is the row's key (`tid`), not a field to set.
+            **t.ticket_fields(exclude=("ticket_id",)), "tid": t.ticket_id, "payload_hash": hashes[i],
+            "current_intent": results[i].intent, "current_team": results[i].team, "did": did, "updated_at": now,
         }
         for i, did in zip(todo, new_ids, strict=True) if (t := tickets[i]).ticket_id in known
     ]
@@ -326,11 +323,8 @@ def add_event(
         else:
             fn = decide or default_decide()
             # The new message alone is classified: appended to the old text it would be drowned by it.
-            probe = TicketIn(
-                ticket_id=ticket.ticket_id, subject="", body=event_in.message or "",
-                channel=event_in.channel or ticket.channel, segment=ticket.segment, priority=ticket.priority,
-                custom_fields=dict(ticket.custom_fields or {}), created_at=as_utc(ticket.created_at),
-            )
+            probe = TicketIn(**{**ticket.ticket_fields(), "subject": "", "body": event_in.message or "",
+                                "channel": event_in.channel or ticket.channel})
             result = fn(bundle=bundle, ticket=probe, thresholds=thresholds)
     changed = bool(
         result is not None
@@ -440,10 +434,8 @@ def get_ticket(*, session: Session, ticket_id: str) -> TicketPublic:
     pub = [DecisionPublic.from_row(d) for d in decisions]
     current = next((d for d in pub if d.decision_id == ticket.current_decision_id), None)
     return TicketPublic(
-        ticket_id=ticket.ticket_id, subject=ticket.subject, body=ticket.body, channel=ticket.channel,
-        segment=ticket.segment, priority=ticket.priority, custom_fields=dict(ticket.custom_fields or {}),
-        created_at=as_utc(ticket.created_at), current_intent=ticket.current_intent,
-        current_team=ticket.current_team, assigned_group=ticket.assigned_group,
+        **ticket.ticket_fields(), current_intent=ticket.current_intent, current_team=ticket.current_team,
+        assigned_group=ticket.assigned_group,
         received_at=as_utc(ticket.received_at) or utcnow(), updated_at=as_utc(ticket.updated_at) or utcnow(),
         current_decision=current, decisions=pub, events=[EventPublic.from_row(e) for e in events],
         feedback=[FeedbackPublic.from_row(f) for f in feedback],
