@@ -48,11 +48,12 @@ def simulate_center(folder: Path, *, cases: int, seed: int) -> Simulation:
 
 def ingest_center(folder: Path, sim: Simulation, *, pseudonym_key: str) -> tuple[EventLog, TrainingTickets]:
     """The simulated log read back as a user's log is (cleaned, PII redacted, agents pseudonymized with the key),
-    and the simulated tickets with their text redacted before any model sees it."""
+    and the simulated tickets prepared as the service treats a ticket at the door (text redacted, person fields
+    pseudonymized with the same key) before any model sees them."""
     from insight.eventlog import ingest
 
     log = ingest(folder / EVENTS_FILE, pseudonym_key=pseudonym_key)
-    return log, prepare_tickets(sim.tickets)
+    return log, prepare_tickets(sim.tickets, pseudonym_key=pseudonym_key)
 
 
 def mine_center(log: EventLog, *, journey: IntendedJourney | None, out_dir: Path) -> InsightReport:

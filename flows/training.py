@@ -1,9 +1,10 @@
 """Train every model of a deployment from one mined log and its ticket table.
 
 `train_all` runs the per-model trainers of `insight.training` and the assist step outcomes (what followed each step
-in the log) into one registry; `train_and_store` is what `deskpilot train` and the demo run: the ticket table's text
-redacted (`prepare_tickets`), every task, then the training data stored with the registry as the history a later
-retrain adds the live data to.
+in the log) into one registry; `train_and_store` is what `deskpilot train` and the demo run: the ticket table
+treated as the service treats a ticket at the door (`prepare_tickets`: text redacted, person fields pseudonymized),
+every task, then the training data stored with the registry as the history a later retrain adds the live data to.
+`prepare_texts` is the same redaction for bare texts (`deskpilot train intent`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 
 from assist.actions import TASK_STEP_OUTCOMES, train_step_outcomes
 from core.errors import InvalidInput
-from insight.eventlog.privacy import RedactionCounts
+from insight.eventlog.privacy import RedactionCounts, redact_series
 from insight.eventlog.schema import GROUP, EventLog
 from insight.models.registry import ModelRegistry
 from insight.training import (
@@ -38,26 +39,31 @@ from insight.training import (
     train_remaining_time,
     train_router,
 )
-from routing.dataset import redact_ticket_texts
+from routing.dataset import TicketRedaction, redact_ticket_table
 
 MODEL_TASKS: tuple[str, ...] = (TASK_INTENT, TASK_ROUTER, TASK_MISROUTE, TASK_NEXT_ACTIVITY, TASK_REMAINING_TIME,
                                 TASK_MEMORY)
 ALL_TASKS: tuple[str, ...] = (*MODEL_TASKS, TASK_STEP_OUTCOMES)
 
 
-@dataclass(frozen=True)
-class TrainingTickets:
-    """A ticket table ready for training: its free text redacted of PII, and what was replaced (`prepare_tickets`)."""
-
-    table: pd.DataFrame
-    redacted: RedactionCounts
+# A ticket table ready for training: text and custom fields redacted of PII, person columns as keyed tokens.
+TrainingTickets = TicketRedaction
 
 
-def prepare_tickets(tickets: pd.DataFrame) -> TrainingTickets:
-    """The ticket table as training may read it: PII redacted from its text (`routing.dataset.redact_ticket_texts`,
-    the rule the service's own store meets too), before any model or the registry's stored training data sees it."""
-    table, redacted = redact_ticket_texts(tickets)
-    return TrainingTickets(table=table, redacted=redacted)
+def prepare_tickets(tickets: pd.DataFrame, *, pseudonym_key: str | None) -> TrainingTickets:
+    """The ticket table as training may read it, before any model or the registry's stored training data sees it:
+    `routing.dataset.redact_ticket_table`, the rule the service applies at the door and its own store meets too.
+    `pseudonym_key` is the install's (settings.pseudonym_key), so a person column's tokens are the ones serving
+    gives the same custom field."""
+    return redact_ticket_table(tickets, pseudonym_key=pseudonym_key)
+
+
+def prepare_texts(texts: list[str]) -> tuple[list[str], RedactionCounts]:
+    """Bare texts (an intent CSV) redacted of PII by the rule ticket text meets (each distinct text read once)."""
+    if not texts:
+        return [], RedactionCounts()
+    out, counts = redact_series(pd.Series(texts, dtype=object))
+    return [str(t) for t in out], counts
 
 
 @dataclass
@@ -84,8 +90,8 @@ def train_all(
 
     The intent model learns from the tickets whose `intent` is known (rows without one are left out of it);
     `team_labels` are agents' team corrections, used by the router for cases the log has not resolved yet.
-    The tickets' text is read as given: a table from outside the store goes through `prepare_tickets` first
-    (`train_and_store` does that; the store's own table comes redacted from `routing.dataset.training_data`).
+    The tickets are read as given: a table from outside the store goes through `prepare_tickets` first
+    (`train_and_store` does that; the store's own table comes prepared from `routing.dataset.training_data`).
     """
     reg = registry if isinstance(registry, ModelRegistry) or registry is None else ModelRegistry(registry)
     models: list[TrainedModel] = []
@@ -149,14 +155,17 @@ def train_all(
 
 def train_and_store(
     *, log: EventLog, tickets: pd.DataFrame | TrainingTickets | None, registry: ModelRegistry | str | Path | None,
-    embedder: Any = None, seed: int = 7, source: str,
+    embedder: Any = None, seed: int = 7, source: str, pseudonym_key: str | None = None,
 ) -> TrainingReport:
-    """Every task of `ALL_TASKS` into the registry, then the log and tickets stored with it (`source` says where
-    they came from): a later retrain (API or `deskpilot models retrain`) adds the live data to this history.
+    """Every task of `ALL_TASKS` into the registry, then the log and tickets stored
+    with it (`source` says where they came from): a later retrain (API or `deskpilot models retrain`) adds the live
+    data to this history.
 
-    A raw ticket table is prepared here (`prepare_tickets`); one already prepared is taken as it is."""
+    A raw ticket table is prepared here (`prepare_tickets` with `pseudonym_key`, the install's key); one already
+    prepared is taken as it is."""
     reg = registry if isinstance(registry, ModelRegistry) or registry is None else ModelRegistry(registry)
-    prepared = tickets if tickets is None or isinstance(tickets, TrainingTickets) else prepare_tickets(tickets)
+    prepared = (tickets if tickets is None or isinstance(tickets, TicketRedaction)
+                else prepare_tickets(tickets, pseudonym_key=pseudonym_key))
     table = prepared.table if prepared is not None else None
     report = train_all(log=log, tickets=table, registry=reg, embedder=embedder, seed=seed, tasks=ALL_TASKS)
     if reg is not None:

@@ -4,9 +4,10 @@ What the store knows, and what it is used for:
 
 * **events** (`ticket_event`) are the live log: process models (next activity, remaining time), the mined team
   labels of the router and the step outcomes learn from them, with the ticket's attributes on every row.
-* **ticket texts** (`ticket`) are the router's and the ticket memory's inputs; their text is redacted of PII by
-  `redact_ticket_texts`, the one rule every ticket table meets before any model sees it (`deskpilot train --tickets`
-  and the demo apply it through `flows.training.prepare_tickets`).
+* **ticket texts** (`ticket`) are the router's and the ticket memory's inputs; `redact_ticket_table` redacts their
+  text and custom fields of PII and turns person fields into the install's keyed tokens, the rule the service applies
+  at the door and every ticket table meets before any model sees it (`deskpilot train --tickets` and the demo apply
+  it through `flows.training.prepare_tickets`).
 * **intent labels** come from agents only: the latest `corrected_intent` of a ticket's feedback (or the intent a
   historical ticket table carries). The intent the model itself predicted is not a label: training on it would
   only teach the model its own mistakes.
@@ -29,7 +30,12 @@ from sqlmodel import Session, col, select
 
 from core.errors import InvalidInput
 from insight.eventlog import apply_privacy, clean, redact_series
-from insight.eventlog.privacy import RedactionCounts
+from insight.eventlog.privacy import (
+    RedactionCounts,
+    is_person_field,
+    pseudonym_prefix,
+    pseudonymize,
+)
 from insight.eventlog.schema import (
     ACTIVITY,
     CANONICAL_COLUMNS,
@@ -43,25 +49,70 @@ from insight.eventlog.schema import (
 from routing.models import Feedback, Ticket, TicketEvent
 
 TEXT_COLUMNS = ("subject", "body")
+# Ticket fields kept as they are in training data: ids, times, the schema's categories and the labels (teams are what
+# the router predicts, not people).
+_KEPT = frozenset({*CANONICAL_COLUMNS, "ticket_id", "created_at", "segment", "priority", "intent", "first_team",
+                   "resolving_team"})
 # Ticket columns written from the store; custom fields with these names are left out rather than overwrite them.
 _RESERVED = frozenset({*CANONICAL_COLUMNS, "created_at", "subject", "body", "segment", "priority", "intent"})
 
 
-def redact_ticket_texts(tickets: pd.DataFrame) -> tuple[pd.DataFrame, RedactionCounts]:
-    """A copy of a ticket table with PII redacted from its free text (`TEXT_COLUMNS`), and what was replaced.
+@dataclass(frozen=True)
+class TicketRedaction:
+    """A ticket table as training may read it (`redact_ticket_table`): what was redacted, which person columns
+    became keyed tokens."""
+
+    table: pd.DataFrame
+    redacted: RedactionCounts
+    pseudonymized: tuple[str, ...] = ()
+
+
+def _date_or_flag(values: pd.Series) -> bool:
+    return bool(pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_bool_dtype(values))
+
+
+def redact_ticket_table(tickets: pd.DataFrame, *, pseudonym_key: str | None) -> TicketRedaction:
+    """A copy of a ticket table treated as the service treats a ticket at the door (routing.redaction), and what
+    was changed.
+
+    Free text (`TEXT_COLUMNS`) is redacted of PII; a column whose name says it holds a person (`requester`,
+    `customer_email`, `assignee` …: `privacy.is_person_field`, and `resource`) becomes the install's keyed tokens
+    with the prefix the service gives the same custom field (`pseudonym_prefix`), so a trained value is the value
+    serving sees (without a key it is redacted like text, as at the door); every other text column (a custom
+    field) is redacted like text. The ticket's own fields (`_KEPT`: ids, times, channel, segment, priority, the
+    intent and team labels) are kept.
 
     Every ticket table bound for training passes here: the store's (`training_data`), `deskpilot train --tickets`
-    and the demo's (`flows.training.prepare_tickets`). The service redacts a new ticket's text with the same rules at
-    the door (routing.redaction), so the models read text redacted the way they were trained on it.
+    and the demo's (`flows.training.prepare_tickets`).
     """
     out = tickets.copy()
     total = RedactionCounts()
+    people: list[str] = []
+
+    def add(counts: RedactionCounts) -> None:
+        total.values_changed += counts.values_changed
+        total.items.update(counts.items)
+
     for column in TEXT_COLUMNS:
         if column in out.columns:
             out[column], counts = redact_series(out[column].fillna("").astype(str))
-            total.values_changed += counts.values_changed
-            total.items.update(counts.items)
-    return out, total
+            add(counts)
+    for column in out.columns:
+        name = str(column)
+        if column in TEXT_COLUMNS or (name in _KEPT and name != RESOURCE) or _date_or_flag(out[column]):
+            continue
+        values = out[column]
+        if (name == RESOURCE or is_person_field(name)) and pseudonym_key:
+            # any type: the service receives custom fields as text, and an id read as 7.0 hashes like "7"
+            out[column] = pseudonymize(values, key=pseudonym_key, prefix=pseudonym_prefix(name))
+            people.append(name)
+            continue
+        if pd.api.types.is_string_dtype(values) or values.dtype == object:
+            new, counts = redact_series(values)
+            if counts.values_changed:
+                out[column] = new
+            add(counts)
+    return TicketRedaction(table=out, redacted=total, pseudonymized=tuple(people))
 
 
 @dataclass
@@ -204,8 +255,9 @@ def training_data(
 
     if tickets.empty:
         return TrainingData(log=log, tickets=None, team_labels=corrected_teams, summary=summary)
-    tickets, redacted = redact_ticket_texts(tickets)
-    summary.redacted_values += redacted.values_changed
+    prepared = redact_ticket_table(tickets, pseudonym_key=pseudonym_key)
+    tickets = prepared.table
+    summary.redacted_values += prepared.redacted.values_changed
     if "intent" in tickets.columns:
         summary.intent_labels = int(tickets["intent"].notna().sum())
     return TrainingData(log=log, tickets=tickets, team_labels=corrected_teams, summary=summary)

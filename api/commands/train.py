@@ -108,14 +108,16 @@ def train_all_cmd(
     else:
         ev = _read_log(log, preset, mapping, map_)
         tk = pd.read_csv(tickets) if tickets is not None else None
-    # train_and_store redacts the tickets' text (flows.training.prepare_tickets) before any model or file sees it.
+    # train_and_store prepares the tickets as the service does at the door (flows.training.prepare_tickets: text
+    # redacted, person columns as the install's keyed tokens) before any model or file sees them.
     embedder = None
     if not no_embeddings:
         from core.embedding import Embedder
 
         embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
     report = train_and_store(log=ev, tickets=tk, registry=_registry(registry, no_save), embedder=embedder,
-                             seed=s, source=str(log) if log is not None else f"simulator ({cases} cases)")
+                             seed=s, source=str(log) if log is not None else f"simulator ({cases} cases)",
+                             pseudonym_key=settings.pseudonym_key.get_secret_value())
     _show(report.models, json_out, {"skipped": report.skipped, "registry": report.registry})
     for task, why in report.skipped.items():
         typer.echo(f"skipped {task}: {why}")
@@ -145,6 +147,25 @@ def _read_intent_csv(p: Path, what: str) -> tuple[list[str], list[str]]:
     if df.empty:
         raise InvalidInput(f"{what} file {p} has no rows with both a text and a label", field=what)
     return df[text_col].astype(str).tolist(), df[label_col].astype(str).str.strip().tolist()
+
+
+def _redacted_intent_texts(console: Console, *sets: list[str] | None) -> list[Any]:
+    """Each set of intent texts redacted of PII (flows.training.prepare_texts) before the model or its stored
+    vocabulary sees them; None stays None."""
+    from flows.training import prepare_texts
+
+    out: list[Any] = []
+    changed = 0
+    for texts in sets:
+        if texts is None:
+            out.append(None)
+            continue
+        clean, counts = prepare_texts(texts)
+        changed += counts.values_changed
+        out.append(clean)
+    if changed:
+        console.print(f"PII redacted from {changed} text(s) before training")
+    return out
 
 
 class _RichProgress:
@@ -188,7 +209,8 @@ def train_intent_cmd(
     no_save: NoSaveOpt = False,
 ) -> None:
     """Train the intent classifier with its out-of-scope flag; test in-scope accuracy, OOS recall / precision,
-    overall accuracy and macro-F1, then refit on all rows and save."""
+    overall accuracy and macro-F1, then refit on all rows and save. Every text is redacted of PII first, by the
+    rule a ticket's text meets at the door."""
     import warnings
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -200,6 +222,7 @@ def train_intent_cmd(
     texts, labels = _read_intent_csv(csv, "training")
     tt, tl = _read_intent_csv(test, "test") if test is not None else (None, None)
     vt, vl = _read_intent_csv(validation, "validation") if validation is not None else (None, None)
+    texts, tt, vt = _redacted_intent_texts(console, texts, tt, vt)
     embedder = None
     if not no_embeddings:
         from core.embedding import Embedder
@@ -340,8 +363,9 @@ def train_router_cmd(
     from flows.training import prepare_tickets
     from insight.training import train_router
 
+    key = get_settings().pseudonym_key.get_secret_value()
     ev = _read_log(log, preset, mapping, map_)
-    tk = prepare_tickets(pd.read_csv(tickets)).table if tickets is not None else None
+    tk = prepare_tickets(pd.read_csv(tickets), pseudonym_key=key).table if tickets is not None else None
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
     m = train_router(log=ev, tickets=tk, features=feats, registry=_registry(registry, no_save),
                      seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction,
