@@ -156,8 +156,9 @@ def test_the_suggestions_open_as_their_own_page(page, web: WebApp) -> None:
     html = page.request.get(web.url(f"/agent/tickets/{tid}")).text()
     assert f'<a href="/agent/tickets/{tid}/assist">Open the suggestions</a>' in html
     page.goto(web.url(f"/agent/tickets/{tid}/assist"))
-    assert page.get_by_role("heading", name="Suggestions").is_visible()
+    assert page.get_by_role("heading", name=f"Suggestions for ticket {tid}", level=1).is_visible()
     assert page.get_by_role("link", name=f"← Ticket {tid}").is_visible()
+    assert page.get_by_role("button", name="Helpful: the draft reply", exact=True).is_visible()
     assert page.get_by_label("Reply (edit before sending)").input_value() == expected["draft"]["text"]
     check_page_accessible(page)
     screenshot(page, "agent-assist")

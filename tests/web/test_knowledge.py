@@ -51,6 +51,7 @@ def test_draft_review_publish_change_diff_restore(browser, web: WebApp) -> None:
         sign_in(b, web, reviewer)
         b.goto(web.url("/knowledge/reviews"))
         assert b.get_by_role("heading", name="Reviews", exact=True).is_visible()
+        assert b.locator("nav [aria-current=page]").all_inner_texts() == ["Reviews"]  # not Articles too
         check_page_accessible(b)
         screenshot(b, "knowledge-reviews")
         b.locator("#pending-reviews tr", has_text=title).get_by_role("link").click()
