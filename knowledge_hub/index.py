@@ -11,7 +11,7 @@ import hashlib
 import re
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,20 +66,9 @@ def chunk_markdown(body: str, *, max_chars: int = 1200) -> list[Chunk]:
         if not text and not heading:
             continue
         paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()] or [heading]
-        pieces: list[str] = []
-        cur = ""
-        for p in paragraphs:
-            # Paragraphs longer than the limit are cut at sentence ends so no chunk grows unbounded.
-            parts = [p] if len(p) <= max_chars else _split_long(p, max_chars)
-            for part in parts:
-                if cur and len(cur) + 2 + len(part) > max_chars:
-                    pieces.append(cur)
-                    cur = part
-                else:
-                    cur = f"{cur}\n\n{part}" if cur else part
-        if cur:
-            pieces.append(cur)
-        for i, piece in enumerate(pieces):
+        # Paragraphs longer than the limit are cut at sentence ends so no chunk grows unbounded.
+        parts = (part for p in paragraphs for part in ([p] if len(p) <= max_chars else _split_long(p, max_chars)))
+        for i, piece in enumerate(_pack(parts, max_chars, "\n\n")):
             out.append(Chunk(section=sec_no, chunk=i, heading=heading, text=piece))
         sec_no += 1
     return out
@@ -96,25 +85,27 @@ def check_body_length(body: str | None, *, limit: int, where: str = "body") -> N
                            "(DESKPILOT_KB_MAX_BODY_CHARS); split the article", field="body", limit=limit)
 
 
-def _split_long(text: str, max_chars: int) -> list[str]:
-    sentences = re.split(r"(?<=[.!?])\s+", text)
+def _pack(parts: Iterable[str], max_chars: int, sep: str) -> list[str]:
+    """Consecutive parts joined by `sep` into as few pieces as fit in `max_chars` each, in order (a part longer
+    than the limit is a piece of its own)."""
     out: list[str] = []
     cur = ""
-    for s in sentences:
-        while len(s) > max_chars:
-            if cur:
-                out.append(cur)
-                cur = ""
-            out.append(s[:max_chars])
-            s = s[max_chars:]
-        if cur and len(cur) + 1 + len(s) > max_chars:
+    for part in parts:
+        if cur and len(cur) + len(sep) + len(part) > max_chars:
             out.append(cur)
-            cur = s
+            cur = part
         else:
-            cur = f"{cur} {s}" if cur else s
+            cur = f"{cur}{sep}{part}" if cur else part
     if cur:
         out.append(cur)
     return out
+
+
+def _split_long(text: str, max_chars: int) -> list[str]:
+    """A long paragraph cut at sentence ends; a sentence longer than the limit is cut every `max_chars`."""
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    parts = (s[i:i + max_chars] for s in sentences for i in range(0, max(len(s), 1), max_chars))
+    return _pack(parts, max_chars, " ")
 
 
 def content_hash(text: str) -> str:
