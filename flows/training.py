@@ -4,11 +4,13 @@
 in the log) into one registry; `train_and_store` is what `deskpilot train` and the demo run: the ticket table
 treated as the service treats a ticket at the door (`prepare_tickets`: text redacted, person fields pseudonymized),
 every task, then the training data stored with the registry as the history a later retrain adds the live data to.
-`prepare_texts` is the same redaction for bare texts (`deskpilot train intent`).
+`prepare_texts` is the same redaction for bare texts (`deskpilot train intent`). A `CaseSample` trains the prefix
+models and the router on whole cases sampled per start window, for logs too large to fit on in full.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +68,46 @@ def prepare_texts(texts: list[str]) -> tuple[list[str], RedactionCounts]:
     return [str(t) for t in out], counts
 
 
+@dataclass(frozen=True)
+class CaseSample:
+    """Whole cases sampled per start window for the models that support it (next activity, remaining time, the
+    router; `insight.models.split.sample_case_ids`): give `fraction` in (0, 1] or `max_cases`, not both; `window`
+    is a fixed duration (default: the trainers'). The models' metadata record the sample (`train_sample`)."""
+
+    fraction: float | None = None
+    max_cases: int | None = None
+    window: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.fraction is not None and self.max_cases is not None:
+            raise InvalidInput("give a sample fraction or a largest number of training cases, not both",
+                               field="max_train_cases")
+        if self.fraction is not None and (not math.isfinite(self.fraction) or not 0 < self.fraction <= 1):
+            raise InvalidInput(f"the sample fraction must be in (0, 1], got {self.fraction:g}",
+                               field="sample_fraction")
+        if self.max_cases is not None and self.max_cases < 1:
+            raise InvalidInput(f"the largest number of training cases must be at least 1, got {self.max_cases}",
+                               field="max_train_cases")
+        if self.window is not None:
+            if self.fraction is None and self.max_cases is None:
+                raise InvalidInput("a sample window needs a sample fraction or a largest number of training cases",
+                                   field="sample_window")
+            try:
+                length = pd.Timedelta(self.window)
+            except (TypeError, ValueError):
+                length = None
+            if length is None or pd.isna(length) or length <= pd.Timedelta(0):
+                raise InvalidInput(f"the sample window must be a positive fixed duration such as 7D or 12h, got "
+                                   f"{self.window!r}", field="sample_window")
+
+    def kwargs(self) -> dict[str, Any]:
+        """The trainers' keyword arguments (`sample_fraction`, `max_train_cases`, `sample_window`)."""
+        out: dict[str, Any] = {"sample_fraction": self.fraction, "max_train_cases": self.max_cases}
+        if self.window is not None:
+            out["sample_window"] = self.window
+        return out
+
+
 @dataclass
 class TrainingReport:
     """Everything `train_all` produced."""
@@ -83,7 +125,7 @@ def train_all(
     *, log: EventLog, tickets: pd.DataFrame | None, registry: ModelRegistry | str | Path | None,
     embedder: Any = None, seed: int = 7, test_fraction: float = 0.2, promote: bool = True,
     tasks: tuple[str, ...] = MODEL_TASKS,
-    team_labels: Mapping[str, str] | None = None,
+    team_labels: Mapping[str, str] | None = None, sample: CaseSample | None = None,
 ) -> TrainingReport:
     """Train intent (if tickets carry text + intent), router, misroute, next-activity, remaining-time and the
     ticket memory into the registry; the assist step outcomes too when `tasks` names them (`ALL_TASKS`).
@@ -92,8 +134,11 @@ def train_all(
     `team_labels` are agents' team corrections, used by the router for cases the log has not resolved yet.
     The tickets are read as given: a table from outside the store goes through `prepare_tickets` first
     (`train_and_store` does that; the store's own table comes prepared from `routing.dataset.training_data`).
+    `sample` (default: every case) trains the router, next-activity and remaining-time models on a case sample;
+    the other models read every case.
     """
     reg = registry if isinstance(registry, ModelRegistry) or registry is None else ModelRegistry(registry)
+    sampled = sample.kwargs() if sample is not None else {}
     models: list[TrainedModel] = []
     skipped: dict[str, str] = {}
     if TASK_INTENT in tasks:
@@ -108,7 +153,8 @@ def train_all(
     if TASK_ROUTER in tasks:
         if log.has(GROUP) and tickets is not None:
             models.append(train_router(log=log, tickets=tickets, registry=reg, seed=seed,
-                                       test_fraction=test_fraction, promote=promote, team_labels=team_labels))
+                                       test_fraction=test_fraction, promote=promote, team_labels=team_labels,
+                                       **sampled))
         else:
             skipped[TASK_ROUTER] = "needs a log with a group column and a ticket table"
     if TASK_MISROUTE in tasks:
@@ -130,10 +176,10 @@ def train_all(
                 and trace_attribute_problem(log.df, c) is None]
     if TASK_NEXT_ACTIVITY in tasks:
         models.append(train_next_activity(log=log, registry=reg, seed=seed, test_fraction=test_fraction,
-                                          promote=promote, case_features=creation))
+                                          promote=promote, case_features=creation, **sampled))
     if TASK_REMAINING_TIME in tasks:
         models.append(train_remaining_time(log=log, registry=reg, seed=seed, test_fraction=test_fraction,
-                                           promote=promote, case_features=creation))
+                                           promote=promote, case_features=creation, **sampled))
     if TASK_MEMORY in tasks:
         if tickets is not None and embedder is not None and any(c in tickets.columns for c in ROUTER_TEXT):
             from insight.mining.labels import case_labels
@@ -156,8 +202,9 @@ def train_all(
 def train_and_store(
     *, log: EventLog, tickets: pd.DataFrame | TrainingTickets | None, registry: ModelRegistry | str | Path | None,
     embedder: Any = None, seed: int = 7, source: str, pseudonym_key: str | None = None,
+    sample: CaseSample | None = None,
 ) -> TrainingReport:
-    """Every task of `ALL_TASKS` into the registry, then the log and tickets stored
+    """Every task of `ALL_TASKS` into the registry (`sample` as for `train_all`), then the log and tickets stored
     with it (`source` says where they came from): a later retrain (API or `deskpilot models retrain`) adds the live
     data to this history.
 
@@ -167,7 +214,8 @@ def train_and_store(
     prepared = (tickets if tickets is None or isinstance(tickets, TicketRedaction)
                 else prepare_tickets(tickets, pseudonym_key=pseudonym_key))
     table = prepared.table if prepared is not None else None
-    report = train_all(log=log, tickets=table, registry=reg, embedder=embedder, seed=seed, tasks=ALL_TASKS)
+    report = train_all(log=log, tickets=table, registry=reg, embedder=embedder, seed=seed, tasks=ALL_TASKS,
+                       sample=sample)
     if reg is not None:
         reg.save_training_data(log, table, source=source)
     return report

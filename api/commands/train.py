@@ -27,6 +27,17 @@ JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the met
 SeedOpt = Annotated[int | None, typer.Option(help="Seed (default: settings).")]
 NoSaveOpt = Annotated[bool, typer.Option("--no-save", help="Evaluate only; write nothing to the registry.")]
 TestFracOpt = Annotated[float, typer.Option("--test-fraction", help="Newest share of cases held out.")]
+SampleFractionOpt = Annotated[float | None, typer.Option(
+    "--sample-fraction", help="Fit on this share (0 < f <= 1) of the training cases, whole cases sampled per "
+    "--sample-window of case start; every test case is still scored (default: every case).")]
+MaxTrainCasesOpt = Annotated[int | None, typer.Option(
+    "--max-train-cases", help="Fit on at most this many cases, sampled like --sample-fraction (give one of the "
+    "two).")]
+SampleWindowOpt = Annotated[str | None, typer.Option(
+    "--sample-window", help="Window of case start in which the sample keeps each period's share, a duration such "
+    "as 7D or 12h (default: 7D).")]
+_SAMPLE_OPTIONS = {"sample_fraction": "--sample-fraction", "max_train_cases": "--max-train-cases",
+                   "sample_window": "--sample-window"}
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -55,6 +66,23 @@ def _show(models: list[Any], json_path: Path | None, extra: dict[str, Any] | Non
         payload = {"models": [m.to_dict() for m in models], **(extra or {})}
         json_path.write_text(json.dumps(payload, indent=2, default=str))
         console.print(f"wrote {json_path}")
+
+
+def _case_sample(fraction: float | None, max_cases: int | None, window: str | None) -> Any:
+    """The case sample the options ask for (flows.training.CaseSample), or None; a bad value names its option."""
+    from flows.training import CaseSample
+
+    if fraction is None and max_cases is None and window is None:
+        return None
+    try:
+        return CaseSample(fraction=fraction, max_cases=max_cases, window=window)
+    except InvalidInput as exc:
+        field = exc.context.get("field")
+        raise InvalidInput(f"{_SAMPLE_OPTIONS.get(str(field), 'sample')}: {exc.message}", field=field) from exc
+
+
+def _sample_kwargs(sample: Any) -> dict[str, Any]:
+    return sample.kwargs() if sample is not None else {}
 
 
 def _registry(path: Path | None, no_save: bool) -> Any:
@@ -89,14 +117,20 @@ def train_all_cmd(
     seed: SeedOpt = None,
     no_embeddings: Annotated[bool, typer.Option("--no-embeddings", help="Intent model without the embedder.")] = False,
     no_save: NoSaveOpt = False,
+    sample_fraction: SampleFractionOpt = None,
+    max_train_cases: MaxTrainCasesOpt = None,
+    sample_window: SampleWindowOpt = None,
 ) -> None:
-    """Train intent, router, next-activity, remaining-time, memory and step outcomes (simulator unless --log)."""
+    """Train intent, router, next-activity, remaining-time, memory and step outcomes (simulator unless --log).
+    A case sample (--sample-fraction / --max-train-cases) applies to the router, next-activity and remaining-time
+    models; the others read every case."""
     if ctx.invoked_subcommand is not None:
         return
     import pandas as pd
 
     from flows.training import train_and_store
 
+    sample = _case_sample(sample_fraction, max_train_cases, sample_window)
     settings = get_settings()
     s = settings.seed if seed is None else seed
     t0 = time.perf_counter()
@@ -117,7 +151,7 @@ def train_all_cmd(
         embedder = Embedder(settings.embedding_model_path, **settings.embedder_kwargs)
     report = train_and_store(log=ev, tickets=tk, registry=_registry(registry, no_save), embedder=embedder,
                              seed=s, source=str(log) if log is not None else f"simulator ({cases} cases)",
-                             pseudonym_key=settings.pseudonym_key.get_secret_value())
+                             pseudonym_key=settings.pseudonym_key.get_secret_value(), sample=sample)
     _show(report.models, json_out, {"skipped": report.skipped, "registry": report.registry})
     for task, why in report.skipped.items():
         typer.echo(f"skipped {task}: {why}")
@@ -285,15 +319,19 @@ def train_next_cmd(
     metrics_out: PrefixMetricsOpt = None,
     seed: SeedOpt = None,
     no_save: NoSaveOpt = False,
+    sample_fraction: SampleFractionOpt = None,
+    max_train_cases: MaxTrainCasesOpt = None,
+    sample_window: SampleWindowOpt = None,
 ) -> None:
     """Train the next-activity model; accuracy on every test prefix vs bigram, majority and n-gram baselines.
-    The saved model is then refitted on all cases (train + test)."""
+    The saved model is then refitted on all cases (train + test; sampled by the same rule when asked)."""
     from insight.training import train_next_activity
 
+    sample = _case_sample(sample_fraction, max_train_cases, sample_window)
     train, te = _split_or_test(log, test, preset, mapping, map_)
     m = train_next_activity(log=train, test_log=te, registry=_registry(registry, no_save),
                             seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction,
-                            case_features=_case_feature_list(case_features))
+                            case_features=_case_feature_list(case_features), **_sample_kwargs(sample))
     _show([m], json_out)
     _prefix_metrics_out(metrics_out, m)
 
@@ -314,15 +352,20 @@ def train_remaining_cmd(
     metrics_out: PrefixMetricsOpt = None,
     seed: SeedOpt = None,
     no_save: NoSaveOpt = False,
+    sample_fraction: SampleFractionOpt = None,
+    max_train_cases: MaxTrainCasesOpt = None,
+    sample_window: SampleWindowOpt = None,
 ) -> None:
     """Train remaining-time and SLA-breach models; MAE vs the per-prefix-length median of training prefixes.
-    The saved models are then refitted on all cases (train + test)."""
+    The saved models are then refitted on all cases (train + test; sampled by the same rule when asked)."""
     from insight.training import train_remaining_time
 
+    sample = _case_sample(sample_fraction, max_train_cases, sample_window)
     train, te = _split_or_test(log, test, preset, mapping, map_)
     m = train_remaining_time(log=train, test_log=te, registry=_registry(registry, no_save),
                              seed=get_settings().seed if seed is None else seed, sla_hours=sla_hours,
-                             test_fraction=test_fraction, case_features=_case_feature_list(case_features))
+                             test_fraction=test_fraction, case_features=_case_feature_list(case_features),
+                             **_sample_kwargs(sample))
     _show([m], json_out)
     _prefix_metrics_out(metrics_out, m)
 
@@ -355,6 +398,9 @@ def train_router_cmd(
         "they arrive (the service does when it receives resolve / close events with a team): chooses how "
         "validation and the headline `accuracy` treat the history evidence (frozen = as it stood when training "
         "ended).")] = True,
+    sample_fraction: SampleFractionOpt = None,
+    max_train_cases: MaxTrainCasesOpt = None,
+    sample_window: SampleWindowOpt = None,
 ) -> None:
     """Train the resolving-team router (labels mined from the log) against the trivial rules (first team, majority
     given the first team, majority), choose on validation, report the test split, refit on all cases and save."""
@@ -363,13 +409,14 @@ def train_router_cmd(
     from flows.training import prepare_tickets
     from insight.training import train_router
 
+    sample = _case_sample(sample_fraction, max_train_cases, sample_window)
     key = get_settings().pseudonym_key.get_secret_value()
     ev = _read_log(log, preset, mapping, map_)
     tk = prepare_tickets(pd.read_csv(tickets), pseudonym_key=key).table if tickets is not None else None
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
     m = train_router(log=ev, tickets=tk, features=feats, registry=_registry(registry, no_save),
                      seed=get_settings().seed if seed is None else seed, test_fraction=test_fraction,
-                     params={"history": history}, live_memory=live_memory)
+                     params={"history": history}, live_memory=live_memory, **_sample_kwargs(sample))
     _show([m], json_out)
     for warning in m.metrics.get("warnings", []):
         Console(stderr=True).print(f"[yellow]warning[/yellow]: {warning}")
