@@ -255,7 +255,7 @@ def _effect_action(rank: int, r: Any, level: float, fb: dict[str, int], demoted:
     faster = "sooner" if e.hours_change < 0 else "later"
     why = (f"Among {who} that reached '{e.decision_point}', the {e.n_with} that took this step resolved "
            f"{_fmt_hours(abs(e.hours_change))} {faster} on average than the {e.n_without} that did not "
-           f"({level:.0%} interval {e.hours_ci[0]:+.1f} to {e.hours_ci[1]:+.1f} h) and were reopened "
+           f"({level * 100:g}% interval {e.hours_ci[0]:+.1f} to {e.hours_ci[1]:+.1f} h) and were reopened "
            f"{e.reopen_with:.0%} vs {e.reopen_without:.0%} of the time.")
     if "guideline" in r.sources:
         why += " The matching article lists it as a step."

@@ -96,3 +96,18 @@ def test_bootstrap_interval_is_reproducible_and_level_widens_it(planted):
     assert a == b and a.group == "__all__"
     assert c.hours_ci[0] < a.hours_ci[0] < a.hours_change < a.hours_ci[1] < c.hours_ci[1]
     assert np.isclose(a.hours_change, a.hours_with - a.hours_without)
+
+
+@pytest.mark.parametrize(("level", "shown"), [(0.999, "99.9% interval"), (0.95, "95% interval")])
+def test_the_reason_names_the_interval_level_without_rounding_it_up(level: float, shown: str) -> None:
+    from types import SimpleNamespace
+
+    from assist.service import _effect_action
+
+    effect = SimpleNamespace(group="__all__", hours_change=-5.0, decision_point="Triage", n_with=40, n_without=60,
+                             hours_ci=(-8.0, -2.0), reopen_with=0.05, reopen_without=0.1, reopen_change=-0.05,
+                             reopen_ci=(-0.1, 0.0))
+    action = _effect_action(1, SimpleNamespace(effect=effect, activity="Check refund window", sources=["log"]),
+                            level, {}, False)
+    assert shown in action.why
+    assert "100% interval" not in action.why
