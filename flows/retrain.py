@@ -295,6 +295,7 @@ def train_and_gate(payload: dict[str, Any]) -> dict[str, Any]:
     from insight.mining.labels import case_labels
     from insight.models import gate
     from insight.models.registry import ModelRegistry
+    from insight.models.split import case_starts
     from insight.training import apply_team_corrections, router_table, unresolved_cases
 
     data_log, tickets = payload["log"], payload["tickets"]
@@ -337,7 +338,7 @@ def train_and_gate(payload: dict[str, Any]) -> dict[str, Any]:
     if champions:
         cutoff, n_new = gate.split_by_time(data_log, tickets, after=champion_cutoff,
                                            fraction=float(payload["gate_fraction"]), min_cases=rule.min_cases)
-    starts = gate.case_starts(data_log, tickets)
+    starts = case_starts(data_log, tickets)
     eval_ids = set(starts.index[starts >= cutoff]) if cutoff is not None else set()
     if champion_cutoff is not None:
         eval_ids = {i for i in eval_ids if starts[i] > champion_cutoff}

@@ -178,7 +178,5 @@ def split_by_time(log: EventLog | None, tickets: pd.DataFrame | None, *, after: 
     return starts.sort_values(kind="stable").iloc[-k], n_new
 
 
-# `case_starts` lives in insight.models.split; it is listed here as well because the retrain flow reads the
-# evaluation cases' creation times through the gate.
-__all__ = ["FAIL", "PASS", "PRIMARY", "TOO_FEW", "GateRule", "case_starts", "compare_intent", "compare_next_activity",
+__all__ = ["FAIL", "PASS", "PRIMARY", "TOO_FEW", "GateRule", "compare_intent", "compare_next_activity",
            "compare_router", "paired_check", "split_by_time", "task_verdict"]
