@@ -5,7 +5,8 @@ Nothing is announced that was not committed, and nothing committed is lost:
 - the **sources** are tables every change already writes in its own transaction: `triage_decision` (a new
   ticket's decision, or a re-triage), `feedback` (an agent's correction), `audit_log` (model promotions,
   rollbacks and retrain swaps) and `insight_alert` (alerts from mining the live store). A change and its event are
-  therefore committed together, whatever the process does next;
+  therefore committed together, whatever the process does next. A reply an agent sends (`ticket_reply`, see
+  `record_reply`) writes its deliveries itself, in the reply's own transaction;
 - a **fan-out** step turns new source rows into `webhook_delivery` rows (one per matching subscription, unique
   per subscription and event) in one transaction with the per-source cursor. It rescans a window behind the cursor,
   so a row committed late (a long transaction that took an earlier id) is still picked up;
@@ -24,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import ipaddress
 import json
 import random
@@ -43,18 +45,19 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydField
 from sqlalchemy import JSON, Column, DateTime, Engine, Table, Text, UniqueConstraint, func, or_, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from core.errors import InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import storable_id
 from core.jsonbody import JsonBody
-from routing.models import as_utc, utcnow
+from routing.models import TEXT_PATTERN, as_utc, has_text, utcnow
 
 log = structlog.get_logger(__name__)
 
-EventKind = Literal["decision", "retriage", "correction", "alert", "model_swap"]
+EventKind = Literal["decision", "retriage", "correction", "alert", "model_swap", "reply"]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
-WRITEBACK_KINDS: tuple[str, ...] = ("writeback",)
+WRITEBACK_KINDS: tuple[str, ...] = ("writeback", "reply_writeback")
 HELPDESKS: tuple[str, ...] = ("zendesk", "freshdesk")
 _SWAP_PATH = re.compile(r"^/v1/models/[^/]+/(rollback|promote)$")
 
@@ -138,6 +141,23 @@ class InsightAlert(SQLModel, table=True):
     title: str = Field(max_length=512)
     subject: str = Field(max_length=512)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_tz())
+
+
+class TicketReply(SQLModel, table=True):
+    """A reply an agent sent to a ticket's customer (redacted at the door), announced as `reply` and, for a ticket
+    that came in through a helpdesk adapter, written back to it as a public comment / reply."""
+
+    __tablename__ = "ticket_reply"
+    __table_args__ = (UniqueConstraint("ticket_id", "request_key", name="uq_ticket_reply_request"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: str = Field(max_length=128, index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    by: str | None = Field(default=None, max_length=128)
+    article_id: int | None = None  # the article the draft quoted, when the reply started from a draft
+    edited: bool | None = None  # whether the agent changed the draft (None: not from a draft)
+    request_key: str | None = Field(default=None, max_length=128)  # the sender's idempotency key, if any
     created_at: datetime = Field(default_factory=utcnow, sa_column=_tz())
 
 
@@ -349,6 +369,168 @@ def publish_alerts(*, session: Session, alerts: Iterable[Any], window_end: datet
     return new
 
 
+# --- replies to the customer --------------------------------------------------------------------------------------
+
+REPLY_MAX_CHARS = 20_000
+
+
+class ReplyIn(JsonBody):
+    """A reply to the ticket's customer: the draft as sent, or any text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = PydField(min_length=1, max_length=REPLY_MAX_CHARS, pattern=TEXT_PATTERN,
+                         description="the reply as the customer should read it (redacted before it is stored, "
+                                     "unless DESKPILOT_STORE_RAW_TEXT is set)")
+    article_id: int | None = PydField(default=None, ge=1, le=2**53,
+                                      description="the knowledge article the draft quoted, if it came from one")
+    edited: bool | None = PydField(default=None, description="whether the agent changed the suggested draft")
+
+
+class ReplyDeliveryPublic(BaseModel):
+    """Where a reply goes and how far it got."""
+
+    target: str = PydField(description='"sub:<id>" for a webhook subscription, "zendesk" / "freshdesk" for the '
+                                       "ticket's helpdesk")
+    kind: str = PydField(description="`reply` to a subscription, `reply_writeback` to the helpdesk")
+    status: str = PydField(description="pending | delivered | failed")
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+class ReplyPublic(BaseModel):
+    """A stored reply and the state of its deliveries."""
+
+    id: int
+    ticket_id: str
+    helpdesk: str | None = PydField(description="zendesk / freshdesk for a ticket that came in through an adapter")
+    external_id: str = PydField(description="the ticket's id in its helpdesk (the ticket id otherwise)")
+    text: str
+    by: str | None
+    article_id: int | None
+    edited: bool | None
+    created_at: datetime
+    replayed: bool = PydField(default=False, description="true when the same Idempotency-Key was sent before: "
+                                                         "the stored reply, nothing sent again")
+    state: str = PydField(description="delivered (every target has it) | pending | failed (a target gave up) | "
+                                      "not_sent (no subscription to `reply` and no helpdesk write-back)")
+    deliveries: list[ReplyDeliveryPublic] = []
+
+
+def helpdesk_of(ticket_id: str) -> str | None:
+    """The adapter a ticket came in through (`zendesk-<id>` / `freshdesk-<id>`), else None."""
+    prefix, sep, rest = ticket_id.partition("-")
+    return prefix if sep and rest and prefix in HELPDESKS else None
+
+
+def reply_state(deliveries: Iterable[ReplyDeliveryPublic]) -> str:
+    """One word for a reply's deliveries: failed beats pending beats delivered; none at all is not_sent."""
+    states = {d.status for d in deliveries}
+    if not states:
+        return "not_sent"
+    return "failed" if "failed" in states else "pending" if "pending" in states else "delivered"
+
+
+def _reply_public(row: TicketReply, deliveries: list[WebhookDelivery], *, replayed: bool = False) -> ReplyPublic:
+    helpdesk = helpdesk_of(row.ticket_id)
+    out = [ReplyDeliveryPublic(target=d.target, kind=d.kind, status=d.status, attempts=d.attempts,
+                               last_status=d.last_status, last_error=d.last_error,
+                               delivered_at=as_utc(d.delivered_at))
+           for d in sorted(deliveries, key=lambda d: int(d.id or 0))]
+    return ReplyPublic(id=int(row.id or 0), ticket_id=row.ticket_id, helpdesk=helpdesk,
+                       external_id=row.ticket_id.split("-", 1)[1] if helpdesk else row.ticket_id, text=row.text,
+                       by=row.by, article_id=row.article_id, edited=row.edited,
+                       created_at=as_utc(row.created_at) or utcnow(), replayed=replayed, state=reply_state(out),
+                       deliveries=out)
+
+
+def _reply_deliveries(session: Session, reply_ids: list[int]) -> dict[int, list[WebhookDelivery]]:
+    if not reply_ids:
+        return {}
+    keys = {f"ticket_reply:{i}": i for i in reply_ids}
+    out: dict[int, list[WebhookDelivery]] = {}
+    for d in session.exec(select(WebhookDelivery).where(col(WebhookDelivery.source_key).in_(keys))).all():
+        out.setdefault(keys[d.source_key], []).append(d)
+    return out
+
+
+def _replay(session: Session, ticket_id: str, request_key: str, text: str) -> ReplyPublic | None:
+    row = session.exec(select(TicketReply).where(TicketReply.ticket_id == ticket_id,
+                                                 TicketReply.request_key == request_key)).first()
+    if row is None:
+        return None
+    if row.text != text:
+        raise Conflict(f"Idempotency-Key {request_key!r} was used for a different reply to {ticket_id}")
+    return _reply_public(row, _reply_deliveries(session, [int(row.id or 0)]).get(int(row.id or 0), []),
+                         replayed=True)
+
+
+def record_reply(*, session: Session, ticket_id: str, reply_in: ReplyIn, by: str | None, writebacks: Iterable[str],
+                 store_raw: bool = False, request_key: str | None = None,
+                 also: Callable[[TicketReply], Iterable[SQLModel]] | None = None) -> ReplyPublic:
+    """Store a reply and its outbox rows in one transaction: a `reply` delivery for every active subscription to
+    `reply`, and a `reply_writeback` to the ticket's helpdesk when it came in through an adapter whose write-back
+    is configured (`writebacks`: the configured helpdesks). `also(reply)`: rows committed with it (the draft's
+    assist feedback, given the stored, redacted reply). The text is redacted first unless `store_raw`. With `request_key` (the sender's Idempotency-Key),
+    sending the same reply again answers the stored one and sends nothing more."""
+    text = reply_in.text.replace("\x00", "")
+    if not has_text(text):
+        raise InvalidInput("text is empty; a reply needs text", field="text")
+    if not store_raw:
+        from insight.eventlog.privacy import redact_text
+
+        text = redact_text(text)
+    if request_key is not None:
+        replayed = _replay(session, ticket_id, request_key, text)
+        if replayed is not None:
+            return replayed
+    row = TicketReply(ticket_id=ticket_id, text=text, by=by, article_id=reply_in.article_id, edited=reply_in.edited,
+                      request_key=request_key)
+    session.add(row)
+    if also is not None:
+        session.add_all(list(also(row)))
+    try:
+        session.flush()
+    except IntegrityError:  # the same key sent twice at once: the other request stored it
+        session.rollback()
+        if request_key is not None and (replayed := _replay(session, ticket_id, request_key, text)) is not None:
+            return replayed
+        raise
+    source_key = f"ticket_reply:{row.id}"
+    helpdesk = helpdesk_of(ticket_id)
+    data = {"ticket_id": ticket_id, "helpdesk": helpdesk,
+            "external_id": ticket_id.split("-", 1)[1] if helpdesk else ticket_id, "reply_id": row.id, "text": text,
+            "by": by, "article_id": row.article_id, "edited": row.edited,
+            "created_at": (as_utc(row.created_at) or utcnow()).isoformat()}
+    targets: list[tuple[str, int | None, str]] = [
+        (f"sub:{sub.id}", sub.id, "reply")
+        for sub in session.exec(select(WebhookSubscription).where(WebhookSubscription.active == True)  # noqa: E712
+                                .order_by(col(WebhookSubscription.id))).all()
+        if "reply" in sub.kinds]
+    if helpdesk is not None and helpdesk in set(writebacks):
+        targets.append((helpdesk, None, "reply_writeback"))
+    deliveries = [WebhookDelivery(subscription_id=sub_id, target=target, kind=kind, source_key=source_key,
+                                  idempotency_key=_idempotency_key(target, source_key), payload=data)
+                  for target, sub_id, kind in targets]
+    session.add_all(deliveries)
+    session.commit()
+    for d in deliveries:
+        session.refresh(d)
+    return _reply_public(row, deliveries)
+
+
+def list_replies(*, session: Session, ticket_id: str, reply_id: int | None = None) -> list[ReplyPublic]:
+    """A ticket's replies (or the one `reply_id`), newest first, each with its deliveries' state."""
+    q = select(TicketReply).where(TicketReply.ticket_id == ticket_id).order_by(col(TicketReply.id).desc())
+    if reply_id is not None:
+        q = q.where(TicketReply.id == reply_id)
+    rows = session.exec(q).all()
+    by_reply = _reply_deliveries(session, [int(r.id or 0) for r in rows])
+    return [_reply_public(r, by_reply.get(int(r.id or 0), [])) for r in rows]
+
+
 # --- fan-out: source rows -> deliveries -----------------------------------------------------------------------------
 
 
@@ -555,8 +737,21 @@ def _reasons(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _reply_writeback(data: dict[str, Any], wb: Writeback, base: str, headers: dict[str, str]) -> Request:
+    """An agent's reply as the helpdesk's own public reply: Zendesk takes a comment in a ticket update, Freshdesk
+    has a reply endpoint whose body is HTML."""
+    external = str(data.get("external_id") or "")
+    text = str(data.get("text") or "")
+    if wb.helpdesk == "zendesk":
+        body = json.dumps({"ticket": {"comment": {"body": text, "public": True}}}).encode()
+        return Request("PUT", f"{base}/api/v2/tickets/{external}.json", body, headers, wb.auth)
+    body = json.dumps({"body": html.escape(text).replace("\n", "<br>")}).encode()
+    return Request("POST", f"{base}/api/v2/tickets/{external}/reply", body, headers, wb.auth)
+
+
 def writeback_request(row: WebhookDelivery, wb: Writeback) -> Request:
-    """The helpdesk API call that writes a decision back (Zendesk: one ticket update with a private comment)."""
+    """The helpdesk API call that writes a decision back (Zendesk: one ticket update with a private comment), or
+    an agent's reply (kind `reply_writeback`: a public comment / reply)."""
     data = row.payload
     result = data.get("result") or {}
     external = str(data.get("ticket_id", "")).split("-", 1)[-1]
@@ -567,6 +762,8 @@ def writeback_request(row: WebhookDelivery, wb: Writeback) -> Request:
     headers = {"Content-Type": "application/json", "Idempotency-Key": row.idempotency_key,
                "User-Agent": "deskpilot-writeback/1"}
     base = wb.base_url.rstrip("/")
+    if row.kind == "reply_writeback":
+        return _reply_writeback(data, wb, base, headers)
     if wb.helpdesk == "zendesk":
         ticket: dict[str, Any] = {"additional_tags": tags, "comment": {"body": _reasons(result), "public": False}}
         if group is not None:

@@ -1,10 +1,12 @@
-"""Ticket routes: route (single / batch), the live event stream, feedback, and reading a ticket back."""
+"""Ticket routes: route (single / batch), the live event stream, feedback, replies to the customer, and reading a
+ticket back."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, TypeAdapter
 from sqlmodel import Session
 
@@ -21,6 +23,14 @@ from api.deps import (
 )
 from api.errors import ERROR_RESPONSES
 from api.limits import routing_slot
+from api.webhooks import (
+    ReplyIn,
+    ReplyPublic,
+    TicketReply,
+    list_replies,
+    record_reply,
+    writebacks_from_settings,
+)
 from routing import service
 from routing.models import (
     BatchRoutePublic,
@@ -44,7 +54,9 @@ ThresholdsDep = Annotated[DecisionThresholds, Depends(get_thresholds)]
 ROUTERS = ("helpdesk",)
 READERS = ("helpdesk", "agent", "analyst")
 FEEDBACK = ("agent", "helpdesk")
+REPLIERS = ("agent",)  # the roles that may answer the customer: assist's agents (api.views.assist.AGENTS)
 _EVENT_LIST: TypeAdapter[list[EventPublic]] = TypeAdapter(list[EventPublic])
+_REPLY_LIST: TypeAdapter[list[ReplyPublic]] = TypeAdapter(list[ReplyPublic])
 
 
 def json_response(model: BaseModel, status_code: int) -> Response:
@@ -173,3 +185,51 @@ def post_feedback(
                                known=known, store_raw=request.app.state.settings.store_raw_text)
     set_audit_object(request, f"{ticket_id}/feedback/{out.id}")
     return json_response(out, 201)
+
+
+def send_reply(request: Request, session: Session, ticket_id: str, reply_in: ReplyIn, by: str,
+               request_key: str | None = None, also: Callable[[TicketReply], Iterable[Any]] | None = None,
+               ) -> ReplyPublic:
+    """Store the reply with its outbox rows (api.webhooks.record_reply) and wake the webhook worker."""
+    service.get_ticket(session=session, ticket_id=ticket_id)  # 404 for an unknown ticket
+    settings = request.app.state.settings
+    out = record_reply(session=session, ticket_id=ticket_id, reply_in=reply_in, by=by,
+                       writebacks=writebacks_from_settings(settings), store_raw=settings.store_raw_text,
+                       request_key=request_key, also=also)
+    set_audit_object(request, f"{ticket_id}/reply/{out.id}")
+    worker = getattr(request.app.state, "webhooks", None)
+    if worker is not None and out.deliveries and not out.replayed:
+        worker.wake()
+    return out
+
+
+@router.post("/{ticket_id}/reply", response_model=ReplyPublic, status_code=201, responses={
+    200: {"model": ReplyPublic, "description": "the same Idempotency-Key again: the stored reply, nothing sent twice"}})
+def post_reply(
+    ticket_id: TicketId,
+    reply: ReplyIn,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require(*REPLIERS))],
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
+                                                  description="sending the same reply again with the same key "
+                                                              "answers the stored one and sends nothing more")] = None,
+) -> Response:
+    """Send a reply to the ticket's customer: stored (redacted), announced to subscribers of `reply` with the
+    ticket's external id, the text and the agent, and written back to Zendesk / Freshdesk as a public comment /
+    reply when the ticket came in through that adapter and its write-back is configured. The answer lists the
+    deliveries (pending until the webhook worker has sent them; GET .../replies reads their state later)."""
+    out = send_reply(request, session, ticket_id, reply, principal.name, idempotency_key)
+    return json_response(out, 200 if out.replayed else 201)
+
+
+@router.get("/{ticket_id}/replies", response_model=list[ReplyPublic])
+def get_replies(
+    ticket_id: TicketId,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require(*READERS))],
+) -> Response:
+    """The replies sent to the ticket's customer, newest first, each with the state of its deliveries."""
+    service.get_ticket(session=session, ticket_id=ticket_id)  # 404 for an unknown ticket
+    replies = list_replies(session=session, ticket_id=ticket_id)
+    return Response(content=_REPLY_LIST.dump_json(replies), media_type="application/json")
