@@ -2,31 +2,34 @@
 the feedback endpoint's service function), and the ticket page with decision, similar tickets, assist and timeline.
 
 Roles are the JSON routes' own: reading a ticket is `api.views.tickets.READERS`, triage feedback and claims are
-`FEEDBACK`, assist and its thumbs are `api.views.assist.AGENTS`.
+`FEEDBACK`, assist and its thumbs are `api.views.assist.AGENTS`, sending the reply to the helpdesk is `REPLIERS`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import threading
 from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Form, Query, Request, Response
+from fastapi import Depends, Form, Path, Query, Request, Response
 from sqlmodel import Session
 
 from api.auth import Principal, set_audit_object
 from api.deps import TicketId, get_session
 from api.limits import heavy
 from api.views.assist import AGENTS, AssistRequest, _assist, _read_for_assist
-from api.views.tickets import FEEDBACK, READERS
+from api.views.tickets import FEEDBACK, READERS, REPLIERS, send_reply
 from api.web.core import NavItem, flash, redirect, render, web_require, web_router
+from api.webhooks import REPLY_MAX_CHARS, ReplyIn, ReplyPublic, TicketReply, list_replies
 from assist import service as assist_service
-from assist.models import AssistFeedbackIn, AssistResult
-from core.errors import InvalidInput
+from assist.models import AssistFeedback, AssistFeedbackIn, AssistResult
+from core.errors import InvalidInput, NotFound
 from routing import queue as queue_service
 from routing import service
 from routing.models import MAX_LABEL, FeedbackIn, QueueFilter, TicketPublic
+from routing.redaction import redact_fields
 
 router = web_router(prefix="/agent")
 NAV = [NavItem("Triage queue", "/agent/queue", READERS, "Agent")]
@@ -175,6 +178,7 @@ def ticket_page(
         "t": ticket, "d": ticket.current_decision, "claim": claim, "timeline": _timeline(ticket),
         "known": _known(request), "can_triage": principal.allowed(FEEDBACK), "can_assist": principal.allowed(AGENTS),
         "me": principal.name, "retriages": sum(1 for d in ticket.decisions if d.trigger == "event"),
+        "replies": [reply_view(r) for r in list_replies(session=session, ticket_id=ticket_id)],
     }, title=f"Ticket {ticket_id}")
 
 
@@ -242,7 +246,8 @@ def assist_panel(
     computed once per state of the ticket, the models and the knowledge hub (`_AssistCache`)."""
     result = _assist_cache(request).get(request, ticket_id)
     fragment = bool(request.headers.get("hx-request"))
-    return render(request, "agent/assist.html", {"a": result, "ticket_id": ticket_id, "fragment": fragment},
+    return render(request, "agent/assist.html", {"a": result, "ticket_id": ticket_id, "fragment": fragment,
+                                                  "reply_key": secrets.token_urlsafe(16)},
                   title=f"Suggestions for {ticket_id}")
 
 
@@ -259,25 +264,92 @@ def assist_feedback(
     article_version: Annotated[int | None, Form(ge=1)] = None,
     rank: Annotated[int | None, Form(ge=1)] = None,
     text: Annotated[str | None, Form(max_length=20_000)] = None,
-    original: Annotated[str | None, Form(max_length=20_000)] = None,
 ) -> Response:
-    """A thumb on one suggestion, or the reply sent back (the draft accepted as is, or edited): the assist feedback
-    of POST /v1/tickets/{id}/assist/feedback."""
-    if kind == "draft" and verdict != "rejected" and text is not None:
-        edited = (text or "").strip() != (original or "").strip()
-        verdict = "edited" if edited else "accepted"
+    """A thumb on one suggestion: the assist feedback of POST /v1/tickets/{id}/assist/feedback (an edit's text is
+    redacted as there). Sending the reply is `send_reply`."""
     fb = AssistFeedbackIn(kind=kind, suggestion=suggestion, verdict=verdict, article_id=article_id,
                           article_version=article_version, rank=rank,
                           edited_text=text if verdict == "edited" else None)
+    if not request.app.state.settings.store_raw_text:
+        fb = redact_fields(fb, ("edited_text", "comment"))
     service.get_ticket(session=session, ticket_id=ticket_id)  # 404 for an unknown ticket, as the JSON route
     out = assist_service.record_feedback(session=session, ticket_id=ticket_id, feedback_in=fb, by=principal.name)
     set_audit_object(request, f"{ticket_id}/assist/feedback/{out.id}")
-    if kind == "draft" and verdict != "rejected":
-        message = "Reply sent back " + ("with your edits." if verdict == "edited" else "as drafted.")
-    else:
-        message = {"accepted": "Marked helpful.", "rejected": "Marked not helpful.", "edited": "Edit recorded."}[verdict]
+    message = {"accepted": "Marked helpful.", "rejected": "Marked not helpful.", "edited": "Edit recorded."}[verdict]
     if request.headers.get("hx-request"):
         return render(request, "agent/_thanks.html", {"message": message})
     flash(request, message, "success")
     return redirect(request, f"/agent/tickets/{ticket_id}")
 
+
+def reply_view(reply: ReplyPublic) -> dict[str, Any]:
+    """What the page says about a sent reply: a headline for its state and a line per target."""
+    headline = {
+        "delivered": "Sent to the helpdesk: delivered.",
+        "pending": "Sent to the helpdesk: delivering…",
+        "failed": "Sent to the helpdesk, but a delivery failed.",
+        "not_sent": "Saved, not sent: no webhook takes replies and this ticket has no helpdesk write-back.",
+    }[reply.state]
+    lines = []
+    for d in reply.deliveries:
+        if d.target.startswith("sub:"):
+            where = f"Webhook subscriber {d.target[4:]}"
+        else:
+            where = f"{d.target.capitalize()} ticket {reply.external_id}"
+        status = {"delivered": "delivered", "pending": "waiting" if not d.attempts else f"retrying after "
+                  f"{d.attempts} attempt{'s' if d.attempts != 1 else ''}", "failed": "failed"}.get(d.status, d.status)
+        lines.append({"where": where, "status": d.status, "text": status, "error": d.last_error})
+    return {"r": reply, "headline": headline, "lines": lines}
+
+
+@router.post("/tickets/{ticket_id}/reply")
+def send_reply_form(
+    ticket_id: TicketId,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(web_require(*REPLIERS))],
+    text: Annotated[str, Form(min_length=1, max_length=REPLY_MAX_CHARS)],
+    original: Annotated[str | None, Form(max_length=REPLY_MAX_CHARS)] = None,
+    suggestion: Annotated[str, Form(min_length=1, max_length=MAX_LABEL)] = "draft",
+    article_id: Annotated[int | None, Form(ge=1, le=2**53)] = None,
+    article_version: Annotated[int | None, Form(ge=1, le=2**31 - 1)] = None,
+    reply_key: Annotated[str | None, Form(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] = None,
+) -> Response:
+    """Send the (possibly edited) draft to the helpdesk: POST /v1/tickets/{id}/reply, with the draft's assist
+    feedback (accepted as drafted, or edited) in the same transaction. `reply_key` (new on every render of the
+    form) makes a second click on the same form send nothing twice."""
+    text = text.replace("\r\n", "\n")  # a browser sends a textarea's line breaks as CR LF
+    edited = None if original is None else text.strip() != original.replace("\r\n", "\n").strip()
+
+    def draft_feedback(reply: TicketReply) -> list[Any]:
+        if edited is None or article_id is None:
+            return []  # not from a grounded draft: nothing to learn about the draft
+        fb = AssistFeedbackIn(kind="draft", suggestion=suggestion, verdict="edited" if edited else "accepted",
+                              article_id=article_id, article_version=article_version,
+                              edited_text=reply.text if edited else None)
+        return [AssistFeedback(ticket_id=ticket_id, by=principal.name, **fb.model_dump())]
+
+    out = send_reply(request, session, ticket_id, ReplyIn(text=text, article_id=article_id, edited=edited),
+                     principal.name, reply_key, also=draft_feedback)
+    if request.headers.get("hx-request"):
+        return render(request, "agent/_reply.html", {**reply_view(out), "ticket_id": ticket_id, "sent": True,
+                                                     "new_key": secrets.token_urlsafe(16)})
+    flash(request, reply_view(out)["headline"], "success" if out.state != "failed" else "error")
+    return redirect(request, f"/agent/tickets/{ticket_id}#replies")
+
+
+@router.get("/tickets/{ticket_id}/replies/{reply_id}")
+def reply_state_fragment(
+    ticket_id: TicketId,
+    reply_id: Annotated[int, Path(ge=1, le=2**53)],
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(web_require(*READERS))],
+) -> Response:
+    """One sent reply's delivery state (what the page polls while a delivery is pending)."""
+    found = list_replies(session=session, ticket_id=ticket_id, reply_id=reply_id)
+    if not found:
+        raise NotFound(f"ticket {ticket_id} has no reply {reply_id}")
+    if not request.headers.get("hx-request"):
+        return redirect(request, f"/agent/tickets/{ticket_id}#replies")
+    return render(request, "agent/_reply.html", {**reply_view(found[0]), "ticket_id": ticket_id})

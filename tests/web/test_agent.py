@@ -1,5 +1,5 @@
 """The agent's journeys in a real browser: work the triage queue, claim, open a ticket, read the decision and the
-suggestions, rate them, send the reply back, set team and intent in one action; re-triages on the timeline."""
+suggestions, rate them, send the reply to the helpdesk and see it delivered, set team and intent in one action; re-triages on the timeline."""
 
 from __future__ import annotations
 
@@ -182,8 +182,8 @@ def test_thumbs_copy_and_sending_the_edited_reply_are_recorded_as_assist_feedbac
     page.get_by_role("button", name="Copy reply").click()
     page.locator(".copy-note", has_text="Copied.").wait_for()
     assert page.evaluate("() => navigator.clipboard.readText()") == sent  # the edited text, not the draft
-    page.get_by_role("button", name="Send reply back to the helpdesk").click()
-    page.get_by_text("Reply sent back with your edits.").wait_for()
+    page.get_by_role("button", name="Send to helpdesk").click()
+    page.locator("#reply-result .reply-state").wait_for()
     with web.session() as s:
         rows = s.exec(select(AssistFeedback).where(AssistFeedback.ticket_id == tid)
                       .order_by(col(AssistFeedback.id))).all()
@@ -192,6 +192,71 @@ def test_thumbs_copy_and_sending_the_edited_reply_are_recorded_as_assist_feedbac
     drafts = [r for r in rows if r.kind == "draft"]
     assert [(r.verdict, r.edited_text, r.article_id, r.by) for r in drafts] == [
         ("edited", sent, expected["draft"]["article_id"], "agent1")]
+
+
+def test_send_to_helpdesk_delivers_the_edited_reply_and_shows_its_state(page, web: WebApp) -> None:
+    """The draft, edited with a customer's address in it, goes to a real local `reply` subscriber once, signed and
+    redacted; the page says it was delivered, and the ticket page lists it with its state afterwards."""
+    from api.webhooks import TicketReply, WebhookSubscription, sign
+    from tests.api.test_webhooks import Receiver
+
+    receiver = Receiver().start()
+    # Stored directly: the app refuses loopback targets through the API (DESKPILOT_WEBHOOK_ALLOW_PRIVATE is off).
+    with web.session() as s:
+        sub = WebhookSubscription(url=receiver.url + "/replies", kinds=["reply"], secret="web-reply-secret")
+        s.add(sub)
+        s.commit()
+        s.refresh(sub)
+    try:
+        tid, expected = _ticket_with_a_grounded_draft(web)
+        with web.session() as s:
+            before = len(s.exec(select(TicketReply).where(TicketReply.ticket_id == tid)).all())
+        sign_in(page, web, "agent")
+        page.goto(web.url(f"/agent/tickets/{tid}"))
+        page.wait_for_selector("#assist h3:has-text('Next-best actions')")
+        assert page.get_by_role("button", name="Send reply back to the helpdesk").count() == 0
+        sent = expected["draft"]["text"] + "\nWrite to anna.devries@example.com if anything is missing."
+        page.get_by_label("Reply (edit before sending)").fill(sent)
+        page.get_by_role("button", name="Send to helpdesk").click()
+        state = page.locator("#reply-result .reply-state[data-state='delivered']")
+        state.wait_for()
+        assert "Sent to the helpdesk: delivered." in state.inner_text()
+        assert f"Webhook subscriber {sub.id}: delivered" in state.inner_text()
+        screenshot(page, "agent-reply-sent")
+        got = [x for x in receiver.seen if x.path == "/replies"]
+        assert len(got) == 1
+        hook = got[0]
+        assert hook.headers["x-deskpilot-event"] == "reply"
+        assert hook.headers["x-deskpilot-signature"] == sign("web-reply-secret", hook.headers["x-deskpilot-timestamp"],
+                                                             hook.body)
+        data = hook.json()["data"]
+        assert (data["ticket_id"], data["external_id"], data["by"], data["edited"]) == (tid, tid, "agent1", True)
+        assert "anna.devries@example.com" not in data["text"] and "[EMAIL]" in data["text"]
+        assert data["text"].startswith(expected["draft"]["text"].split("\n")[0])
+        with web.session() as s:
+            rows = s.exec(select(TicketReply).where(TicketReply.ticket_id == tid)
+                          .order_by(col(TicketReply.id))).all()
+        assert len(rows) == before + 1 and rows[-1].text == data["text"] and rows[-1].id == data["reply_id"]
+        # afterwards the ticket page lists the reply and where it went
+        page.goto(web.url(f"/agent/tickets/{tid}"))
+        replies = page.locator("#replies")
+        assert replies.get_by_role("heading", name="Replies sent").is_visible()
+        assert replies.locator(".reply").count() == before + 1
+        newest = replies.locator(".reply").first  # newest first
+        assert "Sent to the helpdesk: delivered." in newest.inner_text() and "[EMAIL]" in newest.inner_text()
+        assert "draft edited" in newest.inner_text()
+        page.wait_for_selector("#assist h3:has-text('Next-best actions')")  # nothing swaps in while Tab walks
+        check_page_accessible(page)
+        screenshot(page, "agent-ticket-replies")
+        assert len([x for x in receiver.seen if x.path == "/replies"]) == 1  # once, however often the page polled
+    finally:
+        with web.session() as s:
+            row = s.get(WebhookSubscription, sub.id)
+            if row is not None:
+                row.active = False
+                s.add(row)
+                s.commit()
+        receiver.stop()
 
 
 def test_set_team_and_intent_in_one_action_is_the_feedback_and_leaves_the_queue(page, web: WebApp) -> None:
