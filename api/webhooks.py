@@ -51,7 +51,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import storable_id
 from core.jsonbody import JsonBody
-from routing.models import TEXT_PATTERN, as_utc, has_text, utcnow
+from routing.models import TEXT_PATTERN, as_utc, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -475,9 +475,7 @@ def record_reply(*, session: Session, ticket_id: str, reply_in: ReplyIn, by: str
     is configured (`writebacks`: the configured helpdesks). `also(reply)`: rows committed with it (the draft's
     assist feedback, given the stored, redacted reply). The text is redacted first unless `store_raw`. With `request_key` (the sender's Idempotency-Key),
     sending the same reply again answers the stored one and sends nothing more."""
-    text = reply_in.text.replace("\x00", "")
-    if not has_text(text):
-        raise InvalidInput("text is empty; a reply needs text", field="text")
+    text = reply_in.text.replace("\x00", "\ufffd")  # a database text column cannot hold NUL
     if not store_raw:
         from insight.eventlog.privacy import redact_text
 

@@ -28,7 +28,7 @@ from assist.models import AssistFeedback, AssistFeedbackIn, AssistResult
 from core.errors import InvalidInput, NotFound
 from routing import queue as queue_service
 from routing import service
-from routing.models import MAX_LABEL, FeedbackIn, QueueFilter, TicketPublic
+from routing.models import MAX_LABEL, FeedbackIn, QueueFilter, TicketPublic, has_text
 from routing.redaction import redact_fields
 
 router = web_router(prefix="/agent")
@@ -319,6 +319,8 @@ def send_reply_form(
     feedback (accepted as drafted, or edited) in the same transaction. `reply_key` (new on every render of the
     form) makes a second click on the same form send nothing twice."""
     text = text.replace("\r\n", "\n")  # a browser sends a textarea's line breaks as CR LF
+    if not has_text(text):
+        raise InvalidInput("the reply is empty: write it before sending", field="text")
     edited = None if original is None else text.strip() != original.replace("\r\n", "\n").strip()
 
     def draft_feedback(reply: TicketReply) -> list[Any]:

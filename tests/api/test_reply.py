@@ -127,6 +127,8 @@ def test_reply_without_a_subscriber_or_write_back_is_stored_not_sent(service: An
     _route(client, keys, "R-2")
     r = client.post("/v1/tickets/R-2/reply", json={"text": "Done."}, headers=_h(keys, "agent"))
     assert r.status_code == 201 and r.json()["state"] == "not_sent" and r.json()["deliveries"] == []
+    nul = client.post("/v1/tickets/R-2/reply", json={"text": "\x00"}, headers=_h(keys, "agent"))
+    assert nul.status_code == 201 and nul.json()["text"] == "\ufffd"  # text the schema accepts is stored
     time.sleep(0.5)
     assert receiver.seen == []
 

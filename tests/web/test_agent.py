@@ -249,6 +249,9 @@ def test_send_to_helpdesk_delivers_the_edited_reply_and_shows_its_state(page, we
         check_page_accessible(page)
         screenshot(page, "agent-ticket-replies")
         assert len([x for x in receiver.seen if x.path == "/replies"]) == 1  # once, however often the page polled
+        token = page.locator("input[name=csrf_token]").first.input_value()
+        empty = page.request.post(web.url(f"/agent/tickets/{tid}/reply"), form={"csrf_token": token, "text": "  \n "})
+        assert empty.status == 422 and "the reply is empty" in empty.text()
     finally:
         with web.session() as s:
             row = s.get(WebhookSubscription, sub.id)
