@@ -134,6 +134,11 @@ def test_suggestions_show_the_assist_results_passages_and_draft(page, web: WebAp
     panel = page.locator("#assist")
     actions = panel.locator("ol.plain > li > strong").all_inner_texts()
     assert actions[: len(expected["actions"])] == [a["activity"] for a in expected["actions"]]
+    # Each mined action states its interval at the level assist used, never rounded up to a "100 %" interval.
+    for a in expected["actions"]:
+        if a["interval_level"] is not None:
+            assert f"{a['interval_level'] * 100:g} % interval" in panel.inner_text()
+    assert "100 % interval" not in panel.inner_text()
     # Supporting articles, each with its best passages, as the API ranks them.
     articles = panel.locator("h3:has-text('Supporting articles') + ul.plain > li")
     assert articles.count() == len(expected["knowledge"])
