@@ -9,7 +9,7 @@ private note with the reasons) by the webhook worker from the durable outbox (ap
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 import anyio
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
@@ -108,7 +108,26 @@ def _not_an_event() -> dict[str, Any]:
                     "properties": {"type": {"type": "string", "pattern": "^zen:event-type:"}}}}
 
 
-class ZendeskTicket(_Loose):
+class _ZendeskTicketFields(_Loose):
+    """The ticket fields both Zendesk shapes carry (the ticket object and an event's `detail`)."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_text_rule("subject", "description"))
+
+    id: ExternalId
+    subject: str = Field(default="", max_length=1000)
+    description: str = Field(default="", max_length=100_000)
+    priority: Label | None = None
+    tags: list[Label] = Field(default_factory=list, max_length=50)
+    via: Via | None = None
+    created_at: When = None
+
+    @model_validator(mode="after")
+    def _has_text(self) -> Self:
+        _require_text(self, ("subject", "description"))
+        return self
+
+
+class ZendeskTicket(_ZendeskTicketFields):
     """The ticket fields Zendesk sends (the ticket API's object, or a trigger's JSON body)."""
 
     model_config = ConfigDict(extra="ignore", json_schema_extra={**_text_rule("subject", "description"),
@@ -125,19 +144,7 @@ class ZendeskTicket(_Loose):
                              f"{ZENDESK_TICKET_CREATED!r} is")
         return data
 
-    id: ExternalId
-    subject: str = Field(default="", max_length=1000)
-    description: str = Field(default="", max_length=100_000)
-    priority: Label | None = None
-    tags: list[Label] = Field(default_factory=list, max_length=50)
-    via: Via | None = None
     requester: Person | None = None
-    created_at: When = None
-
-    @model_validator(mode="after")
-    def _has_text(self) -> ZendeskTicket:
-        _require_text(self, ("subject", "description"))
-        return self
 
 
 class ZendeskPayload(_Loose):
@@ -146,23 +153,8 @@ class ZendeskPayload(_Loose):
     ticket: ZendeskTicket
 
 
-class ZendeskEventDetail(_Loose):
+class ZendeskEventDetail(_ZendeskTicketFields):
     """The ticket in a Zendesk event's `detail` (ids come as strings; people only as ids, which are not read)."""
-
-    model_config = ConfigDict(extra="ignore", json_schema_extra=_text_rule("subject", "description"))
-
-    id: ExternalId
-    subject: str = Field(default="", max_length=1000)
-    description: str = Field(default="", max_length=100_000)
-    priority: Label | None = None
-    tags: list[Label] = Field(default_factory=list, max_length=50)
-    via: Via | None = None
-    created_at: When = None
-
-    @model_validator(mode="after")
-    def _has_text(self) -> ZendeskEventDetail:
-        _require_text(self, ("subject", "description"))
-        return self
 
 
 class ZendeskEvent(_Loose):
