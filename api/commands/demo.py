@@ -125,8 +125,14 @@ def run_pipeline(*, settings: Settings, cases: int, seed: int) -> dict[str, Any]
     SQLModel.metadata.create_all(engine)
     # The knowledge hub's own model (DESKPILOT_KB_EMBEDDING_MODEL); never beside a server's writes.
     index = open_index(settings=settings, embedder=kb_embedder(settings, shared=embedder), role="cli")
-    with Session(engine, expire_on_commit=False) as session:
-        imported, existing = flow.load_help_centre(session=session, index=index)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            imported, existing = flow.load_help_centre(session=session, index=index)
+    finally:
+        # Let go of the index now, not when the object is collected: a server started next (in this process or
+        # another) opens it as its one writer.
+        index.close()
+        engine.dispose()
     console.print(f"{imported} articles imported ({existing} were already there); "
                   f"the planted knowledge gap has no article on purpose")
     _done(t0)

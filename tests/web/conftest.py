@@ -148,6 +148,10 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebApp]:
     else:
         settings = Settings(home=home, log_level="WARNING")
         run_pipeline(settings=settings, cases=SEED_CASES, seed=7)
+        from knowledge_hub.ownership import holder_of
+
+        # The pipeline lets go of the index when it is done, so the server started next can be its one writer.
+        assert holder_of(Path(settings.chroma_path)) is None
         if cache:
             shutil.copytree(home, cache, dirs_exist_ok=True)
     app = create_app(settings)
