@@ -112,12 +112,17 @@ def _ticket_fields(ticket: TicketPublic) -> dict[str, Any]:
             "order_id": custom.get("order_id") or custom.get("order"), "product": custom.get("product")}
 
 
-def _assist(request: Request, ticket_id: str, opts: AssistRequest) -> AssistResult:
+def _assist(request: Request, ticket_id: str, opts: AssistRequest, *, stored: _Stored | None = None,
+            state: ModelState | None = None) -> AssistResult:
+    """Assist for a stored ticket; `stored` and `state`, when the caller has read them already (the web panel keys
+    its cache on them), are used as they are, so the result is computed from exactly those inputs."""
     # Read, release the connection, then compute: retrieval and the models take far longer than the reads, and a
     # connection held through them is one the rest of the service cannot use (pool exhaustion under load).
-    state: ModelState = request.app.state.models  # one snapshot: bundle and step outcomes swap together
+    if state is None:
+        state = request.app.state.models  # one snapshot: bundle and step outcomes swap together
     index = request.app.state.kb_index
-    stored = _read_for_assist(request.app.state.engine, ticket_id, index is not None)
+    if stored is None:
+        stored = _read_for_assist(request.app.state.engine, ticket_id, index is not None)
     ticket = stored.ticket
     settings: Settings = request.app.state.settings
     text, events, attrs = _ticket_inputs(ticket, settings.pseudonym_key.get_secret_value() or None)

@@ -194,8 +194,9 @@ class _AssistCache:
         self._items: OrderedDict[str, tuple[str, Any, Any, AssistResult]] = OrderedDict()
 
     @staticmethod
-    def key(request: Request, ticket_id: str) -> tuple[str, Any, Any]:
-        """(digest of the stored inputs, model state, index snapshot); the last two compared by identity."""
+    def key(request: Request, ticket_id: str) -> tuple[str, Any, Any, Any]:
+        """(digest of the stored inputs, model state, index snapshot, the stored inputs); state and snapshot are
+        compared by identity, and the stored inputs are what a miss computes from (one read per open)."""
         state = request.app.state.models
         index = request.app.state.kb_index
         stored = _read_for_assist(request.app.state.engine, ticket_id, index is not None)
@@ -204,17 +205,17 @@ class _AssistCache:
         parts = [stored.ticket.model_dump_json(), repr(catalog), repr(stored.feedback),
                  stored.template.model_dump_json() if stored.template is not None else ""]
         digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()
-        return digest, state, snapshot
+        return digest, state, snapshot, stored
 
     def get(self, request: Request, ticket_id: str) -> AssistResult:
         """The cached result when nothing it depends on changed, else a fresh one (then kept)."""
-        digest, state, snapshot = self.key(request, ticket_id)
+        digest, state, snapshot, stored = self.key(request, ticket_id)
         with self._lock:
             hit = self._items.get(ticket_id)
             if hit is not None and hit[0] == digest and hit[1] is state and hit[2] is snapshot:
                 self._items.move_to_end(ticket_id)
                 return hit[3]
-        result = _assist(request, ticket_id, AssistRequest())
+        result = _assist(request, ticket_id, AssistRequest(), stored=stored, state=state)
         with self._lock:
             self._items[ticket_id] = (digest, state, snapshot, result)  # read only: pages only render it
             self._items.move_to_end(ticket_id)
