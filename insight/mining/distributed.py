@@ -3,19 +3,21 @@
 The log lives as Parquet parts written by `insight.eventlog.writers.write_partitioned`: every case in exactly one
 part, parts in the order of the cases' first appearance. The work splits where the cost is:
 
-- **on the workers, per part** (per-case work stays local): read the part, sort it by (case, time), factorise
-  every column the miners use, and compute the per-case labels (first and resolving team, reassignments,
-  outcome); the parts stay in worker memory between the two rounds;
-- **between the rounds, on the client**: the parts' dictionaries (distinct activities, teams, ...) are merged in
-  part order into global codes, which equal the single-process codes because the single-process encoder numbers
-  values by first appearance in the same (case, time) order;
-- **on the client, over compact integer arrays**: the parts send their events as global codes (int32), case
-  offsets and int64 timestamps, no strings; the unchanged miners (process map with performance, variants,
-  bottlenecks, handovers, KPIs) run on that encoding, so medians and percentiles are exact (not sketches) and every
-  float is summed in the same order as in one process.
+- **on the workers, per part** (per-case work stays local): a light first pass reads each part's team column
+  (the support lines are a property of the whole log's teams); then one task per part reads it, sorts it by
+  (case, time), factorises every column the miners use and computes the per-case labels (first and resolving
+  team, reassignments, outcome). It sends back local codes (int16 where they fit) with their labels, case
+  offsets and int64 timestamps, no strings per event; nothing stays on the worker, so a worker's memory is one
+  part at a time, whatever the size of the log;
+- **on the client, as the parts arrive**: each part's dictionaries are merged in part order into global codes,
+  which equal the single-process codes because the single-process encoder numbers values by first appearance in
+  the same (case, time) order, and its events are copied into preallocated global arrays;
+- **on the client, over those integer arrays**: the unchanged miners (process map with performance, variants,
+  bottlenecks, handovers, KPIs) run on that encoding, so medians and percentiles are exact (not sketches) and
+  every float is summed in the same order as in one process.
 
-The client holds ~50 bytes per event (int32 codes of the coded columns, int64 case and time), the workers hold
-the pandas frames. What is not here:
+The client holds the global arrays (int32 codes of the coded columns, int64 case and time) and the per-case
+label table; the miners' working arrays come on top. What is not here:
 misrouting, conformance, journeys and alerts, which read the full frame (`mine` runs them in one process).
 """
 
@@ -122,113 +124,126 @@ def part_paths(source: str | Path) -> tuple[list[Path], dict[str, Any]]:
 # ---- worker side -------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Part:
-    """One part on its worker: the log, its encoding and which coded columns it has."""
+def _teams(path: str) -> tuple[int, list[str] | None]:
+    """A part's event count (from the Parquet footer) and its distinct teams (the team column only)."""
+    import pyarrow.parquet as pq
 
-    log: EventLog
-    enc: EncodedLog
-    columns: list[str]
+    pf = pq.ParquetFile(path)
+    n = int(pf.metadata.num_rows)
+    if GROUP not in pf.schema_arrow.names:
+        return n, None
+    col = pf.read(columns=[GROUP]).to_pandas()[GROUP]
+    return n, [str(x) for x in pd.unique(col.dropna())]
 
 
-def _load(path: str, name: str, case_attributes: list[str]) -> _Part:
+def _compact(codes: np.ndarray, n_labels: int) -> np.ndarray:
+    """Codes in int16 when they fit (half the bytes on the wire), else int32; -1 stays missing."""
+    return codes.astype(np.int16 if n_labels < np.iinfo(np.int16).max else np.int32, copy=False)
+
+
+def _part(path: str, name: str, case_attributes: list[str], config: LabelConfig) -> tuple[dict[str, Any], CaseLabels]:
+    """One part, start to end on its worker: read, sort and factorise, label its cases; its events as local codes
+    with the codes' labels (no strings per event), and its label table. The events go to the client at once; the
+    label table waits on the worker until the miners are done, so the two never fill the client together."""
     import pyarrow.parquet as pq
 
     df = pq.read_table(path).to_pandas()
     log = EventLog(df, name=name, case_attributes=[c for c in case_attributes if c in df.columns])
     cols = [c for c in CODED_COLUMNS if c in df.columns]
-    return _Part(log=log, enc=encode(log, columns=tuple(cols)), columns=cols)
-
-
-def _dictionaries(part: _Part) -> dict[str, Any]:
-    enc = part.enc
+    enc = encode(log, columns=tuple(cols))
+    labels = case_labels(log, config=config, enc=enc)
+    coded = {ACTIVITY: enc.activity, **{c: enc.column(c) for c in cols}}
     return {
         "n_events": enc.n_events,
-        "n_cases": enc.n_cases,
         "ts_unit": enc.ts_unit,
-        "labels": {ACTIVITY: enc.activity.labels, **{c: enc.column(c).labels for c in part.columns}},
-    }
-
-
-def _arrays(part: _Part, remap: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The part's events in global codes (int32), its case offsets and ids, and its int64 times."""
-    enc = part.enc
-
-    def glob(c: Codes, m: np.ndarray) -> np.ndarray:
-        # int16 on the wire when the global codes fit (most columns): half the bytes to send
-        small = len(m) == 0 or int(m.max()) < np.iinfo(np.int16).max
-        return np.r_[m, -1].astype(np.int16 if small else np.int32)[c.codes]  # code -1 picks the trailing -1
-
-    return {
         "case_len": enc.case_len.astype(np.int64),
         "case_labels": np.asarray(enc.case_labels, dtype=object),
         "ts": enc.ts,
-        "codes": {ACTIVITY: glob(enc.activity, remap[ACTIVITY]),
-                  **{c: glob(enc.column(c), remap[c]) for c in part.columns}},
-    }
+        "labels": {c: v.labels for c, v in coded.items()},
+        "codes": {c: _compact(v.codes, v.n) for c, v in coded.items()},
+    }, labels
 
 
-def _labels(part: _Part, config: LabelConfig) -> CaseLabels:
-    return case_labels(part.log, config=config, enc=part.enc)
+def _pick(pair: tuple[Any, Any], i: int) -> Any:
+    return pair[i]
 
 
 # ---- client side -------------------------------------------------------------------------------------------------
 
 
-def _merge_dictionaries(dicts: Sequence[dict[str, Any]]) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
-    """Global labels per column (first appearance in part order) and each part's local->global code map."""
-    columns = list(dict.fromkeys(c for d in dicts for c in d["labels"]))
-    glabels: dict[str, np.ndarray] = {}
-    remaps: list[dict[str, np.ndarray]] = [{} for _ in dicts]
-    for col in columns:
-        index: dict[Any, int] = {}
-        for i, d in enumerate(dicts):
-            local = d["labels"].get(col)
-            if local is None:
+class _Assembler:
+    """Builds the global encoding part by part, in part order, as the parts come back.
+
+    Global codes number values by first appearance in part order, which is what the single-process encoder does
+    over the same (case, time) order; so a part is folded in once every part before it is. Its events go straight
+    into arrays sized from the parts' footers, and its payload is dropped: the client holds the global arrays
+    (int32 codes, int64 times) plus the parts that came back ahead of their turn.
+    """
+
+    def __init__(self, n_events: int) -> None:
+        self.n_events = n_events
+        self.ts = np.empty(n_events, dtype=np.int64)
+        self.codes: dict[str, np.ndarray] = {}
+        self.index: dict[str, dict[Any, int]] = {}
+        self.case_len: list[np.ndarray] = []
+        self.case_labels: list[np.ndarray] = []
+        self.part_events: list[int] = []
+        self.unit: str | None = None
+        self.at = 0
+
+    def add(self, part: dict[str, Any], k: int) -> None:
+        n = int(part["n_events"])
+        if n and self.unit is not None and part["ts_unit"] != self.unit:
+            raise InvalidInput(f"parts store timestamps in different units ({self.unit!r}, then "
+                               f"{part['ts_unit']!r} in part {k})", field="log")
+        if n:
+            self.unit = self.unit or part["ts_unit"]
+        if self.at + n > self.n_events:
+            raise InvalidInput(f"part {k} holds more events than its Parquet footer says", field="log")
+        sl = slice(self.at, self.at + n)
+        self.ts[sl] = part["ts"]
+        for col, local in part["labels"].items():
+            index = self.index.setdefault(col, {})
+            remap = np.asarray([index.setdefault(v, len(index)) for v in local.tolist()] + [-1], dtype=np.int32)
+            if col not in self.codes:  # a column first seen in this part: the events before it lack it
+                self.codes[col] = np.full(self.n_events, -1, dtype=np.int32)
+            self.codes[col][sl] = remap[part["codes"][col]]  # code -1 picks the trailing -1
+        for col, arr in self.codes.items():
+            if col not in part["labels"]:  # a part without the column: every event missing
+                arr[sl] = -1
+        self.case_len.append(part["case_len"])
+        self.case_labels.append(part["case_labels"])
+        self.part_events.append(n)
+        self.at += n
+
+    def encoding(self) -> EncodedLog:
+        """The global EncodedLog (no frame behind it: every column the miners use is coded)."""
+        if self.at != self.n_events:
+            raise InvalidInput(f"the parts hold {self.at:,} events, their Parquet footers {self.n_events:,}",
+                               field="log")
+        case_len = np.concatenate(self.case_len) if self.case_len else np.zeros(0, np.int64)
+        case_start = np.r_[0, np.cumsum(case_len)].astype(np.int64)
+        case = np.repeat(np.arange(len(case_len), dtype=np.int64), case_len)
+        glabels = {col: np.asarray(list(index), dtype=object) for col, index in self.index.items()}
+        activity = self.codes.get(ACTIVITY, np.zeros(0, np.int32))
+        enc = EncodedLog(
+            case=case,
+            case_labels=np.concatenate(self.case_labels) if self.case_labels else np.zeros(0, dtype=object),
+            case_start=case_start,
+            activity=Codes(activity, glabels.get(ACTIVITY, np.zeros(0, dtype=object))),
+            ts=self.ts,
+            ts_unit=self.unit or "us",
+            order=None,
+            df=pd.DataFrame(),
+        )
+        enc._has[ACTIVITY] = enc.n_events > 0
+        for col, labels in glabels.items():
+            if col == ACTIVITY:
                 continue
-            remaps[i][col] = np.asarray([index.setdefault(v, len(index)) for v in local.tolist()], dtype=np.int64)
-        glabels[col] = np.asarray(list(index), dtype=object)
-    for i in range(len(dicts)):  # a part without the column: every event missing
-        for col in columns:
-            remaps[i].setdefault(col, np.zeros(0, dtype=np.int64))
-    return glabels, remaps
-
-
-def _global_encoding(arrays: Sequence[dict[str, Any]], glabels: dict[str, np.ndarray], unit: str) -> EncodedLog:
-    """One EncodedLog from the parts' arrays (no frame behind it: every column the miners use is coded)."""
-    case_len = np.concatenate([a["case_len"] for a in arrays])
-    n_cases = len(case_len)
-    case_start = np.r_[0, np.cumsum(case_len)].astype(np.int64)
-    case = np.repeat(np.arange(n_cases, dtype=np.int64), case_len)
-    ts = np.concatenate([a["ts"] for a in arrays]).astype(np.int64)
-
-    def codes_of(col: str) -> np.ndarray:
-        out = np.empty(len(ts), dtype=np.int32)  # the encoder's dtype, whatever each part sent
-        at = 0
-        for a in arrays:
-            n = len(a["ts"])
-            out[at:at + n] = a["codes"].get(col, -1)
-            at += n
-        return out
-
-    enc = EncodedLog(
-        case=case,
-        case_labels=np.concatenate([a["case_labels"] for a in arrays]),
-        case_start=case_start,
-        activity=Codes(codes_of(ACTIVITY), glabels[ACTIVITY]),
-        ts=ts,
-        ts_unit=unit,
-        order=None,
-        df=pd.DataFrame(),
-    )
-    enc._has[ACTIVITY] = enc.n_events > 0
-    for col, labels in glabels.items():
-        if col == ACTIVITY:
-            continue
-        c = Codes(codes_of(col), labels)
-        enc._columns[col] = c
-        enc._has[col] = bool((c.codes >= 0).any())
-    return enc
+            c = Codes(self.codes[col], labels)
+            enc._columns[col] = c
+            enc._has[col] = bool((c.codes >= 0).any())
+        return enc
 
 
 def _global_labels(parts: Sequence[CaseLabels], lines: dict[str, int] | None, case_base: np.ndarray,
@@ -264,56 +279,85 @@ def connect(*, scheduler: str | None = None, workers: int | None = None, memory_
     return Client(cluster)
 
 
+def _lines(teams: Sequence[list[str] | None], cfg: LabelConfig) -> dict[str, int] | None:
+    """The support line of every team in the log, as the single-process labels read them off all its teams."""
+    if all(t is None for t in teams):
+        return None
+    names = np.asarray(list(dict.fromkeys(x for t in teams if t for x in t)), dtype=object)
+    usable = np.asarray([len(t.strip()) > 0 for t in names], dtype=bool)
+    if cfg.consult_group_pattern:
+        usable &= ~_match_codes(np.arange(len(names)), names, cfg.consult_group_pattern)
+    return support_lines(names[usable], mapping=cfg.line_mapping)
+
+
 def mine_partitioned(source: str | Path, client: Any, *, config: DistributedConfig | None = None) -> DistributedResult:
-    """Mine a partitioned log on the cluster behind `client` (results equal `mine` on the whole log)."""
+    """Mine a partitioned log on the cluster behind `client` (results equal `mine` on the whole log).
+
+    Two passes over the parts: a light one for what the labels need from the whole log (its teams, which decide
+    the support lines) and the event counts from the Parquet footers; then one task per part that reads, encodes
+    and labels it and sends back integer arrays, folded into the global encoding as they arrive.
+    """
+    from distributed import as_completed
+
     cfg = config or DistributedConfig()
     paths, meta = part_paths(source)
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     name = str(meta.get("name", Path(source).name))
     case_attrs = list(meta.get("case_attributes", []))
-    parts = client.map(_load, [str(p) for p in paths], name=name, case_attributes=case_attrs,
-                       key=[f"deskpilot-part-{i}-{time.time_ns()}" for i in range(len(paths))])
-    dicts = client.gather(client.map(_dictionaries, parts))
-    timings["read+encode (workers)"] = time.perf_counter() - t0
-    units = {d["ts_unit"] for d in dicts if d["n_events"]}
-    if len(units) > 1:
-        raise InvalidInput(f"parts store timestamps in different units {sorted(units)}", field="log")
+    stamp = time.time_ns()
     t0 = time.perf_counter()
-    glabels, remaps = _merge_dictionaries(dicts)
+    heads = client.gather(client.map(_teams, [str(p) for p in paths],
+                                     key=[f"deskpilot-teams-{i}-{stamp}" for i in range(len(paths))]))
     labels_cfg = cfg.labels
     if cfg.line_mapping and labels_cfg.line_mapping is None:
         labels_cfg = LabelConfig(**{**labels_cfg.__dict__, "line_mapping": cfg.line_mapping})
-    lines = None
-    if GROUP in glabels:
-        # lines are a property of the whole log's teams: each part gets them as its mapping
-        teams = np.asarray([str(x) for x in glabels[GROUP]], dtype=object)
-        usable = np.asarray([len(t.strip()) > 0 for t in teams], dtype=bool)
-        if labels_cfg.consult_group_pattern:
-            usable &= ~_match_codes(np.arange(len(teams)), teams, labels_cfg.consult_group_pattern)
-        lines = support_lines(teams[usable], mapping=labels_cfg.line_mapping)
+    lines = _lines([t for _, t in heads], labels_cfg)
+    # lines are a property of the whole log's teams: each part gets them as its mapping
     part_cfg = LabelConfig(**{**labels_cfg.__dict__, "line_mapping": lines}) if lines else labels_cfg
-    arrays_f = client.map(_arrays, parts, remaps, priority=1)
-    # the labels run on the workers while the arrays travel and the client combines them; they are in before the
-    # client's miners start, so the workers' and the client's heavy steps do not compete for the same cores
-    labels_f = client.map(_labels, parts, config=part_cfg)
-    arrays = client.gather(arrays_f)
-    timings["global codes (workers)"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    unit = units.pop() if units else "us"
-    enc = _global_encoding(arrays, glabels, unit)
-    del arrays, arrays_f
-    timings["combine (client)"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    label_parts = client.gather(labels_f)
-    client.cancel(parts)
-    timings["labels (workers)"] = time.perf_counter() - t0
+    timings["teams (workers)"] = time.perf_counter() - t0
 
-    mined = _run_miners(enc, cfg, timings)
-    case_base = np.r_[0, np.cumsum([d["n_cases"] for d in dicts])[:-1]]
-    event_base = np.r_[0, np.cumsum([d["n_events"] for d in dicts])[:-1]]
-    labels = _global_labels(label_parts, lines if GROUP in glabels else None, case_base, event_base)
-    return DistributedResult(name=name, n_parts=len(paths), n_cases=enc.n_cases, n_events=enc.n_events,
+    t0 = time.perf_counter()
+    keys = [f"deskpilot-part-{i}-{stamp}" for i in range(len(paths))]
+    pairs = client.map(_part, [str(p) for p in paths], name=name, case_attributes=case_attrs, config=part_cfg,
+                       key=keys)
+    futures = client.map(_pick, pairs, [0] * len(pairs), key=[f"{k}-events" for k in keys])
+    tables = client.map(_pick, pairs, [1] * len(pairs), key=[f"{k}-labels" for k in keys])
+    del pairs  # each part's pair lives on until both halves are taken
+    order = {f.key: i for i, f in enumerate(futures)}
+    asm = _Assembler(sum(n for n, _ in heads))
+    waiting: dict[int, dict[str, Any]] = {}
+    combine = 0.0
+    try:
+        try:
+            for fut, part in as_completed(futures, with_results=True):
+                waiting[order[fut.key]] = part
+                fut.release()
+                while len(asm.part_events) in waiting:
+                    t = time.perf_counter()
+                    k = len(asm.part_events)
+                    asm.add(waiting.pop(k), k)
+                    combine += time.perf_counter() - t
+        finally:
+            client.cancel(futures)
+        del futures
+        t = time.perf_counter()
+        enc = asm.encoding()
+        combine += time.perf_counter() - t
+        timings["parts: read+encode+labels (workers)"] = time.perf_counter() - t0 - combine
+        timings["combine (client, while the parts arrive)"] = combine
+        n_cases, n_events = enc.n_cases, enc.n_events
+        mined = _run_miners(enc, cfg, timings)
+        del enc  # the encoding goes before the label tables come in
+        t0 = time.perf_counter()
+        case_base = np.r_[0, np.cumsum([len(c) for c in asm.case_len])[:-1]]
+        event_base = np.r_[0, np.cumsum(asm.part_events)[:-1]]
+        has_groups = GROUP in asm.index
+        del asm
+        labels = _global_labels(client.gather(tables), lines if has_groups else None, case_base, event_base)
+        timings["labels (gather + combine)"] = time.perf_counter() - t0
+    finally:
+        client.cancel(tables)
+    return DistributedResult(name=name, n_parts=len(paths), n_cases=n_cases, n_events=n_events,
                              labels=labels, timings=timings, **mined)
 
 
