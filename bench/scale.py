@@ -175,7 +175,8 @@ def _parts_dir(tmp: Path) -> Path:
 def main() -> None:
     """Generate, mine the sample both ways and the whole log on the cluster, compare, write scale.json."""
     res = Results("scale")
-    res.extra_env.update({"workers": WORKERS, "threads_per_worker": 1, "worker_memory_limit": WORKER_MEMORY, "part_events": PART, "repeat": REPEAT,
+    res.extra_env.update({"workers": WORKERS, "threads_per_worker": 1, "worker_memory_limit": WORKER_MEMORY,
+                          "part_events": PART, "repeat": REPEAT,
                           "generator": "insight.simulate, 1M-event batches"})
     with tempfile.TemporaryDirectory(prefix="deskpilot-scale-") as tmp_name:
         tmp = Path(tmp_name)
