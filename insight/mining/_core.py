@@ -289,22 +289,49 @@ class GroupStats:
     max: np.ndarray
 
 
+@dataclass
+class Grouping:
+    """Integer keys grouped once: distinct keys (sorted), each element's group, group sizes and a stable order.
+
+    `order` lists the elements group by group, each group's elements in array order (a linear radix sort).
+    Build it with `grouping(keys)` and hand it to `group_stats` and `distinct_per_key` for the same keys,
+    so several statistics over one key array share the grouping work.
+    """
+
+    keys: np.ndarray
+    rank: np.ndarray
+    count: np.ndarray
+    order: np.ndarray
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Offset of each group's first element in `order`."""
+        return np.r_[0, np.cumsum(self.count)[:-1]].astype(np.int64)
+
+
+def grouping(keys: np.ndarray) -> Grouping:
+    """Group non-negative integer keys (see `Grouping`)."""
+    uniq, rank, count = compact(np.asarray(keys, dtype=np.int64))
+    return Grouping(uniq, rank, count, stable_order(rank, len(uniq)))
+
+
 def group_stats(
-    groups: np.ndarray, values: np.ndarray, *, scale: float = 1.0, value_order: np.ndarray | None = None
+    groups: np.ndarray, values: np.ndarray, *, scale: float = 1.0, by: Grouping | None = None
 ) -> GroupStats:
     """Vectorised per-group statistics (quantiles interpolate linearly, like numpy's default).
 
-    Integer `values` (e.g. raw timestamp differences) take a fast path: group and value are packed into one
-    int64 and sorted once; every statistic is then divided by `scale` (e.g. units per second). Several
-    groupings of the same values can share one `value_order` (= argsort of values): each grouping then
-    needs only a linear radix sort of the group codes.
+    Integer `values` (e.g. raw timestamp differences) take a fast path that needs no full sort: the values
+    are grouped by a linear radix sort of the group codes, large groups get their order statistics from
+    `np.partition` and the small ones share one sort of packed (group, value) keys; every statistic is then
+    divided by `scale` (e.g. units per second). `by` is an already built `grouping(groups)` to reuse.
     """
     if len(groups) == 0:
         e = np.zeros(0)
         return GroupStats(np.zeros(0, np.int64), np.zeros(0, np.int64), e, e, e, e, e)
     groups = np.asarray(groups, dtype=np.int64)
     if np.issubdtype(values.dtype, np.integer):
-        fast = _group_stats_int(groups, values.astype(np.int64, copy=False), scale, value_order)
+        fast = _group_stats_int(by if by is not None else grouping(groups), values.astype(np.int64, copy=False),
+                                scale)
         if fast is not None:
             return fast
     order = np.lexsort((values, groups))
@@ -336,32 +363,54 @@ def compact(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return uniq, inv.ravel(), cnt
 
 
-def _group_stats_int(
-    groups: np.ndarray, v: np.ndarray, scale: float, value_order: np.ndarray | None
-) -> GroupStats | None:
-    uniq, g, count = compact(groups)
-    if value_order is not None and len(uniq) <= 65536:
-        # numpy's stable sort of uint16 is a radix sort: linear, and it keeps the value order inside groups
-        order = value_order[np.argsort(g.astype(np.uint16)[value_order], kind="stable")]
-        sv = v[order].astype(np.float64) / scale
-    else:
-        vmin = int(v.min())
-        shift = max(1, (int(v.max()) - vmin).bit_length())
-        if max(1, (len(uniq) - 1).bit_length()) + shift > 62:
+# Groups at least this large get their order statistics from np.partition (linear) instead of the shared sort:
+# from about this size on, one partition call costs less than sorting the group's elements.
+_PARTITION_MIN = 256
+
+
+def _group_stats_int(by: Grouping, v: np.ndarray, scale: float) -> GroupStats | None:
+    count = by.count
+    ng = len(count)
+    starts = by.starts
+    # the sorted positions every statistic reads: median and p90 neighbours (as in _sorted_quantile), max
+    p50 = 0.5 * (count - 1)
+    p90 = 0.9 * (count - 1)
+    lo50 = np.floor(p50).astype(np.int64)
+    lo90 = np.floor(p90).astype(np.int64)
+    last = count - 1
+    ks = np.stack([lo50, np.minimum(lo50 + 1, last), lo90, np.minimum(lo90 + 1, last), last])
+    picked = np.empty((5, ng), dtype=np.int64)
+    big = count >= _PARTITION_MIN
+    small = ~big
+    if small.any():
+        sel = small[by.rank]
+        g = by.rank[sel]
+        sv = v[sel]
+        vmin = int(sv.min())
+        shift = max(1, (int(sv.max()) - vmin).bit_length())
+        if max(1, (ng - 1).bit_length()) + shift > 62:
             return None
-        key = (g.astype(np.int64) << shift) | (v - vmin)
+        key = (g << shift) | (sv - vmin)
         key.sort()
-        sv = ((key & ((1 << shift) - 1)) + vmin).astype(np.float64) / scale
-    starts = np.r_[0, np.cumsum(count)[:-1]]
-    total = np.bincount(g, weights=v.astype(np.float64), minlength=len(uniq)) / scale
+        srt = (key & ((1 << shift) - 1)) + vmin
+        sub_starts = np.r_[0, np.cumsum(count[small])[:-1]]
+        picked[:, small] = srt[sub_starts + ks[:, small]]
+    if big.any():
+        gv = v[by.order]
+        for i in np.flatnonzero(big).tolist():
+            s = int(starts[i])
+            kth = ks[:, i]
+            picked[:, i] = np.partition(gv[s : s + int(count[i])], kth)[kth]
+    f = picked.astype(np.float64) / scale
+    total = np.bincount(by.rank, weights=v.astype(np.float64), minlength=ng) / scale
     return GroupStats(
-        group=uniq,
+        group=by.keys,
         count=count,
         total=total,
         mean=total / count,
-        median=_sorted_quantile(sv, starts, count, 0.5),
-        p90=_sorted_quantile(sv, starts, count, 0.9),
-        max=sv[starts + count - 1],
+        median=f[0] + (f[1] - f[0]) * (p50 - lo50),
+        p90=f[2] + (f[3] - f[2]) * (p90 - lo90),
+        max=f[4],
     )
 
 
@@ -380,19 +429,22 @@ def stable_order(keys: np.ndarray, n_keys: int) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
-def distinct_per_key(outer: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distinct_per_key(
+    outer: np.ndarray, key: np.ndarray, *, by: Grouping | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Distinct non-negative keys (sorted) and in how many distinct `outer` values (e.g. cases) each occurs.
 
     `outer` must be non-decreasing (true for case codes in EncodedLog order and for any subset of it).
+    `by` is an already built `grouping(key)` to reuse.
     """
     if len(key) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    uniq, rank, _ = compact(key)
-    order = stable_order(rank, len(uniq))
-    r = rank[order]
-    o = outer[order]
+    if by is None:
+        by = grouping(key)
+    r = by.rank[by.order]
+    o = outer[by.order]
     new = np.r_[True, (r[1:] != r[:-1]) | (o[1:] != o[:-1])]
-    return uniq, np.bincount(r[new], minlength=len(uniq))
+    return by.keys, np.bincount(r[new], minlength=len(by.keys))
 
 
 def first_occurrence(outer: np.ndarray, key: np.ndarray, n_keys: int) -> np.ndarray:

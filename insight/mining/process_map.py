@@ -24,6 +24,7 @@ from insight.mining._core import (
     ensure_encoded,
     follows,
     group_stats,
+    grouping,
     service_pairs,
 )
 
@@ -162,11 +163,11 @@ def discover_process_map(
     ups = enc.units_per_second
     key = pairs.src.astype(np.int64) * n_act + pairs.dst
     raw_wait = enc.ts[next_event] - enc.ts[pairs.src_event]
-    # one argsort of the waits serves both the edge and the per-activity (sojourn) statistics
-    vorder = np.argsort(raw_wait)
-    gs = group_stats(key, raw_wait, scale=ups, value_order=vorder)
+    # one grouping of the edge keys serves the wait statistics and the cases per edge
+    by_edge = grouping(key)
+    gs = group_stats(key, raw_wait, scale=ups, by=by_edge)
     # cases per edge: distinct (case, edge) pairs; same sorted key set as gs.group
-    _, cases_per_edge = distinct_per_key(enc.case[pairs.src_event], key)
+    _, cases_per_edge = distinct_per_key(enc.case[pairs.src_event], key, by=by_edge)
 
     keep_edge = np.ones(len(gs.group), dtype=bool)
     if edge_threshold > 0 and len(gs.group):
@@ -214,7 +215,7 @@ def discover_process_map(
     if skip:
         soj = group_stats(codes[later], enc.ts[later] - enc.ts[later - 1], scale=ups)
     else:
-        soj = group_stats(pairs.dst.astype(np.int64), raw_wait, scale=ups, value_order=vorder)
+        soj = group_stats(pairs.dst.astype(np.int64), raw_wait, scale=ups)
     soj_idx = {int(g): i for i, g in enumerate(soj.group)}
     svc_events, svc_raw = service_pairs(enc, lifecycle_column=lifecycle_column)
     svc_stats = group_stats(codes[svc_events], svc_raw, scale=ups)
