@@ -42,7 +42,7 @@ SAMPLE = int(os.environ.get("DESKPILOT_BENCH_SCALE_SAMPLE", "10000000"))
 BATCH = 1_000_000  # events simulated at a time
 PART = 1_000_000  # events per Parquet part
 WORKERS = 2
-WORKER_MEMORY = "3.5GiB"  # per worker: above 70 % of it dask spills the label tables waiting there to disk
+WORKER_MEMORY = "2.5GiB"  # per worker: above 70 % of it dask spills the label tables waiting there to disk
 REPEAT = 2  # runs of each side, alternating (the same for both sides of the ratio)
 
 
