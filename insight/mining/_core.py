@@ -51,6 +51,7 @@ class EncodedLog:
     _columns: dict[str, Codes] = field(default_factory=dict, repr=False)
     _has: dict[str, bool] = field(default_factory=dict, repr=False)
     _first_act: np.ndarray | None = field(default=None, repr=False)
+    _act_bits: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_events(self) -> int:
@@ -93,6 +94,25 @@ class EncodedLog:
         if self._first_act is None:
             self._first_act = first_occurrence(self.case, self.activity.codes, max(1, self.activity.n))
         return self._first_act
+
+    def activity_sets(self) -> np.ndarray | None:
+        """Per case, which activities it has as a uint64 bit mask (cached); None with more than 64 activities."""
+        if self.activity.n > 64 or self.n_cases == 0:
+            return None
+        if self._act_bits is None:
+            bits = np.left_shift(np.uint64(1), self.activity.codes.astype(np.uint64))
+            self._act_bits = np.bitwise_or.reduceat(bits, self.case_start[:-1])
+        return self._act_bits
+
+    def cases_per_activity(self) -> np.ndarray:
+        """Number of cases each activity occurs in."""
+        sets = self.activity_sets()
+        if sets is None:
+            return np.bincount(self.activity.codes[self.first_activity_occurrence], minlength=self.activity.n)
+        one = np.uint64(1)
+        return np.array(
+            [np.count_nonzero(sets & (one << np.uint64(a))) for a in range(self.activity.n)], dtype=np.int64
+        )
 
     def column(self, name: str) -> Codes:
         """Factorise another column (cached on this object); missing values get code -1."""
@@ -156,20 +176,30 @@ def _factorize(values: pd.Series) -> Codes:
 
 
 def _case_runs(values: pd.Series) -> Codes | None:
-    """Case codes from runs of equal adjacent ids, when every case is one contiguous run (else None)."""
+    """Case codes from runs of equal adjacent ids, when every case is one contiguous run (else None).
+
+    The codes are int64 here (they become EncodedLog.case as they are).
+    """
     n = len(values)
     arr = values.array
     if n < 2 or not hasattr(arr, "__arrow_array__"):
         return None
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     ca = arr.__arrow_array__()
     change = np.asarray(pc.not_equal(ca.slice(1), ca.slice(0, n - 1)).to_numpy(zero_copy_only=False), dtype=bool)
     starts = np.flatnonzero(np.r_[True, change])
-    labels = np.asarray(values.iloc[starts].to_numpy(), dtype=object)
-    if not pd.Index(labels).is_unique:
+    heads = ca.take(pa.array(starts))
+    if isinstance(heads, pa.ChunkedArray):
+        heads = heads.combine_chunks()
+    labels = np.asarray(heads.to_numpy(zero_copy_only=False), dtype=object)
+    m = len(labels)
+    # ids in strictly increasing order are distinct (the usual case: readers sort by case); else hash them
+    increasing = m < 2 or pc.all(pc.less(heads.slice(0, m - 1), heads.slice(1))).as_py() is True
+    if not increasing and len(set(labels.tolist())) != m:
         return None
-    codes = np.cumsum(np.r_[False, change], dtype=np.int64).astype(np.int32)
+    codes = np.cumsum(np.r_[False, change], dtype=np.int64)
     return Codes(codes, labels)
 
 
@@ -192,14 +222,14 @@ def encode(log: EventLog, *, columns: tuple[str, ...] = ()) -> EncodedLog:
     # Readers hand us logs sorted by case then time: then case codes are just run numbers (no hashing).
     runs = _case_runs(df[CASE_ID])
     case_c = runs if runs is not None else _factorize(df[CASE_ID])
-    case = case_c.codes.astype(np.int64)
+    case = np.asarray(case_c.codes, dtype=np.int64)
     # only re-sort (stably) when the log is not in (case, time) order
     order: np.ndarray | None = None
     n = len(case)
     if n > 1:
         same = case[1:] == case[:-1]
-        contiguous = bool(np.all(np.diff(case) >= 0))
-        time_ok = bool(np.all(ts[1:][same] >= ts[:-1][same]))
+        contiguous = runs is not None or bool(np.all(case[1:] >= case[:-1]))
+        time_ok = not bool(np.any((ts[1:] < ts[:-1]) & same))
         if not (contiguous and time_ok):
             order = np.lexsort((np.arange(n), ts, case))
             case = case[order]
@@ -244,11 +274,12 @@ def ensure_encoded(log: EventLog | None, enc: EncodedLog | None) -> EncodedLog:
 
 @dataclass
 class Pairs:
-    """Directly-follows pairs of a code array: event index `i` is followed by `i + 1` in the same case."""
+    """Directly-follows pairs of a code array: event `src_event[j]` is followed by `dst_event[j]` in its case."""
 
     src_event: np.ndarray  # index of the first event of each pair
     src: np.ndarray
     dst: np.ndarray
+    dst_event: np.ndarray  # index of the next kept event (src_event + 1 unless missing codes were skipped)
 
 
 def follows(enc: EncodedLog, codes: np.ndarray, *, skip_missing: bool = False) -> Pairs:
@@ -257,12 +288,11 @@ def follows(enc: EncodedLog, codes: np.ndarray, *, skip_missing: bool = False) -
         keep = np.flatnonzero(codes >= 0)
         case = enc.case[keep]
         c = codes[keep]
-        same = case[1:] == case[:-1]
-        idx = keep[:-1][same]
-        return Pairs(idx, c[:-1][same], c[1:][same])
+        same = np.flatnonzero(case[1:] == case[:-1])
+        return Pairs(keep[same], c[same], c[same + 1], keep[same + 1])
     same = enc.case[1:] == enc.case[:-1]
     idx = np.flatnonzero(same)
-    return Pairs(idx, codes[idx], codes[idx + 1])
+    return Pairs(idx, codes[idx], codes[idx + 1], idx + 1)
 
 
 def pair_counts(src: np.ndarray, dst: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -301,7 +331,14 @@ class Grouping:
     keys: np.ndarray
     rank: np.ndarray
     count: np.ndarray
-    order: np.ndarray
+    _order: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def order(self) -> np.ndarray:
+        """Stable order of the elements by group (computed on first use)."""
+        if self._order is None:
+            self._order = stable_order(self.rank, len(self.keys))
+        return self._order
 
     @property
     def starts(self) -> np.ndarray:
@@ -309,10 +346,13 @@ class Grouping:
         return np.r_[0, np.cumsum(self.count)[:-1]].astype(np.int64)
 
 
-def grouping(keys: np.ndarray) -> Grouping:
-    """Group non-negative integer keys (see `Grouping`)."""
+def grouping(keys: np.ndarray, *, ordered: bool = True) -> Grouping:
+    """Group non-negative integer keys (see `Grouping`); `ordered=False` leaves `order` to its first use."""
     uniq, rank, count = compact(np.asarray(keys, dtype=np.int64))
-    return Grouping(uniq, rank, count, stable_order(rank, len(uniq)))
+    by = Grouping(uniq, rank, count)
+    if ordered:
+        _ = by.order
+    return by
 
 
 def group_stats(
@@ -330,8 +370,8 @@ def group_stats(
         return GroupStats(np.zeros(0, np.int64), np.zeros(0, np.int64), e, e, e, e, e)
     groups = np.asarray(groups, dtype=np.int64)
     if np.issubdtype(values.dtype, np.integer):
-        fast = _group_stats_int(by if by is not None else grouping(groups), values.astype(np.int64, copy=False),
-                                scale)
+        fast = _group_stats_int(by if by is not None else grouping(groups, ordered=False),
+                                values.astype(np.int64, copy=False), scale)
         if fast is not None:
             return fast
     order = np.lexsort((values, groups))
@@ -396,7 +436,13 @@ def _group_stats_int(by: Grouping, v: np.ndarray, scale: float) -> GroupStats | 
         sub_starts = np.r_[0, np.cumsum(count[small])[:-1]]
         picked[:, small] = srt[sub_starts + ks[:, small]]
     if big.any():
-        gv = v[by.order]
+        if by._order is not None or not small.any():
+            gv = v[by.order]
+        else:  # group only the large groups' elements
+            idx = np.flatnonzero(big[by.rank])
+            gv = v[idx[stable_order(by.rank[idx], ng)]]
+            starts = np.zeros(ng, dtype=np.int64)
+            starts[big] = np.r_[0, np.cumsum(count[big])[:-1]]
         for i in np.flatnonzero(big).tolist():
             s = int(starts[i])
             kth = ks[:, i]
@@ -520,6 +566,9 @@ def changes_per_case(enc: EncodedLog, codes: np.ndarray) -> np.ndarray:
 def repeats_per_case(enc: EncodedLog, codes: np.ndarray | None = None) -> np.ndarray:
     """Per case, events whose code already occurred earlier in that case (rework events)."""
     if codes is None:
+        sets = enc.activity_sets()
+        if sets is not None:  # events minus distinct activities
+            return enc.case_len - np.bitwise_count(sets)
         is_first = enc.first_activity_occurrence
     else:
         width = int(codes.max()) + 2 if len(codes) else 1

@@ -17,11 +17,10 @@ from core.errors import InvalidInput
 from insight.eventlog.schema import GROUP, RESOURCE, EventLog
 from insight.mining._core import (
     EncodedLog,
-    compact,
     distinct_per_key,
     ensure_encoded,
     follows,
-    pair_counts,
+    grouping,
 )
 
 
@@ -126,20 +125,18 @@ def handover_network(
     n = col.n
     if not include_self:
         diff = pairs.src != pairs.dst
-        src_event, src, dst = pairs.src_event[diff], pairs.src[diff], pairs.dst[diff]
+        src_event, dst_event, src, dst = pairs.src_event[diff], pairs.dst_event[diff], pairs.src[diff], pairs.dst[diff]
     else:
-        src_event, src, dst = pairs.src_event, pairs.src, pairs.dst
-    s, d, c = pair_counts(src, dst, n)  # sorted by key = s * n + d
-    total = int(c.sum())
+        src_event, dst_event, src, dst = pairs.src_event, pairs.dst_event, pairs.src, pairs.dst
     key = src.astype(np.int64) * n + dst
+    by = grouping(key)  # one grouping of the (source, target) keys for counts, waits and cases
+    s, d, c = by.keys // n, by.keys % n, by.count
+    total = int(c.sum())
     # the next event with a value is where the work arrived; its time minus the handing event's is the wait
-    valid = np.flatnonzero(col.codes >= 0)
-    nxt = valid[np.searchsorted(valid, src_event, side="right")] if len(src_event) else src_event
-    waits = (enc.ts[nxt] - enc.ts[src_event]).astype(np.float64) / enc.units_per_second
+    waits = (enc.ts[dst_event] - enc.ts[src_event]).astype(np.float64) / enc.units_per_second
     # mean (not median) wait: a bincount instead of a sort keeps the network as cheap as the counts
-    uniq, rank, _ = compact(key)  # same sorted key set as (s, d)
-    wait_sum = np.bincount(rank, weights=waits, minlength=len(uniq))
-    _, cases = distinct_per_key(enc.case[src_event], key)
+    wait_sum = np.bincount(by.rank, weights=waits, minlength=len(by.keys))
+    _, cases = distinct_per_key(enc.case[src_event], key, by=by)
     real = s != d
     sent = np.bincount(s[real], weights=c[real], minlength=n)
     recv = np.bincount(d[real], weights=c[real], minlength=n)
