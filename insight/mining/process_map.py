@@ -155,11 +155,7 @@ def discover_process_map(
     work = codes if keep_act.all() else np.where(keep_act[codes], codes, -1)
     skip = not keep_act.all()
     pairs = follows(enc, work, skip_missing=skip)
-    next_event = (
-        pairs.src_event + 1
-        if not skip
-        else _next_valid(work, pairs.src_event)
-    )
+    next_event = pairs.dst_event
     ups = enc.units_per_second
     key = pairs.src.astype(np.int64) * n_act + pairs.dst
     raw_wait = enc.ts[next_event] - enc.ts[pairs.src_event]
@@ -220,7 +216,7 @@ def discover_process_map(
     svc_events, svc_raw = service_pairs(enc, lifecycle_column=lifecycle_column)
     svc_stats = group_stats(codes[svc_events], svc_raw, scale=ups)
     svc_idx = {int(g): i for i, g in enumerate(svc_stats.group)}
-    cases_per_act = np.bincount(codes[enc.first_activity_occurrence], minlength=n_act)
+    cases_per_act = enc.cases_per_activity()
 
     acts = []
     for a in np.flatnonzero(keep_act):
@@ -253,12 +249,6 @@ def discover_process_map(
         hidden_activities=hidden,
         hidden_edges=int((~keep_edge).sum()),
     )
-
-
-def _next_valid(work: np.ndarray, src_event: np.ndarray) -> np.ndarray:
-    valid = np.flatnonzero(work >= 0)
-    pos = np.searchsorted(valid, src_event, side="right")
-    return valid[pos]
 
 
 def _fmt_duration(seconds: float) -> str:

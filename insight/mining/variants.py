@@ -233,7 +233,7 @@ def mine_variants(
     names = labels[codes[rep]].tolist()
     offs_l = offs.tolist()
     # positional arguments in the field order, through map: keyword calls per variant cost more than the rest
-    acts = [tuple(names[a:b]) for a, b in zip(offs_l, offs_l[1:], strict=False)]
+    acts = list(map(tuple, map(names.__getitem__, map(slice, offs_l, offs_l[1:]))))
     out = list(map(Variant, range(1, nv + 1), acts, cases_l, share_l, med_l, p90_l, mean_l, ev_l, hand_l, rew_l,
                    cost_l, map(str, example_l), per_case_l, excess_l, happy_l, fcases_l))
     n_open = int(n_cases - fin.sum())
