@@ -288,8 +288,8 @@ def follows(enc: EncodedLog, codes: np.ndarray, *, skip_missing: bool = False) -
         keep = np.flatnonzero(codes >= 0)
         case = enc.case[keep]
         c = codes[keep]
-        same = np.flatnonzero(case[1:] == case[:-1])
-        return Pairs(keep[same], c[same], c[same + 1], keep[same + 1])
+        same = case[1:] == case[:-1]
+        return Pairs(keep[:-1][same], c[:-1][same], c[1:][same], keep[1:][same])
     same = enc.case[1:] == enc.case[:-1]
     idx = np.flatnonzero(same)
     return Pairs(idx, codes[idx], codes[idx + 1], idx + 1)
@@ -418,9 +418,9 @@ def _group_stats_int(by: Grouping, v: np.ndarray, scale: float) -> GroupStats | 
     lo50 = np.floor(p50).astype(np.int64)
     lo90 = np.floor(p90).astype(np.int64)
     last = count - 1
-    ks = np.stack([lo50, np.minimum(lo50 + 1, last), lo90, np.minimum(lo90 + 1, last), last])
     picked = np.empty((5, ng), dtype=np.int64)
-    big = count >= _PARTITION_MIN
+    # a short array sorts whole faster than it groups
+    big = count >= _PARTITION_MIN if len(v) > _PARTITION_MIN**2 else np.zeros(ng, dtype=bool)
     small = ~big
     if small.any():
         sel = small[by.rank]
@@ -434,19 +434,23 @@ def _group_stats_int(by: Grouping, v: np.ndarray, scale: float) -> GroupStats | 
         key.sort()
         srt = (key & ((1 << shift) - 1)) + vmin
         sub_starts = np.r_[0, np.cumsum(count[small])[:-1]]
+        ks = np.stack([lo50, np.minimum(lo50 + 1, last), lo90, np.minimum(lo90 + 1, last), last])
         picked[:, small] = srt[sub_starts + ks[:, small]]
     if big.any():
-        if by._order is not None or not small.any():
+        n_big = int(count[big].sum())
+        if by._order is not None or 2 * n_big >= len(v):
             gv = v[by.order]
-        else:  # group only the large groups' elements
+        else:  # mostly small groups: group only the large groups' elements
             idx = np.flatnonzero(big[by.rank])
             gv = v[idx[stable_order(by.rank[idx], ng)]]
             starts = np.zeros(ng, dtype=np.int64)
             starts[big] = np.r_[0, np.cumsum(count[big])[:-1]]
-        for i in np.flatnonzero(big).tolist():
-            s = int(starts[i])
-            kth = ks[:, i]
-            picked[:, i] = np.partition(gv[s : s + int(count[i])], kth)[kth]
+        for i, s, c, a, b in zip(np.flatnonzero(big).tolist(), starts[big].tolist(), count[big].tolist(),
+                                 lo50[big].tolist(), lo90[big].tolist(), strict=True):
+            # after partitioning at a <= b (a < b < c - 1 in groups this large), the elements right of a
+            # are >= seg[a]: their minimum is the next order statistic; the maximum lies right of b
+            seg = np.partition(gv[s : s + c], (a, b))
+            picked[:, i] = (seg[a], seg[a + 1 :].min(), seg[b], seg[b + 1 :].min(), seg[b:].max())
     f = picked.astype(np.float64) / scale
     total = np.bincount(by.rank, weights=v.astype(np.float64), minlength=ng) / scale
     return GroupStats(
