@@ -45,6 +45,7 @@ from insight.mining.process_map import ProcessMap, discover_process_map
 from insight.mining.variants import CostModel, VariantTable, mine_variants
 
 MANIFEST = "_parts.json"
+TABLES_PER_GATHER = 4  # label tables fetched from the workers at a time
 # columns the miners factorise besides the activity (absent ones are skipped)
 CODED_COLUMNS = tuple(dict.fromkeys([GROUP, RESOURCE, CHANNEL, "lifecycle", *DEFAULT_DIMENSIONS.values()]))
 
@@ -353,7 +354,13 @@ def mine_partitioned(source: str | Path, client: Any, *, config: DistributedConf
         event_base = np.r_[0, np.cumsum(asm.part_events)[:-1]]
         has_groups = GROUP in asm.index
         del asm
-        labels = _global_labels(client.gather(tables), lines if has_groups else None, case_base, event_base)
+        # a few parts at a time: a worker that spilled its waiting tables to disk reads back only what it sends
+        got: list[CaseLabels] = []
+        for i in range(0, len(tables), TABLES_PER_GATHER):
+            batch = tables[i:i + TABLES_PER_GATHER]
+            got.extend(client.gather(batch))
+            client.cancel(batch)
+        labels = _global_labels(got, lines if has_groups else None, case_base, event_base)
         timings["labels (gather + combine)"] = time.perf_counter() - t0
     finally:
         client.cancel(tables)
