@@ -49,6 +49,7 @@ class EncodedLog:
     order: np.ndarray | None
     df: pd.DataFrame
     _columns: dict[str, Codes] = field(default_factory=dict, repr=False)
+    _follows: dict[str, Pairs] = field(default_factory=dict, repr=False)
     _has: dict[str, bool] = field(default_factory=dict, repr=False)
     _first_act: np.ndarray | None = field(default=None, repr=False)
     _act_bits: np.ndarray | None = field(default=None, repr=False)
@@ -123,6 +124,12 @@ class EncodedLog:
                 raise InvalidInput(f"event log has no column {name!r}; has {list(self.df.columns)}", field=name)
             self._columns[name] = _factorize(self._values(name))
         return self._columns[name]
+
+    def column_follows(self, name: str) -> Pairs:
+        """Consecutive pairs of a column's values in each case, events without a value skipped (cached)."""
+        if name not in self._follows:
+            self._follows[name] = follows(self, self.column(name).codes, skip_missing=True)
+        return self._follows[name]
 
     def _values(self, name: str) -> pd.Series:
         s = self.df[name]
@@ -332,6 +339,9 @@ class Grouping:
     rank: np.ndarray
     count: np.ndarray
     _order: np.ndarray | None = field(default=None, repr=False)
+    # False when `order` groups the elements but does not keep array order inside a group (see `coarsen`);
+    # group_stats needs only the grouping, distinct_per_key needs the stable order
+    stable: bool = True
 
     @property
     def order(self) -> np.ndarray:
@@ -344,6 +354,18 @@ class Grouping:
     def starts(self) -> np.ndarray:
         """Offset of each group's first element in `order`."""
         return np.r_[0, np.cumsum(self.count)[:-1]].astype(np.int64)
+
+    def coarsen(self, width: int) -> Grouping:
+        """The grouping by `key // width`, reusing this order (those groups are runs of it, in key order).
+
+        Inside a coarse group the elements keep this grouping's order (by fine key first), not array order,
+        so the result is for `group_stats`, not for `distinct_per_key`.
+        """
+        coarse = self.keys // width
+        keys, first = np.unique(coarse, return_index=True)
+        of_group = np.cumsum(np.r_[False, coarse[1:] != coarse[:-1]])
+        return Grouping(keys, of_group[self.rank], np.add.reduceat(self.count, first) if len(first) else first,
+                        self.order, stable=False)
 
 
 def grouping(keys: np.ndarray, *, ordered: bool = True) -> Grouping:
@@ -491,6 +513,8 @@ def distinct_per_key(
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     if by is None:
         by = grouping(key)
+    if not by.stable:
+        raise InvalidInput("distinct_per_key needs a grouping in array order inside each group", field="by")
     r = by.rank[by.order]
     o = outer[by.order]
     new = np.r_[True, (r[1:] != r[:-1]) | (o[1:] != o[:-1])]
@@ -560,9 +584,12 @@ def _variant_ids_exact(enc: EncodedLog, codes: np.ndarray) -> tuple[np.ndarray, 
     return vid, np.asarray(firsts, dtype=np.int64)
 
 
-def changes_per_case(enc: EncodedLog, codes: np.ndarray) -> np.ndarray:
-    """Per case, how often a non-missing code differs from the previous non-missing code (handoffs)."""
-    p = follows(enc, codes, skip_missing=True)
+def changes_per_case(enc: EncodedLog, codes: np.ndarray, *, pairs: Pairs | None = None) -> np.ndarray:
+    """Per case, how often a non-missing code differs from the previous non-missing code (handoffs).
+
+    `pairs` is `follows(enc, codes, skip_missing=True)` when already at hand (e.g. `enc.column_follows`).
+    """
+    p = follows(enc, codes, skip_missing=True) if pairs is None else pairs
     changed = p.src != p.dst
     return np.bincount(enc.case[p.src_event[changed]], minlength=enc.n_cases)
 

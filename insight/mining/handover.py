@@ -19,7 +19,6 @@ from insight.mining._core import (
     EncodedLog,
     distinct_per_key,
     ensure_encoded,
-    follows,
     grouping,
 )
 
@@ -121,7 +120,7 @@ def handover_network(
     if not enc.has(column):
         raise InvalidInput(f"handover network needs column {column!r} with values", field=column)
     col = enc.column(column)
-    pairs = follows(enc, col.codes, skip_missing=True)
+    pairs = enc.column_follows(column)
     n = col.n
     if not include_self:
         diff = pairs.src != pairs.dst

@@ -20,6 +20,7 @@ from core.errors import InvalidInput
 from insight.eventlog.schema import EventLog
 from insight.mining._core import (
     EncodedLog,
+    GroupStats,
     distinct_per_key,
     ensure_encoded,
     follows,
@@ -157,13 +158,18 @@ def discover_process_map(
     pairs = follows(enc, work, skip_missing=skip)
     next_event = pairs.dst_event
     ups = enc.units_per_second
-    key = pairs.src.astype(np.int64) * n_act + pairs.dst
     raw_wait = enc.ts[next_event] - enc.ts[pairs.src_event]
-    # one grouping of the edge keys serves the wait statistics and the cases per edge
-    by_edge = grouping(key)
-    gs = group_stats(key, raw_wait, scale=ups, by=by_edge)
-    # cases per edge: distinct (case, edge) pairs; same sorted key set as gs.group
-    _, cases_per_edge = distinct_per_key(enc.case[pairs.src_event], key, by=by_edge)
+    # One grouping of the edges serves the wait statistics and the cases per edge (distinct (case, edge)
+    # pairs). It groups them target first, so the edges into one activity lie side by side and the same
+    # order also groups the sojourn times below; the results are then put back in source-major key order.
+    tkey = pairs.dst.astype(np.int64) * n_act + pairs.src
+    by_t = grouping(tkey)
+    gs = group_stats(tkey, raw_wait, scale=ups, by=by_t)
+    _, cases_per_edge = distinct_per_key(enc.case[pairs.src_event], tkey, by=by_t)
+    src_major = (gs.group % n_act) * n_act + gs.group // n_act
+    back = np.argsort(src_major)
+    gs = GroupStats(src_major[back], *(getattr(gs, f)[back] for f in ("count", "total", "mean", "median", "p90", "max")))
+    cases_per_edge = cases_per_edge[back]
 
     keep_edge = np.ones(len(gs.group), dtype=bool)
     if edge_threshold > 0 and len(gs.group):
@@ -206,12 +212,11 @@ def discover_process_map(
         ends = np.bincount(codes[enc.case_start[1:] - 1], minlength=n_act)
 
     # sojourn: time since the previous event of the case (unfiltered), attributed to the later activity
-    same = enc.case[1:] == enc.case[:-1]
-    later = np.flatnonzero(same) + 1
     if skip:
+        later = np.flatnonzero(enc.case[1:] == enc.case[:-1]) + 1
         soj = group_stats(codes[later], enc.ts[later] - enc.ts[later - 1], scale=ups)
     else:
-        soj = group_stats(pairs.dst.astype(np.int64), raw_wait, scale=ups)
+        soj = group_stats(pairs.dst.astype(np.int64), raw_wait, scale=ups, by=by_t.coarsen(n_act))
     soj_idx = {int(g): i for i, g in enumerate(soj.group)}
     svc_events, svc_raw = service_pairs(enc, lifecycle_column=lifecycle_column)
     svc_stats = group_stats(codes[svc_events], svc_raw, scale=ups)

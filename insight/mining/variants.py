@@ -195,7 +195,11 @@ def mine_variants(
         med[stats.group], p90[stats.group], mean[stats.group] = stats.median, stats.p90, stats.mean
     fcases = np.bincount(vid[fin], minlength=nv).astype(np.int64)
     ev_case = enc.case_len.astype(float)
-    hand_case = changes_per_case(enc, enc.column(hcol).codes).astype(float) if hcol else np.zeros(n_cases)
+    hand_case = (
+        changes_per_case(enc, enc.column(hcol).codes, pairs=enc.column_follows(hcol)).astype(float)
+        if hcol
+        else np.zeros(n_cases)
+    )
     ev = np.bincount(vid, weights=ev_case, minlength=nv)
     hand = np.bincount(vid, weights=hand_case, minlength=nv)
     rework = np.bincount(vid, weights=repeats_per_case(enc), minlength=nv)

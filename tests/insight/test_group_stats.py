@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.errors import InvalidInput
 from insight.mining._core import _PARTITION_MIN, distinct_per_key, group_stats, grouping
 
 
@@ -61,3 +62,18 @@ def test_shared_grouping_gives_the_same_answers() -> None:
     assert np.array_equal(k1, k2) and np.array_equal(c1, c2)
     expect = [len(set(case[key == k].tolist())) for k in k1]
     assert c1.tolist() == expect
+
+
+def test_coarsened_grouping_matches_a_direct_one() -> None:
+    rng = np.random.default_rng(9)
+    n_act = 30
+    src = rng.integers(0, n_act, 120_000)
+    dst = np.minimum(rng.geometric(0.08, 120_000) - 1, n_act - 1)  # big and small groups alike
+    v = rng.integers(0, 10**9, 120_000)
+    by = grouping(dst * n_act + src)
+    coarse = by.coarsen(n_act)
+    a, b = group_stats(dst, v, by=coarse), group_stats(dst, v)
+    for f in ("group", "count", "total", "mean", "median", "p90", "max"):
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+    with pytest.raises(InvalidInput):
+        distinct_per_key(np.zeros(len(dst), dtype=np.int64), dst, by=coarse)
