@@ -13,6 +13,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.errors import InvalidEventLog
 from insight.eventlog.schema import (
@@ -28,6 +30,7 @@ TimestampPolicy = Literal["drop", "impute", "error"]
 SOURCE = "source"
 SOURCE_CASE_ID = "source_case_id"
 _SPACES = re.compile(r"\s+")
+_STR = pd.array([], dtype="str").dtype
 
 
 def load_activity_map(path: str | Path) -> dict[str, str]:
@@ -59,14 +62,6 @@ def load_activity_map(path: str | Path) -> dict[str, str]:
     return out
 
 
-def _map_distinct(s: pd.Series, fn: Callable[[str], str]) -> pd.Series:
-    """Apply a string function once per distinct value (labels repeat a lot) and broadcast back."""
-    codes, uniques = pd.factorize(s)
-    # a take on the mapped distinct values stays in Arrow; no per-row Python string objects
-    mapped = pd.array([fn(str(u)) for u in uniques], dtype="str")
-    return pd.Series(mapped.take(codes, allow_fill=True), index=s.index, name=s.name)
-
-
 def _normalise_label(label: str) -> str:
     return _SPACES.sub(" ", label.strip())
 
@@ -90,15 +85,6 @@ def _first_occurrence_mask(df: pd.DataFrame) -> np.ndarray:
         pos = np.flatnonzero(shared)
         keep[pos] = ~df.iloc[pos].duplicated(keep="first").to_numpy()
     return keep
-
-
-def _stable_case_time_order(df: pd.DataFrame) -> np.ndarray:
-    """Row positions sorted by case id, then timestamp, ties kept in their current (file) order."""
-    keys = pl.DataFrame({
-        "c": pl.from_pandas(df[CASE_ID].astype("str")),
-        "t": pd.DatetimeIndex(df[TIMESTAMP]).asi8,
-    }).with_row_index("i")
-    return keys.sort(["c", "t"], maintain_order=True)["i"].to_numpy()
 
 
 def detect_case_attributes(df: pd.DataFrame, *, exclude: tuple[str, ...] = CANONICAL_COLUMNS) -> list[str]:
@@ -125,6 +111,57 @@ def _impute_timestamps(df: pd.DataFrame) -> pd.Series:
     return df[TIMESTAMP].fillna(g.ffill()).fillna(g.bfill())
 
 
+def _string_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes (-1 where missing) into the distinct values of a column read as strings (astype "str")."""
+    codes, uniques = pd.factorize(s)
+    text = pd.Index(uniques).astype("str")
+    if text.is_unique:
+        return codes, text
+    # distinct values that read the same as text (1 and "1") are one value
+    merged, text = pd.factorize(text)
+    return np.where(codes >= 0, merged[codes], -1), pd.Index(text)
+
+
+def _relabel(labels: pd.api.extensions.ExtensionArray, fn: Callable[[str], str]) -> pd.api.extensions.ExtensionArray:
+    return pd.array([fn(str(u)) for u in labels], dtype="str")
+
+
+def _case_time_order(case_rank: np.ndarray, t: np.ndarray) -> np.ndarray | None:
+    """Positions that sort rows by case rank, then time, ties in their current order (a stable sort); None when
+    the rows are in that order already (most exports are)."""
+    if len(t) < 2:
+        return None
+    dc = np.diff(case_rank)
+    if bool(np.all((dc > 0) | ((dc == 0) & (t[1:] >= t[:-1])))):
+        return None
+    return np.lexsort((t, case_rank))
+
+
+def _duplicate_rows(df: pd.DataFrame, rows: np.ndarray, order: np.ndarray | None, key: tuple[np.ndarray, ...],
+                    set_columns: Callable[[pd.DataFrame, np.ndarray], pd.DataFrame]) -> np.ndarray:
+    """Positions among `rows` that repeat an earlier row (file order) in every column.
+
+    Exact repeats share case and time, so they sit next to each other once `rows` are sorted by `order` (case,
+    time; None: already sorted); only rows of such runs whose (case, activity, time) key repeats are compared
+    on every column.
+    """
+    case, act, t = key
+    sc, st = (case, t) if order is None else (case[order], t[order])
+    same = (sc[1:] == sc[:-1]) & (st[1:] == st[:-1])
+    if not same.any():
+        return np.empty(0, dtype=np.int64)
+    in_run = np.zeros(len(sc), dtype=bool)
+    in_run[1:] |= same
+    in_run[:-1] |= same
+    idx = np.flatnonzero(in_run) if order is None else np.sort(order[in_run])  # back in file order
+    idx = idx[pd.DataFrame({"c": case[idx], "a": act[idx], "t": t[idx]}).duplicated(keep=False).to_numpy()]
+    if not len(idx):
+        return np.empty(0, dtype=np.int64)
+    cand = rows[idx]
+    sub = set_columns(df.iloc[cand], cand)
+    return cand[sub.duplicated(keep="first").to_numpy()]
+
+
 def clean(
     log: EventLog,
     *,
@@ -137,6 +174,9 @@ def clean(
 
     Order: case, timestamp, then original row position (a stable sort). Every rule adds a fix to the
     quality report, zero counts included, so the report shows what ran.
+
+    The rules work on integer codes of the case and activity columns (labels are rewritten once per distinct
+    value) and on row positions; the frame is gathered once at the end, and not at all when no row moves.
     """
     if timestamp_policy not in ("drop", "impute", "error"):
         raise InvalidEventLog(f"timestamp policy must be drop, impute or error, got {timestamp_policy!r}",
@@ -146,75 +186,127 @@ def clean(
     df = log.df
     if df.empty:
         raise InvalidEventLog("the log holds no events", file=log.name)
-    # keep the original position so the sort below can break timestamp ties by it
+    # positions below are positions in the file order
     df = df.reset_index(drop=True)
 
-    for col, fix in ((CASE_ID, "missing_case_id_dropped"), (ACTIVITY, "missing_activity_dropped")):
-        miss = df[col].isna() | (df[col].astype("str").str.strip() == "")
+    case_codes, case_text = _string_codes(df[CASE_ID])
+    act_codes, act_text = _string_codes(df[ACTIVITY])
+    keep = np.ones(len(df), dtype=bool)
+    for codes, text, col, fix in ((case_codes, case_text, CASE_ID, "missing_case_id_dropped"),
+                                  (act_codes, act_text, ACTIVITY, "missing_activity_dropped")):
+        # a blank value is missing too; code -1 picks the trailing True
+        blank = np.append(np.asarray(text.str.strip() == "", dtype=bool), True)
+        miss = blank[codes] & keep
         report.add(fix, int(miss.sum()), f"column {col!r}")
-        df = df.loc[~miss]
+        keep &= ~miss
+    all_kept = bool(keep.all())
+    rows = np.arange(len(df)) if all_kept else np.flatnonzero(keep)
+    row_acts = act_codes if all_kept else act_codes[rows]
 
-    act = df[ACTIVITY].astype("str")
+    labels = act_text.array
+    relabelled = False
     if normalise_labels:
-        norm = _map_distinct(act, _normalise_label)
-        report.add("activity_whitespace_normalised", int((norm != act).sum()))
-        act = norm
+        norm = _relabel(labels, _normalise_label)
+        changed = np.asarray(norm != labels, dtype=bool)
+        report.add("activity_whitespace_normalised", int(changed[row_acts].sum()))
+        relabelled = relabelled or bool(changed.any())
+        labels = norm
     if activity_map:
         amap = dict(activity_map)
-        mapped = _map_distinct(act, lambda a: amap.get(a, a))
-        changed = int((mapped != act).sum())
-        unused = sorted(set(activity_map) - set(act.unique()))
+        mapped = _relabel(labels, lambda a: amap.get(a, a))
+        changed = np.asarray(mapped != labels, dtype=bool)
+        present = np.zeros(len(labels), dtype=bool)
+        present[row_acts] = True
+        unused = sorted(set(activity_map) - set(labels[present]))
         detail = f"{len(activity_map)} rules"
         if unused:
             detail += f"; {len(unused)} never matched: {unused[:5]}"
-        report.add("activity_relabelled", changed, detail)
-        act = mapped
+        report.add("activity_relabelled", int(changed[row_acts].sum()), detail)
+        relabelled = relabelled or bool(changed.any())
+        labels = mapped
     else:
         report.add("activity_relabelled", 0, "no activity map given")
-    df = df.assign(**{ACTIVITY: act, CASE_ID: df[CASE_ID].astype("str")})
+    final_labels = labels
+
+    def set_columns(part: pd.DataFrame, pos: np.ndarray) -> pd.DataFrame:
+        """Rows at `pos` with the cleaned activity labels and string case ids."""
+        if not relabelled and part[ACTIVITY].dtype == _STR:
+            act = part[ACTIVITY]
+        else:
+            act = pd.Series(final_labels.take(act_codes[pos]), index=part.index, name=ACTIVITY)
+        return part.assign(**{ACTIVITY: act, CASE_ID: part[CASE_ID].astype("str")})
+
+    # case ids rank in string order (as a sort on the text would put them); activities by their final label
+    case_rank = np.empty(len(case_text), dtype=np.int64)
+    case_rank[np.asarray(pc.array_sort_indices(pa.array(case_text.array)))] = np.arange(len(case_text))
+    row_case = case_rank[case_codes if all_kept else case_codes[rows]]
+    t_all = pd.DatetimeIndex(df[TIMESTAMP]).asi8
+    row_t = t_all if all_kept else t_all[rows]
+    order = _case_time_order(row_case, row_t)
 
     if drop_duplicates:
-        keep = _first_occurrence_mask(df)
-        report.add("exact_duplicates_dropped", int((~keep).sum()), "identical in every column; first kept")
-        df = df.loc[keep]
+        row_final = pd.factorize(final_labels)[0][row_acts] if relabelled else row_acts
+        dups = _duplicate_rows(df, rows, order, (row_case, row_final, row_t), set_columns)
+        report.add("exact_duplicates_dropped", len(dups), "identical in every column; first kept")
+        keep[dups] = False
     else:
         report.add("exact_duplicates_dropped", 0, "duplicate dropping disabled")
 
-    nat = df[TIMESTAMP].isna()
+    nat = keep & df[TIMESTAMP].isna().to_numpy()
     n_nat = int(nat.sum())
     if timestamp_policy == "error" and n_nat:
-        first = int(np.flatnonzero(nat.to_numpy())[0])
         raise InvalidEventLog(
             f"{n_nat} event(s) without a usable timestamp (timestamp policy 'error')",
-            file=log.name, row=int(df.index[first]) + 1, column=TIMESTAMP,
+            file=log.name, row=int(np.flatnonzero(nat)[0]) + 1, column=TIMESTAMP,
         )
+    timestamps = None
     if timestamp_policy == "impute" and n_nat:
-        filled = _impute_timestamps(df)
-        imputed = int((nat & filled.notna()).sum())
-        df = df.assign(**{TIMESTAMP: filled})
-        report.add("timestamp_imputed", imputed, "from the previous (else next) event of the same case")
-        still = df[TIMESTAMP].isna()
+        kept = np.flatnonzero(keep)
+        part = set_columns(df.iloc[kept], kept)
+        filled = _impute_timestamps(part)
+        report.add("timestamp_imputed", int((nat[kept] & filled.notna().to_numpy()).sum()),
+                   "from the previous (else next) event of the same case")
+        still = filled.isna().to_numpy()
         report.add("timestamp_unimputable_dropped", int(still.sum()), "case has no timestamped event")
-        df = df.loc[~still]
+        keep[kept[still]] = False
+        timestamps = filled
     else:
         report.add("timestamp_imputed", 0)
         report.add("timestamp_missing_dropped", n_nat)
-        df = df.loc[~nat]
+        keep &= ~nat
 
-    if df.empty:
+    all_kept = bool(keep.all())
+    remaining = rows if all_kept else np.flatnonzero(keep)
+    if not len(remaining):
         raise InvalidEventLog("no events left after cleaning (see the quality report)", file=log.name)
 
-    # a stable sort: equal (case, time) keep their original file order
-    order = _stable_case_time_order(df)
-    moved = int((order != np.arange(len(order))).sum())
-    df = df.iloc[order]
+    if timestamps is not None:
+        # imputed times change the order; sort the remaining rows afresh
+        t_new = pd.DatetimeIndex(timestamps.loc[remaining]).asi8
+        new_order = _case_time_order(case_rank[case_codes[remaining]], t_new)
+        final = remaining if new_order is None else remaining[new_order]
+    else:
+        # dropping rows from a stably sorted sequence leaves it stably sorted
+        sorted_rows = rows if order is None else rows[order]
+        final = sorted_rows if all_kept else sorted_rows[keep[sorted_rows]]
+    moved = int((final != remaining).sum())
+    if len(final) == len(df) and not moved:
+        out = set_columns(df, final)
+    else:
+        out = set_columns(df.take(final), final).reset_index(drop=True)
+    if timestamps is not None:
+        out = out.assign(**{TIMESTAMP: pd.Series(timestamps.loc[final].array, index=out.index)})
     report.add("rows_reordered", moved, "sorted by case, timestamp, original position")
-    df = df.reset_index(drop=True)
 
-    case_attrs = detect_case_attributes(df)
-    report.rows_out = len(df)
-    report.cases_out = int(df[CASE_ID].nunique())
-    return EventLog(df, name=log.name, case_attributes=case_attrs, quality=report)
+    case_attrs = detect_case_attributes(out)
+    report.rows_out = len(out)
+    if all_kept:
+        report.cases_out = len(case_text)  # no row dropped: every case id is there
+    else:
+        present_cases = np.zeros(len(case_text), dtype=bool)
+        present_cases[case_codes[final]] = True
+        report.cases_out = int(present_cases.sum())
+    return EventLog(out, name=log.name, case_attributes=case_attrs, quality=report)
 
 
 def merge_sources(

@@ -87,6 +87,23 @@ def resolve_mapping(
     return used
 
 
+def looks_numeric(head: pl.Series) -> bool:
+    """True when the first 200 values present in `head` (a string column or its first rows) are all plain numbers
+    without a leading zero (so ids like 007 stay strings)."""
+    sample = head.drop_nulls().head(200)
+    return bool(sample.str.contains(r"^\s*-?\d+(\.\d+)?\s*$").all()) and not sample.str.contains(r"^\s*0\d").any()
+
+
+def numeric_cast(col: pl.Series) -> pl.Series | None:
+    """The string column as Int64, else Float64, when every value present converts; None otherwise."""
+    nn = col.null_count()
+    for typ in (pl.Int64, pl.Float64):
+        conv = col.str.strip_chars().cast(typ, strict=False)
+        if conv.null_count() == nn:
+            return conv.alias(col.name)
+    return None
+
+
 def infer_types(frame: pl.DataFrame, skip: set[str]) -> pl.DataFrame:
     """Numeric types for string columns whose every value is a number (ids and labels stay strings)."""
     casts = []
@@ -94,16 +111,11 @@ def infer_types(frame: pl.DataFrame, skip: set[str]) -> pl.DataFrame:
         if name in skip or dtype != pl.String:
             continue
         col = frame[name]
-        nn = col.null_count()
-        if nn == col.len():
+        if col.null_count() == col.len() or not looks_numeric(col):
             continue
-        head = col.drop_nulls().head(200)
-        if head.str.contains(r"^\s*-?\d+(\.\d+)?\s*$").all() and not head.str.contains(r"^\s*0\d").any():
-            for typ in (pl.Int64, pl.Float64):
-                conv = col.str.strip_chars().cast(typ, strict=False)
-                if conv.null_count() == nn:
-                    casts.append(conv.alias(name))
-                    break
+        conv = numeric_cast(col)
+        if conv is not None:
+            casts.append(conv)
     return frame.with_columns(casts) if casts else frame
 
 

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from core.errors import InvalidEventLog
 from insight.eventlog.readers.raw import RawTable
@@ -85,12 +87,23 @@ def read_csv(path: Path, *, na_values: Sequence[str], delimiter: str | None) -> 
     header_line = sample.splitlines()[0] if sample else ""
     header = next(csv.reader([header_line], delimiter=sep))
     names = _dedupe_header(header, warnings)
+    nulls = list(na_values) + [""] if na_values else [""]
+    table = _read_plain_arrow(data, sep, len(header), nulls)
+    if table is not None:
+        if len(names) < 2:
+            raise InvalidEventLog(
+                f"only one column {names} found; not an event log (delimiter {sep!r})", file=str(path),
+            )
+        table = table.rename_columns(names)
+        report = DataQualityReport(source=str(path), rows_in=table.num_rows)
+        report.add("csv_dialect", 0, f"delimiter {sep!r}, {len(names)} columns")
+        return RawTable(pl.DataFrame(schema=dict.fromkeys(names, pl.String)), report, warnings, arrow=table)
     try:
         frame = pl.read_csv(
             io.BytesIO(data),
             separator=sep,
             infer_schema=False,
-            null_values=list(na_values) + [""] if na_values else [""],
+            null_values=nulls,
         )
     except pl.exceptions.PolarsError as exc:
         row = _first_ragged_row(data, sep, len(names))
@@ -111,11 +124,41 @@ def read_csv(path: Path, *, na_values: Sequence[str], delimiter: str | None) -> 
     return RawTable(frame, report, warnings)
 
 
+def _read_plain_arrow(data: bytes, sep: str, n_fields: int, nulls: list[str]) -> pa.Table | None:
+    """The file as Arrow string columns when it has no quoting and plain line ends, else None (polars reads it).
+
+    Without quote characters and bare carriage returns a CSV row is its fields split on the delimiter, so
+    Arrow's multi-threaded reader yields the same strings and nulls as the polars reader (blank lines become
+    all-null rows in both); its columns (large strings, what pandas' str dtype holds) then reach pandas without a
+    copy. Any row whose field count differs
+    from the header's makes Arrow fail, and the polars reader then gives its usual answer or error.
+    """
+    if not data or data[:1] in (b"\n", b"\r") or b'"' in data:
+        return None
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+        return None
+    cols = [f"f{i}" for i in range(n_fields)]
+    try:
+        return pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(column_names=cols, skip_rows=1, use_threads=True),
+            parse_options=pacsv.ParseOptions(delimiter=sep, quote_char=False, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(cols, pa.large_string()), null_values=nulls,
+                                                 strings_can_be_null=True),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
 def _first_ragged_row(data: bytes, sep: str, n_fields: int) -> int | None:
     """1-based data row whose field count differs from the header's (only run when parsing failed)."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace")), delimiter=sep)
-    next(reader, None)
-    for i, fields in enumerate(reader, start=1):
-        if fields and len(fields) != n_fields:
-            return i
+    # newline="" lets the csv module see bare carriage returns as line ends instead of failing on them
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""), delimiter=sep)
+    try:
+        next(reader, None)
+        for i, fields in enumerate(reader, start=1):
+            if fields and len(fields) != n_fields:
+                return i
+    except csv.Error:
+        return None
     return None

@@ -7,11 +7,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pandas as pd
 import polars as pl
+import pyarrow as pa
 
 from core.errors import InvalidEventLog
 from insight.eventlog.cleaning import TimestampPolicy
-from insight.eventlog.readers.columns import drop_canonical_copies, infer_types, resolve_mapping
+from insight.eventlog.readers.columns import (
+    drop_canonical_copies,
+    looks_numeric,
+    numeric_cast,
+    resolve_mapping,
+)
 from insight.eventlog.readers.csv_file import read_csv
 from insight.eventlog.readers.detect import detect_format, detect_source, review_source
 from insight.eventlog.readers.parquet import read_parquet
@@ -33,22 +40,84 @@ from insight.eventlog.schema import (
 )
 
 
+class _Columns:
+    """The table being mapped: each column a polars Series, or still the reader's Arrow array, which becomes a
+    Series only where a step computes on it and otherwise goes to pandas as it is (no string copies)."""
+
+    def __init__(self, raw: RawTable) -> None:
+        self.cols: dict[str, pl.Series | pa.ChunkedArray]
+        if raw.arrow is not None:
+            self.cols = dict(zip(raw.frame.columns, raw.arrow.columns, strict=True))
+            self.height = raw.arrow.num_rows
+        else:
+            self.cols = {c: raw.frame[c] for c in raw.frame.columns}
+            self.height = raw.frame.height
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.cols)
+
+    def rename(self, mapping: Mapping[str, str]) -> None:
+        # polars decides the new names (and rejects clashes) exactly as it does for a full frame
+        names = pl.DataFrame(schema=dict.fromkeys(self.cols, pl.Null)).rename(dict(mapping)).columns
+        self.cols = {n: c.alias(n) if isinstance(c, pl.Series) else c
+                     for n, c in zip(names, self.cols.values(), strict=True)}
+
+    def series(self, name: str) -> pl.Series:
+        col = self.cols[name]
+        if isinstance(col, pl.Series):
+            return col
+        out = pl.Series(name, col)
+        assert isinstance(out, pl.Series)
+        return out
+
+    def head_series(self, name: str, n: int) -> pl.Series:
+        """The first n rows of a column as a Series (without converting the rest of an Arrow column)."""
+        col = self.cols[name]
+        if isinstance(col, pl.Series):
+            return col.head(n)
+        out = pl.Series(name, col.slice(0, n))
+        assert isinstance(out, pl.Series)
+        return out
+
+    def dtype(self, name: str) -> pl.DataType:
+        col = self.cols[name]
+        if isinstance(col, pl.Series):
+            return col.dtype
+        return pl.String()  # the CSV reader's Arrow columns are all strings
+
+    def set(self, col: pl.Series) -> None:
+        self.cols[col.name] = col
+
+    def to_pandas(self) -> pd.DataFrame:
+        pl_cols = [c for c in self.cols.values() if isinstance(c, pl.Series)]
+        if len(pl_cols) == len(self.cols):
+            return pl.DataFrame(pl_cols).to_pandas()
+        parts: dict[str, pd.Series] = {}
+        if pl_cols:
+            parts.update(pl.DataFrame(pl_cols).to_pandas().items())
+        arrow = {n: c for n, c in self.cols.items() if not isinstance(c, pl.Series)}
+        parts.update(pa.table(arrow).to_pandas().items())
+        return pd.DataFrame({n: parts[n] for n in self.cols}, copy=False)
+
+
 def canonicalize(
     raw: RawTable, *, path: Path, mapping: Mapping[str, str] | None, how: str, preset: Preset | None,
     source_tz: str, dayfirst: bool | None, timestamp_policy: TimestampPolicy,
-) -> tuple[pl.DataFrame, DataQualityReport]:
-    """A raw table onto the canonical columns: mapping, activity, timestamps to UTC, value types."""
-    frame, report = raw.frame, raw.report
+) -> tuple[pd.DataFrame, DataQualityReport]:
+    """A raw table onto the canonical columns: mapping, activity, timestamps to UTC, value types; as pandas."""
+    report = raw.report
     report.warnings.extend(raw.warnings)
+    frame = _Columns(raw)
     if frame.height == 0:
         raise InvalidEventLog("the log has a header but no events", file=str(path))
     used = resolve_mapping(frame.columns, mapping, path, report, how)
     clash = [t for s, t in used.items() if t in frame.columns and t not in used]
     if clash:
         # a source already holds a column under the canonical name we are mapping onto
-        frame = frame.rename({c: f"{c}_source" for c in clash})
+        frame.rename({c: f"{c}_source" for c in clash})
         report.warnings.append(f"source column(s) {clash} renamed to *_source to make room for the mapping")
-    frame = frame.rename(used)
+    frame.rename(used)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         guess = detect_source(list(raw.frame.columns))
@@ -60,11 +129,12 @@ def canonicalize(
         )
     if preset and preset.activity_from:
         parts = [c for c in preset.activity_from if c in frame.columns]
-        frame = frame.with_columns(
+        part_frame = pl.DataFrame([frame.series(c) for c in parts])
+        frame.set(part_frame.select(
             pl.concat_str([pl.col(c).cast(pl.String) for c in parts], separator="-", ignore_nulls=True).alias(ACTIVITY)
-        )
+        ).to_series())
         report.add("activity_from_columns", frame.height, "activity = " + "-".join(parts))
-    raw_ts = frame[TIMESTAMP]
+    raw_ts = frame.series(TIMESTAMP)
     ts = parse_timestamps(raw_ts, column=TIMESTAMP, path=path, source_tz=source_tz, dayfirst=dayfirst, report=report)
     if timestamp_policy == "error":
         bad = first_bad_row(ts, raw_ts)
@@ -77,13 +147,31 @@ def canonicalize(
     cols = [ts]
     for extra in preset.extra_timestamps if preset else ():
         if extra in frame.columns:
-            cols.append(parse_timestamps(frame[extra], column=extra, path=path, source_tz=source_tz,
+            cols.append(parse_timestamps(frame.series(extra), column=extra, path=path, source_tz=source_tz,
                                           dayfirst=dayfirst, report=report, fix_prefix=f"{extra}"))
-    frame = frame.with_columns(cols)
+    for col in cols:
+        frame.set(col)
     keep_str = {CASE_ID, ACTIVITY, RESOURCE, GROUP, CHANNEL, LIFECYCLE, TIMESTAMP}
-    frame = frame.with_columns([pl.col(c).cast(pl.String) for c in (CASE_ID, ACTIVITY)])
-    frame = infer_types(frame, keep_str)
-    return frame, report
+    for c in (CASE_ID, ACTIVITY):
+        if frame.dtype(c) != pl.String:
+            frame.set(frame.series(c).cast(pl.String))
+    for name in frame.columns:
+        if name in keep_str or frame.dtype(name) != pl.String:
+            continue
+        # the first 200 values present decide; most columns show them within the first rows
+        head = frame.head_series(name, _HEAD_ROWS)
+        if head.len() - head.null_count() < 200 and frame.height > _HEAD_ROWS:
+            head = frame.series(name)
+        if head.null_count() == head.len() or not looks_numeric(head):
+            continue
+        conv = numeric_cast(frame.series(name))
+        if conv is not None:
+            frame.set(conv)
+    return frame.to_pandas(), report
+
+
+# rows an Arrow column is sampled from before deciding whether the whole of it is converted for type inference
+_HEAD_ROWS = 20_000
 
 
 def read_options(
@@ -141,9 +229,8 @@ def read_log(
             meta: dict[str, Any] = {}
         else:
             raw, meta = read_parquet(p)
-        frame, report = canonicalize(raw, path=p, mapping=mapping, how=how, preset=pre, source_tz=tz,
-                                      dayfirst=dayf, timestamp_policy=timestamp_policy)
-        df = frame.to_pandas()
+        df, report = canonicalize(raw, path=p, mapping=mapping, how=how, preset=pre, source_tz=tz,
+                                   dayfirst=dayf, timestamp_policy=timestamp_policy)
         log = EventLog(df, name=meta.get("name") or log_name(p), case_attributes=list(meta.get("case_attributes", [])),
                        quality=report)
     drop_canonical_copies(log)
