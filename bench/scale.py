@@ -163,13 +163,14 @@ def _sample(parts: Path, out: Path, n_events: int) -> int:
     return total
 
 
-def _parts_dir(tmp: Path) -> Path:
+def _parts_dir(tmp: Path) -> tuple[Path, bool]:
     keep = os.environ.get("DESKPILOT_BENCH_SCALE_DIR")
     parts = Path(keep) if keep else tmp / "parts"
     info = parts / "_generate.json"
     if not (info.is_file() and json.loads(info.read_text()).get("target") == N_EVENTS):
         _child("--generate", str(parts), str(N_EVENTS))
-    return parts
+        return parts, True
+    return parts, False
 
 
 def main() -> None:
@@ -180,8 +181,10 @@ def main() -> None:
                           "generator": "insight.simulate, 1M-event batches"})
     with tempfile.TemporaryDirectory(prefix="deskpilot-scale-") as tmp_name:
         tmp = Path(tmp_name)
-        parts = _parts_dir(tmp)
+        parts, fresh = _parts_dir(tmp)
         gen = json.loads((parts / "_generate.json").read_text())
+        # parts kept from an earlier run (DESKPILOT_BENCH_SCALE_DIR): the generate rows are that run's figures
+        res.extra_env["parts_generated_in_this_run"] = fresh
         label = f"{gen['events']:,} events, {gen['cases']:,} cases"
         print(f"{label} in {gen['parts']} parts (generated in {gen['seconds']:.0f} s)", flush=True)
         sample = tmp / "sample"
