@@ -378,7 +378,7 @@ def _run_miners(enc: EncodedLog, cfg: DistributedConfig, timings: dict[str, floa
         return out
 
     ext = step("extraction", lambda: detect_extraction(enc, config=cfg.censoring))
-    return {
+    out = {
         "extraction": ext,
         "process_map": step("process map", lambda: discover_process_map(
             enc=enc, activity_coverage=cfg.map_activity_coverage, edge_threshold=cfg.map_edge_threshold)),
@@ -386,11 +386,15 @@ def _run_miners(enc: EncodedLog, cfg: DistributedConfig, timings: dict[str, floa
         "variants": step("variants", lambda: mine_variants(
             enc=enc, cost_model=cfg.cost_model,
             finished=ext.finished if ext.open_cases and len(ext.finished) == enc.n_cases else None)),
-        "bottlenecks": step("bottlenecks", lambda: find_bottlenecks(enc=enc, wait_pattern=cfg.wait_pattern)),
         "handovers": step("handovers", lambda: team_handover_network(enc=enc) if enc.has(GROUP) else None),
-        "kpis": step("KPIs", lambda: compute_kpis(enc=enc, dimensions=cfg.kpi_dimensions, lines=cfg.line_mapping,
-                                                  window=cfg.kpi_window, extraction=ext)),  # type: ignore[arg-type]
     }
+    # the team pairs the variants and the handovers shared are not needed by the rest: on a big log they would
+    # sit beside the bottlenecks' working arrays
+    enc._follows.clear()
+    out["bottlenecks"] = step("bottlenecks", lambda: find_bottlenecks(enc=enc, wait_pattern=cfg.wait_pattern))
+    out["kpis"] = step("KPIs", lambda: compute_kpis(enc=enc, dimensions=cfg.kpi_dimensions, lines=cfg.line_mapping,
+                                                    window=cfg.kpi_window, extraction=ext))  # type: ignore[arg-type]
+    return out
 
 
 def read_partitioned(source: str | Path) -> EventLog:
