@@ -45,8 +45,8 @@ def load_journey(path: Path) -> Any:
 
 
 def _mine_on_cluster(
-    log: Path, out: Path, *, scheduler: str | None, workers: int | None, part_events: int, preset: str | None,
-    mapping: Path | None, map_: list[str] | None, lines: Path | None, dayfirst: bool, no_privacy: bool,
+    log: Path, out: Path, *, scheduler: str | None, workers: int | None, worker_memory: str | None,
+    part_events: int, preset: str | None, mapping: Path | None, map_: list[str] | None, lines: Path | None, dayfirst: bool, no_privacy: bool,
     cost_model: Any,
 ) -> None:
     """Process map, variants, bottlenecks, handovers, KPIs and labels on a Dask cluster (insight/mining/distributed).
@@ -76,7 +76,7 @@ def _mine_on_cluster(
         source = out / "parts"
         write_partitioned(elog, source, events_per_part=part_events)
         del elog
-    client = connect(scheduler=scheduler, workers=workers)
+    client = connect(scheduler=scheduler, workers=workers, memory_limit=worker_memory)
     try:
         where = scheduler or f"a local cluster of {workers} workers"
         console.print(f"mining on {where} ({client.dashboard_link or 'no dashboard'})")
@@ -131,6 +131,11 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[
             int | None, typer.Option(help="Mine on a local Dask cluster of this many worker processes.", min=1)
         ] = None,
+        worker_memory: Annotated[
+            str | None,
+            typer.Option(help="Memory limit of each local worker, e.g. 3GiB: past 70 % of it a worker spills what "
+                              "waits on it to disk [default: the machine's memory shared out].")
+        ] = None,
         part_events: Annotated[
             int, typer.Option(help="Events per Parquet part when a file is partitioned for the cluster.", min=1)
         ] = 1_000_000,
@@ -157,7 +162,11 @@ def register(app: typer.Typer) -> None:
                  "time_basis": time_basis, "min_support": min_support}
         costs = CostModel(**{k: v for k, v in given.items() if v is not None})
         if scheduler or workers:
-            _mine_on_cluster(log, out, scheduler=scheduler, workers=workers, part_events=part_events,
+            if worker_memory and not workers:
+                raise InvalidInput("--worker-memory sets the memory of a local cluster's workers: give --workers N "
+                                   "(a running cluster's workers have their own limit)", field="worker_memory")
+            _mine_on_cluster(log, out, scheduler=scheduler, workers=workers, worker_memory=worker_memory,
+                             part_events=part_events,
                              preset=preset, mapping=mapping, map_=map_, lines=lines, dayfirst=dayfirst,
                              no_privacy=no_privacy, cost_model=costs)
             return

@@ -275,6 +275,15 @@ def connect(*, scheduler: str | None = None, workers: int | None = None, memory_
         return Client(scheduler)
     if not workers or workers < 1:
         raise InvalidInput("give --scheduler ADDRESS or --workers N (N >= 1)", field="workers")
+    if memory_limit:
+        from dask.utils import parse_bytes
+
+        try:
+            if parse_bytes(memory_limit) < 256 * 2**20:
+                raise ValueError("below 256 MiB")
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"worker memory {memory_limit!r} is not a usable size such as 3GiB or 4000MB ({exc})",
+                               field="worker_memory") from exc
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
                            memory_limit=memory_limit or "auto", dashboard_address=None)
     return Client(cluster)

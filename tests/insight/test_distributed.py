@@ -127,3 +127,54 @@ def test_mine_command_on_a_scheduler(tmp_path: Path, client: Any) -> None:
     assert data["n_parts"] >= 2
     for key in ("process_map", "variants", "handovers", "kpis", "labels"):
         assert data[key] == reference[key], key
+
+
+def test_worker_memory_needs_a_local_cluster_and_a_size(tmp_path: Path) -> None:
+    """`--worker-memory` bounds a local cluster's workers; without one, or with a size dask cannot read, it says so."""
+    import typer
+    from typer.testing import CliRunner
+
+    from api.commands import mine as mine_cmd
+
+    app = typer.Typer()
+    mine_cmd.register(app)
+
+    @app.command("noop")
+    def _noop() -> None:  # a second command keeps typer in sub-command mode
+        """Nothing."""
+
+    log = tmp_path / "events.csv"
+    log.write_text("case,activity,time\n1,a,2024-01-01\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["mine", str(log), "--out", str(tmp_path / "out"), "--scheduler", "tcp://127.0.0.1:1",
+                                   "--worker-memory", "2GiB"])
+    assert res.exit_code != 0 and "--workers N" in res.output
+    for size in ("plenty", "10MB"):
+        with pytest.raises(InvalidInput, match="not a usable size"):
+            connect(workers=1, memory_limit=size)
+
+
+def test_mine_command_on_a_local_cluster_with_bounded_workers(tmp_path: Path) -> None:
+    """`--workers 1 --worker-memory 1GiB` starts a local cluster whose worker has that limit and mines as one process."""
+    import typer
+    from typer.testing import CliRunner
+
+    from api.commands import mine as mine_cmd
+    from insight.eventlog import write_log
+
+    log_path = write_log(simulate_events(n_events=4_000, seed=4).log, tmp_path / "events.parquet")
+    app = typer.Typer()
+    mine_cmd.register(app)
+
+    @app.command("noop")
+    def _noop() -> None:  # a second command keeps typer in sub-command mode
+        """Nothing."""
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["mine", str(log_path), "--out", str(out), "--no-privacy", "--part-events", "1500",
+                                   "--workers", "1", "--worker-memory", "1GiB"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "insight.json").read_text())
+    reference = mine_single(out / "parts").to_dict()
+    assert data["n_parts"] >= 2
+    for key in ("process_map", "variants", "handovers", "kpis", "labels"):
+        assert data[key] == reference[key], key
