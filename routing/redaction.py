@@ -15,6 +15,7 @@ are not people; they are kept. docs/PRIVACY.md lists every column and what happe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -32,21 +33,33 @@ from routing.models import EventIn, FeedbackIn, TicketIn
 M = TypeVar("M", bound=BaseModel)
 
 
-def _person(name: str, value: str, key: str | None) -> str:
-    """A person's identifier as its keyed token (text redaction when no key is given)."""
-    if key and value.strip():
-        return pseudonymize_value(value, key=key, prefix=pseudonym_prefix(name))
-    return redact_text(value)
-
-
-def _redact_value(value: Any, key: str | None, name: str = "", depth: int = 0) -> Any:
+def _redact_value(value: Any, key: str | None, name: str = "", depth: int = 0,
+                  redact: Callable[[str], str] = redact_text) -> Any:
+    """The value with its texts redacted by `redact` and the values of person fields pseudonymized (walked the
+    same way by `_texts_of`)."""
     if isinstance(value, str):
-        return _person(name, value, key) if name and is_person_field(name) else redact_text(value)
+        if name and is_person_field(name):
+            return pseudonymize_value(value, key=key, prefix=pseudonym_prefix(name)) if key and value.strip() \
+                else redact(value)
+        return redact(value)
     if depth < 8 and isinstance(value, dict):
-        return {k: _redact_value(v, key, str(k), depth + 1) for k, v in value.items()}
+        return {k: _redact_value(v, key, str(k), depth + 1, redact) for k, v in value.items()}
     if depth < 8 and isinstance(value, list):
-        return [_redact_value(v, key, name, depth + 1) for v in value]
+        return [_redact_value(v, key, name, depth + 1, redact) for v in value]
     return value
+
+
+def _texts_of(value: Any, key: str | None, out: list[str], name: str = "", depth: int = 0) -> None:
+    """Append the texts `_redact_value` redacts in the value (not those it pseudonymizes) to `out`."""
+    if isinstance(value, str):
+        if not (name and is_person_field(name) and key and value.strip()):
+            out.append(value)
+    elif depth < 8 and isinstance(value, dict):
+        for k, v in value.items():
+            _texts_of(v, key, out, str(k), depth + 1)
+    elif depth < 8 and isinstance(value, list):
+        for v in value:
+            _texts_of(v, key, out, name, depth + 1)
 
 
 def redact_ticket(ticket: TicketIn, *, pseudonym_key: str | None = None) -> TicketIn:
@@ -63,19 +76,28 @@ def redact_ticket(ticket: TicketIn, *, pseudonym_key: str | None = None) -> Tick
     return ticket.model_copy(update=update) if update else ticket
 
 
-def redact_tickets(tickets: list[TicketIn], *, pseudonym_key: str | None = None) -> list[TicketIn]:
-    """`redact_ticket` of each ticket, the subjects and bodies of all of them redacted in one batch (the name model
-    reads a batch several times faster than one text at a time)."""
-    texts = [getattr(t, name) for t in tickets for name in ("subject", "body")]
-    clean = iter(redact_texts(texts))
+def redact_tickets(tickets: list[TicketIn], *, pseudonym_key: str | None = None,
+                   memo: dict[str, str] | None = None) -> list[TicketIn]:
+    """`redact_ticket` of each ticket, every text of all of them (subjects, bodies, custom field values) redacted in
+    one batch, each distinct text once (the name model reads a batch several times faster than one text at a time,
+    and a batch repeats subjects and field values). `memo` maps texts to their redaction: texts found in it are not
+    read again, and the texts read here are added to it (for tickets redacted in several calls)."""
+    clean = memo if memo is not None else {}
+    texts: list[str] = []
+    for ticket in tickets:
+        texts += (ticket.subject, ticket.body)
+        _texts_of(ticket.custom_fields, pseudonym_key, texts)
+    distinct = [t for t in dict.fromkeys(texts) if t not in clean]
+    clean.update(zip(distinct, redact_texts(distinct), strict=True))
     out: list[TicketIn] = []
     for ticket in tickets:
         update: dict[str, Any] = {}
         for name in ("subject", "body"):
-            text = next(clean)
-            if text != getattr(ticket, name):
-                update[name] = text
-        fields = {k: _redact_value(v, pseudonym_key, k) for k, v in ticket.custom_fields.items()}
+            text = getattr(ticket, name)
+            if clean[text] != text:
+                update[name] = clean[text]
+        fields = {k: _redact_value(v, pseudonym_key, k, redact=clean.__getitem__)
+                  for k, v in ticket.custom_fields.items()}
         if fields != ticket.custom_fields:
             update["custom_fields"] = fields
         out.append(ticket.model_copy(update=update) if update else ticket)

@@ -3,9 +3,11 @@ record feedback. Every write is one transaction: it commits at the end or leaves
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import insert
@@ -34,6 +36,9 @@ from routing.models import (
 )
 from routing.queries import DECISION, RETRIAGE, SET_CURRENT, STORED, TICKET
 from routing.redaction import redact_event, redact_feedback, redact_tickets
+
+# Tickets per chunk when redaction and the triage's preparation run side by side (_redact_preparing).
+_PREPARE_CHUNK = 20
 
 if TYPE_CHECKING:  # the triage module loads the model stack; the service needs only its types
     from routing.triage import ModelBundle
@@ -142,9 +147,11 @@ def _route_many(
     thresholds: DecisionThresholds,
     decide: DecideFn,
     decide_batch: DecideBatchFn | None,
+    stored: Mapping[str, _Stored] | None = None,
 ) -> list[RouteOutcome]:
     hashes = [t.payload_hash() for t in tickets]
-    stored = _stored_tickets(session, [t.ticket_id for t in tickets])
+    if stored is None:
+        stored = _stored_tickets(session, [t.ticket_id for t in tickets])
     outcomes: dict[int, RouteOutcome] = {}
     todo: list[int] = []
     for i, (t, h) in enumerate(zip(tickets, hashes, strict=True)):
@@ -248,16 +255,17 @@ def route_batch(
 
     Texts are redacted and person fields pseudonymized with `pseudonym_key` before triage and storage
     (routing.redaction) unless `store_raw`."""
-    if not store_raw:
-        tickets = redact_tickets(tickets, pseudonym_key=pseudonym_key)
     ids = [t.ticket_id for t in tickets]
     if len(set(ids)) != len(ids):
         raise InvalidInput("tickets: the same ticket_id appears twice in one batch", field="tickets")
     fn = decide or default_decide()
+    stored = _stored_tickets(session, ids)
+    if not store_raw:
+        tickets = _redact_preparing(tickets, pseudonym_key=pseudonym_key, bundle=bundle, stored=stored)
     try:
         return _route_many(
             session=session, bundle=bundle, tickets=tickets, thresholds=thresholds, decide=fn,
-            decide_batch=decide_batch,
+            decide_batch=decide_batch, stored=stored,
         )
     except IntegrityError:
         # Another request created one of these tickets between our read and our write: the database's unique
@@ -271,6 +279,53 @@ def route_batch(
         except IntegrityError as exc:
             session.rollback()
             raise Conflict("concurrent writes to the same ticket_id; retry the request") from exc
+
+
+def _preparer(bundle: ModelBundle | None) -> Callable[..., None] | None:
+    """`routing.triage.prepare_batch` bound to the bundle, or None when nothing can be prepared ahead (no bundle, no
+    embedder, a triage without it)."""
+    if bundle is None or getattr(bundle, "embedder", None) is None:
+        return None
+    try:
+        from routing.triage import prepare_batch
+    except ImportError:
+        return None
+    return partial(prepare_batch, bundle=bundle)
+
+
+def _redact_preparing(tickets: list[TicketIn], *, pseudonym_key: str | None, bundle: ModelBundle | None,
+                      stored: Mapping[str, _Stored]) -> list[TicketIn]:
+    """The tickets redacted (routing.redaction.redact_tickets); with a triage that can prepare tickets ahead (embed
+    their texts into its cache), in chunks, each redacted chunk prepared on a worker thread while this one redacts
+    the next: the name model and the embedding model run at once instead of one after the other. Tickets that will
+    be replayed (same payload as stored) are not prepared. The redacted tickets are those of one redact_tickets call
+    (redaction is a function of each text alone), and preparing only fills the cache that decide_batch reads."""
+    prepare = _preparer(bundle)
+    if prepare is None or len(tickets) <= _PREPARE_CHUNK:
+        return redact_tickets(tickets, pseudonym_key=pseudonym_key)
+    # Chunks of tickets of similar length: the embedder pads each run to its longest text, so a chunk of mixed
+    # lengths costs more than the same texts in one batch; sorted, a chunk pads about as little as the whole batch.
+    order = sorted(range(len(tickets)), key=lambda i: len(tickets[i].subject) + len(tickets[i].body))
+    out: list[TicketIn | None] = [None] * len(tickets)
+    memo: dict[str, str] = {}  # texts redacted by earlier chunks (subjects and field values repeat in a batch)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="route-prepare") as pool:
+        pending = []
+        for start in range(0, len(order), _PREPARE_CHUNK):
+            at = order[start:start + _PREPARE_CHUNK]
+            chunk = redact_tickets([tickets[i] for i in at], pseudonym_key=pseudonym_key, memo=memo)
+            for i, t in zip(at, chunk, strict=True):
+                out[i] = t
+            todo = [t for t in chunk if not _replays(t, stored.get(t.ticket_id))]
+            if todo:
+                pending.append(pool.submit(prepare, tickets=todo))
+        for f in pending:
+            f.result()
+    return [t for t in out if t is not None]
+
+
+def _replays(ticket: TicketIn, known: _Stored | None) -> bool:
+    """True when routing the (redacted) ticket will answer its stored decision (same id, same payload)."""
+    return known is not None and known.decision is not None and known.payload_hash == ticket.payload_hash()
 
 
 def route(

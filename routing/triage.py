@@ -307,6 +307,19 @@ def decide_batch(*, bundle: ModelBundle, tickets: list[TicketIn], thresholds: De
     return out
 
 
+def prepare_batch(*, bundle: ModelBundle, tickets: list[TicketIn]) -> None:
+    """Embed the tickets' texts into the bundle's embedding cache, where `decide_batch` of the same tickets finds them.
+
+    The service runs this for redacted tickets on a worker thread while it redacts the next ones (routing.service).
+    Vectors are what decide_batch would compute (int8: the same bits, one text per run; float: within the batching
+    tolerance of core.embedding.Embedder), so answers stay independent of the batch."""
+    if bundle.embedder is None or not tickets:
+        return
+    if bundle.memory is None and getattr(bundle.intent, "embedder", None) is None:
+        return  # nothing of the bundle reads the vectors
+    bundle.embedder.encode([intent_text(t) for t in tickets])
+
+
 def decide(*, bundle: ModelBundle, ticket: TicketIn, thresholds: DecisionThresholds) -> TriageResult:
     """Triage one ticket: intent (+ out-of-scope), resolving team, risks, decision and reasons."""
     return decide_batch(bundle=bundle, tickets=[ticket], thresholds=thresholds)[0]

@@ -313,7 +313,20 @@ def _replace_names(text: str, spans: list[tuple[int, int]], counts: Counter[str]
 
 
 def _redact_many(texts: Sequence[str]) -> tuple[list[str], list[Counter[str]]]:
-    """Each text redacted (patterns first, then names, the model reading all texts in batches) and its counts."""
+    """Each text redacted (patterns first, then names, the model reading all texts in batches) and its counts.
+
+    A text that occurs more than once is read once: redaction is a function of the text alone (a batch gives what
+    each text alone gives), and a batch of tickets repeats subjects and custom field values."""
+    first = dict.fromkeys(texts)
+    if len(first) < len(texts):
+        distinct = list(first)
+        out, counts = _redact_distinct(distinct)
+        at = {t: i for i, t in enumerate(distinct)}
+        return [out[at[t]] for t in texts], [Counter(counts[at[t]]) for t in texts]
+    return _redact_distinct(texts)
+
+
+def _redact_distinct(texts: Sequence[str]) -> tuple[list[str], list[Counter[str]]]:
     counts: list[Counter[str]] = [Counter() for _ in texts]
     masked = [_redact_patterns(t, c) if _MAYBE_PII.search(t) else t for t, c in zip(texts, counts, strict=True)]
     found = _ner_name_spans(masked)
@@ -443,8 +456,13 @@ def person_columns(df: pd.DataFrame) -> list[str]:
 
 
 def pseudonymize_value(value: str, *, key: str | bytes, prefix: str, length: int = 10) -> str:
-    """One identifier's token, the same as `pseudonymize` gives in a column (an existing token is kept)."""
-    return str(pseudonymize(pd.Series([value]), key=key, prefix=prefix, length=length).iloc[0])
+    """One identifier's token, the same as `pseudonymize` gives in a column (an existing token is kept), without
+    building a column for it (the service pseudonymizes field by field)."""
+    if not key:
+        raise InvalidInput("pseudonymization needs a non-empty key (settings.pseudonym_key)", field="key")
+    if re.fullmatch(rf"{re.escape(prefix)}_[0-9a-f]{{{length}}}", value):
+        return value
+    return f"{prefix}_{_token(key.encode('utf-8') if isinstance(key, str) else key, _id_text(value), length)}"
 
 
 def pseudonym_prefix(column: str) -> str:
