@@ -101,21 +101,30 @@ def test_public_log_equals_single_process(shared_data: Path, tmp_path: Path, cli
     _check(log, tmp_path, client, parts=3)
 
 
-def test_mine_command_on_a_scheduler(tmp_path: Path, client: Any) -> None:
-    """`deskpilot mine LOG --scheduler ADDRESS` ingests, partitions and mines on that cluster."""
+def _mine_app() -> Any:
+    """A typer app with the `mine` command (and a second one, which keeps typer in sub-command mode)."""
     import typer
-    from typer.testing import CliRunner
 
     from api.commands import mine as mine_cmd
-    from insight.eventlog import write_log
 
-    log_path = write_log(simulate_events(n_events=8_000, seed=9).log, tmp_path / "events.parquet")
     app = typer.Typer()
     mine_cmd.register(app)
 
     @app.command("noop")
-    def _noop() -> None:  # a second command keeps typer in sub-command mode
+    def _noop() -> None:
         """Nothing."""
+
+    return app
+
+
+def test_mine_command_on_a_scheduler(tmp_path: Path, client: Any) -> None:
+    """`deskpilot mine LOG --scheduler ADDRESS` ingests, partitions and mines on that cluster."""
+    from typer.testing import CliRunner
+
+    from insight.eventlog import write_log
+
+    log_path = write_log(simulate_events(n_events=8_000, seed=9).log, tmp_path / "events.parquet")
+    app = _mine_app()
 
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["mine", str(log_path), "--out", str(out), "--no-privacy", "--part-events", "3000",
@@ -131,17 +140,9 @@ def test_mine_command_on_a_scheduler(tmp_path: Path, client: Any) -> None:
 
 def test_worker_memory_needs_a_local_cluster_and_a_size(tmp_path: Path) -> None:
     """`--worker-memory` bounds a local cluster's workers; without one, or with a size dask cannot read, it says so."""
-    import typer
     from typer.testing import CliRunner
 
-    from api.commands import mine as mine_cmd
-
-    app = typer.Typer()
-    mine_cmd.register(app)
-
-    @app.command("noop")
-    def _noop() -> None:  # a second command keeps typer in sub-command mode
-        """Nothing."""
+    app = _mine_app()
 
     log = tmp_path / "events.csv"
     log.write_text("case,activity,time\n1,a,2024-01-01\n", encoding="utf-8")
@@ -155,19 +156,12 @@ def test_worker_memory_needs_a_local_cluster_and_a_size(tmp_path: Path) -> None:
 
 def test_mine_command_on_a_local_cluster_with_bounded_workers(tmp_path: Path) -> None:
     """`--workers 1 --worker-memory 1GiB` starts a local cluster whose worker has that limit and mines as one process."""
-    import typer
     from typer.testing import CliRunner
 
-    from api.commands import mine as mine_cmd
     from insight.eventlog import write_log
 
     log_path = write_log(simulate_events(n_events=4_000, seed=4).log, tmp_path / "events.parquet")
-    app = typer.Typer()
-    mine_cmd.register(app)
-
-    @app.command("noop")
-    def _noop() -> None:  # a second command keeps typer in sub-command mode
-        """Nothing."""
+    app = _mine_app()
 
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["mine", str(log_path), "--out", str(out), "--no-privacy", "--part-events", "1500",
