@@ -79,7 +79,9 @@ def _mine_on_cluster(
     client = connect(scheduler=scheduler, workers=workers, memory_limit=worker_memory)
     try:
         where = scheduler or f"a local cluster of {workers} workers"
-        console.print(f"mining on {where} ({client.dashboard_link or 'no dashboard'})")
+        # the link only when the scheduler serves a dashboard (client.dashboard_link is a guess either way)
+        has_dashboard = "dashboard" in (client.scheduler_info().get("services") or {})
+        console.print(f"mining on {where}" + (f" (dashboard: {client.dashboard_link})" if has_dashboard else ""))
         result = mine_partitioned(source, client, config=cfg)
     finally:
         cluster = getattr(client, "cluster", None) if not scheduler else None
