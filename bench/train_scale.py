@@ -115,18 +115,23 @@ def _child(task: str, train_path: str, test_path: str, attrs: list[str], threads
              "n_cases": train.n_cases, "n_events": train.n_events, **score})
 
 
-def _fit_in_child(task: str, train_path: Path, test_path: Path, attrs: list[str], threads: int) -> dict[str, Any]:
+def _in_child(what: str, target: Any, *args: Any) -> dict[str, Any]:
+    """`target(*args, queue)` in a fresh spawned process; what it put on the queue."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(task, str(train_path), str(test_path), attrs, threads, q))
+    p = ctx.Process(target=target, args=(*args, q))
     p.start()
     try:
         got: dict[str, Any] = q.get(timeout=3600)
     finally:
         p.join()
     if p.exitcode != 0:
-        raise SystemExit(f"train_scale: the {task} child exited with {p.exitcode}")
+        raise SystemExit(f"train_scale: the {what} child exited with {p.exitcode}")
     return got
+
+
+def _fit_in_child(task: str, train_path: Path, test_path: Path, attrs: list[str], threads: int) -> dict[str, Any]:
+    return _in_child(task, _child, task, str(train_path), str(test_path), attrs, threads)
 
 
 def _split(name: str) -> tuple[Any, Any, str, list[str]]:
@@ -268,17 +273,7 @@ def _router_child(log_path: str, feats: list[str] | None, frac: float | None, wi
 
 def _router_in_child(log_path: Path, feats: list[str] | None, frac: float | None, window: str | None,
                      seed: int) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_router_child, args=(str(log_path), feats, frac, window, seed, q))
-    p.start()
-    try:
-        got: dict[str, Any] = q.get(timeout=3600)
-    finally:
-        p.join()
-    if p.exitcode != 0:
-        raise SystemExit(f"train_scale: the router child exited with {p.exitcode}")
-    return got
+    return _in_child("router", _router_child, str(log_path), feats, frac, window, seed)
 
 
 def _router_log(name: str) -> tuple[Any, Any, str, list[str] | None]:
