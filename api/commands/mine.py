@@ -44,6 +44,32 @@ def load_journey(path: Path) -> Any:
     raise InvalidInput(f"journey file {path} must hold a list of steps or {{'steps': [...]}}", field="journey")
 
 
+def _clear_parts(folder: Path) -> None:
+    """Make room for new parts in `folder`: the parts and manifest an earlier run wrote there go; anything else
+    stops the run (it is not deskpilot's to delete)."""
+    from insight.mining.distributed import MANIFEST
+
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder} is a file; --out needs room for a parts folder there", field="out")
+    manifest = folder / MANIFEST
+    ours: set[str] = set()
+    if manifest.is_file():
+        try:
+            ours = {str(p) for p in json.loads(manifest.read_text(encoding="utf-8")).get("parts", [])}
+        except (OSError, ValueError, AttributeError) as exc:
+            raise InvalidInput(f"cannot read {manifest} ({exc}); remove {folder} or give another --out",
+                               field="out") from exc
+    foreign = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST and p.name not in ours)
+    if foreign:
+        raise InvalidInput(f"{folder} holds files an earlier mine run did not write ({foreign[:3]}); remove them or "
+                           "give another --out", field="out")
+    for name in ours:
+        (folder / name).unlink(missing_ok=True)
+    manifest.unlink(missing_ok=True)
+
+
 def _mine_on_cluster(
     log: Path, out: Path, *, scheduler: str | None, workers: int | None, worker_memory: str | None,
     part_events: int, preset: str | None, mapping: Path | None, map_: list[str] | None, lines: Path | None, dayfirst: bool, no_privacy: bool,
@@ -52,10 +78,12 @@ def _mine_on_cluster(
     """Process map, variants, bottlenecks, handovers, KPIs and labels on a Dask cluster (insight/mining/distributed).
 
     LOG is a partitioned log folder (with `_parts.json`) or a file, which is ingested here and written as
-    case-partitioned Parquet under OUT/parts first. The workers must see the part files at the same path.
+    case-partitioned Parquet under OUT/parts first (a CSV streamed in bounded memory, as `ingest --partitioned`). The workers must see the part files at the same path.
     """
     from api.commands.ingest import _parse_mapping
     from insight.eventlog import ingest
+    from insight.eventlog.readers.detect import detect_format
+    from insight.eventlog.stream import ingest_partitioned
     from insight.eventlog.writers import write_partitioned
     from insight.mining.distributed import MANIFEST, DistributedConfig, connect, mine_partitioned
     from insight.mining.labels import LabelConfig
@@ -68,14 +96,22 @@ def _mine_on_cluster(
     source = log
     if not (log.is_dir() and (log / MANIFEST).is_file()):
         settings = get_settings()
-        console.print(f"ingesting {log} and writing case-partitioned Parquet to {out / 'parts'}")
-        elog = ingest(
-            log, mapping=_parse_mapping(mapping, map_) or None, preset=preset, dayfirst=True if dayfirst else None,
-            pseudonym_key=None if no_privacy else settings.pseudonym_key.get_secret_value(), privacy=not no_privacy,
-        )
         source = out / "parts"
-        write_partitioned(elog, source, events_per_part=part_events)
-        del elog
+        options: dict[str, Any] = {
+            "mapping": _parse_mapping(mapping, map_) or None, "preset": preset, "dayfirst": True if dayfirst else None,
+            "pseudonym_key": None if no_privacy else settings.pseudonym_key.get_secret_value(),
+            "privacy": not no_privacy,
+        }
+        if detect_format(log) == "csv":
+            # streamed: memory holds a block of the file and the open parts, never the whole log
+            console.print(f"streaming {log} into case-partitioned Parquet under {source}")
+            _clear_parts(source)
+            ingest_partitioned(log, source, events_per_part=part_events, **options)
+        else:
+            console.print(f"ingesting {log} and writing case-partitioned Parquet to {source}")
+            elog = ingest(log, **options)
+            write_partitioned(elog, source, events_per_part=part_events)
+            del elog
     client = connect(scheduler=scheduler, workers=workers, memory_limit=worker_memory)
     try:
         where = scheduler or f"a local cluster of {workers} workers"

@@ -172,3 +172,36 @@ def test_mine_command_on_a_local_cluster_with_bounded_workers(tmp_path: Path) ->
     assert data["n_parts"] >= 2
     for key in ("process_map", "variants", "handovers", "kpis", "labels"):
         assert data[key] == reference[key], key
+
+
+def test_mine_command_streams_a_csv_into_parts(tmp_path: Path, client: Any) -> None:
+    """`mine LOG.csv --scheduler` streams the CSV into parts (bounded memory) and mines what the in-memory ingest gives;
+    a rerun replaces its own parts, and files it did not write stop it."""
+    from typer.testing import CliRunner
+
+    from insight.eventlog import write_log
+
+    csv = write_log(simulate_events(n_events=6_000, seed=12).log, tmp_path / "events.csv")
+    out = tmp_path / "out"
+    args = ["mine", str(csv), "--out", str(out), "--no-privacy", "--part-events", "2000",
+            "--scheduler", client.scheduler.address]
+    app = _mine_app()
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "streaming" in res.output
+    data = json.loads((out / "insight.json").read_text())
+    reference_parts = tmp_path / "reference"
+    write_partitioned(ingest(csv, privacy=False), reference_parts, events_per_part=2000)
+    reference = mine_single(reference_parts).to_dict()
+    assert data["n_parts"] >= 2 and data["n_events"] == reference["n_events"]
+    for key in ("process_map", "variants", "bottlenecks", "handovers", "kpis", "labels"):
+        assert data[key] == reference[key], key
+
+    res = CliRunner().invoke(app, args)  # the same --out again: its own parts are replaced
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "insight.json").read_text())["process_map"] == reference["process_map"]
+
+    (out / "parts" / "notes.txt").write_text("mine", encoding="utf-8")
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code != 0 and "did not write" in res.output
+    assert (out / "parts" / "notes.txt").is_file()
