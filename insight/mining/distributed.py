@@ -40,7 +40,7 @@ from insight.mining.bottlenecks import DEFAULT_WAIT_PATTERN, Bottlenecks, find_b
 from insight.mining.censoring import CensoringConfig, Extraction, detect_extraction
 from insight.mining.handover import HandoverNetwork, team_handover_network
 from insight.mining.kpis import DEFAULT_DIMENSIONS, KpiTable, compute_kpis
-from insight.mining.labels import CaseLabels, LabelConfig, _match_codes, case_labels, support_lines
+from insight.mining.labels import CaseLabels, LabelConfig, case_labels, support_lines, usable_teams
 from insight.mining.process_map import ProcessMap, discover_process_map
 from insight.mining.variants import CostModel, VariantTable, mine_variants
 
@@ -206,12 +206,9 @@ class _Assembler:
         for col, local in part["labels"].items():
             index = self.index.setdefault(col, {})
             remap = np.asarray([index.setdefault(v, len(index)) for v in local.tolist()] + [-1], dtype=np.int32)
-            if col not in self.codes:  # a column first seen in this part: the events before it lack it
+            if col not in self.codes:  # every event starts missing: parts without the column leave it so
                 self.codes[col] = np.full(self.n_events, -1, dtype=np.int32)
             self.codes[col][sl] = remap[part["codes"][col]]  # code -1 picks the trailing -1
-        for col, arr in self.codes.items():
-            if col not in part["labels"]:  # a part without the column: every event missing
-                arr[sl] = -1
         self.case_len.append(part["case_len"])
         self.case_labels.append(part["case_labels"])
         self.part_events.append(n)
@@ -294,10 +291,7 @@ def _lines(teams: Sequence[list[str] | None], cfg: LabelConfig) -> dict[str, int
     if all(t is None for t in teams):
         return None
     names = np.asarray(list(dict.fromkeys(x for t in teams if t for x in t)), dtype=object)
-    usable = np.asarray([len(t.strip()) > 0 for t in names], dtype=bool)
-    if cfg.consult_group_pattern:
-        usable &= ~_match_codes(np.arange(len(names)), names, cfg.consult_group_pattern)
-    return support_lines(names[usable], mapping=cfg.line_mapping)
+    return support_lines(names[usable_teams(names, cfg)], mapping=cfg.line_mapping)
 
 
 def mine_partitioned(source: str | Path, client: Any, *, config: DistributedConfig | None = None) -> DistributedResult:

@@ -243,6 +243,14 @@ def _match_codes(codes: np.ndarray, labels: np.ndarray, pattern: str | None) -> 
     return hit[codes]  # code -1 picks the trailing False
 
 
+def usable_teams(teams: np.ndarray, cfg: LabelConfig) -> np.ndarray:
+    """Per team name: does it count as a team that holds the case (not blank, not a consulted desk)?"""
+    usable = np.array([len(str(t).strip()) > 0 for t in teams], dtype=bool)
+    if cfg.consult_group_pattern:
+        usable &= ~_match_codes(np.arange(len(teams)), teams, cfg.consult_group_pattern)
+    return usable
+
+
 def _match(activities: np.ndarray, pattern: str) -> np.ndarray:
     if not pattern:
         return np.zeros(len(activities), dtype=bool)
@@ -292,10 +300,7 @@ def case_labels(
         gc = s.enc.column(GROUP)
         glabels = np.asarray([str(x) for x in gc.labels], dtype=object)
         gcode = gc.codes.astype(np.int64)
-        usable = np.array([len(x.strip()) > 0 for x in glabels] + [False], dtype=bool)
-        if cfg.consult_group_pattern:
-            consult = _match_codes(np.arange(len(glabels)), glabels, cfg.consult_group_pattern)
-            usable &= ~np.r_[consult, False]
+        usable = np.r_[usable_teams(glabels, cfg), False]  # code -1 (no team) picks the trailing False
         gmask = usable[gcode]
         is_intake = np.isin(glabels, np.asarray(cfg.intake_groups, dtype=object)) if cfg.intake_groups else np.zeros(
             len(glabels), dtype=bool
