@@ -72,13 +72,14 @@ def _clear_parts(folder: Path) -> None:
 
 def _mine_on_cluster(
     log: Path, out: Path, *, scheduler: str | None, workers: int | None, worker_memory: str | None,
-    part_events: int, preset: str | None, mapping: Path | None, map_: list[str] | None, lines: Path | None, dayfirst: bool, no_privacy: bool,
-    cost_model: Any,
+    part_events: int, preset: str | None, mapping: Path | None, map_: list[str] | None, lines: Path | None,
+    dayfirst: bool, no_privacy: bool, cost_model: Any,
 ) -> None:
     """Process map, variants, bottlenecks, handovers, KPIs and labels on a Dask cluster (insight/mining/distributed).
 
     LOG is a partitioned log folder (with `_parts.json`) or a file, which is ingested here and written as
-    case-partitioned Parquet under OUT/parts first (a CSV streamed in bounded memory, as `ingest --partitioned`). The workers must see the part files at the same path.
+    case-partitioned Parquet under OUT/parts first (a CSV streamed in bounded memory, as `ingest --partitioned`).
+    The workers must see the part files at the same path.
     """
     from api.commands.ingest import _parse_mapping
     from insight.eventlog import ingest

@@ -155,7 +155,8 @@ def test_worker_memory_needs_a_local_cluster_and_a_size(tmp_path: Path) -> None:
 
 
 def test_mine_command_on_a_local_cluster_with_bounded_workers(tmp_path: Path) -> None:
-    """`--workers 1 --worker-memory 1GiB` starts a local cluster whose worker has that limit and mines as one process."""
+    """`--workers 1 --worker-memory 1GiB` starts a local cluster whose worker has that limit; it mines as one
+    process does."""
     from typer.testing import CliRunner
 
     from insight.eventlog import write_log
