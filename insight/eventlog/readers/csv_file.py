@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import mmap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,18 +18,20 @@ from insight.eventlog.readers.raw import RawTable
 from insight.eventlog.schema import DataQualityReport
 
 
-def _decode(data: bytes, path: Path, warnings: list[str]) -> bytes:
-    """UTF-8 bytes without BOM (UTF-16 and cp1252 sources are re-encoded, with a warning)."""
-    if data.startswith(b"\xef\xbb\xbf"):
+def _decode(data: bytes | mmap.mmap, path: Path, warnings: list[str]) -> bytes | mmap.mmap:
+    """UTF-8 bytes without BOM (UTF-16 and cp1252 sources are re-encoded, with a warning); a mapped file that
+    needs no change is returned as it is."""
+    if data[:3] == b"\xef\xbb\xbf":
         return data[3:]
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         warnings.append("source encoded as UTF-16; re-encoded to UTF-8")
-        return data.decode("utf-16").encode("utf-8")
+        return bytes(data).decode("utf-16").encode("utf-8")
     try:
         data[:1_000_000].decode("utf-8")
         return data
     except UnicodeDecodeError:
         pass
+    data = bytes(data)
     try:
         data.decode("utf-8")
         return data
@@ -75,7 +78,7 @@ def _dedupe_header(names: list[str], warnings: list[str]) -> list[str]:
 def read_csv(path: Path, *, na_values: Sequence[str], delimiter: str | None) -> RawTable:
     """A CSV(.gz) file as a table of strings, with its dialect in the quality report."""
     warnings: list[str] = []
-    raw = path.read_bytes()
+    raw = _file_bytes(path)
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
@@ -98,6 +101,7 @@ def read_csv(path: Path, *, na_values: Sequence[str], delimiter: str | None) -> 
         report = DataQualityReport(source=str(path), rows_in=table.num_rows)
         report.add("csv_dialect", 0, f"delimiter {sep!r}, {len(names)} columns")
         return RawTable(pl.DataFrame(schema=dict.fromkeys(names, pl.String)), report, warnings, arrow=table)
+    data = bytes(data)
     try:
         frame = pl.read_csv(
             io.BytesIO(data),
@@ -124,7 +128,16 @@ def read_csv(path: Path, *, na_values: Sequence[str], delimiter: str | None) -> 
     return RawTable(frame, report, warnings)
 
 
-def _read_plain_arrow(data: bytes, sep: str, n_fields: int, nulls: list[str]) -> pa.Table | None:
+def _file_bytes(path: Path) -> bytes | mmap.mmap:
+    """The file's bytes, mapped into memory rather than copied when it can be (Arrow then reads the mapping)."""
+    with path.open("rb") as fh:
+        try:
+            return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # an empty file, or one that cannot be mapped
+            return fh.read()
+
+
+def _read_plain_arrow(data: bytes | mmap.mmap, sep: str, n_fields: int, nulls: list[str]) -> pa.Table | None:
     """The file as Arrow string columns when it has no quoting and plain line ends, else None (polars reads it).
 
     Without quote characters and bare carriage returns a CSV row is its fields split on the delimiter, so
@@ -133,14 +146,16 @@ def _read_plain_arrow(data: bytes, sep: str, n_fields: int, nulls: list[str]) ->
     copy. Any row whose field count differs
     from the header's makes Arrow fail, and the polars reader then gives its usual answer or error.
     """
-    if not data or data[:1] in (b"\n", b"\r") or b'"' in data:
+    if not len(data) or data[:1] in (b"\n", b"\r") or data.find(b'"') != -1:
         return None
-    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
-        return None
+    if data.find(b"\r") != -1:
+        whole = bytes(data)
+        if whole.count(b"\r") != whole.count(b"\r\n"):
+            return None
     cols = [f"f{i}" for i in range(n_fields)]
     try:
         return pacsv.read_csv(
-            pa.BufferReader(data),
+            pa.BufferReader(pa.py_buffer(data)),
             read_options=pacsv.ReadOptions(column_names=cols, skip_rows=1, use_threads=True),
             parse_options=pacsv.ParseOptions(delimiter=sep, quote_char=False, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(cols, pa.large_string()), null_values=nulls,
