@@ -24,7 +24,7 @@ from insight.eventlog.readers.detect import detect_format, detect_source, review
 from insight.eventlog.readers.parquet import read_parquet
 from insight.eventlog.readers.presets import PRESETS, Preset
 from insight.eventlog.readers.raw import RawTable, log_name
-from insight.eventlog.readers.timestamps import first_bad_row, parse_timestamps
+from insight.eventlog.readers.timestamps import first_bad_row, parse_fixed_layout, parse_timestamps
 from insight.eventlog.readers.xes import read_xes
 from insight.eventlog.schema import (
     ACTIVITY,
@@ -80,6 +80,20 @@ class _Columns:
         assert isinstance(out, pl.Series)
         return out
 
+    def null_count(self, name: str) -> int:
+        col = self.cols[name]
+        return col.null_count() if isinstance(col, pl.Series) else int(col.null_count)
+
+    def fixed_layout_timestamps(self, name: str, *, source_tz: str, dayfirst: bool | None, report: DataQualityReport,
+                                fix_prefix: str = "timestamp") -> pl.Series | None:
+        """An Arrow column parsed from its bytes when every value has one fixed layout (parse_fixed_layout), else
+        None (a polars column, or any other Arrow column, goes through parse_timestamps)."""
+        col = self.cols[name]
+        if isinstance(col, pl.Series):
+            return None
+        return parse_fixed_layout(col, column=name, source_tz=source_tz, dayfirst=dayfirst, report=report,
+                                  fix_prefix=fix_prefix)
+
     def dtype(self, name: str) -> pl.DataType:
         col = self.cols[name]
         if isinstance(col, pl.Series):
@@ -134,9 +148,13 @@ def canonicalize(
             pl.concat_str([pl.col(c).cast(pl.String) for c in parts], separator="-", ignore_nulls=True).alias(ACTIVITY)
         ).to_series())
         report.add("activity_from_columns", frame.height, "activity = " + "-".join(parts))
-    raw_ts = frame.series(TIMESTAMP)
-    ts = parse_timestamps(raw_ts, column=TIMESTAMP, path=path, source_tz=source_tz, dayfirst=dayfirst, report=report)
-    if timestamp_policy == "error":
+    ts = frame.fixed_layout_timestamps(TIMESTAMP, source_tz=source_tz, dayfirst=dayfirst, report=report)
+    if ts is None:
+        ts = parse_timestamps(frame.series(TIMESTAMP), column=TIMESTAMP, path=path, source_tz=source_tz,
+                              dayfirst=dayfirst, report=report)
+    # every value present parsed on the fixed-layout path: only a local time the source zone skips can be null
+    if timestamp_policy == "error" and ts.null_count() != frame.null_count(TIMESTAMP):
+        raw_ts = frame.series(TIMESTAMP)
         bad = first_bad_row(ts, raw_ts)
         if bad is not None:
             src_col = next((s for s, t in used.items() if t == TIMESTAMP), TIMESTAMP)
@@ -147,8 +165,11 @@ def canonicalize(
     cols = [ts]
     for extra in preset.extra_timestamps if preset else ():
         if extra in frame.columns:
-            cols.append(parse_timestamps(frame.series(extra), column=extra, path=path, source_tz=source_tz,
-                                          dayfirst=dayfirst, report=report, fix_prefix=f"{extra}"))
+            col = frame.fixed_layout_timestamps(extra, source_tz=source_tz, dayfirst=dayfirst, report=report,
+                                                fix_prefix=f"{extra}")
+            cols.append(col if col is not None else parse_timestamps(
+                frame.series(extra), column=extra, path=path, source_tz=source_tz, dayfirst=dayfirst, report=report,
+                fix_prefix=f"{extra}"))
     for col in cols:
         frame.set(col)
     keep_str = {CASE_ID, ACTIVITY, RESOURCE, GROUP, CHANNEL, LIFECYCLE, TIMESTAMP}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 
 from core.errors import InvalidEventLog
 from insight.eventlog.schema import DataQualityReport
@@ -136,6 +139,12 @@ def parse_timestamps(
         first = int(bad_mask.arg_true()[0])
         detail = f"column {column!r}, first at data row {first + 1}: {values[first]!r}"
     report.add(f"{fix_prefix}_unparseable", n_bad, detail)
+    return _to_utc(parsed, missing=missing, column=column, source_tz=source_tz, report=report, fix_prefix=fix_prefix)
+
+
+def _to_utc(parsed: pl.Series, *, missing: int, column: str, source_tz: str, report: DataQualityReport,
+            fix_prefix: str) -> pl.Series:
+    """Parsed times as UTC microseconds (naive ones read in `source_tz`), with the missing count recorded."""
     report.add(f"{fix_prefix}_missing", missing, f"column {column!r}" if missing else "")
     dtype = parsed.dtype
     assert isinstance(dtype, pl.Datetime)
@@ -151,3 +160,150 @@ def first_bad_row(parsed: pl.Series, raw: pl.Series) -> int | None:
     mask = parsed.is_null() & raw.is_not_null()
     idx = mask.arg_true()
     return int(idx[0]) if idx.len() else None
+
+
+# One layout at fixed positions: a year-first date, optionally a time of day in minutes or seconds (seconds with
+# an optional fraction of at most six digits) and a UTC offset.
+_FIXED_LAYOUT = re.compile(rb"\d{4}([-/])\d\d\1\d\d(?:([ T])\d\d:\d\d(?::\d\d(\.\d{1,6})?)?(Z|[+-]\d\d:\d\d)?)?")
+# values of the column's head the format chooser ranks formats on before the layout is trusted
+_LAYOUT_HEAD = 1000
+_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+
+
+def _layout_format(m: re.Match[bytes]) -> str:
+    """The chooser's format for values laid out like the match."""
+    sep, tsep, frac, offset = (g.decode() if g else "" for g in m.groups())
+    fmt = f"%Y{sep}%m{sep}%d"
+    if tsep:
+        fmt += tsep + ("%H:%M:%S" if len(m.group(0)) - len(frac) - len(offset) == 19 else "%H:%M")
+        fmt += ("%.f" if frac else "") + ("%z" if offset else "")
+    return fmt
+
+
+def _layout_micros(rows: np.ndarray, template: bytes, m: re.Match[bytes]) -> np.ndarray | None:
+    """Microseconds since the epoch (UTC when the layout has an offset, else wall-clock) of byte rows that all
+    follow `template`'s layout with a valid date and time of day; None when any row does not."""
+    width = len(template)
+    tmpl = np.frombuffer(template, dtype=np.uint8)
+    is_digit = (tmpl >= 48) & (tmpl <= 57)
+    sign_at = width - 6 if m.group(4) and len(m.group(4)) == 6 else -1
+    literal = ~is_digit
+    if sign_at >= 0:
+        literal[sign_at] = False
+        sign = rows[:, sign_at]
+        if not bool(np.all((sign == 43) | (sign == 45))):
+            return None
+    if not bool(np.all(rows[:, literal] == tmpl[literal])):
+        return None
+    digits = rows[:, is_digit] - np.uint8(48)
+    if not bool(np.all(digits < 10)):
+        return None
+    col = np.cumsum(is_digit) - 1  # column in `digits` of each digit position
+
+    def number(start: int, n: int) -> np.ndarray:
+        out = digits[:, col[start]].astype(np.int64)
+        for i in range(start + 1, start + n):
+            out = out * 10 + digits[:, col[i]]
+        return out
+
+    year, month, day = number(0, 4), number(5, 2), number(8, 2)
+    if not bool(np.all((year >= 1) & (month >= 1) & (month <= 12) & (day >= 1))):
+        return None
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    if not bool(np.all(day <= _MONTH_DAYS[month] + (leap & (month == 2)))):
+        return None
+    # days since 1970-01-01 of a proleptic Gregorian date (era arithmetic with March-first years)
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    secs = days * 86400
+    if m.group(2):
+        hour, minute = number(11, 2), number(14, 2)
+        ok = (hour <= 23) & (minute <= 59)
+        secs = secs + hour * 3600 + minute * 60
+        if width - len(m.group(3) or b"") - len(m.group(4) or b"") == 19:
+            second = number(17, 2)
+            ok &= second <= 59
+            secs = secs + second
+        if sign_at >= 0:
+            off_h, off_m = number(sign_at + 1, 2), number(sign_at + 4, 2)
+            ok &= (off_h <= 23) & (off_m <= 59)
+            secs = secs - np.where(rows[:, sign_at] == 45, -1, 1) * (off_h * 3600 + off_m * 60)
+        if not bool(np.all(ok)):
+            return None
+    micros = secs * 1_000_000
+    if m.group(3):
+        n_frac = len(m.group(3)) - 1
+        micros = micros + number(20, n_frac) * 10 ** (6 - n_frac)
+    return micros
+
+
+def parse_fixed_layout(
+    values: pa.ChunkedArray, *, column: str, source_tz: str, dayfirst: bool | None, report: DataQualityReport,
+    fix_prefix: str = "timestamp",
+) -> pl.Series | None:
+    """`parse_timestamps` of a string column whose every value present has one fixed layout (the first value's:
+    same length, same separators, digits elsewhere, a valid date and time of day), computed from the bytes;
+    None, with nothing recorded, for any other column.
+
+    Such values leave no room for choice: the formats the chooser tries either parse all of them or none, so
+    it ranks the layout's own format first whatever its sample (checked on the head of the column; any other
+    answer or a warning declines) and that format parses every value to the instant computed here.
+    """
+    if values.type not in (pa.large_string(), pa.string()) or values.null_count == len(values):
+        return None
+    head = values.slice(0, _LAYOUT_HEAD * 4).drop_null().slice(0, _LAYOUT_HEAD)
+    if len(head) == 0:
+        return None
+    template = str(head[0].as_py()).encode()
+    m = _FIXED_LAYOUT.fullmatch(template)
+    if m is None:
+        return None
+    fmt = _layout_format(m)
+    scratch = DataQualityReport(source=column, rows_in=len(head))
+    head_series = pl.Series(column, head)
+    assert isinstance(head_series, pl.Series)
+    ranked = ranked_formats(timestamp_text(head_series), column=column, dayfirst=dayfirst, report=scratch)
+    if not ranked or ranked[0] != fmt or scratch.warnings:
+        return None
+    width = len(template)
+    offset_type = np.int64 if values.type == pa.large_string() else np.int32
+    tz = "UTC" if m.group(4) else None
+    parts = []
+    for chunk in values.chunks:
+        n = len(chunk)
+        if not n:
+            continue
+        bufs = chunk.buffers()
+        offsets = np.frombuffer(bufs[1], dtype=offset_type, count=chunk.offset + n + 1)[chunk.offset:]
+        lengths = np.diff(offsets)
+        valid = None if not chunk.null_count else chunk.is_valid().to_numpy(zero_copy_only=False)
+        if valid is None:
+            if bool(np.any(lengths != width)):
+                return None
+        elif bool(np.any(lengths != np.where(valid, width, 0))):
+            return None
+        start, stop = int(offsets[0]), int(offsets[-1])
+        if stop == start:
+            micros = np.zeros(0, dtype=np.int64)
+        else:
+            rows = np.frombuffer(bufs[2], dtype=np.uint8)[start:stop].reshape(-1, width)
+            got = _layout_micros(rows, template, m)
+            if got is None:
+                return None
+            micros = got
+        if valid is not None:
+            full = np.zeros(n, dtype=np.int64)
+            full[valid] = micros
+            parts.append(pa.array(full, type=pa.timestamp("us", tz=tz), mask=~valid))
+        else:
+            parts.append(pa.array(micros, type=pa.timestamp("us", tz=tz)))
+    parsed = pl.Series(column, pa.chunked_array(parts, type=pa.timestamp("us", tz=tz)))
+    assert isinstance(parsed, pl.Series)
+    # what parse_timestamps records for a column its first-ranked format parses completely
+    report.add(f"{fix_prefix}_format", 0, f"column {column!r}: {fmt}")
+    report.add(f"{fix_prefix}_unparseable", 0, "")
+    return _to_utc(parsed, missing=values.null_count, column=column, source_tz=source_tz, report=report,
+                   fix_prefix=fix_prefix)
