@@ -133,6 +133,10 @@ def test_missing_values_and_markers(tmp_path, monkeypatch):
     "2024-02-30 10:00:00",  # no such day
     "2023-02-29 10:00:00",  # not a leap year
     "2024-13-01 10:00:00",  # no such month
+    "2023-13-01 10:00:00",
+    "2024-00-10 10:00:00",
+    "2024-01-00 10:00:00",  # no such day
+    "2024-04-31 10:00:00",
     "2024-01-05 24:00:00",  # no such hour
     "2024-01-05 10:60:00",  # no such minute
     "2024-01-05 10:00:60",  # a leap second (polars moves it to the next minute)

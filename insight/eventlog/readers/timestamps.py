@@ -167,7 +167,6 @@ def first_bad_row(parsed: pl.Series, raw: pl.Series) -> int | None:
 _FIXED_LAYOUT = re.compile(rb"\d{4}([-/])\d\d\1\d\d(?:([ T])\d\d:\d\d(?::\d\d(\.\d{1,6})?)?(Z|[+-]\d\d:\d\d)?)?")
 # values of the column's head the format chooser ranks formats on before the layout is trusted
 _LAYOUT_HEAD = 1000
-_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
 
 def _layout_format(m: re.Match[bytes]) -> str:
@@ -180,63 +179,84 @@ def _layout_format(m: re.Match[bytes]) -> str:
     return fmt
 
 
-def _layout_micros(rows: np.ndarray, template: bytes, m: re.Match[bytes]) -> np.ndarray | None:
-    """Microseconds since the epoch (UTC when the layout has an offset, else wall-clock) of byte rows that all
-    follow `template`'s layout with a valid date and time of day; None when any row does not."""
+# two ASCII digits read as one little-endian 16-bit number -> their value (anything else -> 255, which fails every
+# range check below)
+_PAIR_VALUE = np.full(1 << 16, 255, dtype=np.uint8)
+for _tens in range(10):
+    for _ones in range(10):
+        _PAIR_VALUE[(48 + _tens) | ((48 + _ones) << 8)] = 10 * _tens + _ones
+# by year: days from 1970-01-01 to its first day, and whether it is a leap year (proleptic Gregorian)
+_YEARS = np.arange(10_000)
+_LEAP = ((_YEARS % 4 == 0) & ((_YEARS % 100 != 0) | (_YEARS % 400 == 0))).astype(np.int32)
+_YEAR_START = np.concatenate([[0], np.cumsum(365 + _LEAP)[:-1]]).astype(np.int64) - 719_528
+# by month + 13 * leap: days from the year's first day to the month's, and the month's length (month 0: length 0,
+# so no day fits)
+_MONTH_START = np.zeros(26, dtype=np.int32)
+_MONTH_LEN = np.zeros(26, dtype=np.int32)
+for _leap in (0, 1):
+    _lens = [31, 28 + _leap, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+    _MONTH_LEN[13 * _leap + 1: 13 * _leap + 13] = _lens
+    _MONTH_START[13 * _leap + 1: 13 * _leap + 13] = np.concatenate([[0], np.cumsum(_lens)[:-1]])
+
+
+def _layout_micros(data: np.ndarray, n: int, template: bytes, m: re.Match[bytes]) -> np.ndarray | None:
+    """Microseconds since the epoch (UTC when the layout has an offset, else wall-clock) of the `n` values of
+    `template`'s width packed in `data`, when all follow its layout with a valid date and time of day; else None."""
     width = len(template)
-    tmpl = np.frombuffer(template, dtype=np.uint8)
-    is_digit = (tmpl >= 48) & (tmpl <= 57)
-    sign_at = width - 6 if m.group(4) and len(m.group(4)) == 6 else -1
-    literal = ~is_digit
-    if sign_at >= 0:
-        literal[sign_at] = False
-        sign = rows[:, sign_at]
-        if not bool(np.all((sign == 43) | (sign == 45))):
+
+    def field(pos: int, dtype: str) -> np.ndarray:
+        return np.ndarray((n,), dtype=dtype, buffer=data, offset=pos, strides=(width,))
+
+    def pair(pos: int) -> np.ndarray:
+        return _PAIR_VALUE[field(pos, "<u2")]
+
+    offset = m.group(4) or b""
+    sign_at = width - 6 if len(offset) == 6 else -1
+    for i, ch in enumerate(template):
+        if not 48 <= ch <= 57 and i != sign_at and not bool(np.all(field(i, "u1") == ch)):
             return None
-    if not bool(np.all(rows[:, literal] == tmpl[literal])):
+    century, year2, month, day = pair(0), pair(2), pair(5), pair(8)
+    if not bool(np.all((century < 100) & (year2 < 100))):
         return None
-    digits = rows[:, is_digit] - np.uint8(48)
-    if not bool(np.all(digits < 10)):
+    year = century.astype(np.int32) * 100 + year2
+    if not bool(np.all((year >= 1) & (month <= 12))):
         return None
-    col = np.cumsum(is_digit) - 1  # column in `digits` of each digit position
-
-    def number(start: int, n: int) -> np.ndarray:
-        out = digits[:, col[start]].astype(np.int64)
-        for i in range(start + 1, start + n):
-            out = out * 10 + digits[:, col[i]]
-        return out
-
-    year, month, day = number(0, 4), number(5, 2), number(8, 2)
-    if not bool(np.all((year >= 1) & (month >= 1) & (month <= 12) & (day >= 1))):
+    month_at = month + 13 * _LEAP[year]
+    if not bool(np.all((day >= 1) & (day <= _MONTH_LEN[month_at]))):
         return None
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    if not bool(np.all(day <= _MONTH_DAYS[month] + (leap & (month == 2)))):
-        return None
-    # days since 1970-01-01 of a proleptic Gregorian date (era arithmetic with March-first years)
-    y = year - (month <= 2)
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
-    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-    secs = days * 86400
+    days = _YEAR_START[year] + _MONTH_START[month_at] + (day - 1)
+    micros = days * 86_400_000_000
+    tod = None
     if m.group(2):
-        hour, minute = number(11, 2), number(14, 2)
-        ok = (hour <= 23) & (minute <= 59)
-        secs = secs + hour * 3600 + minute * 60
-        if width - len(m.group(3) or b"") - len(m.group(4) or b"") == 19:
-            second = number(17, 2)
-            ok &= second <= 59
-            secs = secs + second
-        if sign_at >= 0:
-            off_h, off_m = number(sign_at + 1, 2), number(sign_at + 4, 2)
-            ok &= (off_h <= 23) & (off_m <= 59)
-            secs = secs - np.where(rows[:, sign_at] == 45, -1, 1) * (off_h * 3600 + off_m * 60)
-        if not bool(np.all(ok)):
+        hour, minute = pair(11), pair(14)
+        if not bool(np.all((hour <= 23) & (minute <= 59))):
             return None
-    micros = secs * 1_000_000
+        tod = hour * np.int32(3600) + minute * np.int32(60)
+        if width - len(m.group(3) or b"") - len(offset) == 19:
+            second = pair(17)
+            if not bool(np.all(second <= 59)):
+                return None
+            tod += second
+        if sign_at >= 0:
+            off_h, off_m, sign = pair(sign_at + 1), pair(sign_at + 4), field(sign_at, "u1")
+            if not bool(np.all((off_h <= 23) & (off_m <= 59) & ((sign == 43) | (sign == 45)))):
+                return None
+            tod -= np.where(sign == 45, -1, 1) * (off_h * np.int32(3600) + off_m * np.int32(60))
+        micros += tod * np.int64(1_000_000)
     if m.group(3):
         n_frac = len(m.group(3)) - 1
-        micros = micros + number(20, n_frac) * 10 ** (6 - n_frac)
+        frac = np.zeros(n, dtype=np.int32)
+        for i in range(20, 20 + n_frac - 1, 2):
+            p = pair(i)
+            if not bool(np.all(p < 100)):
+                return None
+            frac = frac * 100 + p
+        if n_frac % 2:
+            one = field(20 + n_frac - 1, "u1") - np.uint8(48)
+            if not bool(np.all(one < 10)):
+                return None
+            frac = frac * 10 + one
+        micros += frac * 10 ** (6 - n_frac)
     return micros
 
 
@@ -271,7 +291,9 @@ def parse_fixed_layout(
     width = len(template)
     offset_type = np.int64 if values.type == pa.large_string() else np.int32
     tz = "UTC" if m.group(4) else None
-    parts = []
+    micros = np.zeros(len(values), dtype=np.int64)
+    valid = np.ones(len(values), dtype=bool) if values.null_count else None
+    at = 0
     for chunk in values.chunks:
         n = len(chunk)
         if not n:
@@ -279,28 +301,29 @@ def parse_fixed_layout(
         bufs = chunk.buffers()
         offsets = np.frombuffer(bufs[1], dtype=offset_type, count=chunk.offset + n + 1)[chunk.offset:]
         lengths = np.diff(offsets)
-        valid = None if not chunk.null_count else chunk.is_valid().to_numpy(zero_copy_only=False)
-        if valid is None:
+        if chunk.null_count:
+            assert valid is not None
+            ok = chunk.is_valid().to_numpy(zero_copy_only=False)
+            valid[at:at + n] = ok
+            if bool(np.any(lengths != np.where(ok, width, 0))):
+                return None
+        else:
+            ok = None
             if bool(np.any(lengths != width)):
                 return None
-        elif bool(np.any(lengths != np.where(valid, width, 0))):
-            return None
         start, stop = int(offsets[0]), int(offsets[-1])
-        if stop == start:
-            micros = np.zeros(0, dtype=np.int64)
-        else:
-            rows = np.frombuffer(bufs[2], dtype=np.uint8)[start:stop].reshape(-1, width)
-            got = _layout_micros(rows, template, m)
+        if stop > start:
+            got = _layout_micros(np.frombuffer(bufs[2], dtype=np.uint8)[start:stop], (stop - start) // width,
+                                 template, m)
             if got is None:
                 return None
-            micros = got
-        if valid is not None:
-            full = np.zeros(n, dtype=np.int64)
-            full[valid] = micros
-            parts.append(pa.array(full, type=pa.timestamp("us", tz=tz), mask=~valid))
-        else:
-            parts.append(pa.array(micros, type=pa.timestamp("us", tz=tz)))
-    parsed = pl.Series(column, pa.chunked_array(parts, type=pa.timestamp("us", tz=tz)))
+            if ok is None:
+                micros[at:at + n] = got
+            else:
+                micros[at:at + n][ok] = got
+        at += n
+    arr = pa.array(micros, type=pa.timestamp("us", tz=tz), mask=None if valid is None else ~valid)
+    parsed = pl.Series(column, arr)
     assert isinstance(parsed, pl.Series)
     # what parse_timestamps records for a column its first-ranked format parses completely
     report.add(f"{fix_prefix}_format", 0, f"column {column!r}: {fmt}")
