@@ -92,17 +92,108 @@ class Variant:
 
 
 @dataclass
-class VariantTable:
-    """All variants of a log ranked by cost (highest first)."""
+class _Rows:
+    """A variant table's columns in rank order; `Variant` objects are made from them on first use.
 
-    variants: list[Variant]
-    n_cases: int
-    cost_model: CostModel
-    handoff_column: str | None
-    total_cost: float
-    # Which cases the times, costs and the happy path are measured on (all cases, or the finished ones).
-    duration_basis: str = "all cases"
-    unfinished_cases: int = 0
+    `seq[offs[i]:offs[i + 1]]` are the activity codes of variant i (labels in `labels`).
+    """
+
+    labels: np.ndarray
+    seq: np.ndarray
+    offs: np.ndarray
+    cases: np.ndarray
+    share: np.ndarray
+    median_s: np.ndarray
+    p90_s: np.ndarray
+    mean_s: np.ndarray
+    events_per_case: np.ndarray
+    handoffs_per_case: np.ndarray
+    rework_per_case: np.ndarray
+    cost: np.ndarray
+    example_case: np.ndarray
+    cost_per_case: np.ndarray
+    excess_cost: np.ndarray
+    happy_path: np.ndarray
+    finished_cases: np.ndarray
+    _acts: list[tuple[str, ...]] | None = None
+
+    def activities(self) -> list[tuple[str, ...]]:
+        """Each variant's activity sequence (built once)."""
+        if self._acts is None:
+            names = self.labels[self.seq].tolist()
+            offs = self.offs.tolist()
+            self._acts = list(map(tuple, map(names.__getitem__, map(slice, offs, offs[1:]))))
+        return self._acts
+
+    def build(self) -> list[Variant]:
+        """The `Variant` objects, positionally in field order (keyword calls per variant cost more)."""
+        return list(map(
+            Variant, range(1, len(self.cases) + 1), self.activities(), self.cases.tolist(), self.share.tolist(),
+            self.median_s.tolist(), self.p90_s.tolist(), self.mean_s.tolist(), self.events_per_case.tolist(),
+            self.handoffs_per_case.tolist(), self.rework_per_case.tolist(), self.cost.tolist(),
+            map(str, self.example_case.tolist()), self.cost_per_case.tolist(), self.excess_cost.tolist(),
+            self.happy_path.tolist(), self.finished_cases.tolist(),
+        ))
+
+
+class VariantTable:
+    """All variants of a log ranked by cost (highest first).
+
+    `mine_variants` hands the rows over as arrays; the `Variant` objects are built when `variants` is first
+    read (a log can have ~10^5 variants), while `n_variants` and `counts()` need no objects.
+    """
+
+    def __init__(
+        self,
+        variants: list[Variant] | None,
+        n_cases: int,
+        cost_model: CostModel,
+        handoff_column: str | None,
+        total_cost: float,
+        duration_basis: str = "all cases",
+        unfinished_cases: int = 0,
+        *,
+        rows: _Rows | None = None,
+    ) -> None:
+        if (variants is None) == (rows is None):
+            raise InvalidInput("pass the variants as a list or as rows, not both", field="variants")
+        self._variants = variants
+        self._rows = rows
+        self.n_cases = n_cases
+        self.cost_model = cost_model
+        self.handoff_column = handoff_column
+        self.total_cost = total_cost
+        # Which cases the times, costs and the happy path are measured on (all cases, or the finished ones).
+        self.duration_basis = duration_basis
+        self.unfinished_cases = unfinished_cases
+
+    @property
+    def variants(self) -> list[Variant]:
+        """All variants, highest cost first (rank 1 first)."""
+        if self._variants is None:
+            assert self._rows is not None
+            self._variants = self._rows.build()
+        return self._variants
+
+    @variants.setter
+    def variants(self, value: list[Variant]) -> None:
+        self._variants = value
+        self._rows = None
+
+    def __repr__(self) -> str:
+        return (f"VariantTable(n_variants={self.n_variants}, n_cases={self.n_cases}, "
+                f"handoff_column={self.handoff_column!r}, total_cost={self.total_cost!r}, "
+                f"duration_basis={self.duration_basis!r}, unfinished_cases={self.unfinished_cases})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VariantTable):
+            return NotImplemented
+        return (self.variants, self.n_cases, self.cost_model, self.handoff_column, self.total_cost,
+                self.duration_basis, self.unfinished_cases) == (
+            other.variants, other.n_cases, other.cost_model, other.handoff_column, other.total_cost,
+            other.duration_basis, other.unfinished_cases)
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def happy(self) -> Variant | None:
@@ -118,10 +209,14 @@ class VariantTable:
     @property
     def n_variants(self) -> int:
         """Number of distinct variants."""
+        if self._variants is None and self._rows is not None:
+            return len(self._rows.cases)
         return len(self.variants)
 
     def counts(self) -> dict[tuple[str, ...], int]:
         """Case count per variant, keyed like `pm4py.get_variants`."""
+        if self._variants is None and self._rows is not None:
+            return dict(zip(self._rows.activities(), self._rows.cases.tolist(), strict=True))
         return {v.activities: v.cases for v in self.variants}
 
     def top(self, n: int = 10, *, by: Literal["cost", "cases"] = "cost") -> list[Variant]:
@@ -212,47 +307,47 @@ def mine_variants(
     happy = int(np.lexsort((np.arange(nv), -cases, -fcases))[0]) if nv and fcases.any() else -1
     excess = np.nan_to_num((per_case - per_case[happy]) * fcases) if happy >= 0 else np.zeros(nv)
     order = np.lexsort((-cases, -cost))
-    codes = enc.activity.codes
-    labels = np.array([str(x) for x in enc.activity.labels], dtype=object)
-    # build Python lists once: per-variant numpy scalar arithmetic in the loop would dominate the run time
+    # the rows stay arrays here: `VariantTable.variants` makes the objects when first read
     o = order
-    starts = enc.case_start[first_case[o]].tolist()
-    ends = enc.case_start[first_case[o] + 1].tolist()
-    cases_l = cases[o].tolist()
-    share_l = (cases[o] / max(1, n_cases)).tolist()
-    med_l, p90_l, mean_l = med[o].tolist(), p90[o].tolist(), mean[o].tolist()
-    fcases_l = fcases[o].tolist()
-    ev_l = (ev[o] / cases[o]).tolist()
-    hand_l = (hand[o] / cases[o]).tolist()
-    rew_l = (rework[o] / cases[o]).tolist()
-    cost_l = cost[o].tolist()
-    per_case_l = per_case[o].tolist()
-    excess_l = excess[o].tolist()
-    happy_l = (o == happy).tolist()
-    example_l = enc.case_labels[first_case[o]].tolist()
-    # all representative sequences in one gather, then cheap list slices per variant
-    lens = np.asarray(ends) - np.asarray(starts)
-    offs = np.r_[0, np.cumsum(lens)]
-    rep = np.repeat(np.asarray(starts) - offs[:-1], lens) + np.arange(offs[-1])
-    names = labels[codes[rep]].tolist()
-    offs_l = offs.tolist()
-    # positional arguments in the field order, through map: keyword calls per variant cost more than the rest
-    acts = list(map(tuple, map(names.__getitem__, map(slice, offs_l, offs_l[1:]))))
-    out = list(map(Variant, range(1, nv + 1), acts, cases_l, share_l, med_l, p90_l, mean_l, ev_l, hand_l, rew_l,
-                   cost_l, map(str, example_l), per_case_l, excess_l, happy_l, fcases_l))
+    rep_case = first_case[o]
+    starts = enc.case_start[rep_case]
+    lens = enc.case_start[rep_case + 1] - starts
+    offs = np.r_[0, np.cumsum(lens)].astype(np.int64)
+    # all representative sequences in one gather
+    rep = np.repeat(starts - offs[:-1], lens) + np.arange(offs[-1])
+    rows = _Rows(
+        labels=np.array([str(x) for x in enc.activity.labels], dtype=object),
+        seq=enc.activity.codes[rep],
+        offs=offs,
+        cases=cases[o],
+        share=cases[o] / max(1, n_cases),
+        median_s=med[o],
+        p90_s=p90[o],
+        mean_s=mean[o],
+        events_per_case=ev[o] / cases[o],
+        handoffs_per_case=hand[o] / cases[o],
+        rework_per_case=rework[o] / cases[o],
+        cost=cost[o],
+        example_case=enc.case_labels[rep_case],
+        cost_per_case=per_case[o],
+        excess_cost=excess[o],
+        happy_path=o == happy,
+        finished_cases=fcases[o],
+    )
     n_open = int(n_cases - fin.sum())
     basis = "all cases" if finished is None else (
         f"all {n_cases:,} cases (all finished)" if not n_open else
         f"{n_cases - n_open:,} finished cases ({n_open:,} unfinished cases left out of times and costs: their "
         "durations are only lower bounds)")
     return VariantTable(
-        variants=out,
+        None,
         n_cases=n_cases,
         cost_model=cm,
         handoff_column=hcol,
         total_cost=float(cost.sum()),
         duration_basis=basis,
         unfinished_cases=n_open,
+        rows=rows,
     )
 
 

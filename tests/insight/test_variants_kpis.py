@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -221,3 +222,30 @@ def test_costly_paths_rank_excess_over_the_happy_path_with_support() -> None:
     happy_cost = 2.0 * cm.hour_cost + 0 * cm.handoff_cost + 3 * cm.touch_cost
     assert top[0].excess_cost == pytest.approx(12 * (per_case - happy_cost))
     assert cm.handoff_cost > 0 and cm.touch_cost > 0  # work is costed by default, not only time
+
+
+def test_variant_rows_made_on_first_read_match_the_cases(sim) -> None:
+    """The table keeps its rows as arrays until `variants` is read; counts and objects agree with the cases."""
+    from collections import Counter
+
+    from insight.mining import variant_of_cases
+
+    enc = encode(sim.log)
+    lazy = mine_variants(enc=enc, finished=np.arange(enc.n_cases) % 4 != 0)
+    counts, n = lazy.counts(), lazy.n_variants  # read from the rows, before any Variant object exists
+    assert lazy._variants is None
+    per_case = variant_of_cases(enc=enc)
+    assert counts == dict(Counter(per_case.values()))
+    vs = lazy.variants
+    assert n == len(vs) == len(counts) and {v.activities: v.cases for v in vs} == counts
+    assert [v.rank for v in vs] == list(range(1, n + 1))
+    assert sum(v.happy_path for v in vs) == 1 and lazy.happy is not None and lazy.happy.happy_path
+    for v in vs:
+        assert per_case[v.example_case] == v.activities
+        assert v.events_per_case == len(v.activities)
+        assert v.share == v.cases / enc.n_cases
+        assert isinstance(v.cases, int) and isinstance(v.example_case, str) and isinstance(v.happy_path, bool)
+    again = mine_variants(enc=enc, finished=np.arange(enc.n_cases) % 4 != 0)
+    assert list(map(repr, again.variants)) == list(map(repr, vs))  # repr: paths with no finished case have NaNs
+    assert mine_variants(enc=enc) == mine_variants(enc=enc)
+    assert lazy.counts() == counts and lazy.n_variants == n
