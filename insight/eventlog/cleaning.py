@@ -111,11 +111,38 @@ def _impute_timestamps(df: pd.DataFrame) -> pd.Series:
     return df[TIMESTAMP].fillna(g.ffill()).fillna(g.bfill())
 
 
+def _ascending(values: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether each string is greater than the one before (so the values are distinct and in sorted order)."""
+    n = len(values)
+    return n < 2 or bool(pc.all(pc.less(values.slice(0, n - 1), values.slice(1))).as_py())
+
+
+def _run_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index] | None:
+    """pd.factorize of a string column without missing values whose equal values sit in one run each, the runs
+    in ascending order (a log sorted by case): codes from the run starts, no hashing. None for other columns."""
+    if s.dtype != _STR or len(s) < 2:
+        return None
+    values = s.array.__arrow_array__()
+    if values.null_count or not pa.types.is_large_string(values.type) and not pa.types.is_string(values.type):
+        return None
+    n = len(values)
+    start = np.empty(n, dtype=bool)
+    start[0] = True
+    start[1:] = pc.not_equal(values.slice(1), values.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    heads = values.take(np.flatnonzero(start))
+    if not _ascending(heads):
+        return None
+    return np.cumsum(start, dtype=np.intp) - 1, pd.Index(pd.array(heads, dtype=_STR))
+
+
 def _string_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Codes (-1 where missing) into the distinct values of a column read as strings (astype "str")."""
+    runs = _run_codes(s)
+    if runs is not None:
+        return runs
     codes, uniques = pd.factorize(s)
     text = pd.Index(uniques).astype("str")
-    if text.is_unique:
+    if s.dtype == _STR or text.is_unique:  # distinct strings stay distinct
         return codes, text
     # distinct values that read the same as text (1 and "1") are one value
     merged, text = pd.factorize(text)
@@ -237,8 +264,12 @@ def clean(
         return part.assign(**{ACTIVITY: act, CASE_ID: part[CASE_ID].astype("str")})
 
     # case ids rank in string order (as a sort on the text would put them); activities by their final label
-    case_rank = np.empty(len(case_text), dtype=np.int64)
-    case_rank[np.asarray(pc.array_sort_indices(pa.array(case_text.array)))] = np.arange(len(case_text))
+    case_text_arrow = pa.array(case_text.array)
+    if _ascending(case_text_arrow):
+        case_rank = np.arange(len(case_text), dtype=np.int64)
+    else:
+        case_rank = np.empty(len(case_text), dtype=np.int64)
+        case_rank[np.asarray(pc.array_sort_indices(case_text_arrow))] = np.arange(len(case_text))
     row_case = case_rank[case_codes if all_kept else case_codes[rows]]
     t_all = pd.DatetimeIndex(df[TIMESTAMP]).asi8
     row_t = t_all if all_kept else t_all[rows]
