@@ -117,6 +117,10 @@ def _ascending(values: pa.Array | pa.ChunkedArray) -> bool:
     return n < 2 or bool(pc.all(pc.less(values.slice(0, n - 1), values.slice(1))).as_py())
 
 
+# rows of a column checked for ascending runs before the whole of it is
+_RUN_HEAD = 1000
+
+
 def _run_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index] | None:
     """pd.factorize of a string column without missing values whose equal values sit in one run each, the runs
     in ascending order (a log sorted by case): codes from the run starts, no hashing. None for other columns."""
@@ -126,12 +130,14 @@ def _run_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index] | None:
     if values.null_count or not pa.types.is_large_string(values.type) and not pa.types.is_string(values.type):
         return None
     n = len(values)
+    # ascending runs: no value is smaller than the one before it (the head first, to give up early)
+    for part in (values.slice(0, _RUN_HEAD), values):
+        if not bool(pc.all(pc.less_equal(part.slice(0, len(part) - 1), part.slice(1))).as_py()):
+            return None
     start = np.empty(n, dtype=bool)
     start[0] = True
     start[1:] = pc.not_equal(values.slice(1), values.slice(0, n - 1)).to_numpy(zero_copy_only=False)
     heads = values.take(np.flatnonzero(start))
-    if not _ascending(heads):
-        return None
     return np.cumsum(start, dtype=np.intp) - 1, pd.Index(pd.array(heads, dtype=_STR))
 
 
