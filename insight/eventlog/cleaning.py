@@ -6,9 +6,10 @@ import copy
 import csv
 import json
 import re
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -141,12 +142,39 @@ def _run_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index] | None:
     return np.cumsum(start, dtype=np.intp) - 1, pd.Index(pd.array(heads, dtype=_STR))
 
 
+# The last Arrow-backed string column factorised, by identity, with its codes and distinct values: reading a
+# log (its source review) and cleaning it both need the activity column's, and an Arrow column never changes.
+_factorized: tuple[weakref.ref[Any], np.ndarray, pd.Index] | None = None
+
+
+def _forget_factorized(_: weakref.ref[Any]) -> None:
+    global _factorized
+    _factorized = None
+
+
+def factorize_strings(s: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """pd.factorize(s) (codes, distinct values in order of appearance); a str column backed by Arrow is hashed
+    once and its answer (read-only codes) kept while the column lives."""
+    global _factorized
+    to_arrow = getattr(s.array, "__arrow_array__", None) if s.dtype == _STR else None
+    if to_arrow is None:
+        return pd.factorize(s)
+    column = to_arrow()
+    memo = _factorized
+    if memo is not None and memo[0]() is column:
+        return memo[1], memo[2]
+    codes, uniques = pd.factorize(s)
+    codes.flags.writeable = False
+    _factorized = (weakref.ref(column, _forget_factorized), codes, uniques)
+    return codes, uniques
+
+
 def _string_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Codes (-1 where missing) into the distinct values of a column read as strings (astype "str")."""
     runs = _run_codes(s)
     if runs is not None:
         return runs
-    codes, uniques = pd.factorize(s)
+    codes, uniques = factorize_strings(s)
     text = pd.Index(uniques).astype("str")
     if s.dtype == _STR or text.is_unique:  # distinct strings stay distinct
         return codes, text

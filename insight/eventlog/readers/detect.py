@@ -13,6 +13,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from core.errors import InvalidEventLog
+from insight.eventlog.cleaning import factorize_strings
 from insight.eventlog.schema import ACTIVITY, CASE_ID, GROUP, LIFECYCLE, RESOURCE, TIMESTAMP, EventLog
 
 LogFormat = Literal["csv", "xes", "parquet"]
@@ -212,6 +213,8 @@ def review_source(log: EventLog, *, path: Path, fmt: str, preset: str | None) ->
                 f"no team column mapped, but {best!r} ({k} values) looks like one{' (others: ' + others[2:] + ')' if others else ''}: "
                 f"pass --map '{best}=group' to analyse routing and transfers by team"
             )
+    if df[ACTIVITY].dtype == "str" and not any(map(is_placeholder_activity, factorize_strings(df[ACTIVITY])[1])):
+        return guess  # no placeholder among the distinct labels (hashed once, for the cleaner too)
     acts = df[ACTIVITY].astype(str).value_counts()
     junk = [a for a in acts.index if is_placeholder_activity(a)]
     if junk and len(junk) < len(acts):
