@@ -131,14 +131,15 @@ def _run_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index] | None:
     if values.null_count or not pa.types.is_large_string(values.type) and not pa.types.is_string(values.type):
         return None
     n = len(values)
-    # ascending runs: no value is smaller than the one before it (the head first, to give up early)
-    for part in (values.slice(0, _RUN_HEAD), values):
-        if not bool(pc.all(pc.less_equal(part.slice(0, len(part) - 1), part.slice(1))).as_py()):
-            return None
+    head = values.slice(0, _RUN_HEAD)
+    if not bool(pc.all(pc.less_equal(head.slice(0, len(head) - 1), head.slice(1))).as_py()):
+        return None  # not even the head ascends: give up before a pass over the column
     start = np.empty(n, dtype=bool)
     start[0] = True
     start[1:] = pc.not_equal(values.slice(1), values.slice(0, n - 1)).to_numpy(zero_copy_only=False)
     heads = values.take(np.flatnonzero(start))
+    if not _ascending(heads):  # each value in one run, the runs ascending
+        return None
     return np.cumsum(start, dtype=np.intp) - 1, pd.Index(pd.array(heads, dtype=_STR))
 
 

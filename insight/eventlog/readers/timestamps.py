@@ -166,7 +166,7 @@ def first_bad_row(parsed: pl.Series, raw: pl.Series) -> int | None:
 # an optional fraction of at most six digits) and a UTC offset.
 _FIXED_LAYOUT = re.compile(rb"\d{4}([-/])\d\d\1\d\d(?:([ T])\d\d:\d\d(?::\d\d(\.\d{1,6})?)?(Z|[+-]\d\d:\d\d)?)?")
 # values of the column's head the format chooser ranks formats on before the layout is trusted
-_LAYOUT_HEAD = 1000
+_LAYOUT_HEAD = 200
 
 
 def _layout_format(m: re.Match[bytes]) -> str:
@@ -274,9 +274,10 @@ def parse_fixed_layout(
     """
     if values.type not in (pa.large_string(), pa.string()) or values.null_count == len(values):
         return None
-    head = values.slice(0, _LAYOUT_HEAD * 4).drop_null().slice(0, _LAYOUT_HEAD)
-    if len(head) == 0:
-        return None
+    for rows in (_LAYOUT_HEAD * 4, _LAYOUT_HEAD * 256, len(values)):  # wider only when the head is mostly empty
+        head = values.slice(0, rows).drop_null().slice(0, _LAYOUT_HEAD)
+        if len(head) == _LAYOUT_HEAD or rows >= len(values):
+            break
     template = str(head[0].as_py()).encode()
     m = _FIXED_LAYOUT.fullmatch(template)
     if m is None:
