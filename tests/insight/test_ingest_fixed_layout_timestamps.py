@@ -190,3 +190,22 @@ def test_sliced_and_string_chunks(monkeypatch):
         assert got is not None
         assert got.to_list() == [datetime.strptime(v, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
                                  for v in col.to_pylist()]
+
+
+@pytest.mark.parametrize("late", ["+24:00", "+01:60", "*01:00", "+0a:00", "-1:000"])
+def test_a_bad_offset_late_declines(tmp_path, monkeypatch, late):
+    stamps = [s + "+02:00" for s in _stamps("%Y-%m-%dT%H:%M:%S")]
+    stamps[N - 3] = stamps[N - 3][:-6] + late
+    _compare(tmp_path, monkeypatch, stamps, fast=False)
+
+
+def test_tables_agree_with_the_calendar():
+    tab = timestamps._tables()
+    for year in (1, 4, 100, 400, 1582, 1900, 1969, 1970, 2000, 2024, 2100, 9999):
+        for month in range(1, 13):
+            code = ((year // 100) * 101 + year % 100) * 13 + month
+            first = datetime(year, month, 1)
+            nxt = datetime(year + (month == 12), month % 12 + 1, 1) if year < 9999 or month < 12 else None
+            assert tab.month_start[code] == (first - datetime(1970, 1, 1)).days
+            assert tab.month_len[code] == ((nxt - first).days if nxt else 31)
+    assert tab.month_len[(0 * 101 + 0) * 13 + 1] == 0  # year zero

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -179,75 +180,92 @@ def _layout_format(m: re.Match[bytes]) -> str:
     return fmt
 
 
-# two ASCII digits read as one little-endian 16-bit number -> their value (anything else -> 255, which fails every
-# range check below)
-_PAIR_VALUE = np.full(1 << 16, 255, dtype=np.uint8)
-for _tens in range(10):
-    for _ones in range(10):
-        _PAIR_VALUE[(48 + _tens) | ((48 + _ones) << 8)] = 10 * _tens + _ones
-# by year: days from 1970-01-01 to its first day, and whether it is a leap year (proleptic Gregorian)
-_YEARS = np.arange(10_000)
-_LEAP = ((_YEARS % 4 == 0) & ((_YEARS % 100 != 0) | (_YEARS % 400 == 0))).astype(np.int32)
-_YEAR_START = np.concatenate([[0], np.cumsum(365 + _LEAP)[:-1]]).astype(np.int64) - 719_528
-# by month + 13 * leap: days from the year's first day to the month's, and the month's length (month 0: length 0,
-# so no day fits)
-_MONTH_START = np.zeros(26, dtype=np.int32)
-_MONTH_LEN = np.zeros(26, dtype=np.int32)
-for _leap in (0, 1):
-    _lens = [31, 28 + _leap, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
-    _MONTH_LEN[13 * _leap + 1: 13 * _leap + 13] = _lens
-    _MONTH_START[13 * _leap + 1: 13 * _leap + 13] = np.concatenate([[0], np.cumsum(_lens)[:-1]])
+class _Tables:
+    """Lookup tables of the fixed-layout parser, indexed by two ASCII characters read as one little-endian 16-bit
+    number (pair) or by (year, month) codes; anything that is not a valid field maps to a value that fails the
+    one range check each result gets."""
+
+    def __init__(self) -> None:
+        tens, ones = np.divmod(np.arange(100), 10)
+        pairs = (48 + tens) | ((48 + ones) << 8)
+        # digit pairs 00..99 -> value, else 255 (fractions) / 100 (year halves: index 100 marks a bad year)
+        self.pair = np.full(1 << 16, 255, dtype=np.uint8)
+        self.pair[pairs] = np.arange(100)
+        self.year_half = np.full(1 << 16, 100, dtype=np.int32)
+        self.year_half[pairs] = np.arange(100)
+        # month 01..12 -> 1..12, else 0; day 01..31 -> 0..30, else 255
+        self.month = np.zeros(1 << 16, dtype=np.int32)
+        self.month[pairs[1:13]] = np.arange(1, 13)
+        self.day = np.full(1 << 16, 255, dtype=np.uint8)
+        self.day[pairs[1:32]] = np.arange(31)
+        # hour, minute, second -> seconds of the day; else a negative number no valid sum can offset
+        bad = -(1 << 28)
+        self.hour = np.full(1 << 16, bad, dtype=np.int32)
+        self.hour[pairs[:24]] = np.arange(24) * 3600
+        self.minute = np.full(1 << 16, bad, dtype=np.int32)
+        self.minute[pairs[:60]] = np.arange(60) * 60
+        self.second = np.full(1 << 16, bad, dtype=np.int32)
+        self.second[pairs[:60]] = np.arange(60)
+        # by (century * 101 + year in century) * 13 + month: days from 1970-01-01 to the month's first day and
+        # the month's length (0 for year 0, month 0 and a bad year half, so no day fits)
+        year = np.arange(101 * 101) // 101 * 100 + np.arange(101 * 101) % 101
+        ok = (np.arange(101 * 101) // 101 < 100) & (np.arange(101 * 101) % 101 < 100) & (year >= 1)
+        leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+        y = year - 1  # days before 1 January of `year`, counted from 0001-01-01
+        year_start = y * 365 + y // 4 - y // 100 + y // 400 - 719_162
+        lens = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+        month_len = lens[None, :] + ((np.arange(13) == 2)[None, :] & leap[:, None])
+        month_start = np.concatenate([np.zeros((len(year), 2), dtype=np.int64),
+                                      np.cumsum(month_len[:, 1:12], axis=1)], axis=1)
+        self.month_len = np.where(ok[:, None], month_len, 0).astype(np.int32).ravel()
+        self.month_start = (year_start[:, None] + month_start).astype(np.int32).ravel()
+
+
+@functools.cache
+def _tables() -> _Tables:
+    return _Tables()
 
 
 def _layout_micros(data: np.ndarray, n: int, template: bytes, m: re.Match[bytes]) -> np.ndarray | None:
     """Microseconds since the epoch (UTC when the layout has an offset, else wall-clock) of the `n` values of
     `template`'s width packed in `data`, when all follow its layout with a valid date and time of day; else None."""
     width = len(template)
+    tab = _tables()
 
     def field(pos: int, dtype: str) -> np.ndarray:
         return np.ndarray((n,), dtype=dtype, buffer=data, offset=pos, strides=(width,))
 
-    def pair(pos: int) -> np.ndarray:
-        return _PAIR_VALUE[field(pos, "<u2")]
+    def pair(table: np.ndarray, pos: int) -> np.ndarray:
+        return table[field(pos, "<u2")]
 
     offset = m.group(4) or b""
     sign_at = width - 6 if len(offset) == 6 else -1
     for i, ch in enumerate(template):
         if not 48 <= ch <= 57 and i != sign_at and not bool(np.all(field(i, "u1") == ch)):
             return None
-    century, year2, month, day = pair(0), pair(2), pair(5), pair(8)
-    if not bool(np.all((century < 100) & (year2 < 100))):
+    year_month = (pair(tab.year_half, 0) * 101 + pair(tab.year_half, 2)) * 13 + pair(tab.month, 5)
+    day = pair(tab.day, 8)
+    if not bool(np.all(day < tab.month_len[year_month])):
         return None
-    year = century.astype(np.int32) * 100 + year2
-    if not bool(np.all((year >= 1) & (month <= 12))):
-        return None
-    month_at = month + 13 * _LEAP[year]
-    if not bool(np.all((day >= 1) & (day <= _MONTH_LEN[month_at]))):
-        return None
-    days = _YEAR_START[year] + _MONTH_START[month_at] + (day - 1)
-    micros = days * 86_400_000_000
-    tod = None
+    micros = (tab.month_start[year_month] + day).astype(np.int64) * 86_400_000_000
     if m.group(2):
-        hour, minute = pair(11), pair(14)
-        if not bool(np.all((hour <= 23) & (minute <= 59))):
-            return None
-        tod = hour * np.int32(3600) + minute * np.int32(60)
+        tod = pair(tab.hour, 11) + pair(tab.minute, 14)
         if width - len(m.group(3) or b"") - len(offset) == 19:
-            second = pair(17)
-            if not bool(np.all(second <= 59)):
-                return None
-            tod += second
+            tod += pair(tab.second, 17)
+        if not bool(np.all(tod >= 0)):
+            return None
         if sign_at >= 0:
-            off_h, off_m, sign = pair(sign_at + 1), pair(sign_at + 4), field(sign_at, "u1")
-            if not bool(np.all((off_h <= 23) & (off_m <= 59) & ((sign == 43) | (sign == 45)))):
+            sign = field(sign_at, "u1")
+            shift = pair(tab.hour, sign_at + 1) + pair(tab.minute, sign_at + 4)
+            if not bool(np.all((shift >= 0) & ((sign == 43) | (sign == 45)))):
                 return None
-            tod -= np.where(sign == 45, -1, 1) * (off_h * np.int32(3600) + off_m * np.int32(60))
+            tod -= np.where(sign == 45, -shift, shift)
         micros += tod * np.int64(1_000_000)
     if m.group(3):
         n_frac = len(m.group(3)) - 1
         frac = np.zeros(n, dtype=np.int32)
         for i in range(20, 20 + n_frac - 1, 2):
-            p = pair(i)
+            p = pair(tab.pair, i)
             if not bool(np.all(p < 100)):
                 return None
             frac = frac * 100 + p
