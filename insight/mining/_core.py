@@ -9,11 +9,15 @@ Build it once with `encode(log)` and pass it as `enc=` to several miners to shar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from core.errors import InvalidEventLog, InvalidInput
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 from insight.eventlog.schema import ACTIVITY, CASE_ID, TIMESTAMP, EventLog
 
 _UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
@@ -86,7 +90,7 @@ class EncodedLog:
     def has(self, column: str) -> bool:
         """True when the frame has the column with at least one value."""
         if column not in self._has:
-            self._has[column] = column in self.df.columns and bool(self.df[column].notna().any())
+            self._has[column] = column in self.df.columns and _any_value(self.df[column])
         return self._has[column]
 
     @property
@@ -161,6 +165,53 @@ class EncodedLog:
         return out
 
 
+def _arrow_strings(values: pd.Series) -> pa.ChunkedArray | pa.Array | None:
+    """The arrow array behind a column of arrow-backed strings (None for any other column)."""
+    arr = values.array
+    if isinstance(values.dtype, pd.CategoricalDtype) or not hasattr(arr, "__arrow_array__"):
+        return None
+    import pyarrow as pa
+
+    ca = arr.__arrow_array__()
+    t = ca.type
+    return ca if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) else None
+
+
+def _any_missing(values: pd.Series) -> bool:
+    """True when a value is missing (arrow strings: from the null count, without a pass over the values)."""
+    ca = _arrow_strings(values)
+    return bool(values.isna().any()) if ca is None else ca.null_count > 0
+
+
+def _any_value(values: pd.Series) -> bool:
+    """True when at least one value is present."""
+    ca = _arrow_strings(values)
+    return bool(values.notna().any()) if ca is None else ca.null_count < len(ca)
+
+
+def _lower_equals(values: pd.Series, words: tuple[str, ...]) -> list[np.ndarray] | None:
+    """Per word, the mask of values equal to it once lower-cased (`str(x).lower() == word`, missing: False).
+
+    Straight on arrow strings (None for other columns): an ASCII lower-casing pass and one comparison per word.
+    That agrees with `str.lower` for ASCII words without a "k": the only non-ASCII character that lower-cases to
+    ASCII is the Kelvin sign (to "k"), so no other value can lower-case to such a word.
+    """
+    ca = _arrow_strings(values)
+    if ca is None or not all(w.isascii() and w == w.lower() and "k" not in w for w in words):
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    low = pc.ascii_lower(ca)
+    out = []
+    for w in words:
+        m = pc.equal(low, pa.scalar(w, type=low.type)).fill_null(False)
+        if isinstance(m, pa.ChunkedArray):
+            m = m.combine_chunks()
+        out.append(np.asarray(m.to_numpy(zero_copy_only=False), dtype=bool))
+    return out
+
+
 def _factorize(values: pd.Series) -> Codes:
     if isinstance(values.dtype, pd.CategoricalDtype):
         cat = values.cat.remove_unused_categories()
@@ -182,10 +233,10 @@ def _factorize(values: pd.Series) -> Codes:
     return Codes(codes.astype(np.int32, copy=False), np.asarray(uniques, dtype=object))
 
 
-def _case_runs(values: pd.Series) -> Codes | None:
+def _case_runs(values: pd.Series) -> tuple[Codes, np.ndarray] | None:
     """Case codes from runs of equal adjacent ids, when every case is one contiguous run (else None).
 
-    The codes are int64 here (they become EncodedLog.case as they are).
+    Returns the codes (int64 here: they become EncodedLog.case as they are) and where each run starts.
     """
     n = len(values)
     arr = values.array
@@ -206,17 +257,17 @@ def _case_runs(values: pd.Series) -> Codes | None:
     increasing = m < 2 or pc.all(pc.less(heads.slice(0, m - 1), heads.slice(1))).as_py() is True
     if not increasing and len(set(labels.tolist())) != m:
         return None
-    codes = np.cumsum(np.r_[False, change], dtype=np.int64)
-    return Codes(codes, labels)
+    codes = np.repeat(np.arange(m, dtype=np.int64), np.diff(np.r_[starts, n]))
+    return Codes(codes, labels), starts
 
 
 def encode(log: EventLog, *, columns: tuple[str, ...] = ()) -> EncodedLog:
     """Encode a log once for all miners; `columns` are factorised eagerly (others lazily via `.column`)."""
     df = log.df
-    if len(df) and df[CASE_ID].isna().any():
+    if len(df) and _any_missing(df[CASE_ID]):
         row = int(np.flatnonzero(df[CASE_ID].isna().to_numpy())[0])
         raise InvalidEventLog("case id is missing", file=log.name, row=row, column=CASE_ID)
-    if len(df) and df[ACTIVITY].isna().any():
+    if len(df) and _any_missing(df[ACTIVITY]):
         row = int(np.flatnonzero(df[ACTIVITY].isna().to_numpy())[0])
         raise InvalidEventLog("activity is missing", file=log.name, row=row, column=ACTIVITY)
     ts_series = df[TIMESTAMP]
@@ -228,7 +279,7 @@ def encode(log: EventLog, *, columns: tuple[str, ...] = ()) -> EncodedLog:
 
     # Readers hand us logs sorted by case then time: then case codes are just run numbers (no hashing).
     runs = _case_runs(df[CASE_ID])
-    case_c = runs if runs is not None else _factorize(df[CASE_ID])
+    case_c = runs[0] if runs is not None else _factorize(df[CASE_ID])
     case = np.asarray(case_c.codes, dtype=np.int64)
     # only re-sort (stably) when the log is not in (case, time) order
     order: np.ndarray | None = None
@@ -251,7 +302,10 @@ def encode(log: EventLog, *, columns: tuple[str, ...] = ()) -> EncodedLog:
         case_labels = case_c.labels[old_codes]
     else:
         case_labels = case_c.labels
-    bounds = np.flatnonzero(np.r_[True, case[1:] != case[:-1]]) if n else np.zeros(0, np.int64)
+    if runs is not None and order is None:
+        bounds = runs[1]
+    else:
+        bounds = np.flatnonzero(np.r_[True, case[1:] != case[:-1]]) if n else np.zeros(0, np.int64)
     case_start = np.r_[bounds, n].astype(np.int64)
 
     act_series = df[ACTIVITY] if order is None else df[ACTIVITY].iloc[order]
@@ -342,6 +396,17 @@ class Grouping:
     # False when `order` groups the elements but does not keep array order inside a group (see `coarsen`);
     # group_stats needs only the grouping, distinct_per_key needs the stable order
     stable: bool = True
+    # arrays already put in `order` (see `grouped`), shared with the groupings made by `coarsen`
+    _grouped: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
+
+    def grouped(self, values: np.ndarray) -> np.ndarray:
+        """`values[self.order]`, kept for later calls with the same array object."""
+        for v, g in self._grouped:
+            if v is values:
+                return g
+        g = values[self.order]
+        self._grouped.append((values, g))
+        return g
 
     @property
     def order(self) -> np.ndarray:
@@ -365,7 +430,7 @@ class Grouping:
         keys, first = np.unique(coarse, return_index=True)
         of_group = np.cumsum(np.r_[False, coarse[1:] != coarse[:-1]])
         return Grouping(keys, of_group[self.rank], np.add.reduceat(self.count, first) if len(first) else first,
-                        self.order, stable=False)
+                        self.order, stable=False, _grouped=self._grouped)
 
 
 def grouping(keys: np.ndarray, *, ordered: bool = True) -> Grouping:
@@ -461,7 +526,7 @@ def _group_stats_int(by: Grouping, v: np.ndarray, scale: float) -> GroupStats | 
     if big.any():
         n_big = int(count[big].sum())
         if by._order is not None or 2 * n_big >= len(v):
-            gv = v[by.order]
+            gv = by.grouped(v)
         else:  # mostly small groups: group only the large groups' elements
             idx = np.flatnonzero(big[by.rank])
             gv = v[idx[stable_order(by.rank[idx], ng)]]
@@ -515,10 +580,14 @@ def distinct_per_key(
         by = grouping(key)
     if not by.stable:
         raise InvalidInput("distinct_per_key needs a grouping in array order inside each group", field="by")
-    r = by.rank[by.order]
+    # in `order` the groups are consecutive runs (each non-empty): count, per run, its first element and every
+    # element whose outer value differs from the one before it
     o = outer[by.order]
-    new = np.r_[True, (r[1:] != r[:-1]) | (o[1:] != o[:-1])]
-    return by.keys, np.bincount(r[new], minlength=len(by.keys))
+    new = np.empty(len(o), dtype=bool)
+    np.not_equal(o[1:], o[:-1], out=new[1:])
+    starts = by.starts
+    new[starts] = True
+    return by.keys, np.add.reduceat(new, starts, dtype=np.int64)
 
 
 def first_occurrence(outer: np.ndarray, key: np.ndarray, n_keys: int) -> np.ndarray:
@@ -637,6 +706,10 @@ def service_times(enc: EncodedLog, *, lifecycle_column: str = "lifecycle") -> np
 
 
 def _lifecycle_masks(enc: EncodedLog, column: str) -> tuple[np.ndarray, np.ndarray]:
+    if column not in enc._columns:  # not factorised yet: compare the arrow strings, cheaper than encoding them
+        fast = _lower_equals(enc._values(column), ("start", "complete"))
+        if fast is not None:
+            return fast[0], fast[1]
     # factorise once (cached on enc) and map the few distinct labels, instead of lower-casing every event
     lc = enc.column(column)
     low_labels = np.array([str(x).lower() for x in lc.labels] + [""], dtype=object)
@@ -655,11 +728,10 @@ def service_pairs(enc: EncodedLog, *, lifecycle_column: str = "lifecycle") -> tu
     # a stable sort by activity keeps each activity's events in (case, time) order, so a complete event
     # right after a start of the same activity and case in that order is its match
     ev = idx[stable_order(enc.activity.codes[idx], enc.activity.n)]
-    prev, cur = ev[:-1], ev[1:]
-    match = (
-        is_start[prev]
-        & is_complete[cur]
-        & (enc.case[prev] == enc.case[cur])
-        & (enc.activity.codes[prev] == enc.activity.codes[cur])
-    )
-    return cur[match], enc.ts[cur[match]] - enc.ts[prev[match]]
+    # candidates: a start right before a complete in that order (every event of `ev` is one or the other)
+    st = is_start[ev]
+    at = np.flatnonzero(st[:-1] & ~st[1:])
+    prev, cur = ev[at], ev[at + 1]
+    match = (enc.case[prev] == enc.case[cur]) & (enc.activity.codes[prev] == enc.activity.codes[cur])
+    cur = cur[match]
+    return cur, enc.ts[cur] - enc.ts[prev[match]]

@@ -139,7 +139,7 @@ def handover_network(
     real = s != d
     sent = np.bincount(s[real], weights=c[real], minlength=n)
     recv = np.bincount(d[real], weights=c[real], minlength=n)
-    events = np.bincount(col.codes[col.codes >= 0], minlength=n)
+    events = np.bincount(col.codes + 1, minlength=n + 1)[1:]  # code -1 (no value) lands in the dropped bin
     nodes = [
         HandoverNode(name=str(col.labels[i]), events=int(events[i]), sent=int(sent[i]), received=int(recv[i]))
         for i in range(n)

@@ -71,9 +71,17 @@ def test_coarsened_grouping_matches_a_direct_one() -> None:
     dst = np.minimum(rng.geometric(0.08, 120_000) - 1, n_act - 1)  # big and small groups alike
     v = rng.integers(0, 10**9, 120_000)
     by = grouping(dst * n_act + src)
+    fine = group_stats(dst * n_act + src, v, by=by)  # puts v in the grouping's order, which `coarsen` shares
     coarse = by.coarsen(n_act)
     a, b = group_stats(dst, v, by=coarse), group_stats(dst, v)
     for f in ("group", "count", "total", "mean", "median", "p90", "max"):
         assert np.array_equal(getattr(a, f), getattr(b, f)), f
+    # another array through the same groupings is put in order on its own, not taken from the shared one
+    w = v[::-1].copy()
+    for x, y in ((group_stats(dst, w, by=coarse), group_stats(dst, w)),
+                 (group_stats(dst * n_act + src, w, by=by), group_stats(dst * n_act + src, w)),
+                 (group_stats(dst * n_act + src, v, by=by), fine)):
+        for f in ("group", "count", "total", "mean", "median", "p90", "max"):
+            assert np.array_equal(getattr(x, f), getattr(y, f)), f
     with pytest.raises(InvalidInput):
         distinct_per_key(np.zeros(len(dst), dtype=np.int64), dst, by=coarse)

@@ -199,3 +199,40 @@ def test_discover_model_writes_bpmn_and_pnml(planted: EventLog, tmp_path) -> Non
     labelled = {t.label for t in m.petri_net.transitions if t.label}
     assert labelled == {"A", "B", "C"}
     assert m.to_dict()["n_transitions"] == len(m.petri_net.transitions)
+
+
+def test_lifecycle_read_from_arrow_strings_matches_the_factorised_column() -> None:
+    """Start / complete masks compared on the arrow strings agree with the per-label `str.lower` path."""
+    from insight.mining._core import _lifecycle_masks, service_pairs
+
+    rng = np.random.default_rng(3)
+    # mixed case, padding, near misses, non-ASCII look-alikes (long s, Kelvin sign) and missing values
+    words = np.array(["start", "START", "Start", "complete", "COMPLETE", "Complete", "schedule", " start",
+                      "started", "\u017ftart", "\u212aomplete", "compl\u00e9te", "St\u0061rt"], dtype=object)
+    n_cases, per_case = 300, 12
+    rows = []
+    for c in range(n_cases):
+        acts = rng.choice(["A", "B", "C"], per_case)
+        for i, (a, w) in enumerate(zip(acts, rng.choice(words, per_case), strict=True)):
+            rows.append((f"c{c:04d}", a, c * 1000 + i * 7 + int(rng.integers(0, 3)), w))
+    df = pd.DataFrame(rows, columns=["case_id", "activity", "minute", "lifecycle"])
+    df.loc[df.index[::13], "lifecycle"] = None
+    df["timestamp"] = T0 + pd.to_timedelta(df.pop("minute"), unit="min")
+    for col in ("case_id", "activity", "lifecycle"):
+        df[col] = df[col].astype("str")
+    for log_df in (df, df.sample(frac=1.0, random_state=4)):  # in (case, time) order and re-sorted on encoding
+        log = EventLog(log_df.reset_index(drop=True), name="lifecycle")
+        fast_enc, slow_enc = encode(log), encode(log)
+        slow_enc.column("lifecycle")  # factorised first: the per-label path
+        fast, slow = _lifecycle_masks(fast_enc, "lifecycle"), _lifecycle_masks(slow_enc, "lifecycle")
+        assert "lifecycle" not in fast_enc._columns
+        assert fast[0].any() and fast[1].any()
+        for a, b in zip(fast, slow, strict=True):
+            assert a.dtype == b.dtype == bool and np.array_equal(a, b)
+        lc = slow_enc.values("lifecycle")
+        expect_start = np.array([isinstance(x, str) and x.lower() == "start" for x in lc])
+        assert np.array_equal(fast[0], expect_start)
+        for a, b in zip(service_pairs(fast_enc), service_pairs(slow_enc), strict=True):
+            assert np.array_equal(a, b)
+        assert len(service_pairs(fast_enc)[0]) > 0
+        assert discover_process_map(enc=encode(log)).to_dict() == discover_process_map(enc=slow_enc).to_dict()
