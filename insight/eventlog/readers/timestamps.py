@@ -188,12 +188,13 @@ class _Tables:
     def __init__(self) -> None:
         tens, ones = np.divmod(np.arange(100), 10)
         pairs = (48 + tens) | ((48 + ones) << 8)
-        # digit pairs 00..99 -> value, else 255 (fractions) / 100 (year halves: index 100 marks a bad year)
+        # two digits -> their value; anything else -> a value above every valid one (for year halves, the one
+        # just above, which the (year, month) tables treat as a bad year)
         self.pair = np.full(1 << 16, 255, dtype=np.uint8)
         self.pair[pairs] = np.arange(100)
         self.year_half = np.full(1 << 16, 100, dtype=np.int32)
         self.year_half[pairs] = np.arange(100)
-        # month 01..12 -> 1..12, else 0; day 01..31 -> 0..30, else 255
+        # a month -> its number, else zero; a day -> its number less one, else a value above any month's length
         self.month = np.zeros(1 << 16, dtype=np.int32)
         self.month[pairs[1:13]] = np.arange(1, 13)
         self.day = np.full(1 << 16, 255, dtype=np.uint8)
@@ -206,12 +207,12 @@ class _Tables:
         self.minute[pairs[:60]] = np.arange(60) * 60
         self.second = np.full(1 << 16, bad, dtype=np.int32)
         self.second[pairs[:60]] = np.arange(60)
-        # by (century * 101 + year in century) * 13 + month: days from 1970-01-01 to the month's first day and
-        # the month's length (0 for year 0, month 0 and a bad year half, so no day fits)
+        # by (year halves, month): days from the epoch to the month's first day and the month's length (none for
+        # year zero, month zero or a bad year half, so no day fits)
         year = np.arange(101 * 101) // 101 * 100 + np.arange(101 * 101) % 101
         ok = (np.arange(101 * 101) // 101 < 100) & (np.arange(101 * 101) % 101 < 100) & (year >= 1)
         leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-        y = year - 1  # days before 1 January of `year`, counted from 0001-01-01
+        y = year - 1  # whole years before `year` in the proleptic calendar, then their days since the epoch
         year_start = y * 365 + y // 4 - y // 100 + y // 400 - 719_162
         lens = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
         month_len = lens[None, :] + ((np.arange(13) == 2)[None, :] & leap[:, None])
