@@ -349,8 +349,9 @@ def follows(enc: EncodedLog, codes: np.ndarray, *, skip_missing: bool = False) -
         keep = np.flatnonzero(codes >= 0)
         case = enc.case[keep]
         c = codes[keep]
-        same = case[1:] == case[:-1]
-        return Pairs(keep[:-1][same], c[:-1][same], c[1:][same], keep[1:][same])
+        i = np.flatnonzero(case[1:] == case[:-1])  # pairs (keep[i], keep[i + 1]); gathers beat four masks
+        j = i + 1
+        return Pairs(keep.take(i), c.take(i), c.take(j), keep.take(j))
     same = enc.case[1:] == enc.case[:-1]
     idx = np.flatnonzero(same)
     return Pairs(idx, codes[idx], codes[idx + 1], idx + 1)

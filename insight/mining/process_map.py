@@ -158,7 +158,8 @@ def discover_process_map(
     pairs = follows(enc, work, skip_missing=skip)
     next_event = pairs.dst_event
     ups = enc.units_per_second
-    raw_wait = enc.ts[next_event] - enc.ts[pairs.src_event]
+    # unfiltered, every pair is two adjacent events: one difference of neighbours, then a single gather
+    raw_wait = enc.ts[next_event] - enc.ts[pairs.src_event] if skip else np.diff(enc.ts)[pairs.src_event]
     # One grouping of the edges serves the wait statistics and the cases per edge (distinct (case, edge)
     # pairs). It groups them target first, so the edges into one activity lie side by side and the same
     # order also groups the sojourn times below; the results are then put back in source-major key order.
