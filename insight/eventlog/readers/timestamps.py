@@ -55,13 +55,26 @@ def timestamp_text(values: pl.Series) -> pl.Series:
     return s
 
 
+# distinct values the format chooser samples from the head of a column, and as many from an even spread of it
+_SAMPLE_HALF = 2500
+
+
+def format_sample(nonnull: pl.Series) -> pl.Series:
+    """Distinct values the formats are ranked on, in file order (the same column always gives the same sample):
+    the first ones of the head, and an even spread over the whole column, so a format that only starts late in
+    the file is in it too."""
+    step = max(1, nonnull.len() // 20_000)
+    head = nonnull.head(20_000).unique(maintain_order=True).head(_SAMPLE_HALF)
+    spread = nonnull.gather_every(step).unique(maintain_order=True)
+    spread = spread.gather_every(max(1, -(-spread.len() // _SAMPLE_HALF)))
+    return pl.concat([head, spread]).unique(maintain_order=True)
+
+
 def ranked_formats(nonnull: pl.Series, *, column: str, dayfirst: bool | None,
                    report: DataQualityReport) -> list[str]:
     """The formats to try, best first, from a sample of the non-null values (distinct values from the head plus an
     even spread, so late format changes show up); warns when day / month order is ambiguous."""
-    step = max(1, nonnull.len() // 20_000)
-    sample = pl.concat([nonnull.head(20_000), nonnull.gather_every(step)]).unique().head(5000)
-    fmts, ambiguous = _candidate_formats(sample)
+    fmts, ambiguous = _candidate_formats(format_sample(nonnull))
     if ambiguous:
         day = [f for f in fmts if f in _DAYFIRST_FORMATS]
         month = [f for f in fmts if f in _MONTHFIRST_FORMATS]
