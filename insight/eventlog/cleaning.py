@@ -122,6 +122,26 @@ def _ascending(values: pa.Array | pa.ChunkedArray) -> bool:
 _RUN_HEAD = 1000
 
 
+def string_runs(values: pa.Array | pa.ChunkedArray, *, unsorted: bool = False) -> tuple[np.ndarray, pa.Array] | None:
+    """(where each run of equal adjacent values starts, the runs' values) of a string column without missing
+    values in which every distinct value is one run, as in a log sorted by case; None for any other column.
+
+    The runs must ascend, which proves them distinct; with `unsorted`, runs in another order are accepted once
+    their values are checked distinct."""
+    n = len(values)
+    if n < 2 or values.null_count:
+        return None
+    change = np.asarray(pc.not_equal(values.slice(1), values.slice(0, n - 1)).to_numpy(zero_copy_only=False),
+                        dtype=bool)
+    starts = np.flatnonzero(np.r_[True, change])
+    heads = values.take(pa.array(starts))
+    if isinstance(heads, pa.ChunkedArray):
+        heads = heads.combine_chunks()
+    if not _ascending(heads) and (not unsorted or len(set(heads.to_pylist())) != len(heads)):
+        return None
+    return starts, heads
+
+
 def _run_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index] | None:
     """pd.factorize of a string column without missing values whose equal values sit in one run each, the runs
     in ascending order (a log sorted by case): codes from the run starts, no hashing. None for other columns."""
@@ -130,17 +150,15 @@ def _run_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index] | None:
     values = s.array.__arrow_array__()
     if values.null_count or not pa.types.is_large_string(values.type) and not pa.types.is_string(values.type):
         return None
-    n = len(values)
     head = values.slice(0, _RUN_HEAD)
     if not bool(pc.all(pc.less_equal(head.slice(0, len(head) - 1), head.slice(1))).as_py()):
         return None  # not even the head ascends: give up before a pass over the column
-    start = np.empty(n, dtype=bool)
-    start[0] = True
-    start[1:] = pc.not_equal(values.slice(1), values.slice(0, n - 1)).to_numpy(zero_copy_only=False)
-    heads = values.take(np.flatnonzero(start))
-    if not _ascending(heads):  # each value in one run, the runs ascending
+    runs = string_runs(values)
+    if runs is None:
         return None
-    return np.cumsum(start, dtype=np.intp) - 1, pd.Index(pd.array(heads, dtype=_STR))
+    starts, heads = runs
+    codes = np.repeat(np.arange(len(starts), dtype=np.intp), np.diff(np.r_[starts, len(values)]))
+    return codes, pd.Index(pd.array(heads, dtype=_STR))
 
 
 # The last Arrow-backed string column factorised, by identity, with its codes and distinct values: reading a

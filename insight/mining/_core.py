@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InvalidEventLog, InvalidInput
+from insight.eventlog.cleaning import string_runs
+from insight.eventlog.schema import ACTIVITY, CASE_ID, TIMESTAMP, EventLog
 
 if TYPE_CHECKING:
     import pyarrow as pa
-from insight.eventlog.schema import ACTIVITY, CASE_ID, TIMESTAMP, EventLog
 
 _UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
@@ -238,26 +239,16 @@ def _case_runs(values: pd.Series) -> tuple[Codes, np.ndarray] | None:
 
     Returns the codes (int64 here: they become EncodedLog.case as they are) and where each run starts.
     """
-    n = len(values)
     arr = values.array
-    if n < 2 or not hasattr(arr, "__arrow_array__"):
+    if len(values) < 2 or not hasattr(arr, "__arrow_array__"):
         return None
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    ca = arr.__arrow_array__()
-    change = np.asarray(pc.not_equal(ca.slice(1), ca.slice(0, n - 1)).to_numpy(zero_copy_only=False), dtype=bool)
-    starts = np.flatnonzero(np.r_[True, change])
-    heads = ca.take(pa.array(starts))
-    if isinstance(heads, pa.ChunkedArray):
-        heads = heads.combine_chunks()
+    # ids in increasing order are distinct (the usual case: readers sort by case); in another order, checked
+    runs = string_runs(arr.__arrow_array__(), unsorted=True)
+    if runs is None:
+        return None
+    starts, heads = runs
     labels = np.asarray(heads.to_numpy(zero_copy_only=False), dtype=object)
-    m = len(labels)
-    # ids in strictly increasing order are distinct (the usual case: readers sort by case); else hash them
-    increasing = m < 2 or pc.all(pc.less(heads.slice(0, m - 1), heads.slice(1))).as_py() is True
-    if not increasing and len(set(labels.tolist())) != m:
-        return None
-    codes = np.repeat(np.arange(m, dtype=np.int64), np.diff(np.r_[starts, n]))
+    codes = np.repeat(np.arange(len(labels), dtype=np.int64), np.diff(np.r_[starts, len(values)]))
     return Codes(codes, labels), starts
 
 
