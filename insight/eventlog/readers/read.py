@@ -84,15 +84,18 @@ class _Columns:
         col = self.cols[name]
         return col.null_count() if isinstance(col, pl.Series) else int(col.null_count)
 
-    def fixed_layout_timestamps(self, name: str, *, source_tz: str, dayfirst: bool | None, report: DataQualityReport,
-                                fix_prefix: str = "timestamp") -> pl.Series | None:
-        """An Arrow column parsed from its bytes when every value has one fixed layout (parse_fixed_layout), else
-        None (a polars column, or any other Arrow column, goes through parse_timestamps)."""
+    def timestamps(self, name: str, *, path: Path, source_tz: str, dayfirst: bool | None,
+                   report: DataQualityReport, fix_prefix: str = "timestamp") -> pl.Series:
+        """`parse_timestamps` of a column; an Arrow column whose every value has one fixed layout is computed from
+        its bytes instead (parse_fixed_layout gives the same answer and report)."""
         col = self.cols[name]
-        if isinstance(col, pl.Series):
-            return None
-        return parse_fixed_layout(col, column=name, source_tz=source_tz, dayfirst=dayfirst, report=report,
-                                  fix_prefix=fix_prefix)
+        if not isinstance(col, pl.Series):
+            fixed = parse_fixed_layout(col, column=name, source_tz=source_tz, dayfirst=dayfirst, report=report,
+                                       fix_prefix=fix_prefix)
+            if fixed is not None:
+                return fixed
+        return parse_timestamps(self.series(name), column=name, path=path, source_tz=source_tz, dayfirst=dayfirst,
+                                report=report, fix_prefix=fix_prefix)
 
     def dtype(self, name: str) -> pl.DataType:
         col = self.cols[name]
@@ -148,10 +151,7 @@ def canonicalize(
             pl.concat_str([pl.col(c).cast(pl.String) for c in parts], separator="-", ignore_nulls=True).alias(ACTIVITY)
         ).to_series())
         report.add("activity_from_columns", frame.height, "activity = " + "-".join(parts))
-    ts = frame.fixed_layout_timestamps(TIMESTAMP, source_tz=source_tz, dayfirst=dayfirst, report=report)
-    if ts is None:
-        ts = parse_timestamps(frame.series(TIMESTAMP), column=TIMESTAMP, path=path, source_tz=source_tz,
-                              dayfirst=dayfirst, report=report)
+    ts = frame.timestamps(TIMESTAMP, path=path, source_tz=source_tz, dayfirst=dayfirst, report=report)
     # every value present parsed on the fixed-layout path: only a local time the source zone skips can be null
     if timestamp_policy == "error" and ts.null_count() != frame.null_count(TIMESTAMP):
         raw_ts = frame.series(TIMESTAMP)
@@ -165,11 +165,8 @@ def canonicalize(
     cols = [ts]
     for extra in preset.extra_timestamps if preset else ():
         if extra in frame.columns:
-            col = frame.fixed_layout_timestamps(extra, source_tz=source_tz, dayfirst=dayfirst, report=report,
-                                                fix_prefix=f"{extra}")
-            cols.append(col if col is not None else parse_timestamps(
-                frame.series(extra), column=extra, path=path, source_tz=source_tz, dayfirst=dayfirst, report=report,
-                fix_prefix=f"{extra}"))
+            cols.append(frame.timestamps(extra, path=path, source_tz=source_tz, dayfirst=dayfirst, report=report,
+                                         fix_prefix=extra))
     for col in cols:
         frame.set(col)
     keep_str = {CASE_ID, ACTIVITY, RESOURCE, GROUP, CHANNEL, LIFECYCLE, TIMESTAMP}
