@@ -41,7 +41,10 @@ def holder() -> Holder:
 @pytest.fixture(scope="module")
 def api_cold(tmp_path_factory, holder):
     # A file database (the default): in-memory SQLite shares one connection, which concurrent requests cannot share.
-    settings = Settings(home=tmp_path_factory.mktemp("cold"))
+    # The hot-swap step asserts that no request fails because of the swap; load shedding (503 `overloaded` when the
+    # routing queue's expected wait passes route_max_wait_seconds) is tested in test_overload*.py and would fire here on
+    # a busy CI box, so the queue may wait as long as a request may take.
+    settings = Settings(home=tmp_path_factory.mktemp("cold"), route_max_wait_seconds=30.0)
     app, client, keys = start_api(settings, bundle_loader=holder.load)
     yield Api(app=app, client=client, keys=keys)
     client.__exit__(None, None, None)
@@ -84,7 +87,7 @@ def test_lifecycle_untrained_then_reload_then_hot_swap(api_cold: Api, holder: Ho
             resp = api.client.post("/v1/tickets/route", json={"ticket_id": new_id("HOT"), "subject": "track my parcel"},
                                    headers=api.h("helpdesk"))
             ver = resp.json().get("result", {}).get("model_versions", {}).get("intent") if resp.status_code < 300 else None
-            results.append((resp.status_code, ver))
+            results.append((resp.status_code, ver if resp.status_code < 300 else resp.json().get("code")))
 
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(client_loop) for _ in range(4)]
@@ -98,7 +101,7 @@ def test_lifecycle_untrained_then_reload_then_hot_swap(api_cold: Api, holder: Ho
     assert swap.status_code == 200 and swap.json()["previous"]["intent"] == "tiny-1"
     assert swap.json()["serving"]["intent"] == "tiny-2"
     statuses = {s for s, _ in results}
-    assert statuses == {201}, statuses
+    assert statuses == {201}, sorted(set(results) - {(201, "tiny-1"), (201, "tiny-2")})
     versions = [v for _, v in results]
     assert "tiny-1" in versions and "tiny-2" in versions  # requests ran before, during and after the swap
     first_new = versions.index("tiny-2")
