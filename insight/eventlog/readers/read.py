@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 
 from core.errors import InvalidEventLog
-from insight.eventlog.cleaning import TimestampPolicy
+from insight.eventlog.cleaning import TimestampPolicy, factorize_strings
 from insight.eventlog.readers.columns import (
     drop_canonical_copies,
     looks_numeric,
@@ -52,6 +53,8 @@ class _Columns:
         else:
             self.cols = {c: raw.frame[c] for c in raw.frame.columns}
             self.height = raw.frame.height
+        # Arrow columns already handed out as the pandas Series to_pandas gives them (the same array objects)
+        self._pandas: dict[str, pd.Series] = {}
 
     @property
     def columns(self) -> list[str]:
@@ -105,16 +108,30 @@ class _Columns:
 
     def set(self, col: pl.Series) -> None:
         self.cols[col.name] = col
+        self._pandas.pop(col.name, None)
+
+    def factorize_soon(self, name: str, pool: ThreadPoolExecutor) -> Future[object] | None:
+        """Start `factorize_strings` of an Arrow column, as the pandas column to_pandas will hold, on `pool`: it
+        keeps the answer for the source review and the cleaner. None when the column is not a string one read
+        by Arrow."""
+        col = self.cols.get(name)
+        if col is None or isinstance(col, pl.Series) or not pa.types.is_large_string(col.type):
+            return None
+        series = pa.table({name: col}).to_pandas()[name]
+        self._pandas[name] = series
+        return pool.submit(factorize_strings, series)
 
     def to_pandas(self) -> pd.DataFrame:
         pl_cols = [c for c in self.cols.values() if isinstance(c, pl.Series)]
         if len(pl_cols) == len(self.cols):
             return pl.DataFrame(pl_cols).to_pandas()
-        parts: dict[str, pd.Series] = {}
+        parts: dict[str, pd.Series] = dict(self._pandas)
         if pl_cols:
             parts.update(pl.DataFrame(pl_cols).to_pandas().items())
-        arrow = {n: c for n, c in self.cols.items() if not isinstance(c, pl.Series)}
-        parts.update(pa.table(arrow).to_pandas().items())
+        arrow = {n: c for n, c in self.cols.items() if not isinstance(c, pl.Series) and n not in parts}
+        if arrow:
+            parts.update(pa.table(arrow).to_pandas().items())
+        # copy=False keeps each column's array, so a factorize_soon answer stays tied to its column
         return pd.DataFrame({n: parts[n] for n in self.cols}, copy=False)
 
 
@@ -151,22 +168,26 @@ def canonicalize(
             pl.concat_str([pl.col(c).cast(pl.String) for c in parts], separator="-", ignore_nulls=True).alias(ACTIVITY)
         ).to_series())
         report.add("activity_from_columns", frame.height, "activity = " + "-".join(parts))
-    ts = frame.timestamps(TIMESTAMP, path=path, source_tz=source_tz, dayfirst=dayfirst, report=report)
-    # every value present parsed on the fixed-layout path: only a local time the source zone skips can be null
-    if timestamp_policy == "error" and ts.null_count() != frame.null_count(TIMESTAMP):
-        raw_ts = frame.series(TIMESTAMP)
-        bad = first_bad_row(ts, raw_ts)
-        if bad is not None:
-            src_col = next((s for s, t in used.items() if t == TIMESTAMP), TIMESTAMP)
-            raise InvalidEventLog(
-                f"unparseable timestamp {raw_ts[bad]!r} (timestamp policy 'error')",
-                file=str(path), row=bad + 1, column=src_col,
-            )
-    cols = [ts]
-    for extra in preset.extra_timestamps if preset else ():
-        if extra in frame.columns:
-            cols.append(frame.timestamps(extra, path=path, source_tz=source_tz, dayfirst=dayfirst, report=report,
-                                         fix_prefix=extra))
+    # The activity column's codes, which the source review and the cleaner need, are hashed on a second thread
+    # while this one parses timestamps: Arrow's hashing and numpy's array work both run without the GIL.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        coding = frame.factorize_soon(ACTIVITY, pool)
+        ts = frame.timestamps(TIMESTAMP, path=path, source_tz=source_tz, dayfirst=dayfirst, report=report)
+        # every value present parsed on the fixed-layout path: only a local time the source zone skips can be null
+        if timestamp_policy == "error" and ts.null_count() != frame.null_count(TIMESTAMP):
+            raw_ts = frame.series(TIMESTAMP)
+            bad = first_bad_row(ts, raw_ts)
+            if bad is not None:
+                src_col = next((s for s, t in used.items() if t == TIMESTAMP), TIMESTAMP)
+                raise InvalidEventLog(
+                    f"unparseable timestamp {raw_ts[bad]!r} (timestamp policy 'error')",
+                    file=str(path), row=bad + 1, column=src_col,
+                )
+        cols = [ts]
+        for extra in preset.extra_timestamps if preset else ():
+            if extra in frame.columns:
+                cols.append(frame.timestamps(extra, path=path, source_tz=source_tz, dayfirst=dayfirst, report=report,
+                                             fix_prefix=extra))
     for col in cols:
         frame.set(col)
     keep_str = {CASE_ID, ACTIVITY, RESOURCE, GROUP, CHANNEL, LIFECYCLE, TIMESTAMP}
@@ -185,6 +206,8 @@ def canonicalize(
         conv = numeric_cast(frame.series(name))
         if conv is not None:
             frame.set(conv)
+    if coding is not None:
+        coding.result()  # its error, if any, is raised here
     return frame.to_pandas(), report
 
 
