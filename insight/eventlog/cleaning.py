@@ -6,6 +6,7 @@ import copy
 import csv
 import json
 import re
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -161,38 +162,47 @@ def _run_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index] | None:
     return codes, pd.Index(pd.array(heads, dtype=_STR))
 
 
-# The last Arrow-backed string column factorised, by identity, with its codes and distinct values: reading a
-# log (its source review) and cleaning it both need the activity column's, and an Arrow column never changes.
-_factorized: tuple[weakref.ref[Any], np.ndarray, pd.Index] | None = None
+# Answers of factorize_strings for Arrow-backed string columns, by the column's identity: reading a log (its source
+# review) and cleaning it both need the case and activity columns' codes, and an Arrow column never changes. An
+# entry goes with its column, and only the latest few are kept.
+_factorized: dict[int, tuple[weakref.ref[Any], np.ndarray, pd.Index]] = {}
+_FACTORIZED_KEPT = 2
+# reading may code columns on a worker thread while another thread looks answers up
+_factorized_lock = threading.Lock()
 
 
-def _forget_factorized(_: weakref.ref[Any]) -> None:
-    global _factorized
-    _factorized = None
+def _forget_factorized(key: int, ref: weakref.ref[Any]) -> None:
+    with _factorized_lock:
+        if key in _factorized and _factorized[key][0] is ref:
+            del _factorized[key]
 
 
 def factorize_strings(s: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """pd.factorize(s) (codes, distinct values in order of appearance); a str column backed by Arrow is hashed
-    once and its answer (read-only codes) kept while the column lives."""
-    global _factorized
+    """pd.factorize(s) (codes, distinct values in order of appearance). A str column backed by Arrow is coded
+    once and its answer (read-only codes) kept while the column lives; when its equal values sit in ascending
+    runs (a log sorted by case) the codes come from the runs, without hashing."""
     to_arrow = getattr(s.array, "__arrow_array__", None) if s.dtype == _STR else None
     if to_arrow is None:
         return pd.factorize(s)
     column = to_arrow()
-    memo = _factorized
+    key = id(column)
+    with _factorized_lock:
+        memo = _factorized.get(key)
     if memo is not None and memo[0]() is column:
         return memo[1], memo[2]
-    codes, uniques = pd.factorize(s)
+    runs = _run_codes(s)
+    codes, uniques = runs if runs is not None else pd.factorize(s)
     codes.flags.writeable = False
-    _factorized = (weakref.ref(column, _forget_factorized), codes, uniques)
+    ref = weakref.ref(column, lambda r, key=key: _forget_factorized(key, r))
+    with _factorized_lock:
+        _factorized[key] = (ref, codes, uniques)
+        while len(_factorized) > _FACTORIZED_KEPT:
+            del _factorized[next(iter(_factorized))]
     return codes, uniques
 
 
 def _string_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Codes (-1 where missing) into the distinct values of a column read as strings (astype "str")."""
-    runs = _run_codes(s)
-    if runs is not None:
-        return runs
     codes, uniques = factorize_strings(s)
     text = pd.Index(uniques).astype("str")
     if s.dtype == _STR or text.is_unique:  # distinct strings stay distinct

@@ -1,5 +1,5 @@
-"""The activity column is hashed once for the source review and the cleaner (factorize_strings keeps the last
-Arrow column's codes); the review's placeholder check and the cleaned log stay what they were without it."""
+"""The activity column is hashed once for the source review and the cleaner (factorize_strings keeps the latest
+Arrow columns' codes); the review's placeholder check and the cleaned log stay what they were without it."""
 
 from __future__ import annotations
 
@@ -65,6 +65,6 @@ def test_factorize_strings_memo():
     assert cleaning_mod.factorize_strings(other)[0] is not codes
     del s, other, again, codes
     gc.collect()
-    assert cleaning_mod._factorized is None  # dropped with its column
+    assert not cleaning_mod._factorized  # dropped with its column
     obj = pd.Series(np.array(["x", "y", "x"], dtype=object))
     assert (cleaning_mod.factorize_strings(obj)[0] == [0, 1, 0]).all()

@@ -168,10 +168,10 @@ def canonicalize(
             pl.concat_str([pl.col(c).cast(pl.String) for c in parts], separator="-", ignore_nulls=True).alias(ACTIVITY)
         ).to_series())
         report.add("activity_from_columns", frame.height, "activity = " + "-".join(parts))
-    # The activity column's codes, which the source review and the cleaner need, are hashed on a second thread
-    # while this one parses timestamps: Arrow's hashing and numpy's array work both run without the GIL.
+    # The case and activity columns' codes, which the source review and the cleaner need, are computed on a
+    # second thread while this one parses timestamps: Arrow's kernels and numpy's array work run without the GIL.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        coding = frame.factorize_soon(ACTIVITY, pool)
+        coding = [frame.factorize_soon(c, pool) for c in (CASE_ID, ACTIVITY)]
         ts = frame.timestamps(TIMESTAMP, path=path, source_tz=source_tz, dayfirst=dayfirst, report=report)
         # every value present parsed on the fixed-layout path: only a local time the source zone skips can be null
         if timestamp_policy == "error" and ts.null_count() != frame.null_count(TIMESTAMP):
@@ -206,8 +206,9 @@ def canonicalize(
         conv = numeric_cast(frame.series(name))
         if conv is not None:
             frame.set(conv)
-    if coding is not None:
-        coding.result()  # its error, if any, is raised here
+    for job in coding:
+        if job is not None:
+            job.result()  # its error, if any, is raised here
     return frame.to_pandas(), report
 
 
