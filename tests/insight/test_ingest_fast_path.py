@@ -191,10 +191,15 @@ def test_clean_of_object_and_numeric_columns_equals_reference():
     "c1,a,2024-01-01 10:00:00\rc2,b,2024-01-01 11:00:00\r",  # bare carriage returns
     "c1,a\nc2,b,2024-01-01 11:00:00\n",  # a short row
     "c1,a,2024-01-01 10:00:00,extra\n",  # a long row
+    # the same past the head the reader checks before Arrow reads (the rest of the file is checked after)
+    "c0,a,2024-01-01 09:00:00\n" * 4000 + 'c1,"quoted, value",2024-01-01 10:00:00\n',
+    "c0,a,2024-01-01 09:00:00\n" * 4000 + 'c1,"quoted",2024-01-01 10:00:00\n',
+    "c0,a,2024-01-01 09:00:00\r\n" * 4000 + "c1,a,2024-01-01 10:00:00\rc2,b,2024-01-01 11:00:00\r\n",
 ])
 def test_files_the_arrow_path_declines_read_as_before(tmp_path, monkeypatch, body):
     p = tmp_path / "odd.csv"
     p.write_bytes(("case,activity,timestamp\n" + body).encode())
+    assert p.stat().st_size < csv_file._HEAD_BYTES or p.read_bytes()[:csv_file._HEAD_BYTES].count(b'"') == 0
     assert csv_file._read_plain_arrow(p.read_bytes(), ",", 3, [""]) is None
 
     def outcome():

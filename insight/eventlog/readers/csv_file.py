@@ -146,15 +146,13 @@ def _read_plain_arrow(data: bytes | mmap.mmap, sep: str, n_fields: int, nulls: l
     copy. Any row whose field count differs
     from the header's makes Arrow fail, and the polars reader then gives its usual answer or error.
     """
-    if not len(data) or data[:1] in (b"\n", b"\r") or data.find(b'"') != -1:
+    # Only the head is checked for quotes before reading: the whole file is checked after it, once Arrow's
+    # threads have brought a mapped file's pages into memory (a scan of a fresh mapping mostly waits on them).
+    if not len(data) or data[:1] in (b"\n", b"\r") or data[:_HEAD_BYTES].find(b'"') != -1:
         return None
-    if data.find(b"\r") != -1:
-        whole = bytes(data)
-        if whole.count(b"\r") != whole.count(b"\r\n"):
-            return None
     cols = [f"f{i}" for i in range(n_fields)]
     try:
-        return pacsv.read_csv(
+        table = pacsv.read_csv(
             pa.BufferReader(pa.py_buffer(data)),
             read_options=pacsv.ReadOptions(column_names=cols, skip_rows=1, use_threads=True),
             parse_options=pacsv.ParseOptions(delimiter=sep, quote_char=False, ignore_empty_lines=False),
@@ -163,6 +161,21 @@ def _read_plain_arrow(data: bytes | mmap.mmap, sep: str, n_fields: int, nulls: l
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+    return table if _unquoted_plain_lines(data) else None
+
+
+# bytes at the start of a file checked for quotes before Arrow reads it
+_HEAD_BYTES = 1 << 16
+
+
+def _unquoted_plain_lines(data: bytes | mmap.mmap) -> bool:
+    """No quote character anywhere, and every carriage return part of a CRLF line end."""
+    if data.find(b'"') != -1:
+        return False
+    if data.find(b"\r") == -1:
+        return True
+    whole = bytes(data)
+    return whole.count(b"\r") == whole.count(b"\r\n")
 
 
 def _first_ragged_row(data: bytes, sep: str, n_fields: int) -> int | None:
