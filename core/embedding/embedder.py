@@ -6,12 +6,13 @@ import hashlib
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.embedding.batching import DEFAULT_TOKEN_BUDGET, encode_in_runs
+from core.embedding.batching import DEFAULT_TOKEN_BUDGET, encode_in_runs, plan_runs, run_into, split_runs
 from core.embedding.int8 import INT8_RECIPE_VERSION, quantize_int8
 from core.embedding.onnx_export import export_onnx
 from core.embedding.onnx_runtime import (
@@ -44,6 +45,12 @@ class Embedder:
     docstring); `token_budget` caps the tokens of one ONNX run (rows x padded width), `batch_size` its rows. Float
     vectors do not depend on how texts are batched (within 1e-6); int8 runs one text per run (activations are
     quantized per run), so its vectors do not depend on the batch at all.
+
+    On onnx, a call of several runs deals them to `threads` worker threads (None: the usable cores), each with a
+    one-thread session, instead of splitting each small run's operators over the cores of one session: on small runs
+    the latter spends much of its time handing work between threads. A run's vectors are the same bit for bit on
+    either session (checked on the probe texts when the one-thread session opens; otherwise every run stays on the
+    main session). One text (one run) keeps the main session and all its threads, for latency.
     """
 
     def __init__(
@@ -89,6 +96,13 @@ class Embedder:
         self._lowercase = False
         self._dim: int | None = None
         self._lock = threading.Lock()
+        # Data-parallel runs (see _encode_onnx): a one-thread session per worker thread, opened on first use.
+        self._workers = threads if threads is not None else len(os.sched_getaffinity(0)) if hasattr(
+            os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self._single: Any = None
+        self._parallel: bool | None = None  # None: not tried yet
+        self._pool: ThreadPoolExecutor | None = None
+        self._parallel_lock = threading.Lock()
 
     # ---- identity ----
 
@@ -178,18 +192,58 @@ class Embedder:
         self._session = open_session(path, threads=self.threads)
         probes = reference_embeddings(self._session, path, fingerprint=self._model_fingerprint(),
                                       quantize=self.quantize)
-        check_probes(self._encode_onnx(list(PROBE_TEXTS)), probes, path, quantize=self.quantize,
+        check_probes(self._encode_onnx(list(PROBE_TEXTS), parallel=False), probes, path, quantize=self.quantize,
                      model_name=self.model_path.name)
         self._dim = int(probes.shape[1])
 
-    def _encode_onnx(self, texts: list[str]) -> np.ndarray:
+    def _encode_onnx(self, texts: list[str], *, parallel: bool = True) -> np.ndarray:
         if self._lowercase:
             texts = [t.lower() for t in texts]
         # int8 runs one text at a time: activations are quantized with one scale per run, so a text run beside
         # others would take their scale, and its vector (and every answer built on it) would depend on the batch.
         rows = 1 if self.quantize != "none" else self.batch_size
-        return encode_in_runs(self._session, self._tokenizer.encode_batch(texts), batch_size=rows,
-                              token_budget=self.token_budget)
+        encodings = self._tokenizer.encode_batch(texts)
+        runs = plan_runs(encodings, batch_size=rows, token_budget=self.token_budget)
+        if not parallel or len(runs) < 2 or self._dim is None or not self._parallel_ready():
+            return encode_in_runs(self._session, encodings, batch_size=rows, token_budget=self.token_budget)
+        # Several runs: each worker thread embeds its share of the runs with a one-thread session. The runs are the
+        # same as on the main session, and a run's vectors do not depend on the thread count of the session that
+        # computes them (checked bit for bit when the one-thread session opens), so the vectors are those of the
+        # serial path; the cores work on different runs instead of splitting each small run's operators.
+        out = np.empty((len(encodings), self._dim), dtype=np.float32)
+        parts = split_runs(encodings, runs, self._workers)
+        assert self._pool is not None
+        futures = [self._pool.submit(run_into, self._single, encodings, p, out) for p in parts[1:]]
+        try:
+            run_into(self._single, encodings, parts[0], out)
+        finally:
+            for f in futures:
+                f.result()
+        return out
+
+    def _parallel_ready(self) -> bool:
+        """True when runs may go to worker threads: more than one thread allowed, and a one-thread session that
+        gives the main session's vectors bit for bit on the probe texts (opened here once)."""
+        if self._parallel is not None:
+            return self._parallel
+        with self._parallel_lock:
+            if self._parallel is None:
+                ok = False
+                if self._workers > 1:
+                    single = open_session(self.onnx_path(), threads=1)
+                    texts = [t.lower() for t in PROBE_TEXTS] if self._lowercase else list(PROBE_TEXTS)
+                    encodings = self._tokenizer.encode_batch(texts)
+                    rows = 1 if self.quantize != "none" else self.batch_size
+                    runs = plan_runs(encodings, batch_size=rows, token_budget=self.token_budget)
+                    main = encode_in_runs(self._session, encodings, batch_size=rows, token_budget=self.token_budget)
+                    alone = np.empty_like(main)
+                    run_into(single, encodings, runs, alone)
+                    ok = bool(np.array_equal(main, alone))
+                    if ok:
+                        self._single = single
+                        self._pool = ThreadPoolExecutor(max_workers=self._workers - 1, thread_name_prefix="embed")
+                self._parallel = ok
+        return self._parallel
 
     # ---- encoding ----
 

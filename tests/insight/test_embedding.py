@@ -78,7 +78,8 @@ def test_runs_are_sized_by_the_token_budget(model_path, onnx_embedder, onnx_cach
     not depend on the chunking."""
     texts = tickets[0][:120] + EDGE_TEXTS
     ref = onnx_embedder.encode(texts)
-    small = Embedder(model_path, backend="onnx", cache_dir=onnx_cache, batch_size=32, token_budget=200)
+    # one thread: every run on the main session, in order (test_runs_on_worker_threads_give_the_serial_vectors)
+    small = Embedder(model_path, backend="onnx", cache_dir=onnx_cache, batch_size=32, token_budget=200, threads=1)
     small.encode(["warm up"])
     shapes: list[tuple[int, int]] = []
     real_run = small._session.run
@@ -240,3 +241,18 @@ def test_bad_settings_are_named(model_path):
         Embedder(model_path, threads=0)
     with pytest.raises(InvalidInput, match="cpu"):
         Embedder(model_path, backend="onnx", device="cuda")
+
+
+def test_runs_on_worker_threads_give_the_serial_vectors(model_path, onnx_cache, onnx_embedder, int8_embedder,
+                                                        tickets):
+    """A call of several runs spreads them over worker threads with a one-thread session: the vectors are bit for bit
+    those of every run on the main session (float and int8), so nothing depends on how the runs were dealt."""
+    texts = tickets[0][:120] + EDGE_TEXTS
+    for quantize in ("none", "int8"):
+        serial = Embedder(model_path, backend="onnx", cache_dir=onnx_cache, batch_size=32, threads=1, quantize=quantize)
+        spread = Embedder(model_path, backend="onnx", cache_dir=onnx_cache, batch_size=32, threads=2, quantize=quantize)
+        a, b = serial.encode(texts), spread.encode(texts)
+        assert spread._parallel is True and serial._parallel is False
+        assert np.array_equal(a, b)
+        alone = np.stack([spread.encode([t])[0] for t in texts[-4:]])  # one run: the main session
+        assert float(np.abs(alone - b[-4:]).max()) <= ONNX_TOLERANCE
