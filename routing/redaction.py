@@ -15,7 +15,9 @@ are not people; they are kept. docs/PRIVACY.md lists every column and what happe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -31,6 +33,36 @@ from insight.eventlog.schema import RESOURCE
 from routing.models import EventIn, FeedbackIn, TicketIn
 
 M = TypeVar("M", bound=BaseModel)
+
+# Texts seen at the door in which redaction found nothing (their redaction is the text itself), most recent last: a
+# ticket's subject ("Password reset", "Refund request") or field value that comes again is not read again. Only such
+# texts are kept, so the store holds nothing the database does not hold too (a text with anything to redact is never
+# kept); redaction is a function of the text alone, so a text found here gets what reading it would give. Bounded
+# in count and in each text's length (texts that repeat are short).
+_CLEAN_MAX = 20_000
+_CLEAN_MAX_CHARS = 1_000
+_clean: OrderedDict[str, None] = OrderedDict()
+_clean_lock = threading.Lock()
+
+
+def _known_clean(texts: Iterable[str]) -> set[str]:
+    """The texts among `texts` known to have nothing to redact (refreshed as recently used)."""
+    with _clean_lock:
+        found = {t for t in texts if t in _clean}
+        for t in found:
+            _clean.move_to_end(t)
+    return found
+
+
+def _remember_clean(pairs: Iterable[tuple[str, str]]) -> None:
+    """Keep the texts whose redaction changed nothing (bounded: the least recently used go first)."""
+    with _clean_lock:
+        for text, clean in pairs:
+            if clean == text and len(text) <= _CLEAN_MAX_CHARS:
+                _clean[text] = None
+                _clean.move_to_end(text)
+        while len(_clean) > _CLEAN_MAX:
+            _clean.popitem(last=False)
 
 
 def _redact_value(value: Any, key: str | None, name: str = "", depth: int = 0,
@@ -88,7 +120,12 @@ def redact_tickets(tickets: list[TicketIn], *, pseudonym_key: str | None = None,
         texts += (ticket.subject, ticket.body)
         _texts_of(ticket.custom_fields, pseudonym_key, texts)
     distinct = [t for t in dict.fromkeys(texts) if t not in clean]
-    clean.update(zip(distinct, redact_texts(distinct), strict=True))
+    known = _known_clean(distinct)
+    clean.update((t, t) for t in known)
+    distinct = [t for t in distinct if t not in known]
+    read = list(zip(distinct, redact_texts(distinct), strict=True))
+    clean.update(read)
+    _remember_clean(read)
     out: list[TicketIn] = []
     for ticket in tickets:
         update: dict[str, Any] = {}

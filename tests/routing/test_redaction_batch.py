@@ -26,3 +26,28 @@ def test_a_batch_is_redacted_like_each_ticket_alone() -> None:
         assert raw not in text, raw
     assert batch[3] is tickets[3]  # nothing to redact: the ticket itself
     assert redact_tickets([], pseudonym_key=key) == []
+
+
+def test_texts_with_nothing_to_redact_are_read_once_and_only_they_are_kept() -> None:
+    import routing.redaction as redaction
+
+    clean_text, pii_text = "Nothing personal in this Nimbus ticket at all", "Please call Maria Gonzalez on +31 6 12345678"
+    tickets = [TicketIn(ticket_id="C1", subject=clean_text, body=pii_text)]
+    first = redact_tickets(tickets)
+    assert clean_text in redaction._clean and pii_text not in redaction._clean
+    assert all(first[0].body not in t and "12345678" not in t for t in redaction._clean)  # no raw PII kept
+    seen: list[str] = []
+    real = redaction.redact_texts
+
+    def spy(texts):
+        seen.extend(texts)
+        return real(texts)
+
+    try:
+        redaction.redact_texts = spy
+        again = redact_tickets([TicketIn(ticket_id="C2", subject=clean_text, body=pii_text)])
+    finally:
+        redaction.redact_texts = real
+    assert seen == [pii_text]  # the text with a name and a number is read again, the clean one is not
+    assert again[0].model_dump(exclude={"ticket_id"}) == first[0].model_dump(exclude={"ticket_id"})
+    assert redact_ticket(tickets[0]).model_dump() == first[0].model_dump()
