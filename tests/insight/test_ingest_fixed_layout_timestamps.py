@@ -127,6 +127,9 @@ def test_missing_values_and_markers(tmp_path, monkeypatch):
 @pytest.mark.parametrize("late", [
     "2024/01/05 10:00:00",  # same length, other separators
     "2024-01-05T10:00:00",  # same length, T instead of a space
+    "2024-01/05 10:00:00",  # one separator changed, at each place
+    "2024-01-05 10:00-00",
+    "2024-01-05 10.00:00",
     "2024-01-05 10:00",  # shorter
     "05/01/2024 10:00:00",  # day-first, same length
     " 2024-01-05 10:00:0",  # padded, same length

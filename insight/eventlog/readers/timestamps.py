@@ -205,8 +205,12 @@ class _Tables:
         # just above, which the (year, month) tables treat as a bad year)
         self.pair = np.full(1 << 16, 255, dtype=np.uint8)
         self.pair[pairs] = np.arange(100)
-        self.year_half = np.full(1 << 16, 100, dtype=np.int32)
-        self.year_half[pairs] = np.arange(100)
+        year_half = np.full(1 << 16, 100, dtype=np.int32)
+        year_half[pairs] = np.arange(100)
+        # a year's first and last two digits -> their parts of the (year halves, month) code, so that the code is
+        # a sum of three lookups
+        self.year_high = year_half * (101 * 13)
+        self.year_low = year_half * 13
         # a month -> its number, else zero; a day -> its number less one, else a value above any month's length
         self.month = np.zeros(1 << 16, dtype=np.int32)
         self.month[pairs[1:13]] = np.arange(1, 13)
@@ -240,6 +244,24 @@ def _tables() -> _Tables:
     return _Tables()
 
 
+def _separators_match(data: np.ndarray, n: int, template: bytes, sign_at: int) -> bool:
+    """Whether each of the `n` values of `template`'s width packed in `data` holds the template's separators (its
+    bytes other than digits and an offset's sign). They are compared eight bytes at a time, masked, so a value
+    takes a pass per eight-byte word that holds separators rather than one per separator."""
+    width = len(template)
+    seps = [i for i, ch in enumerate(template) if not 48 <= ch <= 57 and i != sign_at]
+    while seps:
+        start = min(seps[0], width - 8)  # a word must end within the value
+        mask = bytes(255 if start + i in seps else 0 for i in range(8))
+        keep = np.uint64(int.from_bytes(mask, "little"))
+        want = np.uint64(int.from_bytes(template[start:start + 8], "little")) & keep
+        words = np.ndarray((n,), dtype="<u8", buffer=data, offset=start, strides=(width,))
+        if not bool(np.all((words & keep) == want)):
+            return False
+        seps = [i for i in seps if i >= start + 8]
+    return True
+
+
 def _layout_micros(data: np.ndarray, n: int, template: bytes, m: re.Match[bytes]) -> np.ndarray | None:
     """Microseconds since the epoch (UTC when the layout has an offset, else wall-clock) of the `n` values of
     `template`'s width packed in `data`, when all follow its layout with a valid date and time of day; else None."""
@@ -249,19 +271,19 @@ def _layout_micros(data: np.ndarray, n: int, template: bytes, m: re.Match[bytes]
     def field(pos: int, dtype: str) -> np.ndarray:
         return np.ndarray((n,), dtype=dtype, buffer=data, offset=pos, strides=(width,))
 
+    # np.take rather than indexing: it looks up small unsigned indices without first widening them
     def pair(table: np.ndarray, pos: int) -> np.ndarray:
-        return table[field(pos, "<u2")]
+        return np.take(table, field(pos, "<u2"))
 
     offset = m.group(4) or b""
     sign_at = width - 6 if len(offset) == 6 else -1
-    for i, ch in enumerate(template):
-        if not 48 <= ch <= 57 and i != sign_at and not bool(np.all(field(i, "u1") == ch)):
-            return None
-    year_month = (pair(tab.year_half, 0) * 101 + pair(tab.year_half, 2)) * 13 + pair(tab.month, 5)
-    day = pair(tab.day, 8)
-    if not bool(np.all(day < tab.month_len[year_month])):
+    if not _separators_match(data, n, template, sign_at):
         return None
-    micros = (tab.month_start[year_month] + day).astype(np.int64) * 86_400_000_000
+    year_month = pair(tab.year_high, 0) + pair(tab.year_low, 2) + pair(tab.month, 5)
+    day = pair(tab.day, 8)
+    if not bool(np.all(day < np.take(tab.month_len, year_month))):
+        return None
+    micros = (np.take(tab.month_start, year_month) + day) * np.int64(86_400_000_000)
     if m.group(2):
         tod = pair(tab.hour, 11) + pair(tab.minute, 14)
         if width - len(m.group(3) or b"") - len(offset) == 19:
