@@ -167,8 +167,9 @@ def _run_codes(s: pd.Series) -> tuple[np.ndarray, pd.Index] | None:
 # entry goes with its column, and only the latest few are kept.
 _factorized: dict[int, tuple[weakref.ref[Any], np.ndarray, pd.Index]] = {}
 _FACTORIZED_KEPT = 2
-# reading may code columns on a worker thread while another thread looks answers up
-_factorized_lock = threading.Lock()
+# reading may code columns on a worker thread while another thread looks answers up; re-entrant because a column
+# the garbage collector frees while the lock is held drops its entry on the same thread
+_factorized_lock = threading.RLock()
 
 
 def _forget_factorized(key: int, ref: weakref.ref[Any]) -> None:
