@@ -89,9 +89,10 @@ class Settings(BaseSettings):
     )
     embedding_threads: int | None = Field(
         default=None, ge=1,
-        description="CPU threads per embedding call; default the library's (all cores), which gives batches the most "
-        "throughput; 1 can suit a box busy with other work. With the torch backend this sets torch's process-wide "
-        "thread count.",
+        description="CPU threads per embedding call; default all cores this process may use. With onnx, one text runs "
+        "on that many intra-op threads and a call of several runs deals its runs to that many worker threads, each on "
+        "a one-thread session (same vectors); 1 can suit a box busy with other work. With the torch backend this sets "
+        "torch's process-wide thread count.",
     )
     embedding_cache: Path | None = Field(
         default=None, description="Folder for the ONNX export of the embedding model; default ~/.cache/deskpilot/embeddings."
