@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import json
 import re
 import threading
@@ -194,7 +195,7 @@ def factorize_strings(s: pd.Series) -> tuple[np.ndarray, pd.Index]:
     runs = _run_codes(s)
     codes, uniques = runs if runs is not None else pd.factorize(s)
     codes.flags.writeable = False
-    ref = weakref.ref(column, lambda r, key=key: _forget_factorized(key, r))
+    ref = weakref.ref(column, functools.partial(_forget_factorized, key))
     with _factorized_lock:
         _factorized[key] = (ref, codes, uniques)
         while len(_factorized) > _FACTORIZED_KEPT:
