@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -58,6 +59,14 @@ def _demo_key(settings: Settings) -> str:
     path.write_text(secret + "\n")
     path.chmod(0o600)
     return secret
+
+
+def demo_key_ref(settings: Settings) -> tuple[str, str]:
+    """How the printed example names the demo's admin key: a shell expression that yields it, and where it is."""
+    if settings.bootstrap_admin_key is not None:
+        return "$DESKPILOT_BOOTSTRAP_ADMIN_KEY", "the admin key from DESKPILOT_BOOTSTRAP_ADMIN_KEY"
+    key_file = Path(settings.home) / "demo-api-key"
+    return f"$(cat {shlex.quote(str(key_file))})", f"admin key stored in {key_file}"
 
 
 def _quality_table(quality: Any) -> Table:
@@ -151,13 +160,22 @@ def _serve_in_thread(host: str, port: int) -> tuple[Any, threading.Thread]:
     return server, thread
 
 
-def example_request(*, base: str, key: str) -> tuple[str, dict[str, Any]]:
-    """Route the example ticket through the running API; returns the equivalent curl command and the answer."""
+def example_curl(*, base: str, key_ref: str) -> str:
+    """The curl command routing the example ticket, its key given by the shell expression `key_ref`."""
+    body = json.dumps(EXAMPLE_TICKET)
+    return (f"curl -s -X POST {base}/v1/tickets/route -H \"X-API-Key: {key_ref}\" "
+            f"-H 'Content-Type: application/json' -d '{body}'")
+
+
+def example_request(*, base: str, key: str, key_ref: str) -> tuple[str, dict[str, Any]]:
+    """Route the example ticket through the running API; returns the equivalent curl command and the answer.
+
+    The curl command names the key by `key_ref` (a shell expression such as `$(cat HOME/demo-api-key)`), never by
+    its value: the terminal, a shared screen or a pasted transcript does not carry the admin key."""
     import httpx
 
     body = json.dumps(EXAMPLE_TICKET)
-    curl = (f"curl -s -X POST {base}/v1/tickets/route -H 'X-API-Key: {key}' "
-            f"-H 'Content-Type: application/json' -d '{body}'")
+    curl = example_curl(base=base, key_ref=key_ref)
     resp = httpx.post(f"{base}/v1/tickets/route", content=body, timeout=60,
                       headers={"X-API-Key": key, "Content-Type": "application/json"})
     return curl, {"status": resp.status_code, "body": resp.json()}
@@ -197,9 +215,9 @@ def register(app: typer.Typer) -> None:
             if not thread.is_alive():
                 raise typer.Exit(1)
             time.sleep(0.2)
-        curl, answer = example_request(base=base, key=key)
-        console.print("[bold]example request[/bold] (admin key stored in "
-                      f"{Path(settings.home) / 'demo-api-key'}):")
+        key_ref, where = demo_key_ref(settings)
+        curl, answer = example_request(base=base, key=key, key_ref=key_ref)
+        console.print(f"[bold]example request[/bold] ({where}):")
         console.print(curl, soft_wrap=True, highlight=False)
         console.print(f"[bold]answer[/bold] (HTTP {answer['status']}):")
         console.print_json(data=answer["body"])
